@@ -1,0 +1,135 @@
+//! One error type for the whole crate. Every variant names its culprit (file:line:col,
+//! node and op, tensor, step) and, where there is one, the fix. Nothing in qatc panics on
+//! user input.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed text input (`.qir`, `.rules`, TOML config).
+    #[error("{file}:{line}:{col}: {msg}")]
+    Parse {
+        file: String,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+
+    /// A node that is wrong: bad arity, shapes, dtypes, attributes, quantization params.
+    #[error("node `{node}` ({op}): {msg}")]
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
+
+    /// A graph-level problem (no outputs, a cycle, a dangling name).
+    #[error("graph `{graph}`: {msg}")]
+    Graph { graph: String, msg: String },
+
+    /// A layer or op a pass, the JIT or the exporter does not handle, with what to do.
+    #[error("node `{node}` ({op}) is not supported by {what}: {hint}")]
+    Unsupported {
+        node: String,
+        op: String,
+        what: String,
+        hint: String,
+    },
+
+    /// A parameter that is missing or has the wrong shape.
+    #[error("parameter `{name}`: {msg}")]
+    Param { name: String, msg: String },
+
+    /// A file that exists but whose contents are wrong (IDX, safetensors, .tflite, .npy).
+    #[error("{}: {msg}", path.display())]
+    File { path: PathBuf, msg: String },
+
+    /// A file that cannot be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Training diverged or failed at a step.
+    #[error("training step {step}: {msg}")]
+    Training { step: u64, msg: String },
+
+    /// The rewriting engine (rules, saturation).
+    #[error("rewrite: {0}")]
+    Rewrite(String),
+
+    /// The JIT compiler.
+    #[error("jit: {0}")]
+    Jit(String),
+
+    /// A TFLite model that cannot be read, written or run.
+    #[error("tflite: {0}")]
+    Tflite(String),
+
+    /// A bad command-line or library argument.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Error {
+        Error::File {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn node(node: impl Into<String>, op: impl Into<String>, msg: impl Into<String>) -> Error {
+        Error::Node {
+            node: node.into(),
+            op: op.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn param(name: impl Into<String>, msg: impl Into<String>) -> Error {
+        Error::Param {
+            name: name.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Writes a file atomically: to a temporary sibling, then renamed over the target, so a
+/// crash or error never leaves a partial file behind.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{} is not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Reads a whole file, naming it in the error.
+pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    let path = path.as_ref();
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,655 @@
+//! Op attributes as `key=value` pairs: the one textual form shared by `.qir`, IR dumps,
+//! DOT labels and diagnostics. Defaults are omitted when printing and filled in when parsing,
+//! so `print(parse(print(g))) == print(g)`.
+
+use super::op::*;
+use std::fmt;
+
+/// One attribute value as written in `.qir`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Int(i64),
+    Float(f32),
+    Bool(bool),
+    /// A bare word: `same`, `relu6`, `ema`, `none`.
+    Ident(String),
+    Str(String),
+    List(Vec<AttrValue>),
+}
+
+impl fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttrValue::Int(v) => write!(f, "{v}"),
+            AttrValue::Float(v) => write!(f, "{v:?}"),
+            AttrValue::Bool(v) => write!(f, "{v}"),
+            AttrValue::Ident(s) => f.write_str(s),
+            AttrValue::Str(s) => write!(f, "{s:?}"),
+            AttrValue::List(items) => {
+                f.write_str("[")?;
+                for (i, it) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{it}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+fn ints<T: Copy + Into<i64>>(v: &[T]) -> AttrValue {
+    AttrValue::List(v.iter().map(|&x| AttrValue::Int(x.into())).collect())
+}
+
+fn usizes(v: &[usize]) -> AttrValue {
+    AttrValue::List(v.iter().map(|&x| AttrValue::Int(x as i64)).collect())
+}
+
+fn pairs(v: &[[usize; 2]]) -> AttrValue {
+    AttrValue::List(v.iter().map(|p| usizes(p)).collect())
+}
+
+fn ident(s: &str) -> AttrValue {
+    AttrValue::Ident(s.to_string())
+}
+
+fn padding(p: Padding) -> AttrValue {
+    match p {
+        Padding::Same => ident("same"),
+        Padding::Valid => ident("valid"),
+        Padding::Explicit(v) => usizes(&v),
+    }
+}
+
+fn push_conv(out: &mut Vec<(&'static str, AttrValue)>, c: &ConvAttrs) {
+    out.push(("stride", usizes(&c.stride)));
+    out.push(("padding", padding(c.padding)));
+    if c.dilation != [1, 1] {
+        out.push(("dilation", usizes(&c.dilation)));
+    }
+    push_act(out, c.activation);
+}
+
+fn push_act(out: &mut Vec<(&'static str, AttrValue)>, a: Activation) {
+    if a != Activation::None {
+        out.push(("activation", ident(a.name())));
+    }
+}
+
+fn push_pool(out: &mut Vec<(&'static str, AttrValue)>, p: &PoolAttrs) {
+    out.push(("size", usizes(&p.size)));
+    out.push(("stride", usizes(&p.stride)));
+    out.push(("padding", padding(p.padding)));
+}
+
+fn push_fq(out: &mut Vec<(&'static str, AttrValue)>, q: &FakeQuantAttrs) {
+    out.push(("bits", AttrValue::Int(q.bits as i64)));
+    if q.narrow {
+        out.push(("narrow", AttrValue::Bool(true)));
+    }
+    if q.symmetric {
+        out.push(("symmetric", AttrValue::Bool(true)));
+    }
+    if let Some(a) = q.axis {
+        out.push(("axis", AttrValue::Int(a as i64)));
+    }
+    match &q.range {
+        RangeSource::LastValue => out.push(("range", ident("last_value"))),
+        RangeSource::Ema { state, decay } => {
+            out.push(("range", ident("ema")));
+            out.push(("state", AttrValue::Str(state.clone())));
+            out.push(("decay", AttrValue::Float(decay.0)));
+        }
+        RangeSource::AllValues { state } => {
+            out.push(("range", ident("all_values")));
+            out.push(("state", AttrValue::Str(state.clone())));
+        }
+        RangeSource::Tied { state } => {
+            out.push(("range", ident("tied")));
+            out.push(("state", AttrValue::Str(state.clone())));
+        }
+        RangeSource::Fixed { min, max } => {
+            out.push(("range", ident("fixed")));
+            out.push(("min", AttrValue::Float(min.0)));
+            out.push(("max", AttrValue::Float(max.0)));
+        }
+        RangeSource::Operands => out.push(("range", ident("operands"))),
+    }
+}
+
+fn push_reduce(out: &mut Vec<(&'static str, AttrValue)>, r: &ReduceAttrs) {
+    out.push(("axes", usizes(&r.axes)));
+    if r.keepdims {
+        out.push(("keepdims", AttrValue::Bool(true)));
+    }
+}
+
+impl Op {
+    /// The op's attributes in print order, defaults omitted.
+    pub fn attrs(&self) -> Vec<(&'static str, AttrValue)> {
+        use Op::*;
+        let mut a = Vec::new();
+        let f = |v: F32| AttrValue::Float(v.0);
+        match self {
+            Conv2d(c) | DepthwiseConv2d(c) | Conv2dTranspose(c) => push_conv(&mut a, c),
+            Dense { activation } | Add { activation } | Sub { activation } | Mul { activation } => {
+                push_act(&mut a, *activation)
+            }
+            BatchNorm { epsilon, momentum } => {
+                a.push(("epsilon", f(*epsilon)));
+                a.push(("momentum", f(*momentum)));
+            }
+            LeakyRelu { alpha } | LeakyReluGrad { alpha } => a.push(("alpha", f(*alpha))),
+            Concat { axis } => a.push(("axis", AttrValue::Int(*axis as i64))),
+            MaxPool2d(p) | AvgPool2d(p) | MaxPool2dGrad(p) => push_pool(&mut a, p),
+            GlobalAvgPool { keepdims } | GlobalMaxPool { keepdims } => {
+                if *keepdims {
+                    a.push(("keepdims", AttrValue::Bool(true)));
+                }
+            }
+            Mean(r) | ReduceSum(r) => push_reduce(&mut a, r),
+            Reshape { shape } => a.push(("shape", ints(shape))),
+            Transpose { perm } => a.push(("perm", usizes(perm))),
+            Pad { pads } => a.push(("pads", pairs(pads))),
+            Crop { crops } => a.push(("crops", pairs(crops))),
+            UpsampleNearest { scale } | UpsampleNearestGrad { scale } => {
+                a.push(("scale", usizes(scale)))
+            }
+            Dropout { rate } => a.push(("rate", f(*rate))),
+            FakeQuant(q) | Quant(q) | FakeQuantGrad(q) => push_fq(&mut a, q),
+            BnScale { epsilon }
+            | BatchNormTrain { epsilon }
+            | BatchNormGradInput { epsilon }
+            | BatchNormGradGamma { epsilon }
+            | AdamApply { epsilon } => a.push(("epsilon", f(*epsilon))),
+            ScaleChannels { axis } => a.push(("axis", AttrValue::Int(*axis as i64))),
+            Conv2dGradInput { conv, input_shape }
+            | DepthwiseConv2dGradInput { conv, input_shape }
+            | Conv2dTransposeGradInput { conv, input_shape } => {
+                push_conv(&mut a, conv);
+                a.push(("input_shape", usizes(input_shape)));
+            }
+            Conv2dGradFilter { conv, filter_shape }
+            | DepthwiseConv2dGradFilter { conv, filter_shape }
+            | Conv2dTransposeGradFilter { conv, filter_shape } => {
+                push_conv(&mut a, conv);
+                a.push(("filter_shape", usizes(filter_shape)));
+            }
+            BatchVar { unbiased } => {
+                if *unbiased {
+                    a.push(("unbiased", AttrValue::Bool(true)));
+                }
+            }
+            AvgPool2dGrad { pool, input_shape } => {
+                push_pool(&mut a, pool);
+                a.push(("input_shape", usizes(input_shape)));
+            }
+            GlobalAvgPoolGrad { input_shape } => a.push(("input_shape", usizes(input_shape))),
+            MeanGrad { axes, input_shape } => {
+                a.push(("axes", usizes(axes)));
+                a.push(("input_shape", usizes(input_shape)));
+            }
+            Slice { begin, size } => {
+                a.push(("begin", usizes(begin)));
+                a.push(("size", usizes(size)));
+            }
+            DropoutMask { rate, seed, shape } => {
+                a.push(("rate", f(*rate)));
+                a.push(("seed", AttrValue::Int(*seed as i64)));
+                a.push(("shape", usizes(shape)));
+            }
+            MovingAverage { momentum } | SgdVelocity { momentum } => {
+                a.push(("momentum", f(*momentum)))
+            }
+            AdamMoment { beta } | AdamMomentSq { beta } => a.push(("beta", f(*beta))),
+            ObserveMin { axis } | ObserveMax { axis } => {
+                if let Some(ax) = axis {
+                    a.push(("axis", AttrValue::Int(*ax as i64)));
+                }
+            }
+            EmaUpdate { decay } => a.push(("decay", f(*decay))),
+            Input | Param | Relu | Relu6 | HardSwish | Sigmoid | Tanh | Softmax | Flatten
+            | SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad | ReluGrad | Relu6Grad
+            | HardSwishGrad | SigmoidGrad | TanhGrad | SoftmaxGrad | DenseGradInput
+            | DenseGradWeight | BatchMean | GlobalMaxPoolGrad | RunningMin | RunningMax => {}
+        }
+        a
+    }
+
+    /// Builds an op from its kind and parsed attributes; the error names the attribute.
+    pub fn from_attrs(kind: OpKind, attrs: Vec<(String, AttrValue)>) -> Result<Op, String> {
+        let mut r = AttrReader { kind, attrs, used: Vec::new() };
+        let op = r.build()?;
+        r.finish()?;
+        Ok(op)
+    }
+}
+
+struct AttrReader {
+    kind: OpKind,
+    attrs: Vec<(String, AttrValue)>,
+    used: Vec<&'static str>,
+}
+
+impl AttrReader {
+    fn get(&mut self, key: &'static str) -> Option<AttrValue> {
+        self.used.push(key);
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn req(&mut self, key: &'static str) -> Result<AttrValue, String> {
+        self.get(key)
+            .ok_or_else(|| format!("{} needs attribute `{key}`", self.kind.name()))
+    }
+
+    fn bad(&self, key: &str, want: &str, got: &AttrValue) -> String {
+        format!("attribute `{key}` of {} must be {want}, found `{got}`", self.kind.name())
+    }
+
+    fn int_of(&self, key: &str, v: &AttrValue) -> Result<i64, String> {
+        match v {
+            AttrValue::Int(i) => Ok(*i),
+            _ => Err(self.bad(key, "an integer", v)),
+        }
+    }
+
+    fn usize_of(&self, key: &str, v: &AttrValue) -> Result<usize, String> {
+        let i = self.int_of(key, v)?;
+        usize::try_from(i).map_err(|_| self.bad(key, "a non-negative integer", v))
+    }
+
+    fn usize_or(&mut self, key: &'static str, default: usize) -> Result<usize, String> {
+        match self.get(key) {
+            Some(v) => self.usize_of(key, &v),
+            None => Ok(default),
+        }
+    }
+
+    fn req_usize(&mut self, key: &'static str) -> Result<usize, String> {
+        let v = self.req(key)?;
+        self.usize_of(key, &v)
+    }
+
+    fn float_or(&mut self, key: &'static str, default: f32) -> Result<F32, String> {
+        match self.get(key) {
+            Some(AttrValue::Float(f)) => Ok(F32(f)),
+            Some(AttrValue::Int(i)) => Ok(F32(i as f32)),
+            Some(v) => Err(self.bad(key, "a number", &v)),
+            None => Ok(F32(default)),
+        }
+    }
+
+    fn req_float(&mut self, key: &'static str) -> Result<F32, String> {
+        if self.attrs.iter().all(|(k, _)| k != key) {
+            return Err(format!("{} needs attribute `{key}`", self.kind.name()));
+        }
+        self.float_or(key, 0.0)
+    }
+
+    fn bool_or(&mut self, key: &'static str, default: bool) -> Result<bool, String> {
+        match self.get(key) {
+            Some(AttrValue::Bool(b)) => Ok(b),
+            Some(v) => Err(self.bad(key, "true or false", &v)),
+            None => Ok(default),
+        }
+    }
+
+    fn list_of(&self, key: &str, v: &AttrValue) -> Result<Vec<AttrValue>, String> {
+        match v {
+            AttrValue::List(items) => Ok(items.clone()),
+            _ => Err(self.bad(key, "a list", v)),
+        }
+    }
+
+    fn usizes_of(&self, key: &str, v: &AttrValue) -> Result<Vec<usize>, String> {
+        self.list_of(key, v)?.iter().map(|x| self.usize_of(key, x)).collect()
+    }
+
+    fn req_usizes(&mut self, key: &'static str) -> Result<Vec<usize>, String> {
+        let v = self.req(key)?;
+        self.usizes_of(key, &v)
+    }
+
+    fn pair_or(&mut self, key: &'static str, default: [usize; 2]) -> Result<[usize; 2], String> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => {
+                let xs = self.usizes_of(key, &v)?;
+                match xs.as_slice() {
+                    [a] => Ok([*a, *a]),
+                    [a, b] => Ok([*a, *b]),
+                    _ => Err(self.bad(key, "[h, w]", &v)),
+                }
+            }
+        }
+    }
+
+    fn pairs_req(&mut self, key: &'static str) -> Result<Vec<[usize; 2]>, String> {
+        let v = self.req(key)?;
+        let rows = self.list_of(key, &v)?;
+        rows.iter()
+            .map(|row| match self.usizes_of(key, row)?.as_slice() {
+                [a, b] => Ok([*a, *b]),
+                _ => Err(self.bad(key, "a list of [before, after] pairs", &v)),
+            })
+            .collect()
+    }
+
+    fn ident_or(&mut self, key: &'static str, default: &str) -> Result<String, String> {
+        match self.get(key) {
+            Some(AttrValue::Ident(s)) => Ok(s),
+            Some(v) => Err(self.bad(key, "a word", &v)),
+            None => Ok(default.to_string()),
+        }
+    }
+
+    fn str_req(&mut self, key: &'static str) -> Result<String, String> {
+        match self.req(key)? {
+            AttrValue::Str(s) => Ok(s),
+            v => Err(self.bad(key, "a quoted string", &v)),
+        }
+    }
+
+    fn padding(&mut self) -> Result<Padding, String> {
+        match self.get("padding") {
+            None => Ok(Padding::Valid),
+            Some(AttrValue::Ident(s)) if s == "same" => Ok(Padding::Same),
+            Some(AttrValue::Ident(s)) if s == "valid" => Ok(Padding::Valid),
+            Some(v @ AttrValue::List(_)) => match self.usizes_of("padding", &v)?.as_slice() {
+                [t, b, l, r] => Ok(Padding::Explicit([*t, *b, *l, *r])),
+                _ => Err(self.bad("padding", "same, valid or [top,bottom,left,right]", &v)),
+            },
+            Some(v) => Err(self.bad("padding", "same, valid or [top,bottom,left,right]", &v)),
+        }
+    }
+
+    fn activation(&mut self) -> Result<Activation, String> {
+        match self.ident_or("activation", "none")?.as_str() {
+            "none" => Ok(Activation::None),
+            "relu" => Ok(Activation::Relu),
+            "relu6" => Ok(Activation::Relu6),
+            other => Err(format!(
+                "attribute `activation` of {} must be none, relu or relu6, found `{other}`",
+                self.kind.name()
+            )),
+        }
+    }
+
+    fn conv(&mut self) -> Result<ConvAttrs, String> {
+        Ok(ConvAttrs {
+            stride: self.pair_or("stride", [1, 1])?,
+            padding: self.padding()?,
+            dilation: self.pair_or("dilation", [1, 1])?,
+            activation: self.activation()?,
+        })
+    }
+
+    fn pool(&mut self) -> Result<PoolAttrs, String> {
+        let size = self.pair_or("size", [2, 2])?;
+        Ok(PoolAttrs {
+            size,
+            stride: self.pair_or("stride", size)?,
+            padding: self.padding()?,
+        })
+    }
+
+    fn reduce(&mut self) -> Result<ReduceAttrs, String> {
+        Ok(ReduceAttrs {
+            axes: self.req_usizes("axes")?,
+            keepdims: self.bool_or("keepdims", false)?,
+        })
+    }
+
+    fn opt_axis(&mut self) -> Result<Option<usize>, String> {
+        match self.get("axis") {
+            None => Ok(None),
+            Some(AttrValue::Ident(s)) if s == "none" => Ok(None),
+            Some(v) => Ok(Some(self.usize_of("axis", &v)?)),
+        }
+    }
+
+    fn fake_quant(&mut self) -> Result<FakeQuantAttrs, String> {
+        let bits = self.usize_or("bits", 8)?;
+        let bits = u8::try_from(bits).map_err(|_| format!("attribute `bits` is {bits}"))?;
+        let narrow = self.bool_or("narrow", false)?;
+        let symmetric = self.bool_or("symmetric", false)?;
+        let axis = self.opt_axis()?;
+        let range = match self.ident_or("range", "last_value")?.as_str() {
+            "last_value" => RangeSource::LastValue,
+            "ema" => RangeSource::Ema {
+                state: self.str_req("state")?,
+                decay: self.float_or("decay", 0.999)?,
+            },
+            "all_values" => RangeSource::AllValues {
+                state: self.str_req("state")?,
+            },
+            "tied" => RangeSource::Tied {
+                state: self.str_req("state")?,
+            },
+            "fixed" => RangeSource::Fixed {
+                min: self.req_float("min")?,
+                max: self.req_float("max")?,
+            },
+            "operands" => RangeSource::Operands,
+            other => {
+                return Err(format!(
+                    "attribute `range` of {} must be last_value, ema, all_values, tied, fixed \
+                     or operands, found `{other}`",
+                    self.kind.name()
+                ))
+            }
+        };
+        Ok(FakeQuantAttrs {
+            bits,
+            narrow,
+            symmetric,
+            axis,
+            range,
+        })
+    }
+
+    fn build(&mut self) -> Result<Op, String> {
+        use OpKind as K;
+        Ok(match self.kind {
+            K::Input => Op::Input,
+            K::Param => Op::Param,
+            K::Conv2d => Op::Conv2d(self.conv()?),
+            K::DepthwiseConv2d => Op::DepthwiseConv2d(self.conv()?),
+            K::Conv2dTranspose => Op::Conv2dTranspose(self.conv()?),
+            K::Dense => Op::Dense {
+                activation: self.activation()?,
+            },
+            K::BatchNorm => Op::BatchNorm {
+                epsilon: self.float_or("epsilon", 1e-3)?,
+                momentum: self.float_or("momentum", 0.99)?,
+            },
+            K::Relu => Op::Relu,
+            K::Relu6 => Op::Relu6,
+            K::LeakyRelu => Op::LeakyRelu {
+                alpha: self.float_or("alpha", 0.3)?,
+            },
+            K::HardSwish => Op::HardSwish,
+            K::Sigmoid => Op::Sigmoid,
+            K::Tanh => Op::Tanh,
+            K::Softmax => Op::Softmax,
+            K::Add => Op::Add {
+                activation: self.activation()?,
+            },
+            K::Sub => Op::Sub {
+                activation: self.activation()?,
+            },
+            K::Mul => Op::Mul {
+                activation: self.activation()?,
+            },
+            K::Concat => Op::Concat {
+                axis: self.req_usize("axis")?,
+            },
+            K::MaxPool2d => Op::MaxPool2d(self.pool()?),
+            K::AvgPool2d => Op::AvgPool2d(self.pool()?),
+            K::GlobalAvgPool => Op::GlobalAvgPool {
+                keepdims: self.bool_or("keepdims", false)?,
+            },
+            K::GlobalMaxPool => Op::GlobalMaxPool {
+                keepdims: self.bool_or("keepdims", false)?,
+            },
+            K::Mean => Op::Mean(self.reduce()?),
+            K::Reshape => {
+                let v = self.req("shape")?;
+                let shape = self
+                    .list_of("shape", &v)?
+                    .iter()
+                    .map(|x| self.int_of("shape", x))
+                    .collect::<Result<_, _>>()?;
+                Op::Reshape { shape }
+            }
+            K::Flatten => Op::Flatten,
+            K::Transpose => Op::Transpose {
+                perm: self.req_usizes("perm")?,
+            },
+            K::Pad => Op::Pad {
+                pads: self.pairs_req("pads")?,
+            },
+            K::Crop => Op::Crop {
+                crops: self.pairs_req("crops")?,
+            },
+            K::UpsampleNearest => Op::UpsampleNearest {
+                scale: self.pair_or("scale", [2, 2])?,
+            },
+            K::Dropout => Op::Dropout {
+                rate: self.req_float("rate")?,
+            },
+            K::FakeQuant => Op::FakeQuant(self.fake_quant()?),
+            K::Quant => Op::Quant(self.fake_quant()?),
+            K::BnScale => Op::BnScale {
+                epsilon: self.float_or("epsilon", 1e-3)?,
+            },
+            K::ScaleChannels => Op::ScaleChannels {
+                axis: self.req_usize("axis")?,
+            },
+            K::SoftmaxCrossEntropy => Op::SoftmaxCrossEntropy,
+            K::SoftmaxCrossEntropyGrad => Op::SoftmaxCrossEntropyGrad,
+            K::ReluGrad => Op::ReluGrad,
+            K::Relu6Grad => Op::Relu6Grad,
+            K::LeakyReluGrad => Op::LeakyReluGrad {
+                alpha: self.float_or("alpha", 0.3)?,
+            },
+            K::HardSwishGrad => Op::HardSwishGrad,
+            K::SigmoidGrad => Op::SigmoidGrad,
+            K::TanhGrad => Op::TanhGrad,
+            K::SoftmaxGrad => Op::SoftmaxGrad,
+            K::FakeQuantGrad => Op::FakeQuantGrad(self.fake_quant()?),
+            K::Conv2dGradInput => Op::Conv2dGradInput {
+                conv: self.conv()?,
+                input_shape: self.req_usizes("input_shape")?,
+            },
+            K::Conv2dGradFilter => Op::Conv2dGradFilter {
+                conv: self.conv()?,
+                filter_shape: self.req_usizes("filter_shape")?,
+            },
+            K::DepthwiseConv2dGradInput => Op::DepthwiseConv2dGradInput {
+                conv: self.conv()?,
+                input_shape: self.req_usizes("input_shape")?,
+            },
+            K::DepthwiseConv2dGradFilter => Op::DepthwiseConv2dGradFilter {
+                conv: self.conv()?,
+                filter_shape: self.req_usizes("filter_shape")?,
+            },
+            K::Conv2dTransposeGradInput => Op::Conv2dTransposeGradInput {
+                conv: self.conv()?,
+                input_shape: self.req_usizes("input_shape")?,
+            },
+            K::Conv2dTransposeGradFilter => Op::Conv2dTransposeGradFilter {
+                conv: self.conv()?,
+                filter_shape: self.req_usizes("filter_shape")?,
+            },
+            K::DenseGradInput => Op::DenseGradInput,
+            K::DenseGradWeight => Op::DenseGradWeight,
+            K::ReduceSum => Op::ReduceSum(self.reduce()?),
+            K::BatchNormTrain => Op::BatchNormTrain {
+                epsilon: self.float_or("epsilon", 1e-3)?,
+            },
+            K::BatchMean => Op::BatchMean,
+            K::BatchVar => Op::BatchVar {
+                unbiased: self.bool_or("unbiased", false)?,
+            },
+            K::BatchNormGradInput => Op::BatchNormGradInput {
+                epsilon: self.float_or("epsilon", 1e-3)?,
+            },
+            K::BatchNormGradGamma => Op::BatchNormGradGamma {
+                epsilon: self.float_or("epsilon", 1e-3)?,
+            },
+            K::MaxPool2dGrad => Op::MaxPool2dGrad(self.pool()?),
+            K::AvgPool2dGrad => Op::AvgPool2dGrad {
+                pool: self.pool()?,
+                input_shape: self.req_usizes("input_shape")?,
+            },
+            K::GlobalAvgPoolGrad => Op::GlobalAvgPoolGrad {
+                input_shape: self.req_usizes("input_shape")?,
+            },
+            K::GlobalMaxPoolGrad => Op::GlobalMaxPoolGrad,
+            K::MeanGrad => Op::MeanGrad {
+                axes: self.req_usizes("axes")?,
+                input_shape: self.req_usizes("input_shape")?,
+            },
+            K::Slice => Op::Slice {
+                begin: self.req_usizes("begin")?,
+                size: self.req_usizes("size")?,
+            },
+            K::UpsampleNearestGrad => Op::UpsampleNearestGrad {
+                scale: self.pair_or("scale", [2, 2])?,
+            },
+            K::DropoutMask => Op::DropoutMask {
+                rate: self.req_float("rate")?,
+                seed: self.usize_or("seed", 0)? as u64,
+                shape: self.req_usizes("shape")?,
+            },
+            K::MovingAverage => Op::MovingAverage {
+                momentum: self.float_or("momentum", 0.99)?,
+            },
+            K::SgdVelocity => Op::SgdVelocity {
+                momentum: self.float_or("momentum", 0.0)?,
+            },
+            K::AdamMoment => Op::AdamMoment {
+                beta: self.float_or("beta", 0.9)?,
+            },
+            K::AdamMomentSq => Op::AdamMomentSq {
+                beta: self.float_or("beta", 0.999)?,
+            },
+            K::AdamApply => Op::AdamApply {
+                epsilon: self.float_or("epsilon", 1e-7)?,
+            },
+            K::ObserveMin => Op::ObserveMin {
+                axis: self.opt_axis()?,
+            },
+            K::ObserveMax => Op::ObserveMax {
+                axis: self.opt_axis()?,
+            },
+            K::EmaUpdate => Op::EmaUpdate {
+                decay: self.float_or("decay", 0.999)?,
+            },
+            K::RunningMin => Op::RunningMin,
+            K::RunningMax => Op::RunningMax,
+        })
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        for (k, _) in &self.attrs {
+            if !self.used.contains(&k.as_str()) {
+                let mut known: Vec<&str> = self.used.clone();
+                known.dedup();
+                return Err(if known.is_empty() {
+                    format!("{} takes no attributes, found `{k}`", self.kind.name())
+                } else {
+                    format!(
+                        "unknown attribute `{k}` for {} (it takes: {})",
+                        self.kind.name(),
+                        known.join(", ")
+                    )
+                });
+            }
+        }
+        Ok(())
+    }
+}

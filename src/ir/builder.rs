@@ -1,0 +1,536 @@
+//! Keras-style model building: [`Functional`] (several inputs, branches, residual adds,
+//! concat) and [`Sequential`] on top of it. Layers get Keras' names (`conv2d`, `conv2d_1`,
+//! `batch_normalization`, …) and Keras' default initializers (Glorot-uniform kernels, zero
+//! biases, BatchNorm gamma 1 / beta 0 / moving mean 0 / moving variance 1), drawn from a
+//! seeded ChaCha8 generator, so the same seed gives the same model bytes.
+//!
+//! ```
+//! use qatc::ir::builder::{Act, Layer, Sequential};
+//! let model = Sequential::new("tiny", &[28, 28, 1], 0)
+//!     .add(Layer::conv2d(8, 3).activation(Act::Relu))
+//!     .add(Layer::max_pool(2))
+//!     .add(Layer::flatten())
+//!     .add(Layer::dense(10))
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(model.graph.node(model.graph.outputs()[0].node).ty.shape, vec![1, 10]);
+//! ```
+
+use super::graph::{Graph, NodeId};
+use super::op::*;
+use super::params::{ParamStore, Tensor};
+use super::types::TensorType;
+use crate::error::Result;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+
+/// A graph with its initialized weights.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub graph: Graph,
+    pub params: ParamStore,
+}
+
+/// Activations a layer can apply (Keras' `activation=` argument).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    Relu,
+    Relu6,
+    Sigmoid,
+    Tanh,
+    Softmax,
+    HardSwish,
+    LeakyRelu(f32),
+}
+
+impl Act {
+    fn op(self) -> Op {
+        match self {
+            Act::Relu => Op::Relu,
+            Act::Relu6 => Op::Relu6,
+            Act::Sigmoid => Op::Sigmoid,
+            Act::Tanh => Op::Tanh,
+            Act::Softmax => Op::Softmax,
+            Act::HardSwish => Op::HardSwish,
+            Act::LeakyRelu(a) => Op::LeakyRelu { alpha: F32(a) },
+        }
+    }
+}
+
+/// One Keras layer's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layer {
+    Conv2d {
+        filters: usize,
+        kernel: [usize; 2],
+        conv: ConvAttrs,
+        use_bias: bool,
+        act: Option<Act>,
+    },
+    DepthwiseConv2d {
+        kernel: [usize; 2],
+        multiplier: usize,
+        conv: ConvAttrs,
+        use_bias: bool,
+        act: Option<Act>,
+    },
+    Conv2dTranspose {
+        filters: usize,
+        kernel: [usize; 2],
+        conv: ConvAttrs,
+        use_bias: bool,
+        act: Option<Act>,
+    },
+    Dense {
+        units: usize,
+        use_bias: bool,
+        act: Option<Act>,
+    },
+    BatchNorm {
+        epsilon: f32,
+        momentum: f32,
+    },
+    Activation(Act),
+    MaxPool(PoolAttrs),
+    AvgPool(PoolAttrs),
+    GlobalAvgPool,
+    GlobalMaxPool,
+    Flatten,
+    Reshape(Vec<i64>),
+    Dropout(f32),
+    ZeroPadding([[usize; 2]; 2]),
+    Cropping([[usize; 2]; 2]),
+    UpSampling([usize; 2]),
+    Permute(Vec<usize>),
+}
+
+impl Layer {
+    pub fn conv2d(filters: usize, kernel: usize) -> Layer {
+        Layer::Conv2d {
+            filters,
+            kernel: [kernel, kernel],
+            conv: ConvAttrs::default(),
+            use_bias: true,
+            act: None,
+        }
+    }
+
+    pub fn depthwise_conv2d(kernel: usize) -> Layer {
+        Layer::DepthwiseConv2d {
+            kernel: [kernel, kernel],
+            multiplier: 1,
+            conv: ConvAttrs::default(),
+            use_bias: true,
+            act: None,
+        }
+    }
+
+    pub fn conv2d_transpose(filters: usize, kernel: usize) -> Layer {
+        Layer::Conv2dTranspose {
+            filters,
+            kernel: [kernel, kernel],
+            conv: ConvAttrs::default(),
+            use_bias: true,
+            act: None,
+        }
+    }
+
+    pub fn dense(units: usize) -> Layer {
+        Layer::Dense {
+            units,
+            use_bias: true,
+            act: None,
+        }
+    }
+
+    /// Keras' BatchNormalization defaults: epsilon 1e-3, momentum 0.99.
+    pub fn batch_norm() -> Layer {
+        Layer::BatchNorm {
+            epsilon: 1e-3,
+            momentum: 0.99,
+        }
+    }
+
+    pub fn relu() -> Layer {
+        Layer::Activation(Act::Relu)
+    }
+
+    pub fn relu6() -> Layer {
+        Layer::Activation(Act::Relu6)
+    }
+
+    pub fn max_pool(size: usize) -> Layer {
+        Layer::MaxPool(PoolAttrs {
+            size: [size, size],
+            stride: [size, size],
+            padding: Padding::Valid,
+        })
+    }
+
+    pub fn avg_pool(size: usize) -> Layer {
+        Layer::AvgPool(PoolAttrs {
+            size: [size, size],
+            stride: [size, size],
+            padding: Padding::Valid,
+        })
+    }
+
+    pub fn flatten() -> Layer {
+        Layer::Flatten
+    }
+
+    fn conv_mut(&mut self) -> Option<&mut ConvAttrs> {
+        match self {
+            Layer::Conv2d { conv, .. }
+            | Layer::DepthwiseConv2d { conv, .. }
+            | Layer::Conv2dTranspose { conv, .. } => Some(conv),
+            _ => None,
+        }
+    }
+
+    /// Sets the stride of a conv-like layer or a pool.
+    pub fn stride(mut self, s: usize) -> Layer {
+        match &mut self {
+            Layer::MaxPool(p) | Layer::AvgPool(p) => p.stride = [s, s],
+            other => {
+                if let Some(c) = other.conv_mut() {
+                    c.stride = [s, s]
+                }
+            }
+        }
+        self
+    }
+
+    /// `padding="same"` for a conv-like layer or a pool.
+    pub fn same(mut self) -> Layer {
+        match &mut self {
+            Layer::MaxPool(p) | Layer::AvgPool(p) => p.padding = Padding::Same,
+            other => {
+                if let Some(c) = other.conv_mut() {
+                    c.padding = Padding::Same
+                }
+            }
+        }
+        self
+    }
+
+    pub fn dilation(mut self, d: usize) -> Layer {
+        if let Some(c) = self.conv_mut() {
+            c.dilation = [d, d];
+        }
+        self
+    }
+
+    /// `use_bias=False`.
+    pub fn no_bias(mut self) -> Layer {
+        match &mut self {
+            Layer::Conv2d { use_bias, .. }
+            | Layer::DepthwiseConv2d { use_bias, .. }
+            | Layer::Conv2dTranspose { use_bias, .. }
+            | Layer::Dense { use_bias, .. } => *use_bias = false,
+            _ => {}
+        }
+        self
+    }
+
+    pub fn depth_multiplier(mut self, m: usize) -> Layer {
+        if let Layer::DepthwiseConv2d { multiplier, .. } = &mut self {
+            *multiplier = m;
+        }
+        self
+    }
+
+    /// Keras' `activation=` argument of a conv or dense layer.
+    pub fn activation(mut self, a: Act) -> Layer {
+        match &mut self {
+            Layer::Conv2d { act, .. }
+            | Layer::DepthwiseConv2d { act, .. }
+            | Layer::Conv2dTranspose { act, .. }
+            | Layer::Dense { act, .. } => *act = Some(a),
+            _ => {}
+        }
+        self
+    }
+}
+
+/// Builds graphs layer by layer, Keras-Functional style.
+pub struct Functional {
+    graph: Graph,
+    params: ParamStore,
+    rng: ChaCha8Rng,
+    counters: HashMap<&'static str, usize>,
+}
+
+impl Functional {
+    pub fn new(name: &str, seed: u64) -> Functional {
+        Functional {
+            graph: Graph::new(name),
+            params: ParamStore::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            counters: HashMap::new(),
+        }
+    }
+
+    /// Keras' automatic layer names: `conv2d`, `conv2d_1`, `conv2d_2`, …
+    fn layer_name(&mut self, base: &'static str) -> String {
+        let c = self.counters.entry(base).or_insert(0);
+        let name = if *c == 0 {
+            base.to_string()
+        } else {
+            format!("{base}_{c}")
+        };
+        *c += 1;
+        name
+    }
+
+    /// An input with per-sample shape `shape` (batch 1; see [`Graph::rebatch`]).
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> Result<NodeId> {
+        let mut full = vec![1];
+        full.extend_from_slice(shape);
+        self.graph.add_input(name, TensorType::f32(full))
+    }
+
+    fn shape(&self, x: NodeId) -> Vec<usize> {
+        self.graph.node(x).ty.shape.clone()
+    }
+
+    fn new_param(&mut self, name: String, t: Tensor) -> Result<NodeId> {
+        let ty = TensorType::f32(t.shape.clone());
+        self.params.insert(name.clone(), t);
+        self.graph.param(name, ty)
+    }
+
+    /// Glorot (Xavier) uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)).
+    fn glorot(&mut self, shape: Vec<usize>, fan_in: usize, fan_out: usize) -> Tensor {
+        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| self.rng.random_range(-limit..limit)).collect();
+        Tensor::new(shape, data)
+    }
+
+    fn act(&mut self, x: NodeId, layer: &str, act: Option<Act>) -> Result<NodeId> {
+        match act {
+            None => Ok(x),
+            Some(a) => {
+                let op = a.op();
+                let name = format!("{layer}.{}", op.name());
+                self.graph.add(op, name, &[x])
+            }
+        }
+    }
+
+    /// Applies one layer.
+    pub fn layer(&mut self, x: NodeId, layer: Layer) -> Result<NodeId> {
+        let xs = self.shape(x);
+        match layer {
+            Layer::Conv2d {
+                filters,
+                kernel,
+                conv,
+                use_bias,
+                act,
+            } => {
+                let name = self.layer_name("conv2d");
+                let cin = *xs.last().unwrap_or(&0);
+                let rf = kernel[0] * kernel[1];
+                let k = self.glorot(vec![filters, kernel[0], kernel[1], cin], rf * cin, rf * filters);
+                self.conv_like(x, Op::Conv2d(conv), name, k, filters, use_bias, act)
+            }
+            Layer::DepthwiseConv2d {
+                kernel,
+                multiplier,
+                conv,
+                use_bias,
+                act,
+            } => {
+                let name = self.layer_name("depthwise_conv2d");
+                let cin = *xs.last().unwrap_or(&0);
+                let rf = kernel[0] * kernel[1];
+                let k = self.glorot(vec![1, kernel[0], kernel[1], cin * multiplier], rf * cin, rf * multiplier);
+                self.conv_like(x, Op::DepthwiseConv2d(conv), name, k, cin * multiplier, use_bias, act)
+            }
+            Layer::Conv2dTranspose {
+                filters,
+                kernel,
+                conv,
+                use_bias,
+                act,
+            } => {
+                let name = self.layer_name("conv2d_transpose");
+                let cin = *xs.last().unwrap_or(&0);
+                let rf = kernel[0] * kernel[1];
+                let k = self.glorot(vec![filters, kernel[0], kernel[1], cin], rf * filters, rf * cin);
+                self.conv_like(x, Op::Conv2dTranspose(conv), name, k, filters, use_bias, act)
+            }
+            Layer::Dense { units, use_bias, act } => {
+                let name = self.layer_name("dense");
+                let fan_in = *xs.last().unwrap_or(&0);
+                let k = self.glorot(vec![units, fan_in], fan_in, units);
+                let op = Op::Dense {
+                    activation: Activation::None,
+                };
+                self.conv_like(x, op, name, k, units, use_bias, act)
+            }
+            Layer::BatchNorm { epsilon, momentum } => {
+                let name = self.layer_name("batch_normalization");
+                let c = *xs.last().unwrap_or(&0);
+                let mut ops = vec![x];
+                for (p, v) in [("gamma", 1.0), ("beta", 0.0), ("moving_mean", 0.0), ("moving_variance", 1.0)] {
+                    ops.push(self.new_param(format!("{name}.{p}"), Tensor::full(vec![c], v))?);
+                }
+                let op = Op::BatchNorm {
+                    epsilon: F32(epsilon),
+                    momentum: F32(momentum),
+                };
+                self.graph.add(op, name, &ops)
+            }
+            Layer::Activation(a) => {
+                let base = match a {
+                    Act::Relu | Act::Relu6 => "re_lu",
+                    Act::LeakyRelu(_) => "leaky_re_lu",
+                    Act::Softmax => "softmax",
+                    _ => "activation",
+                };
+                let name = self.layer_name(base);
+                self.graph.add(a.op(), name, &[x])
+            }
+            Layer::MaxPool(p) => {
+                let name = self.layer_name("max_pooling2d");
+                self.graph.add(Op::MaxPool2d(p), name, &[x])
+            }
+            Layer::AvgPool(p) => {
+                let name = self.layer_name("average_pooling2d");
+                self.graph.add(Op::AvgPool2d(p), name, &[x])
+            }
+            Layer::GlobalAvgPool => {
+                let name = self.layer_name("global_average_pooling2d");
+                self.graph.add(Op::GlobalAvgPool { keepdims: false }, name, &[x])
+            }
+            Layer::GlobalMaxPool => {
+                let name = self.layer_name("global_max_pooling2d");
+                self.graph.add(Op::GlobalMaxPool { keepdims: false }, name, &[x])
+            }
+            Layer::Flatten => {
+                let name = self.layer_name("flatten");
+                self.graph.add(Op::Flatten, name, &[x])
+            }
+            Layer::Reshape(shape) => {
+                let name = self.layer_name("reshape");
+                self.graph.add(Op::Reshape { shape }, name, &[x])
+            }
+            Layer::Dropout(rate) => {
+                let name = self.layer_name("dropout");
+                self.graph.add(Op::Dropout { rate: F32(rate) }, name, &[x])
+            }
+            Layer::ZeroPadding(p) => {
+                let name = self.layer_name("zero_padding2d");
+                let pads = vec![[0, 0], p[0], p[1], [0, 0]];
+                self.graph.add(Op::Pad { pads }, name, &[x])
+            }
+            Layer::Cropping(c) => {
+                let name = self.layer_name("cropping2d");
+                let crops = vec![[0, 0], c[0], c[1], [0, 0]];
+                self.graph.add(Op::Crop { crops }, name, &[x])
+            }
+            Layer::UpSampling(scale) => {
+                let name = self.layer_name("up_sampling2d");
+                self.graph.add(Op::UpsampleNearest { scale }, name, &[x])
+            }
+            Layer::Permute(dims) => {
+                // Keras' Permute numbers axes from 1, without the batch
+                let name = self.layer_name("permute");
+                let mut perm = vec![0];
+                perm.extend(dims);
+                self.graph.add(Op::Transpose { perm }, name, &[x])
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_like(
+        &mut self,
+        x: NodeId,
+        op: Op,
+        name: String,
+        kernel: Tensor,
+        out_channels: usize,
+        use_bias: bool,
+        act: Option<Act>,
+    ) -> Result<NodeId> {
+        let k = self.new_param(format!("{name}.kernel"), kernel)?;
+        let mut operands = vec![x, k];
+        if use_bias {
+            operands.push(self.new_param(format!("{name}.bias"), Tensor::zeros(vec![out_channels]))?);
+        }
+        let y = self.graph.add(op, name.clone(), &operands)?;
+        self.act(y, &name, act)
+    }
+
+    /// Elementwise `a + b` (Keras' Add).
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        let name = self.layer_name("add");
+        self.graph.add(Op::Add { activation: Activation::None }, name, &[a, b])
+    }
+
+    /// Elementwise `a - b` (Keras' Subtract).
+    pub fn sub(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        let name = self.layer_name("subtract");
+        self.graph.add(Op::Sub { activation: Activation::None }, name, &[a, b])
+    }
+
+    /// Elementwise `a * b` (Keras' Multiply).
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        let name = self.layer_name("multiply");
+        self.graph.add(Op::Mul { activation: Activation::None }, name, &[a, b])
+    }
+
+    /// Concatenation along `axis` (Keras' Concatenate, default the last axis).
+    pub fn concat(&mut self, xs: &[NodeId], axis: usize) -> Result<NodeId> {
+        let name = self.layer_name("concatenate");
+        self.graph.add(Op::Concat { axis }, name, xs)
+    }
+
+    pub fn output(&mut self, name: &str, x: NodeId) {
+        self.graph.add_output(name, x);
+    }
+
+    /// The graph and weights built so far, verified.
+    pub fn build(self) -> Result<Model> {
+        crate::ir::verify::verify_with_params(&self.graph, &self.params)?;
+        Ok(Model {
+            graph: self.graph,
+            params: self.params,
+        })
+    }
+}
+
+/// A linear stack of layers (Keras' Sequential) with one input and one output.
+pub struct Sequential {
+    f: Functional,
+    x: Result<NodeId>,
+}
+
+impl Sequential {
+    /// A stack on an input of per-sample shape `input_shape`, weights seeded by `seed`.
+    pub fn new(name: &str, input_shape: &[usize], seed: u64) -> Sequential {
+        let mut f = Functional::new(name, seed);
+        let x = f.input("input", input_shape);
+        Sequential { f, x }
+    }
+
+    /// Appends a layer (errors surface in [`Sequential::build`]).
+    pub fn add(mut self, layer: Layer) -> Sequential {
+        self.x = match self.x {
+            Ok(x) => self.f.layer(x, layer),
+            Err(e) => Err(e),
+        };
+        self
+    }
+
+    pub fn build(mut self) -> Result<Model> {
+        let x = self.x?;
+        self.f.output("output", x);
+        self.f.build()
+    }
+}

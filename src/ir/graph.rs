@@ -1,0 +1,395 @@
+//! The IR graph: a `petgraph` StableDiGraph of ops. An edge runs from an operand to its user
+//! and carries the operand index. Every node has a unique name (Keras' layer names,
+//! `conv2d.kernel` for params) and one static output type. Weights are `param` nodes naming
+//! tensors of a [`crate::ir::ParamStore`]; they are never copied into nodes.
+
+use super::infer::infer_type;
+use super::op::Op;
+use super::types::TensorType;
+use crate::error::{Error, Result};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+pub type NodeId = NodeIndex;
+
+/// One op with its name and output type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub name: String,
+    pub ty: TensorType,
+}
+
+/// A named graph output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub name: String,
+    pub node: NodeId,
+}
+
+/// A state write-back of a train-step graph: after the step, param `param` takes the value
+/// of `node` (new weights, optimizer moments, observer ranges, BatchNorm statistics).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    pub param: String,
+    pub node: NodeId,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    g: StableDiGraph<Node, usize>,
+    inputs: Vec<NodeId>,
+    outputs: Vec<Output>,
+    updates: Vec<Update>,
+    by_name: HashMap<String, NodeId>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    // ---- building ----------------------------------------------------------------------
+
+    /// Adds a graph input (its first dimension is the batch).
+    pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Result<NodeId> {
+        let id = self.insert(Op::Input, name.into(), ty)?;
+        self.inputs.push(id);
+        Ok(id)
+    }
+
+    /// The node of param `name`, created with type `ty` if the graph has none yet.
+    pub fn param(&mut self, name: impl Into<String>, ty: TensorType) -> Result<NodeId> {
+        let name = name.into();
+        if let Some(&id) = self.by_name.get(&name) {
+            let node = &self.g[id];
+            if node.op != Op::Param || node.ty != ty {
+                return Err(self.graph_err(format!(
+                    "param `{name}` of type {ty} clashes with node `{name}` ({}, {})",
+                    node.op.name(),
+                    node.ty
+                )));
+            }
+            return Ok(id);
+        }
+        self.insert(Op::Param, name, ty)
+    }
+
+    /// Adds an op, inferring its type from its operands.
+    pub fn add(&mut self, op: Op, name: impl Into<String>, operands: &[NodeId]) -> Result<NodeId> {
+        let name = name.into();
+        let tys: Vec<&TensorType> = operands.iter().map(|&o| &self.g[o].ty).collect();
+        let ty = infer_type(&op, &tys).map_err(|msg| Error::node(&name, op.name(), msg))?;
+        self.add_typed(op, name, operands, ty)
+    }
+
+    /// Adds an op with a given type (the parser; the verifier checks it).
+    pub fn add_typed(
+        &mut self,
+        op: Op,
+        name: impl Into<String>,
+        operands: &[NodeId],
+        ty: TensorType,
+    ) -> Result<NodeId> {
+        let id = self.insert(op, name.into(), ty)?;
+        for (i, &o) in operands.iter().enumerate() {
+            self.g.add_edge(o, id, i);
+        }
+        Ok(id)
+    }
+
+    fn insert(&mut self, op: Op, name: String, ty: TensorType) -> Result<NodeId> {
+        if name.is_empty() {
+            return Err(self.graph_err(format!("a {} node has an empty name", op.name())));
+        }
+        if self.by_name.contains_key(&name) {
+            return Err(self.graph_err(format!("two nodes are named `{name}`")));
+        }
+        let id = self.g.add_node(Node {
+            op,
+            name: name.clone(),
+            ty,
+        });
+        self.by_name.insert(name, id);
+        Ok(id)
+    }
+
+    pub fn add_output(&mut self, name: impl Into<String>, node: NodeId) {
+        self.outputs.push(Output {
+            name: name.into(),
+            node,
+        });
+    }
+
+    pub fn add_update(&mut self, param: impl Into<String>, node: NodeId) {
+        self.updates.push(Update {
+            param: param.into(),
+            node,
+        });
+    }
+
+    /// A name not yet used in the graph: `base`, else `base_1`, `base_2`, …
+    pub fn unique_name(&self, base: &str) -> String {
+        if !self.by_name.contains_key(base) {
+            return base.to_string();
+        }
+        (1..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !self.by_name.contains_key(n))
+            .expect("an unused name exists")
+    }
+
+    // ---- reading -----------------------------------------------------------------------
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id]
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.g[id]
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.g.contains_node(id)
+    }
+
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn inputs(&self) -> &[NodeId] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[Output] {
+        &self.outputs
+    }
+
+    pub fn updates(&self) -> &[Update] {
+        &self.updates
+    }
+
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.g.node_indices()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.g.node_count()
+    }
+
+    /// Operands of `id`, in operand order.
+    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        let mut ops: Vec<(usize, NodeId)> = self
+            .g
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
+        ops.sort();
+        ops.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Operand `i` of `id`.
+    pub fn operand(&self, id: NodeId, i: usize) -> Option<NodeId> {
+        self.g
+            .edges_directed(id, Direction::Incoming)
+            .find(|e| *e.weight() == i)
+            .map(|e| e.source())
+    }
+
+    /// Users of `id` with the operand index they use it at, in a deterministic order.
+    pub fn users(&self, id: NodeId) -> Vec<(NodeId, usize)> {
+        let mut us: Vec<(NodeId, usize)> = self
+            .g
+            .edges_directed(id, Direction::Outgoing)
+            .map(|e| (e.target(), *e.weight()))
+            .collect();
+        us.sort();
+        us
+    }
+
+    /// Number of uses of `id` by ops, outputs and updates.
+    pub fn use_count(&self, id: NodeId) -> usize {
+        self.g.edges_directed(id, Direction::Outgoing).count()
+            + self.outputs.iter().filter(|o| o.node == id).count()
+            + self.updates.iter().filter(|u| u.node == id).count()
+    }
+
+    /// Param nodes by name.
+    pub fn params(&self) -> BTreeMap<String, NodeId> {
+        self.g
+            .node_indices()
+            .filter(|&n| self.g[n].op == Op::Param)
+            .map(|n| (self.g[n].name.clone(), n))
+            .collect()
+    }
+
+    /// The canonical order of the live graph: inputs in declaration order, then a
+    /// post-order walk from the outputs and updates that visits operands in operand order.
+    /// It does not depend on node indices, so dumps are stable and diffable.
+    pub fn canonical_order(&self) -> Vec<NodeId> {
+        let mut order = Vec::with_capacity(self.g.node_count());
+        let mut seen = HashSet::new();
+        for &i in &self.inputs {
+            if seen.insert(i) {
+                order.push(i);
+            }
+        }
+        let roots: Vec<NodeId> = self
+            .outputs
+            .iter()
+            .map(|o| o.node)
+            .chain(self.updates.iter().map(|u| u.node))
+            .collect();
+        for root in roots {
+            // iterative post-order: (node, expanded?)
+            let mut stack = vec![(root, false)];
+            while let Some((n, expanded)) = stack.pop() {
+                if expanded {
+                    if seen.insert(n) {
+                        order.push(n);
+                    }
+                    continue;
+                }
+                if seen.contains(&n) {
+                    continue;
+                }
+                stack.push((n, true));
+                for o in self.operands(n).into_iter().rev() {
+                    if !seen.contains(&o) {
+                        stack.push((o, false));
+                    }
+                }
+            }
+        }
+        order
+    }
+
+    /// A topological order of every node (live or not); `Err` names a node on a cycle.
+    pub fn topo_order(&self) -> Result<Vec<NodeId>> {
+        petgraph::algo::toposort(&self.g, None).map_err(|c| {
+            self.graph_err(format!("a cycle runs through node `{}`", self.g[c.node_id()].name))
+        })
+    }
+
+    // ---- editing -----------------------------------------------------------------------
+
+    /// Points every user, output and update of `old` at `new`.
+    pub fn replace_all_uses(&mut self, old: NodeId, new: NodeId) {
+        if old == new {
+            return;
+        }
+        for (user, i) in self.users(old) {
+            self.set_operand(user, i, new);
+        }
+        for o in &mut self.outputs {
+            if o.node == old {
+                o.node = new;
+            }
+        }
+        for u in &mut self.updates {
+            if u.node == old {
+                u.node = new;
+            }
+        }
+    }
+
+    /// Replaces operand `i` of `user` with `new`.
+    pub fn set_operand(&mut self, user: NodeId, i: usize, new: NodeId) {
+        let old: Vec<_> = self
+            .g
+            .edges_directed(user, Direction::Incoming)
+            .filter(|e| *e.weight() == i)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        self.g.add_edge(new, user, i);
+    }
+
+    /// Renames a node (its name must be free).
+    pub fn rename(&mut self, id: NodeId, name: impl Into<String>) -> Result<()> {
+        let name = name.into();
+        if self.g[id].name == name {
+            return Ok(());
+        }
+        if self.by_name.contains_key(&name) {
+            return Err(self.graph_err(format!("two nodes are named `{name}`")));
+        }
+        let old = std::mem::replace(&mut self.g[id].name, name.clone());
+        self.by_name.remove(&old);
+        self.by_name.insert(name, id);
+        Ok(())
+    }
+
+    /// Removes a node and its edges; it must not be an input, output or update.
+    pub fn remove_node(&mut self, id: NodeId) {
+        if let Some(node) = self.g.remove_node(id) {
+            self.by_name.remove(&node.name);
+            self.inputs.retain(|&i| i != id);
+        }
+    }
+
+    /// Removes every node that no output or update depends on (inputs stay).
+    pub fn dce(&mut self) -> usize {
+        let live: HashSet<NodeId> = self.canonical_order().into_iter().collect();
+        let dead: Vec<NodeId> = self.g.node_indices().filter(|n| !live.contains(n)).collect();
+        for &d in &dead {
+            self.remove_node(d);
+        }
+        dead.len()
+    }
+
+    /// Re-infers every node's type in topological order (after an attribute edit).
+    pub fn reinfer(&mut self) -> Result<()> {
+        for id in self.topo_order()? {
+            let node = &self.g[id];
+            if matches!(node.op, Op::Input | Op::Param) {
+                continue;
+            }
+            let operands = self.operands(id);
+            let tys: Vec<&TensorType> = operands.iter().map(|&o| &self.g[o].ty).collect();
+            let ty = infer_type(&node.op, &tys)
+                .map_err(|msg| Error::node(&node.name, node.op.name(), msg))?;
+            self.g[id].ty = ty;
+        }
+        Ok(())
+    }
+
+    /// Sets every input's batch (first) dimension to `batch` and re-infers all types.
+    pub fn rebatch(&mut self, batch: usize) -> Result<()> {
+        for &i in &self.inputs.clone() {
+            let node = &mut self.g[i];
+            if node.ty.shape.is_empty() {
+                return Err(Error::node(&node.name, "input", "a scalar input has no batch"));
+            }
+            node.ty.shape[0] = batch;
+        }
+        self.reinfer()
+    }
+
+    /// The batch size: the first dimension of the first input.
+    pub fn batch(&self) -> Option<usize> {
+        self.inputs
+            .first()
+            .and_then(|&i| self.g[i].ty.shape.first().copied())
+    }
+
+    pub(crate) fn graph_err(&self, msg: String) -> Error {
+        Error::Graph {
+            graph: self.name.clone(),
+            msg,
+        }
+    }
+
+    /// Removes an output by name.
+    pub fn remove_output(&mut self, name: &str) {
+        self.outputs.retain(|o| o.name != name);
+    }
+}

@@ -1,0 +1,171 @@
+//! The verifier: arity, shapes, dtypes, attribute ranges, quantization parameters and axes,
+//! state and name references. Runs after every pass in debug builds and tests. Each
+//! diagnostic names the node, its op and the shapes involved.
+
+use super::graph::{Graph, NodeId};
+use super::infer::infer_type;
+use super::op::{Op, RangeSource};
+use super::params::ParamStore;
+use super::types::{DType, TensorType};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+
+/// What a graph may contain at the point it is verified.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyOptions {
+    /// `quant` markers are allowed (between `annotate` and `quantize`).
+    pub allow_markers: bool,
+}
+
+/// Verifies a graph with default options (no `quant` markers allowed).
+pub fn verify(g: &Graph) -> Result<()> {
+    verify_with(g, VerifyOptions::default())
+}
+
+fn operand_types(g: &Graph, id: NodeId) -> String {
+    let tys: Vec<String> = g
+        .operands(id)
+        .iter()
+        .map(|&o| g.node(o).ty.to_string())
+        .collect();
+    format!("({})", tys.join(", "))
+}
+
+/// The per-axis quantization axis TFLite requires for the kernel operand of `op`.
+pub fn kernel_quant_axis(op: &Op) -> Option<usize> {
+    match op {
+        Op::Conv2d(_) | Op::Dense { .. } | Op::Conv2dTranspose(_) => Some(0),
+        Op::DepthwiseConv2d(_) => Some(3),
+        _ => None,
+    }
+}
+
+/// Verifies a graph.
+pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
+    let order = g.topo_order()?;
+    if g.outputs().is_empty() {
+        return Err(g.graph_err("the graph has no outputs".into()));
+    }
+    let mut observers: HashMap<&str, &str> = HashMap::new();
+    let mut tied: Vec<(&str, &str)> = Vec::new();
+
+    for &id in &order {
+        let node = g.node(id);
+        let op = &node.op;
+        let fail = |msg: String| Err(Error::node(&node.name, op.name(), msg));
+        match op {
+            Op::Input => {
+                if g.operands(id).len() != 0 {
+                    return fail("an input takes no operands".into());
+                }
+                if node.ty.rank() == 0 {
+                    return fail("an input must have a batch dimension".into());
+                }
+                if node.ty.shape.contains(&0) {
+                    return fail(format!("input type {} has an empty dimension", node.ty));
+                }
+                continue;
+            }
+            Op::Param => {
+                if node.ty.dtype != DType::F32 {
+                    return fail(format!("params are f32, found {}", node.ty));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let operands = g.operands(id);
+        // operand indices must be exactly 0..n
+        for (i, &o) in operands.iter().enumerate() {
+            if g.operand(id, i) != Some(o) {
+                return fail(format!("operand {i} is missing or duplicated"));
+            }
+        }
+        let tys: Vec<&TensorType> = operands.iter().map(|&o| &g.node(o).ty).collect();
+        let inferred = match infer_type(op, &tys) {
+            Ok(t) => t,
+            Err(m) => return fail(format!("{m}; operands {}", operand_types(g, id))),
+        };
+        if inferred != node.ty {
+            return fail(format!(
+                "declared type {} but the operands {} give {}",
+                node.ty,
+                operand_types(g, id),
+                inferred
+            ));
+        }
+        match op {
+            Op::Quant(_) if !opts.allow_markers => {
+                return fail(
+                    "a `quant` marker is left in the graph: markers exist only between the \
+                     `annotate` and `quantize` passes"
+                        .into(),
+                )
+            }
+            Op::FakeQuant(q) | Op::Quant(q) => {
+                match &q.range {
+                    RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
+                        if let Some(other) = observers.insert(state, &node.name) {
+                            return fail(format!(
+                                "quantizer state `{state}` is observed by both `{other}` and `{}`; \
+                                 one observes, the others use range=tied",
+                                node.name
+                            ));
+                        }
+                    }
+                    RangeSource::Tied { state } => tied.push((state, &node.name)),
+                    _ => {}
+                }
+                // a kernel's per-axis fake-quant must use the axis the TFLite kernel wants
+                if let Some(axis) = q.axis {
+                    for (user, i) in g.users(id) {
+                        let uop = &g.node(user).op;
+                        if i == 1 {
+                            if let Some(want) = kernel_quant_axis(uop) {
+                                if want != axis {
+                                    return fail(format!(
+                                        "per-axis quantization on axis {axis} of the kernel of {} `{}` {}; \
+                                         TFLite quantizes its kernel on axis {want}",
+                                        uop.name(),
+                                        g.node(user).name,
+                                        node.ty
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (state, user) in tied {
+        if !observers.contains_key(state) {
+            return Err(Error::node(
+                user,
+                "fake_quant",
+                format!("range=tied reads state `{state}` but no quantizer observes it"),
+            ));
+        }
+    }
+    for u in g.updates() {
+        let Some(pid) = g.find(&u.param) else {
+            return Err(g.graph_err(format!("update of unknown param `{}`", u.param)));
+        };
+        let (pt, vt) = (&g.node(pid).ty, &g.node(u.node).ty);
+        if g.node(pid).op != Op::Param || pt != vt {
+            return Err(g.graph_err(format!(
+                "update of param `{}` {pt} with value `{}` {vt}",
+                u.param,
+                g.node(u.node).name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a graph and that `params` holds every param it uses, with matching shapes.
+pub fn verify_with_params(g: &Graph, params: &ParamStore) -> Result<()> {
+    verify(g)?;
+    params.check_graph(g)
+}

@@ -1,0 +1,14 @@
+//! qatc: quantization-aware training compiler.
+//!
+//! A float model (built with [`ir::builder`], written as `.qir`, or imported from `.tflite`)
+//! is lowered to a petgraph IR; egg rewrites insert and fuse fake-quant nodes and fold
+//! BatchNorm; a Cranelift JIT compiles the whole training step; codegen writes a per-axis
+//! int8 TFLite file that LiteRT runs bit-exactly like qatc's own integer interpreter.
+
+pub mod cli;
+pub mod error;
+pub mod ir;
+pub mod models;
+pub mod quant;
+
+pub use error::{Error, Result};

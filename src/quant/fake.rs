@@ -1,0 +1,214 @@
+//! Fake-quant arithmetic, exactly as `tf.quantization.fake_quant_with_min_max_vars` and its
+//! per-channel twin compute it (all in f32), plus TFMOT's symmetric range widening.
+//!
+//! 1. The range is widened to be symmetric if asked (TFMOT `quant_ops`: narrow ranges use
+//!    the ratio -1, full ranges `-(2^b - 2) / 2^b`).
+//! 2. It is *nudged* so that 0.0 falls exactly on an integer level: `scale = (max-min) /
+//!    (qmax-qmin)`, `zp = round(qmin - min/scale)` clamped to `[qmin, qmax]`.
+//! 3. `q(x) = floor((clamp(x, nmin, nmax) - nmin) / scale + 0.5) * scale + nmin`.
+//! 4. The gradient is straight-through inside `[nmin, nmax]` and zero outside.
+
+use crate::ir::op::FakeQuantAttrs;
+
+/// A nudged range: what one fake-quant channel computes with, and what TFLite stores.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Nudged {
+    pub min: f32,
+    pub max: f32,
+    pub scale: f32,
+    pub inv_scale: f32,
+    /// The integer level of 0.0, in `[qmin, qmax]`.
+    pub zero_point: i32,
+}
+
+/// The smallest range width qatc accepts; a constant tensor gets `[0, MIN_RANGE]` instead of
+/// a zero scale (which TFLite rejects and TF turns into NaN).
+pub const MIN_RANGE: f32 = 1e-6;
+
+/// Widens `[min, max]` to the symmetric range TFMOT uses for symmetric quantizers.
+pub fn symmetric_range(min: f32, max: f32, bits: u8, narrow: bool) -> (f32, f32) {
+    let ratio = if narrow {
+        -1.0f32
+    } else {
+        let levels = (1u32 << bits) as f32;
+        -(levels - 2.0) / levels
+    };
+    (min.min(max / ratio), max.max(min / ratio))
+}
+
+/// TF's `Nudge` with `quant_min = qmin`, `quant_max = qmax`.
+pub fn nudge(min: f32, max: f32, qmin: i32, qmax: i32) -> Nudged {
+    let (min, max) = if max - min < MIN_RANGE {
+        (min.min(0.0), min.min(0.0) + MIN_RANGE)
+    } else {
+        (min, max)
+    };
+    let qmin_f = qmin as f32;
+    let qmax_f = qmax as f32;
+    let scale = (max - min) / (qmax_f - qmin_f);
+    let inv_scale = (qmax_f - qmin_f) / (max - min);
+    let zp_from_min = qmin_f - min / scale;
+    let zero_point = if zp_from_min < qmin_f {
+        qmin
+    } else if zp_from_min > qmax_f {
+        qmax
+    } else {
+        zp_from_min.round() as i32
+    };
+    Nudged {
+        min: (qmin_f - zero_point as f32) * scale,
+        max: (qmax_f - zero_point as f32) * scale,
+        scale,
+        inv_scale,
+        zero_point,
+    }
+}
+
+/// The nudged range a fake-quant with attributes `q` uses for the raw range `[min, max]`.
+pub fn nudged_for(q: &FakeQuantAttrs, min: f32, max: f32) -> Nudged {
+    let (min, max) = if q.symmetric {
+        symmetric_range(min, max, q.bits, q.narrow)
+    } else {
+        (min, max)
+    };
+    let (qmin, qmax) = q.quant_range();
+    nudge(min, max, qmin, qmax)
+}
+
+/// Fake-quantizes one value.
+#[inline]
+pub fn fake_quant(x: f32, n: &Nudged) -> f32 {
+    let clamped = x.clamp(n.min, n.max);
+    ((clamped - n.min) * n.inv_scale + 0.5).floor() * n.scale + n.min
+}
+
+/// The straight-through gradient mask of one value: 1 inside the nudged range, else 0.
+#[inline]
+pub fn fake_quant_mask(x: f32, n: &Nudged) -> f32 {
+    if x >= n.min && x <= n.max {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Per-channel raw ranges of `data` (row-major `shape`) along `axis`, or the whole-tensor
+/// range: `(min(min(x), 0), max(max(x), 0))`, TFMOT's LastValue / batch statistic.
+pub fn observe_range(data: &[f32], shape: &[usize], axis: Option<usize>) -> Vec<(f32, f32)> {
+    match axis {
+        None => {
+            let lo = data.iter().copied().fold(0.0f32, f32::min);
+            let hi = data.iter().copied().fold(0.0f32, f32::max);
+            vec![(lo, hi)]
+        }
+        Some(a) => {
+            let c = shape[a];
+            let inner: usize = shape[a + 1..].iter().product();
+            let mut r = vec![(0.0f32, 0.0f32); c];
+            for (i, &v) in data.iter().enumerate() {
+                let ch = (i / inner) % c;
+                r[ch].0 = r[ch].0.min(v);
+                r[ch].1 = r[ch].1.max(v);
+            }
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::FakeQuantAttrs;
+
+    fn act8() -> FakeQuantAttrs {
+        FakeQuantAttrs::activation("t")
+    }
+
+    // Values worked out by hand from TF's formulas.
+
+    #[test]
+    fn unit_range_8bit() {
+        // [0, 1], 256 levels: scale 1/255, zero point 0.
+        let n = nudged_for(&act8(), 0.0, 1.0);
+        assert_eq!(n.zero_point, 0);
+        assert_eq!(n.scale, 1.0 / 255.0);
+        assert_eq!((n.min, n.max), (0.0, 1.0));
+        // 0.5 -> level floor(127.5 + 0.5) = 128 -> 128/255
+        assert_eq!(fake_quant(0.5, &n), 128.0 * (1.0 / 255.0));
+        assert_eq!(fake_quant(2.0, &n), 1.0);
+        assert_eq!(fake_quant(-1.0, &n), 0.0);
+    }
+
+    #[test]
+    fn range_not_containing_an_integer_zero_is_nudged() {
+        // [-0.1, 1.0]: scale 1.1/255 = 0.0043137; zp_from_min = 0.1/scale = 23.18 -> 23;
+        // nudged min = -23*scale = -0.099215686, nudged max = 232*scale = 1.0007843.
+        let n = nudged_for(&act8(), -0.1, 1.0);
+        assert_eq!(n.zero_point, 23);
+        let s = 1.1f32 / 255.0;
+        assert!((n.min - (-23.0 * s)).abs() < 1e-7);
+        assert!((n.max - 232.0 * s).abs() < 1e-6);
+        // zero is exactly representable
+        assert_eq!(fake_quant(0.0, &n), 0.0);
+        // -0.1 is outside the nudged range: clamped to nudged min, gradient 0
+        assert_eq!(fake_quant(-0.1, &n), n.min);
+        assert_eq!(fake_quant_mask(-0.1, &n), 0.0);
+        assert_eq!(fake_quant_mask(0.5, &n), 1.0);
+    }
+
+    #[test]
+    fn narrow_symmetric_weights() {
+        // TFMOT weights: [-0.5, 0.25] widens to [-0.5, 0.5]; narrow 8-bit: levels 1..255,
+        // zero point 128, scale 1/254 (0.5/127).
+        let w = FakeQuantAttrs::weight(None);
+        let n = nudged_for(&w, -0.5, 0.25);
+        assert_eq!(n.zero_point, 128);
+        assert!((n.scale - 0.5 / 127.0).abs() < 1e-9);
+        assert!((n.min + 0.5).abs() < 1e-6 && (n.max - 0.5).abs() < 1e-6);
+        // 0.3 -> 0.3*254 = 76.2 -> level 76 above zero -> 76/254
+        let q = fake_quant(0.3, &n);
+        assert!((q - 76.0 * n.scale).abs() < 1e-6, "{q}");
+    }
+
+    #[test]
+    fn four_bit_activation() {
+        // [0, 1.5], 16 levels: scale 0.1; 0.26 -> floor(2.6+0.5)=3 -> 0.3
+        let mut a = act8();
+        a.bits = 4;
+        let n = nudged_for(&a, 0.0, 1.5);
+        assert!((n.scale - 0.1).abs() < 1e-7);
+        assert!((fake_quant(0.26, &n) - 0.3).abs() < 1e-6);
+        // 2-bit: 4 levels over [0, 3]: 1.4 -> 1.0, 1.6 -> 2.0
+        a.bits = 2;
+        let n = nudged_for(&a, 0.0, 3.0);
+        assert_eq!(fake_quant(1.4, &n), 1.0);
+        assert_eq!(fake_quant(1.6, &n), 2.0);
+    }
+
+    #[test]
+    fn full_range_symmetric_uses_tfmot_ratio() {
+        // non-narrow 8-bit symmetric: ratio -254/256; [-1, 0.5] -> min(-1, 0.5/-0.9921875),
+        // max(0.5, -1/-0.9921875) = [-1, 1.007874]
+        let (lo, hi) = symmetric_range(-1.0, 0.5, 8, false);
+        assert_eq!(lo, -1.0);
+        assert!((hi - 1.0 / (254.0 / 256.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn degenerate_range_is_widened_not_nan() {
+        let n = nudged_for(&act8(), 0.0, 0.0);
+        assert!(n.scale > 0.0 && n.scale.is_finite());
+        assert_eq!(fake_quant(0.0, &n), 0.0);
+    }
+
+    #[test]
+    fn per_axis_observation() {
+        // shape [2, 3] along axis 0: rows [1,-2,3] and [0.5,0.25,0]
+        let r = observe_range(&[1.0, -2.0, 3.0, 0.5, 0.25, 0.0], &[2, 3], Some(0));
+        assert_eq!(r, vec![(-2.0, 3.0), (0.0, 0.5)]);
+        // along axis 1 (columns)
+        let r = observe_range(&[1.0, -2.0, 3.0, 0.5, 0.25, 0.0], &[2, 3], Some(1));
+        assert_eq!(r, vec![(0.0, 1.0), (-2.0, 0.25), (0.0, 3.0)]);
+        assert_eq!(observe_range(&[2.0, 3.0], &[2], None), vec![(0.0, 3.0)]);
+    }
+}
