@@ -5,10 +5,19 @@
 //! BatchNorm; a Cranelift JIT compiles the whole training step; codegen writes a per-axis
 //! int8 TFLite file that LiteRT runs bit-exactly like qatc's own integer interpreter.
 
+pub mod autodiff;
 pub mod cli;
+pub mod data;
 pub mod error;
+pub mod exec;
+pub mod int8;
 pub mod ir;
+pub mod jit;
 pub mod models;
+pub mod pass;
 pub mod quant;
+pub mod rewrite;
+pub mod tflite;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use qatc::cli;
 
 #[derive(Parser)]
-#[command(name = "qatc", version, about = "Quantization-aware training compiler: train, quantize and export int8 TFLite models")]
+#[command(
+    name = "qatc",
+    version,
+    about = "Quantization-aware training compiler: train, quantize and export int8 TFLite models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -33,11 +33,20 @@ pub fn mnist_cnn(seed: u64) -> Result<Model> {
 
 /// One MobileNetV2 inverted residual block: 1x1 expand x4 + BN + ReLU6, 3x3 depthwise +
 /// BN + ReLU6, 1x1 project + BN, and a residual add when the shape is kept.
-fn inverted_residual(f: &mut Functional, x: NodeId, cin: usize, cout: usize, stride: usize) -> Result<NodeId> {
+fn inverted_residual(
+    f: &mut Functional,
+    x: NodeId,
+    cin: usize,
+    cout: usize,
+    stride: usize,
+) -> Result<NodeId> {
     let h = f.layer(x, Layer::conv2d(cin * 4, 1).no_bias())?;
     let h = f.layer(h, Layer::batch_norm())?;
     let h = f.layer(h, Layer::relu6())?;
-    let h = f.layer(h, Layer::depthwise_conv2d(3).stride(stride).same().no_bias())?;
+    let h = f.layer(
+        h,
+        Layer::depthwise_conv2d(3).stride(stride).same().no_bias(),
+    )?;
     let h = f.layer(h, Layer::batch_norm())?;
     let h = f.layer(h, Layer::relu6())?;
     let h = f.layer(h, Layer::conv2d(cout, 1).no_bias())?;

@@ -25,7 +25,10 @@ fn header(src: &str) -> Header {
         mode: "eval".into(),
         what: None,
     };
-    for line in src.lines().take_while(|l| l.starts_with('#') || l.trim().is_empty()) {
+    for line in src
+        .lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+    {
         let line = line.trim_start_matches('#').trim();
         if let Some(v) = line.strip_prefix("passes:") {
             h.passes = v
@@ -115,5 +118,10 @@ fn golden() {
             failures.push(format!("{display}: snapshot differs (cargo insta review)"));
         }
     }
-    assert!(failures.is_empty(), "{} golden case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

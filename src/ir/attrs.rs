@@ -210,17 +210,40 @@ impl Op {
                 }
             }
             EmaUpdate { decay } => a.push(("decay", f(*decay))),
-            Input | Param | Relu | Relu6 | HardSwish | Sigmoid | Tanh | Softmax | Flatten
-            | SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad | ReluGrad | Relu6Grad
-            | HardSwishGrad | SigmoidGrad | TanhGrad | SoftmaxGrad | DenseGradInput
-            | DenseGradWeight | BatchMean | GlobalMaxPoolGrad | RunningMin | RunningMax => {}
+            Input
+            | Param
+            | Relu
+            | Relu6
+            | HardSwish
+            | Sigmoid
+            | Tanh
+            | Softmax
+            | Flatten
+            | SoftmaxCrossEntropy
+            | SoftmaxCrossEntropyGrad
+            | ReluGrad
+            | Relu6Grad
+            | HardSwishGrad
+            | SigmoidGrad
+            | TanhGrad
+            | SoftmaxGrad
+            | DenseGradInput
+            | DenseGradWeight
+            | BatchMean
+            | GlobalMaxPoolGrad
+            | RunningMin
+            | RunningMax => {}
         }
         a
     }
 
     /// Builds an op from its kind and parsed attributes; the error names the attribute.
     pub fn from_attrs(kind: OpKind, attrs: Vec<(String, AttrValue)>) -> Result<Op, String> {
-        let mut r = AttrReader { kind, attrs, used: Vec::new() };
+        let mut r = AttrReader {
+            kind,
+            attrs,
+            used: Vec::new(),
+        };
         let op = r.build()?;
         r.finish()?;
         Ok(op)
@@ -236,7 +259,10 @@ struct AttrReader {
 impl AttrReader {
     fn get(&mut self, key: &'static str) -> Option<AttrValue> {
         self.used.push(key);
-        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     fn req(&mut self, key: &'static str) -> Result<AttrValue, String> {
@@ -245,7 +271,10 @@ impl AttrReader {
     }
 
     fn bad(&self, key: &str, want: &str, got: &AttrValue) -> String {
-        format!("attribute `{key}` of {} must be {want}, found `{got}`", self.kind.name())
+        format!(
+            "attribute `{key}` of {} must be {want}, found `{got}`",
+            self.kind.name()
+        )
     }
 
     fn int_of(&self, key: &str, v: &AttrValue) -> Result<i64, String> {
@@ -304,7 +333,10 @@ impl AttrReader {
     }
 
     fn usizes_of(&self, key: &str, v: &AttrValue) -> Result<Vec<usize>, String> {
-        self.list_of(key, v)?.iter().map(|x| self.usize_of(key, x)).collect()
+        self.list_of(key, v)?
+            .iter()
+            .map(|x| self.usize_of(key, x))
+            .collect()
     }
 
     fn req_usizes(&mut self, key: &'static str) -> Result<Vec<usize>, String> {

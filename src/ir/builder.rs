@@ -305,7 +305,9 @@ impl Functional {
     fn glorot(&mut self, shape: Vec<usize>, fan_in: usize, fan_out: usize) -> Tensor {
         let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
         let n = shape.iter().product();
-        let data = (0..n).map(|_| self.rng.random_range(-limit..limit)).collect();
+        let data = (0..n)
+            .map(|_| self.rng.random_range(-limit..limit))
+            .collect();
         Tensor::new(shape, data)
     }
 
@@ -334,7 +336,11 @@ impl Functional {
                 let name = self.layer_name("conv2d");
                 let cin = *xs.last().unwrap_or(&0);
                 let rf = kernel[0] * kernel[1];
-                let k = self.glorot(vec![filters, kernel[0], kernel[1], cin], rf * cin, rf * filters);
+                let k = self.glorot(
+                    vec![filters, kernel[0], kernel[1], cin],
+                    rf * cin,
+                    rf * filters,
+                );
                 self.conv_like(x, Op::Conv2d(conv), name, k, filters, use_bias, act)
             }
             Layer::DepthwiseConv2d {
@@ -347,8 +353,20 @@ impl Functional {
                 let name = self.layer_name("depthwise_conv2d");
                 let cin = *xs.last().unwrap_or(&0);
                 let rf = kernel[0] * kernel[1];
-                let k = self.glorot(vec![1, kernel[0], kernel[1], cin * multiplier], rf * cin, rf * multiplier);
-                self.conv_like(x, Op::DepthwiseConv2d(conv), name, k, cin * multiplier, use_bias, act)
+                let k = self.glorot(
+                    vec![1, kernel[0], kernel[1], cin * multiplier],
+                    rf * cin,
+                    rf * multiplier,
+                );
+                self.conv_like(
+                    x,
+                    Op::DepthwiseConv2d(conv),
+                    name,
+                    k,
+                    cin * multiplier,
+                    use_bias,
+                    act,
+                )
             }
             Layer::Conv2dTranspose {
                 filters,
@@ -360,10 +378,26 @@ impl Functional {
                 let name = self.layer_name("conv2d_transpose");
                 let cin = *xs.last().unwrap_or(&0);
                 let rf = kernel[0] * kernel[1];
-                let k = self.glorot(vec![filters, kernel[0], kernel[1], cin], rf * filters, rf * cin);
-                self.conv_like(x, Op::Conv2dTranspose(conv), name, k, filters, use_bias, act)
+                let k = self.glorot(
+                    vec![filters, kernel[0], kernel[1], cin],
+                    rf * filters,
+                    rf * cin,
+                );
+                self.conv_like(
+                    x,
+                    Op::Conv2dTranspose(conv),
+                    name,
+                    k,
+                    filters,
+                    use_bias,
+                    act,
+                )
             }
-            Layer::Dense { units, use_bias, act } => {
+            Layer::Dense {
+                units,
+                use_bias,
+                act,
+            } => {
                 let name = self.layer_name("dense");
                 let fan_in = *xs.last().unwrap_or(&0);
                 let k = self.glorot(vec![units, fan_in], fan_in, units);
@@ -376,7 +410,12 @@ impl Functional {
                 let name = self.layer_name("batch_normalization");
                 let c = *xs.last().unwrap_or(&0);
                 let mut ops = vec![x];
-                for (p, v) in [("gamma", 1.0), ("beta", 0.0), ("moving_mean", 0.0), ("moving_variance", 1.0)] {
+                for (p, v) in [
+                    ("gamma", 1.0),
+                    ("beta", 0.0),
+                    ("moving_mean", 0.0),
+                    ("moving_variance", 1.0),
+                ] {
                     ops.push(self.new_param(format!("{name}.{p}"), Tensor::full(vec![c], v))?);
                 }
                 let op = Op::BatchNorm {
@@ -405,11 +444,13 @@ impl Functional {
             }
             Layer::GlobalAvgPool => {
                 let name = self.layer_name("global_average_pooling2d");
-                self.graph.add(Op::GlobalAvgPool { keepdims: false }, name, &[x])
+                self.graph
+                    .add(Op::GlobalAvgPool { keepdims: false }, name, &[x])
             }
             Layer::GlobalMaxPool => {
                 let name = self.layer_name("global_max_pooling2d");
-                self.graph.add(Op::GlobalMaxPool { keepdims: false }, name, &[x])
+                self.graph
+                    .add(Op::GlobalMaxPool { keepdims: false }, name, &[x])
             }
             Layer::Flatten => {
                 let name = self.layer_name("flatten");
@@ -461,7 +502,8 @@ impl Functional {
         let k = self.new_param(format!("{name}.kernel"), kernel)?;
         let mut operands = vec![x, k];
         if use_bias {
-            operands.push(self.new_param(format!("{name}.bias"), Tensor::zeros(vec![out_channels]))?);
+            operands
+                .push(self.new_param(format!("{name}.bias"), Tensor::zeros(vec![out_channels]))?);
         }
         let y = self.graph.add(op, name.clone(), &operands)?;
         self.act(y, &name, act)
@@ -470,19 +512,37 @@ impl Functional {
     /// Elementwise `a + b` (Keras' Add).
     pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         let name = self.layer_name("add");
-        self.graph.add(Op::Add { activation: Activation::None }, name, &[a, b])
+        self.graph.add(
+            Op::Add {
+                activation: Activation::None,
+            },
+            name,
+            &[a, b],
+        )
     }
 
     /// Elementwise `a - b` (Keras' Subtract).
     pub fn sub(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         let name = self.layer_name("subtract");
-        self.graph.add(Op::Sub { activation: Activation::None }, name, &[a, b])
+        self.graph.add(
+            Op::Sub {
+                activation: Activation::None,
+            },
+            name,
+            &[a, b],
+        )
     }
 
     /// Elementwise `a * b` (Keras' Multiply).
     pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         let name = self.layer_name("multiply");
-        self.graph.add(Op::Mul { activation: Activation::None }, name, &[a, b])
+        self.graph.add(
+            Op::Mul {
+                activation: Activation::None,
+            },
+            name,
+            &[a, b],
+        )
     }
 
     /// Concatenation along `axis` (Keras' Concatenate, default the last axis).

@@ -12,7 +12,8 @@ fn escape(s: &str) -> String {
 /// Renders `g` as a DOT digraph (nodes in canonical order, so the output is stable).
 pub fn to_dot(g: &Graph) -> String {
     let order = g.canonical_order();
-    let index: std::collections::HashMap<_, _> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let index: std::collections::HashMap<_, _> =
+        order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", escape(&g.name));
     let _ = writeln!(out, "  rankdir=TB;");
@@ -23,7 +24,9 @@ pub fn to_dot(g: &Graph) -> String {
         let (shape, style) = match &node.op {
             Op::Param => ("ellipse", "color=gray50, fontcolor=gray30"),
             Op::Input => ("invhouse", "style=filled, fillcolor=\"#dde8f8\""),
-            Op::FakeQuant(_) | Op::Quant(_) => ("box", "style=\"filled,rounded\", fillcolor=\"#fde9c8\""),
+            Op::FakeQuant(_) | Op::Quant(_) => {
+                ("box", "style=\"filled,rounded\", fillcolor=\"#fde9c8\"")
+            }
             _ => ("box", "style=rounded"),
         };
         let mut label = if node.op == Op::Param {
@@ -41,12 +44,24 @@ pub fn to_dot(g: &Graph) -> String {
     }
     for &id in &order {
         for (k, o) in g.operands(id).into_iter().enumerate() {
-            let style = if g.node(o).op == Op::Param { ", color=gray60" } else { "" };
-            let _ = writeln!(out, "  n{} -> n{} [label=\"{k}\", fontsize=8{style}];", index[&o], index[&id]);
+            let style = if g.node(o).op == Op::Param {
+                ", color=gray60"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  n{} -> n{} [label=\"{k}\", fontsize=8{style}];",
+                index[&o], index[&id]
+            );
         }
     }
     for (k, o) in g.outputs().iter().enumerate() {
-        let _ = writeln!(out, "  out{k} [shape=house, label=\"{}\"];", escape(&o.name));
+        let _ = writeln!(
+            out,
+            "  out{k} [shape=house, label=\"{}\"];",
+            escape(&o.name)
+        );
         let _ = writeln!(out, "  n{} -> out{k};", index[&o.node]);
     }
     out.push_str("}\n");

@@ -273,7 +273,10 @@ impl Graph {
     /// A topological order of every node (live or not); `Err` names a node on a cycle.
     pub fn topo_order(&self) -> Result<Vec<NodeId>> {
         petgraph::algo::toposort(&self.g, None).map_err(|c| {
-            self.graph_err(format!("a cycle runs through node `{}`", self.g[c.node_id()].name))
+            self.graph_err(format!(
+                "a cycle runs through node `{}`",
+                self.g[c.node_id()].name
+            ))
         })
     }
 
@@ -339,7 +342,11 @@ impl Graph {
     /// Removes every node that no output or update depends on (inputs stay).
     pub fn dce(&mut self) -> usize {
         let live: HashSet<NodeId> = self.canonical_order().into_iter().collect();
-        let dead: Vec<NodeId> = self.g.node_indices().filter(|n| !live.contains(n)).collect();
+        let dead: Vec<NodeId> = self
+            .g
+            .node_indices()
+            .filter(|n| !live.contains(n))
+            .collect();
         for &d in &dead {
             self.remove_node(d);
         }
@@ -365,20 +372,19 @@ impl Graph {
     /// Sets every input's batch (first) dimension to `batch` and re-infers all types.
     pub fn rebatch(&mut self, batch: usize) -> Result<()> {
         for &i in &self.inputs.clone() {
-            let node = &mut self.g[i];
-            if node.ty.shape.is_empty() {
-                return Err(Error::node(&node.name, "input", "a scalar input has no batch"));
+            // scalar inputs (a step counter, a learning rate) have no batch
+            if let Some(d) = self.g[i].ty.shape.first_mut() {
+                *d = batch;
             }
-            node.ty.shape[0] = batch;
         }
         self.reinfer()
     }
 
-    /// The batch size: the first dimension of the first input.
+    /// The batch size: the first dimension of the first non-scalar input.
     pub fn batch(&self) -> Option<usize> {
         self.inputs
-            .first()
-            .and_then(|&i| self.g[i].ty.shape.first().copied())
+            .iter()
+            .find_map(|&i| self.g[i].ty.shape.first().copied())
     }
 
     pub(crate) fn graph_err(&self, msg: String) -> Error {

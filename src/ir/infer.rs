@@ -51,7 +51,11 @@ pub fn conv_axis(
             })
         }
         Padding::Explicit(p) => {
-            let (before, after) = if axis == 0 { (p[0], p[1]) } else { (p[2], p[3]) };
+            let (before, after) = if axis == 0 {
+                (p[0], p[1])
+            } else {
+                (p[2], p[3])
+            };
             let padded = input + before + after;
             if padded < eff_k {
                 return Err(format!(
@@ -90,9 +94,15 @@ pub fn conv_transpose_axis(
         }
         Padding::Valid => (full, 0),
         Padding::Explicit(p) => {
-            let (b, a) = if axis == 0 { (p[0], p[1]) } else { (p[2], p[3]) };
+            let (b, a) = if axis == 0 {
+                (p[0], p[1])
+            } else {
+                (p[2], p[3])
+            };
             if b + a >= full {
-                return Err(format!("padding {b}+{a} removes the whole output of size {full}"));
+                return Err(format!(
+                    "padding {b}+{a} removes the whole output of size {full}"
+                ));
             }
             (full - b - a, b)
         }
@@ -120,7 +130,11 @@ fn want_f32(t: &TensorType, what: &str) -> Result<(), String> {
 
 fn want_same(a: &TensorType, b: &TensorType, what: &str) -> Result<(), String> {
     if a.shape != b.shape {
-        return Err(format!("{what}: shapes {} and {} differ", shape_str(&a.shape), shape_str(&b.shape)));
+        return Err(format!(
+            "{what}: shapes {} and {} differ",
+            shape_str(&a.shape),
+            shape_str(&b.shape)
+        ));
     }
     Ok(())
 }
@@ -266,10 +280,18 @@ pub fn range_shape(q: &FakeQuantAttrs, x: &[usize]) -> Shape {
     }
 }
 
-fn check_range_operand(q: &FakeQuantAttrs, x: &TensorType, r: &TensorType, what: &str) -> Result<(), String> {
+fn check_range_operand(
+    q: &FakeQuantAttrs,
+    x: &TensorType,
+    r: &TensorType,
+    what: &str,
+) -> Result<(), String> {
     let want = range_shape(q, &x.shape);
     if r.shape != want && !(want.is_empty() && r.shape == [1]) {
-        return Err(format!("{what} must have shape {}, found {r}", shape_str(&want)));
+        return Err(format!(
+            "{what} must have shape {}, found {r}",
+            shape_str(&want)
+        ));
     }
     Ok(())
 }

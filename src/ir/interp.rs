@@ -87,7 +87,12 @@ pub fn run(g: &Graph, params: &ParamStore, inputs: &[(&str, Value)]) -> Result<R
         updates: g
             .updates()
             .iter()
-            .map(|u| (u.param.clone(), values[&u.node].f32().cloned().expect("f32 update")))
+            .map(|u| {
+                (
+                    u.param.clone(),
+                    values[&u.node].f32().cloned().expect("f32 update"),
+                )
+            })
             .collect(),
     })
 }
@@ -107,7 +112,9 @@ pub fn run_all(
             .map(|(_, v)| v.clone())
             .ok_or_else(|| Error::node(&node.name, "input", "no value was fed for this input"))?;
         let got = v.ty();
-        if got.dtype != node.ty.dtype || got.shape[1..] != node.ty.shape[1..] {
+        let same_sample = got.shape.len() == node.ty.shape.len()
+            && got.shape.iter().skip(1).eq(node.ty.shape.iter().skip(1));
+        if got.dtype != node.ty.dtype || !same_sample {
             return Err(Error::node(
                 &node.name,
                 "input",
@@ -144,8 +151,20 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
     match op {
         Input | Param => Err("inputs and params are not evaluated".into()),
         Conv2d(c) => t(conv2d(c, f(0), f(1), args.get(2).map(|_| f(2)), &out_shape)),
-        DepthwiseConv2d(c) => t(depthwise(c, f(0), f(1), args.get(2).map(|_| f(2)), &out_shape)),
-        Conv2dTranspose(c) => t(conv_transpose(c, f(0), f(1), args.get(2).map(|_| f(2)), &out_shape)),
+        DepthwiseConv2d(c) => t(depthwise(
+            c,
+            f(0),
+            f(1),
+            args.get(2).map(|_| f(2)),
+            &out_shape,
+        )),
+        Conv2dTranspose(c) => t(conv_transpose(
+            c,
+            f(0),
+            f(1),
+            args.get(2).map(|_| f(2)),
+            &out_shape,
+        )),
         Dense { activation } => {
             let (x, w) = (f(0), f(1));
             let (n, i_dim, o_dim) = (x.shape[0], x.shape[1], w.shape[0]);
@@ -165,9 +184,17 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             let x = f(0);
             let (gamma, beta, mean, var) = (f(1), f(2), f(3), f(4));
             let c = gamma.data.len();
-            let scale: Vec<f32> = (0..c).map(|k| gamma.data[k] / (var.data[k] + epsilon.0).sqrt()).collect();
-            let shift: Vec<f32> = (0..c).map(|k| beta.data[k] - mean.data[k] * scale[k]).collect();
-            t(x.data.iter().enumerate().map(|(i, &v)| v * scale[i % c] + shift[i % c]).collect())
+            let scale: Vec<f32> = (0..c)
+                .map(|k| gamma.data[k] / (var.data[k] + epsilon.0).sqrt())
+                .collect();
+            let shift: Vec<f32> = (0..c)
+                .map(|k| beta.data[k] - mean.data[k] * scale[k])
+                .collect();
+            t(x.data
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * scale[i % c] + shift[i % c])
+                .collect())
         }
         Relu => t(map(f(0), |x| x.max(0.0))),
         Relu6 => t(map(f(0), |x| x.clamp(0.0, 6.0))),
@@ -176,9 +203,15 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
         Sigmoid => t(map(f(0), sigmoid)),
         Tanh => t(map(f(0), f32::tanh)),
         Softmax => t(softmax_rows(f(0))),
-        Add { activation } => t(broadcast(f(0), f(1), &out_shape, |a, b| activation.apply(a + b))),
-        Sub { activation } => t(broadcast(f(0), f(1), &out_shape, |a, b| activation.apply(a - b))),
-        Mul { activation } => t(broadcast(f(0), f(1), &out_shape, |a, b| activation.apply(a * b))),
+        Add { activation } => t(broadcast(f(0), f(1), &out_shape, |a, b| {
+            activation.apply(a + b)
+        })),
+        Sub { activation } => t(broadcast(f(0), f(1), &out_shape, |a, b| {
+            activation.apply(a - b)
+        })),
+        Mul { activation } => t(broadcast(f(0), f(1), &out_shape, |a, b| {
+            activation.apply(a * b)
+        })),
         Concat { axis } => {
             let outer: usize = out_shape[..*axis].iter().product();
             let mut out = Vec::with_capacity(numel(&out_shape));
@@ -216,20 +249,44 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             let x = f(0);
             let begin: Vec<usize> = pads.iter().map(|p| p[0]).collect();
             let mut out = vec![0.0; numel(&out_shape)];
-            copy_block(&x.data, &x.shape, &mut out, &out_shape, &vec![0; x.shape.len()], &begin, &x.shape);
+            copy_block(
+                &x.data,
+                &x.shape,
+                &mut out,
+                &out_shape,
+                &vec![0; x.shape.len()],
+                &begin,
+                &x.shape,
+            );
             t(out)
         }
         Crop { crops } => {
             let x = f(0);
             let begin: Vec<usize> = crops.iter().map(|c| c[0]).collect();
             let mut out = vec![0.0; numel(&out_shape)];
-            copy_block(&x.data, &x.shape, &mut out, &out_shape, &begin, &vec![0; x.shape.len()], &out_shape);
+            copy_block(
+                &x.data,
+                &x.shape,
+                &mut out,
+                &out_shape,
+                &begin,
+                &vec![0; x.shape.len()],
+                &out_shape,
+            );
             t(out)
         }
         Slice { begin, size } => {
             let x = f(0);
             let mut out = vec![0.0; numel(size)];
-            copy_block(&x.data, &x.shape, &mut out, size, begin, &vec![0; size.len()], size);
+            copy_block(
+                &x.data,
+                &x.shape,
+                &mut out,
+                size,
+                begin,
+                &vec![0; size.len()],
+                size,
+            );
             t(out)
         }
         UpsampleNearest { scale } => {
@@ -255,13 +312,22 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
         }
         BnScale { epsilon } => {
             let (gamma, var) = (f(0), f(1));
-            t(gamma.data.iter().zip(&var.data).map(|(g, v)| g / (v + epsilon.0).sqrt()).collect())
+            t(gamma
+                .data
+                .iter()
+                .zip(&var.data)
+                .map(|(g, v)| g / (v + epsilon.0).sqrt())
+                .collect())
         }
         ScaleChannels { axis } => {
             let (w, s) = (f(0), f(1));
             let inner: usize = w.shape[axis + 1..].iter().product();
             let c = w.shape[*axis];
-            t(w.data.iter().enumerate().map(|(i, &v)| v * s.data[(i / inner) % c]).collect())
+            t(w.data
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * s.data[(i / inner) % c])
+                .collect())
         }
         SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad => {
             let logits = f(0);
@@ -292,8 +358,16 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             }
         }
         ReluGrad => t(zip(f(0), f(1), |dy, x| if x > 0.0 { dy } else { 0.0 })),
-        Relu6Grad => t(zip(f(0), f(1), |dy, x| if x > 0.0 && x < 6.0 { dy } else { 0.0 })),
-        LeakyReluGrad { alpha } => t(zip(f(0), f(1), |dy, x| if x > 0.0 { dy } else { alpha.0 * dy })),
+        Relu6Grad => t(zip(
+            f(0),
+            f(1),
+            |dy, x| if x > 0.0 && x < 6.0 { dy } else { 0.0 },
+        )),
+        LeakyReluGrad { alpha } => t(zip(
+            f(0),
+            f(1),
+            |dy, x| if x > 0.0 { dy } else { alpha.0 * dy },
+        )),
         HardSwishGrad => t(zip(f(0), f(1), |dy, x| {
             if x < -3.0 {
                 0.0
@@ -331,17 +405,27 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
         }
         Conv2dGradInput { conv, .. } => t(conv2d_grad_input(conv, f(0), f(1), &out_shape)),
         Conv2dGradFilter { conv, .. } => t(conv2d_grad_filter(conv, f(0), f(1), &out_shape)),
-        DepthwiseConv2dGradInput { conv, .. } => t(depthwise_grad(conv, f(0), f(1), &out_shape, true)),
-        DepthwiseConv2dGradFilter { conv, .. } => t(depthwise_grad(conv, f(0), f(1), &out_shape, false)),
-        Conv2dTransposeGradInput { conv, .. } => t(conv_transpose_grad(conv, f(0), f(1), &out_shape, true)),
-        Conv2dTransposeGradFilter { conv, .. } => t(conv_transpose_grad(conv, f(0), f(1), &out_shape, false)),
+        DepthwiseConv2dGradInput { conv, .. } => {
+            t(depthwise_grad(conv, f(0), f(1), &out_shape, true))
+        }
+        DepthwiseConv2dGradFilter { conv, .. } => {
+            t(depthwise_grad(conv, f(0), f(1), &out_shape, false))
+        }
+        Conv2dTransposeGradInput { conv, .. } => {
+            t(conv_transpose_grad(conv, f(0), f(1), &out_shape, true))
+        }
+        Conv2dTransposeGradFilter { conv, .. } => {
+            t(conv_transpose_grad(conv, f(0), f(1), &out_shape, false))
+        }
         DenseGradInput => {
             let (dy, w) = (f(0), f(1));
             let (n, o_dim, i_dim) = (dy.shape[0], w.shape[0], w.shape[1]);
             let mut out = vec![0.0; n * i_dim];
             for b in 0..n {
                 for i in 0..i_dim {
-                    out[b * i_dim + i] = (0..o_dim).map(|o| dy.data[b * o_dim + o] * w.data[o * i_dim + i]).sum();
+                    out[b * i_dim + i] = (0..o_dim)
+                        .map(|o| dy.data[b * o_dim + o] * w.data[o * i_dim + i])
+                        .sum();
                 }
             }
             t(out)
@@ -352,7 +436,9 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             let mut out = vec![0.0; o_dim * i_dim];
             for o in 0..o_dim {
                 for i in 0..i_dim {
-                    out[o * i_dim + i] = (0..n).map(|b| dy.data[b * o_dim + o] * x.data[b * i_dim + i]).sum();
+                    out[o * i_dim + i] = (0..n)
+                        .map(|b| dy.data[b * o_dim + o] * x.data[b * i_dim + i])
+                        .sum();
                 }
             }
             t(out)
@@ -376,7 +462,11 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             let x = f(0);
             let (_, var) = moments(x);
             let m = (x.data.len() / var.len()) as f32;
-            let corr = if *unbiased && m > 1.0 { m / (m - 1.0) } else { 1.0 };
+            let corr = if *unbiased && m > 1.0 {
+                m / (m - 1.0)
+            } else {
+                1.0
+            };
             t(var.into_iter().map(|v| v * corr).collect())
         }
         BatchNormGradInput { epsilon } => {
@@ -415,7 +505,10 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             t(out)
         }
         MaxPool2dGrad(p) => t(max_pool_grad(p, f(0), f(1))),
-        AvgPool2dGrad { pool: p, input_shape } => t(avg_pool_grad(p, f(0), input_shape)),
+        AvgPool2dGrad {
+            pool: p,
+            input_shape,
+        } => t(avg_pool_grad(p, f(0), input_shape)),
         GlobalAvgPoolGrad { input_shape } => {
             let dy = f(0);
             let (h, w, c) = (input_shape[1], input_shape[2], input_shape[3]);
@@ -455,7 +548,13 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             t((0..numel(input_shape))
                 .map(|i| {
                     let src: usize = (0..input_shape.len())
-                        .map(|d| if axes.contains(&d) { 0 } else { (i / is[d]) % input_shape[d] * ks[d] })
+                        .map(|d| {
+                            if axes.contains(&d) {
+                                0
+                            } else {
+                                (i / is[d]) % input_shape[d] * ks[d]
+                            }
+                        })
                         .sum();
                     dy.data[src] * inv
                 })
@@ -474,7 +573,9 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
         }
         DropoutMask { rate, seed, shape } => {
             let step = f(0).data[0];
-            t((0..numel(shape)).map(|i| dropout_keep(*seed, step, i, rate.0)).collect())
+            t((0..numel(shape))
+                .map(|i| dropout_keep(*seed, step, i, rate.0))
+                .collect())
         }
         MovingAverage { momentum } => {
             let m = momentum.0;
@@ -496,12 +597,20 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             let x = f(0);
             let r = observe_range(&x.data, &x.shape, *axis);
             let is_min = matches!(op, ObserveMin { .. });
-            t(r.into_iter().map(|(lo, hi)| if is_min { lo } else { hi }).collect())
+            t(r.into_iter()
+                .map(|(lo, hi)| if is_min { lo } else { hi })
+                .collect())
         }
         EmaUpdate { decay } => {
             let first = f(2).data[0] == 0.0;
             let d = decay.0;
-            t(zip(f(0), f(1), |old, v| if first { v } else { old * d + v * (1.0 - d) }))
+            t(zip(f(0), f(1), |old, v| {
+                if first {
+                    v
+                } else {
+                    old * d + v * (1.0 - d)
+                }
+            }))
         }
         RunningMin | RunningMax => {
             let first = f(2).data[0] == 0.0;
@@ -558,8 +667,14 @@ pub fn fq_ranges(
             .map(|(lo, hi)| nudged_for(q, lo, hi))
             .collect()),
         RangeSource::Fixed { min, max } => Ok(vec![nudged_for(q, min.0, max.0)]),
-        RangeSource::Operands => Ok(explicit_ranges(q, args[1].f32().unwrap(), args[2].f32().unwrap())),
-        RangeSource::Ema { state, .. } | RangeSource::AllValues { state } | RangeSource::Tied { state } => {
+        RangeSource::Operands => Ok(explicit_ranges(
+            q,
+            args[1].f32().unwrap(),
+            args[2].f32().unwrap(),
+        )),
+        RangeSource::Ema { state, .. }
+        | RangeSource::AllValues { state }
+        | RangeSource::Tied { state } => {
             let (lo, hi) = state_range(params, state)?;
             Ok(explicit_ranges(q, lo, hi))
         }
@@ -567,7 +682,10 @@ pub fn fq_ranges(
 }
 
 /// The `(min, max)` state tensors of quantizer `state`.
-pub fn state_range<'p>(params: &'p ParamStore, state: &str) -> std::result::Result<(&'p Tensor, &'p Tensor), String> {
+pub fn state_range<'p>(
+    params: &'p ParamStore,
+    state: &str,
+) -> std::result::Result<(&'p Tensor, &'p Tensor), String> {
     let lo = params.get(&format!("{state}.min"));
     let hi = params.get(&format!("{state}.max"));
     match (lo, hi) {
@@ -586,7 +704,13 @@ fn broadcast(a: &Tensor, b: &Tensor, out: &[usize], f: impl Fn(f32, f32) -> f32)
         let s = strides(shape);
         let off = out.len() - shape.len();
         (0..shape.len())
-            .map(|d| if shape[d] == 1 { 0 } else { (i / os[d + off]) % out[d + off] * s[d] })
+            .map(|d| {
+                if shape[d] == 1 {
+                    0
+                } else {
+                    (i / os[d + off]) % out[d + off] * s[d]
+                }
+            })
             .sum()
     };
     (0..numel(out))
@@ -628,7 +752,13 @@ fn reduce(
     let mut acc = vec![init; numel(&kept)];
     for (i, &v) in x.data.iter().enumerate() {
         let dst: usize = (0..x.shape.len())
-            .map(|d| if axes.contains(&d) { 0 } else { (i / xs[d]) % x.shape[d] * ks[d] })
+            .map(|d| {
+                if axes.contains(&d) {
+                    0
+                } else {
+                    (i / xs[d]) % x.shape[d] * ks[d]
+                }
+            })
             .sum();
         acc[dst] = combine(acc[dst], v);
     }
@@ -682,7 +812,13 @@ fn moments(x: &Tensor) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// Spatial geometry of a conv-like op on input `[n,h,w,c]` with kernel `[kh,kw]`.
-fn geometry(c: &ConvAttrs, h: usize, w: usize, kh: usize, kw: usize) -> (AxisGeometry, AxisGeometry) {
+fn geometry(
+    c: &ConvAttrs,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+) -> (AxisGeometry, AxisGeometry) {
     (
         conv_axis(h, kh, c.stride[0], c.dilation[0], c.padding, 0).unwrap(),
         conv_axis(w, kw, c.stride[1], c.dilation[1], c.padding, 1).unwrap(),
@@ -696,7 +832,13 @@ fn tap(o: usize, k: usize, stride: usize, dil: usize, pad: usize, size: usize) -
     (i >= 0 && (i as usize) < size).then_some(i as usize)
 }
 
-fn conv2d(c: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out_shape: &[usize]) -> Vec<f32> {
+fn conv2d(
+    c: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Vec<f32> {
     let (n, h, wd, ci) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (co, kh, kw) = (w.shape[0], w.shape[1], w.shape[2]);
     let (gy, gx) = geometry(c, h, wd, kh, kw);
@@ -708,11 +850,19 @@ fn conv2d(c: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out_shape: 
                 for oc in 0..co {
                     let mut acc = b.map(|b| b.data[oc]).unwrap_or(0.0);
                     for ky in 0..kh {
-                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h) else { continue };
+                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h)
+                        else {
+                            continue;
+                        };
                         for kx in 0..kw {
-                            let Some(ix) = tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd) else { continue };
+                            let Some(ix) =
+                                tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd)
+                            else {
+                                continue;
+                            };
                             for ic in 0..ci {
-                                acc += x.data[((bi * h + iy) * wd + ix) * ci + ic] * w.data[((oc * kh + ky) * kw + kx) * ci + ic];
+                                acc += x.data[((bi * h + iy) * wd + ix) * ci + ic]
+                                    * w.data[((oc * kh + ky) * kw + kx) * ci + ic];
                             }
                         }
                     }
@@ -736,11 +886,19 @@ fn conv2d_grad_input(c: &ConvAttrs, dy: &Tensor, w: &Tensor, in_shape: &[usize])
                 for oc in 0..co {
                     let g = dy.data[((bi * oh + oy) * ow + ox) * co + oc];
                     for ky in 0..kh {
-                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h) else { continue };
+                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h)
+                        else {
+                            continue;
+                        };
                         for kx in 0..kw {
-                            let Some(ix) = tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd) else { continue };
+                            let Some(ix) =
+                                tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd)
+                            else {
+                                continue;
+                            };
                             for ic in 0..ci {
-                                dx[((bi * h + iy) * wd + ix) * ci + ic] += g * w.data[((oc * kh + ky) * kw + kx) * ci + ic];
+                                dx[((bi * h + iy) * wd + ix) * ci + ic] +=
+                                    g * w.data[((oc * kh + ky) * kw + kx) * ci + ic];
                             }
                         }
                     }
@@ -763,11 +921,19 @@ fn conv2d_grad_filter(c: &ConvAttrs, dy: &Tensor, x: &Tensor, w_shape: &[usize])
                 for oc in 0..co {
                     let g = dy.data[((bi * oh + oy) * ow + ox) * co + oc];
                     for ky in 0..kh {
-                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h) else { continue };
+                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h)
+                        else {
+                            continue;
+                        };
                         for kx in 0..kw {
-                            let Some(ix) = tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd) else { continue };
+                            let Some(ix) =
+                                tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd)
+                            else {
+                                continue;
+                            };
                             for ic in 0..ci {
-                                dw[((oc * kh + ky) * kw + kx) * ci + ic] += g * x.data[((bi * h + iy) * wd + ix) * ci + ic];
+                                dw[((oc * kh + ky) * kw + kx) * ci + ic] +=
+                                    g * x.data[((bi * h + iy) * wd + ix) * ci + ic];
                             }
                         }
                     }
@@ -778,7 +944,13 @@ fn conv2d_grad_filter(c: &ConvAttrs, dy: &Tensor, x: &Tensor, w_shape: &[usize])
     dw
 }
 
-fn depthwise(c: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out_shape: &[usize]) -> Vec<f32> {
+fn depthwise(
+    c: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Vec<f32> {
     let (n, h, wd, ci) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (kh, kw, co) = (w.shape[1], w.shape[2], w.shape[3]);
     let mult = co / ci;
@@ -792,10 +964,18 @@ fn depthwise(c: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out_shap
                     let ic = oc / mult;
                     let mut acc = b.map(|b| b.data[oc]).unwrap_or(0.0);
                     for ky in 0..kh {
-                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h) else { continue };
+                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h)
+                        else {
+                            continue;
+                        };
                         for kx in 0..kw {
-                            let Some(ix) = tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd) else { continue };
-                            acc += x.data[((bi * h + iy) * wd + ix) * ci + ic] * w.data[(ky * kw + kx) * co + oc];
+                            let Some(ix) =
+                                tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd)
+                            else {
+                                continue;
+                            };
+                            acc += x.data[((bi * h + iy) * wd + ix) * ci + ic]
+                                * w.data[(ky * kw + kx) * co + oc];
                         }
                     }
                     out[((bi * oh + oy) * ow + ox) * co + oc] = c.activation.apply(acc);
@@ -807,7 +987,13 @@ fn depthwise(c: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out_shap
 }
 
 /// Depthwise gradient: `wrt_input` gives dx (operands dy, kernel), else dkernel (dy, x).
-fn depthwise_grad(c: &ConvAttrs, dy: &Tensor, other: &Tensor, out_shape: &[usize], wrt_input: bool) -> Vec<f32> {
+fn depthwise_grad(
+    c: &ConvAttrs,
+    dy: &Tensor,
+    other: &Tensor,
+    out_shape: &[usize],
+    wrt_input: bool,
+) -> Vec<f32> {
     let (x_shape, w_shape) = if wrt_input {
         (out_shape, &other.shape[..])
     } else {
@@ -826,9 +1012,16 @@ fn depthwise_grad(c: &ConvAttrs, dy: &Tensor, other: &Tensor, out_shape: &[usize
                     let ic = oc / mult;
                     let g = dy.data[((bi * oh + oy) * ow + ox) * co + oc];
                     for ky in 0..kh {
-                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h) else { continue };
+                        let Some(iy) = tap(oy, ky, c.stride[0], c.dilation[0], gy.pad_before, h)
+                        else {
+                            continue;
+                        };
                         for kx in 0..kw {
-                            let Some(ix) = tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd) else { continue };
+                            let Some(ix) =
+                                tap(ox, kx, c.stride[1], c.dilation[1], gx.pad_before, wd)
+                            else {
+                                continue;
+                            };
                             let xi = ((bi * h + iy) * wd + ix) * ci + ic;
                             let wi = (ky * kw + kx) * co + oc;
                             if wrt_input {
@@ -862,12 +1055,14 @@ fn for_each_transpose_tap(
         for iy in 0..h {
             for ix in 0..wd {
                 for ky in 0..kh {
-                    let oy = (iy * c.stride[0] + ky * c.dilation[0]) as isize - gy.pad_before as isize;
+                    let oy =
+                        (iy * c.stride[0] + ky * c.dilation[0]) as isize - gy.pad_before as isize;
                     if oy < 0 || oy as usize >= oh {
                         continue;
                     }
                     for kx in 0..kw {
-                        let ox = (ix * c.stride[1] + kx * c.dilation[1]) as isize - gx.pad_before as isize;
+                        let ox = (ix * c.stride[1] + kx * c.dilation[1]) as isize
+                            - gx.pad_before as isize;
                         if ox < 0 || ox as usize >= ow {
                             continue;
                         }
@@ -879,26 +1074,47 @@ fn for_each_transpose_tap(
     }
 }
 
-fn conv_transpose(c: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out_shape: &[usize]) -> Vec<f32> {
+fn conv_transpose(
+    c: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Vec<f32> {
     let (h, wd, ci) = (x.shape[1], x.shape[2], x.shape[3]);
     let (co, kh, kw) = (w.shape[0], w.shape[1], w.shape[2]);
     let (oh, ow) = (out_shape[1], out_shape[2]);
     let mut out = vec![0.0; numel(out_shape)];
-    for_each_transpose_tap(c, &x.shape, &w.shape, out_shape, |bi, iy, ix, ky, kx, oy, ox| {
-        for oc in 0..co {
-            for ic in 0..ci {
-                out[((bi * oh + oy) * ow + ox) * co + oc] +=
-                    x.data[((bi * h + iy) * wd + ix) * ci + ic] * w.data[((oc * kh + ky) * kw + kx) * ci + ic];
+    for_each_transpose_tap(
+        c,
+        &x.shape,
+        &w.shape,
+        out_shape,
+        |bi, iy, ix, ky, kx, oy, ox| {
+            for oc in 0..co {
+                for ic in 0..ci {
+                    out[((bi * oh + oy) * ow + ox) * co + oc] += x.data
+                        [((bi * h + iy) * wd + ix) * ci + ic]
+                        * w.data[((oc * kh + ky) * kw + kx) * ci + ic];
+                }
             }
-        }
-    });
+        },
+    );
     for (i, v) in out.iter_mut().enumerate() {
-        *v = c.activation.apply(*v + b.map(|b| b.data[i % co]).unwrap_or(0.0));
+        *v = c
+            .activation
+            .apply(*v + b.map(|b| b.data[i % co]).unwrap_or(0.0));
     }
     out
 }
 
-fn conv_transpose_grad(c: &ConvAttrs, dy: &Tensor, other: &Tensor, out_shape: &[usize], wrt_input: bool) -> Vec<f32> {
+fn conv_transpose_grad(
+    c: &ConvAttrs,
+    dy: &Tensor,
+    other: &Tensor,
+    out_shape: &[usize],
+    wrt_input: bool,
+) -> Vec<f32> {
     let (x_shape, w_shape) = if wrt_input {
         (out_shape, &other.shape[..])
     } else {
@@ -908,30 +1124,48 @@ fn conv_transpose_grad(c: &ConvAttrs, dy: &Tensor, other: &Tensor, out_shape: &[
     let (co, kh, kw) = (w_shape[0], w_shape[1], w_shape[2]);
     let (oh, ow) = (dy.shape[1], dy.shape[2]);
     let mut out = vec![0.0; numel(out_shape)];
-    for_each_transpose_tap(c, x_shape, w_shape, &dy.shape, |bi, iy, ix, ky, kx, oy, ox| {
-        for oc in 0..co {
-            let g = dy.data[((bi * oh + oy) * ow + ox) * co + oc];
-            for ic in 0..ci {
-                let xi = ((bi * h + iy) * wd + ix) * ci + ic;
-                let wi = ((oc * kh + ky) * kw + kx) * ci + ic;
-                if wrt_input {
-                    out[xi] += g * other.data[wi];
-                } else {
-                    out[wi] += g * other.data[xi];
+    for_each_transpose_tap(
+        c,
+        x_shape,
+        w_shape,
+        &dy.shape,
+        |bi, iy, ix, ky, kx, oy, ox| {
+            for oc in 0..co {
+                let g = dy.data[((bi * oh + oy) * ow + ox) * co + oc];
+                for ic in 0..ci {
+                    let xi = ((bi * h + iy) * wd + ix) * ci + ic;
+                    let wi = ((oc * kh + ky) * kw + kx) * ci + ic;
+                    if wrt_input {
+                        out[xi] += g * other.data[wi];
+                    } else {
+                        out[wi] += g * other.data[xi];
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     out
 }
 
 /// In-image taps of pool output `(oy, ox)`: `(iy, ix)` pairs, window order.
-fn pool_taps(p: &PoolAttrs, gy: AxisGeometry, gx: AxisGeometry, h: usize, w: usize, oy: usize, ox: usize) -> Vec<(usize, usize)> {
+fn pool_taps(
+    p: &PoolAttrs,
+    gy: AxisGeometry,
+    gx: AxisGeometry,
+    h: usize,
+    w: usize,
+    oy: usize,
+    ox: usize,
+) -> Vec<(usize, usize)> {
     let mut taps = Vec::new();
     for ky in 0..p.size[0] {
-        let Some(iy) = tap(oy, ky, p.stride[0], 1, gy.pad_before, h) else { continue };
+        let Some(iy) = tap(oy, ky, p.stride[0], 1, gy.pad_before, h) else {
+            continue;
+        };
         for kx in 0..p.size[1] {
-            let Some(ix) = tap(ox, kx, p.stride[1], 1, gx.pad_before, w) else { continue };
+            let Some(ix) = tap(ox, kx, p.stride[1], 1, gx.pad_before, w) else {
+                continue;
+            };
             taps.push((iy, ix));
         }
     }
@@ -955,7 +1189,9 @@ fn pool(p: &PoolAttrs, x: &Tensor, out_shape: &[usize], max: bool) -> Vec<f32> {
             for ox in 0..ow {
                 let taps = pool_taps(p, gy, gx, h, w, oy, ox);
                 for k in 0..c {
-                    let vals = taps.iter().map(|&(iy, ix)| x.data[((bi * h + iy) * w + ix) * c + k]);
+                    let vals = taps
+                        .iter()
+                        .map(|&(iy, ix)| x.data[((bi * h + iy) * w + ix) * c + k]);
                     out[((bi * oh + oy) * ow + ox) * c + k] = if max {
                         vals.fold(f32::NEG_INFINITY, f32::max)
                     } else {

@@ -325,42 +325,73 @@ pub enum Op {
     /// `(in-1)*stride + k` (valid).
     Conv2dTranspose(ConvAttrs),
     /// `(x[n,in], kernel[out,in], bias[out]?)`
-    Dense { activation: Activation },
+    Dense {
+        activation: Activation,
+    },
     /// `(x, gamma, beta, moving_mean, moving_var)` over the last axis; inference form.
-    BatchNorm { epsilon: F32, momentum: F32 },
+    BatchNorm {
+        epsilon: F32,
+        momentum: F32,
+    },
     Relu,
     Relu6,
-    LeakyRelu { alpha: F32 },
+    LeakyRelu {
+        alpha: F32,
+    },
     HardSwish,
     Sigmoid,
     Tanh,
     /// Over the last axis.
     Softmax,
     /// Numpy broadcasting.
-    Add { activation: Activation },
-    Sub { activation: Activation },
-    Mul { activation: Activation },
-    Concat { axis: usize },
+    Add {
+        activation: Activation,
+    },
+    Sub {
+        activation: Activation,
+    },
+    Mul {
+        activation: Activation,
+    },
+    Concat {
+        axis: usize,
+    },
     MaxPool2d(PoolAttrs),
     /// Padding taps are excluded from the count (TFLite's and Keras' `same`).
     AvgPool2d(PoolAttrs),
-    GlobalAvgPool { keepdims: bool },
-    GlobalMaxPool { keepdims: bool },
+    GlobalAvgPool {
+        keepdims: bool,
+    },
+    GlobalMaxPool {
+        keepdims: bool,
+    },
     Mean(ReduceAttrs),
     /// `shape` is the per-sample shape (Keras' Reshape): the batch dimension is kept. One
     /// entry may be -1.
-    Reshape { shape: Vec<i64> },
+    Reshape {
+        shape: Vec<i64>,
+    },
     /// `[n, ...] -> [n, prod(...)]`
     Flatten,
     /// A full-rank permutation that keeps axis 0 (the batch) first.
-    Transpose { perm: Vec<usize> },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// Zero padding, `[before, after]` per axis.
-    Pad { pads: Vec<[usize; 2]> },
+    Pad {
+        pads: Vec<[usize; 2]>,
+    },
     /// Removes `[before, after]` per axis.
-    Crop { crops: Vec<[usize; 2]> },
-    UpsampleNearest { scale: [usize; 2] },
+    Crop {
+        crops: Vec<[usize; 2]>,
+    },
+    UpsampleNearest {
+        scale: [usize; 2],
+    },
     /// Identity in inference; scaled random mask in training.
-    Dropout { rate: F32 },
+    Dropout {
+        rate: F32,
+    },
     /// `(x)` or, with `range = operands`, `(x, min, max)`.
     FakeQuant(FakeQuantAttrs),
 
@@ -368,9 +399,13 @@ pub enum Op {
     /// `quantize` rules realize it. Never survives the `quantize` pass.
     Quant(FakeQuantAttrs),
     /// `(gamma, var) -> gamma / sqrt(var + epsilon)`: the per-channel BatchNorm scale.
-    BnScale { epsilon: F32 },
+    BnScale {
+        epsilon: F32,
+    },
     /// `(w, s) -> w * s` with `s` broadcast along `axis` of `w` (per-output-channel scaling).
-    ScaleChannels { axis: usize },
+    ScaleChannels {
+        axis: usize,
+    },
 
     /// `(logits[n,c], labels i32[n]) -> []`: mean softmax cross-entropy.
     SoftmaxCrossEntropy,
@@ -381,7 +416,9 @@ pub enum Op {
     /// `(dy, x)`
     Relu6Grad,
     /// `(dy, x)`
-    LeakyReluGrad { alpha: F32 },
+    LeakyReluGrad {
+        alpha: F32,
+    },
     /// `(dy, x)`
     HardSwishGrad,
     /// `(dy, y)` with `y` the forward output.
@@ -393,64 +430,123 @@ pub enum Op {
     /// `(dy, x, min, max)`: straight-through inside the nudged range, zero outside.
     FakeQuantGrad(FakeQuantAttrs),
     /// `(dy, kernel) -> dx` of shape `input_shape`.
-    Conv2dGradInput { conv: ConvAttrs, input_shape: Vec<usize> },
+    Conv2dGradInput {
+        conv: ConvAttrs,
+        input_shape: Vec<usize>,
+    },
     /// `(dy, x) -> dkernel` of shape `filter_shape`.
-    Conv2dGradFilter { conv: ConvAttrs, filter_shape: Vec<usize> },
-    DepthwiseConv2dGradInput { conv: ConvAttrs, input_shape: Vec<usize> },
-    DepthwiseConv2dGradFilter { conv: ConvAttrs, filter_shape: Vec<usize> },
+    Conv2dGradFilter {
+        conv: ConvAttrs,
+        filter_shape: Vec<usize>,
+    },
+    DepthwiseConv2dGradInput {
+        conv: ConvAttrs,
+        input_shape: Vec<usize>,
+    },
+    DepthwiseConv2dGradFilter {
+        conv: ConvAttrs,
+        filter_shape: Vec<usize>,
+    },
     /// `(dy, kernel) -> dx`: a strided conv2d of dy; shape from `input_shape`.
-    Conv2dTransposeGradInput { conv: ConvAttrs, input_shape: Vec<usize> },
-    Conv2dTransposeGradFilter { conv: ConvAttrs, filter_shape: Vec<usize> },
+    Conv2dTransposeGradInput {
+        conv: ConvAttrs,
+        input_shape: Vec<usize>,
+    },
+    Conv2dTransposeGradFilter {
+        conv: ConvAttrs,
+        filter_shape: Vec<usize>,
+    },
     /// `(dy[n,out], kernel[out,in]) -> [n,in]`
     DenseGradInput,
     /// `(dy[n,out], x[n,in]) -> [out,in]`
     DenseGradWeight,
     ReduceSum(ReduceAttrs),
     /// `(x, gamma, beta)`: normalizes with the batch's own mean and (biased) variance.
-    BatchNormTrain { epsilon: F32 },
+    BatchNormTrain {
+        epsilon: F32,
+    },
     /// `(x) -> [c]`: mean over all axes but the last.
     BatchMean,
     /// `(x) -> [c]`: variance over all axes but the last (`unbiased`: n/(n-1) corrected).
-    BatchVar { unbiased: bool },
+    BatchVar {
+        unbiased: bool,
+    },
     /// `(dy, x, gamma) -> dx` through batch statistics.
-    BatchNormGradInput { epsilon: F32 },
+    BatchNormGradInput {
+        epsilon: F32,
+    },
     /// `(dy, x) -> [c]`: `sum(dy * x_hat)`.
-    BatchNormGradGamma { epsilon: F32 },
+    BatchNormGradGamma {
+        epsilon: F32,
+    },
     /// `(dy, x)`
     MaxPool2dGrad(PoolAttrs),
     /// `(dy) -> [input_shape]`
-    AvgPool2dGrad { pool: PoolAttrs, input_shape: Vec<usize> },
+    AvgPool2dGrad {
+        pool: PoolAttrs,
+        input_shape: Vec<usize>,
+    },
     /// `(dy) -> [input_shape]`
-    GlobalAvgPoolGrad { input_shape: Vec<usize> },
+    GlobalAvgPoolGrad {
+        input_shape: Vec<usize>,
+    },
     /// `(dy, x)`
     GlobalMaxPoolGrad,
     /// `(dy) -> [input_shape]`
-    MeanGrad { axes: Vec<usize>, input_shape: Vec<usize> },
+    MeanGrad {
+        axes: Vec<usize>,
+        input_shape: Vec<usize>,
+    },
     /// `(x) -> x[begin .. begin+size]` per axis.
-    Slice { begin: Vec<usize>, size: Vec<usize> },
+    Slice {
+        begin: Vec<usize>,
+        size: Vec<usize>,
+    },
     /// `(dy)`: sums each `scale` window back to one pixel.
-    UpsampleNearestGrad { scale: [usize; 2] },
+    UpsampleNearestGrad {
+        scale: [usize; 2],
+    },
     /// `(step[]) -> [shape]`: 0 or `1/(1-rate)` per element, from a hash of
     /// `(seed, step, index)`.
-    DropoutMask { rate: F32, seed: u64, shape: Vec<usize> },
+    DropoutMask {
+        rate: F32,
+        seed: u64,
+        shape: Vec<usize>,
+    },
 
     /// `(old, value) -> momentum*old + (1-momentum)*value` (BatchNorm moving statistics).
-    MovingAverage { momentum: F32 },
+    MovingAverage {
+        momentum: F32,
+    },
     /// `(v, g, lr[]) -> momentum*v - lr*g` (Keras SGD); the param update is `add(p, v')`.
-    SgdVelocity { momentum: F32 },
+    SgdVelocity {
+        momentum: F32,
+    },
     /// `(m, g) -> beta*m + (1-beta)*g`
-    AdamMoment { beta: F32 },
+    AdamMoment {
+        beta: F32,
+    },
     /// `(v, g) -> beta*v + (1-beta)*g^2`
-    AdamMomentSq { beta: F32 },
+    AdamMomentSq {
+        beta: F32,
+    },
     /// `(p, m, v, lr_t[]) -> p - lr_t*m/(sqrt(v)+epsilon)`; the host folds bias correction
     /// into `lr_t`.
-    AdamApply { epsilon: F32 },
+    AdamApply {
+        epsilon: F32,
+    },
     /// `(x) -> min(min(x), 0)`, per `axis` when set.
-    ObserveMin { axis: Option<usize> },
+    ObserveMin {
+        axis: Option<usize>,
+    },
     /// `(x) -> max(max(x), 0)`, per `axis` when set.
-    ObserveMax { axis: Option<usize> },
+    ObserveMax {
+        axis: Option<usize>,
+    },
     /// `(old, value, step[]) -> value` at step 0, else `decay*old + (1-decay)*value`.
-    EmaUpdate { decay: F32 },
+    EmaUpdate {
+        decay: F32,
+    },
     /// `(old, value, step[]) -> value` at step 0, else `min(old, value)`.
     RunningMin,
     /// `(old, value, step[]) -> value` at step 0, else `max(old, value)`.
@@ -564,8 +660,13 @@ impl Op {
             SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad => (2, 2),
             Add { .. } | Sub { .. } | Mul { .. } => (2, 2),
             BnScale { .. } | ScaleChannels { .. } => (2, 2),
-            ReluGrad | Relu6Grad | LeakyReluGrad { .. } | HardSwishGrad | SigmoidGrad
-            | TanhGrad | SoftmaxGrad => (2, 2),
+            ReluGrad
+            | Relu6Grad
+            | LeakyReluGrad { .. }
+            | HardSwishGrad
+            | SigmoidGrad
+            | TanhGrad
+            | SoftmaxGrad => (2, 2),
             Conv2dGradInput { .. }
             | Conv2dGradFilter { .. }
             | DepthwiseConv2dGradInput { .. }
@@ -670,7 +771,10 @@ mod tests {
         for &k in OpKind::ALL {
             assert_eq!(OpKind::from_name(k.name()), Some(k));
             assert!(seen.insert(k.name()), "duplicate op name {}", k.name());
-            assert!(k.name().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+            assert!(k
+                .name()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         }
     }
 

@@ -21,24 +21,37 @@ impl Tensor {
     /// A tensor from shape and data; the lengths must agree.
     pub fn new(shape: impl Into<Shape>, data: Vec<f32>) -> Tensor {
         let shape = shape.into();
-        assert_eq!(numel(&shape), data.len(), "tensor data does not fill shape {shape:?}");
+        assert_eq!(
+            numel(&shape),
+            data.len(),
+            "tensor data does not fill shape {shape:?}"
+        );
         Tensor { shape, data }
     }
 
     pub fn zeros(shape: impl Into<Shape>) -> Tensor {
         let shape = shape.into();
         let n = numel(&shape);
-        Tensor { shape, data: vec![0.0; n] }
+        Tensor {
+            shape,
+            data: vec![0.0; n],
+        }
     }
 
     pub fn full(shape: impl Into<Shape>, v: f32) -> Tensor {
         let shape = shape.into();
         let n = numel(&shape);
-        Tensor { shape, data: vec![v; n] }
+        Tensor {
+            shape,
+            data: vec![v; n],
+        }
     }
 
     pub fn scalar(v: f32) -> Tensor {
-        Tensor { shape: vec![], data: vec![v] }
+        Tensor {
+            shape: vec![],
+            data: vec![v],
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -164,7 +177,10 @@ impl ParamStore {
             if view.dtype() != safetensors::Dtype::F32 {
                 return Err(Error::file(
                     origin,
-                    format!("tensor `{name}` is {:?}; qatc parameters are F32", view.dtype()),
+                    format!(
+                        "tensor `{name}` is {:?}; qatc parameters are F32",
+                        view.dtype()
+                    ),
                 ));
             }
             let data: Vec<f32> = view
@@ -203,7 +219,10 @@ mod tests {
     #[test]
     fn safetensors_round_trip() {
         let mut p = ParamStore::new();
-        p.insert("conv.kernel", Tensor::new(vec![2, 1, 1, 3], (0..6).map(|i| i as f32 * 0.5).collect()));
+        p.insert(
+            "conv.kernel",
+            Tensor::new(vec![2, 1, 1, 3], (0..6).map(|i| i as f32 * 0.5).collect()),
+        );
         p.insert("conv.bias", Tensor::zeros(vec![2]));
         let bytes = p.to_safetensors(None).unwrap();
         let q = ParamStore::from_safetensors(&bytes, Path::new("mem")).unwrap();

@@ -72,7 +72,13 @@ pub fn print(g: &Graph) -> String {
         if node.op == Op::Param {
             continue;
         }
-        let _ = write!(out, "{} = {} {:?}", numbering[&id], node.op.name(), node.name);
+        let _ = write!(
+            out,
+            "{} = {} {:?}",
+            numbering[&id],
+            node.op.name(),
+            node.name
+        );
         let operands = g.operands(id);
         if !operands.is_empty() {
             let names: Vec<&str> = operands.iter().map(|o| numbering[o].as_str()).collect();
@@ -89,7 +95,12 @@ pub fn print(g: &Graph) -> String {
         let _ = writeln!(out, "output {:?} = {}", o.name, numbering[&o.node]);
     }
     for u in g.updates() {
-        let _ = writeln!(out, "update {} = {}", param_ref(&u.param), numbering[&u.node]);
+        let _ = writeln!(
+            out,
+            "update {} = {}",
+            param_ref(&u.param),
+            numbering[&u.node]
+        );
     }
     out
 }
@@ -182,7 +193,9 @@ impl<'a> Lexer<'a> {
         loop {
             match self.peek() {
                 None | Some(b'\n') => {
-                    return Err(self.err(file, "unterminated string: expected a closing `\"`".into()))
+                    return Err(
+                        self.err(file, "unterminated string: expected a closing `\"`".into())
+                    )
                 }
                 Some(b'"') => {
                     self.bump();
@@ -264,8 +277,8 @@ impl<'a> Lexer<'a> {
                 let start = self.pos;
                 self.bump();
                 while let Some(c) = self.peek() {
-                    let exp_sign = matches!(c, b'-' | b'+')
-                        && matches!(self.src[self.pos - 1], b'e' | b'E');
+                    let exp_sign =
+                        matches!(c, b'-' | b'+') && matches!(self.src[self.pos - 1], b'e' | b'E');
                     if c.is_ascii_alphanumeric() || c == b'.' || exp_sign {
                         self.bump();
                     } else {
@@ -288,7 +301,10 @@ impl<'a> Lexer<'a> {
             }
             Some(c) if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = self.pos;
-                while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+                {
                     self.bump();
                 }
                 Tok::Ident(String::from_utf8_lossy(&self.src[start..self.pos]).into_owned())
@@ -393,9 +409,18 @@ impl<'a> Parser<'a> {
     fn ty(&mut self) -> Result<TensorType> {
         let at = self.here();
         let dtype = match self.advance() {
-            Tok::Ident(s) => DType::from_name(&s)
-                .ok_or_else(|| self.err_at(at, format!("expected a type (f32, i8, i32), found `{s}`")))?,
-            t => return Err(self.err_at(at, format!("expected a type like f32[1,28,28,1], found {}", t.describe()))),
+            Tok::Ident(s) => DType::from_name(&s).ok_or_else(|| {
+                self.err_at(at, format!("expected a type (f32, i8, i32), found `{s}`"))
+            })?,
+            t => {
+                return Err(self.err_at(
+                    at,
+                    format!(
+                        "expected a type like f32[1,28,28,1], found {}",
+                        t.describe()
+                    ),
+                ))
+            }
         };
         self.expect_punct('[')?;
         let mut shape = Vec::new();
@@ -404,7 +429,12 @@ impl<'a> Parser<'a> {
                 let at = self.here();
                 match self.advance() {
                     Tok::Int(i) if i >= 0 => shape.push(i as usize),
-                    t => return Err(self.err_at(at, format!("expected a dimension size, found {}", t.describe()))),
+                    t => {
+                        return Err(self.err_at(
+                            at,
+                            format!("expected a dimension size, found {}", t.describe()),
+                        ))
+                    }
                 }
                 if self.eat_punct(']') {
                     break;
@@ -440,7 +470,10 @@ impl<'a> Parser<'a> {
             t => {
                 return Err(self.err_at(
                     at,
-                    format!("expected an attribute value (number, word, string or list), found {}", t.describe()),
+                    format!(
+                        "expected an attribute value (number, word, string or list), found {}",
+                        t.describe()
+                    ),
                 ))
             }
         })

@@ -110,8 +110,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -142,7 +150,10 @@ mod tests {
 
     #[test]
     fn types_print_like_qir() {
-        assert_eq!(TensorType::f32(vec![1, 28, 28, 1]).to_string(), "f32[1,28,28,1]");
+        assert_eq!(
+            TensorType::f32(vec![1, 28, 28, 1]).to_string(),
+            "f32[1,28,28,1]"
+        );
         assert_eq!(TensorType::scalar(DType::I32).to_string(), "i32[]");
     }
 }

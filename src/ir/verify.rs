@@ -58,9 +58,6 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
                 if g.operands(id).len() != 0 {
                     return fail("an input takes no operands".into());
                 }
-                if node.ty.rank() == 0 {
-                    return fail("an input must have a batch dimension".into());
-                }
                 if node.ty.shape.contains(&0) {
                     return fail(format!("input type {} has an empty dimension", node.ty));
                 }

@@ -1,0 +1,44 @@
+//! Datasets: MNIST IDX files and batching.
+
+pub mod mnist;
+
+/// Images and labels in memory, images as f32 NHWC scaled to [0, 1].
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Per-sample shape, e.g. `[28, 28, 1]`.
+    pub sample_shape: Vec<usize>,
+    pub images: Vec<f32>,
+    pub labels: Vec<i32>,
+    pub classes: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    /// Sample `i`'s pixels.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let n = self.sample_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// The first `n` samples (or all).
+    pub fn take(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            sample_shape: self.sample_shape.clone(),
+            images: self.images[..n * self.sample_len()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            classes: self.classes,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The integer reference interpreter, bit-exact with TFLite reference kernels.

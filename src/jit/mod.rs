@@ -1,0 +1,1 @@
+//! The Cranelift JIT: compiles a graph (a train step or an eval graph) into one native function.

@@ -1,0 +1,1 @@
+//! TFLite flatbuffers: export (int8 per-axis), import (float), the generated schema code.
