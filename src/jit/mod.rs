@@ -1,1 +1,466 @@
-//! The Cranelift JIT: compiles a graph (a train step or an eval graph) into one native function.
+//! The Cranelift JIT: compiles a graph (a train step, CONTRACTS form 4, or an eval graph,
+//! form 5, or any model graph whose fake-quant ranges are explicit) into **one native
+//! function** with static shapes, and runs it as an [`Executor`].
+//!
+//! The way through:
+//! 1. `plan::schedule` orders the ops (updates of a param after its last other reader);
+//! 2. `lower/` turns each op into LIR (`lir.rs`): elementwise/reduction [`lir::Loop`]s,
+//!    GEMMs for the host GEMM, and special kernels (im2col, depthwise, pools, softmax rows);
+//! 3. `fuse.rs` merges consecutive loops over the same space (elementwise chains and the
+//!    reductions that read them become single passes) and drops dead stores;
+//! 4. `plan::plan` places params in the state memory (updates written in place where
+//!    possible), temporaries in one arena by liveness, and decides threading;
+//! 5. `codegen.rs`/`loops.rs` emit the Cranelift function: `f32x4` loops with explicit FMA,
+//!    one barrier between dependent ops; the GEMM and a few helpers are host symbols
+//!    (`runtime.rs`).
+//!
+//! Threads: the function runs on `threads` threads at once (SPMD); each op splits its outer
+//! loop by thread id, and GEMMs split their rows, columns or reduction.
+//!
+//! ```
+//! use qatc::exec::{Executor, Feed};
+//! use qatc::ir::builder::{Act, Layer, Sequential};
+//! use qatc::jit::{compile, JitOptions};
+//!
+//! let model = Sequential::new("tiny", &[4, 4, 1], 0)
+//!     .add(Layer::conv2d(2, 3).activation(Act::Relu))
+//!     .add(Layer::flatten())
+//!     .add(Layer::dense(3))
+//!     .build()
+//!     .unwrap();
+//! let mut exe = compile(&model.graph, &model.params, &JitOptions::default()).unwrap();
+//! let out = exe.run(&[("input", Feed::F32(&[0.5; 16]))]).unwrap();
+//! assert_eq!(out[0].shape, vec![1, 3]);
+//! ```
+
+pub mod codegen;
+pub mod fuse;
+pub mod isa;
+pub mod lir;
+pub mod loops;
+pub mod lower;
+pub mod plan;
+pub mod runtime;
+
+use crate::error::{Error, Result};
+use crate::exec::{Executor, Feed};
+use crate::ir::{DType, Graph, Op, ParamStore, Tensor};
+use codegen::{Cg, Helpers};
+use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::{AbiParam, Signature};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+use plan::Loc;
+use runtime::{AlignedBuf, Barrier, Ctx, Pool, StepFn};
+use std::time::{Duration, Instant};
+
+/// How to compile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JitOptions {
+    /// Threads the step runs on (1 = the caller's thread only).
+    pub threads: usize,
+    /// Emit fused multiply-adds (on by default when the CPU has FMA; ignored otherwise).
+    pub fma: bool,
+    /// Fuse consecutive loops (on by default; off only to measure what fusion buys).
+    pub fuse: bool,
+}
+
+impl Default for JitOptions {
+    fn default() -> Self {
+        JitOptions {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            fma: isa::Features::host().fma,
+            fuse: true,
+        }
+    }
+}
+
+/// What compilation produced, for reports and benchmarks.
+#[derive(Clone, Debug)]
+pub struct CompileStats {
+    /// Wall time of the whole compilation (lowering, planning, Cranelift).
+    pub time: Duration,
+    /// LIR instructions after fusion.
+    pub instructions: usize,
+    /// Of which loops, GEMMs and special kernels.
+    pub loops: usize,
+    pub gemms: usize,
+    pub kernels: usize,
+    /// Bytes of machine code.
+    pub code_bytes: usize,
+    pub arena_bytes: usize,
+    pub state_bytes: usize,
+    /// Params updated in place / copied back at the end of the step.
+    pub updates_in_place: usize,
+    pub updates_copied: usize,
+}
+
+struct Input {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    numel: usize,
+    /// Classes of a loss reading this input as labels (validated before each run).
+    label_classes: Option<(usize, String)>,
+}
+
+struct Output {
+    loc: Loc,
+    shape: Vec<usize>,
+}
+
+/// A compiled graph with its parameter state.
+pub struct JitExecutor {
+    graph_name: String,
+    func: StepFn,
+    arena: AlignedBuf,
+    state: AlignedBuf,
+    state_layout: Vec<(String, usize, Vec<usize>)>,
+    barrier: Box<Barrier>,
+    pool: Pool,
+    threads: usize,
+    inputs: Vec<Input>,
+    outputs: Vec<Output>,
+    stats: CompileStats,
+    listing: String,
+    // Keeps the code alive; last so it is dropped after the pool has stopped.
+    _module: JITModule,
+}
+
+// SAFETY: the executor owns its memory and code; `run` takes `&mut self`.
+unsafe impl Send for JitExecutor {}
+
+/// Compiles `graph` with the parameter values in `params` (every param of the graph must be
+/// there with its declared shape).
+pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<JitExecutor> {
+    let t0 = Instant::now();
+    params.check_graph(graph)?;
+    if graph.outputs().is_empty() {
+        return Err(Error::Graph {
+            graph: graph.name.clone(),
+            msg: "the graph has no outputs to compile".into(),
+        });
+    }
+    let threads = opts.threads.max(1);
+    let features = isa::Features::host();
+    let use_fma = opts.fma && features.fma;
+
+    let order = plan::schedule(graph);
+    let mut lower = lower::Lower::new(graph);
+    lower.threads = threads;
+    let mut prog = lower.run(&order)?;
+    if opts.fuse {
+        fuse::fuse(&mut prog);
+    } else {
+        fuse::eliminate_dead(&mut prog);
+    }
+    let plan = plan::plan(&mut prog, threads)?;
+    let listing = describe(&prog, &plan);
+
+    // ---- Cranelift ----------------------------------------------------------------------
+    let isa = isa::host_isa()?;
+    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
+    for (name, ptr) in runtime::symbols() {
+        jb.symbol(name, ptr);
+    }
+    let mut module = JITModule::new(jb);
+    let jit_err = |e: cranelift_module::ModuleError| Error::Jit(format!("{e:?}"));
+    let call_conv = module.isa().default_call_conv();
+    let sig = |params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>| {
+        let mut s = Signature::new(call_conv);
+        s.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        s.returns.extend(ret.map(AbiParam::new));
+        s
+    };
+    let barrier_id = module
+        .declare_function("qatc_barrier", Linkage::Import, &sig(&[I64], None))
+        .map_err(jit_err)?;
+    let gemm_id = module
+        .declare_function("qatc_gemm", Linkage::Import, &sig(&[I64; 13], None))
+        .map_err(jit_err)?;
+    let nudge_id = module
+        .declare_function("qatc_nudge", Linkage::Import, &sig(&[I64; 6], None))
+        .map_err(jit_err)?;
+    let logf_id = module
+        .declare_function("qatc_logf", Linkage::Import, &sig(&[F32], Some(F32)))
+        .map_err(jit_err)?;
+    let step_id = module
+        .declare_function("qatc_step", Linkage::Local, &sig(&[I64], None))
+        .map_err(jit_err)?;
+
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig(&[I64], None);
+    let mut fbc = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let ctxp = b.block_params(entry)[0];
+        let helpers = Helpers {
+            barrier: module.declare_func_in_func(barrier_id, b.func),
+            gemm: module.declare_func_in_func(gemm_id, b.func),
+            nudge: module.declare_func_in_func(nudge_id, b.func),
+            logf: module.declare_func_in_func(logf_id, b.func),
+        };
+        let mut cg = Cg::new(&mut b, ctxp, threads, use_fma, &plan.locs, &prog.vts, helpers);
+        codegen::emit_program(&mut cg, &prog, &plan)?;
+        use cranelift_codegen::ir::InstBuilder;
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module
+        .define_function(step_id, &mut ctx)
+        .map_err(|e| match e {
+            cranelift_module::ModuleError::Compilation(ce) => Error::Jit(format!(
+                "Cranelift rejected the generated code for graph `{}`: {}",
+                graph.name,
+                cranelift_codegen::print_errors::pretty_error(&ctx.func, ce)
+            )),
+            other => jit_err(other),
+        })?;
+    let code_bytes = ctx
+        .compiled_code()
+        .map(|c| c.code_buffer().len())
+        .unwrap_or(0);
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().map_err(jit_err)?;
+    let code = module.get_finalized_function(step_id);
+    // SAFETY: the function was declared with exactly this signature.
+    let func: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
+
+    // ---- memory -------------------------------------------------------------------------
+    let mut state = AlignedBuf::zeroed(plan.state_bytes);
+    for (name, off, shape) in &plan.state {
+        let t = params.require(name)?;
+        state
+            .f32s_mut(*off, shape.iter().product())
+            .copy_from_slice(&t.data);
+    }
+    let arena = AlignedBuf::zeroed(plan.arena_bytes);
+
+    let mut inputs: Vec<Input> = prog
+        .inputs
+        .iter()
+        .map(|(name, dtype, shape)| Input {
+            name: name.clone(),
+            dtype: *dtype,
+            shape: shape.clone(),
+            numel: shape.iter().product(),
+            label_classes: None,
+        })
+        .collect();
+    for id in graph.node_ids() {
+        let n = graph.node(id);
+        if matches!(n.op, Op::SoftmaxCrossEntropy | Op::SoftmaxCrossEntropyGrad) {
+            let ops = graph.operands(id);
+            let classes = graph.node(ops[0]).ty.shape[1];
+            if let Some(slot) = graph.inputs().iter().position(|&i| i == ops[1]) {
+                inputs[slot].label_classes = Some((classes, n.name.clone()));
+            }
+        }
+    }
+    let outputs = prog
+        .outputs
+        .iter()
+        .map(|(_, vt, shape)| Output {
+            loc: plan.locs[*vt],
+            shape: shape.clone(),
+        })
+        .collect();
+    let count = |f: fn(&lir::Inst) -> bool| prog.insts.iter().filter(|i| f(i)).count();
+    let stats = CompileStats {
+        time: t0.elapsed(),
+        instructions: prog.insts.len(),
+        loops: count(|i| matches!(i, lir::Inst::Loop(_))),
+        gemms: count(|i| matches!(i, lir::Inst::Gemm(_))),
+        kernels: count(|i| matches!(i, lir::Inst::Kernel(_))),
+        code_bytes,
+        arena_bytes: plan.arena_bytes,
+        state_bytes: plan.state_bytes,
+        updates_in_place: plan.in_place.len(),
+        updates_copied: plan.copied.len(),
+    };
+    Ok(JitExecutor {
+        graph_name: graph.name.clone(),
+        func,
+        arena,
+        state,
+        state_layout: plan.state,
+        barrier: Box::new(Barrier::new(threads)),
+        pool: Pool::new(threads),
+        threads,
+        inputs,
+        outputs,
+        stats,
+        listing,
+        _module: module,
+    })
+}
+
+/// A readable listing of the planned program (one line per instruction).
+fn describe(prog: &lir::Program, plan: &plan::Plan) -> String {
+    let mut s = String::new();
+    for (i, inst) in prog.insts.iter().enumerate() {
+        let what = match inst {
+            lir::Inst::Loop(l) => format!(
+                "loop {:?} nodes={} stores={} reds={}",
+                l.shape,
+                l.nodes.len(),
+                l.stores.len(),
+                l.reds.len()
+            ),
+            lir::Inst::Gemm(g) => format!("gemm m={} n={} k={} {:?}", g.m, g.n, g.k, g.split),
+            lir::Inst::Kernel(_) => "kernel".to_string(),
+        };
+        let par = if plan.parallel[i] { "par" } else { "t0 " };
+        s.push_str(&format!("{i:4} {par} {:<48} {what}\n", inst.name()));
+    }
+    s
+}
+
+impl JitExecutor {
+    pub fn stats(&self) -> &CompileStats {
+        &self.stats
+    }
+
+    /// The compiled program, one LIR instruction per line (after fusion and planning).
+    pub fn listing(&self) -> &str {
+        &self.listing
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn read_loc(&self, loc: Loc, numel: usize, feeds: &[*const u8]) -> Vec<f32> {
+        match loc {
+            Loc::Arena(off) => self.arena.f32s(off, numel).to_vec(),
+            Loc::State(off) => self.state.f32s(off, numel).to_vec(),
+            Loc::Input(slot) => {
+                // SAFETY: the feed slice outlives this call and holds `numel` f32s.
+                unsafe { std::slice::from_raw_parts(feeds[slot] as *const f32, numel).to_vec() }
+            }
+            Loc::None => vec![0.0; numel],
+        }
+    }
+}
+
+impl Executor for JitExecutor {
+    fn run(&mut self, feeds: &[(&str, Feed)]) -> Result<Vec<Tensor>> {
+        for (name, _) in feeds {
+            if !self.inputs.iter().any(|i| i.name == *name) {
+                return Err(Error::Usage(format!(
+                    "graph `{}` has no input named `{name}`",
+                    self.graph_name
+                )));
+            }
+        }
+        let mut table: Vec<*const u8> = Vec::with_capacity(self.inputs.len());
+        for inp in &self.inputs {
+            let feed = feeds
+                .iter()
+                .find(|(n, _)| *n == inp.name)
+                .map(|(_, f)| *f)
+                .ok_or_else(|| Error::node(&inp.name, "input", "no value was fed for this input"))?;
+            let (len, ptr, dtype) = match feed {
+                Feed::F32(d) => (d.len(), d.as_ptr() as *const u8, DType::F32),
+                Feed::I32(d) => (d.len(), d.as_ptr() as *const u8, DType::I32),
+            };
+            if dtype != inp.dtype {
+                return Err(Error::node(
+                    &inp.name,
+                    "input",
+                    format!(
+                        "fed {} values but the graph expects {}",
+                        dtype.name(),
+                        inp.dtype.name()
+                    ),
+                ));
+            }
+            if len != inp.numel {
+                return Err(Error::node(
+                    &inp.name,
+                    "input",
+                    format!(
+                        "fed {len} values but the compiled graph takes exactly {} (shape {:?}); \
+                         the JIT compiles static shapes: rebatch the graph (Graph::rebatch) and \
+                         compile again for another batch size",
+                        inp.numel, inp.shape
+                    ),
+                ));
+            }
+            if let (Some((classes, node)), Feed::I32(labels)) = (&inp.label_classes, feed) {
+                if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= *classes) {
+                    return Err(Error::node(
+                        node,
+                        "softmax_cross_entropy",
+                        format!("label {bad} is outside the {classes} classes"),
+                    ));
+                }
+            }
+            table.push(ptr);
+        }
+        let ctxs: Vec<Ctx> = (0..self.threads)
+            .map(|tid| Ctx {
+                arena: self.arena.ptr(),
+                state: self.state.ptr(),
+                inputs: table.as_ptr(),
+                tid: tid as u64,
+                barrier: &*self.barrier,
+            })
+            .collect();
+        // SAFETY: every context points at memory owned by `self` (arena, state, barrier) or
+        // borrowed for the duration of this call (the feeds); the planner sized the arena
+        // and state for every access the code makes.
+        unsafe { self.pool.run(self.func, &ctxs) };
+        let outs = self
+            .outputs
+            .iter()
+            .map(|o| {
+                let n = o.shape.iter().product();
+                Tensor::new(o.shape.clone(), self.read_loc(o.loc, n, &table))
+            })
+            .collect::<Vec<_>>();
+        Ok(outs)
+    }
+
+    fn params(&self) -> ParamStore {
+        let mut p = ParamStore::new();
+        for (name, off, shape) in &self.state_layout {
+            let n = shape.iter().product();
+            p.insert(
+                name.clone(),
+                Tensor::new(shape.clone(), self.state.f32s(*off, n).to_vec()),
+            );
+        }
+        p
+    }
+
+    fn set_params(&mut self, params: &ParamStore) -> Result<()> {
+        for (name, t) in params.iter() {
+            let Some((_, _, shape)) = self.state_layout.iter().find(|(n, _, _)| n == name) else {
+                return Err(Error::param(name, "the graph has no such param"));
+            };
+            if *shape != t.shape {
+                return Err(Error::param(
+                    name,
+                    format!("shape {:?} does not match the graph's {:?}", t.shape, shape),
+                ));
+            }
+        }
+        for (name, t) in params.iter() {
+            let (_, off, _) = self
+                .state_layout
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .unwrap();
+            self.state.f32s_mut(*off, t.numel()).copy_from_slice(&t.data);
+        }
+        Ok(())
+    }
+}
