@@ -59,9 +59,6 @@ impl Access {
         }
     }
 
-    pub fn is_identity(&self, shape: &[usize]) -> bool {
-        self.offset == 0 && self.strides == row_major(shape)
-    }
 }
 
 /// Row-major element strides.
@@ -185,8 +182,25 @@ impl Loop {
         i
     }
 
-    pub fn leaf(&mut self, a: Access) -> NodeIx {
+    /// An access in canonical form: dimensions of size 1 get stride 0, so equal accesses
+    /// compare equal however they were built.
+    pub fn canon(&self, mut a: Access) -> Access {
         debug_assert_eq!(a.strides.len(), self.shape.len());
+        for (s, &d) in a.strides.iter_mut().zip(&self.shape) {
+            if d == 1 {
+                *s = 0;
+            }
+        }
+        a
+    }
+
+    /// The canonical row-major access of `vt` over this loop's space.
+    pub fn identity(&self, vt: VtId) -> Access {
+        self.canon(Access::identity(vt, &self.shape))
+    }
+
+    pub fn leaf(&mut self, a: Access) -> NodeIx {
+        let a = self.canon(a);
         let li = match self.leaves.iter().position(|l| *l == a) {
             Some(i) => i,
             None => {
@@ -248,10 +262,12 @@ impl Loop {
     }
 
     pub fn store(&mut self, n: NodeIx, a: Access) {
+        let a = self.canon(a);
         self.stores.push((n, a));
     }
 
     pub fn reduce(&mut self, n: NodeIx, kind: RedKind, init: f32, scale: f32, out: Access) {
+        let out = self.canon(out);
         self.reds.push(Red {
             node: n,
             kind,

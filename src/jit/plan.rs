@@ -11,7 +11,7 @@
 //!   read), largest first. The planner also decides which instructions run on all threads and
 //!   gives their reductions per-thread partial buffers.
 
-use super::lir::{row_major, Access, Inst, Loop, Program, Storage, VtId};
+use super::lir::{Access, Inst, Loop, Program, Storage, VtId};
 use super::loops::loop_parallel;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, NodeId, Op};
@@ -345,19 +345,15 @@ fn in_place_ok(
     if n != prog.vts[src].numel {
         return false;
     }
-    let id = Access::identity(src, &l.shape);
+    let id = l.identity(src);
     let stores: Vec<_> = l.stores.iter().filter(|(_, s)| s.vt == src).collect();
     if stores.len() != 1 || stores[0].1 != id {
         return false;
     }
     // nobody but this loop reads `src` before the loop (it cannot: SSA), and reads of the
     // param in the loop are at the same index
-    let strides = row_major(&l.shape);
-    let same_index = l
-        .leaves
-        .iter()
-        .filter(|a| a.vt == pv)
-        .all(|a| a.offset == 0 && a.strides == strides);
+    let pid = l.identity(pv);
+    let same_index = l.leaves.iter().filter(|a| a.vt == pv).all(|a| *a == pid);
     if !same_index {
         return false;
     }
