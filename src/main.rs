@@ -18,12 +18,15 @@ struct Cli {
 enum Command {
     /// Print a model's verified canonical IR (.qir).
     Dump(cli::dump::DumpArgs),
+    /// Measure JIT training throughput (samples/s) and compile time.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Dump(a) => cli::dump::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,5 +1,6 @@
 //! The `qatc` command line: one module per subcommand, plus model loading shared by all.
 
+pub mod bench;
 pub mod dump;
 
 use crate::error::{Error, Result};

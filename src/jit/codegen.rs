@@ -24,6 +24,8 @@ pub struct Helpers {
     pub gemm: FuncRef,
     pub nudge: FuncRef,
     pub logf: FuncRef,
+    /// Present when compiling with profiling.
+    pub prof: Option<FuncRef>,
 }
 
 /// The state of code generation for one function.
@@ -564,6 +566,16 @@ pub fn emit_gemm(cg: &mut Cg, g: &Gemm, parallel: bool) {
 /// predecessor both run on thread 0 alone.
 pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
     let mut prev_parallel: Option<bool> = None;
+    let mark = |cg: &mut Cg, i: u64| {
+        if let Some(f) = cg.helpers.prof {
+            cg.on_thread0(|cg| {
+                let ctx = cg.ctx();
+                let iv = cg.b.ins().iconst(I64, i as i64);
+                cg.b.ins().call(f, &[ctx, iv]);
+            });
+        }
+    };
+    mark(cg, u64::MAX);
     for (i, inst) in prog.insts.iter().enumerate() {
         let par = plan.parallel[i];
         if let Some(pp) = prev_parallel {
@@ -586,6 +598,7 @@ pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
             }
         }
         prev_parallel = Some(par);
+        mark(cg, i as u64);
     }
     Ok(())
 }

@@ -1,38 +1,256 @@
 //! Loop fusion and dead-store elimination on LIR.
 //!
-//! Two consecutive [`Loop`]s over the same iteration space become one when every value the
-//! second reads from the first is read at the same index it was stored (it is then taken
-//! from a register) and none of them is a reduction of the first (which is complete only
-//! after the loop). So `relu(conv)`, its observer's min/max and the straight-through mask of
-//! the backward pass each become single passes over memory.
-//!
-//! Afterwards a store whose value nobody reads (every reader was fused) is dropped, and
-//! instructions whose results are all unused are removed.
+//! 1. **Rematerialization.** A loop that reads, at its own index, a value another loop
+//!    computed elementwise over the same space recomputes it instead, when that adds no
+//!    full-size load (the producer's other inputs are per-channel vectors, scalars, or tensors
+//!    the consumer reads anyway). BatchNorm-normalized values, ReLU6 outputs and fake-quant
+//!    masks are then computed where they are used and never written to memory.
+//! 2. **Merging.** A loop joins an earlier loop over the same space (the nearest one it can
+//!    move up to: nothing in between writes what it reads) when every value it reads from
+//!    that loop is read at the index it was stored (then it comes from a register) and none
+//!    of them is a reduction of that loop (complete only after the loop). So an activation and
+//!    its observers, or the straight-through masks and the BatchNorm gradient sums, are one
+//!    pass.
+//! 3. **Dead stores.** A store whose value nobody reads any more is dropped, and
+//!    instructions whose results are all unused are removed.
 
-use super::lir::{ENode, Inst, Loop, NodeIx, Program, VtId};
-use std::collections::HashSet;
+use super::lir::{Access, ENode, Inst, Loop, NodeIx, Program, VtId};
+use std::collections::{HashMap, HashSet};
 
 /// Loops larger than this (in expression nodes) are not grown further: register pressure.
 const MAX_NODES: usize = 160;
 
+/// How far back (in instructions) a loop may move to join another.
+const MERGE_WINDOW: usize = 12;
+
 pub fn fuse(prog: &mut Program) {
-    let insts = std::mem::take(&mut prog.insts);
-    let mut out: Vec<Inst> = Vec::with_capacity(insts.len());
-    for inst in insts {
-        if let Inst::Loop(b) = inst {
-            if let Some(Inst::Loop(a)) = out.last_mut() {
-                if can_merge(a, &b) {
-                    merge(a, b);
-                    continue;
-                }
+    rematerialize(prog);
+    eliminate_dead(prog);
+    merge_loops(prog);
+    eliminate_dead(prog);
+}
+
+// ---- rematerialization ---------------------------------------------------------------------
+
+/// Children of a node.
+fn children(n: &ENode) -> Vec<NodeIx> {
+    match *n {
+        ENode::Leaf(_) | ENode::Const(_) => vec![],
+        ENode::Un(_, a) => vec![a],
+        ENode::Bin(_, a, b) | ENode::Cmp(_, a, b) | ENode::And(a, b) => vec![a, b],
+        ENode::Fma(a, b, c) | ENode::Select(a, b, c) => vec![a, b, c],
+        ENode::DropoutKeep { step, .. } => vec![step],
+    }
+}
+
+/// A node with its children renamed by `f`.
+fn remap(n: &ENode, f: impl Fn(NodeIx) -> NodeIx) -> ENode {
+    match *n {
+        ENode::Leaf(l) => ENode::Leaf(l),
+        ENode::Const(c) => ENode::Const(c),
+        ENode::Un(op, a) => ENode::Un(op, f(a)),
+        ENode::Bin(op, a, b) => ENode::Bin(op, f(a), f(b)),
+        ENode::Fma(a, b, c) => ENode::Fma(f(a), f(b), f(c)),
+        ENode::Cmp(op, a, b) => ENode::Cmp(op, f(a), f(b)),
+        ENode::And(a, b) => ENode::And(f(a), f(b)),
+        ENode::Select(a, b, c) => ENode::Select(f(a), f(b), f(c)),
+        ENode::DropoutKeep { step, seed, rate } => ENode::DropoutKeep {
+            step: f(step),
+            seed,
+            rate,
+        },
+    }
+}
+
+/// Nodes `root` depends on, in index (topological) order.
+fn subtree(l: &Loop, root: NodeIx) -> Vec<NodeIx> {
+    let mut need = vec![false; l.nodes.len()];
+    need[root as usize] = true;
+    for i in (0..=root as usize).rev() {
+        if need[i] {
+            for c in children(&l.nodes[i]) {
+                need[c as usize] = true;
             }
-            out.push(Inst::Loop(b));
-        } else {
-            out.push(inst);
         }
     }
+    (0..=root).filter(|&i| need[i as usize]).collect()
+}
+
+/// A leaf is "big" when it streams a tensor of about the loop's size (not a per-channel
+/// vector or a scalar): loading it costs memory bandwidth.
+fn is_big(l: &Loop, a: &Access) -> bool {
+    a.strides.iter().zip(&l.shape).filter(|(s, _)| **s != 0).map(|(_, d)| d).product::<usize>() * 8
+        >= l.numel()
+}
+
+fn rematerialize(prog: &mut Program) {
+    // vt -> (instruction, stored node) for values stored once, by a loop, at its own index
+    let mut writers: HashMap<VtId, usize> = HashMap::new();
+    for inst in &prog.insts {
+        for w in inst.writes() {
+            *writers.entry(w).or_default() += 1;
+        }
+    }
+    let protected: HashSet<VtId> = prog.outputs.iter().map(|o| o.1).collect();
+    let mut producer: HashMap<VtId, (usize, NodeIx)> = HashMap::new();
+    for (i, inst) in prog.insts.iter().enumerate() {
+        if let Inst::Loop(l) = inst {
+            for (n, a) in &l.stores {
+                if writers[&a.vt] == 1 && *a == l.identity(a.vt) {
+                    producer.insert(a.vt, (i, *n));
+                }
+            }
+        }
+    }
+    for c in 0..prog.insts.len() {
+        loop {
+            let Inst::Loop(cl) = &prog.insts[c] else {
+                break;
+            };
+            // the first leaf worth recomputing
+            let mut pick = None;
+            for (li, a) in cl.leaves.iter().enumerate() {
+                let Some(&(p, root)) = producer.get(&a.vt) else {
+                    continue;
+                };
+                if p >= c || protected.contains(&a.vt) || *a != cl.identity(a.vt) {
+                    continue;
+                }
+                let Inst::Loop(pl) = &prog.insts[p] else {
+                    continue;
+                };
+                if pl.shape != cl.shape {
+                    continue;
+                }
+                let sub = subtree(pl, root);
+                if sub.len() > 40 || cl.nodes.len() + sub.len() > MAX_NODES {
+                    continue;
+                }
+                let new_big = sub
+                    .iter()
+                    .filter_map(|&i| match pl.nodes[i as usize] {
+                        ENode::Leaf(pli) => Some(&pl.leaves[pli as usize]),
+                        _ => None,
+                    })
+                    .filter(|pa| is_big(pl, pa) && !cl.leaves.contains(pa))
+                    .count();
+                if new_big <= 1 {
+                    pick = Some((li, p, root));
+                    break;
+                }
+            }
+            let Some((li, p, root)) = pick else {
+                break;
+            };
+            let Inst::Loop(pl) = &prog.insts[p] else {
+                unreachable!()
+            };
+            let pl = pl.clone();
+            let Inst::Loop(cl) = &mut prog.insts[c] else {
+                unreachable!()
+            };
+            inline_leaf(cl, li, &pl, root);
+            // the rebuilt loop's own stores have new node numbers
+            for (n, a) in &cl.stores {
+                if let Some(e) = producer.get_mut(&a.vt) {
+                    if e.0 == c {
+                        e.1 = *n;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Replaces every use of leaf `li` of `c` by the expression of node `root` of `p`.
+fn inline_leaf(c: &mut Loop, li: usize, p: &Loop, root: NodeIx) {
+    let old = std::mem::replace(c, Loop::new(c.name.clone(), &c.shape.clone()));
+    // the producer's expression, rebuilt in `c`
+    let mut pmap: HashMap<NodeIx, NodeIx> = HashMap::new();
+    for i in subtree(p, root) {
+        let n = &p.nodes[i as usize];
+        let new = match n {
+            ENode::Leaf(pli) => c.leaf(p.leaves[*pli as usize].clone()),
+            other => {
+                let m = remap(other, |j| pmap[&j]);
+                c.node(m)
+            }
+        };
+        pmap.insert(i, new);
+    }
+    let value = pmap[&root];
+    let mut map: Vec<NodeIx> = Vec::with_capacity(old.nodes.len());
+    for n in &old.nodes {
+        let new = match n {
+            ENode::Leaf(l) if *l as usize == li => value,
+            ENode::Leaf(l) => c.leaf(old.leaves[*l as usize].clone()),
+            other => {
+                let m = remap(other, |j| map[j as usize]);
+                c.node(m)
+            }
+        };
+        map.push(new);
+    }
+    for (n, a) in old.stores {
+        c.store(map[n as usize], a);
+    }
+    for r in old.reds {
+        let mut r = r;
+        r.node = map[r.node as usize];
+        c.reds.push(r);
+    }
+    prune(c);
+}
+
+// ---- merging ---------------------------------------------------------------------------------
+
+fn merge_loops(prog: &mut Program) {
+    // A loop computing a param's new value may later be given the param's memory (an
+    // in-place update), so for moving it counts as writing the param too.
+    let param_vt: HashMap<&str, VtId> = prog
+        .params
+        .iter()
+        .map(|(n, vt, _)| (n.as_str(), *vt))
+        .collect();
+    let updates: HashMap<VtId, VtId> = prog
+        .updates
+        .iter()
+        .filter_map(|(p, src)| param_vt.get(p.as_str()).map(|&pv| (*src, pv)))
+        .collect();
+    let insts = std::mem::take(&mut prog.insts);
+    let mut out: Vec<Inst> = Vec::with_capacity(insts.len());
+    'next: for inst in insts {
+        let Inst::Loop(b) = inst else {
+            out.push(inst);
+            continue;
+        };
+        let reads: HashSet<VtId> = b.reads().into_iter().collect();
+        let mut writes: HashSet<VtId> = b.writes().into_iter().collect();
+        let aliased: Vec<VtId> = writes.iter().filter_map(|w| updates.get(w).copied()).collect();
+        writes.extend(aliased);
+        let lo = out.len().saturating_sub(MERGE_WINDOW);
+        for j in (lo..out.len()).rev() {
+            if let Inst::Loop(a) = &out[j] {
+                if can_merge(a, &b) {
+                    let Inst::Loop(a) = &mut out[j] else {
+                        unreachable!()
+                    };
+                    merge(a, b);
+                    continue 'next;
+                }
+            }
+            // `b` cannot move above an instruction it depends on or interferes with
+            let iw = out[j].writes();
+            let ir = out[j].reads();
+            if iw.iter().any(|w| reads.contains(w) || writes.contains(w))
+                || ir.iter().any(|r| writes.contains(r))
+            {
+                break;
+            }
+        }
+        out.push(Inst::Loop(b));
+    }
     prog.insts = out;
-    eliminate_dead(prog);
 }
 
 fn can_merge(a: &Loop, b: &Loop) -> bool {
@@ -64,31 +282,20 @@ fn can_merge(a: &Loop, b: &Loop) -> bool {
 fn merge(a: &mut Loop, b: Loop) {
     let mut map: Vec<NodeIx> = Vec::with_capacity(b.nodes.len());
     for n in &b.nodes {
-        let m = |i: NodeIx| map[i as usize];
-        let new = match *n {
+        let new = match n {
             ENode::Leaf(li) => {
-                let acc = &b.leaves[li as usize];
-                if let Some((node, _)) = a.stores.iter().find(|(_, s)| s == acc) {
-                    map.push(*node);
-                    continue;
+                let acc = &b.leaves[*li as usize];
+                match a.stores.iter().find(|(_, s)| s == acc) {
+                    Some((node, _)) => *node,
+                    None => a.leaf(acc.clone()),
                 }
-                map.push(a.leaf(acc.clone()));
-                continue;
             }
-            ENode::Const(c) => ENode::Const(c),
-            ENode::Un(op, x) => ENode::Un(op, m(x)),
-            ENode::Bin(op, x, y) => ENode::Bin(op, m(x), m(y)),
-            ENode::Fma(x, y, z) => ENode::Fma(m(x), m(y), m(z)),
-            ENode::Cmp(op, x, y) => ENode::Cmp(op, m(x), m(y)),
-            ENode::And(x, y) => ENode::And(m(x), m(y)),
-            ENode::Select(x, y, z) => ENode::Select(m(x), m(y), m(z)),
-            ENode::DropoutKeep { step, seed, rate } => ENode::DropoutKeep {
-                step: m(step),
-                seed,
-                rate,
-            },
+            other => {
+                let m = remap(other, |j| map[j as usize]);
+                a.node(m)
+            }
         };
-        map.push(a.node(new));
+        map.push(new);
     }
     for (n, s) in b.stores {
         a.stores.push((map[n as usize], s));
@@ -99,6 +306,8 @@ fn merge(a: &mut Loop, b: Loop) {
     }
     a.name = format!("{}+{}", a.name, b.name);
 }
+
+// ---- dead stores -------------------------------------------------------------------------------
 
 /// Drops stores and instructions whose results nobody reads, until nothing changes.
 pub fn eliminate_dead(prog: &mut Program) {
@@ -147,26 +356,13 @@ fn prune(l: &mut Loop) {
         live[r.node as usize] = true;
     }
     for i in (0..l.nodes.len()).rev() {
-        if !live[i] {
-            continue;
-        }
-        let mut mark = |j: NodeIx| live[j as usize] = true;
-        match l.nodes[i] {
-            ENode::Leaf(_) | ENode::Const(_) => {}
-            ENode::Un(_, a) => mark(a),
-            ENode::Bin(_, a, b) | ENode::Cmp(_, a, b) | ENode::And(a, b) => {
-                mark(a);
-                mark(b);
+        if live[i] {
+            for c in children(&l.nodes[i]) {
+                live[c as usize] = true;
             }
-            ENode::Fma(a, b, c) | ENode::Select(a, b, c) => {
-                mark(a);
-                mark(b);
-                mark(c);
-            }
-            ENode::DropoutKeep { step, .. } => mark(step),
         }
     }
-    let mut remap = vec![u32::MAX; l.nodes.len()];
+    let mut remap_ix = vec![u32::MAX; l.nodes.len()];
     let mut leaf_remap = vec![u32::MAX; l.leaves.len()];
     let mut nodes = Vec::new();
     let mut leaves = Vec::new();
@@ -174,7 +370,6 @@ fn prune(l: &mut Loop) {
         if !live[i] {
             continue;
         }
-        let m = |j: NodeIx| remap[j as usize];
         let new = match *n {
             ENode::Leaf(li) => {
                 if leaf_remap[li as usize] == u32::MAX {
@@ -183,27 +378,16 @@ fn prune(l: &mut Loop) {
                 }
                 ENode::Leaf(leaf_remap[li as usize])
             }
-            ENode::Const(c) => ENode::Const(c),
-            ENode::Un(op, a) => ENode::Un(op, m(a)),
-            ENode::Bin(op, a, b) => ENode::Bin(op, m(a), m(b)),
-            ENode::Fma(a, b, c) => ENode::Fma(m(a), m(b), m(c)),
-            ENode::Cmp(op, a, b) => ENode::Cmp(op, m(a), m(b)),
-            ENode::And(a, b) => ENode::And(m(a), m(b)),
-            ENode::Select(a, b, c) => ENode::Select(m(a), m(b), m(c)),
-            ENode::DropoutKeep { step, seed, rate } => ENode::DropoutKeep {
-                step: m(step),
-                seed,
-                rate,
-            },
+            ref other => remap(other, |j| remap_ix[j as usize]),
         };
-        remap[i] = nodes.len() as u32;
+        remap_ix[i] = nodes.len() as u32;
         nodes.push(new);
     }
     for (n, _) in &mut l.stores {
-        *n = remap[*n as usize];
+        *n = remap_ix[*n as usize];
     }
     for r in &mut l.reds {
-        r.node = remap[r.node as usize];
+        r.node = remap_ix[r.node as usize];
     }
     l.nodes = nodes;
     l.leaves = leaves;

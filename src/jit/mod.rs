@@ -64,6 +64,8 @@ pub struct JitOptions {
     pub fma: bool,
     /// Fuse consecutive loops (on by default; off only to measure what fusion buys).
     pub fuse: bool,
+    /// Time every LIR instruction (see [`JitExecutor::profile`]); off by default.
+    pub profile: bool,
 }
 
 impl Default for JitOptions {
@@ -74,6 +76,7 @@ impl Default for JitOptions {
                 .unwrap_or(1),
             fma: isa::Features::host().fma,
             fuse: true,
+            profile: false,
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct JitExecutor {
     outputs: Vec<Output>,
     stats: CompileStats,
     listing: String,
+    profile: Option<Box<runtime::Profile>>,
+    inst_names: Vec<String>,
     // Keeps the code alive; last so it is dropped after the pool has stopped.
     _module: JITModule,
 }
@@ -187,6 +192,9 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     let logf_id = module
         .declare_function("qatc_logf", Linkage::Import, &sig(&[F32], Some(F32)))
         .map_err(jit_err)?;
+    let prof_id = module
+        .declare_function("qatc_prof", Linkage::Import, &sig(&[I64, I64], None))
+        .map_err(jit_err)?;
     let step_id = module
         .declare_function("qatc_step", Linkage::Local, &sig(&[I64], None))
         .map_err(jit_err)?;
@@ -205,6 +213,9 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
             gemm: module.declare_func_in_func(gemm_id, b.func),
             nudge: module.declare_func_in_func(nudge_id, b.func),
             logf: module.declare_func_in_func(logf_id, b.func),
+            prof: opts
+                .profile
+                .then(|| module.declare_func_in_func(prof_id, b.func)),
         };
         let mut cg = Cg::new(&mut b, ctxp, threads, use_fma, &plan.locs, &prog.vts, helpers);
         codegen::emit_program(&mut cg, &prog, &plan)?;
@@ -212,6 +223,14 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         b.ins().return_(&[]);
         b.seal_all_blocks();
         b.finalize(module.target_config());
+    }
+    // QATC_JIT_DUMP=dir writes the CLIF and the machine code (for people working on the JIT)
+    let dump = std::env::var_os("QATC_JIT_DUMP").map(std::path::PathBuf::from);
+    if let Some(dir) = &dump {
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(dir.join(format!("{}.clif", graph.name)), ctx.func.display().to_string());
+        let _ = std::fs::write(dir.join(format!("{}.lir", graph.name)), &listing);
+        ctx.set_disasm(true);
     }
     module
         .define_function(step_id, &mut ctx)
@@ -227,6 +246,9 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         .compiled_code()
         .map(|c| c.code_buffer().len())
         .unwrap_or(0);
+    if let (Some(dir), Some(vcode)) = (&dump, ctx.compiled_code().and_then(|c| c.vcode.clone())) {
+        let _ = std::fs::write(dir.join(format!("{}.asm", graph.name)), vcode);
+    }
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(jit_err)?;
     let code = module.get_finalized_function(step_id);
@@ -298,6 +320,10 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         outputs,
         stats,
         listing,
+        profile: opts
+            .profile
+            .then(|| Box::new(runtime::Profile::new(prog.insts.len()))),
+        inst_names: prog.insts.iter().map(|i| i.name()).collect(),
         _module: module,
     })
 }
@@ -335,6 +361,20 @@ impl JitExecutor {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Mean wall time per run of every LIR instruction (name, seconds), in program order,
+    /// when compiled with [`JitOptions::profile`].
+    pub fn profile(&self) -> Option<Vec<(String, f64)>> {
+        let p = self.profile.as_ref()?;
+        let runs = p.runs.max(1) as f64;
+        Some(
+            self.inst_names
+                .iter()
+                .zip(&p.nanos)
+                .map(|(n, &ns)| (n.clone(), ns as f64 * 1e-9 / runs))
+                .collect(),
+        )
     }
 
     fn read_loc(&self, loc: Loc, numel: usize, feeds: &[*const u8]) -> Vec<f32> {
@@ -405,6 +445,10 @@ impl Executor for JitExecutor {
             }
             table.push(ptr);
         }
+        let profile: *mut runtime::Profile = match &mut self.profile {
+            Some(p) => &mut **p,
+            None => std::ptr::null_mut(),
+        };
         let ctxs: Vec<Ctx> = (0..self.threads)
             .map(|tid| Ctx {
                 arena: self.arena.ptr(),
@@ -412,6 +456,7 @@ impl Executor for JitExecutor {
                 inputs: table.as_ptr(),
                 tid: tid as u64,
                 barrier: &*self.barrier,
+                profile,
             })
             .collect();
         // SAFETY: every context points at memory owned by `self` (arena, state, barrier) or

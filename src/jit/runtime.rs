@@ -22,6 +22,8 @@ pub struct Ctx {
     pub inputs: *const *const u8,
     pub tid: u64,
     pub barrier: *const Barrier,
+    /// Per-instruction timings (only read when compiled with profiling).
+    pub profile: *mut Profile,
 }
 
 pub const CTX_ARENA: i32 = 0;
@@ -148,6 +150,37 @@ pub unsafe extern "C" fn qatc_nudge(
     }
 }
 
+/// Wall time per LIR instruction, measured on thread 0 between instruction boundaries
+/// (so an instruction's time includes waiting for the other threads at its barrier).
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    last: Option<std::time::Instant>,
+    pub nanos: Vec<u64>,
+    pub runs: u64,
+}
+
+impl Profile {
+    pub fn new(instructions: usize) -> Profile {
+        Profile {
+            last: None,
+            nanos: vec![0; instructions],
+            runs: 0,
+        }
+    }
+}
+
+/// Marks the end of instruction `inst` (`u64::MAX`: the start of the step).
+pub unsafe extern "C" fn qatc_prof(ctx: *const Ctx, inst: u64) {
+    let p = &mut *(*ctx).profile;
+    let now = std::time::Instant::now();
+    if inst == u64::MAX {
+        p.runs += 1;
+    } else if let Some(last) = p.last {
+        p.nanos[inst as usize] += (now - last).as_nanos() as u64;
+    }
+    p.last = Some(now);
+}
+
 /// The natural logarithm (the loss's log-sum-exp; once per row).
 pub extern "C" fn qatc_logf(x: f32) -> f32 {
     x.ln()
@@ -160,6 +193,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("qatc_gemm", qatc_gemm as *const u8),
         ("qatc_nudge", qatc_nudge as *const u8),
         ("qatc_logf", qatc_logf as *const u8),
+        ("qatc_prof", qatc_prof as *const u8),
     ]
 }
 

@@ -38,7 +38,7 @@ pub fn configs() -> Vec<JitOptions> {
             v.push(JitOptions {
                 threads,
                 fma,
-                fuse: true,
+                ..JitOptions::default()
             });
         }
     }

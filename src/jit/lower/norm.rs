@@ -58,8 +58,8 @@ fn grad_sums(cx: &mut Lower, dy: &Val, x: &Val, eps: f32) -> (Val, Val) {
     let mv = l.leaf(along(mean.vt, 0, &s, r - 1));
     let iv = l.leaf(along(inv.vt, 0, &s, r - 1));
     let xc = l.sub(xv, mv);
-    let xhat = l.mul(xc, iv);
-    let dx = l.mul(d, xhat);
+    let dxc = l.mul(d, xc);
+    let dx = l.mul(dxc, iv);
     l.reduce(dx, RedKind::Sum, 0.0, 1.0, reduced(sdyx, &s, &[r - 1]));
     let sdy = match have_sum {
         Some(vt) => vt,
@@ -84,7 +84,6 @@ fn grad_sums(cx: &mut Lower, dy: &Val, x: &Val, eps: f32) -> (Val, Val) {
 pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
     let s = cx.out_shape();
     let r = s.len();
-    let ch = |v: &Val, s: &[usize]| -> Access { along(v.vt, 0, s, s.len() - 1) };
     let v = match op {
         Op::BatchNorm { epsilon, .. } => {
             let eps = epsilon.0;
@@ -123,15 +122,26 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
         Op::BatchNormTrain { epsilon } => {
             let (x, gamma, beta) = (cx.arg(0), cx.arg(1), cx.arg(2));
             let (mean, _, inv) = inv_std(cx, &x, epsilon.0);
+            // y = x * (gamma * inv) + (beta - mean * gamma * inv), per channel
+            let c = mean.shape.clone();
+            let n = c[0];
+            let coef = cx.temp("coef", 2 * n);
+            let mut l = cx.new_loop("coef", &c);
+            let g = l.leaf(same(&gamma, &c));
+            let b = l.leaf(same(&beta, &c));
+            let m = l.leaf(same(&mean, &c));
+            let i = l.leaf(same(&inv, &c));
+            let sg = l.mul(i, g);
+            let ms = l.mul(m, sg);
+            let sh = l.sub(b, ms);
+            l.store(sg, Access::identity(coef, &c));
+            l.store(sh, Access { vt: coef, offset: n, strides: vec![1] });
+            cx.push(Inst::Loop(l));
             cx.map("", &s, |l| {
                 let xv = l.leaf(same(&x, &s));
-                let mv = l.leaf(ch(&mean, &s));
-                let iv = l.leaf(ch(&inv, &s));
-                let gv = l.leaf(ch(&gamma, &s));
-                let bv = l.leaf(ch(&beta, &s));
-                let xc = l.sub(xv, mv);
-                let sg = l.mul(iv, gv);
-                l.fma(xc, sg, bv)
+                let a = l.leaf(along(coef, 0, &s, r - 1));
+                let b = l.leaf(along(coef, n, &s, r - 1));
+                l.fma(xv, a, b)
             })
         }
         Op::BatchNormGradInput { epsilon } => {
@@ -139,25 +149,40 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let (mean, _, inv) = inv_std(cx, &x, epsilon.0);
             let (sdy, sdyx) = grad_sums(cx, &dy, &x, epsilon.0);
             let m = (x.numel() / mean.numel().max(1)) as f32;
+            // gamma*inv/m * (m*dy - sum_dy - x_hat*sum_dy_xhat) = k1*dy + k2*x + k3 with
+            // per-channel k1 = gamma*inv, k2 = -(k1/m)*sum_dy_xhat*inv,
+            // k3 = -(k1/m)*sum_dy - k2*mean
+            let c = mean.shape.clone();
+            let n = c[0];
+            let coef = cx.temp("coef", 3 * n);
+            let mut l = cx.new_loop("coef", &c);
+            let g = l.leaf(same(&gamma, &c));
+            let iv = l.leaf(same(&inv, &c));
+            let mv = l.leaf(same(&mean, &c));
+            let s1 = l.leaf(same(&sdy, &c));
+            let s2 = l.leaf(same(&sdyx, &c));
+            let k1 = l.mul(g, iv);
+            let mc = l.c(m);
+            let a = l.div(k1, mc);
+            let t = l.mul(a, s2);
+            let t = l.mul(t, iv);
+            let k2 = l.un(UnOp::Neg, t);
+            let as1 = l.mul(a, s1);
+            let k2m = l.mul(k2, mv);
+            let t = l.add(as1, k2m);
+            let k3 = l.un(UnOp::Neg, t);
+            for (i, k) in [k1, k2, k3].into_iter().enumerate() {
+                l.store(k, Access { vt: coef, offset: i * n, strides: vec![1] });
+            }
+            cx.push(Inst::Loop(l));
             cx.map("", &s, |l| {
                 let d = l.leaf(same(&dy, &s));
                 let xv = l.leaf(same(&x, &s));
-                let mv = l.leaf(ch(&mean, &s));
-                let iv = l.leaf(ch(&inv, &s));
-                let gv = l.leaf(ch(&gamma, &s));
-                let s1 = l.leaf(ch(&sdy, &s));
-                let s2 = l.leaf(ch(&sdyx, &s));
-                // gamma * inv / m * (m*dy - sum_dy - x_hat * sum_dy_xhat)
-                let xc = l.sub(xv, mv);
-                let xhat = l.mul(xc, iv);
-                let mc = l.c(m);
-                let md = l.mul(mc, d);
-                let t = l.sub(md, s1);
-                let xs = l.mul(xhat, s2);
-                let t = l.sub(t, xs);
-                let gi = l.mul(gv, iv);
-                let a = l.div(gi, mc);
-                l.mul(a, t)
+                let k1 = l.leaf(along(coef, 0, &s, r - 1));
+                let k2 = l.leaf(along(coef, n, &s, r - 1));
+                let k3 = l.leaf(along(coef, 2 * n, &s, r - 1));
+                let t = l.fma(k2, xv, k3);
+                l.fma(k1, d, t)
             })
         }
         Op::BatchNormGradGamma { epsilon } => {

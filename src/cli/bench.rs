@@ -1,0 +1,202 @@
+//! `qatc bench`: training throughput of the JIT (samples/s in steady state after warm-up)
+//! and the compile time of each train step.
+
+use crate::error::{Error, Result};
+use crate::exec::{Executor, Feed};
+use crate::ir::{DType, Graph, Op, ParamStore};
+use crate::jit::{compile, JitOptions};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    qatc bench --graph mnist_cnn_step.qir --steps 200\n  \
+    qatc bench --graph mbv2_tiny_step.qir --threads 1 --no-fma --profile")]
+pub struct BenchArgs {
+    /// A train-step graph (`.qir`, params from the `.safetensors` beside it) to benchmark.
+    #[arg(long, value_name = "FILE")]
+    pub graph: PathBuf,
+    /// Timed steps (after the warm-up).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Untimed steps first (caches, branch predictors, the OS's page faults).
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Do not emit fused multiply-adds.
+    #[arg(long)]
+    pub no_fma: bool,
+    /// Do not fuse loops (to measure what fusion buys).
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// Time every instruction of the compiled step and print the most expensive ones.
+    #[arg(long)]
+    pub profile: bool,
+    /// Print the compiled program (one line per instruction).
+    #[arg(long)]
+    pub listing: bool,
+}
+
+/// One measurement.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    pub name: String,
+    pub batch: usize,
+    pub compile_secs: f64,
+    pub step_secs: f64,
+    pub samples_per_sec: f64,
+}
+
+impl BenchResult {
+    pub fn line(&self) -> String {
+        format!(
+            "{:<28} batch {:>4}  {:>9.0} samples/s  {:>8.3} ms/step  compile {:>6.1} ms",
+            self.name,
+            self.batch,
+            self.samples_per_sec,
+            self.step_secs * 1e3,
+            self.compile_secs * 1e3
+        )
+    }
+}
+
+/// Synthetic but valid feeds for a train-step graph: images uniform in [0, 1), labels below
+/// the loss's class count, `step` counting from 0, a constant `lr`.
+struct Feeds {
+    f32s: Vec<(String, Vec<f32>)>,
+    i32s: Vec<(String, Vec<i32>)>,
+}
+
+impl Feeds {
+    fn new(g: &Graph, seed: u64) -> Result<Feeds> {
+        let mut r = ChaCha8Rng::seed_from_u64(seed);
+        let mut f32s = Vec::new();
+        let mut i32s = Vec::new();
+        for &i in g.inputs() {
+            let n = g.node(i);
+            match n.ty.dtype {
+                DType::F32 => {
+                    let data = match n.name.as_str() {
+                        "step" => vec![0.0],
+                        "lr" => vec![1e-3],
+                        _ => (0..n.ty.numel()).map(|_| r.random_range(0.0..1.0)).collect(),
+                    };
+                    f32s.push((n.name.clone(), data));
+                }
+                DType::I32 => {
+                    let classes = g
+                        .users(i)
+                        .iter()
+                        .find(|(u, _)| {
+                            matches!(
+                                g.node(*u).op,
+                                Op::SoftmaxCrossEntropy | Op::SoftmaxCrossEntropyGrad
+                            )
+                        })
+                        .map(|(u, _)| g.node(g.operands(*u)[0]).ty.shape[1])
+                        .unwrap_or(10) as i32;
+                    let data = (0..n.ty.numel()).map(|_| r.random_range(0..classes)).collect();
+                    i32s.push((n.name.clone(), data));
+                }
+                DType::I8 => {
+                    return Err(Error::Usage(format!(
+                        "input `{}` is i8; qatc bench feeds train-step graphs (f32 inputs, i32 labels)",
+                        n.name
+                    )))
+                }
+            }
+        }
+        Ok(Feeds { f32s, i32s })
+    }
+
+    fn set_step(&mut self, step: usize) {
+        if let Some((_, v)) = self.f32s.iter_mut().find(|(n, _)| n == "step") {
+            v[0] = step as f32;
+        }
+    }
+
+    fn feeds(&self) -> Vec<(&str, Feed<'_>)> {
+        self.f32s
+            .iter()
+            .map(|(n, v)| (n.as_str(), Feed::F32(v)))
+            .chain(self.i32s.iter().map(|(n, v)| (n.as_str(), Feed::I32(v))))
+            .collect()
+    }
+}
+
+/// Compiles `graph` and measures it: `warmup` untimed steps, then `steps` timed ones.
+pub fn measure(
+    name: &str,
+    graph: &Graph,
+    params: &ParamStore,
+    opts: &JitOptions,
+    warmup: usize,
+    steps: usize,
+    print_profile: bool,
+    print_listing: bool,
+) -> Result<BenchResult> {
+    let batch = graph.batch().unwrap_or(1);
+    let t0 = Instant::now();
+    let mut exe = compile(graph, params, opts)?;
+    let compile_secs = t0.elapsed().as_secs_f64();
+    if print_listing {
+        println!("{}", exe.listing());
+    }
+    let mut feeds = Feeds::new(graph, 1)?;
+    for s in 0..warmup {
+        feeds.set_step(s);
+        exe.run(&feeds.feeds())?;
+    }
+    let steps = steps.max(1);
+    let t = Instant::now();
+    for s in 0..steps {
+        feeds.set_step(warmup + s);
+        exe.run(&feeds.feeds())?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    if print_profile {
+        if let Some(p) = exe.profile() {
+            let total: f64 = p.iter().map(|(_, s)| s).sum();
+            let mut rows: Vec<(usize, &(String, f64))> = p.iter().enumerate().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            println!("{name}: {:.3} ms per step in instructions", total * 1e3);
+            for (i, (n, s)) in rows.iter().take(25) {
+                println!("  {i:4} {:>8.1} us {:>5.1}%  {n}", s * 1e6, 100.0 * s / total);
+            }
+        }
+    }
+    Ok(BenchResult {
+        name: name.to_string(),
+        batch,
+        compile_secs,
+        step_secs: secs / steps as f64,
+        samples_per_sec: (batch * steps) as f64 / secs,
+    })
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let mut opts = JitOptions::default();
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    opts.fma &= !a.no_fma;
+    opts.fuse = !a.no_fuse;
+    opts.profile = a.profile;
+    let (graph, params) = crate::ir::text::load_model(&a.graph)?;
+    let name = a
+        .graph
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| graph.name.clone());
+    let r = measure(&name, &graph, &params, &opts, a.warmup, a.steps, a.profile, a.listing)?;
+    println!(
+        "threads {}, fma {}, fusion {}",
+        opts.threads, opts.fma, opts.fuse
+    );
+    println!("{}", r.line());
+    Ok(())
+}
