@@ -29,6 +29,8 @@ pub enum Storage {
     Param(String),
     /// A temporary in the arena, placed by the memory planner.
     Temp,
+    /// Read-only zeros (padding rows of window kernels), after the params in state memory.
+    Zeros,
 }
 
 /// A virtual tensor: a flat buffer of `numel` elements.
@@ -347,6 +349,8 @@ impl Gemm {
 /// A special-purpose kernel that emits its own code.
 pub trait Kernel {
     fn name(&self) -> String;
+    /// What the kernel does, for profiles (`depthwise`, `im2col`, ...).
+    fn kind(&self) -> &'static str;
     fn reads(&self) -> Vec<VtId>;
     fn writes(&self) -> Vec<VtId>;
     /// Whether the kernel splits its work over threads (else thread 0 runs it alone).
@@ -418,6 +422,17 @@ pub struct Program {
 }
 
 impl Program {
+    /// The shared read-only zero buffer, grown to at least `numel` floats.
+    pub fn zeros(&mut self, numel: usize) -> VtId {
+        if let Some(vt) = self.vts.iter().position(|v| v.storage == Storage::Zeros) {
+            self.vts[vt].numel = self.vts[vt].numel.max(numel);
+            return vt;
+        }
+        let vt = self.vt("zeros", numel);
+        self.vts[vt].storage = Storage::Zeros;
+        vt
+    }
+
     pub fn vt(&mut self, name: impl Into<String>, numel: usize) -> VtId {
         self.vts.push(Vt {
             name: name.into(),

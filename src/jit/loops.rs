@@ -306,6 +306,10 @@ impl<'l> Emitter<'l> {
         } else {
             (cg.iconst(0), cg.iconst(n as i64))
         };
+        if k + 2 == r && self.rows_unrolled_ok() {
+            self.rows_unrolled(cg, offs, lo, hi);
+            return;
+        }
         let strides: Vec<isize> = self.c.strides.iter().map(|s| s[k]).collect();
         let offs = offs.to_vec();
         cg.for_range(lo, hi, 1, &[], |cg, i, _| {
@@ -324,6 +328,208 @@ impl<'l> Emitter<'l> {
             self.nest(cg, k + 1, &child, false);
             vec![]
         });
+    }
+
+    /// Whether the last two dimensions run as a loop over rows with the (short) innermost
+    /// dimension unrolled: then leaves constant along the rows (per-channel vectors) and
+    /// reductions over the rows (per-channel sums) live in registers.
+    fn rows_unrolled_ok(&self) -> bool {
+        let r = self.c.dims.len();
+        let n = self.c.dims[r - 1];
+        if r < 2 || !(LANES..=32).contains(&n) {
+            return false;
+        }
+        let unit = self
+            .c
+            .strides
+            .iter()
+            .enumerate()
+            .all(|(ai, s)| ai == self.flat_ix || s[r - 1] == 0 || s[r - 1] == 1);
+        if !unit {
+            return false;
+        }
+        let nv = n / LANES;
+        let hoisted = (0..self.n_leaves)
+            .filter(|&li| self.c.strides[li][r - 2] == 0 && self.leaf_live(li))
+            .map(|li| if self.c.strides[li][r - 1] == 1 { nv } else { 1 })
+            .sum::<usize>();
+        let accs = (0..self.l.reds.len())
+            .filter(|&ri| self.c.strides[self.red_base(ri)][r - 2] == 0)
+            .count()
+            * nv;
+        hoisted + accs <= 12
+    }
+
+    /// Rows `lo..hi` of dimension `r-2`, each row's `r-1` dimension unrolled.
+    fn rows_unrolled(&mut self, cg: &mut Cg, offs: &[Value], lo: Value, hi: Value) {
+        let r = self.c.dims.len();
+        let n = self.c.dims[r - 1];
+        let nv = n / LANES;
+        let row_s: Vec<isize> = self.c.strides.iter().map(|s| s[r - 2]).collect();
+        let inner: Vec<isize> = self.c.strides.iter().map(|s| s[r - 1]).collect();
+        // row-invariant leaves: one value per vector chunk (and per tail element)
+        let row0: Vec<Value> = offs
+            .iter()
+            .enumerate()
+            .map(|(ai, &o)| {
+                if ai == self.flat_ix {
+                    o
+                } else {
+                    cg.elem_addr(self.base[ai], o)
+                }
+            })
+            .collect();
+        let mut fixed_v: Vec<Vec<Option<Value>>> = vec![vec![None; self.n_leaves]; nv];
+        let mut fixed_s: Vec<Vec<Option<Value>>> = vec![vec![None; self.n_leaves]; n - nv * LANES];
+        for li in 0..self.n_leaves {
+            if row_s[li] != 0 || !self.leaf_live(li) {
+                continue;
+            }
+            if inner[li] == 0 {
+                let v = cg.load(F32, row0[li], 0);
+                let vv = cg.splat(F32X4, v);
+                fixed_v.iter_mut().for_each(|f| f[li] = Some(vv));
+                fixed_s.iter_mut().for_each(|f| f[li] = Some(v));
+            } else {
+                for (u, f) in fixed_v.iter_mut().enumerate() {
+                    f[li] = Some(cg.load(F32X4, row0[li], (u * LANES * 4) as i64));
+                }
+                for (t, f) in fixed_s.iter_mut().enumerate() {
+                    f[li] = Some(cg.load(F32, row0[li], ((nv * LANES + t) * 4) as i64));
+                }
+            }
+        }
+        // reductions over the rows accumulate in registers, per chunk
+        let reg_reds: Vec<usize> = (0..self.l.reds.len())
+            .filter(|&ri| row_s[self.red_base(ri)] == 0)
+            .collect();
+        let nt = n - nv * LANES;
+        let mut init = Vec::new();
+        for _ in 0..nv {
+            for &ri in &reg_reds {
+                init.push(cg.fconst(F32X4, red_identity(self.l.reds[ri].kind)));
+            }
+        }
+        for _ in 0..nt {
+            for &ri in &reg_reds {
+                init.push(cg.fconst(F32, red_identity(self.l.reds[ri].kind)));
+            }
+        }
+        let q = reg_reds.len();
+        let base = self.base.clone();
+        let flat_ix = self.flat_ix;
+        let offs = offs.to_vec();
+        let accs = cg.for_range(lo, hi, 1, &init, |cg, i, carried| {
+            let rows: Vec<Value> = offs
+                .iter()
+                .enumerate()
+                .map(|(ai, &o)| {
+                    let o = if row_s[ai] == 0 {
+                        o
+                    } else {
+                        let d = cg.b.ins().imul_imm_s(i, row_s[ai] as i64);
+                        cg.b.ins().iadd(o, d)
+                    };
+                    if ai == flat_ix {
+                        o
+                    } else {
+                        cg.elem_addr(base[ai], o)
+                    }
+                })
+                .collect();
+            // leaves constant along the row but not across rows: one scalar per row
+            let hoisted: Vec<Option<Value>> = (0..self.n_leaves)
+                .map(|li| {
+                    (inner[li] == 0 && row_s[li] != 0 && self.leaf_live(li))
+                        .then(|| cg.load(F32, rows[li], 0))
+                })
+                .collect();
+            let ctx = RowCtx {
+                rows,
+                inner: inner.clone(),
+                hoisted,
+            };
+            let zero = cg.iconst(0);
+            // per-row results (reduced along the row only) fold across the row's chunks
+            let row_reds: Vec<usize> = (0..self.l.reds.len())
+                .filter(|&ri| row_s[self.red_base(ri)] != 0 && inner[self.red_base(ri)] == 0)
+                .collect();
+            let all: Vec<usize> = reg_reds.iter().chain(&row_reds).copied().collect();
+            let mut rv: Vec<Value> = row_reds
+                .iter()
+                .map(|&ri| cg.fconst(F32X4, red_identity(self.l.reds[ri].kind)))
+                .collect();
+            let mut rs: Vec<Value> = row_reds
+                .iter()
+                .map(|&ri| cg.fconst(F32, red_identity(self.l.reds[ri].kind)))
+                .collect();
+            let mut out = Vec::with_capacity(carried.len());
+            for u in 0..nv {
+                let mut mine = carried[u * q..(u + 1) * q].to_vec();
+                mine.extend_from_slice(&rv);
+                let got = self.element(cg, &ctx, zero, u * LANES, F32X4, &all, &mine, &fixed_v[u]);
+                out.extend_from_slice(&got[..q]);
+                rv = got[q..].to_vec();
+            }
+            for t in 0..nt {
+                let at = (nv + t) * q;
+                let mut mine = carried[at..at + q].to_vec();
+                mine.extend_from_slice(&rs);
+                let got = self.element(cg, &ctx, zero, nv * LANES + t, F32, &all, &mine, &fixed_s[t]);
+                out.extend_from_slice(&got[..q]);
+                rs = got[q..].to_vec();
+            }
+            for (k, &ri) in row_reds.iter().enumerate() {
+                let kind = self.l.reds[ri].kind;
+                let mut v = rs[k];
+                if nv > 0 {
+                    let h = cg.hreduce(rv[k], |cg, a, b| combine(cg, kind, a, b));
+                    v = combine(cg, kind, h, v);
+                }
+                let p = ctx.rows[self.red_base(ri)];
+                let old = cg.load(F32, p, 0);
+                let nw = combine(cg, kind, old, v);
+                cg.store(nw, p, 0);
+            }
+            out
+        });
+        // register accumulators meet memory once
+        for (k, &ri) in reg_reds.iter().enumerate() {
+            let kind = self.l.reds[ri].kind;
+            let p = row0[self.red_base(ri)];
+            if inner[self.red_base(ri)] == 1 {
+                for u in 0..nv {
+                    let old = cg.load(F32X4, p, (u * LANES * 4) as i64);
+                    let v = combine(cg, kind, old, accs[u * q + k]);
+                    cg.store(v, p, (u * LANES * 4) as i64);
+                }
+                for t in 0..nt {
+                    let off = ((nv * LANES + t) * 4) as i64;
+                    let old = cg.load(F32, p, off);
+                    let v = combine(cg, kind, old, accs[(nv + t) * q + k]);
+                    cg.store(v, p, off);
+                }
+            } else {
+                let mut acc: Option<Value> = None;
+                for u in 0..nv {
+                    let h = cg.hreduce(accs[u * q + k], |cg, a, b| combine(cg, kind, a, b));
+                    acc = Some(match acc {
+                        None => h,
+                        Some(a) => combine(cg, kind, a, h),
+                    });
+                }
+                for t in 0..nt {
+                    let v = accs[(nv + t) * q + k];
+                    acc = Some(match acc {
+                        None => v,
+                        Some(a) => combine(cg, kind, a, v),
+                    });
+                }
+                let old = cg.load(F32, p, 0);
+                let v = combine(cg, kind, old, acc.unwrap());
+                cg.store(v, p, 0);
+            }
+        }
     }
 
     /// The innermost dimension from `lo` to `hi` (element indices).
@@ -387,7 +593,7 @@ impl<'l> Emitter<'l> {
                 let mut out = Vec::with_capacity(carried.len());
                 for u in 0..UNROLL {
                     let mine = &carried[u * reg_reds.len()..(u + 1) * reg_reds.len()];
-                    let got = self.element(cg, &ctx, j, u * LANES, F32X4, &reg_reds, mine);
+                    let got = self.element(cg, &ctx, j, u * LANES, F32X4, &reg_reds, mine, &[]);
                     out.extend(got);
                 }
                 out
@@ -398,7 +604,7 @@ impl<'l> Emitter<'l> {
             let vec_hi = cg.b.ins().iadd(main_hi, vn);
             let first: Vec<Value> = accs[..reg_reds.len()].to_vec();
             let mut vaccs = cg.for_range(main_hi, vec_hi, LANES as i64, &first, |cg, j, c| {
-                self.element(cg, &ctx, j, 0, F32X4, &reg_reds, c)
+                self.element(cg, &ctx, j, 0, F32X4, &reg_reds, c, &[])
             });
             // fold the unrolled accumulators and the lanes into the scalar accumulators
             for u in 1..UNROLL {
@@ -414,7 +620,7 @@ impl<'l> Emitter<'l> {
             scalar_start = vec_hi;
         }
         let accs_scalar = cg.for_range(scalar_start, hi, 1, &accs_scalar, |cg, j, c| {
-            self.element(cg, &ctx, j, 0, F32, &reg_reds, c)
+            self.element(cg, &ctx, j, 0, F32, &reg_reds, c, &[])
         });
         // register reductions meet memory once per row
         for (q, &ri) in reg_reds.iter().enumerate() {
@@ -446,6 +652,7 @@ impl<'l> Emitter<'l> {
         ty: Type,
         reg_reds: &[usize],
         accs: &[Value],
+        fixed: &[Option<Value>],
     ) -> Vec<Value> {
         let l = self.l;
         let addr = |cg: &mut Cg, ai: usize| -> (Value, i64) {
@@ -468,9 +675,10 @@ impl<'l> Emitter<'l> {
             let v = match l.nodes[i] {
                 ENode::Leaf(li) => {
                     let li = li as usize;
-                    match ctx.hoisted[li] {
-                        Some(s) => cg.splat(ty, s),
-                        None => {
+                    match (fixed.get(li).copied().flatten(), ctx.hoisted[li]) {
+                        (Some(v), _) => v,
+                        (None, Some(s)) => cg.splat(ty, s),
+                        (None, None) => {
                             let (a, off) = addr(cg, li);
                             cg.load(ty, a, off)
                         }

@@ -307,14 +307,17 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         updates_in_place: plan.in_place.len(),
         updates_copied: plan.copied.len(),
     };
+    let pool = Pool::new(threads);
+    let barrier = Box::new(Barrier::new(threads));
+    barrier.set_threads(pool.threads());
     Ok(JitExecutor {
         graph_name: graph.name.clone(),
         func,
         arena,
         state,
         state_layout: plan.state,
-        barrier: Box::new(Barrier::new(threads)),
-        pool: Pool::new(threads),
+        barrier,
+        pool,
         threads,
         inputs,
         outputs,
@@ -323,7 +326,18 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         profile: opts
             .profile
             .then(|| Box::new(runtime::Profile::new(prog.insts.len()))),
-        inst_names: prog.insts.iter().map(|i| i.name()).collect(),
+        inst_names: prog
+            .insts
+            .iter()
+            .map(|i| {
+                let kind = match i {
+                    lir::Inst::Loop(_) => "loop",
+                    lir::Inst::Gemm(_) => "gemm",
+                    lir::Inst::Kernel(k) => k.kind(),
+                };
+                format!("{kind}: {}", i.name())
+            })
+            .collect(),
         _module: module,
     })
 }
@@ -363,16 +377,16 @@ impl JitExecutor {
         self.threads
     }
 
-    /// Mean wall time per run of every LIR instruction (name, seconds), in program order,
-    /// when compiled with [`JitOptions::profile`].
-    pub fn profile(&self) -> Option<Vec<(String, f64)>> {
+    /// Wall time of every LIR instruction (`kind: name`, mean seconds per run, minimum
+    /// seconds over runs), in program order, when compiled with [`JitOptions::profile`].
+    pub fn profile(&self) -> Option<Vec<(String, f64, f64)>> {
         let p = self.profile.as_ref()?;
         let runs = p.runs.max(1) as f64;
         Some(
             self.inst_names
                 .iter()
-                .zip(&p.nanos)
-                .map(|(n, &ns)| (n.clone(), ns as f64 * 1e-9 / runs))
+                .zip(p.nanos.iter().zip(&p.min_nanos))
+                .map(|(n, (&ns, &min))| (n.clone(), ns as f64 * 1e-9 / runs, min as f64 * 1e-9))
                 .collect(),
         )
     }
@@ -459,6 +473,7 @@ impl Executor for JitExecutor {
                 profile,
             })
             .collect();
+        self.barrier.set_thread0();
         // SAFETY: every context points at memory owned by `self` (arena, state, barrier) or
         // borrowed for the duration of this call (the feeds); the planner sized the arena
         // and state for every access the code makes.

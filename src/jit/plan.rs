@@ -148,8 +148,13 @@ pub fn plan(prog: &mut Program, threads: usize) -> Result<Plan> {
         state_off += align(prog.vts[*vt].numel * 4);
     }
     for (vt, v) in prog.vts.iter().enumerate() {
-        if let Storage::Input(slot) = v.storage {
-            locs[vt] = Loc::Input(slot);
+        match v.storage {
+            Storage::Input(slot) => locs[vt] = Loc::Input(slot),
+            Storage::Zeros => {
+                locs[vt] = Loc::State(state_off);
+                state_off += align(v.numel * 4);
+            }
+            _ => {}
         }
     }
 

@@ -34,17 +34,21 @@ pub const CTX_TID: i32 = 24;
 /// The compiled step function.
 pub type StepFn = unsafe extern "C" fn(*const Ctx);
 
-/// A reusable spinning barrier (sense by generation counter). Waiters spin, then yield, so
-/// an oversubscribed machine degrades gracefully instead of burning the time slice.
-#[repr(C)]
+/// A reusable barrier for the SPMD threads (generation counter). Waiters spin first (a
+/// barrier between balanced ops on idle cores is a few microseconds), then sleep until the
+/// last thread wakes them, so when the machine is busy and a peer has been preempted, the
+/// waiters give their core back instead of burning it for a whole time slice.
 pub struct Barrier {
     count: AtomicUsize,
     generation: AtomicUsize,
     n: usize,
+    /// Per thread: parked waiting for the generation to move on.
+    sleeping: Vec<AtomicBool>,
+    threads: std::sync::RwLock<Vec<std::thread::Thread>>,
 }
 
-/// Spins before a waiter starts yielding its time slice.
-const SPINS_BEFORE_YIELD: u32 = 1 << 14;
+/// Spins of a waiter before it sleeps (tens of microseconds).
+const SPINS_BEFORE_SLEEP: u32 = 1 << 15;
 
 impl Barrier {
     pub fn new(n: usize) -> Barrier {
@@ -52,31 +56,90 @@ impl Barrier {
             count: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             n,
+            sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            threads: std::sync::RwLock::new(Vec::new()),
         }
     }
 
-    pub fn wait(&self) {
+    /// Registers the threads (index = tid) so the last arriver can wake sleepers.
+    pub fn set_threads(&self, t: Vec<std::thread::Thread>) {
+        *self.threads.write().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    /// Makes the calling thread thread 0 (the executor may move between threads).
+    pub fn set_thread0(&self) {
+        let me = std::thread::current();
+        let stale = {
+            let t = self.threads.read().unwrap_or_else(|e| e.into_inner());
+            t.first().map(|t| t.id()) != Some(me.id())
+        };
+        if stale {
+            let mut t = self.threads.write().unwrap_or_else(|e| e.into_inner());
+            if t.is_empty() {
+                t.push(me);
+            } else {
+                t[0] = me;
+            }
+        }
+    }
+
+    pub fn wait(&self, tid: usize) {
         let gen = self.generation.load(Ordering::Acquire);
         if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
             self.count.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.wake_sleepers();
             return;
         }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == gen {
-            if spins < SPINS_BEFORE_YIELD {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+        wait_until(|| self.generation.load(Ordering::Acquire) != gen, &self.sleeping[tid]);
+    }
+
+    fn wake_sleepers(&self) {
+        if self.sleeping.iter().any(|s| s.load(Ordering::SeqCst)) {
+            let threads = self.threads.read().unwrap_or_else(|e| e.into_inner());
+            for (t, s) in self.sleeping.iter().enumerate() {
+                if s.load(Ordering::SeqCst) {
+                    if let Some(th) = threads.get(t) {
+                        th.unpark();
+                    }
+                }
             }
         }
     }
 }
 
+/// Spins until `done()`, then parks (with `sleeping` raised so a waker unparks us).
+fn wait_until(done: impl Fn() -> bool, sleeping: &AtomicBool) {
+    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let mode = *MODE.get_or_init(|| match std::env::var("QATC_BARRIER").as_deref() {
+        Ok("yield") => 1,
+        Ok("spin") => 2,
+        _ => 0,
+    });
+    let mut spins = 0u32;
+    while !done() {
+        if spins < SPINS_BEFORE_SLEEP || mode == 2 {
+            spins += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        if mode == 1 {
+            std::thread::yield_now();
+            continue;
+        }
+        sleeping.store(true, Ordering::SeqCst);
+        // re-check after announcing: a waker that missed the flag has already made
+        // `done()` true
+        while !done() {
+            std::thread::park_timeout(std::time::Duration::from_millis(1));
+        }
+        sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Called by compiled code between dependent ops.
 pub unsafe extern "C" fn qatc_barrier(ctx: *const Ctx) {
-    (*(*ctx).barrier).wait();
+    (*(*ctx).barrier).wait((*ctx).tid as usize);
 }
 
 /// `dst[m,n] (+)= lhs[m,k] * rhs[k,n]` with arbitrary element strides (row stride `*_rs`,
@@ -152,10 +215,13 @@ pub unsafe extern "C" fn qatc_nudge(
 
 /// Wall time per LIR instruction, measured on thread 0 between instruction boundaries
 /// (so an instruction's time includes waiting for the other threads at its barrier).
+/// Both the total and the per-run minimum are kept: on a busy machine the minimum is the
+/// robust estimate (preemptions only ever add time).
 #[derive(Clone, Debug, Default)]
 pub struct Profile {
     last: Option<std::time::Instant>,
     pub nanos: Vec<u64>,
+    pub min_nanos: Vec<u64>,
     pub runs: u64,
 }
 
@@ -164,6 +230,7 @@ impl Profile {
         Profile {
             last: None,
             nanos: vec![0; instructions],
+            min_nanos: vec![u64::MAX; instructions],
             runs: 0,
         }
     }
@@ -176,7 +243,10 @@ pub unsafe extern "C" fn qatc_prof(ctx: *const Ctx, inst: u64) {
     if inst == u64::MAX {
         p.runs += 1;
     } else if let Some(last) = p.last {
-        p.nanos[inst as usize] += (now - last).as_nanos() as u64;
+        let ns = (now - last).as_nanos() as u64;
+        p.nanos[inst as usize] += ns;
+        let m = &mut p.min_nanos[inst as usize];
+        *m = (*m).min(ns);
     }
     p.last = Some(now);
 }
@@ -265,6 +335,9 @@ struct Shared {
     epoch: AtomicUsize,
     pending: AtomicUsize,
     stop: AtomicBool,
+    /// The owner sleeps waiting for `pending` to reach zero.
+    owner_sleeping: AtomicBool,
+    owner: std::sync::Mutex<Option<std::thread::Thread>>,
 }
 
 // SAFETY: `job` is written by the owner only while no worker reads it (between the
@@ -291,6 +364,8 @@ impl Pool {
             epoch: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            owner_sleeping: AtomicBool::new(false),
+            owner: std::sync::Mutex::new(None),
         });
         let workers = (1..threads.max(1))
             .map(|tid| {
@@ -304,6 +379,13 @@ impl Pool {
         Pool { shared, workers }
     }
 
+    /// Thread handles indexed by tid (the caller's thread is 0).
+    pub fn threads(&self) -> Vec<std::thread::Thread> {
+        std::iter::once(std::thread::current())
+            .chain(self.workers.iter().map(|w| w.thread().clone()))
+            .collect()
+    }
+
     /// Runs `func` on every thread with `ctxs[tid]` and returns when all are done.
     ///
     /// # Safety
@@ -313,6 +395,12 @@ impl Pool {
         let s = &*self.shared;
         let n = self.workers.len();
         debug_assert_eq!(ctxs.len(), n + 1);
+        if n > 0 {
+            let mut owner = s.owner.lock().unwrap_or_else(|e| e.into_inner());
+            if owner.as_ref().map(|t| t.id()) != Some(std::thread::current().id()) {
+                *owner = Some(std::thread::current());
+            }
+        }
         *s.job.get() = Job {
             func: Some(func),
             ctxs: ctxs.as_ptr(),
@@ -323,15 +411,10 @@ impl Pool {
             w.thread().unpark();
         }
         func(&ctxs[0]);
-        let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) != 0 {
-            if spins < SPINS_BEFORE_YIELD {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        wait_until(
+            || s.pending.load(Ordering::Acquire) == 0,
+            &s.owner_sleeping,
+        );
     }
 }
 
@@ -361,7 +444,11 @@ fn worker(s: Arc<Shared>, tid: usize) {
         if let Some(f) = job.func {
             unsafe { f(job.ctxs.add(tid)) };
         }
-        s.pending.fetch_sub(1, Ordering::Release);
+        if s.pending.fetch_sub(1, Ordering::SeqCst) == 1 && s.owner_sleeping.load(Ordering::SeqCst) {
+            if let Some(t) = s.owner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                t.unpark();
+            }
+        }
     }
 }
 

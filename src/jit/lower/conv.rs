@@ -14,6 +14,7 @@
 
 use super::elementwise::activation;
 use super::window::{for_channels, mask_value, pixel, WinGeom};
+use super::rows::{self, RowBody, Rows, Tap};
 use super::{along, same, Lower, Val};
 use crate::error::Result;
 use crate::ir::infer::{conv_axis, conv_transpose_axis};
@@ -21,7 +22,7 @@ use crate::ir::op::{Activation, ConvAttrs, Op};
 use crate::jit::codegen::Cg;
 use crate::jit::lir::{Access, Gemm, GemmSplit, Inst, Kernel, Mat, VtId};
 use cranelift_codegen::ir::types::F32;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 /// The geometry of a forward convolution `x[n,h,w,ci] * k[co,kh,kw,ci] -> y[n,oh,ow,co]`
 /// with `x` tap `(ky,kx)` of output `(oy,ox)` at `(oy*sy + ky*dy - pt, ox*sx + kx*dx - pl)`.
@@ -62,6 +63,40 @@ impl Geom {
     fn key(&self) -> String {
         format!("{self:?}")
     }
+    /// Row-kernel axes of the forward convolution (destination = output).
+    fn axes(&self) -> (rows::Axis, rows::Axis) {
+        (
+            rows::Axis {
+                src: self.h,
+                dst: self.oh,
+                k: self.kh,
+                stride: self.stride[0],
+                dilation: self.dilation[0],
+                pad: self.pad[0] as isize,
+                gather: false,
+            },
+            rows::Axis {
+                src: self.w,
+                dst: self.ow,
+                k: self.kw,
+                stride: self.stride[1],
+                dilation: self.dilation[1],
+                pad: self.pad[1] as isize,
+                gather: false,
+            },
+        )
+    }
+
+    /// Row-kernel axes of the gathering transpose (destination = input).
+    fn gather_axes(&self) -> (rows::Axis, rows::Axis) {
+        let (mut ay, mut ax) = self.axes();
+        for a in [&mut ay, &mut ax] {
+            std::mem::swap(&mut a.src, &mut a.dst);
+            a.gather = true;
+        }
+        (ay, ax)
+    }
+
     /// The sliding window of this convolution over its input.
     fn window(&self) -> WinGeom {
         WinGeom {
@@ -376,11 +411,13 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let has_epi = bias(cx).is_some() || c.activation != Activation::None;
             let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
             let name = cx.name().to_string();
+            let zeros = cx.prog.zeros(Rows::zero_row(&g.axes().1, g.ci));
             cx.kernel(Depthwise {
                 name,
                 x: x.vt,
                 k: k.vt,
                 y: raw,
+                zeros,
                 g,
             });
             let b = bias(cx);
@@ -391,11 +428,13 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
             let dx = cx.temp("", input_shape.iter().product());
             let name = cx.name().to_string();
+            let zeros = cx.prog.zeros(Rows::zero_row(&g.gather_axes().1, g.co));
             cx.kernel(DepthwiseGradInput {
                 name,
                 dy: dy.vt,
                 k: k.vt,
                 dx,
+                zeros,
                 g,
             });
             Val { vt: dx, shape: out.clone() }
@@ -407,12 +446,14 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let dk = cx.temp("", numel);
             let partial = (cx.threads > 1).then(|| cx.temp("partial", cx.threads * numel));
             let name = cx.name().to_string();
+            let zeros = cx.prog.zeros(Rows::zero_row(&g.axes().1, g.ci));
             cx.kernel(DepthwiseGradFilter {
                 name,
                 dy: dy.vt,
                 x: x.vt,
                 dk,
                 partial,
+                zeros,
                 g,
             });
             Val { vt: dk, shape: out.clone() }
@@ -438,6 +479,9 @@ struct Im2col {
 impl Kernel for Im2col {
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn kind(&self) -> &'static str {
+        "im2col"
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.x]
@@ -490,6 +534,9 @@ impl Kernel for Col2im {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn kind(&self) -> &'static str {
+        "col2im"
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dcols]
     }
@@ -540,12 +587,99 @@ struct Depthwise {
     x: VtId,
     k: VtId,
     y: VtId,
+    zeros: VtId,
     g: Geom,
+}
+
+/// `acc = sum over taps of src * k[tap]`, stored at the destination pixel (depthwise
+/// forward and its gathered input gradient). Weights of the channel vector stay in registers.
+struct WeightedTaps {
+    k: Value,
+    co: usize,
+    taps: usize,
+}
+
+impl RowBody for WeightedTaps {
+    fn start(&self, cg: &mut Cg, ty: Type, c: Value, _xc: Value) -> (Vec<Value>, Vec<Value>) {
+        let ka = cg.elem_addr(self.k, c);
+        let w = (0..self.taps)
+            .map(|t| cg.load(ty, ka, (t * self.co * 4) as i64))
+            .collect();
+        (w, vec![])
+    }
+    fn pixel(
+        &self,
+        cg: &mut Cg,
+        ty: Type,
+        w: &[Value],
+        _state: &[Value],
+        taps: &[Tap],
+        dst: Value,
+        dst_off: i64,
+    ) -> Vec<Value> {
+        let mut acc: Option<Value> = None;
+        for t in taps {
+            let x = cg.load(ty, t.ptr, t.off);
+            acc = Some(match acc {
+                None => cg.fmul(x, w[t.index]),
+                Some(a) => cg.fma(x, w[t.index], a),
+            });
+        }
+        let acc = acc.unwrap_or_else(|| cg.fconst(ty, 0.0));
+        cg.store(acc, dst, dst_off);
+        vec![]
+    }
+    fn end(&self, _cg: &mut Cg, _ty: Type, _c: Value, _state: &[Value]) {}
+}
+
+/// `acc[tap] += src[tap] * dst_pixel`, with the accumulators of a channel vector carried
+/// along the row and kept in the per-thread partial (depthwise filter gradient).
+struct TapProducts {
+    acc: Value,
+    co: usize,
+    taps: usize,
+}
+
+impl RowBody for TapProducts {
+    fn start(&self, cg: &mut Cg, ty: Type, c: Value, _xc: Value) -> (Vec<Value>, Vec<Value>) {
+        let aa = cg.elem_addr(self.acc, c);
+        let acc = (0..self.taps)
+            .map(|t| cg.load(ty, aa, (t * self.co * 4) as i64))
+            .collect();
+        (vec![], acc)
+    }
+    fn pixel(
+        &self,
+        cg: &mut Cg,
+        ty: Type,
+        _consts: &[Value],
+        state: &[Value],
+        taps: &[Tap],
+        dst: Value,
+        dst_off: i64,
+    ) -> Vec<Value> {
+        let d = cg.load(ty, dst, dst_off);
+        let mut acc = state.to_vec();
+        for t in taps {
+            let x = cg.load(ty, t.ptr, t.off);
+            acc[t.index] = cg.fma(x, d, acc[t.index]);
+        }
+        acc
+    }
+    fn end(&self, cg: &mut Cg, _ty: Type, c: Value, state: &[Value]) {
+        let aa = cg.elem_addr(self.acc, c);
+        for (t, &v) in state.iter().enumerate() {
+            cg.store(v, aa, (t * self.co * 4) as i64);
+        }
+    }
 }
 
 impl Kernel for Depthwise {
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn kind(&self) -> &'static str {
+        "depthwise"
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.x, self.k]
@@ -558,49 +692,26 @@ impl Kernel for Depthwise {
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
         let g = &self.g;
-        let (ci, co) = (g.ci, g.co);
-        let mult = co / ci;
-        let xb = cg.ptr(self.x, 0);
-        let kb = cg.ptr(self.k, 0);
-        let yb = cg.ptr(self.y, 0);
-        g.window().for_pixels(cg, &|cg, b, y, x, taps| {
-            let dst = pixel(cg, b, y, x, g.oh, g.ow, co);
-            let dst = cg.elem_addr(yb, dst);
-            let srcs: Vec<(Value, Option<Value>)> = (0..g.kh * g.kw)
-                .map(|t| {
-                    let (ky, kx) = (t / g.kw, t % g.kw);
-                    let valid = taps.valid(cg, ky, kx);
-                    let p = pixel(cg, b, taps.rows[ky].0, taps.cols[kx].0, g.h, g.w, ci);
-                    (cg.elem_addr(xb, p), valid)
-                })
-                .collect();
-            let body = |cg: &mut Cg, ty, c: Value| {
-                let xc = if mult == 1 {
-                    c
-                } else {
-                    cg.b.ins().udiv_imm_s(c, mult as i64)
-                };
-                let mut acc = cg.fconst(ty, 0.0);
-                for (t, &(src, valid)) in srcs.iter().enumerate() {
-                    let sa = cg.elem_addr(src, xc);
-                    let v = cg.load(ty, sa, 0);
-                    let v = mask_value(cg, valid, v, 0.0);
-                    let ka = cg.elem_addr(kb, c);
-                    let kv = cg.load(ty, ka, (t * co * 4) as i64);
-                    acc = cg.fma(v, kv, acc);
-                }
-                let da = cg.elem_addr(dst, c);
-                cg.store(acc, da, 0);
-            };
-            if mult == 1 {
-                for_channels(cg, co, &body);
-            } else {
-                cg.for_static(0, co, 1, &[], |cg, c, _| {
-                    body(cg, F32, c);
-                    vec![]
-                });
-            }
-        });
+        let (ay, ax) = g.axes();
+        let k = cg.ptr(self.k, 0);
+        Rows {
+            n: g.n,
+            ay,
+            ax,
+            dst: self.y,
+            dst_c: g.co,
+            src: self.x,
+            src_c: g.ci,
+            zeros: self.zeros,
+        }
+        .emit(
+            cg,
+            &WeightedTaps {
+                k,
+                co: g.co,
+                taps: g.kh * g.kw,
+            },
+        );
         Ok(())
     }
 }
@@ -611,12 +722,16 @@ struct DepthwiseGradInput {
     dy: VtId,
     k: VtId,
     dx: VtId,
+    zeros: VtId,
     g: Geom,
 }
 
 impl Kernel for DepthwiseGradInput {
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn kind(&self) -> &'static str {
+        "depthwise_grad_input"
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy, self.k]
@@ -628,6 +743,37 @@ impl Kernel for DepthwiseGradInput {
         threads > 1 && self.g.m() * self.g.co * self.g.kh * self.g.kw >= PAR_MIN_WORK && self.g.n >= threads
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
+        let g = &self.g;
+        if g.co == g.ci {
+            let (ay, ax) = g.gather_axes();
+            let k = cg.ptr(self.k, 0);
+            Rows {
+                n: g.n,
+                ay,
+                ax,
+                dst: self.dx,
+                dst_c: g.ci,
+                src: self.dy,
+                src_c: g.co,
+                zeros: self.zeros,
+            }
+            .emit(
+                cg,
+                &WeightedTaps {
+                    k,
+                    co: g.co,
+                    taps: g.kh * g.kw,
+                },
+            );
+            return Ok(());
+        }
+        self.emit_multiplier(cg)
+    }
+}
+
+impl DepthwiseGradInput {
+    /// Channel multiplier > 1: each input channel gathers several output channels.
+    fn emit_multiplier(&self, cg: &mut Cg) -> Result<()> {
         let g = &self.g;
         let (ci, co) = (g.ci, g.co);
         let mult = co / ci;
@@ -696,12 +842,16 @@ struct DepthwiseGradFilter {
     x: VtId,
     dk: VtId,
     partial: Option<VtId>,
+    zeros: VtId,
     g: Geom,
 }
 
 impl Kernel for DepthwiseGradFilter {
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn kind(&self) -> &'static str {
+        "depthwise_grad_filter"
     }
     fn reads(&self) -> Vec<VtId> {
         let mut r = vec![self.dy, self.x];
@@ -721,12 +871,10 @@ impl Kernel for DepthwiseGradFilter {
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
         let g = &self.g;
-        let (ci, co) = (g.ci, g.co);
-        let mult = co / ci;
-        let numel = g.kh * g.kw * co;
+        let numel = g.kh * g.kw * g.co;
         let par = cg.par;
         // this thread's accumulator
-        let acc_base = if par {
+        let acc = if par {
             let p = cg.ptr(self.partial.unwrap(), 0);
             let tid = cg.tid();
             let off = cg.b.ins().imul_imm_s(tid, (numel * 4) as i64);
@@ -734,47 +882,26 @@ impl Kernel for DepthwiseGradFilter {
         } else {
             cg.ptr(self.dk, 0)
         };
-        cg.fill(acc_base, numel, 0.0);
-        let db = cg.ptr(self.dy, 0);
-        let xb = cg.ptr(self.x, 0);
-        g.window().for_pixels(cg, &|cg, b, y, x, taps| {
-            let src = pixel(cg, b, y, x, g.oh, g.ow, co);
-            let src = cg.elem_addr(db, src);
-            let xs: Vec<(Value, Option<Value>)> = (0..g.kh * g.kw)
-                .map(|t| {
-                    let (ky, kx) = (t / g.kw, t % g.kw);
-                    let valid = taps.valid(cg, ky, kx);
-                    let p = pixel(cg, b, taps.rows[ky].0, taps.cols[kx].0, g.h, g.w, ci);
-                    (cg.elem_addr(xb, p), valid)
-                })
-                .collect();
-            let body = |cg: &mut Cg, ty, c: Value| {
-                let sa = cg.elem_addr(src, c);
-                let d = cg.load(ty, sa, 0);
-                let xc = if mult == 1 {
-                    c
-                } else {
-                    cg.b.ins().udiv_imm_s(c, mult as i64)
-                };
-                for (t, &(xp, valid)) in xs.iter().enumerate() {
-                    let xa = cg.elem_addr(xp, xc);
-                    let v = cg.load(ty, xa, 0);
-                    let v = mask_value(cg, valid, v, 0.0);
-                    let aa = cg.elem_addr(acc_base, c);
-                    let old = cg.load(ty, aa, (t * co * 4) as i64);
-                    let new = cg.fma(v, d, old);
-                    cg.store(new, aa, (t * co * 4) as i64);
-                }
-            };
-            if mult == 1 {
-                for_channels(cg, co, &body);
-            } else {
-                cg.for_static(0, co, 1, &[], |cg, c, _| {
-                    body(cg, F32, c);
-                    vec![]
-                });
-            }
-        });
+        cg.fill(acc, numel, 0.0);
+        let (ay, ax) = g.axes();
+        Rows {
+            n: g.n,
+            ay,
+            ax,
+            dst: self.dy,
+            dst_c: g.co,
+            src: self.x,
+            src_c: g.ci,
+            zeros: self.zeros,
+        }
+        .emit(
+            cg,
+            &TapProducts {
+                acc,
+                co: g.co,
+                taps: g.kh * g.kw,
+            },
+        );
         if par {
             cg.barrier();
             let part = self.partial.unwrap();

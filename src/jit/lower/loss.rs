@@ -104,6 +104,9 @@ impl Kernel for Rows {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn kind(&self) -> &'static str {
+        "rows"
+    }
     fn reads(&self) -> Vec<VtId> {
         let mut r = vec![self.a];
         r.extend(self.b);

@@ -11,6 +11,7 @@ pub mod norm;
 pub mod pool;
 pub mod quant;
 pub mod reduce;
+pub mod rows;
 pub mod shape;
 pub mod window;
 
@@ -102,6 +103,16 @@ impl<'g> Lower<'g> {
     fn bind(&mut self, id: NodeId, vt: VtId) {
         let shape = self.g.node(id).ty.shape.clone();
         self.vals.insert(id, Val { vt, shape });
+    }
+
+    /// The node being lowered.
+    pub fn node_id(&self) -> NodeId {
+        self.node.unwrap()
+    }
+
+    /// The value of an already lowered node.
+    pub fn val_of(&self, id: NodeId) -> Val {
+        self.vals[&id].clone()
     }
 
     /// The current node's name.

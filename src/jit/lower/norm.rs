@@ -7,7 +7,7 @@ use super::reduce::moments;
 use super::{along, reduced, same, Lower, Val};
 use crate::error::Result;
 use crate::ir::op::Op;
-use crate::jit::lir::{Access, Inst, RedKind, UnOp};
+use crate::jit::lir::{Access, Inst, RedKind, UnOp, VtId};
 
 /// `1 / sqrt(var + eps)` per channel, once per (tensor, epsilon).
 fn inv_std(cx: &mut Lower, x: &Val, eps: f32) -> (Val, Val, Val) {
@@ -81,6 +81,39 @@ fn grad_sums(cx: &mut Lower, dy: &Val, x: &Val, eps: f32) -> (Val, Val) {
     )
 }
 
+/// `batch_norm_train(x, gamma, beta)` as a per-channel affine map `fma(x, a_c, b_c)`:
+/// `[a | b]` with `a = gamma * inv_std`, `b = beta - mean * a`; once per operands.
+pub fn train_affine(cx: &mut Lower, x: &Val, gamma: &Val, beta: &Val, eps: f32) -> VtId {
+    let key = format!("bnaffine:{}:{}:{}:{}", x.vt, gamma.vt, beta.vt, eps.to_bits());
+    if let Some(v) = cx.memo.get(&key) {
+        return v[0];
+    }
+    let (mean, _, inv) = inv_std(cx, x, eps);
+    let c = mean.shape.clone();
+    let n = c[0];
+    let coef = cx.temp("coef", 2 * n);
+    let mut l = cx.new_loop("coef", &c);
+    let g = l.leaf(same(gamma, &c));
+    let b = l.leaf(same(beta, &c));
+    let m = l.leaf(same(&mean, &c));
+    let i = l.leaf(same(&inv, &c));
+    let sg = l.mul(i, g);
+    let ms = l.mul(m, sg);
+    let sh = l.sub(b, ms);
+    l.store(sg, Access::identity(coef, &c));
+    l.store(
+        sh,
+        Access {
+            vt: coef,
+            offset: n,
+            strides: vec![1],
+        },
+    );
+    cx.push(Inst::Loop(l));
+    cx.memo.insert(key, vec![coef]);
+    coef
+}
+
 pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
     let s = cx.out_shape();
     let r = s.len();
@@ -121,22 +154,8 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
         }
         Op::BatchNormTrain { epsilon } => {
             let (x, gamma, beta) = (cx.arg(0), cx.arg(1), cx.arg(2));
-            let (mean, _, inv) = inv_std(cx, &x, epsilon.0);
-            // y = x * (gamma * inv) + (beta - mean * gamma * inv), per channel
-            let c = mean.shape.clone();
-            let n = c[0];
-            let coef = cx.temp("coef", 2 * n);
-            let mut l = cx.new_loop("coef", &c);
-            let g = l.leaf(same(&gamma, &c));
-            let b = l.leaf(same(&beta, &c));
-            let m = l.leaf(same(&mean, &c));
-            let i = l.leaf(same(&inv, &c));
-            let sg = l.mul(i, g);
-            let ms = l.mul(m, sg);
-            let sh = l.sub(b, ms);
-            l.store(sg, Access::identity(coef, &c));
-            l.store(sh, Access { vt: coef, offset: n, strides: vec![1] });
-            cx.push(Inst::Loop(l));
+            let coef = train_affine(cx, &x, &gamma, &beta, epsilon.0);
+            let n = gamma.numel();
             cx.map("", &s, |l| {
                 let xv = l.leaf(same(&x, &s));
                 let a = l.leaf(along(coef, 0, &s, r - 1));

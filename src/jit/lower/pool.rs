@@ -162,6 +162,9 @@ impl Kernel for Pool {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn kind(&self) -> &'static str {
+        "pool"
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.x]
     }
@@ -257,6 +260,9 @@ struct MaxPoolGrad {
 impl Kernel for MaxPoolGrad {
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn kind(&self) -> &'static str {
+        "max_pool_grad"
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy, self.x]
@@ -390,6 +396,9 @@ impl Kernel for AvgPoolGrad {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn kind(&self) -> &'static str {
+        "avg_pool_grad"
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy]
     }
@@ -457,6 +466,9 @@ struct GlobalMaxPoolGrad {
 impl Kernel for GlobalMaxPoolGrad {
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn kind(&self) -> &'static str {
+        "global_max_pool_grad"
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy, self.x]

@@ -27,6 +27,9 @@ impl Kernel for Nudge {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn kind(&self) -> &'static str {
+        "nudge"
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.min, self.max]
     }

@@ -5,8 +5,8 @@
 
 use super::{along, reduced, same, Lower, Val};
 use crate::error::Result;
-use crate::ir::op::Op;
-use crate::jit::lir::{Inst, RedKind};
+use crate::ir::op::{Activation, Op};
+use crate::jit::lir::{Access, Inst, RedKind};
 
 /// Reduces `x` over every axis not in `keep` into a new vt.
 pub fn reduce(
@@ -31,41 +31,133 @@ pub fn reduce(
     }
 }
 
-/// Per-channel (last axis) batch mean and biased variance of `x`, computed once per tensor
-/// (`batch_norm_train`, `batch_mean`, `batch_var` and the BatchNorm gradients share them).
-pub fn moments(cx: &mut Lower, x: &Val) -> (Val, Val) {
+/// Per-channel (last axis) statistics of a tensor, computed in one pass.
+pub struct Stats {
+    pub mean: Val,
+    /// Biased variance.
+    pub var: Val,
+    pub min: Val,
+    pub max: Val,
+}
+
+/// Per-channel batch statistics of `x`, once per tensor (`batch_norm_train`, `batch_mean`,
+/// `batch_var`, the BatchNorm gradients and the observers of BatchNorm outputs share them).
+///
+/// One pass accumulates `sum(x - s)` and `sum((x - s)^2)` with `s` the channel's first
+/// value, a shift close enough to the mean that `E[(x-s)^2] - E[x-s]^2` does not cancel
+/// badly, plus the channel's min and max. Reductions nobody reads are dropped later.
+pub fn stats(cx: &mut Lower, x: &Val) -> Stats {
     let c = *x.shape.last().unwrap_or(&1);
-    let key = format!("moments:{}:{c}", x.vt);
+    let cs = vec![c];
+    let key = format!("stats:{}:{c}", x.vt);
+    let val = |vt| Val {
+        vt,
+        shape: cs.clone(),
+    };
     if let Some(v) = cx.memo.get(&key) {
-        let cs = vec![c];
-        return (
-            Val {
-                vt: v[0],
-                shape: cs.clone(),
-            },
-            Val { vt: v[1], shape: cs },
-        );
+        return Stats {
+            mean: val(v[0]),
+            var: val(v[1]),
+            min: val(v[2]),
+            max: val(v[3]),
+        };
     }
     let s = x.shape.clone();
     let r = s.len();
     let m = (x.numel() / c.max(1)) as f32;
-    let mean = reduce(cx, "mean", x, &[r - 1], RedKind::Sum, 0.0, 1.0 / m);
-    let var_vt = cx.temp("var", c);
-    let mut l = cx.new_loop("var", &s);
+    let (s1, s2) = (cx.temp("sum", c), cx.temp("sumsq", c));
+    let (lo, hi) = (cx.temp("min", c), cx.temp("max", c));
+    let mut l = cx.new_loop("stats", &s);
     let xv = l.leaf(same(x, &s));
-    let mv = l.leaf(along(mean.vt, 0, &s, r - 1));
-    let d = l.sub(xv, mv);
+    let shift = l.leaf(along(x.vt, 0, &s, r - 1));
+    let d = l.sub(xv, shift);
     let d2 = l.mul(d, d);
-    l.reduce(d2, RedKind::Sum, 0.0, 1.0 / m, super::reduced(var_vt, &s, &[r - 1]));
+    let keep = [r - 1];
+    l.reduce(d, RedKind::Sum, 0.0, 1.0, reduced(s1, &s, &keep));
+    l.reduce(d2, RedKind::Sum, 0.0, 1.0, reduced(s2, &s, &keep));
+    l.reduce(xv, RedKind::Min, f32::INFINITY, 1.0, reduced(lo, &s, &keep));
+    l.reduce(xv, RedKind::Max, f32::NEG_INFINITY, 1.0, reduced(hi, &s, &keep));
     cx.push(Inst::Loop(l));
-    cx.memo.insert(key, vec![mean.vt, var_vt]);
-    (
-        mean,
-        Val {
-            vt: var_vt,
-            shape: vec![c],
-        },
-    )
+    // mean = s + sum/m, var = max(sumsq/m - (sum/m)^2, 0)
+    let (mean, var) = (cx.temp("mean", c), cx.temp("var", c));
+    let mut l = cx.new_loop("moments", &cs);
+    let sh = l.leaf(Access {
+        vt: x.vt,
+        offset: 0,
+        strides: vec![1],
+    });
+    let a = l.leaf(Access::identity(s1, &cs));
+    let b = l.leaf(Access::identity(s2, &cs));
+    let inv_m = l.c(1.0 / m);
+    let q = l.mul(a, inv_m);
+    let mu = l.add(sh, q);
+    let e2 = l.mul(b, inv_m);
+    let q2 = l.mul(q, q);
+    let v = l.sub(e2, q2);
+    let z = l.c(0.0);
+    let v = l.max(v, z);
+    l.store(mu, Access::identity(mean, &cs));
+    l.store(v, Access::identity(var, &cs));
+    cx.push(Inst::Loop(l));
+    cx.memo.insert(key, vec![mean, var, lo, hi]);
+    Stats {
+        mean: val(mean),
+        var: val(var),
+        min: val(lo),
+        max: val(hi),
+    }
+}
+
+/// Per-channel batch mean and biased variance of `x`.
+pub fn moments(cx: &mut Lower, x: &Val) -> (Val, Val) {
+    let st = stats(cx, x);
+    (st.mean, st.var)
+}
+
+/// `observe_min/max` (per tensor) of `act(batch_norm_train(y))`: the activation and the
+/// normalization `fma(y, a_c, b_c)` are monotone per channel, so the extreme of the observed
+/// tensor is the activation of the per-channel affine map of `y`'s channel extremes (from
+/// the statistics pass). Bit-identical to reducing the elementwise values, and no pass of its
+/// own over the tensor.
+fn observe_batch_norm(cx: &mut Lower, is_min: bool) -> Option<Val> {
+    let g = cx.g;
+    let x_id = g.operands(cx.node_id())[0];
+    let (act, z_id) = match g.node(x_id).op {
+        Op::Relu => (Activation::Relu, g.operands(x_id)[0]),
+        Op::Relu6 => (Activation::Relu6, g.operands(x_id)[0]),
+        _ => (Activation::None, x_id),
+    };
+    let Op::BatchNormTrain { epsilon } = g.node(z_id).op else {
+        return None;
+    };
+    let ops = g.operands(z_id);
+    let (y, gamma, beta) = (cx.val_of(ops[0]), cx.val_of(ops[1]), cx.val_of(ops[2]));
+    let coef = super::norm::train_affine(cx, &y, &gamma, &beta, epsilon.0);
+    let st = stats(cx, &y);
+    let c = st.min.shape.clone();
+    let n = c[0];
+    let out = cx.temp("", 1);
+    let mut l = cx.new_loop("", &c);
+    let lo = l.leaf(Access::identity(st.min.vt, &c));
+    let hi = l.leaf(Access::identity(st.max.vt, &c));
+    let a = l.leaf(Access::identity(coef, &c));
+    let b = l.leaf(Access {
+        vt: coef,
+        offset: n,
+        strides: vec![1],
+    });
+    let p = l.fma(lo, a, b);
+    let q = l.fma(hi, a, b);
+    let v = if is_min { l.min(p, q) } else { l.max(p, q) };
+    let v = super::elementwise::activation(&mut l, act, v);
+    let kind = if is_min { RedKind::Min } else { RedKind::Max };
+    // observers fold from 0: min(min(x), 0) and max(max(x), 0)
+    l.reduce(v, kind, 0.0, 1.0, reduced(out, &c, &[]));
+    cx.push(Inst::Loop(l));
+    Some(Val {
+        vt: out,
+        shape: vec![],
+    })
 }
 
 pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
@@ -73,6 +165,14 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
     use Op::*;
     let v = match op {
         ObserveMin { axis } | ObserveMax { axis } => {
+            if axis.is_none() {
+                if let Some(v) = observe_batch_norm(cx, matches!(op, ObserveMin { .. })) {
+                    return Ok(Val {
+                        vt: v.vt,
+                        shape: out,
+                    });
+                }
+            }
             let x = cx.arg(0);
             let keep: Vec<usize> = axis.iter().copied().collect();
             let kind = if matches!(op, ObserveMin { .. }) {
