@@ -46,9 +46,13 @@ fn mbv2_tiny_forward() {
     for name in names {
         let t = m.params.get_mut(&name).unwrap();
         if name.ends_with("moving_mean") || name.ends_with("beta") {
-            t.data.iter_mut().for_each(|v| *v = r.random_range(-0.5..0.5));
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = r.random_range(-0.5..0.5));
         } else if name.ends_with("moving_variance") || name.ends_with("gamma") {
-            t.data.iter_mut().for_each(|v| *v = r.random_range(0.5..1.5));
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = r.random_range(0.5..1.5));
         }
     }
     let inputs = vec![("input".to_string(), images(2, 5, &[28, 28, 1]))];
@@ -94,13 +98,29 @@ impl B {
     }
     /// Observed per-tensor range of `x` folded into state `s` by EMA: (min', max').
     fn ema_range(&mut self, s: &str, x: NodeId, step: NodeId) -> (NodeId, NodeId) {
-        let lo = self.op(Op::ObserveMin { axis: None }, &format!("{s}.batch_min"), &[x]);
-        let hi = self.op(Op::ObserveMax { axis: None }, &format!("{s}.batch_max"), &[x]);
+        let lo = self.op(
+            Op::ObserveMin { axis: None },
+            &format!("{s}.batch_min"),
+            &[x],
+        );
+        let hi = self.op(
+            Op::ObserveMax { axis: None },
+            &format!("{s}.batch_max"),
+            &[x],
+        );
         let old_lo = self.param(&format!("{s}.min"), &[], 0.0, 0.0);
         let old_hi = self.param(&format!("{s}.max"), &[], 0.0, 0.0);
         let d = F32(0.999);
-        let lo2 = self.op(Op::EmaUpdate { decay: d }, &format!("{s}.new_min"), &[old_lo, lo, step]);
-        let hi2 = self.op(Op::EmaUpdate { decay: d }, &format!("{s}.new_max"), &[old_hi, hi, step]);
+        let lo2 = self.op(
+            Op::EmaUpdate { decay: d },
+            &format!("{s}.new_min"),
+            &[old_lo, lo, step],
+        );
+        let hi2 = self.op(
+            Op::EmaUpdate { decay: d },
+            &format!("{s}.new_max"),
+            &[old_hi, hi, step],
+        );
         self.g.add_update(format!("{s}.min"), lo2);
         self.g.add_update(format!("{s}.max"), hi2);
         (lo2, hi2)
@@ -113,14 +133,30 @@ impl B {
     }
     /// Per-axis weight fake-quant with its last-value range: (quantized, min, max).
     fn fq_weight(&mut self, name: &str, w: NodeId, axis: usize) -> (NodeId, NodeId, NodeId) {
-        let lo = self.op(Op::ObserveMin { axis: Some(axis) }, &format!("{name}.min"), &[w]);
-        let hi = self.op(Op::ObserveMax { axis: Some(axis) }, &format!("{name}.max"), &[w]);
+        let lo = self.op(
+            Op::ObserveMin { axis: Some(axis) },
+            &format!("{name}.min"),
+            &[w],
+        );
+        let hi = self.op(
+            Op::ObserveMax { axis: Some(axis) },
+            &format!("{name}.max"),
+            &[w],
+        );
         let mut q = FakeQuantAttrs::weight(Some(axis));
         q.range = RangeSource::Operands;
         let wq = self.op(Op::FakeQuant(q), name, &[w, lo, hi]);
         (wq, lo, hi)
     }
-    fn fq_grad(&mut self, name: &str, dy: NodeId, x: NodeId, lo: NodeId, hi: NodeId, axis: Option<usize>) -> NodeId {
+    fn fq_grad(
+        &mut self,
+        name: &str,
+        dy: NodeId,
+        x: NodeId,
+        lo: NodeId,
+        hi: NodeId,
+        axis: Option<usize>,
+    ) -> NodeId {
         let q = if axis.is_some() {
             FakeQuantAttrs::weight(axis)
         } else {
@@ -134,8 +170,18 @@ impl B {
         let name = self.g.node(p).name.clone();
         let shape = self.shape(p);
         let v = self.param(&format!("{name}.velocity"), &shape, 0.0, 0.0);
-        let v2 = self.op(Op::SgdVelocity { momentum: F32(0.9) }, &format!("{name}.new_velocity"), &[v, grad, lr]);
-        let p2 = self.op(Op::Add { activation: Activation::None }, &format!("{name}.new"), &[p, v2]);
+        let v2 = self.op(
+            Op::SgdVelocity { momentum: F32(0.9) },
+            &format!("{name}.new_velocity"),
+            &[v, grad, lr],
+        );
+        let p2 = self.op(
+            Op::Add {
+                activation: Activation::None,
+            },
+            &format!("{name}.new"),
+            &[p, v2],
+        );
         self.g.add_update(format!("{name}.velocity"), v2);
         self.g.add_update(name, p2);
     }
@@ -144,9 +190,21 @@ impl B {
         let shape = self.shape(p);
         let m = self.param(&format!("{name}.adam_m"), &shape, 0.0, 0.0);
         let v = self.param(&format!("{name}.adam_v"), &shape, 0.0, 0.0);
-        let m2 = self.op(Op::AdamMoment { beta: F32(0.9) }, &format!("{name}.new_m"), &[m, grad]);
-        let v2 = self.op(Op::AdamMomentSq { beta: F32(0.999) }, &format!("{name}.new_v"), &[v, grad]);
-        let p2 = self.op(Op::AdamApply { epsilon: F32(1e-7) }, &format!("{name}.new"), &[p, m2, v2, lr]);
+        let m2 = self.op(
+            Op::AdamMoment { beta: F32(0.9) },
+            &format!("{name}.new_m"),
+            &[m, grad],
+        );
+        let v2 = self.op(
+            Op::AdamMomentSq { beta: F32(0.999) },
+            &format!("{name}.new_v"),
+            &[v, grad],
+        );
+        let p2 = self.op(
+            Op::AdamApply { epsilon: F32(1e-7) },
+            &format!("{name}.new"),
+            &[p, m2, v2, lr],
+        );
         self.g.add_update(format!("{name}.adam_m"), m2);
         self.g.add_update(format!("{name}.adam_v"), v2);
         self.g.add_update(name, p2);
@@ -189,7 +247,13 @@ fn mnist_qat_step(n: usize) -> (Graph, ParamStore) {
     let dk = b.param("dense.kernel", &[10, 2028], -0.05, 0.05);
     let db = b.param("dense.bias", &[10], -0.1, 0.1);
     let (dkq, dklo, dkhi) = b.fq_weight("dense.kernel_quant", dk, 0);
-    let logits = b.op(Op::Dense { activation: Activation::None }, "dense", &[f, dkq, db]);
+    let logits = b.op(
+        Op::Dense {
+            activation: Activation::None,
+        },
+        "dense",
+        &[f, dkq, db],
+    );
     let (olo, ohi) = b.ema_range("dense.act_quant", logits, step);
     let lq = b.fq_act("dense.act_quant", logits, olo, ohi);
     let loss = b.op(Op::SoftmaxCrossEntropy, "loss", &[lq, y]);
@@ -198,15 +262,35 @@ fn mnist_qat_step(n: usize) -> (Graph, ParamStore) {
     // backward
     let g = b.op(Op::SoftmaxCrossEntropyGrad, "loss.grad", &[lq, y]);
     let g = b.fq_grad("dense.act_quant.grad", g, logits, olo, ohi, None);
-    let gdb = b.op(Op::ReduceSum(ReduceAttrs { axes: vec![0], keepdims: false }), "dense.bias.grad", &[g]);
+    let gdb = b.op(
+        Op::ReduceSum(ReduceAttrs {
+            axes: vec![0],
+            keepdims: false,
+        }),
+        "dense.bias.grad",
+        &[g],
+    );
     let gdk = b.op(Op::DenseGradWeight, "dense.kernel_quant.grad", &[g, f]);
     let gdk = b.fq_grad("dense.kernel.grad", gdk, dk, dklo, dkhi, Some(0));
     let gf = b.op(Op::DenseGradInput, "flatten.grad", &[g, dkq]);
-    let gp = b.op(Op::Reshape { shape: vec![13, 13, 12] }, "max_pooling2d.out_grad", &[gf]);
+    let gp = b.op(
+        Op::Reshape {
+            shape: vec![13, 13, 12],
+        },
+        "max_pooling2d.out_grad",
+        &[gf],
+    );
     let grq = b.op(Op::MaxPool2dGrad(pool), "max_pooling2d.grad", &[gp, rq]);
     let gr = b.fq_grad("conv2d.act_quant.grad", grq, r, alo, ahi, None);
     let gc = b.op(Op::ReluGrad, "conv2d.relu.grad", &[gr, c]);
-    let gcb = b.op(Op::ReduceSum(ReduceAttrs { axes: vec![0, 1, 2], keepdims: false }), "conv2d.bias.grad", &[gc]);
+    let gcb = b.op(
+        Op::ReduceSum(ReduceAttrs {
+            axes: vec![0, 1, 2],
+            keepdims: false,
+        }),
+        "conv2d.bias.grad",
+        &[gc],
+    );
     let gck = b.op(
         Op::Conv2dGradFilter {
             conv: ConvAttrs::default(),
@@ -237,11 +321,31 @@ fn bn_block_step(n: usize) -> (Graph, ParamStore) {
         let beta = b.param(&format!("{name}.beta"), &[c], -0.1, 0.1);
         let mm = b.param(&format!("{name}.moving_mean"), &[c], 0.0, 0.0);
         let mv = b.param(&format!("{name}.moving_variance"), &[c], 1.0, 1.0);
-        let out = b.op(Op::BatchNormTrain { epsilon: F32(1e-3) }, name, &[h, gamma, beta]);
+        let out = b.op(
+            Op::BatchNormTrain { epsilon: F32(1e-3) },
+            name,
+            &[h, gamma, beta],
+        );
         let bm = b.op(Op::BatchMean, &format!("{name}.batch_mean"), &[h]);
-        let bv = b.op(Op::BatchVar { unbiased: true }, &format!("{name}.batch_var"), &[h]);
-        let mm2 = b.op(Op::MovingAverage { momentum: F32(0.99) }, &format!("{name}.new_moving_mean"), &[mm, bm]);
-        let mv2 = b.op(Op::MovingAverage { momentum: F32(0.99) }, &format!("{name}.new_moving_variance"), &[mv, bv]);
+        let bv = b.op(
+            Op::BatchVar { unbiased: true },
+            &format!("{name}.batch_var"),
+            &[h],
+        );
+        let mm2 = b.op(
+            Op::MovingAverage {
+                momentum: F32(0.99),
+            },
+            &format!("{name}.new_moving_mean"),
+            &[mm, bm],
+        );
+        let mv2 = b.op(
+            Op::MovingAverage {
+                momentum: F32(0.99),
+            },
+            &format!("{name}.new_moving_variance"),
+            &[mv, bv],
+        );
         b.g.add_update(format!("{name}.moving_mean"), mm2);
         b.g.add_update(format!("{name}.moving_variance"), mv2);
         (out, [h, gamma, beta])
@@ -260,34 +364,134 @@ fn bn_block_step(n: usize) -> (Graph, ParamStore) {
     let r2 = b.op(Op::Relu6, "relu6_1", &[bn2]);
     let k3 = b.param("conv2d_1.kernel", &[8, 1, 1, 32], -0.3, 0.3);
     let c3 = b.op(Op::Conv2d(ConvAttrs::default()), "conv2d_1", &[r2, k3]);
-    let sum = b.op(Op::Add { activation: Activation::None }, "add", &[x, c3]);
+    let sum = b.op(
+        Op::Add {
+            activation: Activation::None,
+        },
+        "add",
+        &[x, c3],
+    );
     let gp = b.op(Op::GlobalAvgPool { keepdims: false }, "gap", &[sum]);
     let dk = b.param("dense.kernel", &[10, 8], -0.3, 0.3);
     let db = b.param("dense.bias", &[10], 0.0, 0.0);
-    let logits = b.op(Op::Dense { activation: Activation::None }, "dense", &[gp, dk, db]);
+    let logits = b.op(
+        Op::Dense {
+            activation: Activation::None,
+        },
+        "dense",
+        &[gp, dk, db],
+    );
     let loss = b.op(Op::SoftmaxCrossEntropy, "loss", &[logits, y]);
     b.g.add_output("loss", loss);
     b.g.add_output("logits", logits);
     let g = b.op(Op::SoftmaxCrossEntropyGrad, "loss.grad", &[logits, y]);
-    let gdb = b.op(Op::ReduceSum(ReduceAttrs { axes: vec![0], keepdims: false }), "dense.bias.grad", &[g]);
+    let gdb = b.op(
+        Op::ReduceSum(ReduceAttrs {
+            axes: vec![0],
+            keepdims: false,
+        }),
+        "dense.bias.grad",
+        &[g],
+    );
     let gdk = b.op(Op::DenseGradWeight, "dense.kernel.grad", &[g, gp]);
     let ggp = b.op(Op::DenseGradInput, "gap.out_grad", &[g, dk]);
-    let gsum = b.op(Op::GlobalAvgPoolGrad { input_shape: vec![n, 8, 8, 8] }, "add.out_grad", &[ggp]);
-    let gk3 = b.op(Op::Conv2dGradFilter { conv: ConvAttrs::default(), filter_shape: vec![8, 1, 1, 32] }, "conv2d_1.kernel.grad", &[gsum, r2]);
-    let gr2 = b.op(Op::Conv2dGradInput { conv: ConvAttrs::default(), input_shape: vec![n, 8, 8, 32] }, "relu6_1.out_grad", &[gsum, k3]);
+    let gsum = b.op(
+        Op::GlobalAvgPoolGrad {
+            input_shape: vec![n, 8, 8, 8],
+        },
+        "add.out_grad",
+        &[ggp],
+    );
+    let gk3 = b.op(
+        Op::Conv2dGradFilter {
+            conv: ConvAttrs::default(),
+            filter_shape: vec![8, 1, 1, 32],
+        },
+        "conv2d_1.kernel.grad",
+        &[gsum, r2],
+    );
+    let gr2 = b.op(
+        Op::Conv2dGradInput {
+            conv: ConvAttrs::default(),
+            input_shape: vec![n, 8, 8, 32],
+        },
+        "relu6_1.out_grad",
+        &[gsum, k3],
+    );
     let gbn2 = b.op(Op::Relu6Grad, "bn2.out_grad", &[gr2, bn2]);
     let eps = F32(1e-3);
-    let gh2 = b.op(Op::BatchNormGradInput { epsilon: eps }, "bn2.input_grad", &[gbn2, h2, g2]);
-    let gg2 = b.op(Op::BatchNormGradGamma { epsilon: eps }, "bn2.gamma.grad", &[gbn2, h2]);
-    let gbe2 = b.op(Op::ReduceSum(ReduceAttrs { axes: vec![0, 1, 2], keepdims: false }), "bn2.beta.grad", &[gbn2]);
-    let gk2 = b.op(Op::DepthwiseConv2dGradFilter { conv: dwa.clone(), filter_shape: vec![1, 3, 3, 32] }, "depthwise.kernel.grad", &[gh2, r1]);
-    let gr1 = b.op(Op::DepthwiseConv2dGradInput { conv: dwa, input_shape: vec![n, 8, 8, 32] }, "relu6.out_grad", &[gh2, k2]);
+    let gh2 = b.op(
+        Op::BatchNormGradInput { epsilon: eps },
+        "bn2.input_grad",
+        &[gbn2, h2, g2],
+    );
+    let gg2 = b.op(
+        Op::BatchNormGradGamma { epsilon: eps },
+        "bn2.gamma.grad",
+        &[gbn2, h2],
+    );
+    let gbe2 = b.op(
+        Op::ReduceSum(ReduceAttrs {
+            axes: vec![0, 1, 2],
+            keepdims: false,
+        }),
+        "bn2.beta.grad",
+        &[gbn2],
+    );
+    let gk2 = b.op(
+        Op::DepthwiseConv2dGradFilter {
+            conv: dwa.clone(),
+            filter_shape: vec![1, 3, 3, 32],
+        },
+        "depthwise.kernel.grad",
+        &[gh2, r1],
+    );
+    let gr1 = b.op(
+        Op::DepthwiseConv2dGradInput {
+            conv: dwa,
+            input_shape: vec![n, 8, 8, 32],
+        },
+        "relu6.out_grad",
+        &[gh2, k2],
+    );
     let gbn1 = b.op(Op::Relu6Grad, "bn1.out_grad", &[gr1, bn1]);
-    let gh1 = b.op(Op::BatchNormGradInput { epsilon: eps }, "bn1.input_grad", &[gbn1, h1, g1]);
-    let gg1 = b.op(Op::BatchNormGradGamma { epsilon: eps }, "bn1.gamma.grad", &[gbn1, h1]);
-    let gbe1 = b.op(Op::ReduceSum(ReduceAttrs { axes: vec![0, 1, 2], keepdims: false }), "bn1.beta.grad", &[gbn1]);
-    let gk1 = b.op(Op::Conv2dGradFilter { conv: ConvAttrs::default(), filter_shape: vec![32, 1, 1, 8] }, "conv2d.kernel.grad", &[gh1, x]);
-    for (p, gr) in [(k1, gk1), (g1, gg1), (be1, gbe1), (k2, gk2), (g2, gg2), (be2, gbe2), (k3, gk3), (dk, gdk), (db, gdb)] {
+    let gh1 = b.op(
+        Op::BatchNormGradInput { epsilon: eps },
+        "bn1.input_grad",
+        &[gbn1, h1, g1],
+    );
+    let gg1 = b.op(
+        Op::BatchNormGradGamma { epsilon: eps },
+        "bn1.gamma.grad",
+        &[gbn1, h1],
+    );
+    let gbe1 = b.op(
+        Op::ReduceSum(ReduceAttrs {
+            axes: vec![0, 1, 2],
+            keepdims: false,
+        }),
+        "bn1.beta.grad",
+        &[gbn1],
+    );
+    let gk1 = b.op(
+        Op::Conv2dGradFilter {
+            conv: ConvAttrs::default(),
+            filter_shape: vec![32, 1, 1, 8],
+        },
+        "conv2d.kernel.grad",
+        &[gh1, x],
+    );
+    for (p, gr) in [
+        (k1, gk1),
+        (g1, gg1),
+        (be1, gbe1),
+        (k2, gk2),
+        (g2, gg2),
+        (be2, gbe2),
+        (k3, gk3),
+        (dk, gdk),
+        (db, gdb),
+    ] {
         b.adam(p, gr, lr);
     }
     qatc::ir::verify::verify(&b.g).unwrap();
@@ -319,7 +523,10 @@ fn hand_built_bn_block_train_step() {
     let n = 6;
     let (g, p) = bn_block_step(n);
     let inputs = vec![
-        ("input".to_string(), Value::F32(rand_tensor(&mut rng(4), &[n, 8, 8, 8], -1.0, 1.0))),
+        (
+            "input".to_string(),
+            Value::F32(rand_tensor(&mut rng(4), &[n, 8, 8, 8], -1.0, 1.0)),
+        ),
         ("labels".to_string(), labels(7, n)),
         ("lr".to_string(), Value::F32(Tensor::scalar(0.01))),
     ];
@@ -344,15 +551,26 @@ fn updates_are_written_in_place() {
 fn check_qat(g: &Graph, p: &ParamStore, inputs: &[(String, Value)]) {
     for opts in configs() {
         let mut exe = compile(g, p, &opts).unwrap();
-        let refs: Vec<(&str, Value)> = inputs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let refs: Vec<(&str, Value)> = inputs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
         let want = qatc::ir::interp::run(g, p, &refs).unwrap();
         let got = exe.run(&feeds_of(inputs)).unwrap();
         for ((name, w), gt) in want.outputs.iter().zip(&got) {
-            mostly_close(&format!("{opts:?} output {name}"), &gt.data, &w.f32().unwrap().data);
+            mostly_close(
+                &format!("{opts:?} output {name}"),
+                &gt.data,
+                &w.f32().unwrap().data,
+            );
         }
         let jp = exe.params();
         for (name, t) in &want.updates {
-            mostly_close(&format!("{opts:?} update {name}"), &jp.get(name).unwrap().data, &t.data);
+            mostly_close(
+                &format!("{opts:?} update {name}"),
+                &jp.get(name).unwrap().data,
+                &t.data,
+            );
         }
     }
 }
@@ -382,8 +600,10 @@ fn mostly_close(what: &str, got: &[f32], want: &[f32]) {
 #[ignore]
 fn debug_listing() {
     let (g, p) = mnist_qat_step(4);
-    let mut o = JitOptions::default();
-    o.fuse = std::env::var("NOFUSE").is_err();
+    let o = JitOptions {
+        fuse: std::env::var("NOFUSE").is_err(),
+        ..JitOptions::default()
+    };
     let exe = compile(&g, &p, &o).unwrap();
     println!("{}", exe.listing());
 }

@@ -42,7 +42,9 @@ fn case(name: &str, op: Op, args: &[A], seed: u64) -> (Graph, ParamStore, Vec<(S
                 Value::F32(qatc::ir::Tensor::scalar(*v)),
             ),
             A::L(n, classes) => {
-                let data: Vec<i32> = (0..*n).map(|_| r.random_range(0..*classes as i32)).collect();
+                let data: Vec<i32> = (0..*n)
+                    .map(|_| r.random_range(0..*classes as i32))
+                    .collect();
                 (
                     TensorType::new(DType::I32, vec![*n]),
                     Value::I32 {
@@ -97,11 +99,19 @@ fn activations() {
     let s: &[usize] = &[2, 5, 3, 7];
     run("relu", Op::Relu, &[F(s, -2.0, 2.0)]);
     run("relu6", Op::Relu6, &[F(s, -3.0, 9.0)]);
-    run("leaky_relu", Op::LeakyRelu { alpha: F32(0.2) }, &[F(s, -2.0, 2.0)]);
+    run(
+        "leaky_relu",
+        Op::LeakyRelu { alpha: F32(0.2) },
+        &[F(s, -2.0, 2.0)],
+    );
     run("hard_swish", Op::HardSwish, &[F(s, -5.0, 5.0)]);
     run("sigmoid", Op::Sigmoid, &[F(s, -9.0, 9.0)]);
     run("tanh", Op::Tanh, &[F(s, -5.0, 5.0)]);
-    run("dropout_identity", Op::Dropout { rate: F32(0.5) }, &[F(s, -1.0, 1.0)]);
+    run(
+        "dropout_identity",
+        Op::Dropout { rate: F32(0.5) },
+        &[F(s, -1.0, 1.0)],
+    );
     // large enough to be split over threads
     run("relu_big", Op::Relu, &[F(&[4, 33, 33, 8], -2.0, 2.0)]);
 }
@@ -109,38 +119,120 @@ fn activations() {
 #[test]
 fn binary_broadcasting() {
     for act in [Activation::None, Activation::Relu, Activation::Relu6] {
-        run("add", Op::Add { activation: act }, &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[2, 4, 4, 6], -4.0, 4.0)]);
-        run("sub_bcast_c", Op::Sub { activation: act }, &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[6], -1.0, 1.0)]);
-        run("mul_bcast_nc", Op::Mul { activation: act }, &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[2, 1, 1, 6], -1.0, 1.0)]);
-        run("add_scalar", Op::Add { activation: act }, &[F(&[3, 5], -4.0, 8.0), F(&[], -1.0, 1.0)]);
-        run("mul_bcast_left", Op::Mul { activation: act }, &[F(&[1, 5], -2.0, 2.0), F(&[3, 1], -1.0, 1.0)]);
+        run(
+            "add",
+            Op::Add { activation: act },
+            &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[2, 4, 4, 6], -4.0, 4.0)],
+        );
+        run(
+            "sub_bcast_c",
+            Op::Sub { activation: act },
+            &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[6], -1.0, 1.0)],
+        );
+        run(
+            "mul_bcast_nc",
+            Op::Mul { activation: act },
+            &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[2, 1, 1, 6], -1.0, 1.0)],
+        );
+        run(
+            "add_scalar",
+            Op::Add { activation: act },
+            &[F(&[3, 5], -4.0, 8.0), F(&[], -1.0, 1.0)],
+        );
+        run(
+            "mul_bcast_left",
+            Op::Mul { activation: act },
+            &[F(&[1, 5], -2.0, 2.0), F(&[3, 1], -1.0, 1.0)],
+        );
     }
 }
 
 #[test]
 fn gradients_of_activations() {
     let s: &[usize] = &[3, 4, 5, 6];
-    run("relu_grad", Op::ReluGrad, &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)]);
-    run("relu6_grad", Op::Relu6Grad, &[F(s, -1.0, 1.0), F(s, -2.0, 8.0)]);
-    run("leaky_relu_grad", Op::LeakyReluGrad { alpha: F32(0.3) }, &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)]);
-    run("hard_swish_grad", Op::HardSwishGrad, &[F(s, -1.0, 1.0), F(s, -5.0, 5.0)]);
-    run("sigmoid_grad", Op::SigmoidGrad, &[F(s, -1.0, 1.0), F(s, 0.0, 1.0)]);
-    run("tanh_grad", Op::TanhGrad, &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)]);
+    run(
+        "relu_grad",
+        Op::ReluGrad,
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
+    );
+    run(
+        "relu6_grad",
+        Op::Relu6Grad,
+        &[F(s, -1.0, 1.0), F(s, -2.0, 8.0)],
+    );
+    run(
+        "leaky_relu_grad",
+        Op::LeakyReluGrad { alpha: F32(0.3) },
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
+    );
+    run(
+        "hard_swish_grad",
+        Op::HardSwishGrad,
+        &[F(s, -1.0, 1.0), F(s, -5.0, 5.0)],
+    );
+    run(
+        "sigmoid_grad",
+        Op::SigmoidGrad,
+        &[F(s, -1.0, 1.0), F(s, 0.0, 1.0)],
+    );
+    run(
+        "tanh_grad",
+        Op::TanhGrad,
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
+    );
 }
 
 #[test]
 fn optimizer_and_observer_updates() {
     let s: &[usize] = &[5, 7];
-    run("moving_average", Op::MovingAverage { momentum: F32(0.99) }, &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)]);
-    run("sgd_velocity", Op::SgdVelocity { momentum: F32(0.9) }, &[F(s, -1.0, 1.0), F(s, -1.0, 1.0), S(0.01)]);
-    run("adam_moment", Op::AdamMoment { beta: F32(0.9) }, &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)]);
-    run("adam_moment_sq", Op::AdamMomentSq { beta: F32(0.999) }, &[F(s, 0.0, 1.0), F(s, -1.0, 1.0)]);
-    run("adam_apply", Op::AdamApply { epsilon: F32(1e-7) }, &[F(s, -1.0, 1.0), F(s, -1.0, 1.0), F(s, 0.0, 1.0), S(0.001)]);
+    run(
+        "moving_average",
+        Op::MovingAverage {
+            momentum: F32(0.99),
+        },
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
+    );
+    run(
+        "sgd_velocity",
+        Op::SgdVelocity { momentum: F32(0.9) },
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0), S(0.01)],
+    );
+    run(
+        "adam_moment",
+        Op::AdamMoment { beta: F32(0.9) },
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
+    );
+    run(
+        "adam_moment_sq",
+        Op::AdamMomentSq { beta: F32(0.999) },
+        &[F(s, 0.0, 1.0), F(s, -1.0, 1.0)],
+    );
+    run(
+        "adam_apply",
+        Op::AdamApply { epsilon: F32(1e-7) },
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0), F(s, 0.0, 1.0), S(0.001)],
+    );
     for step in [0.0, 3.0] {
-        run("ema_update", Op::EmaUpdate { decay: F32(0.999) }, &[F(&[6], -1.0, 1.0), F(&[6], -1.0, 1.0), S(step)]);
-        run("ema_update_scalar", Op::EmaUpdate { decay: F32(0.9) }, &[F(&[], -1.0, 1.0), F(&[], -1.0, 1.0), S(step)]);
-        run("running_min", Op::RunningMin, &[F(&[], -1.0, 1.0), F(&[], -1.0, 1.0), S(step)]);
-        run("running_max", Op::RunningMax, &[F(&[9], -1.0, 1.0), F(&[9], -1.0, 1.0), S(step)]);
+        run(
+            "ema_update",
+            Op::EmaUpdate { decay: F32(0.999) },
+            &[F(&[6], -1.0, 1.0), F(&[6], -1.0, 1.0), S(step)],
+        );
+        run(
+            "ema_update_scalar",
+            Op::EmaUpdate { decay: F32(0.9) },
+            &[F(&[], -1.0, 1.0), F(&[], -1.0, 1.0), S(step)],
+        );
+        run(
+            "running_min",
+            Op::RunningMin,
+            &[F(&[], -1.0, 1.0), F(&[], -1.0, 1.0), S(step)],
+        );
+        run(
+            "running_max",
+            Op::RunningMax,
+            &[F(&[9], -1.0, 1.0), F(&[9], -1.0, 1.0), S(step)],
+        );
     }
 }
 
@@ -170,14 +262,32 @@ fn dropout_mask_matches_the_hash() {
 
 #[test]
 fn pass_helpers() {
-    run("bn_scale", Op::BnScale { epsilon: F32(1e-3) }, &[F(&[7], 0.5, 2.0), F(&[7], 0.1, 2.0)]);
-    run("scale_channels_0", Op::ScaleChannels { axis: 0 }, &[F(&[5, 3, 3, 2], -1.0, 1.0), F(&[5], 0.5, 2.0)]);
-    run("scale_channels_3", Op::ScaleChannels { axis: 3 }, &[F(&[1, 3, 3, 6], -1.0, 1.0), F(&[6], 0.5, 2.0)]);
+    run(
+        "bn_scale",
+        Op::BnScale { epsilon: F32(1e-3) },
+        &[F(&[7], 0.5, 2.0), F(&[7], 0.1, 2.0)],
+    );
+    run(
+        "scale_channels_0",
+        Op::ScaleChannels { axis: 0 },
+        &[F(&[5, 3, 3, 2], -1.0, 1.0), F(&[5], 0.5, 2.0)],
+    );
+    run(
+        "scale_channels_3",
+        Op::ScaleChannels { axis: 3 },
+        &[F(&[1, 3, 3, 6], -1.0, 1.0), F(&[6], 0.5, 2.0)],
+    );
 }
 
 // ---- fake quantization ----------------------------------------------------------------------
 
-fn fq(axis: Option<usize>, range: RangeSource, narrow: bool, symmetric: bool, bits: u8) -> FakeQuantAttrs {
+fn fq(
+    axis: Option<usize>,
+    range: RangeSource,
+    narrow: bool,
+    symmetric: bool,
+    bits: u8,
+) -> FakeQuantAttrs {
     FakeQuantAttrs {
         bits,
         narrow,
@@ -191,28 +301,95 @@ fn fq(axis: Option<usize>, range: RangeSource, narrow: bool, symmetric: bool, bi
 fn fake_quant_is_bit_exact() {
     let x: &[usize] = &[2, 6, 5, 8];
     // range from operands: per tensor and per axis (last and first)
-    run_exact("fq_operands", Op::FakeQuant(fq(None, RangeSource::Operands, false, false, 8)), &[F(x, -3.0, 5.0), F(&[], -2.0, -0.1), F(&[], 0.5, 4.0)]);
-    run_exact("fq_operands_4bit", Op::FakeQuant(fq(None, RangeSource::Operands, false, false, 4)), &[F(x, -3.0, 5.0), F(&[], -2.0, -0.1), F(&[], 0.5, 4.0)]);
-    run_exact("fq_operands_axis3", Op::FakeQuant(fq(Some(3), RangeSource::Operands, true, true, 8)), &[F(x, -3.0, 3.0), F(&[8], -2.0, 0.0), F(&[8], 0.0, 2.0)]);
-    run_exact("fq_operands_axis0", Op::FakeQuant(fq(Some(0), RangeSource::Operands, false, false, 8)), &[F(&[6, 3, 3, 4], -3.0, 3.0), F(&[6], -2.0, 0.0), F(&[6], 0.0, 2.0)]);
+    run_exact(
+        "fq_operands",
+        Op::FakeQuant(fq(None, RangeSource::Operands, false, false, 8)),
+        &[F(x, -3.0, 5.0), F(&[], -2.0, -0.1), F(&[], 0.5, 4.0)],
+    );
+    run_exact(
+        "fq_operands_4bit",
+        Op::FakeQuant(fq(None, RangeSource::Operands, false, false, 4)),
+        &[F(x, -3.0, 5.0), F(&[], -2.0, -0.1), F(&[], 0.5, 4.0)],
+    );
+    run_exact(
+        "fq_operands_axis3",
+        Op::FakeQuant(fq(Some(3), RangeSource::Operands, true, true, 8)),
+        &[F(x, -3.0, 3.0), F(&[8], -2.0, 0.0), F(&[8], 0.0, 2.0)],
+    );
+    run_exact(
+        "fq_operands_axis0",
+        Op::FakeQuant(fq(Some(0), RangeSource::Operands, false, false, 8)),
+        &[
+            F(&[6, 3, 3, 4], -3.0, 3.0),
+            F(&[6], -2.0, 0.0),
+            F(&[6], 0.0, 2.0),
+        ],
+    );
     // weights: last value, per output channel
-    run_exact("fq_last_value_axis0", Op::FakeQuant(fq(Some(0), RangeSource::LastValue, true, true, 8)), &[F(&[12, 3, 3, 5], -0.5, 0.4)]);
-    run_exact("fq_last_value_axis3", Op::FakeQuant(fq(Some(3), RangeSource::LastValue, true, true, 8)), &[F(&[1, 3, 3, 24], -0.5, 0.4)]);
-    run_exact("fq_last_value_tensor", Op::FakeQuant(fq(None, RangeSource::LastValue, false, false, 8)), &[F(&[10, 2028], -0.5, 0.4)]);
+    run_exact(
+        "fq_last_value_axis0",
+        Op::FakeQuant(fq(Some(0), RangeSource::LastValue, true, true, 8)),
+        &[F(&[12, 3, 3, 5], -0.5, 0.4)],
+    );
+    run_exact(
+        "fq_last_value_axis3",
+        Op::FakeQuant(fq(Some(3), RangeSource::LastValue, true, true, 8)),
+        &[F(&[1, 3, 3, 24], -0.5, 0.4)],
+    );
+    run_exact(
+        "fq_last_value_tensor",
+        Op::FakeQuant(fq(None, RangeSource::LastValue, false, false, 8)),
+        &[F(&[10, 2028], -0.5, 0.4)],
+    );
     run_exact(
         "fq_fixed",
-        Op::FakeQuant(fq(None, RangeSource::Fixed { min: F32(0.0), max: F32(1.0) }, false, false, 8)),
+        Op::FakeQuant(fq(
+            None,
+            RangeSource::Fixed {
+                min: F32(0.0),
+                max: F32(1.0),
+            },
+            false,
+            false,
+            8,
+        )),
         &[F(x, -0.5, 1.5)],
     );
     // large: the thread split
-    run_exact("fq_operands_big", Op::FakeQuant(fq(Some(3), RangeSource::Operands, false, false, 8)), &[F(&[8, 14, 14, 16], -3.0, 5.0), F(&[16], -2.0, -0.1), F(&[16], 0.5, 4.0)]);
+    run_exact(
+        "fq_operands_big",
+        Op::FakeQuant(fq(Some(3), RangeSource::Operands, false, false, 8)),
+        &[
+            F(&[8, 14, 14, 16], -3.0, 5.0),
+            F(&[16], -2.0, -0.1),
+            F(&[16], 0.5, 4.0),
+        ],
+    );
 }
 
 #[test]
 fn fake_quant_grad_is_bit_exact() {
     let x: &[usize] = &[2, 6, 5, 8];
-    run_exact("fq_grad", Op::FakeQuantGrad(fq(None, RangeSource::Operands, false, false, 8)), &[F(x, -1.0, 1.0), F(x, -3.0, 5.0), F(&[], -2.0, -0.1), F(&[], 0.5, 4.0)]);
-    run_exact("fq_grad_axis3", Op::FakeQuantGrad(fq(Some(3), RangeSource::Operands, true, true, 8)), &[F(x, -1.0, 1.0), F(x, -3.0, 3.0), F(&[8], -2.0, 0.0), F(&[8], 0.0, 2.0)]);
+    run_exact(
+        "fq_grad",
+        Op::FakeQuantGrad(fq(None, RangeSource::Operands, false, false, 8)),
+        &[
+            F(x, -1.0, 1.0),
+            F(x, -3.0, 5.0),
+            F(&[], -2.0, -0.1),
+            F(&[], 0.5, 4.0),
+        ],
+    );
+    run_exact(
+        "fq_grad_axis3",
+        Op::FakeQuantGrad(fq(Some(3), RangeSource::Operands, true, true, 8)),
+        &[
+            F(x, -1.0, 1.0),
+            F(x, -3.0, 3.0),
+            F(&[8], -2.0, 0.0),
+            F(&[8], 0.0, 2.0),
+        ],
+    );
 }
 
 #[test]
@@ -220,7 +397,11 @@ fn fake_quant_with_state_asks_for_autodiff() {
     let mut g = Graph::new("fq_ema");
     let x = g.add_input("x", TensorType::f32(vec![1, 4])).unwrap();
     let y = g
-        .add(Op::FakeQuant(FakeQuantAttrs::activation("act")), "act_quant", &[x])
+        .add(
+            Op::FakeQuant(FakeQuantAttrs::activation("act")),
+            "act_quant",
+            &[x],
+        )
         .unwrap();
     g.add_output("y", y);
     let mut p = ParamStore::new();
@@ -230,7 +411,10 @@ fn fake_quant_with_state_asks_for_autodiff() {
         .err()
         .expect("ema range is rejected")
         .to_string();
-    assert!(err.contains("act_quant") && err.contains("autodiff"), "{err}");
+    assert!(
+        err.contains("act_quant") && err.contains("autodiff"),
+        "{err}"
+    );
 }
 
 // ---- reductions -------------------------------------------------------------------------------
@@ -242,27 +426,101 @@ fn reductions() {
         run("observe_min", Op::ObserveMin { axis }, &[F(s, -1.0, 2.0)]);
         run("observe_max", Op::ObserveMax { axis }, &[F(s, -2.0, 1.0)]);
     }
-    run("observe_min_all_positive", Op::ObserveMin { axis: None }, &[F(s, 0.5, 2.0)]);
+    run(
+        "observe_min_all_positive",
+        Op::ObserveMin { axis: None },
+        &[F(s, 0.5, 2.0)],
+    );
     let red = |axes: Vec<usize>, keepdims| ReduceAttrs { axes, keepdims };
-    run("reduce_sum_012", Op::ReduceSum(red(vec![0, 1, 2], false)), &[F(s, -1.0, 1.0)]);
-    run("reduce_sum_0", Op::ReduceSum(red(vec![0], false)), &[F(&[9, 10], -1.0, 1.0)]);
-    run("reduce_sum_13", Op::ReduceSum(red(vec![1, 3], true)), &[F(s, -1.0, 1.0)]);
-    run("mean_12", Op::Mean(red(vec![1, 2], false)), &[F(s, -1.0, 1.0)]);
-    run("mean_12_keep", Op::Mean(red(vec![1, 2], true)), &[F(s, -1.0, 1.0)]);
-    run("global_avg_pool", Op::GlobalAvgPool { keepdims: false }, &[F(s, -1.0, 1.0)]);
-    run("global_max_pool", Op::GlobalMaxPool { keepdims: true }, &[F(s, -1.0, 1.0)]);
-    run("global_avg_pool_big", Op::GlobalAvgPool { keepdims: false }, &[F(&[16, 7, 7, 64], -1.0, 1.0)]);
-    run("observe_big", Op::ObserveMax { axis: None }, &[F(&[16, 14, 14, 16], -1.0, 1.0)]);
-    run("reduce_sum_big", Op::ReduceSum(red(vec![0, 1, 2], false)), &[F(&[16, 14, 14, 24], -1.0, 1.0)]);
+    run(
+        "reduce_sum_012",
+        Op::ReduceSum(red(vec![0, 1, 2], false)),
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "reduce_sum_0",
+        Op::ReduceSum(red(vec![0], false)),
+        &[F(&[9, 10], -1.0, 1.0)],
+    );
+    run(
+        "reduce_sum_13",
+        Op::ReduceSum(red(vec![1, 3], true)),
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "mean_12",
+        Op::Mean(red(vec![1, 2], false)),
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "mean_12_keep",
+        Op::Mean(red(vec![1, 2], true)),
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "global_avg_pool",
+        Op::GlobalAvgPool { keepdims: false },
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "global_max_pool",
+        Op::GlobalMaxPool { keepdims: true },
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "global_avg_pool_big",
+        Op::GlobalAvgPool { keepdims: false },
+        &[F(&[16, 7, 7, 64], -1.0, 1.0)],
+    );
+    run(
+        "observe_big",
+        Op::ObserveMax { axis: None },
+        &[F(&[16, 14, 14, 16], -1.0, 1.0)],
+    );
+    run(
+        "reduce_sum_big",
+        Op::ReduceSum(red(vec![0, 1, 2], false)),
+        &[F(&[16, 14, 14, 24], -1.0, 1.0)],
+    );
 }
 
 #[test]
 fn reduction_gradients() {
-    run("global_avg_pool_grad", Op::GlobalAvgPoolGrad { input_shape: vec![3, 4, 5, 6] }, &[F(&[3, 6], -1.0, 1.0)]);
-    run("global_avg_pool_grad_keep", Op::GlobalAvgPoolGrad { input_shape: vec![3, 4, 5, 6] }, &[F(&[3, 1, 1, 6], -1.0, 1.0)]);
-    run("global_max_pool_grad", Op::GlobalMaxPoolGrad, &[F(&[3, 4, 5, 6], -1.0, 1.0), F(&[3, 4, 5, 6], -1.0, 1.0)]);
-    run("mean_grad", Op::MeanGrad { axes: vec![1, 2], input_shape: vec![3, 4, 5, 6] }, &[F(&[3, 6], -1.0, 1.0)]);
-    run("mean_grad_0", Op::MeanGrad { axes: vec![0], input_shape: vec![4, 9] }, &[F(&[9], -1.0, 1.0)]);
+    run(
+        "global_avg_pool_grad",
+        Op::GlobalAvgPoolGrad {
+            input_shape: vec![3, 4, 5, 6],
+        },
+        &[F(&[3, 6], -1.0, 1.0)],
+    );
+    run(
+        "global_avg_pool_grad_keep",
+        Op::GlobalAvgPoolGrad {
+            input_shape: vec![3, 4, 5, 6],
+        },
+        &[F(&[3, 1, 1, 6], -1.0, 1.0)],
+    );
+    run(
+        "global_max_pool_grad",
+        Op::GlobalMaxPoolGrad,
+        &[F(&[3, 4, 5, 6], -1.0, 1.0), F(&[3, 4, 5, 6], -1.0, 1.0)],
+    );
+    run(
+        "mean_grad",
+        Op::MeanGrad {
+            axes: vec![1, 2],
+            input_shape: vec![3, 4, 5, 6],
+        },
+        &[F(&[3, 6], -1.0, 1.0)],
+    );
+    run(
+        "mean_grad_0",
+        Op::MeanGrad {
+            axes: vec![0],
+            input_shape: vec![4, 9],
+        },
+        &[F(&[9], -1.0, 1.0)],
+    );
 }
 
 // ---- BatchNorm --------------------------------------------------------------------------------
@@ -271,17 +529,58 @@ fn reduction_gradients() {
 fn batch_norm_family() {
     let x: &[usize] = &[4, 5, 3, 6];
     let c: &[usize] = &[6];
-    run("batch_norm", Op::BatchNorm { epsilon: F32(1e-3), momentum: F32(0.99) }, &[F(x, -2.0, 3.0), F(c, 0.5, 2.0), F(c, -1.0, 1.0), F(c, -1.0, 1.0), F(c, 0.1, 2.0)]);
-    run("batch_norm_train", Op::BatchNormTrain { epsilon: F32(1e-3) }, &[F(x, -2.0, 3.0), F(c, 0.5, 2.0), F(c, -1.0, 1.0)]);
+    run(
+        "batch_norm",
+        Op::BatchNorm {
+            epsilon: F32(1e-3),
+            momentum: F32(0.99),
+        },
+        &[
+            F(x, -2.0, 3.0),
+            F(c, 0.5, 2.0),
+            F(c, -1.0, 1.0),
+            F(c, -1.0, 1.0),
+            F(c, 0.1, 2.0),
+        ],
+    );
+    run(
+        "batch_norm_train",
+        Op::BatchNormTrain { epsilon: F32(1e-3) },
+        &[F(x, -2.0, 3.0), F(c, 0.5, 2.0), F(c, -1.0, 1.0)],
+    );
     run("batch_mean", Op::BatchMean, &[F(x, -2.0, 3.0)]);
-    run("batch_var", Op::BatchVar { unbiased: false }, &[F(x, -2.0, 3.0)]);
-    run("batch_var_unbiased", Op::BatchVar { unbiased: true }, &[F(x, -2.0, 3.0)]);
-    run("bn_grad_input", Op::BatchNormGradInput { epsilon: F32(1e-3) }, &[F(x, -1.0, 1.0), F(x, -2.0, 3.0), F(c, 0.5, 2.0)]);
-    run("bn_grad_gamma", Op::BatchNormGradGamma { epsilon: F32(1e-3) }, &[F(x, -1.0, 1.0), F(x, -2.0, 3.0)]);
+    run(
+        "batch_var",
+        Op::BatchVar { unbiased: false },
+        &[F(x, -2.0, 3.0)],
+    );
+    run(
+        "batch_var_unbiased",
+        Op::BatchVar { unbiased: true },
+        &[F(x, -2.0, 3.0)],
+    );
+    run(
+        "bn_grad_input",
+        Op::BatchNormGradInput { epsilon: F32(1e-3) },
+        &[F(x, -1.0, 1.0), F(x, -2.0, 3.0), F(c, 0.5, 2.0)],
+    );
+    run(
+        "bn_grad_gamma",
+        Op::BatchNormGradGamma { epsilon: F32(1e-3) },
+        &[F(x, -1.0, 1.0), F(x, -2.0, 3.0)],
+    );
     let big: &[usize] = &[16, 14, 14, 24];
     let cb: &[usize] = &[24];
-    run("batch_norm_train_big", Op::BatchNormTrain { epsilon: F32(1e-3) }, &[F(big, -2.0, 3.0), F(cb, 0.5, 2.0), F(cb, -1.0, 1.0)]);
-    run("bn_grad_input_big", Op::BatchNormGradInput { epsilon: F32(1e-3) }, &[F(big, -1.0, 1.0), F(big, -2.0, 3.0), F(cb, 0.5, 2.0)]);
+    run(
+        "batch_norm_train_big",
+        Op::BatchNormTrain { epsilon: F32(1e-3) },
+        &[F(big, -2.0, 3.0), F(cb, 0.5, 2.0), F(cb, -1.0, 1.0)],
+    );
+    run(
+        "bn_grad_input_big",
+        Op::BatchNormGradInput { epsilon: F32(1e-3) },
+        &[F(big, -1.0, 1.0), F(big, -2.0, 3.0), F(cb, 0.5, 2.0)],
+    );
 }
 
 // ---- contractions -----------------------------------------------------------------------------
@@ -289,26 +588,88 @@ fn batch_norm_family() {
 #[test]
 fn dense_family() {
     for act in [Activation::None, Activation::Relu] {
-        run("dense", Op::Dense { activation: act }, &[F(&[5, 23], -1.0, 1.0), F(&[7, 23], -1.0, 1.0), F(&[7], -1.0, 1.0)]);
+        run(
+            "dense",
+            Op::Dense { activation: act },
+            &[
+                F(&[5, 23], -1.0, 1.0),
+                F(&[7, 23], -1.0, 1.0),
+                F(&[7], -1.0, 1.0),
+            ],
+        );
     }
-    run("dense_nobias", Op::Dense { activation: Activation::None }, &[F(&[32, 2028], -1.0, 1.0), F(&[10, 2028], -0.1, 0.1)]);
-    run("dense_grad_input", Op::DenseGradInput, &[F(&[32, 10], -1.0, 1.0), F(&[10, 2028], -1.0, 1.0)]);
-    run("dense_grad_weight", Op::DenseGradWeight, &[F(&[32, 10], -1.0, 1.0), F(&[32, 2028], -1.0, 1.0)]);
-    run("dense_grad_weight_small", Op::DenseGradWeight, &[F(&[3, 4], -1.0, 1.0), F(&[3, 5], -1.0, 1.0)]);
+    run(
+        "dense_nobias",
+        Op::Dense {
+            activation: Activation::None,
+        },
+        &[F(&[32, 2028], -1.0, 1.0), F(&[10, 2028], -0.1, 0.1)],
+    );
+    run(
+        "dense_grad_input",
+        Op::DenseGradInput,
+        &[F(&[32, 10], -1.0, 1.0), F(&[10, 2028], -1.0, 1.0)],
+    );
+    run(
+        "dense_grad_weight",
+        Op::DenseGradWeight,
+        &[F(&[32, 10], -1.0, 1.0), F(&[32, 2028], -1.0, 1.0)],
+    );
+    run(
+        "dense_grad_weight_small",
+        Op::DenseGradWeight,
+        &[F(&[3, 4], -1.0, 1.0), F(&[3, 5], -1.0, 1.0)],
+    );
 }
 
 /// Conv geometries: (input, kernel, attrs).
 fn conv_cases() -> Vec<(Vec<usize>, Vec<usize>, ConvAttrs)> {
     vec![
-        (vec![2, 7, 7, 3], vec![5, 3, 3, 3], conv(1, Padding::Valid, 1, Activation::None)),
-        (vec![2, 7, 8, 3], vec![5, 3, 3, 3], conv(1, Padding::Same, 1, Activation::Relu)),
-        (vec![2, 9, 9, 4], vec![6, 3, 3, 4], conv(2, Padding::Same, 1, Activation::None)),
-        (vec![2, 8, 8, 4], vec![6, 3, 3, 4], conv(2, Padding::Valid, 1, Activation::None)),
-        (vec![1, 9, 9, 2], vec![4, 3, 3, 2], conv(1, Padding::Same, 2, Activation::None)),
-        (vec![2, 6, 6, 8], vec![12, 1, 1, 8], conv(1, Padding::Valid, 1, Activation::Relu6)),
-        (vec![2, 6, 6, 8], vec![5, 1, 1, 8], conv(2, Padding::Valid, 1, Activation::None)),
-        (vec![3, 10, 10, 1], vec![12, 3, 3, 1], conv(1, Padding::Valid, 1, Activation::None)),
-        (vec![2, 7, 7, 3], vec![4, 2, 3, 3], conv(1, Padding::Explicit([1, 0, 2, 1]), 1, Activation::None)),
+        (
+            vec![2, 7, 7, 3],
+            vec![5, 3, 3, 3],
+            conv(1, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![2, 7, 8, 3],
+            vec![5, 3, 3, 3],
+            conv(1, Padding::Same, 1, Activation::Relu),
+        ),
+        (
+            vec![2, 9, 9, 4],
+            vec![6, 3, 3, 4],
+            conv(2, Padding::Same, 1, Activation::None),
+        ),
+        (
+            vec![2, 8, 8, 4],
+            vec![6, 3, 3, 4],
+            conv(2, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![1, 9, 9, 2],
+            vec![4, 3, 3, 2],
+            conv(1, Padding::Same, 2, Activation::None),
+        ),
+        (
+            vec![2, 6, 6, 8],
+            vec![12, 1, 1, 8],
+            conv(1, Padding::Valid, 1, Activation::Relu6),
+        ),
+        (
+            vec![2, 6, 6, 8],
+            vec![5, 1, 1, 8],
+            conv(2, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![3, 10, 10, 1],
+            vec![12, 3, 3, 1],
+            conv(1, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![2, 7, 7, 3],
+            vec![4, 2, 3, 3],
+            conv(1, Padding::Explicit([1, 0, 2, 1]), 1, Activation::None),
+        ),
     ]
 }
 
@@ -316,21 +677,44 @@ fn conv_cases() -> Vec<(Vec<usize>, Vec<usize>, ConvAttrs)> {
 fn conv2d_forward_and_gradients() {
     for (x, k, c) in conv_cases() {
         let xs = x.clone();
-        let (mut g0, _, _) = case("probe", Op::Conv2d(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)], 1);
+        let (mut g0, _, _) = case(
+            "probe",
+            Op::Conv2d(c.clone()),
+            &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
+            1,
+        );
         let y = g0.node(g0.find("y").unwrap()).ty.shape.clone();
         g0.remove_output("y");
-        run("conv2d", Op::Conv2d(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)]);
-        run("conv2d_bias", Op::Conv2d(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0), Fv(vec![k[0]], -1.0, 1.0)]);
+        run(
+            "conv2d",
+            Op::Conv2d(c.clone()),
+            &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
+        );
+        run(
+            "conv2d_bias",
+            Op::Conv2d(c.clone()),
+            &[
+                Fv(x.clone(), -1.0, 1.0),
+                Fv(k.clone(), -1.0, 1.0),
+                Fv(vec![k[0]], -1.0, 1.0),
+            ],
+        );
         let mut cg = c.clone();
         cg.activation = Activation::None;
         run(
             "conv2d_grad_input",
-            Op::Conv2dGradInput { conv: cg.clone(), input_shape: xs.clone() },
+            Op::Conv2dGradInput {
+                conv: cg.clone(),
+                input_shape: xs.clone(),
+            },
             &[Fv(y.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "conv2d_grad_filter",
-            Op::Conv2dGradFilter { conv: cg.clone(), filter_shape: k.clone() },
+            Op::Conv2dGradFilter {
+                conv: cg.clone(),
+                filter_shape: k.clone(),
+            },
             &[Fv(y.clone(), -1.0, 1.0), Fv(xs.clone(), -1.0, 1.0)],
         );
     }
@@ -340,41 +724,134 @@ fn conv2d_forward_and_gradients() {
 fn conv2d_big_shapes_split_over_threads() {
     // mbv2_tiny's 1x1 expand at batch 8 and mnist_cnn's first conv at batch 8
     let c = conv(1, Padding::Valid, 1, Activation::None);
-    run("pw_expand", Op::Conv2d(c.clone()), &[F(&[8, 14, 14, 16], -1.0, 1.0), F(&[64, 1, 1, 16], -1.0, 1.0)]);
-    run("pw_grad_filter", Op::Conv2dGradFilter { conv: c.clone(), filter_shape: vec![64, 1, 1, 16] }, &[F(&[8, 14, 14, 64], -1.0, 1.0), F(&[8, 14, 14, 16], -1.0, 1.0)]);
-    run("pw_grad_input", Op::Conv2dGradInput { conv: c.clone(), input_shape: vec![8, 14, 14, 16] }, &[F(&[8, 14, 14, 64], -1.0, 1.0), F(&[64, 1, 1, 16], -1.0, 1.0)]);
-    run("mnist_conv", Op::Conv2d(c.clone()), &[F(&[8, 28, 28, 1], 0.0, 1.0), F(&[12, 3, 3, 1], -1.0, 1.0)]);
-    run("mnist_conv_grad_filter", Op::Conv2dGradFilter { conv: c, filter_shape: vec![12, 3, 3, 1] }, &[F(&[8, 26, 26, 12], -1.0, 1.0), F(&[8, 28, 28, 1], 0.0, 1.0)]);
+    run(
+        "pw_expand",
+        Op::Conv2d(c.clone()),
+        &[
+            F(&[8, 14, 14, 16], -1.0, 1.0),
+            F(&[64, 1, 1, 16], -1.0, 1.0),
+        ],
+    );
+    run(
+        "pw_grad_filter",
+        Op::Conv2dGradFilter {
+            conv: c.clone(),
+            filter_shape: vec![64, 1, 1, 16],
+        },
+        &[
+            F(&[8, 14, 14, 64], -1.0, 1.0),
+            F(&[8, 14, 14, 16], -1.0, 1.0),
+        ],
+    );
+    run(
+        "pw_grad_input",
+        Op::Conv2dGradInput {
+            conv: c.clone(),
+            input_shape: vec![8, 14, 14, 16],
+        },
+        &[
+            F(&[8, 14, 14, 64], -1.0, 1.0),
+            F(&[64, 1, 1, 16], -1.0, 1.0),
+        ],
+    );
+    run(
+        "mnist_conv",
+        Op::Conv2d(c.clone()),
+        &[F(&[8, 28, 28, 1], 0.0, 1.0), F(&[12, 3, 3, 1], -1.0, 1.0)],
+    );
+    run(
+        "mnist_conv_grad_filter",
+        Op::Conv2dGradFilter {
+            conv: c,
+            filter_shape: vec![12, 3, 3, 1],
+        },
+        &[F(&[8, 26, 26, 12], -1.0, 1.0), F(&[8, 28, 28, 1], 0.0, 1.0)],
+    );
 }
 
 #[test]
 fn depthwise_forward_and_gradients() {
     let cases = vec![
-        (vec![2, 7, 7, 8], 1, conv(1, Padding::Same, 1, Activation::None)),
-        (vec![2, 8, 8, 6], 1, conv(2, Padding::Same, 1, Activation::Relu6)),
-        (vec![2, 7, 7, 5], 1, conv(2, Padding::Valid, 1, Activation::None)),
-        (vec![1, 9, 9, 4], 1, conv(1, Padding::Same, 2, Activation::None)),
-        (vec![2, 6, 6, 3], 2, conv(1, Padding::Valid, 1, Activation::None)),
-        (vec![2, 6, 7, 3], 2, conv(2, Padding::Same, 1, Activation::None)),
-        (vec![4, 14, 14, 64], 1, conv(1, Padding::Same, 1, Activation::None)),
-        (vec![4, 14, 14, 64], 1, conv(2, Padding::Same, 1, Activation::None)),
+        (
+            vec![2, 7, 7, 8],
+            1,
+            conv(1, Padding::Same, 1, Activation::None),
+        ),
+        (
+            vec![2, 8, 8, 6],
+            1,
+            conv(2, Padding::Same, 1, Activation::Relu6),
+        ),
+        (
+            vec![2, 7, 7, 5],
+            1,
+            conv(2, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![1, 9, 9, 4],
+            1,
+            conv(1, Padding::Same, 2, Activation::None),
+        ),
+        (
+            vec![2, 6, 6, 3],
+            2,
+            conv(1, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![2, 6, 7, 3],
+            2,
+            conv(2, Padding::Same, 1, Activation::None),
+        ),
+        (
+            vec![4, 14, 14, 64],
+            1,
+            conv(1, Padding::Same, 1, Activation::None),
+        ),
+        (
+            vec![4, 14, 14, 64],
+            1,
+            conv(2, Padding::Same, 1, Activation::None),
+        ),
     ];
     for (x, mult, c) in cases {
         let k = vec![1, 3, 3, x[3] * mult];
-        let (g0, _, _) = case("probe", Op::DepthwiseConv2d(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)], 1);
+        let (g0, _, _) = case(
+            "probe",
+            Op::DepthwiseConv2d(c.clone()),
+            &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
+            1,
+        );
         let y = g0.node(g0.find("y").unwrap()).ty.shape.clone();
-        run("depthwise", Op::DepthwiseConv2d(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)]);
-        run("depthwise_bias", Op::DepthwiseConv2d(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0), Fv(vec![k[3]], -1.0, 1.0)]);
+        run(
+            "depthwise",
+            Op::DepthwiseConv2d(c.clone()),
+            &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
+        );
+        run(
+            "depthwise_bias",
+            Op::DepthwiseConv2d(c.clone()),
+            &[
+                Fv(x.clone(), -1.0, 1.0),
+                Fv(k.clone(), -1.0, 1.0),
+                Fv(vec![k[3]], -1.0, 1.0),
+            ],
+        );
         let mut cg = c.clone();
         cg.activation = Activation::None;
         run(
             "depthwise_grad_input",
-            Op::DepthwiseConv2dGradInput { conv: cg.clone(), input_shape: x.clone() },
+            Op::DepthwiseConv2dGradInput {
+                conv: cg.clone(),
+                input_shape: x.clone(),
+            },
             &[Fv(y.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "depthwise_grad_filter",
-            Op::DepthwiseConv2dGradFilter { conv: cg, filter_shape: k.clone() },
+            Op::DepthwiseConv2dGradFilter {
+                conv: cg,
+                filter_shape: k.clone(),
+            },
             &[Fv(y.clone(), -1.0, 1.0), Fv(x.clone(), -1.0, 1.0)],
         );
     }
@@ -383,24 +860,55 @@ fn depthwise_forward_and_gradients() {
 #[test]
 fn conv2d_transpose_forward_and_gradients() {
     let cases = vec![
-        (vec![2, 4, 4, 3], vec![5, 3, 3, 3], conv(1, Padding::Valid, 1, Activation::None)),
-        (vec![2, 4, 5, 3], vec![5, 3, 3, 3], conv(2, Padding::Same, 1, Activation::Relu)),
-        (vec![1, 3, 3, 2], vec![4, 2, 2, 2], conv(2, Padding::Valid, 1, Activation::None)),
+        (
+            vec![2, 4, 4, 3],
+            vec![5, 3, 3, 3],
+            conv(1, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![2, 4, 5, 3],
+            vec![5, 3, 3, 3],
+            conv(2, Padding::Same, 1, Activation::Relu),
+        ),
+        (
+            vec![1, 3, 3, 2],
+            vec![4, 2, 2, 2],
+            conv(2, Padding::Valid, 1, Activation::None),
+        ),
     ];
     for (x, k, c) in cases {
-        let (g0, _, _) = case("probe", Op::Conv2dTranspose(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)], 1);
+        let (g0, _, _) = case(
+            "probe",
+            Op::Conv2dTranspose(c.clone()),
+            &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
+            1,
+        );
         let y = g0.node(g0.find("y").unwrap()).ty.shape.clone();
-        run("conv2d_transpose", Op::Conv2dTranspose(c.clone()), &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0), Fv(vec![k[0]], -1.0, 1.0)]);
+        run(
+            "conv2d_transpose",
+            Op::Conv2dTranspose(c.clone()),
+            &[
+                Fv(x.clone(), -1.0, 1.0),
+                Fv(k.clone(), -1.0, 1.0),
+                Fv(vec![k[0]], -1.0, 1.0),
+            ],
+        );
         let mut cg = c.clone();
         cg.activation = Activation::None;
         run(
             "conv2d_transpose_grad_input",
-            Op::Conv2dTransposeGradInput { conv: cg.clone(), input_shape: x.clone() },
+            Op::Conv2dTransposeGradInput {
+                conv: cg.clone(),
+                input_shape: x.clone(),
+            },
             &[Fv(y.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "conv2d_transpose_grad_filter",
-            Op::Conv2dTransposeGradFilter { conv: cg, filter_shape: k.clone() },
+            Op::Conv2dTransposeGradFilter {
+                conv: cg,
+                filter_shape: k.clone(),
+            },
             &[Fv(y.clone(), -1.0, 1.0), Fv(x.clone(), -1.0, 1.0)],
         );
     }
@@ -419,14 +927,34 @@ fn pools_and_gradients() {
         (vec![8, 26, 26, 12], pool(2, 2, Padding::Valid)),
     ];
     for (x, p) in cases {
-        let (g0, _, _) = case("probe", Op::MaxPool2d(p.clone()), &[Fv(x.clone(), -1.0, 1.0)], 1);
+        let (g0, _, _) = case(
+            "probe",
+            Op::MaxPool2d(p.clone()),
+            &[Fv(x.clone(), -1.0, 1.0)],
+            1,
+        );
         let y = g0.node(g0.find("y").unwrap()).ty.shape.clone();
-        run("max_pool2d", Op::MaxPool2d(p.clone()), &[Fv(x.clone(), -1.0, 1.0)]);
-        run("avg_pool2d", Op::AvgPool2d(p.clone()), &[Fv(x.clone(), -1.0, 1.0)]);
-        run("max_pool2d_grad", Op::MaxPool2dGrad(p.clone()), &[Fv(y.clone(), -1.0, 1.0), Fv(x.clone(), -1.0, 1.0)]);
+        run(
+            "max_pool2d",
+            Op::MaxPool2d(p.clone()),
+            &[Fv(x.clone(), -1.0, 1.0)],
+        );
+        run(
+            "avg_pool2d",
+            Op::AvgPool2d(p.clone()),
+            &[Fv(x.clone(), -1.0, 1.0)],
+        );
+        run(
+            "max_pool2d_grad",
+            Op::MaxPool2dGrad(p.clone()),
+            &[Fv(y.clone(), -1.0, 1.0), Fv(x.clone(), -1.0, 1.0)],
+        );
         run(
             "avg_pool2d_grad",
-            Op::AvgPool2dGrad { pool: p.clone(), input_shape: x.clone() },
+            Op::AvgPool2dGrad {
+                pool: p.clone(),
+                input_shape: x.clone(),
+            },
             &[Fv(y.clone(), -1.0, 1.0)],
         );
     }
@@ -435,12 +963,22 @@ fn pools_and_gradients() {
 #[test]
 fn max_pool_grad_ties_go_to_the_first_maximum() {
     // a window of equal values (after ReLU: zeros) must give the whole gradient to tap 0
-    let (g, p, mut inputs) = case("tie", Op::MaxPool2dGrad(pool(2, 2, Padding::Valid)), &[F(&[1, 1, 1, 4], 1.0, 2.0), F(&[1, 2, 2, 4], 0.0, 1.0)], 3);
+    let (g, p, mut inputs) = case(
+        "tie",
+        Op::MaxPool2dGrad(pool(2, 2, Padding::Valid)),
+        &[F(&[1, 1, 1, 4], 1.0, 2.0), F(&[1, 2, 2, 4], 0.0, 1.0)],
+        3,
+    );
     if let Value::F32(t) = &mut inputs[1].1 {
         t.data.iter_mut().for_each(|v| *v = 0.0);
     }
     check_graph(&g, &p, &inputs, 0.0);
-    let (g, p, mut inputs) = case("tie_overlap", Op::MaxPool2dGrad(pool(2, 1, Padding::Valid)), &[F(&[1, 2, 2, 3], 1.0, 2.0), F(&[1, 3, 3, 3], 0.0, 1.0)], 3);
+    let (g, p, mut inputs) = case(
+        "tie_overlap",
+        Op::MaxPool2dGrad(pool(2, 1, Padding::Valid)),
+        &[F(&[1, 2, 2, 3], 1.0, 2.0), F(&[1, 3, 3, 3], 0.0, 1.0)],
+        3,
+    );
     if let Value::F32(t) = &mut inputs[1].1 {
         t.data.iter_mut().for_each(|v| *v = 0.0);
     }
@@ -449,8 +987,16 @@ fn max_pool_grad_ties_go_to_the_first_maximum() {
 
 #[test]
 fn upsampling() {
-    run("upsample_nearest", Op::UpsampleNearest { scale: [2, 3] }, &[F(&[2, 3, 4, 5], -1.0, 1.0)]);
-    run("upsample_nearest_grad", Op::UpsampleNearestGrad { scale: [2, 3] }, &[F(&[2, 6, 12, 5], -1.0, 1.0)]);
+    run(
+        "upsample_nearest",
+        Op::UpsampleNearest { scale: [2, 3] },
+        &[F(&[2, 3, 4, 5], -1.0, 1.0)],
+    );
+    run(
+        "upsample_nearest_grad",
+        Op::UpsampleNearestGrad { scale: [2, 3] },
+        &[F(&[2, 6, 12, 5], -1.0, 1.0)],
+    );
 }
 
 // ---- rows: softmax and the loss ----------------------------------------------------------------
@@ -460,18 +1006,44 @@ fn softmax_and_loss() {
     run("softmax", Op::Softmax, &[F(&[5, 10], -5.0, 5.0)]);
     run("softmax_3d", Op::Softmax, &[F(&[2, 3, 7], -5.0, 5.0)]);
     run("softmax_big", Op::Softmax, &[F(&[2048, 10], -5.0, 5.0)]);
-    run("softmax_grad", Op::SoftmaxGrad, &[F(&[5, 10], -1.0, 1.0), F(&[5, 10], 0.0, 1.0)]);
-    run("softmax_cross_entropy", Op::SoftmaxCrossEntropy, &[F(&[32, 10], -5.0, 5.0), L(32, 10)]);
-    run("softmax_cross_entropy_grad", Op::SoftmaxCrossEntropyGrad, &[F(&[32, 10], -5.0, 5.0), L(32, 10)]);
-    run("softmax_cross_entropy_grad_big", Op::SoftmaxCrossEntropyGrad, &[F(&[2048, 10], -5.0, 5.0), L(2048, 10)]);
+    run(
+        "softmax_grad",
+        Op::SoftmaxGrad,
+        &[F(&[5, 10], -1.0, 1.0), F(&[5, 10], 0.0, 1.0)],
+    );
+    run(
+        "softmax_cross_entropy",
+        Op::SoftmaxCrossEntropy,
+        &[F(&[32, 10], -5.0, 5.0), L(32, 10)],
+    );
+    run(
+        "softmax_cross_entropy_grad",
+        Op::SoftmaxCrossEntropyGrad,
+        &[F(&[32, 10], -5.0, 5.0), L(32, 10)],
+    );
+    run(
+        "softmax_cross_entropy_grad_big",
+        Op::SoftmaxCrossEntropyGrad,
+        &[F(&[2048, 10], -5.0, 5.0), L(2048, 10)],
+    );
 }
 
 #[test]
 fn bad_labels_are_an_error_naming_the_loss() {
-    let (g, p, mut inputs) = case("bad_labels", Op::SoftmaxCrossEntropy, &[F(&[2, 3], -1.0, 1.0), L(2, 3)], 1);
-    inputs[1].1 = Value::I32 { shape: vec![2], data: vec![1, 3] };
+    let (g, p, mut inputs) = case(
+        "bad_labels",
+        Op::SoftmaxCrossEntropy,
+        &[F(&[2, 3], -1.0, 1.0), L(2, 3)],
+        1,
+    );
+    inputs[1].1 = Value::I32 {
+        shape: vec![2],
+        data: vec![1, 3],
+    };
     let mut exe = qatc::jit::compile(&g, &p, &Default::default()).unwrap();
-    let err = qatc::exec::Executor::run(&mut exe, &feeds_of(&inputs)).unwrap_err().to_string();
+    let err = qatc::exec::Executor::run(&mut exe, &feeds_of(&inputs))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`y`") && err.contains("label 3"), "{err}");
 }
 
@@ -480,14 +1052,55 @@ fn bad_labels_are_an_error_naming_the_loss() {
 #[test]
 fn data_movement() {
     let s: &[usize] = &[2, 3, 4, 5];
-    run("reshape", Op::Reshape { shape: vec![4, -1] }, &[F(s, -1.0, 1.0)]);
+    run(
+        "reshape",
+        Op::Reshape { shape: vec![4, -1] },
+        &[F(s, -1.0, 1.0)],
+    );
     run("flatten", Op::Flatten, &[F(s, -1.0, 1.0)]);
-    run("transpose", Op::Transpose { perm: vec![0, 3, 1, 2] }, &[F(s, -1.0, 1.0)]);
-    run("pad", Op::Pad { pads: vec![[0, 0], [1, 2], [0, 1], [2, 0]] }, &[F(s, -1.0, 1.0)]);
-    run("crop", Op::Crop { crops: vec![[0, 0], [1, 0], [1, 2], [0, 3]] }, &[F(s, -1.0, 1.0)]);
-    run("slice", Op::Slice { begin: vec![1, 0, 1, 2], size: vec![1, 3, 2, 3] }, &[F(s, -1.0, 1.0)]);
-    run("concat_3", Op::Concat { axis: 3 }, &[F(s, -1.0, 1.0), F(&[2, 3, 4, 2], -1.0, 1.0)]);
-    run("concat_1", Op::Concat { axis: 1 }, &[F(s, -1.0, 1.0), F(&[2, 1, 4, 5], -1.0, 1.0), F(s, -1.0, 1.0)]);
+    run(
+        "transpose",
+        Op::Transpose {
+            perm: vec![0, 3, 1, 2],
+        },
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "pad",
+        Op::Pad {
+            pads: vec![[0, 0], [1, 2], [0, 1], [2, 0]],
+        },
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "crop",
+        Op::Crop {
+            crops: vec![[0, 0], [1, 0], [1, 2], [0, 3]],
+        },
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "slice",
+        Op::Slice {
+            begin: vec![1, 0, 1, 2],
+            size: vec![1, 3, 2, 3],
+        },
+        &[F(s, -1.0, 1.0)],
+    );
+    run(
+        "concat_3",
+        Op::Concat { axis: 3 },
+        &[F(s, -1.0, 1.0), F(&[2, 3, 4, 2], -1.0, 1.0)],
+    );
+    run(
+        "concat_1",
+        Op::Concat { axis: 1 },
+        &[
+            F(s, -1.0, 1.0),
+            F(&[2, 1, 4, 5], -1.0, 1.0),
+            F(s, -1.0, 1.0),
+        ],
+    );
 }
 
 #[test]
@@ -495,7 +1108,11 @@ fn quant_markers_are_rejected_by_name() {
     let mut g = Graph::new("marker");
     let x = g.add_input("x", TensorType::f32(vec![1, 4])).unwrap();
     let y = g
-        .add(Op::Quant(FakeQuantAttrs::activation("s")), "the_marker", &[x])
+        .add(
+            Op::Quant(FakeQuantAttrs::activation("s")),
+            "the_marker",
+            &[x],
+        )
         .unwrap();
     g.add_output("y", y);
     let err = qatc::jit::compile(&g, &ParamStore::new(), &Default::default())

@@ -83,7 +83,9 @@ impl Feeds {
                     let data = match n.name.as_str() {
                         "step" => vec![0.0],
                         "lr" => vec![1e-3],
-                        _ => (0..n.ty.numel()).map(|_| r.random_range(0.0..1.0)).collect(),
+                        _ => (0..n.ty.numel())
+                            .map(|_| r.random_range(0.0..1.0))
+                            .collect(),
                     };
                     f32s.push((n.name.clone(), data));
                 }
@@ -99,15 +101,15 @@ impl Feeds {
                         })
                         .map(|(u, _)| g.node(g.operands(*u)[0]).ty.shape[1])
                         .unwrap_or(10) as i32;
-                    let data = (0..n.ty.numel()).map(|_| r.random_range(0..classes)).collect();
+                    let data = (0..n.ty.numel())
+                        .map(|_| r.random_range(0..classes))
+                        .collect();
                     i32s.push((n.name.clone(), data));
                 }
-                DType::I8 => {
-                    return Err(Error::Usage(format!(
-                        "input `{}` is i8; qatc bench feeds train-step graphs (f32 inputs, i32 labels)",
-                        n.name
-                    )))
-                }
+                DType::I8 => return Err(Error::Usage(format!(
+                    "input `{}` is i8; qatc bench feeds train-step graphs (f32 inputs, i32 labels)",
+                    n.name
+                ))),
             }
         }
         Ok(Feeds { f32s, i32s })
@@ -128,23 +130,45 @@ impl Feeds {
     }
 }
 
+/// How to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Measure {
+    /// Untimed steps first.
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Print the per-instruction profile (needs [`JitOptions::profile`]).
+    pub print_profile: bool,
+    /// Print the compiled program.
+    pub print_listing: bool,
+}
+
+/// Prints a line; a closed pipe (`qatc bench | head`) ends the output quietly.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 /// Compiles `graph` and measures it: `warmup` untimed steps, then `steps` timed ones.
 pub fn measure(
     name: &str,
     graph: &Graph,
     params: &ParamStore,
     opts: &JitOptions,
-    warmup: usize,
-    steps: usize,
-    print_profile: bool,
-    print_listing: bool,
+    m: Measure,
 ) -> Result<BenchResult> {
+    let Measure {
+        warmup,
+        steps,
+        print_profile,
+        print_listing,
+    } = m;
     let batch = graph.batch().unwrap_or(1);
     let t0 = Instant::now();
     let mut exe = compile(graph, params, opts)?;
     let compile_secs = t0.elapsed().as_secs_f64();
     if print_listing {
-        println!("{}", exe.listing());
+        say(exe.listing());
     }
     let mut feeds = Feeds::new(graph, 1)?;
     for s in 0..warmup {
@@ -163,11 +187,11 @@ pub fn measure(
             // minimum over runs: robust to preemption on a shared machine
             let total: f64 = p.iter().map(|r| r.2).sum();
             let mean: f64 = p.iter().map(|r| r.1).sum();
-            println!(
+            say(format!(
                 "{name}: {:.3} ms per step (sum of per-instruction minima; mean {:.3} ms)",
                 total * 1e3,
                 mean * 1e3
-            );
+            ));
             let mut kinds: Vec<(String, f64, usize)> = Vec::new();
             for (n, _, s) in &p {
                 let kind = n.split(':').next().unwrap_or("").to_string();
@@ -181,7 +205,11 @@ pub fn measure(
             }
             kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
             for (k, s, n) in &kinds {
-                println!("  {:>8.1} us {:>5.1}%  {n:>3} x {k}", s * 1e6, 100.0 * s / total);
+                say(format!(
+                    "  {:>8.1} us {:>5.1}%  {n:>3} x {k}",
+                    s * 1e6,
+                    100.0 * s / total
+                ));
             }
             let mut rows: Vec<(usize, &(String, f64, f64))> = p.iter().enumerate().collect();
             rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
@@ -190,7 +218,11 @@ pub fn measure(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(25);
             for (i, (n, _, s)) in rows.iter().take(top) {
-                println!("  {i:4} {:>8.1} us {:>5.1}%  {n}", s * 1e6, 100.0 * s / total);
+                say(format!(
+                    "  {i:4} {:>8.1} us {:>5.1}%  {n}",
+                    s * 1e6,
+                    100.0 * s / total
+                ));
             }
         }
     }
@@ -217,11 +249,17 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| graph.name.clone());
-    let r = measure(&name, &graph, &params, &opts, a.warmup, a.steps, a.profile, a.listing)?;
-    println!(
+    let m = Measure {
+        warmup: a.warmup,
+        steps: a.steps,
+        print_profile: a.profile,
+        print_listing: a.listing,
+    };
+    let r = measure(&name, &graph, &params, &opts, m)?;
+    say(format!(
         "threads {}, fma {}, fusion {}",
         opts.threads, opts.fma, opts.fuse
-    );
-    println!("{}", r.line());
+    ));
+    say(r.line());
     Ok(())
 }

@@ -244,7 +244,13 @@ impl<'a, 'f> Cg<'a, 'f> {
         let r = self.fma(n, c2, r);
         let z = self.fmul(r, r);
         let mut p = self.fconst(ty, 1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
             let cv = self.fconst(ty, c);
             p = self.fma(p, r, cv);
         }
@@ -473,7 +479,9 @@ pub fn emit_gemm(cg: &mut Cg, g: &Gemm, parallel: bool) {
         GemmSplit::K => {
             // Each thread: partial[tid] = lhs[:, k-range] * rhs[k-range, :]; then thread 0
             // sums the partials into dst.
-            let part = g.partial.expect("planner gives split-K GEMMs a partial buffer");
+            let part = g
+                .partial
+                .expect("planner gives split-K GEMMs a partial buffer");
             let mn = g.m * g.n;
             let (lo, hi) = cg.thread_range(g.k, 8);
             let tid = cg.tid();

@@ -79,7 +79,13 @@ fn subtree(l: &Loop, root: NodeIx) -> Vec<NodeIx> {
 /// A leaf is "big" when it streams a tensor of about the loop's size (not a per-channel
 /// vector or a scalar): loading it costs memory bandwidth.
 fn is_big(l: &Loop, a: &Access) -> bool {
-    a.strides.iter().zip(&l.shape).filter(|(s, _)| **s != 0).map(|(_, d)| d).product::<usize>() * 8
+    a.strides
+        .iter()
+        .zip(&l.shape)
+        .filter(|(s, _)| **s != 0)
+        .map(|(_, d)| d)
+        .product::<usize>()
+        * 8
         >= l.numel()
 }
 
@@ -103,10 +109,7 @@ fn rematerialize(prog: &mut Program) {
         }
     }
     for c in 0..prog.insts.len() {
-        loop {
-            let Inst::Loop(cl) = &prog.insts[c] else {
-                break;
-            };
+        while let Inst::Loop(cl) = &prog.insts[c] {
             // the first leaf worth recomputing
             let mut pick = None;
             for (li, a) in cl.leaves.iter().enumerate() {
@@ -226,7 +229,10 @@ fn merge_loops(prog: &mut Program) {
         };
         let reads: HashSet<VtId> = b.reads().into_iter().collect();
         let mut writes: HashSet<VtId> = b.writes().into_iter().collect();
-        let aliased: Vec<VtId> = writes.iter().filter_map(|w| updates.get(w).copied()).collect();
+        let aliased: Vec<VtId> = writes
+            .iter()
+            .filter_map(|w| updates.get(w).copied())
+            .collect();
         writes.extend(aliased);
         let lo = out.len().saturating_sub(MERGE_WINDOW);
         for j in (lo..out.len()).rev() {

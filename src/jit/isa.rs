@@ -63,7 +63,15 @@ pub fn host_isa() -> Result<OwnedTargetIsa> {
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     // Our code never recurses or allocates large frames; the probe-free prologue is fine.
-    set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+    set(
+        &mut flags,
+        "enable_verifier",
+        if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        },
+    )?;
     let isa_builder = cranelift_native::builder()
         .map_err(|m| Error::Jit(format!("this CPU is not supported by Cranelift: {m}")))?;
     isa_builder

@@ -60,7 +60,6 @@ impl Access {
             strides: row_major(shape),
         }
     }
-
 }
 
 /// Row-major element strides.

@@ -351,7 +351,13 @@ impl<'l> Emitter<'l> {
         let nv = n / LANES;
         let hoisted = (0..self.n_leaves)
             .filter(|&li| self.c.strides[li][r - 2] == 0 && self.leaf_live(li))
-            .map(|li| if self.c.strides[li][r - 1] == 1 { nv } else { 1 })
+            .map(|li| {
+                if self.c.strides[li][r - 1] == 1 {
+                    nv
+                } else {
+                    1
+                }
+            })
             .sum::<usize>();
         let accs = (0..self.l.reds.len())
             .filter(|&ri| self.c.strides[self.red_base(ri)][r - 2] == 0)
@@ -471,11 +477,11 @@ impl<'l> Emitter<'l> {
                 out.extend_from_slice(&got[..q]);
                 rv = got[q..].to_vec();
             }
-            for t in 0..nt {
+            for (t, fixed) in fixed_s.iter().enumerate() {
                 let at = (nv + t) * q;
                 let mut mine = carried[at..at + q].to_vec();
                 mine.extend_from_slice(&rs);
-                let got = self.element(cg, &ctx, zero, nv * LANES + t, F32, &all, &mine, &fixed_s[t]);
+                let got = self.element(cg, &ctx, zero, nv * LANES + t, F32, &all, &mine, fixed);
                 out.extend_from_slice(&got[..q]);
                 rs = got[q..].to_vec();
             }

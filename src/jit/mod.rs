@@ -217,7 +217,9 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
                 .profile
                 .then(|| module.declare_func_in_func(prof_id, b.func)),
         };
-        let mut cg = Cg::new(&mut b, ctxp, threads, use_fma, &plan.locs, &prog.vts, helpers);
+        let mut cg = Cg::new(
+            &mut b, ctxp, threads, use_fma, &plan.locs, &prog.vts, helpers,
+        );
         codegen::emit_program(&mut cg, &prog, &plan)?;
         use cranelift_codegen::ir::InstBuilder;
         b.ins().return_(&[]);
@@ -228,7 +230,10 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     let dump = std::env::var_os("QATC_JIT_DUMP").map(std::path::PathBuf::from);
     if let Some(dir) = &dump {
         let _ = std::fs::create_dir_all(dir);
-        let _ = std::fs::write(dir.join(format!("{}.clif", graph.name)), ctx.func.display().to_string());
+        let _ = std::fs::write(
+            dir.join(format!("{}.clif", graph.name)),
+            ctx.func.display().to_string(),
+        );
         let _ = std::fs::write(dir.join(format!("{}.lir", graph.name)), &listing);
         ctx.set_disasm(true);
     }
@@ -420,7 +425,9 @@ impl Executor for JitExecutor {
                 .iter()
                 .find(|(n, _)| *n == inp.name)
                 .map(|(_, f)| *f)
-                .ok_or_else(|| Error::node(&inp.name, "input", "no value was fed for this input"))?;
+                .ok_or_else(|| {
+                    Error::node(&inp.name, "input", "no value was fed for this input")
+                })?;
             let (len, ptr, dtype) = match feed {
                 Feed::F32(d) => (d.len(), d.as_ptr() as *const u8, DType::F32),
                 Feed::I32(d) => (d.len(), d.as_ptr() as *const u8, DType::I32),
@@ -519,7 +526,9 @@ impl Executor for JitExecutor {
                 .iter()
                 .find(|(n, _, _)| n == name)
                 .unwrap();
-            self.state.f32s_mut(*off, t.numel()).copy_from_slice(&t.data);
+            self.state
+                .f32s_mut(*off, t.numel())
+                .copy_from_slice(&t.data);
         }
         Ok(())
     }

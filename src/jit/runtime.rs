@@ -91,7 +91,10 @@ impl Barrier {
             self.wake_sleepers();
             return;
         }
-        wait_until(|| self.generation.load(Ordering::Acquire) != gen, &self.sleeping[tid]);
+        wait_until(
+            || self.generation.load(Ordering::Acquire) != gen,
+            &self.sleeping[tid],
+        );
     }
 
     fn wake_sleepers(&self) {
@@ -138,12 +141,18 @@ fn wait_until(done: impl Fn() -> bool, sleeping: &AtomicBool) {
 }
 
 /// Called by compiled code between dependent ops.
+///
+/// # Safety
+/// `ctx` must be a context the executor passed to the compiled step.
 pub unsafe extern "C" fn qatc_barrier(ctx: *const Ctx) {
     (*(*ctx).barrier).wait((*ctx).tid as usize);
 }
 
 /// `dst[m,n] (+)= lhs[m,k] * rhs[k,n]` with arbitrary element strides (row stride `*_rs`,
 /// column stride `*_cs`), single-threaded: the compiled code splits the work by thread.
+///
+/// # Safety
+/// The three matrices must be valid for every element the strides reach.
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qatc_gemm(
     m: usize,
@@ -189,6 +198,9 @@ pub unsafe extern "C" fn qatc_gemm(
 /// Nudges `n` raw ranges `[min[i], max[i]]` exactly as the reference does
 /// ([`crate::quant::fake::nudged_for`]) and writes `[nudged min | nudged max | scale |
 /// 1/scale]`, `n` floats each, to `out`. `flags`: bit 0 narrow, bit 1 symmetric.
+///
+/// # Safety
+/// `min` and `max` must hold `n` floats and `out` `4 * n`.
 pub unsafe extern "C" fn qatc_nudge(
     min: *const f32,
     max: *const f32,
@@ -237,6 +249,10 @@ impl Profile {
 }
 
 /// Marks the end of instruction `inst` (`u64::MAX`: the start of the step).
+///
+/// # Safety
+/// `ctx` must be a context of a step compiled with profiling, `inst` one of its
+/// instructions.
 pub unsafe extern "C" fn qatc_prof(ctx: *const Ctx, inst: u64) {
     let p = &mut *(*ctx).profile;
     let now = std::time::Instant::now();
@@ -411,10 +427,7 @@ impl Pool {
             w.thread().unpark();
         }
         func(&ctxs[0]);
-        wait_until(
-            || s.pending.load(Ordering::Acquire) == 0,
-            &s.owner_sleeping,
-        );
+        wait_until(|| s.pending.load(Ordering::Acquire) == 0, &s.owner_sleeping);
     }
 }
 
@@ -444,7 +457,8 @@ fn worker(s: Arc<Shared>, tid: usize) {
         if let Some(f) = job.func {
             unsafe { f(job.ctxs.add(tid)) };
         }
-        if s.pending.fetch_sub(1, Ordering::SeqCst) == 1 && s.owner_sleeping.load(Ordering::SeqCst) {
+        if s.pending.fetch_sub(1, Ordering::SeqCst) == 1 && s.owner_sleeping.load(Ordering::SeqCst)
+        {
             if let Some(t) = s.owner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 t.unpark();
             }

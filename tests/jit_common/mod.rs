@@ -27,7 +27,10 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 
 pub fn rand_tensor(r: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
     let n = shape.iter().product();
-    Tensor::new(shape.to_vec(), (0..n).map(|_| r.random_range(lo..hi)).collect())
+    Tensor::new(
+        shape.to_vec(),
+        (0..n).map(|_| r.random_range(lo..hi)).collect(),
+    )
 }
 
 /// Every configuration the JIT must agree with the oracle in.
@@ -87,14 +90,22 @@ pub fn feeds_of(inputs: &[(String, Value)]) -> Vec<(&str, Feed<'_>)> {
 /// Runs `g` on the oracle and on the JIT in every configuration and compares outputs and
 /// updates (`rtol = 0` demands bit equality). Runs `steps` steps, feeding the same inputs,
 /// so state updates compound.
-pub fn check_steps(g: &Graph, params: &ParamStore, inputs: &[(String, Value)], rtol: f32, steps: usize) {
+pub fn check_steps(
+    g: &Graph,
+    params: &ParamStore,
+    inputs: &[(String, Value)],
+    rtol: f32,
+    steps: usize,
+) {
     for opts in configs() {
         let mut exe = compile(g, params, &opts)
             .unwrap_or_else(|e| panic!("compiling `{}` with {opts:?}: {e}", g.name));
         let mut state = params.clone();
         for step in 0..steps {
-            let refs: Vec<(&str, Value)> =
-                inputs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+            let refs: Vec<(&str, Value)> = inputs
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect();
             let want = interp::run(g, &state, &refs).expect("oracle run");
             let got = exe
                 .run(&feeds_of(inputs))
@@ -102,7 +113,12 @@ pub fn check_steps(g: &Graph, params: &ParamStore, inputs: &[(String, Value)], r
             for ((name, w), gt) in want.outputs.iter().zip(&got) {
                 let w = w.f32().expect("f32 output");
                 assert_eq!(gt.shape, w.shape, "output {name} shape");
-                check(&format!("{} {opts:?} step {step} output `{name}`", g.name), &gt.data, &w.data, rtol);
+                check(
+                    &format!("{} {opts:?} step {step} output `{name}`", g.name),
+                    &gt.data,
+                    &w.data,
+                    rtol,
+                );
             }
             for (name, t) in &want.updates {
                 state.insert(name.clone(), t.clone());

@@ -13,8 +13,8 @@
 //! (`window.rs`); the filter gradient reduces into per-thread partials.
 
 use super::elementwise::activation;
-use super::window::{for_channels, mask_value, pixel, WinGeom};
 use super::rows::{self, RowBody, Rows, Tap};
+use super::window::{for_channels, mask_value, pixel, WinGeom};
 use super::{along, same, Lower, Val};
 use crate::error::Result;
 use crate::ir::infer::{conv_axis, conv_transpose_axis};
@@ -336,24 +336,72 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
         Op::Dense { activation: act } => {
             let (x, k) = (cx.arg(0), cx.arg(1));
             let (n, i, o) = (x.shape[0], x.shape[1], k.shape[0]);
-            let raw = cx.temp(if bias(cx).is_some() || *act != Activation::None { "raw" } else { "" }, n * o);
-            gemm(cx, "", n, o, i, mat(raw, o, 1), mat(x.vt, i, 1), mat(k.vt, 1, i));
+            let raw = cx.temp(
+                if bias(cx).is_some() || *act != Activation::None {
+                    "raw"
+                } else {
+                    ""
+                },
+                n * o,
+            );
+            gemm(
+                cx,
+                "",
+                n,
+                o,
+                i,
+                mat(raw, o, 1),
+                mat(x.vt, i, 1),
+                mat(k.vt, 1, i),
+            );
             let b = bias(cx);
-            epilogue(cx, Val { vt: raw, shape: out.clone() }, b, *act)
+            epilogue(
+                cx,
+                Val {
+                    vt: raw,
+                    shape: out.clone(),
+                },
+                b,
+                *act,
+            )
         }
         Op::DenseGradInput => {
             let (dy, k) = (cx.arg(0), cx.arg(1));
             let (n, o, i) = (dy.shape[0], k.shape[0], k.shape[1]);
             let dx = cx.temp("", n * i);
-            gemm(cx, "", n, i, o, mat(dx, i, 1), mat(dy.vt, o, 1), mat(k.vt, i, 1));
-            Val { vt: dx, shape: out.clone() }
+            gemm(
+                cx,
+                "",
+                n,
+                i,
+                o,
+                mat(dx, i, 1),
+                mat(dy.vt, o, 1),
+                mat(k.vt, i, 1),
+            );
+            Val {
+                vt: dx,
+                shape: out.clone(),
+            }
         }
         Op::DenseGradWeight => {
             let (dy, x) = (cx.arg(0), cx.arg(1));
             let (n, o, i) = (dy.shape[0], dy.shape[1], x.shape[1]);
             let dk = cx.temp("", o * i);
-            gemm(cx, "", o, i, n, mat(dk, i, 1), mat(dy.vt, 1, o), mat(x.vt, i, 1));
-            Val { vt: dk, shape: out.clone() }
+            gemm(
+                cx,
+                "",
+                o,
+                i,
+                n,
+                mat(dk, i, 1),
+                mat(dy.vt, 1, o),
+                mat(x.vt, i, 1),
+            );
+            Val {
+                vt: dk,
+                shape: out.clone(),
+            }
         }
         Op::Conv2d(c) => {
             let (x, k) = (cx.arg(0), cx.arg(1));
@@ -362,21 +410,35 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
             conv_forward(cx, x.vt, k.vt, raw, &g);
             let b = bias(cx);
-            epilogue(cx, Val { vt: raw, shape: out.clone() }, b, c.activation)
+            epilogue(
+                cx,
+                Val {
+                    vt: raw,
+                    shape: out.clone(),
+                },
+                b,
+                c.activation,
+            )
         }
         Op::Conv2dGradInput { conv, input_shape } => {
             let (dy, k) = (cx.arg(0), cx.arg(1));
             let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
             let dx = cx.temp("", input_shape.iter().product());
             conv_grad_input(cx, dy.vt, k.vt, dx, &g);
-            Val { vt: dx, shape: out.clone() }
+            Val {
+                vt: dx,
+                shape: out.clone(),
+            }
         }
         Op::Conv2dGradFilter { conv, filter_shape } => {
             let (dy, x) = (cx.arg(0), cx.arg(1));
             let g = forward_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
             let dk = cx.temp("", filter_shape.iter().product());
             conv_grad_filter(cx, dy.vt, x.vt, dk, &g);
-            Val { vt: dk, shape: out.clone() }
+            Val {
+                vt: dk,
+                shape: out.clone(),
+            }
         }
         Op::Conv2dTranspose(c) => {
             let (x, k) = (cx.arg(0), cx.arg(1));
@@ -386,7 +448,15 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
             conv_grad_input(cx, x.vt, kf.vt, raw, &g);
             let b = bias(cx);
-            epilogue(cx, Val { vt: raw, shape: out.clone() }, b, c.activation)
+            epilogue(
+                cx,
+                Val {
+                    vt: raw,
+                    shape: out.clone(),
+                },
+                b,
+                c.activation,
+            )
         }
         Op::Conv2dTransposeGradInput { conv, input_shape } => {
             let (dy, k) = (cx.arg(0), cx.arg(1));
@@ -394,7 +464,10 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let kf = swap_kernel_axes(cx, "kernel_t", k.vt, &k.shape);
             let dx = cx.temp("", input_shape.iter().product());
             conv_forward(cx, dy.vt, kf.vt, dx, &g);
-            Val { vt: dx, shape: out.clone() }
+            Val {
+                vt: dx,
+                shape: out.clone(),
+            }
         }
         Op::Conv2dTransposeGradFilter { conv, filter_shape } => {
             let (dy, x) = (cx.arg(0), cx.arg(1));
@@ -421,7 +494,15 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
                 g,
             });
             let b = bias(cx);
-            epilogue(cx, Val { vt: raw, shape: out.clone() }, b, c.activation)
+            epilogue(
+                cx,
+                Val {
+                    vt: raw,
+                    shape: out.clone(),
+                },
+                b,
+                c.activation,
+            )
         }
         Op::DepthwiseConv2dGradInput { conv, input_shape } => {
             let (dy, k) = (cx.arg(0), cx.arg(1));
@@ -437,7 +518,10 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
                 zeros,
                 g,
             });
-            Val { vt: dx, shape: out.clone() }
+            Val {
+                vt: dx,
+                shape: out.clone(),
+            }
         }
         Op::DepthwiseConv2dGradFilter { conv, filter_shape } => {
             let (dy, x) = (cx.arg(0), cx.arg(1));
@@ -456,11 +540,17 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
                 zeros,
                 g,
             });
-            Val { vt: dk, shape: out.clone() }
+            Val {
+                vt: dk,
+                shape: out.clone(),
+            }
         }
         other => unreachable!("{} is not a contraction", other.name()),
     };
-    Ok(Val { vt: v.vt, shape: out })
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
 }
 
 // ---- kernels ---------------------------------------------------------------------------
@@ -688,7 +778,9 @@ impl Kernel for Depthwise {
         vec![self.y]
     }
     fn parallel(&self, threads: usize) -> bool {
-        threads > 1 && self.g.m() * self.g.co * self.g.kh * self.g.kw >= PAR_MIN_WORK && self.g.n >= threads
+        threads > 1
+            && self.g.m() * self.g.co * self.g.kh * self.g.kw >= PAR_MIN_WORK
+            && self.g.n >= threads
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
         let g = &self.g;
@@ -740,7 +832,9 @@ impl Kernel for DepthwiseGradInput {
         vec![self.dx]
     }
     fn parallel(&self, threads: usize) -> bool {
-        threads > 1 && self.g.m() * self.g.co * self.g.kh * self.g.kw >= PAR_MIN_WORK && self.g.n >= threads
+        threads > 1
+            && self.g.m() * self.g.co * self.g.kh * self.g.kw >= PAR_MIN_WORK
+            && self.g.n >= threads
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
         let g = &self.g;
@@ -925,4 +1019,3 @@ impl Kernel for DepthwiseGradFilter {
         Ok(())
     }
 }
-

@@ -168,7 +168,9 @@ impl Kernel for Rows {
                             softmax_row(cg, x, y, c);
                             // y[label] -= 1, then y /= n
                             let la = cg.elem_addr(bb.unwrap(), r);
-                            let label = cg.b.ins().load(I32, crate::jit::codegen::data_flags(), la, 0);
+                            let label =
+                                cg.b.ins()
+                                    .load(I32, crate::jit::codegen::data_flags(), la, 0);
                             let label = cg.b.ins().sextend(I64, label);
                             let pa = cg.elem_addr(y, label);
                             let p = cg.load(F32, pa, 0);
@@ -222,7 +224,9 @@ impl Kernel for Rows {
                     let ln = cg.call(f, &[s])[0];
                     let lse = cg.fadd(m, ln);
                     let la = cg.elem_addr(labels, r);
-                    let label = cg.b.ins().load(I32, crate::jit::codegen::data_flags(), la, 0);
+                    let label =
+                        cg.b.ins()
+                            .load(I32, crate::jit::codegen::data_flags(), la, 0);
                     let label = cg.b.ins().sextend(I64, label);
                     let xa = cg.elem_addr(x, label);
                     let xl = cg.load(F32, xa, 0);

@@ -70,7 +70,12 @@ impl<'g> Lower<'g> {
         }
         for (name, id) in self.g.params() {
             let n = self.g.node(id);
-            let vt = self.new_vt_storage(&name, n.ty.numel(), DType::F32, Storage::Param(name.clone()));
+            let vt = self.new_vt_storage(
+                &name,
+                n.ty.numel(),
+                DType::F32,
+                Storage::Param(name.clone()),
+            );
             self.prog.params.push((name, vt, n.ty.shape.clone()));
             self.bind(id, vt);
         }
@@ -170,7 +175,12 @@ impl<'g> Lower<'g> {
     }
 
     /// An elementwise map over `shape` into a new vt: `f` builds the value to store.
-    pub fn map(&mut self, suffix: &str, shape: &[usize], f: impl FnOnce(&mut Loop) -> NodeIx) -> Val {
+    pub fn map(
+        &mut self,
+        suffix: &str,
+        shape: &[usize],
+        f: impl FnOnce(&mut Loop) -> NodeIx,
+    ) -> Val {
         let numel = shape.iter().product();
         let vt = self.temp(suffix, numel);
         let mut l = self.new_loop(suffix, shape);
@@ -208,18 +218,45 @@ impl<'g> Lower<'g> {
                 "`quant` markers only exist inside the quantization pipeline; run the \
                  `default_8bit` pipeline to completion first",
             )),
-            Relu | Relu6 | LeakyRelu { .. } | HardSwish | Sigmoid | Tanh | Add { .. }
-            | Sub { .. } | Mul { .. } | ReluGrad | Relu6Grad | LeakyReluGrad { .. }
-            | HardSwishGrad | SigmoidGrad | TanhGrad | MovingAverage { .. }
-            | SgdVelocity { .. } | AdamMoment { .. } | AdamMomentSq { .. }
-            | AdamApply { .. } | EmaUpdate { .. } | RunningMin | RunningMax
-            | DropoutMask { .. } | ScaleChannels { .. } | BnScale { .. } => {
-                elementwise::lower(self, &op)
-            }
-            ObserveMin { .. } | ObserveMax { .. } | ReduceSum(_) | Mean(_)
-            | GlobalAvgPool { .. } | GlobalMaxPool { .. } | GlobalAvgPoolGrad { .. }
-            | MeanGrad { .. } | BatchMean | BatchVar { .. } => reduce::lower(self, &op),
-            BatchNorm { .. } | BatchNormTrain { .. } | BatchNormGradInput { .. }
+            Relu
+            | Relu6
+            | LeakyRelu { .. }
+            | HardSwish
+            | Sigmoid
+            | Tanh
+            | Add { .. }
+            | Sub { .. }
+            | Mul { .. }
+            | ReluGrad
+            | Relu6Grad
+            | LeakyReluGrad { .. }
+            | HardSwishGrad
+            | SigmoidGrad
+            | TanhGrad
+            | MovingAverage { .. }
+            | SgdVelocity { .. }
+            | AdamMoment { .. }
+            | AdamMomentSq { .. }
+            | AdamApply { .. }
+            | EmaUpdate { .. }
+            | RunningMin
+            | RunningMax
+            | DropoutMask { .. }
+            | ScaleChannels { .. }
+            | BnScale { .. } => elementwise::lower(self, &op),
+            ObserveMin { .. }
+            | ObserveMax { .. }
+            | ReduceSum(_)
+            | Mean(_)
+            | GlobalAvgPool { .. }
+            | GlobalMaxPool { .. }
+            | GlobalAvgPoolGrad { .. }
+            | MeanGrad { .. }
+            | BatchMean
+            | BatchVar { .. } => reduce::lower(self, &op),
+            BatchNorm { .. }
+            | BatchNormTrain { .. }
+            | BatchNormGradInput { .. }
             | BatchNormGradGamma { .. } => norm::lower(self, &op),
             FakeQuant(q) => {
                 if let Some(state) = q.range.state() {
@@ -236,15 +273,25 @@ impl<'g> Lower<'g> {
                 quant::lower(self, &op)
             }
             FakeQuantGrad(_) => quant::lower(self, &op),
-            Conv2d(_) | DepthwiseConv2d(_) | Conv2dTranspose(_) | Dense { .. }
-            | Conv2dGradInput { .. } | Conv2dGradFilter { .. }
-            | DepthwiseConv2dGradInput { .. } | DepthwiseConv2dGradFilter { .. }
-            | Conv2dTransposeGradInput { .. } | Conv2dTransposeGradFilter { .. }
-            | DenseGradInput | DenseGradWeight => conv::lower(self, &op),
-            MaxPool2d(_) | AvgPool2d(_) | MaxPool2dGrad(_) | AvgPool2dGrad { .. }
-            | GlobalMaxPoolGrad | UpsampleNearest { .. } | UpsampleNearestGrad { .. } => {
-                pool::lower(self, &op)
-            }
+            Conv2d(_)
+            | DepthwiseConv2d(_)
+            | Conv2dTranspose(_)
+            | Dense { .. }
+            | Conv2dGradInput { .. }
+            | Conv2dGradFilter { .. }
+            | DepthwiseConv2dGradInput { .. }
+            | DepthwiseConv2dGradFilter { .. }
+            | Conv2dTransposeGradInput { .. }
+            | Conv2dTransposeGradFilter { .. }
+            | DenseGradInput
+            | DenseGradWeight => conv::lower(self, &op),
+            MaxPool2d(_)
+            | AvgPool2d(_)
+            | MaxPool2dGrad(_)
+            | AvgPool2dGrad { .. }
+            | GlobalMaxPoolGrad
+            | UpsampleNearest { .. }
+            | UpsampleNearestGrad { .. } => pool::lower(self, &op),
             Softmax | SoftmaxGrad | SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad => {
                 loss::lower(self, &op)
             }

@@ -15,10 +15,7 @@ fn inv_std(cx: &mut Lower, x: &Val, eps: f32) -> (Val, Val, Val) {
     let key = format!("invstd:{}:{}", x.vt, eps.to_bits());
     let c = mean.shape.clone();
     if let Some(v) = cx.memo.get(&key) {
-        let inv = Val {
-            vt: v[0],
-            shape: c,
-        };
+        let inv = Val { vt: v[0], shape: c };
         return (mean, var, inv);
     }
     let inv = cx.map("invstd", &c, |l| {
@@ -84,7 +81,13 @@ fn grad_sums(cx: &mut Lower, dy: &Val, x: &Val, eps: f32) -> (Val, Val) {
 /// `batch_norm_train(x, gamma, beta)` as a per-channel affine map `fma(x, a_c, b_c)`:
 /// `[a | b]` with `a = gamma * inv_std`, `b = beta - mean * a`; once per operands.
 pub fn train_affine(cx: &mut Lower, x: &Val, gamma: &Val, beta: &Val, eps: f32) -> VtId {
-    let key = format!("bnaffine:{}:{}:{}:{}", x.vt, gamma.vt, beta.vt, eps.to_bits());
+    let key = format!(
+        "bnaffine:{}:{}:{}:{}",
+        x.vt,
+        gamma.vt,
+        beta.vt,
+        eps.to_bits()
+    );
     if let Some(v) = cx.memo.get(&key) {
         return v[0];
     }
@@ -120,7 +123,8 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
     let v = match op {
         Op::BatchNorm { epsilon, .. } => {
             let eps = epsilon.0;
-            let (x, gamma, beta, mean, var) = (cx.arg(0), cx.arg(1), cx.arg(2), cx.arg(3), cx.arg(4));
+            let (x, gamma, beta, mean, var) =
+                (cx.arg(0), cx.arg(1), cx.arg(2), cx.arg(3), cx.arg(4));
             let c = gamma.shape.clone();
             // scale = gamma / sqrt(var + eps); shift = beta - mean * scale
             let coef = cx.temp("coef", 2 * c[0]);
@@ -191,7 +195,14 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let t = l.add(as1, k2m);
             let k3 = l.un(UnOp::Neg, t);
             for (i, k) in [k1, k2, k3].into_iter().enumerate() {
-                l.store(k, Access { vt: coef, offset: i * n, strides: vec![1] });
+                l.store(
+                    k,
+                    Access {
+                        vt: coef,
+                        offset: i * n,
+                        strides: vec![1],
+                    },
+                );
             }
             cx.push(Inst::Loop(l));
             cx.map("", &s, |l| {
@@ -210,8 +221,5 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
         }
         other => unreachable!("{} is not a BatchNorm op", other.name()),
     };
-    Ok(Val {
-        vt: v.vt,
-        shape: s,
-    })
+    Ok(Val { vt: v.vt, shape: s })
 }

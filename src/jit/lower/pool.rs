@@ -219,7 +219,11 @@ impl Kernel for Pool {
                     let a = cg.elem_addr(src, ch);
                     let v = cg.load(ty, a, 0);
                     let v = mask_value(cg, valid, v, fill);
-                    acc = if max { cg.fmax(acc, v) } else { cg.fadd(acc, v) };
+                    acc = if max {
+                        cg.fmax(acc, v)
+                    } else {
+                        cg.fadd(acc, v)
+                    };
                 }
                 if let Some(cnt) = inv {
                     let n = match cnt {
@@ -477,7 +481,9 @@ impl Kernel for GlobalMaxPoolGrad {
         vec![self.dx]
     }
     fn parallel(&self, threads: usize) -> bool {
-        threads > 1 && self.shape.iter().product::<usize>() >= PAR_MIN_WORK && self.shape[0] >= threads
+        threads > 1
+            && self.shape.iter().product::<usize>() >= PAR_MIN_WORK
+            && self.shape[0] >= threads
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
         let (n, hw, c) = (self.shape[0], self.shape[1] * self.shape[2], self.shape[3]);
@@ -532,4 +538,3 @@ fn mask_zero(cg: &mut Cg, ty: Type) -> Value {
         cg.b.ins().iconst(I8, 0)
     }
 }
-

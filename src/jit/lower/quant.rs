@@ -57,8 +57,16 @@ impl Kernel for Nudge {
 /// The nudged range of a quantizer: where each of its four per-channel vectors lives, or
 /// compile-time constants.
 enum Range {
-    Runtime { vt: VtId, n: usize },
-    Const { min: f32, max: f32, scale: f32, inv: f32 },
+    Runtime {
+        vt: VtId,
+        n: usize,
+    },
+    Const {
+        min: f32,
+        max: f32,
+        scale: f32,
+        inv: f32,
+    },
 }
 
 fn flags(q: &FakeQuantAttrs) -> u64 {

@@ -76,7 +76,13 @@ pub fn stats(cx: &mut Lower, x: &Val) -> Stats {
     l.reduce(d, RedKind::Sum, 0.0, 1.0, reduced(s1, &s, &keep));
     l.reduce(d2, RedKind::Sum, 0.0, 1.0, reduced(s2, &s, &keep));
     l.reduce(xv, RedKind::Min, f32::INFINITY, 1.0, reduced(lo, &s, &keep));
-    l.reduce(xv, RedKind::Max, f32::NEG_INFINITY, 1.0, reduced(hi, &s, &keep));
+    l.reduce(
+        xv,
+        RedKind::Max,
+        f32::NEG_INFINITY,
+        1.0,
+        reduced(hi, &s, &keep),
+    );
     cx.push(Inst::Loop(l));
     // mean = s + sum/m, var = max(sumsq/m - (sum/m)^2, 0)
     let (mean, var) = (cx.temp("mean", c), cx.temp("var", c));

@@ -100,7 +100,9 @@ fn row_tap(cg: &mut Cg, a: &Axis, o: Value, k: usize) -> (Value, Value) {
         let t = cg.b.ins().imul_imm_s(o, s);
         let i = cg.b.ins().iadd_imm_s(t, k as i64 * d - p);
         let ge = cg.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, 0);
-        let lt = cg.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, a.src as i64);
+        let lt =
+            cg.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThan, i, a.src as i64);
         let ok = cg.b.ins().band(ge, lt);
         (cg.b.ins().select(ok, i, zero), ok)
     } else {
@@ -115,7 +117,9 @@ fn row_tap(cg: &mut Cg, a: &Axis, o: Value, k: usize) -> (Value, Value) {
             let exact = cg.b.ins().icmp(IntCC::Equal, back, tc);
             (q, cg.b.ins().band(ge, exact))
         };
-        let lt = cg.b.ins().icmp_imm_s(IntCC::SignedLessThan, q, a.src as i64);
+        let lt =
+            cg.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThan, q, a.src as i64);
         let ok = cg.b.ins().band(ok, lt);
         (cg.b.ins().select(ok, q, zero), ok)
     }

@@ -38,11 +38,7 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             let c = z.c(0.0);
             z.store(c, Access::identity(y, &out));
             cx.push(Inst::Loop(z));
-            let offset: usize = pads
-                .iter()
-                .zip(&os)
-                .map(|(p, &s)| p[0] * s as usize)
-                .sum();
+            let offset: usize = pads.iter().zip(&os).map(|(p, &s)| p[0] * s as usize).sum();
             let mut l = cx.new_loop("", &x.shape);
             let v = l.leaf(same(&x, &x.shape));
             l.store(

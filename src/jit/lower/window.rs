@@ -75,7 +75,9 @@ impl Axis {
                 return (i, None);
             }
             let ge = cg.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, 0);
-            let lt = cg.b.ins().icmp_imm_s(IntCC::SignedLessThan, i, self.src as i64);
+            let lt =
+                cg.b.ins()
+                    .icmp_imm_s(IntCC::SignedLessThan, i, self.src as i64);
             let ok = cg.b.ins().band(ge, lt);
             let zero = cg.iconst(0);
             let ic = cg.b.ins().select(ok, i, zero);
@@ -100,7 +102,9 @@ impl Axis {
                 let exact = cg.b.ins().icmp(IntCC::Equal, back, tc);
                 (q, cg.b.ins().band(ge, exact))
             };
-            let lt = cg.b.ins().icmp_imm_s(IntCC::SignedLessThan, q, self.src as i64);
+            let lt =
+                cg.b.ins()
+                    .icmp_imm_s(IntCC::SignedLessThan, q, self.src as i64);
             let ok = cg.b.ins().band(ok, lt);
             let qc = cg.b.ins().select(ok, q, zero);
             (qc, Some(ok))
