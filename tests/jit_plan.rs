@@ -198,28 +198,30 @@ fn missing_params_are_an_error_naming_them() {
 
 #[test]
 fn an_update_read_after_its_write_is_copied_back() {
-    // w' = w * 2 is an update, but `late` reads the old w after it: the new value cannot
-    // overwrite w in place, so it is copied back at the end of the step
+    // w' = 2w is an update, but the GEMM of `late` reads the old w after w' is computed
+    // (through `h`): w' cannot overwrite w in place, so it is copied back at the end
     let mut g = Graph::new("copy_back");
-    let x = g.add_input("x", TensorType::f32(vec![4])).unwrap();
-    let w = g.param("w", TensorType::f32(vec![4])).unwrap();
+    let x = g.add_input("x", TensorType::f32(vec![1, 4])).unwrap();
+    let w = g.param("w", TensorType::f32(vec![4, 4])).unwrap();
     let two = g.param("two", TensorType::f32(vec![])).unwrap();
     let w2 = g
         .add(Op::Mul { activation: Activation::None }, "w_next", &[w, two])
         .unwrap();
-    let dep = g
-        .add(Op::Add { activation: Activation::None }, "dep", &[x, w2])
-        .unwrap();
-    let late = g
-        .add(Op::Sub { activation: Activation::None }, "late", &[dep, w])
-        .unwrap();
+    let dense = Op::Dense {
+        activation: Activation::None,
+    };
+    let h = g.add(dense.clone(), "h", &[x, w2]).unwrap();
+    let late = g.add(dense, "late", &[h, w]).unwrap();
     g.add_output("late", late);
     g.add_update("w", w2);
     let mut p = ParamStore::new();
-    p.insert("w", Tensor::new(vec![4], vec![1.0, 2.0, 3.0, 4.0]));
+    p.insert("w", rand_tensor(&mut rng(7), &[4, 4], -1.0, 1.0));
     p.insert("two", Tensor::scalar(2.0));
     let exe = compile(&g, &p, &one_thread()).unwrap();
     assert_eq!(exe.stats().updates_copied, 1, "{}", exe.listing());
-    let inputs = vec![("x".to_string(), Value::F32(Tensor::zeros(vec![4])))];
-    check_steps(&g, &p, &inputs, 0.0, 3);
+    let inputs = vec![(
+        "x".to_string(),
+        Value::F32(rand_tensor(&mut rng(8), &[1, 4], -1.0, 1.0)),
+    )];
+    check_steps(&g, &p, &inputs, RTOL, 3);
 }
