@@ -560,9 +560,19 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             })
         }
         ReluGrad | Relu6Grad | LeakyReluGrad { .. } | HardSwishGrad | SigmoidGrad | TanhGrad
-        | SoftmaxGrad | GlobalMaxPoolGrad => {
+        | SoftmaxGrad => {
             want_same(ins[0], ins[1], "dy and the forward value")?;
             f32t(ins[0].shape.clone())
+        }
+        GlobalMaxPoolGrad => {
+            // dy is the pool's output ([n,c], or [n,1,1,c] with keepdims), x its input
+            let (dy, x) = (ins[0], ins[1]);
+            want_rank(x, 4, "the input")?;
+            let (n, c) = (x.shape[0], x.shape[3]);
+            if dy.shape != [n, c] && dy.shape != [n, 1, 1, c] {
+                return Err(format!("dy {dy} does not match the pool of input {x}"));
+            }
+            f32t(x.shape.clone())
         }
         BatchNormTrain { epsilon } => {
             let x = ins[0];
