@@ -69,11 +69,8 @@ impl Check {
 
     /// A param that is not checked.
     fn constant(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> NodeId {
-        self.params
-            .insert(name, Tensor::new(shape.to_vec(), data));
-        self.g
-            .param(name, TensorType::f32(shape.to_vec()))
-            .unwrap()
+        self.params.insert(name, Tensor::new(shape.to_vec(), data));
+        self.g.param(name, TensorType::f32(shape.to_vec())).unwrap()
     }
 
     fn op(&mut self, op: Op, name: &str, operands: &[NodeId]) -> NodeId {
@@ -149,7 +146,11 @@ impl Check {
                 );
             }
         }
-        assert!(largest > 0.05, "{}: all gradients are ~0, the check is vacuous", self.g.name);
+        assert!(
+            largest > 0.05,
+            "{}: all gradients are ~0, the check is vacuous",
+            self.g.name
+        );
     }
 }
 
@@ -252,7 +253,13 @@ fn conv2d_fused_relu6() {
             .data
             .iter()
             .all(|&v| v.abs() > margin && (v - 6.0).abs() > margin);
-        let clipped = pre.f32().unwrap().data.iter().filter(|&&v| v > 6.0 || v < 0.0).count();
+        let clipped = pre
+            .f32()
+            .unwrap()
+            .data
+            .iter()
+            .filter(|&&v| !(0.0..=6.0).contains(&v))
+            .count();
         if !ok || clipped == 0 {
             continue;
         }
@@ -274,7 +281,11 @@ fn depthwise_conv2d_multiplier2_stride2() {
     let x = c.rand("x", &[2, 5, 5, 2]);
     let k = c.rand("k", &[1, 3, 3, 4]);
     let b = c.rand("b", &[4]);
-    let y = c.op(Op::DepthwiseConv2d(conv(2, Padding::Same, 1)), "y", &[x, k, b]);
+    let y = c.op(
+        Op::DepthwiseConv2d(conv(2, Padding::Same, 1)),
+        "y",
+        &[x, k, b],
+    );
     c.check(y);
 }
 
@@ -284,7 +295,11 @@ fn conv2d_transpose_same_stride2() {
     let x = c.rand("x", &[2, 3, 3, 2]);
     let k = c.rand("k", &[3, 3, 3, 2]);
     let b = c.rand("b", &[3]);
-    let y = c.op(Op::Conv2dTranspose(conv(2, Padding::Same, 1)), "y", &[x, k, b]);
+    let y = c.op(
+        Op::Conv2dTranspose(conv(2, Padding::Same, 1)),
+        "y",
+        &[x, k, b],
+    );
     c.check(y);
 }
 
@@ -293,7 +308,11 @@ fn conv2d_transpose_valid() {
     let mut c = Check::new("conv2d_transpose_valid", 6);
     let x = c.rand("x", &[1, 3, 2, 2]);
     let k = c.rand("k", &[2, 2, 3, 2]);
-    let y = c.op(Op::Conv2dTranspose(conv(1, Padding::Valid, 1)), "y", &[x, k]);
+    let y = c.op(
+        Op::Conv2dTranspose(conv(1, Padding::Valid, 1)),
+        "y",
+        &[x, k],
+    );
     c.check(y);
 }
 
@@ -323,9 +342,7 @@ fn batch_norm_train_through_batch_statistics() {
         let gamma = c.var("gamma", &[ch], gamma_data);
         let beta = c.rand("beta", &[ch]);
         let y = c.op(
-            Op::BatchNormTrain {
-                epsilon: F32(1e-3),
-            },
+            Op::BatchNormTrain { epsilon: F32(1e-3) },
             "y",
             &[x, gamma, beta],
         );
@@ -530,7 +547,13 @@ fn mean_over_axes() {
 fn reshape_and_flatten() {
     let mut c = Check::new("reshape", 21);
     let x = c.rand("x", &[2, 3, 4]);
-    let y = c.op(Op::Reshape { shape: vec![2, -1, 3] }, "y", &[x]);
+    let y = c.op(
+        Op::Reshape {
+            shape: vec![2, -1, 3],
+        },
+        "y",
+        &[x],
+    );
     c.check(y);
 
     let mut c = Check::new("flatten", 22);
@@ -661,10 +684,9 @@ fn fake_quant_straight_through_per_axis() {
 fn softmax_cross_entropy() {
     let mut c = Check::new("softmax_cross_entropy", 29);
     let logits = c.rand("logits", &[4, 5]);
-    let labels = c
-        .g
-        .add_input("labels", TensorType::new(qatc::ir::DType::I32, vec![4]))
-        .unwrap();
+    let labels =
+        c.g.add_input("labels", TensorType::new(qatc::ir::DType::I32, vec![4]))
+            .unwrap();
     c.feeds
         .push(("labels".into(), Value::labels(&[0, 3, 4, 1])));
     let y = c.op(Op::SoftmaxCrossEntropy, "y", &[logits, labels]);
@@ -681,7 +703,10 @@ fn every_model_op_has_a_rule() {
         let r = rule(k);
         let is_model_op = (k as usize) < (OpKind::Quant as usize);
         if is_model_op && !matches!(k, OpKind::Input | OpKind::Param | OpKind::BatchNorm) {
-            assert!(matches!(r, Rule::Grad(_)), "model op {k} has no gradient rule");
+            assert!(
+                matches!(r, Rule::Grad(_)),
+                "model op {k} has no gradient rule"
+            );
         }
     }
 }

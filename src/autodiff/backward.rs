@@ -85,9 +85,14 @@ impl Emit<'_> {
     /// Sums contributions into one value: `(node, negated)`, with the sign left unapplied
     /// when every contribution is negative.
     pub fn sum(&mut self, cs: &[Contrib], name: &str) -> Result<Contrib> {
-        let Some(first) = cs.iter().position(|c| !c.negated).or((!cs.is_empty()).then_some(0))
+        let Some(first) = cs
+            .iter()
+            .position(|c| !c.negated)
+            .or((!cs.is_empty()).then_some(0))
         else {
-            return Err(Error::Usage(format!("internal: empty gradient sum for {name}")));
+            return Err(Error::Usage(format!(
+                "internal: empty gradient sum for {name}"
+            )));
         };
         let base = cs[first];
         if cs.len() == 1 {

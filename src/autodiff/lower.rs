@@ -31,7 +31,10 @@ use std::collections::{HashMap, HashSet};
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Mode {
     /// The training forward pass; `step` is the step input, `seed` salts dropout masks.
-    Train { step: NodeId, seed: u64 },
+    Train {
+        step: NodeId,
+        seed: u64,
+    },
     Eval,
 }
 
@@ -194,7 +197,13 @@ impl<'m> Lowering<'m> {
     /// its fused kernel hands the *unbiased* batch variance (`n / (n - 1)`) to the moving
     /// average; other ranks go through `tf.nn.moments`, biased. Normalization itself always
     /// uses the biased variance.
-    fn batch_norm(&mut self, n: NodeId, epsilon: F32, momentum: F32, xs: &[NodeId]) -> Result<NodeId> {
+    fn batch_norm(
+        &mut self,
+        n: NodeId,
+        epsilon: F32,
+        momentum: F32,
+        xs: &[NodeId],
+    ) -> Result<NodeId> {
         let name = self.m.node(n).name.clone();
         for (i, what) in [(3, "moving_mean"), (4, "moving_var")] {
             if self.g.node(xs[i]).op != Op::Param {
@@ -236,8 +245,16 @@ impl<'m> Lowering<'m> {
             }
             RangeSource::LastValue => {
                 let x = xs[0];
-                let lo = self.emit(Op::ObserveMin { axis: q.axis }, &format!("{name}.min"), &[x])?;
-                let hi = self.emit(Op::ObserveMax { axis: q.axis }, &format!("{name}.max"), &[x])?;
+                let lo = self.emit(
+                    Op::ObserveMin { axis: q.axis },
+                    &format!("{name}.min"),
+                    &[x],
+                )?;
+                let hi = self.emit(
+                    Op::ObserveMax { axis: q.axis },
+                    &format!("{name}.max"),
+                    &[x],
+                )?;
                 (lo, hi)
             }
             RangeSource::Fixed { min, max } => {
@@ -268,11 +285,9 @@ impl<'m> Lowering<'m> {
         if let Some(&r) = self.ranges.get(state) {
             return Ok(r);
         }
-        let &obs = self.observers.get(state).ok_or_else(|| {
-            Error::Graph {
-                graph: self.m.name.clone(),
-                msg: format!("range=tied reads state `{state}` but no quantizer observes it"),
-            }
+        let &obs = self.observers.get(state).ok_or_else(|| Error::Graph {
+            graph: self.m.name.clone(),
+            msg: format!("range=tied reads state `{state}` but no quantizer observes it"),
         })?;
         let Op::FakeQuant(q) = self.m.node(obs).op.clone() else {
             unreachable!("observers are fake_quant nodes")
@@ -348,7 +363,11 @@ impl<'m> Lowering<'m> {
             Op::FakeQuant(q) if q.range.state() == Some(state) => {
                 self.shadow(state, operands[0])?
             }
-            Op::BatchNorm { .. } | Op::Dropout { .. } | Op::FakeQuant(_) | Op::Input | Op::Param => {
+            Op::BatchNorm { .. }
+            | Op::Dropout { .. }
+            | Op::FakeQuant(_)
+            | Op::Input
+            | Op::Param => {
                 return Err(Error::Unsupported {
                     node: node.name.clone(),
                     op: node.op.name().into(),

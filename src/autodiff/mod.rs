@@ -149,7 +149,10 @@ fn logits_output(model: &Graph, wanted: Option<&str>) -> Result<NodeId> {
 /// Whether param operand `i` of `op` is something gradients flow into (not BatchNorm
 /// moving statistics or quantizer ranges).
 fn trainable_operand(op: &Op, i: usize) -> bool {
-    !matches!((op, i), (Op::BatchNorm { .. }, 3 | 4) | (Op::FakeQuant(_), 1 | 2))
+    !matches!(
+        (op, i),
+        (Op::BatchNorm { .. }, 3 | 4) | (Op::FakeQuant(_), 1 | 2)
+    )
 }
 
 /// Builds the train-step graph (CONTRACTS form 4) of a model or QAT graph.
@@ -175,16 +178,16 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
     let params = m.params();
     for f in &spec.frozen {
         if !params.contains_key(f) {
-            return Err(Error::param(f, "is to be frozen but the model has no such param"));
+            return Err(Error::param(
+                f,
+                "is to be frozen but the model has no such param",
+            ));
         }
     }
 
     let mut g = Graph::new(format!("{}.train_step", m.name));
     let input = g.add_input("input", m.node(model_input).ty.clone())?;
-    let labels = g.add_input(
-        "labels",
-        TensorType::new(DType::I32, vec![spec.batch_size]),
-    )?;
+    let labels = g.add_input("labels", TensorType::new(DType::I32, vec![spec.batch_size]))?;
     let step = g.add_input("step", TensorType::scalar(DType::F32))?;
     let lr = g.add_input("lr", TensorType::scalar(DType::F32))?;
     let mode = Mode::Train {

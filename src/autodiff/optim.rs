@@ -16,7 +16,11 @@ pub enum Optimizer {
     /// `keras.optimizers.Adam`: `m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
     /// p = p - lr_t * m / (sqrt(v) + epsilon)` with the bias correction folded into
     /// `lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`, `t = step + 1` (epsilon not corrected).
-    Adam { beta1: f32, beta2: f32, epsilon: f32 },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+    },
 }
 
 impl Default for Optimizer {
@@ -80,10 +84,7 @@ impl Optimizer {
                 beta1,
                 beta2,
                 epsilon,
-            } if !((0.0..1.0).contains(&beta1)
-                && (0.0..1.0).contains(&beta2)
-                && epsilon > 0.0) =>
-            {
+            } if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && epsilon > 0.0) => {
                 bad("beta1 and beta2 must be in [0, 1) and epsilon > 0")
             }
             _ => Ok(()),

@@ -110,16 +110,37 @@ pub fn rule(kind: OpKind) -> Rule {
         BnScale | ScaleChannels => Unsupported(
             "fold_bn helpers belong to export graphs: train the QAT graph, fold afterwards",
         ),
-        DropoutMask | ObserveMin | ObserveMax | EmaUpdate | RunningMin | RunningMax
-        | BatchMean | BatchVar | MovingAverage | SgdVelocity | AdamMoment | AdamMomentSq
-        | AdamApply => NoGradient,
-        SoftmaxCrossEntropyGrad | ReluGrad | Relu6Grad | LeakyReluGrad | HardSwishGrad
-        | SigmoidGrad | TanhGrad | SoftmaxGrad | FakeQuantGrad | Conv2dGradInput
-        | Conv2dGradFilter | DepthwiseConv2dGradInput | DepthwiseConv2dGradFilter
-        | Conv2dTransposeGradInput | Conv2dTransposeGradFilter | DenseGradInput
-        | DenseGradWeight | ReduceSum | BatchNormGradInput | BatchNormGradGamma
-        | MaxPool2dGrad | AvgPool2dGrad | GlobalAvgPoolGrad | GlobalMaxPoolGrad | MeanGrad
-        | Slice | UpsampleNearestGrad => {
+        DropoutMask | ObserveMin | ObserveMax | EmaUpdate | RunningMin | RunningMax | BatchMean
+        | BatchVar | MovingAverage | SgdVelocity | AdamMoment | AdamMomentSq | AdamApply => {
+            NoGradient
+        }
+        SoftmaxCrossEntropyGrad
+        | ReluGrad
+        | Relu6Grad
+        | LeakyReluGrad
+        | HardSwishGrad
+        | SigmoidGrad
+        | TanhGrad
+        | SoftmaxGrad
+        | FakeQuantGrad
+        | Conv2dGradInput
+        | Conv2dGradFilter
+        | DepthwiseConv2dGradInput
+        | DepthwiseConv2dGradFilter
+        | Conv2dTransposeGradInput
+        | Conv2dTransposeGradFilter
+        | DenseGradInput
+        | DenseGradWeight
+        | ReduceSum
+        | BatchNormGradInput
+        | BatchNormGradGamma
+        | MaxPool2dGrad
+        | AvgPool2dGrad
+        | GlobalAvgPoolGrad
+        | GlobalMaxPoolGrad
+        | MeanGrad
+        | Slice
+        | UpsampleNearestGrad => {
             Unsupported("gradient ops are not differentiated again (no second-order gradients)")
         }
     }
@@ -411,7 +432,7 @@ fn concat(e: &mut Emit, s: &Site) -> Result<Grads> {
         return Ok(out);
     }
     let mut offset = 0;
-    for i in 0..s.x.len() {
+    for (i, slot) in out.iter_mut().enumerate() {
         let size = e.shape(s.x[i]);
         if s.needs(i) {
             let mut begin = vec![0; size.len()];
@@ -420,7 +441,7 @@ fn concat(e: &mut Emit, s: &Site) -> Result<Grads> {
                 begin,
                 size: size.clone(),
             };
-            out[i] = Some(Contrib::pos(e.op(
+            *slot = Some(Contrib::pos(e.op(
                 op,
                 &s.n(&format!("input{i}")),
                 &[s.dy],

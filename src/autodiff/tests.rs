@@ -78,7 +78,9 @@ impl Run {
 }
 
 fn batch(n: usize, offset: f32) -> Vec<f32> {
-    (0..n * 16).map(|i| ((i * 7 % 13) as f32) * 0.1 + offset).collect()
+    (0..n * 16)
+        .map(|i| ((i * 7 % 13) as f32) * 0.1 + offset)
+        .collect()
 }
 
 #[test]
@@ -88,7 +90,10 @@ fn qat_train_step_has_the_contracted_form() {
     let g = &step.graph;
     let inputs: Vec<String> = g.inputs().iter().map(|&i| g.node(i).name.clone()).collect();
     assert_eq!(inputs, ["input", "labels", "step", "lr"]);
-    assert_eq!(g.node(g.find("input").unwrap()).ty, TensorType::f32(vec![4, 4, 4, 1]));
+    assert_eq!(
+        g.node(g.find("input").unwrap()).ty,
+        TensorType::f32(vec![4, 4, 4, 1])
+    );
     assert_eq!(g.node(g.find("labels").unwrap()).ty.to_string(), "i32[4]");
     let outputs: Vec<&str> = g.outputs().iter().map(|o| o.name.as_str()).collect();
     assert_eq!(outputs, ["loss", "logits"]);
@@ -102,7 +107,14 @@ fn qat_train_step_has_the_contracted_form() {
     }
     assert_eq!(
         step.trained,
-        ["bn.beta", "bn.gamma", "conv.bias", "conv.kernel", "dense.bias", "dense.kernel"]
+        [
+            "bn.beta",
+            "bn.gamma",
+            "conv.bias",
+            "conv.kernel",
+            "dense.bias",
+            "dense.kernel"
+        ]
     );
     assert_eq!(step.observer_state.len(), 4);
     assert!(step.observer_state.contains(&"x.fq.min".to_string()));
@@ -223,7 +235,9 @@ output "logits" = %7
     let model = parse(src, "concat.qir").unwrap();
     let step = train_step(&model, &TrainSpec::new(2)).unwrap();
     let g = &step.graph;
-    let shadow = g.find("cat.observed").expect("a shadow concat feeds the observer");
+    let shadow = g
+        .find("cat.observed")
+        .expect("a shadow concat feeds the observer");
     assert_eq!(g.node(shadow).op.name(), "concat");
     // the shadow reads the raw branch values, the tied quantizers read the new range
     let raw: Vec<&str> = g
@@ -272,7 +286,10 @@ fn batch_norm_moves_its_statistics_like_keras() {
         g,
         &step.initial_state(&params).unwrap(),
         &[
-            ("input", crate::ir::interp::Value::F32(Tensor::new(vec![2, 4, 4, 1], x.clone()))),
+            (
+                "input",
+                crate::ir::interp::Value::F32(Tensor::new(vec![2, 4, 4, 1], x.clone())),
+            ),
             ("labels", crate::ir::interp::Value::labels(&[1, 2])),
             ("step", crate::ir::interp::Value::F32(Tensor::scalar(0.0))),
             ("lr", crate::ir::interp::Value::F32(Tensor::scalar(0.0))),
@@ -282,12 +299,22 @@ fn batch_norm_moves_its_statistics_like_keras() {
     let conv = vals[&g.find("conv").unwrap()].f32().unwrap().clone();
     let m = (conv.data.len() / 2) as f64;
     for c in 0..2 {
-        let xs: Vec<f64> = conv.data.iter().skip(c).step_by(2).map(|&v| v as f64).collect();
+        let xs: Vec<f64> = conv
+            .data
+            .iter()
+            .skip(c)
+            .step_by(2)
+            .map(|&v| v as f64)
+            .collect();
         let mean = xs.iter().sum::<f64>() / m;
         let var = xs.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (m - 1.0);
         let mm = run.param("bn.moving_mean").data[c] as f64;
         let mv = run.param("bn.moving_var").data[c] as f64;
-        assert!((mm - 0.01 * mean).abs() < 1e-6, "moving mean {mm} vs {}", 0.01 * mean);
+        assert!(
+            (mm - 0.01 * mean).abs() < 1e-6,
+            "moving mean {mm} vs {}",
+            0.01 * mean
+        );
         assert!((mv - (0.99 + 0.01 * var)).abs() < 1e-6, "moving var {mv}");
     }
 }
@@ -420,7 +447,10 @@ output "probs" = %2
     let g = &step.graph;
     let logits = g.outputs()[1].node;
     assert_eq!(g.node(logits).name, "dense");
-    assert!(g.find("probs").is_none(), "the softmax is not part of the step");
+    assert!(
+        g.find("probs").is_none(),
+        "the softmax is not part of the step"
+    );
 }
 
 #[test]
@@ -446,7 +476,10 @@ output "logits" = %2
     let kept = |s: u64| -> Vec<bool> {
         let mut run = Run::new(&step, &params);
         run.step(&x, &[0], s, 1.0);
-        run.param("w").data[..64].iter().map(|&v| v != 0.0).collect()
+        run.param("w").data[..64]
+            .iter()
+            .map(|&v| v != 0.0)
+            .collect()
     };
     let (k0, k0b, k1) = (kept(0), kept(0), kept(1));
     assert_eq!(k0, k0b);
@@ -469,7 +502,11 @@ output "logits" = %2
     let step = train_step(&model, &TrainSpec::new(2)).unwrap();
     assert_eq!(step.init.get("x.fq.min").unwrap().data, [-1.0]);
     assert_eq!(step.init.get("x.fq.max").unwrap().data, [1.0]);
-    assert!(!step.graph.updates().iter().any(|u| u.param.starts_with("x.fq")));
+    assert!(!step
+        .graph
+        .updates()
+        .iter()
+        .any(|u| u.param.starts_with("x.fq")));
 }
 
 #[test]
@@ -511,16 +548,25 @@ output "logits" = %1
     let err = train_step(&parse(not_2d, "m.qir").unwrap(), &TrainSpec::new(2))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("conv") && err.contains("[batch, classes]"), "{err}");
+    assert!(
+        err.contains("conv") && err.contains("[batch, classes]"),
+        "{err}"
+    );
 
     let mut marker = parse(TINY_QAT, "tiny_qat.qir").unwrap();
     let relu = marker.find("relu").unwrap();
     let q = marker
-        .add(Op::Quant(FakeQuantAttrs::activation("m")), "marker", &[relu])
+        .add(
+            Op::Quant(FakeQuantAttrs::activation("m")),
+            "marker",
+            &[relu],
+        )
         .unwrap();
     let fq = marker.find("relu.fq").unwrap();
     marker.set_operand(fq, 0, q);
-    let err = train_step(&marker, &TrainSpec::new(2)).unwrap_err().to_string();
+    let err = train_step(&marker, &TrainSpec::new(2))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("quant"), "{err}");
 }
 
@@ -545,8 +591,14 @@ fn whole_train_step_gradients_match_finite_differences() {
     let model = f.build().unwrap();
 
     let n = 3;
-    let step = train_step(&model.graph, &TrainSpec::new(n).optimizer(Optimizer::sgd(0.0))).unwrap();
-    let xs: Vec<f32> = (0..n * 32).map(|i| ((i * 29 % 23) as f32 - 11.0) * 0.08).collect();
+    let step = train_step(
+        &model.graph,
+        &TrainSpec::new(n).optimizer(Optimizer::sgd(0.0)),
+    )
+    .unwrap();
+    let xs: Vec<f32> = (0..n * 32)
+        .map(|i| ((i * 29 % 23) as f32 - 11.0) * 0.08)
+        .collect();
     let labels = [0, 2, 1];
     let mut run = Run::new(&step, &model.params);
     run.step(&xs, &labels, 5, 1.0);
