@@ -7,6 +7,9 @@
 //! # what: one sentence saying what the case shows
 //! # passes: none            (or a comma-separated list, or a pipeline name)
 //! # mode: eval              (or train; default eval)
+//! # train-step: adam        (optional: snapshot autodiff's train step with this optimizer,
+//!                            `adam`, `sgd` or `sgd momentum=0.9`, at the case's batch
+//!                            size; `eval` snapshots autodiff's inference graph instead)
 //! ```
 //! Add a case, run `cargo insta test --review` (or `INSTA_UPDATE=always cargo test --test
 //! golden`), read the new snapshot, commit both.
@@ -17,6 +20,7 @@ struct Header {
     passes: Vec<String>,
     mode: String,
     what: Option<String>,
+    train_step: Option<String>,
 }
 
 fn header(src: &str) -> Header {
@@ -24,6 +28,7 @@ fn header(src: &str) -> Header {
         passes: Vec::new(),
         mode: "eval".into(),
         what: None,
+        train_step: None,
     };
     for line in src
         .lines()
@@ -40,6 +45,8 @@ fn header(src: &str) -> Header {
             h.mode = v.trim().to_string();
         } else if let Some(v) = line.strip_prefix("what:") {
             h.what = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("train-step:") {
+            h.train_step = Some(v.trim().to_string());
         }
     }
     h
@@ -60,7 +67,31 @@ fn run_case(path: &Path, display: &str) -> Result<String, String> {
         ));
     }
     qatc::ir::verify::verify(&graph).map_err(|e| e.to_string())?;
+    let graph = match h.train_step.as_deref() {
+        None => graph,
+        Some(spec) => autodiff(&graph, spec, display)?,
+    };
     Ok(qatc::ir::text::print(&graph))
+}
+
+/// The `# train-step:` header: autodiff's train step (or inference graph) of the case.
+fn autodiff(graph: &qatc::ir::Graph, spec: &str, display: &str) -> Result<qatc::ir::Graph, String> {
+    use qatc::autodiff::{eval_graph, train_step, Optimizer, TrainSpec};
+    let optimizer = match spec.split_whitespace().collect::<Vec<_>>()[..] {
+        ["eval"] => return eval_graph(graph).map_err(|e| e.to_string()),
+        ["adam"] => Optimizer::adam(),
+        ["sgd"] => Optimizer::sgd(0.0),
+        ["sgd", m] => match m.strip_prefix("momentum=").map(str::parse) {
+            Some(Ok(m)) => Optimizer::sgd(m),
+            _ => return Err(format!("{display}: bad train-step momentum `{m}`")),
+        },
+        _ => return Err(format!("{display}: unknown train-step `{spec}`")),
+    };
+    let batch = graph.batch().unwrap_or(1);
+    let spec = TrainSpec::new(batch).optimizer(optimizer);
+    train_step(graph, &spec)
+        .map(|s| s.graph)
+        .map_err(|e| e.to_string())
 }
 
 fn cases(dir: &Path, out: &mut Vec<PathBuf>) {
