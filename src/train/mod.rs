@@ -101,7 +101,8 @@ pub struct FitConfig {
     /// and when the run stops early.
     pub checkpoint: Option<PathBuf>,
     pub checkpoint_every: Option<u64>,
-    /// Continue from this checkpoint (same model, data, batch size, seed, optimizer).
+    /// Continue from this checkpoint (same model, data, batch size, seed, optimizer); the
+    /// state comes from the checkpoint, not from `fit`'s `params`.
     pub resume: Option<PathBuf>,
     /// Stop once this many steps (counted from the start of training) are done.
     pub stop_after: Option<u64>,
@@ -515,10 +516,14 @@ pub fn fit(
         save(exec.as_ref(), pos, &history, &sums)?;
     }
 
+    // the given params (tensors the step does not read stay), overlaid with the new state
+    // minus the optimizer slots
     let state = exec.params();
-    let mut trained = state.clone();
-    for slot in &step_graph.optimizer_state {
-        trained.remove(slot);
+    let mut trained = params.clone();
+    for (name, t) in state.iter() {
+        if !step_graph.optimizer_state.contains(name) {
+            trained.insert(name.clone(), t.clone());
+        }
     }
     Ok(FitResult {
         params: trained,
