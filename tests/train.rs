@@ -477,3 +477,37 @@ fn bad_datasets_are_refused_clearly() {
     .to_string();
     assert!(err.contains("[36, 1, 1]"), "{err}");
 }
+
+/// The reference models of the benchmark build train steps that run: one step of each at
+/// batch 2 on the interpreter (mbv2_tiny: depthwise, BatchNorm, residual adds).
+#[test]
+fn reference_models_train_one_step() {
+    use qatc::autodiff::{train_step, TrainSpec};
+    use qatc::exec::{Executor, Feed, InterpExecutor};
+    for name in qatc::models::NAMES {
+        let m = qatc::models::by_name(name, 0).unwrap();
+        let step = train_step(&m.graph, &TrainSpec::new(2)).unwrap();
+        let state = step.initial_state(&m.params).unwrap();
+        let mut exec = InterpExecutor::new(step.graph.clone(), state).unwrap();
+        let x: Vec<f32> = (0..2 * 784).map(|i| (i % 7) as f32 / 7.0).collect();
+        let lr = qatc::autodiff::Optimizer::adam().lr_input(1e-3, 0);
+        let outs = exec
+            .run(&[
+                ("input", Feed::F32(&x)),
+                ("labels", Feed::I32(&[3, 7])),
+                ("step", Feed::F32(&[0.0])),
+                ("lr", Feed::F32(&[lr])),
+            ])
+            .unwrap();
+        let loss = outs[0].data[0];
+        assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
+        assert_eq!(outs[1].shape, vec![2, 10]);
+        let after = exec.params();
+        for p in &step.trained {
+            assert_ne!(after.get(p), m.params.get(p), "{name}: {p} did not move");
+        }
+        for s in &step.statistics {
+            assert_ne!(after.get(s), m.params.get(s), "{name}: {s} did not move");
+        }
+    }
+}

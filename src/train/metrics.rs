@@ -19,7 +19,8 @@ pub struct EpochMetrics {
     pub test_accuracy: Option<f64>,
     /// The learning rate of the epoch's last step.
     pub lr: f32,
-    /// Wall time of the epoch's training steps (evaluation excluded).
+    /// Wall time of the epoch's training steps (batch assembly, the step, the NaN/Inf
+    /// checks; evaluation and checkpoints excluded).
     pub seconds: f64,
     pub samples_per_s: f64,
 }

@@ -442,18 +442,17 @@ pub fn fit(
                 stopped_early = true;
                 break 'epochs;
             }
+            let t0 = Instant::now();
             let idx = &order[pos.batch * b..(pos.batch + 1) * b];
             batches::gather(train, idx, b, &mut images, &mut labels);
             lr = cfg.lr.at(pos.step, total_steps);
             let lr_in = cfg.optimizer.lr_input(lr, pos.step);
-            let t0 = Instant::now();
             let outs = exec.run(&[
                 ("input", Feed::F32(&images)),
                 ("labels", Feed::I32(&labels)),
                 ("step", Feed::F32(&[pos.step as f32])),
                 ("lr", Feed::F32(&[lr_in])),
             ])?;
-            sums.seconds += t0.elapsed().as_secs_f64();
 
             let check_state =
                 cfg.check_state_every > 0 && (pos.step + 1) % cfg.check_state_every == 0;
@@ -483,6 +482,8 @@ pub fn fit(
             sums.loss += loss as f64;
             sums.correct += correct as u64;
             history.step_loss.push(loss);
+            // wall time of the whole step: batch assembly, the run, the finiteness checks
+            sums.seconds += t0.elapsed().as_secs_f64();
             pos.step += 1;
             pos.batch += 1;
             bar.inc(b as u64);
