@@ -346,193 +346,249 @@ pub fn fit(
     cfg: &FitConfig,
     backend: &dyn Backend,
 ) -> Result<FitResult> {
-    cfg.lr.validate()?;
-    let b = cfg.batch_size;
-    let spec = TrainSpec {
-        batch_size: b,
-        optimizer: cfg.optimizer,
-        logits: cfg.logits.clone(),
-        frozen: cfg.frozen.clone(),
-        seed: cfg.seed,
-    };
-    let step_graph = autodiff::train_step(model, &spec)?;
-    check_dataset(&step_graph, train, "training")?;
-    if let Some(t) = test {
-        check_dataset(&step_graph, t, "test")?;
-    }
-    let per_epoch = train.len() / b;
-    if per_epoch == 0 {
-        return Err(Error::Usage(format!(
-            "the training set has {} samples, fewer than one batch of {b}",
-            train.len()
-        )));
-    }
-    let total_steps = (per_epoch * cfg.epochs) as u64;
-    let key = RunKey {
-        model: model.name.clone(),
-        batch_size: b,
-        seed: cfg.seed,
-        shuffle: cfg.shuffle,
-        optimizer: cfg.optimizer,
-        samples: train.len(),
-    };
-
-    let (state, mut pos, mut history, mut sums) = match &cfg.resume {
-        Some(path) => {
-            let c = Checkpoint::load(path)?;
-            key.check_resumable(&c.run, path)?;
-            let mut state = ParamStore::new();
-            for name in step_graph.graph.params().keys() {
-                let t = c.state.get(name).ok_or_else(|| {
-                    Error::file(
-                        path,
-                        format!("the checkpoint has no `{name}`: it was written for another model"),
-                    )
-                })?;
-                state.insert(name.clone(), t.clone());
-            }
-            state.check_graph(&step_graph.graph)?;
-            (state, c.position, c.history, c.sums)
-        }
-        None => (
-            step_graph.initial_state(params)?,
-            Position::default(),
-            History::default(),
-            EpochSums::default(),
-        ),
-    };
-    let mut exec = backend.executor(&step_graph.graph, state)?;
-    let mut evaluator = match test {
-        Some(_) => Some(Evaluator::new(
-            model,
-            cfg.eval_batch_size.unwrap_or(b),
-            cfg.logits.as_deref(),
-        )?),
-        None => None,
-    };
-    let save = |exec: &dyn Executor, pos: Position, history: &History, sums: &EpochSums| match &cfg
-        .checkpoint
-    {
-        Some(path) => Checkpoint {
-            state: exec.params(),
-            position: pos,
-            run: key.clone(),
-            history: history.clone(),
-            sums: sums.clone(),
-        }
-        .save(path),
-        None => Ok(()),
-    };
-
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let classes = step_graph
-        .graph
-        .node(step_graph.graph.outputs()[1].node)
-        .ty
-        .shape[1];
-    let mut stopped_early = false;
-    'epochs: while pos.epoch < cfg.epochs {
-        let order = batches::epoch_order(train.len(), cfg.seed, pos.epoch, cfg.shuffle);
-        let bar = progress_bar(cfg, pos, per_epoch);
-        let mut lr = cfg.lr.at(pos.step, total_steps);
-        while pos.batch < per_epoch {
-            if cfg.stop_after.is_some_and(|s| pos.step >= s) {
+    let mut run = Run::start(model, params, train, test, cfg, backend)?;
+    while run.pos.epoch < cfg.epochs {
+        let order = batches::epoch_order(train.len(), cfg.seed, run.pos.epoch, cfg.shuffle);
+        let bar = progress_bar(cfg, run.pos, run.per_epoch);
+        while run.pos.batch < run.per_epoch {
+            if cfg.stop_after.is_some_and(|s| run.pos.step >= s) {
                 bar.finish_and_clear();
-                save(exec.as_ref(), pos, &history, &sums)?;
-                stopped_early = true;
-                break 'epochs;
+                run.save()?;
+                return Ok(run.finish(params, true));
             }
-            let t0 = Instant::now();
-            let idx = &order[pos.batch * b..(pos.batch + 1) * b];
-            batches::gather(train, idx, b, &mut images, &mut labels);
-            lr = cfg.lr.at(pos.step, total_steps);
-            let lr_in = cfg.optimizer.lr_input(lr, pos.step);
-            let outs = exec.run(&[
-                ("input", Feed::F32(&images)),
-                ("labels", Feed::I32(&labels)),
-                ("step", Feed::F32(&[pos.step as f32])),
-                ("lr", Feed::F32(&[lr_in])),
-            ])?;
-
-            let check_state =
-                cfg.check_state_every > 0 && (pos.step + 1) % cfg.check_state_every == 0;
-            let outputs_bad = outs.iter().any(|t| nonfinite(t) > 0);
-            if outputs_bad || check_state {
-                let state = exec.params();
-                if let Some(err) = diagnose(pos.step, &outs, Some(&state), &step_graph) {
-                    bar.abandon();
-                    return Err(err);
-                }
-            }
-            let loss = outs[0].data[0];
-            let correct = labels
-                .iter()
-                .enumerate()
-                .filter(|&(r, &l)| {
-                    sample_loss(
-                        &outs[1].data[r * classes..(r + 1) * classes],
-                        l as usize,
-                        false,
-                    )
-                    .1
-                })
-                .count();
-            sums.steps += 1;
-            sums.samples += b as u64;
-            sums.loss += loss as f64;
-            sums.correct += correct as u64;
-            history.step_loss.push(loss);
-            // wall time of the whole step: batch assembly, the run, the finiteness checks
-            sums.seconds += t0.elapsed().as_secs_f64();
-            pos.step += 1;
-            pos.batch += 1;
-            bar.inc(b as u64);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.4}",
-                sums.loss / sums.steps as f64,
-                sums.correct as f64 / sums.samples as f64
-            ));
-            if cfg
-                .checkpoint_every
-                .is_some_and(|k| k > 0 && pos.step % k == 0)
-                && pos.batch < per_epoch
-            {
-                save(exec.as_ref(), pos, &history, &sums)?;
+            if let Err(e) = run.step(train, &order, &bar) {
+                bar.abandon();
+                return Err(e);
             }
         }
         bar.finish_and_clear();
-        let mut metrics = sums.finish(pos.epoch + 1, lr);
-        if let (Some(ev), Some(test)) = (&mut evaluator, test) {
-            let m = ev.run(&exec.params(), test, backend)?;
+        run.end_epoch(test, backend)?;
+    }
+    Ok(run.finish(params, false))
+}
+
+/// A training run in progress.
+struct Run<'a> {
+    cfg: &'a FitConfig,
+    step_graph: TrainStep,
+    exec: Box<dyn Executor>,
+    evaluator: Option<Evaluator>,
+    key: RunKey,
+    pos: Position,
+    history: History,
+    sums: EpochSums,
+    per_epoch: usize,
+    total_steps: u64,
+    classes: usize,
+    /// The learning rate of the last step.
+    lr: f32,
+    images: Vec<f32>,
+    labels: Vec<i32>,
+}
+
+impl<'a> Run<'a> {
+    /// Builds the train step and its executor, from `params` or the checkpoint to resume.
+    fn start(
+        model: &Graph,
+        params: &ParamStore,
+        train: &Dataset,
+        test: Option<&Dataset>,
+        cfg: &'a FitConfig,
+        backend: &dyn Backend,
+    ) -> Result<Run<'a>> {
+        cfg.lr.validate()?;
+        let b = cfg.batch_size;
+        let spec = TrainSpec {
+            batch_size: b,
+            optimizer: cfg.optimizer,
+            logits: cfg.logits.clone(),
+            frozen: cfg.frozen.clone(),
+            seed: cfg.seed,
+        };
+        let step_graph = autodiff::train_step(model, &spec)?;
+        check_dataset(&step_graph, train, "training")?;
+        if let Some(t) = test {
+            check_dataset(&step_graph, t, "test")?;
+        }
+        let per_epoch = train.len() / b;
+        if per_epoch == 0 {
+            return Err(Error::Usage(format!(
+                "the training set has {} samples, fewer than one batch of {b}",
+                train.len()
+            )));
+        }
+        let key = RunKey {
+            model: model.name.clone(),
+            batch_size: b,
+            seed: cfg.seed,
+            shuffle: cfg.shuffle,
+            optimizer: cfg.optimizer,
+            samples: train.len(),
+        };
+        let (state, pos, history, sums) = match &cfg.resume {
+            Some(path) => {
+                let c = Checkpoint::load(path)?;
+                key.check_resumable(&c.run, path)?;
+                let mut state = ParamStore::new();
+                for name in step_graph.graph.params().keys() {
+                    let t = c.state.get(name).ok_or_else(|| {
+                        Error::file(
+                            path,
+                            format!(
+                                "the checkpoint has no `{name}`: it was written for another model"
+                            ),
+                        )
+                    })?;
+                    state.insert(name.clone(), t.clone());
+                }
+                state.check_graph(&step_graph.graph)?;
+                (state, c.position, c.history, c.sums)
+            }
+            None => (
+                step_graph.initial_state(params)?,
+                Position::default(),
+                History::default(),
+                EpochSums::default(),
+            ),
+        };
+        let exec = backend.executor(&step_graph.graph, state)?;
+        let evaluator = match test {
+            Some(_) => Some(Evaluator::new(
+                model,
+                cfg.eval_batch_size.unwrap_or(b),
+                cfg.logits.as_deref(),
+            )?),
+            None => None,
+        };
+        let g = &step_graph.graph;
+        let classes = g.node(g.outputs()[1].node).ty.shape[1];
+        Ok(Run {
+            cfg,
+            exec,
+            evaluator,
+            key,
+            pos,
+            history,
+            sums,
+            per_epoch,
+            total_steps: (per_epoch * cfg.epochs) as u64,
+            classes,
+            lr: cfg.lr.at(pos.step, (per_epoch * cfg.epochs) as u64),
+            images: Vec::new(),
+            labels: Vec::new(),
+            step_graph,
+        })
+    }
+
+    /// One training step on the next batch of `order`.
+    fn step(&mut self, train: &Dataset, order: &[usize], bar: &ProgressBar) -> Result<()> {
+        let (b, pos) = (self.cfg.batch_size, self.pos);
+        let t0 = Instant::now();
+        let idx = &order[pos.batch * b..(pos.batch + 1) * b];
+        batches::gather(train, idx, b, &mut self.images, &mut self.labels);
+        self.lr = self.cfg.lr.at(pos.step, self.total_steps);
+        let lr_in = self.cfg.optimizer.lr_input(self.lr, pos.step);
+        let outs = self.exec.run(&[
+            ("input", Feed::F32(&self.images)),
+            ("labels", Feed::I32(&self.labels)),
+            ("step", Feed::F32(&[pos.step as f32])),
+            ("lr", Feed::F32(&[lr_in])),
+        ])?;
+        let every = self.cfg.check_state_every;
+        let check_state = every > 0 && (pos.step + 1) % every == 0;
+        if check_state || outs.iter().any(|t| nonfinite(t) > 0) {
+            let state = self.exec.params();
+            if let Some(err) = diagnose(pos.step, &outs, Some(&state), &self.step_graph) {
+                return Err(err);
+            }
+        }
+
+        let loss = outs[0].data[0];
+        let c = self.classes;
+        let correct = self
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|&(r, &l)| sample_loss(&outs[1].data[r * c..(r + 1) * c], l as usize, false).1)
+            .count();
+        let sums = &mut self.sums;
+        sums.steps += 1;
+        sums.samples += b as u64;
+        sums.loss += loss as f64;
+        sums.correct += correct as u64;
+        self.history.step_loss.push(loss);
+        // wall time of the whole step: batch assembly, the run, the finiteness checks
+        sums.seconds += t0.elapsed().as_secs_f64();
+        self.pos.step += 1;
+        self.pos.batch += 1;
+        bar.inc(b as u64);
+        bar.set_message(format!(
+            "loss {:.4} accuracy {:.4}",
+            sums.loss / sums.steps as f64,
+            sums.correct as f64 / sums.samples as f64
+        ));
+        let due = self
+            .cfg
+            .checkpoint_every
+            .is_some_and(|k| k > 0 && self.pos.step % k == 0);
+        // (the end of the epoch writes its own checkpoint)
+        if due && self.pos.batch < self.per_epoch {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates, records the epoch's metrics and checkpoints.
+    fn end_epoch(&mut self, test: Option<&Dataset>, backend: &dyn Backend) -> Result<()> {
+        let mut metrics = self.sums.finish(self.pos.epoch + 1, self.lr);
+        if let (Some(ev), Some(test)) = (&mut self.evaluator, test) {
+            let m = ev.run(&self.exec.params(), test, backend)?;
             metrics.test_loss = Some(m.loss);
             metrics.test_accuracy = Some(m.accuracy);
         }
-        if cfg.progress {
-            eprintln!("{}", epoch_line(&metrics, cfg.epochs));
+        if self.cfg.progress {
+            eprintln!("{}", epoch_line(&metrics, self.cfg.epochs));
         }
-        history.epochs.push(metrics);
-        sums = EpochSums::default();
-        pos.epoch += 1;
-        pos.batch = 0;
-        save(exec.as_ref(), pos, &history, &sums)?;
+        self.history.epochs.push(metrics);
+        self.sums = EpochSums::default();
+        self.pos.epoch += 1;
+        self.pos.batch = 0;
+        self.save()
     }
 
-    // the given params (tensors the step does not read stay), overlaid with the new state
-    // minus the optimizer slots
-    let state = exec.params();
-    let mut trained = params.clone();
-    for (name, t) in state.iter() {
-        if !step_graph.optimizer_state.contains(name) {
-            trained.insert(name.clone(), t.clone());
+    /// Writes the checkpoint, if the run has one.
+    fn save(&self) -> Result<()> {
+        let Some(path) = &self.cfg.checkpoint else {
+            return Ok(());
+        };
+        Checkpoint {
+            state: self.exec.params(),
+            position: self.pos,
+            run: self.key.clone(),
+            history: self.history.clone(),
+            sums: self.sums.clone(),
+        }
+        .save(path)
+    }
+
+    fn finish(self, params: &ParamStore, stopped_early: bool) -> FitResult {
+        // the given params (tensors the step does not read stay), overlaid with the new
+        // state minus the optimizer slots
+        let state = self.exec.params();
+        let mut trained = params.clone();
+        for (name, t) in state.iter() {
+            if !self.step_graph.optimizer_state.contains(name) {
+                trained.insert(name.clone(), t.clone());
+            }
+        }
+        FitResult {
+            params: trained,
+            state,
+            history: self.history,
+            steps: self.pos.step,
+            stopped_early,
         }
     }
-    Ok(FitResult {
-        params: trained,
-        state,
-        history,
-        steps: pos.step,
-        stopped_early,
-    })
 }
 
 /// The dataset fits the train step's input and logits.
