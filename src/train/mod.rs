@@ -54,7 +54,17 @@ use std::time::Instant;
 
 /// Turns a graph and its initial state into an [`Executor`]: the interpreter
 /// ([`Interpreter`]), the JIT, or any closure `Fn(&Graph, ParamStore) -> Result<Box<dyn
-/// Executor>>`.
+/// Executor>>`:
+///
+/// ```
+/// use qatc::exec::{Executor, InterpExecutor};
+/// use qatc::ir::{Graph, ParamStore};
+/// use qatc::train::Backend;
+/// let backend = |g: &Graph, state: ParamStore| -> qatc::Result<Box<dyn Executor>> {
+///     Ok(Box::new(InterpExecutor::new(g.clone(), state)?))
+/// };
+/// let _: &dyn Backend = &backend;
+/// ```
 pub trait Backend {
     fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>>;
 }
