@@ -310,6 +310,7 @@ fn nan_stops_the_run_naming_the_tensor() {
     let cfg = FitConfig {
         optimizer: Optimizer::sgd(0.0),
         lr: LrSchedule::constant(3e38),
+        check_state_every: 1,
         ..quiet(8, 1)
     };
     let err = fit(
@@ -344,21 +345,22 @@ fn nan_stops_the_run_naming_the_tensor() {
     assert!(err.starts_with("training step 1:"), "{err}");
     assert!(err.contains("NaN or Inf in output `loss`"), "{err}");
     assert!(err.contains("updated param `dense.kernel`"), "{err}");
+    assert!(err.contains("one of steps 0..=1"), "{err}");
 
     // a NaN pixel: the ReLU after the conv maps it to 0 (max(NaN, 0) = 0), so the loss
-    // stays finite, but the conv's kernel gradient reads the pixel
+    // stays finite, but the conv's kernel gradient reads the pixel; the state check at the
+    // end of the (one-step) epoch catches it
     let mut bad = quadrants(16, 8);
     bad.images[40] = f32::NAN;
-    let err = fit(
-        &model.graph,
-        &model.params,
-        &bad,
-        None,
-        &quiet(16, 1),
-        &Interpreter,
-    )
-    .unwrap_err()
-    .to_string();
+    let path = temp("never_nan.safetensors");
+    let cfg = FitConfig {
+        checkpoint: Some(path.clone()),
+        ..quiet(16, 1)
+    };
+    let err = fit(&model.graph, &model.params, &bad, None, &cfg, &Interpreter)
+        .unwrap_err()
+        .to_string();
+    assert!(!path.exists(), "a checkpoint with NaN state was written");
     assert!(
         err.starts_with("training step 0: NaN or Inf in updated param `conv2d.kernel`"),
         "{err}"

@@ -116,9 +116,10 @@ pub struct FitConfig {
     pub resume: Option<PathBuf>,
     /// Stop once this many steps (counted from the start of training) are done.
     pub stop_after: Option<u64>,
-    /// Check every updated state tensor for NaN/Inf every this many steps (the loss and
-    /// logits are checked every step; `0`: state only when they turn bad). Checking the
-    /// state copies it out of the executor.
+    /// Check every updated state tensor for NaN/Inf every this many steps. The loss and
+    /// logits are checked every step, the state also whenever they turn bad, at the end of
+    /// every epoch and before every checkpoint (a checkpoint never holds NaN). `1` names
+    /// the exact step of a bad update; checking copies the state out of the executor.
     pub check_state_every: u64,
 }
 
@@ -139,7 +140,7 @@ impl Default for FitConfig {
             checkpoint_every: None,
             resume: None,
             stop_after: None,
-            check_state_every: 1,
+            check_state_every: 10,
         }
     }
 }
@@ -296,14 +297,18 @@ fn nonfinite(t: &Tensor) -> usize {
     t.data.iter().filter(|v| !v.is_finite()).count()
 }
 
-/// The NaN/Inf diagnosis of one step: `None` if everything checked is finite.
+/// The NaN/Inf diagnosis after step `step`: `None` if everything checked is finite.
+/// `clean` is the number of steps after which the state was last seen finite: a bad
+/// update lies in steps `clean..=step`.
 fn diagnose(
     step: u64,
+    clean: u64,
     outs: &[Tensor],
     state: Option<&ParamStore>,
     train: &TrainStep,
 ) -> Option<Error> {
     let mut bad: Vec<String> = Vec::new();
+    let mut bad_state = false;
     for (t, name) in outs.iter().zip(["loss", "logits"]) {
         let k = nonfinite(t);
         if k > 0 {
@@ -323,6 +328,7 @@ fn diagnose(
             if let Some(t) = state.get(name) {
                 let k = nonfinite(t);
                 if k > 0 {
+                    bad_state = true;
                     bad.push(format!(
                         "updated param `{name}` ({k} of {} values)",
                         t.data.len()
@@ -337,11 +343,16 @@ fn diagnose(
     } else {
         String::new()
     };
+    let when = if bad_state && clean < step {
+        format!(" (the state was last finite after {clean} steps: the first bad update is one of steps {clean}..={step}; check_state_every = 1 pins it down)")
+    } else {
+        String::new()
+    };
     Some(Error::Training {
         step,
         msg: format!(
-            "NaN or Inf in {first}{rest}. Lower the learning rate, check the data, or resume \
-             from the last good checkpoint"
+            "NaN or Inf in {first}{rest}{when}. Lower the learning rate, check the data, or \
+             resume from the last good checkpoint"
         ),
     })
 }
@@ -392,6 +403,8 @@ struct Run<'a> {
     classes: usize,
     /// The learning rate of the last step.
     lr: f32,
+    /// Steps after which the state was last verified finite.
+    clean: u64,
     images: Vec<f32>,
     labels: Vec<i32>,
 }
@@ -484,6 +497,7 @@ impl<'a> Run<'a> {
             total_steps: (per_epoch * cfg.epochs) as u64,
             classes,
             lr: cfg.lr.at(pos.step, (per_epoch * cfg.epochs) as u64),
+            clean: pos.step,
             images: Vec::new(),
             labels: Vec::new(),
             step_graph,
@@ -508,9 +522,11 @@ impl<'a> Run<'a> {
         let check_state = every > 0 && (pos.step + 1) % every == 0;
         if check_state || outs.iter().any(|t| nonfinite(t) > 0) {
             let state = self.exec.params();
-            if let Some(err) = diagnose(pos.step, &outs, Some(&state), &self.step_graph) {
+            let d = diagnose(pos.step, self.clean, &outs, Some(&state), &self.step_graph);
+            if let Some(err) = d {
                 return Err(err);
             }
+            self.clean = pos.step + 1;
         }
 
         let loss = outs[0].data[0];
@@ -548,11 +564,25 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Evaluates, records the epoch's metrics and checkpoints.
+    /// The state after the last step is finite (else the error names that step).
+    fn check_state(&mut self, state: &ParamStore) -> Result<()> {
+        let last = self.pos.step.saturating_sub(1);
+        match diagnose(last, self.clean, &[], Some(state), &self.step_graph) {
+            Some(err) => Err(err),
+            None => {
+                self.clean = self.pos.step;
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the state, evaluates, records the epoch's metrics and checkpoints.
     fn end_epoch(&mut self, test: Option<&Dataset>, backend: &dyn Backend) -> Result<()> {
+        let state = self.exec.params();
+        self.check_state(&state)?;
         let mut metrics = self.sums.finish(self.pos.epoch + 1, self.lr);
         if let (Some(ev), Some(test)) = (&mut self.evaluator, test) {
-            let m = ev.run(&self.exec.params(), test, backend)?;
+            let m = ev.run(&state, test, backend)?;
             metrics.test_loss = Some(m.loss);
             metrics.test_accuracy = Some(m.accuracy);
         }
@@ -566,13 +596,15 @@ impl<'a> Run<'a> {
         self.save()
     }
 
-    /// Writes the checkpoint, if the run has one.
-    fn save(&self) -> Result<()> {
+    /// Writes the checkpoint, if the run has one, after checking the state is finite.
+    fn save(&mut self) -> Result<()> {
         let Some(path) = &self.cfg.checkpoint else {
             return Ok(());
         };
+        let state = self.exec.params();
+        self.check_state(&state)?;
         Checkpoint {
-            state: self.exec.params(),
+            state,
             position: self.pos,
             run: self.key.clone(),
             history: self.history.clone(),
