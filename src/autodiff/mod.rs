@@ -82,7 +82,8 @@ impl TrainSpec {
     }
 }
 
-/// A train-step graph and the state it adds to the model's params.
+/// A train-step graph and the state it adds to the model's params. Its batch size is
+/// static (gradient ops carry shapes): build another step for another batch size.
 #[derive(Clone, Debug)]
 pub struct TrainStep {
     pub graph: Graph,
