@@ -4,17 +4,17 @@
 //! [`train_step`] turns a model or QAT graph (CONTRACTS forms 1 and 2) into one graph that
 //! performs a whole training step (form 4):
 //!
-//! 1. **forward in training mode** ([`lower`]): batch statistics for BatchNorm, dropout
+//! 1. **forward in training mode** (`lower.rs`): batch statistics for BatchNorm, dropout
 //!    masks, quantizer ranges observed on the batch, every `fake_quant` explicit
 //!    (`range=operands`);
 //! 2. **loss**: mean softmax cross-entropy of the logits output against `labels`;
-//! 3. **backward** ([`backward`], rules in [`rules`]): gradients of every trained param,
+//! 3. **backward** ([`backward()`], rules in [`rules`]): gradients of every trained param,
 //!    summed over a value's users, straight-through across `fake_quant`;
 //! 4. **optimizer** ([`Optimizer`]): Keras SGD with momentum or Adam;
 //! 5. **state updates**: params, optimizer slots, observer ranges, BatchNorm moving
 //!    statistics, each an `update` of the graph.
 //!
-//! Inputs are `input` (the model input), `labels` (i32[batch]), `step` (f32[], 0-based) and
+//! Inputs are `input` (the model input), `labels` (`i32[batch]`), `step` (f32[], 0-based) and
 //! `lr` (f32[], from [`Optimizer::lr_input`]); outputs `loss` (f32[]) and `logits`.
 //! [`eval_graph`] gives the inference form (form 5).
 //!
