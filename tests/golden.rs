@@ -7,6 +7,8 @@
 //! # what: one sentence saying what the case shows
 //! # passes: none            (or a comma-separated list, or a pipeline name)
 //! # mode: eval              (or train; default eval)
+//! # verify: markers         (optional: `quant` markers are allowed, as between annotate
+//!                            and quantize)
 //! ```
 //! Add a case, run `cargo insta test --review` (or `INSTA_UPDATE=always cargo test --test
 //! golden`), read the new snapshot, commit both.
@@ -17,6 +19,7 @@ struct Header {
     passes: Vec<String>,
     mode: String,
     what: Option<String>,
+    allow_markers: bool,
 }
 
 fn header(src: &str) -> Header {
@@ -24,6 +27,7 @@ fn header(src: &str) -> Header {
         passes: Vec::new(),
         mode: "eval".into(),
         what: None,
+        allow_markers: false,
     };
     for line in src
         .lines()
@@ -40,6 +44,8 @@ fn header(src: &str) -> Header {
             h.mode = v.trim().to_string();
         } else if let Some(v) = line.strip_prefix("what:") {
             h.what = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("verify:") {
+            h.allow_markers = v.trim() == "markers";
         }
     }
     h
@@ -59,7 +65,10 @@ fn run_case(path: &Path, display: &str) -> Result<String, String> {
             h.passes, h.mode
         ));
     }
-    qatc::ir::verify::verify(&graph).map_err(|e| e.to_string())?;
+    let opts = qatc::ir::verify::VerifyOptions {
+        allow_markers: h.allow_markers,
+    };
+    qatc::ir::verify::verify_with(&graph, opts).map_err(|e| e.to_string())?;
     Ok(qatc::ir::text::print(&graph))
 }
 
