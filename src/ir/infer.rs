@@ -351,13 +351,11 @@ fn check_fake_quant(q: &FakeQuantAttrs, x: &TensorType) -> Result<(), String> {
                 return Err("the quantizer state name is empty".into());
             }
         }
-        RangeSource::Fixed { min, max } => {
-            if !(min.0 <= 0.0 && 0.0 <= max.0 && min.0 < max.0) {
-                return Err(format!(
-                    "a fixed range must contain 0 and be non-empty, found [{}, {}]",
-                    min.0, max.0
-                ));
-            }
+        RangeSource::Fixed { min, max } if !(min.0 <= 0.0 && 0.0 <= max.0 && min.0 < max.0) => {
+            return Err(format!(
+                "a fixed range must contain 0 and be non-empty, found [{}, {}]",
+                min.0, max.0
+            ));
         }
         _ => {}
     }
