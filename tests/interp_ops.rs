@@ -123,6 +123,37 @@ fn input_and_param_nodes_feed_ops_at_any_batch() {
 }
 
 #[test]
+fn params_only_written_need_no_value() {
+    // update @fresh = x (a param nothing reads, not yet in the store), update @w = @v
+    // (a param's value written into another)
+    let mut g = Graph::new("t");
+    let x = g.add_input("x", TensorType::f32(vec![2])).unwrap();
+    let _fresh = g.param("fresh", TensorType::f32(vec![2])).unwrap();
+    let _w = g.param("w", TensorType::f32(vec![2])).unwrap();
+    let v = g.param("v", TensorType::f32(vec![2])).unwrap();
+    g.add_output("x", x);
+    g.add_update("fresh", x);
+    g.add_update("w", v);
+    qatc::ir::verify::verify(&g).unwrap();
+    let mut params = ParamStore::new();
+    params.insert("v", Tensor::new(vec![2], vec![5., 6.]));
+    let r = interp::run(
+        &g,
+        &params,
+        &[("x", Value::F32(Tensor::new(vec![2], vec![1., 2.])))],
+    )
+    .unwrap();
+    assert_eq!(
+        r.updates[0],
+        ("fresh".to_string(), Tensor::new(vec![2], vec![1., 2.]))
+    );
+    assert_eq!(
+        r.updates[1],
+        ("w".to_string(), Tensor::new(vec![2], vec![5., 6.]))
+    );
+}
+
+#[test]
 fn missing_feeds_and_params_are_named() {
     let mut g = Graph::new("t");
     let x = g.add_input("x", TensorType::f32(vec![1, 2])).unwrap();

@@ -129,6 +129,10 @@ pub fn run_all(
         }
         let node = g.node(id);
         let v = if node.op == Op::Param {
+            // a param that updates only write (nothing reads it) needs no value yet
+            if g.use_count(id) == 0 {
+                continue;
+            }
             Value::F32(params.require(&node.name)?.clone())
         } else {
             let args: Vec<&Value> = g.operands(id).iter().map(|o| &env[o]).collect();

@@ -13,7 +13,10 @@
 //! A value line is `%N = op "name" (operands) {attrs} : type`. The name, the attribute
 //! block and the type may be omitted (a missing type is inferred; a given one is checked
 //! by the verifier). `param` lines declare weights, `output` lines name results, `update`
-//! lines (train-step graphs) write a value back into a param. The printer numbers values in
+//! lines (train-step graphs) write a value back into a param; both take a `%value` or a
+//! `@param`. Strings escape `\\`, `\"`, `\n`, `\t`, `\r` and `\u{hex}`; a param name
+//! other than letters, digits and `_ . / - :` is quoted (`@"my param"`). Numbers are
+//! finite. The printer numbers values in
 //! [`Graph::canonical_order`], so dumps are stable and diffable, and
 //! `print(parse(print(g))) == print(g)`.
 
@@ -749,7 +752,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                 };
                 let id = if op == Op::Input {
                     if !operands.is_empty() {
-                        return Err(p.err_at(op_at, format!("input \"{name}\" takes no operands, found {}", operands.len())));
+                        return Err(p.err_at(op_at, format!("node `{name}` (input): an input takes no operands, found {}", operands.len())));
                     }
                     let ty = ty.ok_or_else(|| p.err_at(at, "an input needs its type: `: f32[1,28,28,1]`".into()))?;
                     g.add_input(name, ty)
