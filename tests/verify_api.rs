@@ -1,7 +1,7 @@
 //! Verifier and graph-editing errors that `.qir` text cannot express (the parser refuses
 //! it first), reached through the graph API as passes and importers would.
 
-use qatc::ir::op::{Activation, F32};
+use qatc::ir::op::{Activation, FakeQuantAttrs, F32};
 use qatc::ir::verify::verify;
 use qatc::ir::{DType, Graph, Op, TensorType};
 
@@ -163,4 +163,18 @@ fn graph_add_names_the_node_op_and_shapes() {
         e,
         "node `fc` (dense): kernel [3,5] expects 5 input features but the input f32[1,4] has 4"
     );
+}
+
+#[test]
+fn inserting_a_node_after_a_value_keeps_the_graph_acyclic() {
+    // the pass pattern: q = fake_quant(a); every use of a now reads q. q itself must keep
+    // reading a (it used to be pointed at itself, a cycle).
+    let (mut g, [_, a, b]) = relu_chain();
+    let q = g
+        .add(Op::FakeQuant(FakeQuantAttrs::activation("a")), "a.fq", &[a])
+        .unwrap();
+    g.replace_all_uses(a, q);
+    verify(&g).unwrap();
+    assert_eq!(g.operands(q), vec![a]);
+    assert_eq!(g.operands(b), vec![q]);
 }

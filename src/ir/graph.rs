@@ -289,13 +289,16 @@ impl Graph {
 
     // ---- editing -----------------------------------------------------------------------
 
-    /// Points every user, output and update of `old` at `new`.
+    /// Points every user, output and update of `old` at `new` — except `new` itself, so
+    /// a node inserted after `old` (`new = fake_quant(old)`) keeps reading it.
     pub fn replace_all_uses(&mut self, old: NodeId, new: NodeId) {
         if old == new {
             return;
         }
         for (user, i) in self.users(old) {
-            self.set_operand(user, i, new);
+            if user != new {
+                self.set_operand(user, i, new);
+            }
         }
         for o in &mut self.outputs {
             if o.node == old {
