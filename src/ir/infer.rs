@@ -14,8 +14,8 @@ pub struct AxisGeometry {
     pub pad_after: usize,
 }
 
-/// TFLite's `padding.h` rule for a forward convolution or pool along one axis.
-/// `explicit` holds `(before, after)` for `Padding::Explicit`.
+/// TFLite's `padding.h` rule for a forward convolution or pool along one spatial axis
+/// (`axis` 0 is the height, 1 the width: it picks that axis's pair of explicit padding).
 pub fn conv_axis(
     input: usize,
     kernel: usize,
