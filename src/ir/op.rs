@@ -649,13 +649,8 @@ impl Op {
             Conv2d(_) | DepthwiseConv2d(_) | Conv2dTranspose(_) | Dense { .. } => (2, 3),
             BatchNorm { .. } => (5, 5),
             Concat { .. } => (1, usize::MAX),
-            FakeQuant(a) => {
-                if a.range == RangeSource::Operands {
-                    (3, 3)
-                } else {
-                    (1, 1)
-                }
-            }
+            FakeQuant(a) if a.range == RangeSource::Operands => (3, 3),
+            FakeQuant(_) => (1, 1),
             FakeQuantGrad(_) => (4, 4),
             DropoutMask { .. } => (1, 1),
             SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad => (2, 2),
