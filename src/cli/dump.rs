@@ -75,9 +75,8 @@ pub fn run(args: &DumpArgs) -> Result<()> {
         }
     }
     let mut opts = PipelineOptions {
-        mode: Mode::parse(&args.mode).ok_or_else(|| {
-            Error::Usage(format!("--mode {}: use train or eval", args.mode))
-        })?,
+        mode: Mode::parse(&args.mode)
+            .ok_or_else(|| Error::Usage(format!("--mode {}: use train or eval", args.mode)))?,
         scheme: Scheme::parse(&args.scheme)?,
         allow_inexact_bn_fold: args.allow_inexact_fold,
         ..PipelineOptions::default()

@@ -7,6 +7,10 @@
 //! - concat: the output observes (`<concat>/act`), each operand `i` gets a marker
 //!   `<concat>/in<i>` tied to it.
 //!
+//! Overrides apply by node name. A BatchNorm folded into the kernel op before it and a
+//! ReLU/ReLU6 TFLite fuses into its producer have no layer of their own in Keras terms, so
+//! they follow their producer's override unless they have one themselves.
+//!
 //! It marks generously (every candidate value); `quantize`'s rules then drop the markers a
 //! fused TFLite kernel does not need. An op the scheme cannot quantize is an error that
 //! names the node and the override that handles it.
@@ -18,7 +22,7 @@ use crate::ir::op::{FakeQuantAttrs, Op, OpKind};
 use crate::ir::types::DType;
 use crate::quant::scheme::{
     activation_state, override_for, policy, tied_input_name, weight_quantizer_name, Granularity,
-    LayerConfig, Policy, QuantConfig,
+    LayerConfig, LayerOverride, Policy, QuantConfig,
 };
 use std::collections::HashMap;
 
@@ -44,6 +48,45 @@ fn quantized_explicitly(g: &Graph, id: NodeId) -> bool {
         && users
             .iter()
             .all(|(u, _)| matches!(g.node(*u).op, Op::FakeQuant(_)))
+}
+
+/// The config of every node: its own override, else — for a BatchNorm folded into the
+/// kernel op before it, or a ReLU/ReLU6 TFLite fuses into its producer — the producer's (a
+/// Keras `Conv2D(activation=...)` is one layer, here it is two nodes), else none.
+fn effective_configs<'o>(
+    g: &Graph,
+    order: &[NodeId],
+    overrides: &'o [LayerOverride],
+) -> HashMap<NodeId, Option<&'o LayerConfig>> {
+    let mut cfg: HashMap<NodeId, Option<&LayerConfig>> = HashMap::new();
+    for &id in order {
+        let own = override_for(overrides, &g.node(id).name);
+        let producer = g.operand(id, 0).filter(|&p| g.use_count(p) == 1);
+        let joins = |kinds: &[OpKind]| producer.is_some_and(|p| kinds.contains(&g.node(p).op.kind()));
+        let inherited = match g.node(id).op.kind() {
+            OpKind::BatchNorm if joins(&[OpKind::Conv2d, OpKind::DepthwiseConv2d, OpKind::Dense]) => {
+                producer
+            }
+            OpKind::Relu | OpKind::Relu6
+                if joins(&[
+                    OpKind::Conv2d,
+                    OpKind::DepthwiseConv2d,
+                    OpKind::Conv2dTranspose,
+                    OpKind::Dense,
+                    OpKind::Add,
+                    OpKind::Sub,
+                    OpKind::Mul,
+                    OpKind::BatchNorm,
+                ]) =>
+            {
+                producer
+            }
+            _ => None,
+        };
+        let c = own.or_else(|| inherited.and_then(|p| cfg.get(&p).copied().flatten()));
+        cfg.insert(id, c);
+    }
+    cfg
 }
 
 impl Pass for Annotate {
@@ -73,6 +116,7 @@ impl Pass for Annotate {
             }
         }
         let default = QuantConfig::default();
+        let effective = effective_configs(&orig, &order, &opts.overrides);
         // kernel markers, shared when several ops use one kernel with one spec
         let mut weight_markers: HashMap<(NodeId, FakeQuantAttrs), NodeId> = HashMap::new();
         for &id in &order {
@@ -80,7 +124,7 @@ impl Pass for Annotate {
             if node.op == Op::Param {
                 continue;
             }
-            let cfg = match override_for(&opts.overrides, &node.name) {
+            let cfg = match effective.get(&id).copied().flatten() {
                 Some(LayerConfig::Skip) => continue,
                 Some(LayerConfig::Quantize(c)) => c,
                 None => &default,
@@ -127,7 +171,8 @@ impl Pass for Annotate {
                         let m = match weight_markers.get(&key) {
                             Some(&m) => m,
                             None => {
-                                let name = fresh(&g, &weight_quantizer_name(&orig.node(kernel).name));
+                                let name =
+                                    fresh(&g, &weight_quantizer_name(&orig.node(kernel).name));
                                 let m = g.add(Op::Quant(spec), name, &[kernel])?;
                                 weight_markers.insert(key, m);
                                 m
@@ -157,7 +202,8 @@ impl Pass for Annotate {
                     mark_value(&mut g, id, scheme.activation_spec(abits, &state), &state)?;
                     for (i, operand) in g.operands(id).into_iter().enumerate() {
                         let name = fresh(&g, &tied_input_name(&node.name, i));
-                        let m = g.add(Op::Quant(scheme.tied_spec(abits, &state)), name, &[operand])?;
+                        let m =
+                            g.add(Op::Quant(scheme.tied_spec(abits, &state)), name, &[operand])?;
                         g.set_operand(id, i, m);
                     }
                 }
@@ -176,7 +222,11 @@ impl Pass for Annotate {
                             "a batch_norm that does not directly follow a conv2d, depthwise_conv2d \
                              or dense cannot be folded into a TFLite kernel (its input comes from {}; \
                              TFMOT refuses standalone BatchNorm too). Move it after such a layer",
-                            producer.map_or("nothing".to_string(), |k| format!("a {k}"))
+                            match producer {
+                                Some(OpKind::Input) => "a graph input".to_string(),
+                                Some(k) => format!("a {k}"),
+                                None => "nothing".to_string(),
+                            }
                         )));
                     }
                 }

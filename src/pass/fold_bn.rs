@@ -81,7 +81,8 @@ impl Pass for FoldBn {
                 continue;
             }
             let (bn_name, op_name) = (&g.node(bn).name, &g.node(op).name);
-            let why = format!(
+            let why =
+                format!(
                 "the kernel of `{op_name}` is quantized by `{}` {}, which does not commute with \
                  the BatchNorm's per-output-channel scaling: the folded kernel's quantization \
                  would differ from the one trained (TFMOT #1131)",

@@ -39,9 +39,7 @@ fn check_kernel(g: &Graph, id: NodeId) -> Result<()> {
         .operand(id, 1)
         .ok_or_else(|| fail(g, id, "has no kernel"))?;
     let q = fq(g, k).ok_or_else(|| fail(g, id, "its kernel is not fake-quantized"))?;
-    let on_param = g
-        .operand(k, 0)
-        .is_some_and(|p| g.node(p).op == Op::Param);
+    let on_param = g.operand(k, 0).is_some_and(|p| g.node(p).op == Op::Param);
     let axis_ok = q.axis.is_none() || q.axis == kernel_quant_axis(&g.node(id).op);
     if q.range != RangeSource::LastValue || !q.symmetric || !q.narrow || !on_param || !axis_ok {
         return Err(fail(
@@ -69,7 +67,11 @@ fn check_states(g: &Graph, params: &ParamStore) -> Result<()> {
         if let Some(s) = fq(g, id).and_then(|q| q.range.state()) {
             let (lo, hi) = state_params(s);
             if !params.contains(&lo) || !params.contains(&hi) {
-                return Err(fail(g, id, format!("its state params `{lo}`/`{hi}` are missing")));
+                return Err(fail(
+                    g,
+                    id,
+                    format!("its state params `{lo}`/`{hi}` are missing"),
+                ));
             }
         }
     }
@@ -80,7 +82,11 @@ fn check_inputs(g: &Graph) -> Result<()> {
     for &i in g.inputs() {
         let users = g.users(i);
         if users.is_empty() || !users.iter().all(|(u, _)| fq(g, *u).is_some()) {
-            return Err(fail(g, i, "the model input must be used only by its fake_quant"));
+            return Err(fail(
+                g,
+                i,
+                "the model input must be used only by its fake_quant",
+            ));
         }
     }
     Ok(())
@@ -122,7 +128,10 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                     return Err(fail(
                         g,
                         v,
-                        format!("the output of the `{}` group must be fake-quantized", g.node(id).name),
+                        format!(
+                            "the output of the `{}` group must be fake-quantized",
+                            g.node(id).name
+                        ),
                     ));
                 }
             }
@@ -136,14 +145,22 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                     let tied = fq(g, o).map(|q| &q.range);
                     let ok = matches!(tied, Some(RangeSource::Tied { state }) if Some(state) == out_state.as_ref());
                     if !ok {
-                        return Err(fail(g, id, "every concat input must be tied to the output's quantizer state"));
+                        return Err(fail(
+                            g,
+                            id,
+                            "every concat input must be tied to the output's quantizer state",
+                        ));
                     }
                 }
             }
             OpKind::BatchNorm => {
                 let bad = g.operand(id, 0).is_some_and(|p| fq(g, p).is_some());
                 if bad {
-                    return Err(fail(g, id, "nothing is quantized between a kernel op and its BatchNorm"));
+                    return Err(fail(
+                        g,
+                        id,
+                        "nothing is quantized between a kernel op and its BatchNorm",
+                    ));
                 }
             }
             OpKind::FakeQuant | OpKind::Input | OpKind::Param => {}
@@ -151,13 +168,30 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                 Policy::Output => {
                     if matches!(k, OpKind::Relu | OpKind::Relu6) {
                         // no fake-quant between a fusing producer and its activation
-                        let between = g.operand(id, 0).filter(|&p| fq(g, p).is_some() && g.use_count(p) == 1);
-                        let producer = between.and_then(|p| g.operand(p, 0)).map(|p| g.node(p).op.kind());
+                        let between = g
+                            .operand(id, 0)
+                            .filter(|&p| fq(g, p).is_some() && g.use_count(p) == 1);
+                        let producer = between
+                            .and_then(|p| g.operand(p, 0))
+                            .map(|p| g.node(p).op.kind());
                         if matches!(
                             producer,
-                            Some(OpKind::Conv2d | OpKind::DepthwiseConv2d | OpKind::Dense | OpKind::Conv2dTranspose | OpKind::BatchNorm | OpKind::Add | OpKind::Sub | OpKind::Mul)
+                            Some(
+                                OpKind::Conv2d
+                                    | OpKind::DepthwiseConv2d
+                                    | OpKind::Dense
+                                    | OpKind::Conv2dTranspose
+                                    | OpKind::BatchNorm
+                                    | OpKind::Add
+                                    | OpKind::Sub
+                                    | OpKind::Mul
+                            )
                         ) {
-                            return Err(fail(g, id, "a fake-quant sits between a fused kernel and its activation"));
+                            return Err(fail(
+                                g,
+                                id,
+                                "a fake-quant sits between a fused kernel and its activation",
+                            ));
                         }
                     }
                     if !quantized_after(g, id) {
@@ -166,7 +200,11 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                 }
                 Policy::SameScale | Policy::Fixed { .. } => {
                     if !no_fq_after(g, id) {
-                        return Err(fail(g, id, "same-scale and fixed-output ops take no quantizer"));
+                        return Err(fail(
+                            g,
+                            id,
+                            "same-scale and fixed-output ops take no quantizer",
+                        ));
                     }
                 }
                 _ => return Err(fail(g, id, "not expected in a QAT graph")),
@@ -182,7 +220,11 @@ pub fn check_export_ready(g: &Graph) -> Result<()> {
     for id in g.canonical_order() {
         let op = &g.node(id).op;
         match op.kind() {
-            OpKind::Quant | OpKind::BatchNorm | OpKind::Dropout | OpKind::BnScale | OpKind::ScaleChannels => {
+            OpKind::Quant
+            | OpKind::BatchNorm
+            | OpKind::Dropout
+            | OpKind::BnScale
+            | OpKind::ScaleChannels => {
                 return Err(fail(g, id, "must be gone in an export-ready graph"))
             }
             OpKind::Conv2d | OpKind::DepthwiseConv2d | OpKind::Dense | OpKind::Conv2dTranspose => {
@@ -200,16 +242,23 @@ pub fn check_export_ready(g: &Graph) -> Result<()> {
                 if !quantized_after(g, id) {
                     return Err(fail(g, id, "must be followed by a fake_quant"));
                 }
-                let state = fq(g, g.users(id)[0].0).and_then(|q| q.range.state().map(str::to_string));
+                let state =
+                    fq(g, g.users(id)[0].0).and_then(|q| q.range.state().map(str::to_string));
                 for o in g.operands(id) {
                     let ok = matches!(fq(g, o).map(|q| &q.range), Some(RangeSource::Tied { state: s }) if Some(s) == state.as_ref());
                     if !ok {
-                        return Err(fail(g, id, "concat inputs must be tied to the output's state"));
+                        return Err(fail(
+                            g,
+                            id,
+                            "concat inputs must be tied to the output's state",
+                        ));
                     }
                 }
             }
             OpKind::FakeQuant | OpKind::Input | OpKind::Param => {}
-            k if op.is_training_op() => return Err(fail(g, id, format!("training op {k} in an export graph"))),
+            k if op.is_training_op() => {
+                return Err(fail(g, id, format!("training op {k} in an export graph")))
+            }
             k => match policy(k) {
                 Policy::Output => {
                     if !quantized_after(g, id) {

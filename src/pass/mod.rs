@@ -225,8 +225,7 @@ impl PassContext<'_> {
     /// Saturates `g` under `passes/<stem>.rules` and extracts the best graph.
     pub fn saturate(&mut self, g: &Graph, stem: &str) -> Result<Graph> {
         let rules = self.rules(stem)?;
-        let (out, report) =
-            crate::rewrite::saturate(g, &rules, self.analysis(), self.opts.limits)?;
+        let (out, report) = crate::rewrite::saturate(g, &rules, self.analysis(), self.opts.limits)?;
         if !report.saturated() {
             self.warn(format!(
                 "{} did not saturate ({}); the result is the best form found so far",
@@ -369,7 +368,9 @@ pub fn run_pipeline_with_report(
         };
         if opts.verify {
             verify_with(&graph, VerifyOptions { allow_markers }).map_err(|e| {
-                Error::Rewrite(format!("the graph after pass `{name}` does not verify: {e}"))
+                Error::Rewrite(format!(
+                    "the graph after pass `{name}` does not verify: {e}"
+                ))
             })?;
         }
         pr.nodes_after = graph.node_count();
@@ -440,7 +441,10 @@ mod tests {
             expand("default_8bit").unwrap(),
             ["canonicalize", "annotate", "quantize", "fuse_fake_quant"]
         );
-        assert_eq!(expand("annotate, quantize").unwrap(), ["annotate", "quantize"]);
+        assert_eq!(
+            expand("annotate, quantize").unwrap(),
+            ["annotate", "quantize"]
+        );
         assert_eq!(expand("default_8bit,export").unwrap().len(), 7);
         let e = expand("default_8bit,frobnicate").unwrap_err().to_string();
         assert!(e.contains("frobnicate") && e.contains("fold_bn"), "{e}");

@@ -27,7 +27,10 @@ impl Pass for Quantize {
 
     fn run(&self, g: Graph, cx: &mut PassContext<'_>) -> Result<Graph> {
         let out = cx.saturate(&g, "quantize")?;
-        if let Some(m) = out.node_ids().find(|&n| matches!(out.node(n).op, Op::Quant(_))) {
+        if let Some(m) = out
+            .node_ids()
+            .find(|&n| matches!(out.node(n).op, Op::Quant(_)))
+        {
             let report = cx
                 .report
                 .saturation

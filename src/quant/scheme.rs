@@ -59,13 +59,25 @@ pub fn policy(kind: OpKind) -> Policy {
     use Policy::*;
     match kind {
         // Conv2D: kernel per axis (output channel, axis 0), fused activation quantized
-        K::Conv2d => Kernel { axis: 0, per_axis: true },
+        K::Conv2d => Kernel {
+            axis: 0,
+            per_axis: true,
+        },
         // DepthwiseConv2D: per axis over all c * multiplier output channels (axis 3)
-        K::DepthwiseConv2d => Kernel { axis: 3, per_axis: true },
+        K::DepthwiseConv2d => Kernel {
+            axis: 3,
+            per_axis: true,
+        },
         // Conv2DTranspose: kernel per tensor (as TFMOT)
-        K::Conv2dTranspose => Kernel { axis: 0, per_axis: false },
+        K::Conv2dTranspose => Kernel {
+            axis: 0,
+            per_axis: false,
+        },
         // Dense: per axis (TFMOT: per tensor)
-        K::Dense => Kernel { axis: 0, per_axis: true },
+        K::Dense => Kernel {
+            axis: 0,
+            per_axis: true,
+        },
         // BatchNormalization after Conv2D / DepthwiseConv2D / Dense
         K::BatchNorm => FoldedBatchNorm,
         // ReLU, Activation(relu/relu6), LeakyReLU, hard swish: output quantized
@@ -87,8 +99,14 @@ pub fn policy(kind: OpKind) -> Policy {
         K::Concat => SharedScale,
         // MaxPooling, GlobalMaxPooling, Reshape, Flatten, Permute, ZeroPadding, Cropping,
         // Dropout: pass-through
-        K::MaxPool2d | K::GlobalMaxPool | K::Reshape | K::Flatten | K::Transpose | K::Pad
-        | K::Crop | K::Dropout => SameScale,
+        K::MaxPool2d
+        | K::GlobalMaxPool
+        | K::Reshape
+        | K::Flatten
+        | K::Transpose
+        | K::Pad
+        | K::Crop
+        | K::Dropout => SameScale,
         K::FakeQuant => Explicit,
         K::Input | K::Param => SameScale,
         K::Quant => Unsupported {
@@ -155,7 +173,9 @@ fn check_bits(what: &str, bits: u8) -> Result<u8> {
     if (2..=8).contains(&bits) {
         Ok(bits)
     } else {
-        Err(Error::Usage(format!("{what} bits must be in 2..=8, found {bits}")))
+        Err(Error::Usage(format!(
+            "{what} bits must be in 2..=8, found {bits}"
+        )))
     }
 }
 
@@ -326,7 +346,9 @@ impl LayerOverride {
         let mut c = QuantConfig::default();
         for item in spec.split(',').map(str::trim) {
             let bits = |v: &str| -> Result<u8> {
-                let b = v.parse::<u8>().map_err(|_| usage(format!("`{v}` is not a bit width")))?;
+                let b = v
+                    .parse::<u8>()
+                    .map_err(|_| usage(format!("`{v}` is not a bit width")))?;
                 check_bits("override", b).map_err(|e| usage(e.to_string()))
             };
             match item.split_once(':') {
@@ -392,21 +414,75 @@ mod tests {
 
     #[test]
     fn the_table_matches_tfmot_with_qatc_fixes() {
-        assert_eq!(policy(OpKind::Conv2d), Policy::Kernel { axis: 0, per_axis: true });
-        assert_eq!(policy(OpKind::DepthwiseConv2d), Policy::Kernel { axis: 3, per_axis: true });
-        assert_eq!(policy(OpKind::Dense), Policy::Kernel { axis: 0, per_axis: true });
-        assert_eq!(policy(OpKind::Conv2dTranspose), Policy::Kernel { axis: 0, per_axis: false });
+        assert_eq!(
+            policy(OpKind::Conv2d),
+            Policy::Kernel {
+                axis: 0,
+                per_axis: true
+            }
+        );
+        assert_eq!(
+            policy(OpKind::DepthwiseConv2d),
+            Policy::Kernel {
+                axis: 3,
+                per_axis: true
+            }
+        );
+        assert_eq!(
+            policy(OpKind::Dense),
+            Policy::Kernel {
+                axis: 0,
+                per_axis: true
+            }
+        );
+        assert_eq!(
+            policy(OpKind::Conv2dTranspose),
+            Policy::Kernel {
+                axis: 0,
+                per_axis: false
+            }
+        );
         assert_eq!(policy(OpKind::Concat), Policy::SharedScale);
-        for k in [OpKind::MaxPool2d, OpKind::Reshape, OpKind::Flatten, OpKind::Pad, OpKind::Crop, OpKind::Transpose, OpKind::Dropout, OpKind::GlobalMaxPool] {
+        for k in [
+            OpKind::MaxPool2d,
+            OpKind::Reshape,
+            OpKind::Flatten,
+            OpKind::Pad,
+            OpKind::Crop,
+            OpKind::Transpose,
+            OpKind::Dropout,
+            OpKind::GlobalMaxPool,
+        ] {
             assert_eq!(policy(k), Policy::SameScale, "{k}");
         }
-        for k in [OpKind::Add, OpKind::Sub, OpKind::Mul, OpKind::Mean, OpKind::AvgPool2d, OpKind::GlobalAvgPool, OpKind::UpsampleNearest, OpKind::LeakyRelu, OpKind::HardSwish, OpKind::Relu, OpKind::Relu6] {
+        for k in [
+            OpKind::Add,
+            OpKind::Sub,
+            OpKind::Mul,
+            OpKind::Mean,
+            OpKind::AvgPool2d,
+            OpKind::GlobalAvgPool,
+            OpKind::UpsampleNearest,
+            OpKind::LeakyRelu,
+            OpKind::HardSwish,
+            OpKind::Relu,
+            OpKind::Relu6,
+        ] {
             assert_eq!(policy(k), Policy::Output, "{k}");
         }
-        assert_eq!(fixed_output_params(OpKind::Softmax), Some((1.0 / 256.0, -128)));
-        assert_eq!(fixed_output_params(OpKind::Sigmoid), Some((1.0 / 256.0, -128)));
+        assert_eq!(
+            fixed_output_params(OpKind::Softmax),
+            Some((1.0 / 256.0, -128))
+        );
+        assert_eq!(
+            fixed_output_params(OpKind::Sigmoid),
+            Some((1.0 / 256.0, -128))
+        );
         assert_eq!(fixed_output_params(OpKind::Tanh), Some((1.0 / 128.0, 0)));
-        assert!(matches!(policy(OpKind::ReluGrad), Policy::Unsupported { .. }));
+        assert!(matches!(
+            policy(OpKind::ReluGrad),
+            Policy::Unsupported { .. }
+        ));
     }
 
     #[test]
@@ -418,21 +494,29 @@ mod tests {
         assert_eq!(a, FakeQuantAttrs::activation("conv/act"));
         assert_eq!(
             s.input_spec(8, "input/act").range,
-            RangeSource::AllValues { state: "input/act".into() }
+            RangeSource::AllValues {
+                state: "input/act".into()
+            }
         );
         assert_eq!(s.tied_spec(4, "c/act").bits, 4);
     }
 
     #[test]
     fn schemes_parse() {
-        assert_eq!(Scheme::parse("default_8bit").unwrap(), Scheme::default_8bit());
+        assert_eq!(
+            Scheme::parse("default_8bit").unwrap(),
+            Scheme::default_8bit()
+        );
         let p = Scheme::parse("per_tensor").unwrap();
         assert_eq!(p.granularity, Granularity::PerTensor);
         let n = Scheme::parse("nbit:4,8").unwrap();
         assert_eq!((n.weight_bits, n.activation_bits), (4, 8));
         let n = Scheme::parse("nbit:2,3,per_tensor").unwrap();
         assert_eq!(n.granularity, Granularity::PerTensor);
-        assert!(Scheme::parse("nbit:9,8").unwrap_err().to_string().contains("2..=8"));
+        assert!(Scheme::parse("nbit:9,8")
+            .unwrap_err()
+            .to_string()
+            .contains("2..=8"));
         assert!(Scheme::parse("int4").is_err());
     }
 
@@ -453,7 +537,10 @@ mod tests {
         assert_eq!(override_for(&o, "dense"), None);
         assert!(LayerOverride::parse("x=bits:12").is_err());
         assert!(LayerOverride::parse("x").is_err());
-        assert!(LayerOverride::parse("x=frobnicate").unwrap_err().to_string().contains("frobnicate"));
+        assert!(LayerOverride::parse("x=frobnicate")
+            .unwrap_err()
+            .to_string()
+            .contains("frobnicate"));
     }
 
     #[test]

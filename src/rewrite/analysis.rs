@@ -121,8 +121,9 @@ fn make_op(egraph: &EGraph, kind: OpKind, ch: &[Id]) -> Data {
         Ok(t) => data.ty = Some(t),
         Err(m) => data.error = Some(format!("{kind} `{}`: {m}", attr.name)),
     }
-    data.constant =
-        is_foldable(kind) && !operands.is_empty() && operands.iter().all(|&o| egraph[o].data.constant);
+    data.constant = is_foldable(kind)
+        && !operands.is_empty()
+        && operands.iter().all(|&o| egraph[o].data.constant);
     data
 }
 
@@ -183,7 +184,10 @@ impl egg::Analysis<QNode> for QAnalysis {
         }
         a.uses = a.uses.max(b.uses);
         a.constant |= b.constant;
-        let conflict = a.error.as_deref().is_some_and(|e| e.starts_with("type conflict"));
+        let conflict = a
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("type conflict"));
         if !conflict {
             // an error only matters while nothing in the class has a type or attribute
             a.error = if a.ty.is_some() || a.attr.is_some() {

@@ -112,9 +112,8 @@ impl AttrFn {
                 other => Err(format!("bn_scale_of: `{}` is a {}", a.name, other.name())),
             },
             AttrFn::KernelScaling => {
-                let axis = crate::ir::verify::kernel_quant_axis(&a.op).ok_or_else(|| {
-                    format!("kernel_scaling: a {} has no kernel", a.op.name())
-                })?;
+                let axis = crate::ir::verify::kernel_quant_axis(&a.op)
+                    .ok_or_else(|| format!("kernel_scaling: a {} has no kernel", a.op.name()))?;
                 Ok(AttrLeaf::new(
                     Op::ScaleChannels { axis },
                     format!("{}.folded_kernel", a.name),

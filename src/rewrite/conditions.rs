@@ -32,7 +32,8 @@ pub const CONDITIONS: &[Condition] = &[
     Condition {
         name: "single_use",
         arity: 1,
-        doc: "the value had exactly one use (op operand, output or update) in the pass's input graph",
+        doc:
+            "the value had exactly one use (op operand, output or update) in the pass's input graph",
         check: |eg, a| eg[a[0]].data.uses <= 1,
     },
     Condition {
@@ -59,9 +60,7 @@ pub const CONDITIONS: &[Condition] = &[
         name: "no_activation",
         arity: 1,
         doc: "the op attributes have no fused activation yet",
-        check: |eg, a| {
-            attr_of(eg, a[0]).and_then(|l| l.op.activation()) == Some(Activation::None)
-        },
+        check: |eg, a| attr_of(eg, a[0]).and_then(|l| l.op.activation()) == Some(Activation::None),
     },
     Condition {
         name: "fuses_activation",

@@ -45,7 +45,10 @@ pub fn to_egraph(g: &Graph, analysis: QAnalysis) -> Result<(EGraph, Roots)> {
                 ty: node.ty.clone(),
             })),
             op => {
-                let attrs = eg.add(QNode::Attr(Arc::new(AttrLeaf::new(op.clone(), node.name.clone()))));
+                let attrs = eg.add(QNode::Attr(Arc::new(AttrLeaf::new(
+                    op.clone(),
+                    node.name.clone(),
+                ))));
                 let mut ch = vec![attrs];
                 ch.extend(g.operands(id).iter().map(|o| class[o]));
                 QNode::Op(op.kind(), ch)
@@ -69,8 +72,16 @@ pub fn to_egraph(g: &Graph, analysis: QAnalysis) -> Result<(EGraph, Roots)> {
             .iter()
             .map(|&i| (g.node(i).name.clone(), g.node(i).ty.clone()))
             .collect(),
-        outputs: g.outputs().iter().map(|o| (o.name.clone(), class[&o.node])).collect(),
-        updates: g.updates().iter().map(|u| (u.param.clone(), class[&u.node])).collect(),
+        outputs: g
+            .outputs()
+            .iter()
+            .map(|o| (o.name.clone(), class[&o.node]))
+            .collect(),
+        updates: g
+            .updates()
+            .iter()
+            .map(|u| (u.param.clone(), class[&u.node]))
+            .collect(),
     };
     Ok((eg, roots))
 }
@@ -103,7 +114,9 @@ pub fn from_egraph(eg: &EGraph, roots: &Roots) -> Result<Graph> {
 
 fn best<'e>(ex: &'e Extractor, id: Id) -> Result<&'e QNode> {
     ex.best(id).map(|(_, n)| n).ok_or_else(|| {
-        Error::Rewrite(format!("e-class {id} has no finite form to extract (a rule cycle without a base case)"))
+        Error::Rewrite(format!(
+            "e-class {id} has no finite form to extract (a rule cycle without a base case)"
+        ))
     })
 }
 
@@ -160,7 +173,9 @@ fn build(
                 )))
             }
             QNode::Fn(f, _) => {
-                return Err(Error::Rewrite(format!("attribute function {f} stands where a value is expected")))
+                return Err(Error::Rewrite(format!(
+                    "attribute function {f} stands where a value is expected"
+                )))
             }
         };
         built.insert(id, nid);

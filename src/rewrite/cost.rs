@@ -116,8 +116,6 @@ impl<'a> Extractor<'a> {
 
     /// The best node of class `id` and its cost.
     pub fn best(&self, id: Id) -> Option<(&Cost, &QNode)> {
-        self.best
-            .get(&self.egraph.find(id))
-            .map(|(c, n)| (c, n))
+        self.best.get(&self.egraph.find(id)).map(|(c, n)| (c, n))
     }
 }

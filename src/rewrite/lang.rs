@@ -159,12 +159,11 @@ impl fmt::Display for QNode {
             QNode::Op(k, _) => f.write_str(k.name()),
             QNode::Fn(func, _) => f.write_str(func.name()),
             QNode::Attr(a) => {
-                let parts: Vec<String> = a
-                    .op
-                    .attrs()
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
+                let parts: Vec<String> =
+                    a.op.attrs()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                 write!(f, "{:?}{{{}}}", a.name, parts.join(","))
             }
             QNode::Value(v) => match v.kind {
@@ -242,7 +241,10 @@ mod tests {
     fn a_marker_leaf_serves_a_fake_quant_node() {
         let q = crate::ir::op::FakeQuantAttrs::activation("s");
         let leaf = AttrLeaf::new(Op::Quant(q.clone()), "m");
-        assert_eq!(leaf.op_of_kind(OpKind::FakeQuant).unwrap(), Op::FakeQuant(q));
+        assert_eq!(
+            leaf.op_of_kind(OpKind::FakeQuant).unwrap(),
+            Op::FakeQuant(q)
+        );
         let relu = AttrLeaf::new(
             Op::Add {
                 activation: Activation::Relu,

@@ -19,7 +19,10 @@ use super::conditions::{condition, Condition};
 use super::lang::{kind_arity, QNode};
 use crate::error::{Error, Result};
 use crate::ir::op::OpKind;
-use egg::{ENodeOrVar, Language, Id, Pattern, PatternAst, RecExpr, Rewrite, SearchMatches, Searcher, Subst, Var};
+use egg::{
+    ENodeOrVar, Id, Language, Pattern, PatternAst, RecExpr, Rewrite, SearchMatches, Searcher,
+    Subst, Var,
+};
 use std::collections::{BTreeSet, HashSet};
 
 /// A position in a rule file.
@@ -207,7 +210,11 @@ fn lex(src: &str, file: &str) -> Result<Vec<Spanned>> {
                     take(1, &mut i, &mut col);
                 }
                 if start == i {
-                    return Err(err(pos.line, pos.col, "expected a variable name after `?`".into()));
+                    return Err(err(
+                        pos.line,
+                        pos.col,
+                        "expected a variable name after `?`".into(),
+                    ));
                 }
                 toks.push(Spanned {
                     tok: Tok::Var(chars[start..i].iter().collect()),
@@ -226,13 +233,13 @@ fn lex(src: &str, file: &str) -> Result<Vec<Spanned>> {
                     comment: std::mem::take(&mut comment),
                 });
             }
-            other => {
-                return Err(err(
-                    pos.line,
-                    pos.col,
-                    format!("unexpected character `{other}` (rules are `name: lhs => rhs [if cond(?x)]`)"),
-                ))
-            }
+            other => return Err(err(
+                pos.line,
+                pos.col,
+                format!(
+                    "unexpected character `{other}` (rules are `name: lhs => rhs [if cond(?x)]`)"
+                ),
+            )),
         }
     }
     toks.push(Spanned {
@@ -340,11 +347,17 @@ impl Parser<'_> {
         let name = match self.next() {
             Tok::Word(w) => w,
             t => {
-                return Err(self.err(pos, format!("expected a condition name, found {}", t.describe())))
+                return Err(self.err(
+                    pos,
+                    format!("expected a condition name, found {}", t.describe()),
+                ))
             }
         };
         let cond = condition(&name).ok_or_else(|| {
-            let known: Vec<&str> = super::conditions::CONDITIONS.iter().map(|c| c.name).collect();
+            let known: Vec<&str> = super::conditions::CONDITIONS
+                .iter()
+                .map(|c| c.name)
+                .collect();
             self.err(
                 pos,
                 format!(
@@ -363,7 +376,10 @@ impl Parser<'_> {
                     t => {
                         return Err(self.err(
                             apos,
-                            format!("condition arguments are variables like `?x`, found {}", t.describe()),
+                            format!(
+                                "condition arguments are variables like `?x`, found {}",
+                                t.describe()
+                            ),
                         ))
                     }
                 }
@@ -401,7 +417,10 @@ impl Parser<'_> {
             t => {
                 return Err(self.err(
                     pos,
-                    format!("expected a rule name (`name: lhs => rhs`), found {}", t.describe()),
+                    format!(
+                        "expected a rule name (`name: lhs => rhs`), found {}",
+                        t.describe()
+                    ),
                 ))
             }
         };
@@ -478,7 +497,11 @@ impl Checker<'_> {
                     if ch.len() != f.arity() {
                         return Err(self.err(
                             *pos,
-                            format!("`{head}` takes {} argument(s), found {}", f.arity(), ch.len()),
+                            format!(
+                                "`{head}` takes {} argument(s), found {}",
+                                f.arity(),
+                                ch.len()
+                            ),
                         ));
                     }
                     return ch.iter().try_for_each(|c| self.check(c, lhs, true));
@@ -494,7 +517,10 @@ impl Checker<'_> {
                     ));
                 };
                 if attr_slot {
-                    return Err(self.err(*pos, format!("an op `({head} ...)` cannot stand for attributes")));
+                    return Err(self.err(
+                        *pos,
+                        format!("an op `({head} ...)` cannot stand for attributes"),
+                    ));
                 }
                 if matches!(kind, OpKind::Input | OpKind::Param) {
                     return Err(self.err(
@@ -538,7 +564,10 @@ impl Checker<'_> {
             Pat::Var(..) => false,
         };
         if !root_ok {
-            return Err(self.err(r.lhs.pos(), "the left side must be an op pattern, not a bare variable".into()));
+            return Err(self.err(
+                r.lhs.pos(),
+                "the left side must be an op pattern, not a bare variable".into(),
+            ));
         }
         self.check(&r.lhs, true, false)?;
         self.check(&r.rhs, false, false)?;
@@ -550,8 +579,12 @@ impl Checker<'_> {
         let mut plain = Vec::new();
         collect_plain_vars(&r.lhs, &mut plain);
         for (b, pos) in &binds {
-            if plain.iter().any(|(v, _)| v == b) || binds.iter().filter(|(x, _)| x == b).count() > 1 {
-                return Err(self.err(*pos, format!("`?{b}` names a binding and is used again on the left side")));
+            if plain.iter().any(|(v, _)| v == b) || binds.iter().filter(|(x, _)| x == b).count() > 1
+            {
+                return Err(self.err(
+                    *pos,
+                    format!("`?{b}` names a binding and is used again on the left side"),
+                ));
             }
         }
         let mut rhs_vars = Vec::new();
@@ -564,7 +597,10 @@ impl Checker<'_> {
         for c in &r.conditions {
             for a in &c.args {
                 if !bound.contains(a) {
-                    return Err(self.err(c.pos, format!("condition argument `?{a}` is not bound by the left side")));
+                    return Err(self.err(
+                        c.pos,
+                        format!("condition argument `?{a}` is not bound by the left side"),
+                    ));
                 }
             }
         }
@@ -602,7 +638,10 @@ pub fn parse_rules(src: &str, file: &str) -> Result<RuleFile> {
         if let Some(prev) = rules.iter().find(|x| x.name == r.name) {
             return Err(p.err(
                 r.pos,
-                format!("rule `{}` is defined twice (first at line {})", r.name, prev.pos.line),
+                format!(
+                    "rule `{}` is defined twice (first at line {})",
+                    r.name, prev.pos.line
+                ),
             ));
         }
         checker.rule(&r)?;
@@ -621,7 +660,11 @@ fn var(name: &str) -> Var {
 }
 
 /// Appends `p` to `ast`, returning its id; bindings are collected with their own sub-pattern.
-fn lower(p: &Pat, ast: &mut RecExpr<ENodeOrVar<QNode>>, binds: &mut Vec<(Var, PatternAst<QNode>)>) -> Id {
+fn lower(
+    p: &Pat,
+    ast: &mut RecExpr<ENodeOrVar<QNode>>,
+    binds: &mut Vec<(Var, PatternAst<QNode>)>,
+) -> Id {
     match p {
         Pat::Var(v, _) => ast.add(ENodeOrVar::Var(var(v))),
         Pat::Bind(v, inner, _) => {
@@ -648,7 +691,9 @@ fn lookup(egraph: &EGraph, ast: &PatternAst<QNode>, subst: &Subst) -> Option<Id>
     for n in ast.iter() {
         let id = match n {
             ENodeOrVar::Var(v) => *subst.get(*v)?,
-            ENodeOrVar::ENode(e) => egraph.lookup(e.clone().map_children(|c| ids[usize::from(c)]))?,
+            ENodeOrVar::ENode(e) => {
+                egraph.lookup(e.clone().map_children(|c| ids[usize::from(c)]))?
+            }
         };
         ids.push(id);
     }
@@ -666,8 +711,15 @@ pub struct RuleSearcher {
 }
 
 impl Searcher<QNode, QAnalysis> for RuleSearcher {
-    fn search_eclass_with_limit(&self, egraph: &EGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, QNode>> {
-        let m = self.pattern.search_eclass_with_limit(egraph, eclass, limit)?;
+    fn search_eclass_with_limit(
+        &self,
+        egraph: &EGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, QNode>> {
+        let m = self
+            .pattern
+            .search_eclass_with_limit(egraph, eclass, limit)?;
         let substs: Vec<Subst> = m
             .substs
             .into_iter()
@@ -741,7 +793,10 @@ impl RuleFile {
     pub fn only(&self, names: &[&str]) -> Result<RuleFile> {
         let known: HashSet<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
         if let Some(missing) = names.iter().find(|n| !known.contains(**n)) {
-            return Err(Error::Rewrite(format!("{} has no rule `{missing}`", self.file)));
+            return Err(Error::Rewrite(format!(
+                "{} has no rule `{missing}`",
+                self.file
+            )));
         }
         Ok(RuleFile {
             file: self.file.clone(),
@@ -763,11 +818,20 @@ impl RuleFile {
 
 /// The rule files compiled into qatc: `(stem, text)`.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("canonicalize", include_str!("../../passes/canonicalize.rules")),
+    (
+        "canonicalize",
+        include_str!("../../passes/canonicalize.rules"),
+    ),
     ("quantize", include_str!("../../passes/quantize.rules")),
-    ("fuse_fake_quant", include_str!("../../passes/fuse_fake_quant.rules")),
+    (
+        "fuse_fake_quant",
+        include_str!("../../passes/fuse_fake_quant.rules"),
+    ),
     ("fold_bn", include_str!("../../passes/fold_bn.rules")),
-    ("fuse_activation", include_str!("../../passes/fuse_activation.rules")),
+    (
+        "fuse_activation",
+        include_str!("../../passes/fuse_activation.rules"),
+    ),
 ];
 
 /// The built-in rule file of pass `stem`, parsed once.
@@ -779,7 +843,10 @@ pub fn builtin(stem: &str) -> Result<&'static RuleFile> {
             .iter()
             .map(|(stem, src)| {
                 let file = format!("passes/{stem}.rules");
-                (stem.to_string(), parse_rules(src, &file).map_err(|e| e.to_string()))
+                (
+                    stem.to_string(),
+                    parse_rules(src, &file).map_err(|e| e.to_string()),
+                )
             })
             .collect()
     });
@@ -827,18 +894,21 @@ mod tests {
     fn errors_point_at_file_line_col() {
         assert_eq!(
             err("a: (relu ?r ?x) => (relu ?r ?y)"),
-            "t.rules:1:28: `?y` is not bound by the left side"
+            "t.rules:1:29: `?y` is not bound by the left side"
         );
         assert_eq!(
             err("\n  a: (rellu ?r ?x) => ?x"),
             "t.rules:2:6: unknown op `rellu` (ops are spelled as in src/ir/op.rs; attribute functions: with_activation, bn_scale_of, kernel_scaling, bias_through_bn, bias_from_mean, mean_scaling)"
         );
-        assert!(err("a: (relu ?r ?x) => ?x if nope(?x)").starts_with("t.rules:1:26: unknown condition `nope`"));
+        assert!(err("a: (relu ?r ?x) => ?x if nope(?x)")
+            .starts_with("t.rules:1:26: unknown condition `nope`"));
         assert!(err("a: (relu ?r ?x) => ?x if single_use(?x, ?r)").contains("takes 1 argument"));
         assert!(err("a: (relu ?r ?x ?y) => ?x").contains("relu takes 1 operand(s)"));
         assert!(err("a: (relu ?r ?x => ?x").contains("expected a pattern, found `=>`"));
         assert!(err("a: ?x => ?x").contains("left side must be an op pattern"));
-        assert!(err("a: (relu ?r ?x) => (relu (with_activation ?r) ?x)").contains("takes 2 argument"));
+        assert!(
+            err("a: (relu ?r ?x) => (relu (with_activation ?r) ?x)").contains("takes 2 argument")
+        );
         assert!(err("a: (relu ?r ?x) => ?x\na: (relu ?r ?x) => ?x").contains("defined twice"));
         assert!(err("a: (relu ?r ?m@(relu ?s ?m)) => ?m").contains("binding"));
         assert!(err("a: (relu ?r ?x) => ?m@(relu ?r ?x)").contains("left side"));

@@ -1,6 +1,6 @@
 //! Running a rule set to saturation, within limits, with a report of why it stopped.
 
-use super::analysis::{QAnalysis, EGraph};
+use super::analysis::{EGraph, QAnalysis};
 use super::convert::{from_egraph, to_egraph, Roots};
 use super::lang::QNode;
 use super::rules::RuleFile;
@@ -89,7 +89,11 @@ impl fmt::Display for SaturationReport {
             self.time.as_secs_f64() * 1e3
         )?;
         if !self.applied.is_empty() {
-            let parts: Vec<String> = self.applied.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+            let parts: Vec<String> = self
+                .applied
+                .iter()
+                .map(|(r, n)| format!("{r} x{n}"))
+                .collect();
             write!(f, "; applied {}", parts.join(", "))?;
         }
         Ok(())
@@ -146,7 +150,12 @@ pub fn saturate_egraph(
                 return Err(Error::Rewrite(format!(
                     "{}: a rule equated values of different types ({e}); forms: {}",
                     rules.file,
-                    class.nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                    class
+                        .nodes
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
