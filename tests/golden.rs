@@ -85,7 +85,9 @@ fn case_params(path: &Path, g: &qatc::ir::Graph) -> qatc::Result<qatc::ir::Param
     for (k, (name, id)) in g.params().into_iter().enumerate() {
         let shape = g.node(id).ty.shape.clone();
         let n: usize = shape.iter().product();
-        let data = (0..n).map(|i| 0.5 + ((i * 7 + k * 3) % 11) as f32 / 10.0).collect();
+        let data = (0..n)
+            .map(|i| 0.5 + ((i * 7 + k * 3) % 11) as f32 / 10.0)
+            .collect();
         params.insert(name, qatc::ir::Tensor::new(shape, data));
     }
     Ok(params)
@@ -102,14 +104,18 @@ fn run_passes(path: &Path, graph: qatc::ir::Graph, h: &Header) -> qatc::Result<S
         ..PipelineOptions::default()
     };
     for o in &h.overrides {
-        opts.overrides.push(qatc::quant::scheme::LayerOverride::parse(o)?);
+        opts.overrides
+            .push(qatc::quant::scheme::LayerOverride::parse(o)?);
     }
     let before: std::collections::BTreeSet<String> = params.names().cloned().collect();
     let out = qatc::pass::run_pipeline(graph, &mut params, &h.passes.join(","), &opts)?;
     let mut text = qatc::ir::text::print(&out);
     for name in params.names().filter(|n| !before.contains(*n)) {
         let shape = &params.get(name).expect("listed").shape;
-        text.push_str(&format!("# new param @{name} : f32{}\n", qatc::ir::types::shape_str(shape)));
+        text.push_str(&format!(
+            "# new param @{name} : f32{}\n",
+            qatc::ir::types::shape_str(shape)
+        ));
     }
     for name in before.iter().filter(|n| !params.contains(n)) {
         text.push_str(&format!("# removed param @{name}\n"));

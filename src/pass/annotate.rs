@@ -62,9 +62,12 @@ fn effective_configs<'o>(
     for &id in order {
         let own = override_for(overrides, &g.node(id).name);
         let producer = g.operand(id, 0).filter(|&p| g.use_count(p) == 1);
-        let joins = |kinds: &[OpKind]| producer.is_some_and(|p| kinds.contains(&g.node(p).op.kind()));
+        let joins =
+            |kinds: &[OpKind]| producer.is_some_and(|p| kinds.contains(&g.node(p).op.kind()));
         let inherited = match g.node(id).op.kind() {
-            OpKind::BatchNorm if joins(&[OpKind::Conv2d, OpKind::DepthwiseConv2d, OpKind::Dense]) => {
+            OpKind::BatchNorm
+                if joins(&[OpKind::Conv2d, OpKind::DepthwiseConv2d, OpKind::Dense]) =>
+            {
                 producer
             }
             OpKind::Relu | OpKind::Relu6

@@ -27,6 +27,8 @@ pub mod fold_bn;
 pub mod forms;
 pub mod fuse_activation;
 pub mod fuse_fake_quant;
+#[cfg(test)]
+mod model_tests;
 pub mod quantize;
 #[cfg(test)]
 mod rule_tests;

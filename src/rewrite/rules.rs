@@ -233,13 +233,15 @@ fn lex(src: &str, file: &str) -> Result<Vec<Spanned>> {
                     comment: std::mem::take(&mut comment),
                 });
             }
-            other => return Err(err(
-                pos.line,
-                pos.col,
-                format!(
+            other => {
+                return Err(err(
+                    pos.line,
+                    pos.col,
+                    format!(
                     "unexpected character `{other}` (rules are `name: lhs => rhs [if cond(?x)]`)"
                 ),
-            )),
+                ))
+            }
         }
     }
     toks.push(Spanned {
