@@ -11,6 +11,8 @@
 //! # mode: eval              (or train; default eval)
 //! # scheme: default_8bit    (or per_tensor, nbit:W,A; default default_8bit)
 //! # override: conv2d=skip   (a per-layer override; may be repeated)
+//! # verify: markers         (optional, without passes: `quant` markers are allowed, as
+//!                            between annotate and quantize)
 //! ```
 //! Params come from the `.safetensors` file beside the case, else they are synthesized
 //! (deterministic values in [0.5, 1.5], so BatchNorm variances are positive). With passes,
@@ -26,6 +28,7 @@ struct Header {
     scheme: String,
     overrides: Vec<String>,
     what: Option<String>,
+    allow_markers: bool,
 }
 
 fn header(src: &str) -> Header {
@@ -35,6 +38,7 @@ fn header(src: &str) -> Header {
         scheme: "default_8bit".into(),
         overrides: Vec::new(),
         what: None,
+        allow_markers: false,
     };
     for line in src
         .lines()
@@ -55,6 +59,8 @@ fn header(src: &str) -> Header {
             h.overrides.push(v.trim().to_string());
         } else if let Some(v) = line.strip_prefix("what:") {
             h.what = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("verify:") {
+            h.allow_markers = v.trim() == "markers";
         }
     }
     h
@@ -69,7 +75,10 @@ fn run_case(path: &Path, display: &str) -> Result<String, String> {
     }
     let graph = qatc::ir::text::parse(&src, display).map_err(|e| e.to_string())?;
     if h.passes.is_empty() {
-        qatc::ir::verify::verify(&graph).map_err(|e| e.to_string())?;
+        let opts = qatc::ir::verify::VerifyOptions {
+            allow_markers: h.allow_markers,
+        };
+        qatc::ir::verify::verify_with(&graph, opts).map_err(|e| e.to_string())?;
         return Ok(qatc::ir::text::print(&graph));
     }
     run_passes(path, graph, &h).map_err(|e| e.to_string())

@@ -5,8 +5,17 @@ use crate::error::{write_atomic, Error, Result};
 use crate::ir::{dot, text, verify};
 use crate::pass::{self, DumpHook, Mode, PassEvent, PipelineOptions};
 use crate::quant::scheme::{LayerOverride, Scheme};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+/// Writes to stdout; a closed pipe (`qatc dump m.qir | head`) is an error, not a panic.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("<stdout>", e))
+}
 
 /// Arguments of `qatc dump`.
 #[derive(clap::Args, Debug)]
@@ -56,14 +65,15 @@ pub fn run(args: &DumpArgs) -> Result<()> {
     let mut model = super::load_model(&args.model, 0)?;
     let Some(pipeline) = &args.pipeline else {
         verify::verify(&model.graph)?;
-        print!("{}", text::print(&model.graph));
+        let ir = text::print(&model.graph);
+        // files first: a failure leaves neither a file nor a printed model behind
         if let Some(path) = &args.dot {
             write_atomic(path, dot::to_dot(&model.graph).as_bytes())?;
         }
         if let Some(path) = &args.output {
             text::save_model(&model.graph, &model.params, path)?;
         }
-        return Ok(());
+        return emit(&ir);
     };
     let passes = pass::expand(pipeline)?;
     for p in &args.print_after {
@@ -125,15 +135,9 @@ pub fn run(args: &DumpArgs) -> Result<()> {
     let skip_final = !args.print_after.is_empty()
         && !print_all
         && !args.print_after.iter().any(|p| p == passes[last - 1]);
-    let n = printed.len();
-    for (i, s) in printed.iter().enumerate() {
-        if skip_final && i == n - 1 {
-            continue;
-        }
-        print!("{s}");
-    }
     if let Some(path) = &args.output {
         text::save_model(&graph, &model.params, path)?;
     }
-    Ok(())
+    let keep = printed.len() - usize::from(skip_final);
+    emit(&printed[..keep].concat())
 }
