@@ -157,8 +157,12 @@ fn lex(src: &str, file: &str) -> Result<Vec<Spanned>> {
         msg,
     };
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut blank_line = true;
     while i < chars.len() {
         let c = chars[i];
+        if !matches!(c, ' ' | '\t' | '\r' | '\n') {
+            blank_line = false;
+        }
         let pos = Pos { line, col };
         let take = |n: usize, i: &mut usize, col: &mut usize| {
             *i += n;
@@ -166,9 +170,16 @@ fn lex(src: &str, file: &str) -> Result<Vec<Spanned>> {
         };
         match c {
             '\n' => {
+                // a blank line ends a comment block: only the block right above a rule is
+                // its comment
+                if blank_line {
+                    comment.clear();
+                }
+                blank_line = true;
                 i += 1;
                 line += 1;
                 col = 1;
+                continue;
             }
             ' ' | '\t' | '\r' => take(1, &mut i, &mut col),
             '#' => {
@@ -878,7 +889,7 @@ mod tests {
     #[test]
     fn parses_rules_with_bindings_conditions_and_comments() {
         let f = parse_rules(
-            "# relu(q(y)) = relu(y)\nfused: (relu ?r ?m@(quant ?q ?y))\n  => (relu ?r ?y)\n  if single_use(?m), fuses_activation(?y)\n\n# second\nr2: (dropout ?d ?x) => ?x if eval_mode()\n",
+            "# file header\n\n# relu(q(y)) = relu(y)\nfused: (relu ?r ?m@(quant ?q ?y))\n  => (relu ?r ?y)\n  if single_use(?m), fuses_activation(?y)\n\n# second\nr2: (dropout ?d ?x) => ?x if eval_mode()\n",
             "t.rules",
         )
         .unwrap();
@@ -887,7 +898,7 @@ mod tests {
         assert_eq!(r.name, "fused");
         assert_eq!(r.comment, "relu(q(y)) = relu(y)");
         assert_eq!(r.conditions.len(), 2);
-        assert_eq!(f.rules[1].pos, Pos { line: 7, col: 1 });
+        assert_eq!(f.rules[1].pos, Pos { line: 9, col: 1 });
         assert_eq!(f.rules[1].comment, "second");
         f.rewrites().unwrap();
     }
