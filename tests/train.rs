@@ -6,7 +6,8 @@ use qatc::autodiff::{eval_graph, Optimizer};
 use qatc::data::Dataset;
 use qatc::ir::builder::{Act, Layer, Model, Sequential};
 use qatc::ir::text::parse;
-use qatc::ir::{Graph, ParamStore};
+use qatc::ir::ParamStore;
+use qatc::pass::{run_pipeline, PipelineOptions};
 use qatc::quant::fake::{fake_quant, nudged_for};
 use qatc::train::{evaluate, fit, Checkpoint, FitConfig, Interpreter, LrSchedule};
 use rand::{RngExt, SeedableRng};
@@ -46,27 +47,6 @@ fn float_model(seed: u64) -> Model {
         .build()
         .unwrap()
 }
-
-/// The QAT graph of [`float_model`] (what `default_8bit` makes of it), written by hand.
-const QUAD_QAT: &str = r#"
-model "quad"
-param @conv2d.kernel : f32[4,3,3,1]
-param @conv2d.bias : f32[4]
-param @dense.kernel : f32[4,16]
-param @dense.bias : f32[4]
-%0 = input "input" : f32[1,6,6,1]
-%1 = fake_quant "input.fq" (%0) {bits=8, range=all_values, state="input.fq"}
-%2 = fake_quant "conv2d.kernel.fq" (@conv2d.kernel) {bits=8, narrow=true, symmetric=true, axis=0, range=last_value}
-%3 = conv2d "conv2d" (%1, %2, @conv2d.bias) {stride=[1,1], padding=valid}
-%4 = relu "conv2d.relu" (%3)
-%5 = fake_quant "conv2d.relu.fq" (%4) {bits=8, range=ema, state="conv2d.relu.fq", decay=0.999}
-%6 = max_pool2d "max_pooling2d" (%5) {size=[2,2], stride=[2,2], padding=valid}
-%7 = flatten "flatten" (%6)
-%8 = fake_quant "dense.kernel.fq" (@dense.kernel) {bits=8, narrow=true, symmetric=true, axis=0, range=last_value}
-%9 = dense "dense" (%7, %8, @dense.bias)
-%10 = fake_quant "dense.fq" (%9) {bits=8, range=ema, state="dense.fq", decay=0.999}
-output "output" = %10
-"#;
 
 /// A QAT graph with everything that has state: BatchNorm statistics, dropout masks,
 /// observers, Adam slots.
@@ -390,7 +370,14 @@ fn float_training_then_qat_fine_tuning() {
     let float_acc = float.history.last().unwrap().test_accuracy.unwrap();
     assert!(float_acc >= 0.9, "float accuracy {float_acc}");
 
-    let qat: Graph = parse(QUAD_QAT, "quad_qat.qir").unwrap();
+    let mut qat_params = float.params.clone();
+    let qat = run_pipeline(
+        model.graph.clone(),
+        &mut qat_params,
+        "default_8bit",
+        &PipelineOptions::train(),
+    )
+    .unwrap();
     let qat_cfg = FitConfig {
         batch_size: 16,
         progress: false,
@@ -398,7 +385,7 @@ fn float_training_then_qat_fine_tuning() {
     };
     let tuned = fit(
         &qat,
-        &float.params,
+        &qat_params,
         &train,
         Some(&test),
         &qat_cfg,
@@ -410,7 +397,16 @@ fn float_training_then_qat_fine_tuning() {
         qat_acc >= float_acc - 0.1,
         "QAT accuracy {qat_acc} vs float {float_acc}"
     );
-    for s in ["input.fq", "conv2d.relu.fq", "dense.fq"] {
+    // every observed range was learned from the data
+    let states: Vec<String> = qat
+        .node_ids()
+        .filter_map(|n| match &qat.node(n).op {
+            qatc::ir::Op::FakeQuant(q) => q.range.state().map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert!(states.len() >= 3, "{states:?}");
+    for s in &states {
         let (lo, hi) = (
             tuned.params.get(&format!("{s}.min")).unwrap().data[0],
             tuned.params.get(&format!("{s}.max")).unwrap().data[0],
@@ -431,6 +427,14 @@ fn float_training_then_qat_fine_tuning() {
     assert_eq!(
         Some(m.accuracy),
         tuned.history.last().unwrap().test_accuracy
+    );
+    // the export pipeline (BatchNorm folded, activations fused) keeps the accuracy
+    let mut export_params = tuned.params.clone();
+    let ready = run_pipeline(qat, &mut export_params, "export", &PipelineOptions::eval()).unwrap();
+    let e = evaluate(&ready, &export_params, &test, 16, None, &Interpreter).unwrap();
+    assert!(
+        (e.accuracy - m.accuracy).abs() <= 1.0 / 32.0,
+        "{e:?} vs {m:?}"
     );
 }
 
