@@ -10,12 +10,15 @@ use qatc::cli;
     about = "Quantization-aware training compiler: train, quantize and export int8 TFLite models"
 )]
 struct Cli {
+    /// Without a subcommand, qatc runs the main job: `qatc train` with its defaults.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: float training, QAT fine-tuning, int8 TFLite export and a report.
+    Train(cli::train::TrainArgs),
     /// Print a model's verified canonical IR (.qir).
     Dump(cli::dump::DumpArgs),
 }
@@ -23,7 +26,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Dump(a) => cli::dump::run(a),
+        None => cli::train::run(&cli::train::TrainArgs::default()),
+        Some(Command::Train(a)) => cli::train::run(a),
+        Some(Command::Dump(a)) => cli::dump::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,6 +1,8 @@
 //! The `qatc` command line: one module per subcommand, plus model loading shared by all.
 
 pub mod dump;
+pub mod report;
+pub mod train;
 
 use crate::error::{Error, Result};
 use crate::ir::builder::Model;

@@ -243,6 +243,30 @@ impl Evaluator {
         data: &Dataset,
         backend: &dyn Backend,
     ) -> Result<EvalMetrics> {
+        let probabilities = self.probabilities;
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        self.for_each_row(state, data, backend, |_, row, label| {
+            let (l, hit) = sample_loss(row, label as usize, probabilities);
+            loss += l;
+            correct += hit as usize;
+        })?;
+        let n = data.len().max(1) as f64;
+        Ok(EvalMetrics {
+            loss: loss / n,
+            accuracy: correct as f64 / n,
+            samples: data.len(),
+        })
+    }
+
+    /// Runs the model over `data` in batches and hands each sample's output row, with its
+    /// index and label, to `on_row`.
+    fn for_each_row(
+        &mut self,
+        state: &ParamStore,
+        data: &Dataset,
+        backend: &dyn Backend,
+        mut on_row: impl FnMut(usize, &[f32], i32),
+    ) -> Result<()> {
         let mut params = ParamStore::new();
         for name in self.graph.params().keys() {
             params.insert(name.clone(), state.require(name)?.clone());
@@ -253,7 +277,6 @@ impl Evaluator {
         }
         let exec = self.exec.as_mut().expect("created above");
         let (mut images, mut labels) = (Vec::new(), Vec::new());
-        let (mut loss, mut correct) = (0.0f64, 0usize);
         let indices: Vec<usize> = (0..data.len()).collect();
         for chunk in indices.chunks(self.batch) {
             batches::gather(data, chunk, self.batch, &mut images, &mut labels);
@@ -261,28 +284,39 @@ impl Evaluator {
             let y = &outs[self.output];
             let classes = y.data.len() / self.batch;
             for (r, &label) in labels.iter().enumerate().take(chunk.len()) {
-                let row = &y.data[r * classes..(r + 1) * classes];
-                let (l, hit) = sample_loss(row, label as usize, self.probabilities);
-                loss += l;
-                correct += hit as usize;
+                on_row(chunk[r], &y.data[r * classes..(r + 1) * classes], label);
             }
         }
-        let n = data.len().max(1) as f64;
-        Ok(EvalMetrics {
-            loss: loss / n,
-            accuracy: correct as f64 / n,
-            samples: data.len(),
-        })
+        Ok(())
     }
+}
+
+/// The predicted class (first maximum of the output row) of every sample of `data`.
+pub fn predict(
+    model: &Graph,
+    params: &ParamStore,
+    data: &Dataset,
+    batch_size: usize,
+    logits: Option<&str>,
+    backend: &dyn Backend,
+) -> Result<Vec<usize>> {
+    let mut ev = Evaluator::new(model, batch_size, logits)?;
+    let mut out = vec![0; data.len()];
+    ev.for_each_row(params, data, backend, |i, row, _| out[i] = argmax(row))?;
+    Ok(out)
+}
+
+/// The index of the first maximum.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
 /// Cross-entropy of one row (logits, or probabilities clipped like Keras at 1e-7) and
 /// whether its argmax (first maximum) is `label`.
 fn sample_loss(row: &[f32], label: usize, probabilities: bool) -> (f64, bool) {
-    let argmax = row
-        .iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
+    let argmax = argmax(row);
     let loss = if probabilities {
         -(row[label] as f64).clamp(1e-7, 1.0 - 1e-7).ln()
     } else {
