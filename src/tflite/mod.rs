@@ -28,3 +28,7 @@ mod generated {
 pub use generated::tflite as schema;
 
 pub mod model;
+pub mod write;
+pub mod export;
+pub mod ops;
+pub mod quantize;

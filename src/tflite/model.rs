@@ -275,8 +275,8 @@ pub enum Options {
     Shape {
         out_type: ElemType,
     },
-    /// An options table without fields (PAD, QUANTIZE, HARD_SWISH, …).
-    Empty,
+    /// An options table without fields (PAD, QUANTIZE, HARD_SWISH, …), by its union type.
+    Empty(fb::BuiltinOptions),
     /// An options table qatc's schema does not describe (its union index).
     Unknown(u8),
 }
@@ -859,7 +859,7 @@ fn read_options(op: &fb::Operator<'_>) -> Options {
         || op.builtin_options_as_slice_options().is_some()
         || op.builtin_options_as_hard_swish_options().is_some();
     if empty {
-        Options::Empty
+        Options::Empty(t)
     } else {
         Options::Unknown(t.0)
     }
