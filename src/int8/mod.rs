@@ -17,6 +17,7 @@ pub mod binary;
 pub mod conv;
 pub mod fixed;
 pub mod fully_connected;
+pub mod npy;
 pub mod pool;
 pub mod quantize;
 pub mod reduce;

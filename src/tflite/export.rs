@@ -608,7 +608,15 @@ impl<'a> Exporter<'a> {
     }
 
     /// The int8 kernel of operand 1: `fake_quant(@kernel)` with the axis TFLite wants.
-    fn kernel(&mut self, id: NodeId, axis: usize) -> Result<(i32, Vec<f32>, Vec<usize>)> {
+    /// `expand_per_tensor` writes a per-tensor quantization as per-axis with the scale
+    /// repeated (the same numbers; XNNPACK's int8 TRANSPOSE_CONV accepts only per-channel
+    /// filters).
+    fn kernel(
+        &mut self,
+        id: NodeId,
+        axis: usize,
+        expand_per_tensor: bool,
+    ) -> Result<(i32, Vec<f32>, Vec<usize>)> {
         let fq = self
             .g
             .operand(id, 1)
@@ -636,7 +644,11 @@ impl<'a> Exporter<'a> {
             }
         }
         let w = self.params.require(&self.g.node(p).name)?;
-        let qw = quantize_weights(w, &q, self.params).map_err(|m| unsupported(self.g, fq, m))?;
+        let mut qw = quantize_weights(w, &q, self.params).map_err(|m| unsupported(self.g, fq, m))?;
+        if expand_per_tensor && qw.axis.is_none() {
+            qw.scales = vec![qw.scales[0]; w.shape[axis]];
+            qw.axis = Some(axis);
+        }
         let t = self.push_tensor(TensorDef {
             name: self.g.node(p).name.clone(),
             shape: w.shape.iter().map(|&d| d as i32).collect(),
@@ -728,7 +740,7 @@ impl<'a> Exporter<'a> {
             Op::DepthwiseConv2d(_) => (B::DEPTHWISE_CONV_2D, 3),
             _ => (B::FULLY_CONNECTED, 0),
         };
-        let (w, w_scales, w_shape) = self.kernel(id, axis)?;
+        let (w, w_scales, w_shape) = self.kernel(id, axis, false)?;
         let (x, options, act) = match op {
             Op::Conv2d(c) | Op::DepthwiseConv2d(c) => {
                 let (x, padding) = self.conv_padding(id, x, c.padding, [w_shape[1], w_shape[2]], c.stride, c.dilation)?;
@@ -800,7 +812,7 @@ impl<'a> Exporter<'a> {
                 ))
             }
         };
-        let (w, w_scales, _) = self.kernel(id, 0)?;
+        let (w, w_scales, _) = self.kernel(id, 0, true)?;
         let ty = self.g.node(id).ty.clone();
         let (xt, xq, _) = Self::int8_of(x);
         let channels = ty.shape[3];
