@@ -191,3 +191,39 @@ fn reference_models_match_litert() {
     ];
     check_against_litert(&models);
 }
+
+/// Which FULLY_CONNECTED requantization `ai-edge-litert` 2.3 runs under BUILTIN_REF: qatc's
+/// `FcRequant::Double` (the reference kernel's double-precision requantization) matches it
+/// bit for bit, and the older fixed-point path demonstrably does not on the same model, so
+/// this test tells the two apart.
+#[test]
+fn fully_connected_requantizes_in_double_precision_like_litert() {
+    let Some(rt) = litert() else { return };
+    let mut m = qatc::ir::builder::Sequential::new("fc_wide", &[96], 17)
+        .add(qatc::ir::builder::Layer::dense(64))
+        .build()
+        .unwrap();
+    randomize_params(&mut m.params, 18);
+    let calib = uniform(&[32, 96], -1.0, 1.0, 19);
+    let (g, p) = export_ready(&m.graph, &m.params, &calib, Qat::default());
+    let bytes = export(&g, &p, &ExportOptions { int8_io: true, ..Default::default() }).unwrap();
+    let mut r = rng(20);
+    let x = Array::i8(vec![64, 96], (0..64 * 96).map(|_| r.random_range(-128i32..128) as i8).collect()).unwrap();
+    let theirs = rt.run(&[Job {
+        name: "fc_wide".into(),
+        model: &bytes,
+        inputs: vec![x.clone()],
+        resolver: Resolver::Reference,
+        outputs: 1,
+    }])
+    .remove(0)
+    .unwrap();
+    let run = |mode| {
+        let opts = qatc::int8::Options { fc_requant: mode };
+        Interpreter::with_options(&bytes, opts).unwrap().run(&[x.clone()]).unwrap()
+    };
+    let double = run(qatc::int8::FcRequant::Double);
+    let fixed = run(qatc::int8::FcRequant::FixedPoint);
+    assert_eq!(theirs[0], double[0], "BUILTIN_REF FULLY_CONNECTED is not the double-precision requantization");
+    assert_ne!(double[0], fixed[0], "the model does not tell the two requantizations apart");
+}
