@@ -32,3 +32,4 @@ pub mod write;
 pub mod export;
 pub mod ops;
 pub mod quantize;
+pub mod import;
