@@ -1,6 +1,10 @@
 //! The `qatc` command line: one module per subcommand, plus model loading shared by all.
 
 pub mod dump;
+pub mod eval;
+pub mod export;
+pub mod inspect;
+pub mod run;
 
 use crate::error::{Error, Result};
 use crate::ir::builder::Model;
