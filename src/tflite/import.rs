@@ -93,10 +93,12 @@ fn fixed_quantizer(scale: f32, zero_point: i32) -> FakeQuantAttrs {
     with(min, max)
 }
 
+/// `(scale, zero_point)` of a per-tensor int8 tensor with a zero point in the int8 range.
 fn int8_params(t: &TensorInfo) -> Option<(f32, i32)> {
     (t.dtype == ElemType::I8)
         .then(|| t.quant.as_ref().filter(|q| !q.is_per_axis()).map(|q| q.first()))
         .flatten()
+        .filter(|(_, z)| (-128..=127).contains(z))
 }
 
 fn padding(p: PaddingMode) -> std::result::Result<Padding, String> {
