@@ -3,6 +3,8 @@
 //! data), random data, and the LiteRT runner.
 #![allow(dead_code)]
 
+pub mod float;
+
 use qatc::int8::{npy, Array};
 use qatc::ir::graph::{Graph, NodeId};
 use qatc::ir::interp::{self, Value};
