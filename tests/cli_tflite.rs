@@ -32,21 +32,36 @@ fn export_inspect_run_eval() {
     let dir = temp_dir("tflite");
     // an export-ready mnist_cnn calibrated on real digits
     let model = qatc::models::mnist_cnn(1).unwrap();
-    let test = mnist::load(&mnist::default_dir(), Split::Test).unwrap().take(64);
+    let test = mnist::load(&mnist::default_dir(), Split::Test)
+        .unwrap()
+        .take(64);
     let calib = qatc::ir::Tensor::new(vec![64, 28, 28, 1], test.images.clone());
     let (g, p) = export_ready(&model.graph, &model.params, &calib, Qat::default());
     let qir = dir.join("mnist_cnn.qir");
     qatc::ir::text::save_model(&g, &p, &qir).unwrap();
 
     let out = qatc(&["export", s(&qir)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tfl = dir.join("mnist_cnn.tflite");
     assert!(tfl.exists());
 
     let out = qatc(&["inspect", s(&tfl)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for want in ["CONV_2D", "v3", "FULLY_CONNECTED", "v4", "per-axis dim 0", "min_runtime_version: 1.14.0", "serving_default", "[?,28,28,1]"] {
+    for want in [
+        "CONV_2D",
+        "v3",
+        "FULLY_CONNECTED",
+        "v4",
+        "per-axis dim 0",
+        "min_runtime_version: 1.14.0",
+        "serving_default",
+        "[?,28,28,1]",
+    ] {
         assert!(text.contains(want), "inspect output lacks {want}:\n{text}");
     }
 
@@ -55,14 +70,25 @@ fn export_inspect_run_eval() {
     let yout = dir.join("y.npy");
     npy::write(&xin, &x).unwrap();
     let out = qatc(&["run", s(&tfl), "--input", s(&xin), "--output", s(&yout)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let y = npy::read(&yout).unwrap();
-    let want = Interpreter::new(&std::fs::read(&tfl).unwrap()).unwrap().run(&[x]).unwrap();
+    let want = Interpreter::new(&std::fs::read(&tfl).unwrap())
+        .unwrap()
+        .run(&[x])
+        .unwrap();
     assert_eq!(y, want[0]);
 
     let out = qatc(&["eval", s(&tfl), "--limit", "200"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("accuracy") && text.contains("/200"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -76,19 +102,28 @@ fn errors_name_the_problem() {
     qatc::ir::text::save_model(&model.graph, &model.params, &qir).unwrap();
     let out = qatc(&["export", s(&qir)]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no fake_quant"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("no fake_quant"),
+        "{err}"
+    );
     // garbage is not a TFLite model
     let bad = dir.join("bad.tflite");
     std::fs::write(&bad, b"definitely not a flatbuffer").unwrap();
     for cmd in ["inspect", "eval"] {
         let out = qatc(&[cmd, s(&bad)]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("bad.tflite") && err.contains("TFLite"), "{cmd}: {err}");
+        assert!(
+            !out.status.success() && err.contains("bad.tflite") && err.contains("TFLite"),
+            "{cmd}: {err}"
+        );
     }
     // every subcommand documents itself with an example
     for cmd in ["export", "inspect", "run", "eval"] {
         let out = qatc(&[cmd, "--help"]);
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Example:"), "{cmd} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Example:"),
+            "{cmd} --help"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,9 +16,15 @@ fn every_op_kind_exports_and_tracks_the_fake_quant_graph() {
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let it = Interpreter::new(&bytes).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let mut shape = input_shape(&case.model);
-        shape[0] = if case.name.starts_with("conv2d_transpose") { 1 } else { 3 };
+        shape[0] = if case.name.starts_with("conv2d_transpose") {
+            1
+        } else {
+            3
+        };
         let x = uniform(&shape, -1.0, 1.0, 2);
-        let got = it.run(&input_arrays(&g, &x)).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let got = it
+            .run(&input_arrays(&g, &x))
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let want = run_float(&g, &p, &x);
         let got = got[0].as_f32().unwrap();
         assert_eq!(got.len(), want.data.len(), "{}", case.name);
@@ -41,13 +47,19 @@ fn every_op_kind_exports_and_tracks_the_fake_quant_graph() {
 #[test]
 fn constant_buffers_are_16_byte_aligned_and_the_model_verifies() {
     use qatc::tflite::schema as fb;
-    let case = one_layer_cases().into_iter().find(|c| c.name == "conv2d_same_relu").unwrap();
+    let case = one_layer_cases()
+        .into_iter()
+        .find(|c| c.name == "conv2d_same_relu")
+        .unwrap();
     let (g, p) = prepare(&case, 1);
     let bytes = export(&g, &p, &ExportOptions::default()).unwrap();
     let model = fb::root_as_model(&bytes).expect("the flatbuffers verifier accepts the file");
     assert!(fb::model_buffer_has_identifier(&bytes));
     let buffers = model.buffers().unwrap();
-    assert!(buffers.get(0).data().is_none_or(|d| d.is_empty()), "buffer 0 must be empty");
+    assert!(
+        buffers.get(0).data().is_none_or(|d| d.is_empty()),
+        "buffer 0 must be empty"
+    );
     let mut constants = 0;
     for b in buffers.iter().skip(1) {
         let data = b.data().unwrap().bytes();
@@ -58,7 +70,12 @@ fn constant_buffers_are_16_byte_aligned_and_the_model_verifies() {
     assert!(constants >= 3, "weights, bias and metadata buffers");
     let info = qatc::tflite::model::read(&bytes).unwrap();
     // opcodes: deprecated_builtin_code mirrors the code (< 127) and versions are the converter's
-    let conv = model.operator_codes().unwrap().iter().find(|c| c.builtin_code() == fb::BuiltinOperator::CONV_2D).unwrap();
+    let conv = model
+        .operator_codes()
+        .unwrap()
+        .iter()
+        .find(|c| c.builtin_code() == fb::BuiltinOperator::CONV_2D)
+        .unwrap();
     assert_eq!((conv.deprecated_builtin_code(), conv.version()), (3, 3));
     assert_eq!(info.min_runtime_version().as_deref(), Some("1.14.0"));
 }
@@ -66,17 +83,27 @@ fn constant_buffers_are_16_byte_aligned_and_the_model_verifies() {
 #[test]
 fn int8_weights_are_the_fake_quant_levels() {
     use qatc::ir::interp::{self, Value};
-    let case = one_layer_cases().into_iter().find(|c| c.name == "depthwise_conv2d").unwrap();
+    let case = one_layer_cases()
+        .into_iter()
+        .find(|c| c.name == "depthwise_conv2d")
+        .unwrap();
     let (g, p) = prepare(&case, 1);
     let bytes = export(&g, &p, &ExportOptions::default()).unwrap();
     let info = qatc::tflite::model::read(&bytes).unwrap();
-    let op = info.operators.iter().find(|o| o.name() == "DEPTHWISE_CONV_2D").unwrap();
+    let op = info
+        .operators
+        .iter()
+        .find(|o| o.name() == "DEPTHWISE_CONV_2D")
+        .unwrap();
     let w = &info.tensors[op.inputs[1].unwrap()];
     let q = w.quant.as_ref().unwrap();
     assert_eq!((q.axis, q.scale.len()), (3, w.shape[3]));
     let values = w.constant.as_ref().unwrap().as_i8().unwrap();
     // the fake-quantized kernel, from the f32 reference interpreter
-    let fq = g.node_ids().find(|&n| g.node(n).name.ends_with(".kernel/quant")).unwrap();
+    let fq = g
+        .node_ids()
+        .find(|&n| g.node(n).name.ends_with(".kernel/quant"))
+        .unwrap();
     let x = uniform(&[1, 8, 8, 3], -1.0, 1.0, 1);
     let all = interp::run_all(&g, &p, &[("input", Value::F32(x))]).unwrap();
     let fq_vals = all[&fq].f32().unwrap();
@@ -84,7 +111,10 @@ fn int8_weights_are_the_fake_quant_levels() {
     for (i, (&v, &f)) in values.iter().zip(&fq_vals.data).enumerate() {
         // the same level: equal up to float rounding, far below one quantization step
         let deq = v as f32 * q.scale[i % c];
-        assert!((deq - f).abs() <= 1e-3 * q.scale[i % c], "weight {i}: {deq} vs fake-quant {f}");
+        assert!(
+            (deq - f).abs() <= 1e-3 * q.scale[i % c],
+            "weight {i}: {deq} vs fake-quant {f}"
+        );
         assert!((-127..=127).contains(&v));
     }
 }
@@ -92,14 +122,28 @@ fn int8_weights_are_the_fake_quant_levels() {
 #[test]
 fn n_bit_grids_are_kept_and_unrepresentable_ones_refused() {
     // 4-bit activations: every output value stays on the 16 lowest int8 levels
-    let case = one_layer_cases().into_iter().find(|c| c.name == "conv2d_4bit").unwrap();
+    let case = one_layer_cases()
+        .into_iter()
+        .find(|c| c.name == "conv2d_4bit")
+        .unwrap();
     let (g, p) = prepare(&case, 1);
-    let opts = ExportOptions { int8_io: true, ..Default::default() };
+    let opts = ExportOptions {
+        int8_io: true,
+        ..Default::default()
+    };
     let bytes = export(&g, &p, &opts).unwrap();
     let it = Interpreter::new(&bytes).unwrap();
-    let x = qatc::int8::Array::i8(vec![2, 8, 8, 3], (0..384).map(|i| (i * 91 % 256) as u8 as i8).collect()).unwrap();
+    let x = qatc::int8::Array::i8(
+        vec![2, 8, 8, 3],
+        (0..384).map(|i| (i * 91 % 256) as u8 as i8).collect(),
+    )
+    .unwrap();
     let y = it.run(&[x]).unwrap();
-    assert!(y[0].as_i8().unwrap().iter().all(|&v| (-128..=-113).contains(&v)));
+    assert!(y[0]
+        .as_i8()
+        .unwrap()
+        .iter()
+        .all(|&v| (-128..=-113).contains(&v)));
     assert!(it.model().operators.iter().any(|o| o.name() == "MINIMUM"));
 
     // 8-bit full-range symmetric weights would need the int8 value -128: refused, naming the node
@@ -112,18 +156,27 @@ fn n_bit_grids_are_kept_and_unrepresentable_ones_refused() {
             }
         }
     }
-    let err = export(&g2, &p, &ExportOptions::default()).unwrap_err().to_string();
-    assert!(err.contains("kernel/quant") && err.contains("[-127, 127]"), "{err}");
+    let err = export(&g2, &p, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("kernel/quant") && err.contains("[-127, 127]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unsupported_graphs_are_refused_with_the_node_named() {
     // BatchNorm left in (a QAT graph, not export-ready)
     let model = qatc::models::mbv2_tiny(1).unwrap();
-    let err = export(&model.graph, &model.params, &ExportOptions::default()).unwrap_err().to_string();
+    let err = export(&model.graph, &model.params, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("batch_norm") && err.contains("fold"), "{err}");
     // a float model without quantizers
     let model = qatc::models::mnist_cnn(1).unwrap();
-    let err = export(&model.graph, &model.params, &ExportOptions::default()).unwrap_err().to_string();
+    let err = export(&model.graph, &model.params, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("fake_quant"), "{err}");
 }

@@ -20,12 +20,17 @@ fn exercise(bytes: &[u8]) {
             .map(|t| {
                 let n: usize = t.shape.iter().product();
                 let data = match t.dtype {
-                    qatc::tflite::model::ElemType::I8 => Data::I8((0..n).map(|i| (i * 37 % 256) as i8).collect()),
+                    qatc::tflite::model::ElemType::I8 => {
+                        Data::I8((0..n).map(|i| (i * 37 % 256) as i8).collect())
+                    }
                     qatc::tflite::model::ElemType::I32 => Data::I32(vec![1; n]),
                     qatc::tflite::model::ElemType::I64 => Data::I64(vec![1; n]),
                     _ => Data::F32((0..n).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect()),
                 };
-                Array { shape: t.shape.clone(), data }
+                Array {
+                    shape: t.shape.clone(),
+                    data,
+                }
             })
             .collect();
         let _ = it.run(&inputs);
@@ -35,9 +40,15 @@ fn exercise(bytes: &[u8]) {
 fn small_models() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for name in ["conv2d_same_relu", "dense", "concat", "conv2d_transpose"] {
-        let case = one_layer_cases().into_iter().find(|c| c.name == name).unwrap();
+        let case = one_layer_cases()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap();
         let (g, p) = prepare(&case, 1);
-        out.push((name.to_string(), export(&g, &p, &ExportOptions::default()).unwrap()));
+        out.push((
+            name.to_string(),
+            export(&g, &p, &ExportOptions::default()).unwrap(),
+        ));
     }
     out.push(("float keras_mnist".into(), support::float::keras_mnist()));
     out.push(("float keras_mixed".into(), support::float::keras_mixed()));
@@ -72,8 +83,15 @@ fn truncation_at_every_offset_is_an_error_not_a_panic() {
     for (name, bytes) in small_models() {
         let step = (bytes.len() / 6000).max(1);
         for len in (0..bytes.len()).step_by(step) {
-            check(&format!("{name} truncated to {len} bytes"), &bytes[..len], &mut failures);
-            assert!(qatc::tflite::model::read(&bytes[..len]).is_err(), "{name}: a truncation to {len} bytes reads");
+            check(
+                &format!("{name} truncated to {len} bytes"),
+                &bytes[..len],
+                &mut failures,
+            );
+            assert!(
+                qatc::tflite::model::read(&bytes[..len]).is_err(),
+                "{name}: a truncation to {len} bytes reads"
+            );
         }
     }
     assert!(failures.is_empty(), "panics:\n{}", failures.join("\n"));
@@ -91,7 +109,11 @@ fn mutated_bytes_never_panic() {
             for &flip in &[0xffu8, 0x01] {
                 let mut b = bytes.clone();
                 b[pos] ^= flip;
-                check(&format!("{name}: byte {pos} ^= {flip:#04x}"), &b, &mut failures);
+                check(
+                    &format!("{name}: byte {pos} ^= {flip:#04x}"),
+                    &b,
+                    &mut failures,
+                );
                 loaded += usize::from(Interpreter::new(&b).is_ok());
             }
             // large values in every 4-byte field: sizes, offsets, indices, shapes
@@ -104,7 +126,12 @@ fn mutated_bytes_never_panic() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} panics:\n{}", failures.len(), failures[..failures.len().min(20)].join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} panics:\n{}",
+        failures.len(),
+        failures[..failures.len().min(20)].join("\n")
+    );
     // mutating weights and scales leaves loadable models: the sweep reached the interpreter
     assert!(loaded > 100, "only {loaded} mutants loaded");
 }
@@ -112,8 +139,13 @@ fn mutated_bytes_never_panic() {
 #[test]
 fn errors_name_what_is_wrong() {
     let (_, bytes) = small_models().remove(0);
-    let err = Interpreter::new(&bytes[..bytes.len() / 2]).unwrap_err().to_string();
-    assert!(err.contains("malformed") || err.contains("identifier"), "{err}");
+    let err = Interpreter::new(&bytes[..bytes.len() / 2])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("malformed") || err.contains("identifier"),
+        "{err}"
+    );
     let mut wrong_id = bytes.clone();
     wrong_id[4..8].copy_from_slice(b"ABCD");
     let err = Interpreter::new(&wrong_id).unwrap_err().to_string();

@@ -26,15 +26,35 @@ fn run_imported(bytes: &[u8], x: &Tensor) -> Tensor {
 #[test]
 fn converter_style_float_models_import_with_the_expected_structure() {
     let (g, p) = import(&keras_mnist()).unwrap();
-    let kinds: Vec<&str> = g.canonical_order().iter().map(|&n| g.node(n).op.name()).filter(|k| *k != "param").collect();
-    assert_eq!(kinds, ["input", "conv2d", "relu", "max_pool2d", "flatten", "dense", "softmax"]);
+    let kinds: Vec<&str> = g
+        .canonical_order()
+        .iter()
+        .map(|&n| g.node(n).op.name())
+        .filter(|k| *k != "param")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "input",
+            "conv2d",
+            "relu",
+            "max_pool2d",
+            "flatten",
+            "dense",
+            "softmax"
+        ]
+    );
     // names come from tensor names, weights from the layer
     assert!(g.find("sequential/conv2d/Relu").is_some());
-    assert!(p.contains("sequential/conv2d/Relu.kernel") && p.contains("sequential/dense/BiasAdd.bias"));
+    assert!(
+        p.contains("sequential/conv2d/Relu.kernel") && p.contains("sequential/dense/BiasAdd.bias")
+    );
     assert_eq!(g.node(g.inputs()[0]).name, "input_1");
     assert_eq!(g.outputs()[0].name, "output_0");
     // a float model has no quantizers
-    assert!(g.node_ids().all(|n| !matches!(g.node(n).op, Op::FakeQuant(_))));
+    assert!(g
+        .node_ids()
+        .all(|n| !matches!(g.node(n).op, Op::FakeQuant(_))));
 
     let (g, _) = import(&keras_mixed()).unwrap();
     let count = |k: &str| g.node_ids().filter(|&n| g.node(n).op.name() == k).count();
@@ -49,7 +69,10 @@ fn converter_style_float_models_import_with_the_expected_structure() {
 #[test]
 fn imported_float_models_compute_what_litert_computes() {
     let Some(rt) = litert() else { return };
-    let models = [("keras_mnist", keras_mnist(), vec![3, 28, 28, 1]), ("keras_mixed", keras_mixed(), vec![1, 8, 8, 3])];
+    let models = [
+        ("keras_mnist", keras_mnist(), vec![3, 28, 28, 1]),
+        ("keras_mixed", keras_mixed(), vec![1, 8, 8, 3]),
+    ];
     let mut jobs = Vec::new();
     let mut ours = Vec::new();
     for (name, bytes, shape) in &models {
@@ -68,8 +91,15 @@ fn imported_float_models_compute_what_litert_computes() {
         let t = theirs[0].as_f32().unwrap();
         assert_eq!(theirs[0].shape, ours.shape, "{name}");
         let scale = t.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
-        let worst = t.iter().zip(&ours.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(worst <= 1e-4 * scale, "{name}: qatc differs from LiteRT by {worst} (output scale {scale})");
+        let worst = t
+            .iter()
+            .zip(&ours.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{name}: qatc differs from LiteRT by {worst} (output scale {scale})"
+        );
     }
 }
 
@@ -80,7 +110,10 @@ fn unsupported_ops_are_named() {
     let y = a.act("floor", &[1, 4]);
     a.op(B::FLOOR, &[x], y, Options::None);
     let err = import(&a.finish(x, y)).unwrap_err().to_string();
-    assert!(err.contains("FLOOR") && err.contains("not supported"), "{err}");
+    assert!(
+        err.contains("FLOOR") && err.contains("not supported"),
+        "{err}"
+    );
     let err = qatc::int8::Interpreter::new(&{
         let mut a = Asm::new();
         let x = a.act("input", &[1, 4]);
@@ -90,5 +123,8 @@ fn unsupported_ops_are_named() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("EXP") && err.contains("not supported"), "{err}");
+    assert!(
+        err.contains("EXP") && err.contains("not supported"),
+        "{err}"
+    );
 }

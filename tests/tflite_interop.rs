@@ -14,8 +14,8 @@ use qatc::int8::{Array, Interpreter};
 use qatc::ir::builder::Model;
 use qatc::ir::params::Tensor;
 use qatc::ir::{Graph, ParamStore};
-use rand::RngExt;
 use qatc::tflite::export::{export, ExportOptions};
+use rand::RngExt;
 use support::*;
 
 struct Exported {
@@ -43,7 +43,9 @@ fn exported(name: &str, g: &Graph, p: &ParamStore, x: &Tensor, int8_io: bool) ->
         let mut r = rng(x.data.len() as u64);
         (0..g.inputs().len())
             .map(|_| {
-                let q = (0..x.data.len()).map(|_| r.random_range(-128i32..128) as i8).collect();
+                let q = (0..x.data.len())
+                    .map(|_| r.random_range(-128i32..128) as i8)
+                    .collect();
                 Array::i8(x.shape.clone(), q).unwrap()
             })
             .collect()
@@ -57,7 +59,11 @@ fn exported(name: &str, g: &Graph, p: &ParamStore, x: &Tensor, int8_io: bool) ->
         .iter()
         .map(|&t| {
             let producer = m.operators.iter().find(|o| o.outputs == [t]).unwrap();
-            let q_tensor = if int8_io { t } else { producer.inputs[0].unwrap() };
+            let q_tensor = if int8_io {
+                t
+            } else {
+                producer.inputs[0].unwrap()
+            };
             m.tensors[q_tensor].quant.as_ref().unwrap().scale[0]
         })
         .collect();
@@ -146,7 +152,12 @@ fn check_against_litert(models: &[Exported]) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Every op kind, exported twice: with float I/O (QUANTIZE/DEQUANTIZE edges) and with int8
@@ -162,7 +173,11 @@ fn every_op_kind_matches_litert() {
         let (g, p) = prepare(&case, 1);
         let mut shape = input_shape(&case.model);
         // TRANSPOSE_CONV's output shape is a constant: batch 1; the rest run a batch of 4
-        shape[0] = if case.name.starts_with("conv2d_transpose") { 1 } else { 4 };
+        shape[0] = if case.name.starts_with("conv2d_transpose") {
+            1
+        } else {
+            4
+        };
         let x = uniform(&shape, -1.2, 1.2, 3);
         let mut float_io = exported(case.name, &g, &p, &x, false);
         float_io.check_default_resolver = false;
@@ -206,24 +221,48 @@ fn fully_connected_requantizes_in_double_precision_like_litert() {
     randomize_params(&mut m.params, 18);
     let calib = uniform(&[32, 96], -1.0, 1.0, 19);
     let (g, p) = export_ready(&m.graph, &m.params, &calib, Qat::default());
-    let bytes = export(&g, &p, &ExportOptions { int8_io: true, ..Default::default() }).unwrap();
-    let mut r = rng(20);
-    let x = Array::i8(vec![64, 96], (0..64 * 96).map(|_| r.random_range(-128i32..128) as i8).collect()).unwrap();
-    let theirs = rt.run(&[Job {
-        name: "fc_wide".into(),
-        model: &bytes,
-        inputs: vec![x.clone()],
-        resolver: Resolver::Reference,
-        outputs: 1,
-    }])
-    .remove(0)
+    let bytes = export(
+        &g,
+        &p,
+        &ExportOptions {
+            int8_io: true,
+            ..Default::default()
+        },
+    )
     .unwrap();
+    let mut r = rng(20);
+    let x = Array::i8(
+        vec![64, 96],
+        (0..64 * 96)
+            .map(|_| r.random_range(-128i32..128) as i8)
+            .collect(),
+    )
+    .unwrap();
+    let theirs = rt
+        .run(&[Job {
+            name: "fc_wide".into(),
+            model: &bytes,
+            inputs: vec![x.clone()],
+            resolver: Resolver::Reference,
+            outputs: 1,
+        }])
+        .remove(0)
+        .unwrap();
     let run = |mode| {
         let opts = qatc::int8::Options { fc_requant: mode };
-        Interpreter::with_options(&bytes, opts).unwrap().run(&[x.clone()]).unwrap()
+        Interpreter::with_options(&bytes, opts)
+            .unwrap()
+            .run(std::slice::from_ref(&x))
+            .unwrap()
     };
     let double = run(qatc::int8::FcRequant::Double);
     let fixed = run(qatc::int8::FcRequant::FixedPoint);
-    assert_eq!(theirs[0], double[0], "BUILTIN_REF FULLY_CONNECTED is not the double-precision requantization");
-    assert_ne!(double[0], fixed[0], "the model does not tell the two requantizations apart");
+    assert_eq!(
+        theirs[0], double[0],
+        "BUILTIN_REF FULLY_CONNECTED is not the double-precision requantization"
+    );
+    assert_ne!(
+        double[0], fixed[0],
+        "the model does not tell the two requantizations apart"
+    );
 }

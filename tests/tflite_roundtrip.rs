@@ -17,16 +17,29 @@ fn same_structure(name: &str, a: &ModelInfo, b: &ModelInfo) {
     assert_eq!(ops(a), ops(b), "{name}: operators differ");
     for (k, (oa, ob)) in a.operators.iter().zip(&b.operators).enumerate() {
         assert_eq!(oa.inputs.len(), ob.inputs.len(), "{name} op #{k}");
-        let mut pairs: Vec<(Option<usize>, Option<usize>)> =
-            oa.inputs.iter().copied().zip(ob.inputs.iter().copied()).collect();
-        pairs.extend(oa.outputs.iter().zip(&ob.outputs).map(|(x, y)| (Some(*x), Some(*y))));
+        let mut pairs: Vec<(Option<usize>, Option<usize>)> = oa
+            .inputs
+            .iter()
+            .copied()
+            .zip(ob.inputs.iter().copied())
+            .collect();
+        pairs.extend(
+            oa.outputs
+                .iter()
+                .zip(&ob.outputs)
+                .map(|(x, y)| (Some(*x), Some(*y))),
+        );
         for (ta, tb) in pairs {
             let (Some(ta), Some(tb)) = (ta, tb) else {
                 assert_eq!(ta.is_none(), tb.is_none(), "{name} op #{k}: optional input");
                 continue;
             };
             let (ta, tb) = (&a.tensors[ta], &b.tensors[tb]);
-            let what = format!("{name} op #{k} {} tensor `{}`", a.operators[k].name(), ta.name);
+            let what = format!(
+                "{name} op #{k} {} tensor `{}`",
+                a.operators[k].name(),
+                ta.name
+            );
             assert_eq!(ta.shape, tb.shape, "{what}: shape");
             assert_eq!(ta.dtype, tb.dtype, "{what}: type");
             match (&ta.quant, &tb.quant) {
@@ -67,18 +80,28 @@ fn import_of_an_export_reexports_the_same_model() {
         cases.push((name.to_string(), g, p));
     }
     for (name, g, p) in cases {
-        let first = export(&g, &p, &ExportOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let first =
+            export(&g, &p, &ExportOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (g2, p2) = import(&first).unwrap_or_else(|e| panic!("{name}: import: {e}"));
-        let second = export(&g2, &p2, &ExportOptions::default()).unwrap_or_else(|e| panic!("{name}: re-export: {e}"));
+        let second = export(&g2, &p2, &ExportOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: re-export: {e}"));
         let (a, b) = (read(&first).unwrap(), read(&second).unwrap());
         same_structure(&name, &a, &b);
         // and the two compute the same
         let shape: Vec<usize> = a.tensors[a.inputs[0]].shape.clone();
         let x = uniform(&shape, -1.0, 1.0, 5);
-        let inputs: Vec<_> = a.inputs.iter().enumerate().map(|(k, _)| {
-            let t = qatc::ir::Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (k + 1) as f32).collect());
-            to_array(&t)
-        }).collect();
+        let inputs: Vec<_> = a
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, _)| {
+                let t = qatc::ir::Tensor::new(
+                    x.shape.clone(),
+                    x.data.iter().map(|v| v * (k + 1) as f32).collect(),
+                );
+                to_array(&t)
+            })
+            .collect();
         let ya = Interpreter::new(&first).unwrap().run(&inputs).unwrap();
         let yb = Interpreter::new(&second).unwrap().run(&inputs).unwrap();
         assert_eq!(ya, yb, "{name}: outputs differ");

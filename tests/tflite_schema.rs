@@ -37,7 +37,8 @@ fn committed_schema_code_is_what_flatc_generates() {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", flatc.display()));
     assert!(status.success(), "flatc failed on tflite_schema/schema.fbs");
     let fresh = std::fs::read_to_string(out.join("schema_generated.rs")).unwrap();
-    let committed = std::fs::read_to_string(root.join("tflite_schema/schema_generated.rs")).unwrap();
+    let committed =
+        std::fs::read_to_string(root.join("tflite_schema/schema_generated.rs")).unwrap();
     let _ = std::fs::remove_dir_all(&out);
     assert!(
         fresh == committed,

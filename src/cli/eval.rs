@@ -10,7 +10,9 @@ use std::time::Instant;
 
 /// Arguments of `qatc eval`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  qatc eval model.tflite\n  qatc eval model.tflite --limit 1000 --batch 50")]
+#[command(
+    after_help = "Example:\n  qatc eval model.tflite\n  qatc eval model.tflite --limit 1000 --batch 50"
+)]
 pub struct EvalArgs {
     /// The `.tflite` classifier (input 28x28x1 pixels in [0, 1], output one score per class).
     pub model: PathBuf,
@@ -65,9 +67,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             input.name, input.shape, data.sample_shape
         )));
     }
-    let resizable = input.signature.as_ref().is_some_and(|s| s.first() == Some(&-1));
+    let resizable = input
+        .signature
+        .as_ref()
+        .is_some_and(|s| s.first() == Some(&-1));
     let batch = if resizable { args.batch.max(1) } else { 1 };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
     let start = Instant::now();
     let n = data.len();
     let chunk = n.div_ceil(threads);
@@ -83,8 +90,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                         let b = batch.min(hi - i);
                         let mut shape = input.shape.clone();
                         shape[0] = b;
-                        let x = Array::f32(shape, data.images[i * sample..(i + b) * sample].to_vec())
-                            .expect("sized");
+                        let x =
+                            Array::f32(shape, data.images[i * sample..(i + b) * sample].to_vec())
+                                .expect("sized");
                         let y = it.run(&[adapt_input(x, input)?])?;
                         for (k, p) in argmax_rows(&y[0]).into_iter().enumerate() {
                             if p as i32 == data.labels[i + k] {
@@ -99,7 +107,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Usage("an evaluation thread panicked".into()))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Usage("an evaluation thread panicked".into())))
+            })
             .sum()
     });
     let correct = correct?;

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 
 /// Arguments of `qatc export`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  qatc export model.qir -o model.tflite\n  qatc export model.qir --int8-io\n\n\
+#[command(
+    after_help = "Example:\n  qatc export model.qir -o model.tflite\n  qatc export model.qir --int8-io\n\n\
 The model must be an export-ready graph (fake_quant after every requantizing op, BatchNorm \
 folded, activations fused, observer ranges in model.safetensors). QAT graphs straight out of \
-training need the `export` pass pipeline first.")]
+training need the `export` pass pipeline first."
+)]
 pub struct ExportArgs {
     /// The export-ready model (`.qir`; its weights are read from the `.safetensors` beside it).
     pub model: PathBuf,
@@ -30,7 +32,9 @@ fn not_export_ready(g: &Graph) -> Option<String> {
     for id in g.node_ids() {
         match &g.node(id).op {
             Op::FakeQuant(q) if q.range == RangeSource::Operands => {
-                return Some("it is a train-step or eval lowering (fake_quant range=operands)".into())
+                return Some(
+                    "it is a train-step or eval lowering (fake_quant range=operands)".into(),
+                )
             }
             Op::FakeQuant(_) => fake_quants += 1,
             Op::BatchNorm { .. } | Op::Dropout { .. } | Op::Quant(_) => {

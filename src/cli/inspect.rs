@@ -17,7 +17,9 @@ pub struct InspectArgs {
 fn quant_str(t: &TensorInfo) -> String {
     match &t.quant {
         None => "-".into(),
-        Some(q) if !q.is_per_axis() => format!("scale {:e} zero_point {}", q.scale[0], q.zero_point[0]),
+        Some(q) if !q.is_per_axis() => {
+            format!("scale {:e} zero_point {}", q.scale[0], q.zero_point[0])
+        }
         Some(q) => {
             let lo = q.scale.iter().copied().fold(f32::INFINITY, f32::min);
             let hi = q.scale.iter().copied().fold(0.0f32, f32::max);
@@ -56,7 +58,11 @@ fn shape_str(t: &TensorInfo) -> String {
 /// The human-readable report `qatc inspect` prints.
 pub fn report(m: &ModelInfo) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "TFLite model: {} bytes, schema version {}", m.file_bytes, m.version);
+    let _ = writeln!(
+        s,
+        "TFLite model: {} bytes, schema version {}",
+        m.file_bytes, m.version
+    );
     if let Some(d) = &m.description {
         let _ = writeln!(s, "description: {d}");
     }
@@ -65,12 +71,31 @@ pub fn report(m: &ModelInfo) -> String {
     }
     for sig in &m.signatures {
         let names = |v: &[(String, usize)]| -> String {
-            v.iter().map(|(n, t)| format!("{n}=#{t}")).collect::<Vec<_>>().join(", ")
+            v.iter()
+                .map(|(n, t)| format!("{n}=#{t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        let _ = writeln!(s, "signature {:?}: inputs {} -> outputs {}", sig.key, names(&sig.inputs), names(&sig.outputs));
+        let _ = writeln!(
+            s,
+            "signature {:?}: inputs {} -> outputs {}",
+            sig.key,
+            names(&sig.inputs),
+            names(&sig.outputs)
+        );
     }
-    let list = |v: &[usize]| v.iter().map(|t| format!("#{t}")).collect::<Vec<_>>().join(", ");
-    let _ = writeln!(s, "inputs: {}   outputs: {}", list(&m.inputs), list(&m.outputs));
+    let list = |v: &[usize]| {
+        v.iter()
+            .map(|t| format!("#{t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "inputs: {}   outputs: {}",
+        list(&m.inputs),
+        list(&m.outputs)
+    );
 
     let _ = writeln!(s, "\noperators ({}):", m.operators.len());
     for (k, op) in m.operators.iter().enumerate() {
@@ -115,7 +140,8 @@ pub fn report(m: &ModelInfo) -> String {
 
 pub fn run(args: &InspectArgs) -> Result<()> {
     let bytes = read_file(&args.model)?;
-    let m = model::read(&bytes).map_err(|e| crate::error::Error::file(&args.model, e.to_string()))?;
+    let m =
+        model::read(&bytes).map_err(|e| crate::error::Error::file(&args.model, e.to_string()))?;
     print!("{}", report(&m));
     Ok(())
 }

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 /// Arguments of `qatc run`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  qatc run model.tflite --input x.npy --output y.npy\n\n\
+#[command(
+    after_help = "Example:\n  qatc run model.tflite --input x.npy --output y.npy\n\n\
 Give --input once per model input and --output once per model output, in order. The first \
 dimension of each input is the batch. A float32 array fed to an int8 input is quantized with \
-that input's scale and zero point; outputs are written with the model's output types.")]
+that input's scale and zero point; outputs are written with the model's output types."
+)]
 pub struct RunArgs {
     /// The `.tflite` model.
     pub model: PathBuf,
@@ -27,11 +29,9 @@ pub struct RunArgs {
 pub fn adapt_input(a: Array, info: &TensorInfo) -> Result<Array> {
     match (&a.data, info.dtype) {
         (Data::F32(v), ElemType::I8) => {
-            let (s, z) = info
-                .quant
-                .as_ref()
-                .map(|q| q.first())
-                .ok_or_else(|| Error::Usage(format!("input `{}` has no quantization", info.name)))?;
+            let (s, z) = info.quant.as_ref().map(|q| q.first()).ok_or_else(|| {
+                Error::Usage(format!("input `{}` has no quantization", info.name))
+            })?;
             let q = v
                 .iter()
                 .map(|&x| (((x / s).round() as i32).saturating_add(z)).clamp(-128, 127) as i8)
@@ -64,7 +64,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let outputs = it.run(&inputs)?;
     for (path, a) in args.outputs.iter().zip(&outputs) {
         npy::write(path, a)?;
-        println!("wrote {} ({} {:?})", path.display(), a.elem_type().name(), a.shape);
+        println!(
+            "wrote {} ({} {:?})",
+            path.display(),
+            a.elem_type().name(),
+            a.shape
+        );
     }
     Ok(())
 }

@@ -292,7 +292,9 @@ impl Softmax {
             let (inv, bits_over_unit) = reciprocal(sum, ACCUMULATION_INTEGER_BITS);
             let exponent = bits_over_unit + 31 - 8;
             if !(0..=31).contains(&exponent) {
-                return Err(format!("softmax normalization exponent {exponent} out of range"));
+                return Err(format!(
+                    "softmax normalization exponent {exponent} out of range"
+                ));
             }
             for (&v, o) in row.iter().zip(dst.iter_mut()) {
                 if let Some(e) = exp_of(v) {

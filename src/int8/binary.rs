@@ -81,7 +81,10 @@ pub(crate) fn broadcast_map<T: Copy, U>(
     Ok((out, result))
 }
 
-fn two_int8_inputs(cx: &Ctx) -> PResult<((f32, i32), (f32, i32), (f32, i32))> {
+/// `(scale, zero_point)` of the two inputs and the output.
+type BinaryParams = ((f32, i32), (f32, i32), (f32, i32));
+
+fn two_int8_inputs(cx: &Ctx) -> PResult<BinaryParams> {
     cx.inputs_between(2, 2)?;
     Ok((
         int8_params(cx.input(0)?)?,

@@ -10,8 +10,8 @@
 
 use super::fixed::mul_by_quantized;
 use super::{
-    activation_range, checked_numel, constant, int8_params, multiplier, positive,
-    window_geometry, Array, Ctx, PResult,
+    activation_range, checked_numel, constant, int8_params, multiplier, positive, window_geometry,
+    Array, Ctx, PResult,
 };
 use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, TensorInfo};
 
@@ -85,7 +85,10 @@ fn bias_values(b: Option<&Array>, channels: usize) -> PResult<Vec<i32>> {
                 .as_i32()
                 .ok_or_else(|| format!("the bias is {}, expected INT32", b.elem_type().name()))?;
             if v.len() != channels {
-                return Err(format!("the bias has {} entries for {channels} channels", v.len()));
+                return Err(format!(
+                    "the bias has {} entries for {channels} channels",
+                    v.len()
+                ));
             }
             Ok(v.to_vec())
         }
@@ -109,13 +112,16 @@ fn requantize(acc: i32, m: i32, s: i32, out_zp: i32, act: (i32, i32)) -> i8 {
     (mul_by_quantized(acc, m, s) + out_zp).clamp(act.0, act.1) as i8
 }
 
-fn rank4<'a>(x: &'a [usize], what: &str) -> PResult<[usize; 4]> {
+fn rank4(x: &[usize], what: &str) -> PResult<[usize; 4]> {
     <[usize; 4]>::try_from(x).map_err(|_| format!("the {what} must have rank 4, found {x:?}"))
 }
 
 fn check_filter(w: &Array, want: [usize; 4]) -> PResult<&[i8]> {
     if w.shape != want {
-        return Err(format!("the filter has shape {:?}, prepared for {want:?}", w.shape));
+        return Err(format!(
+            "the filter has shape {:?}, prepared for {want:?}",
+            w.shape
+        ));
     }
     w.as_i8()
         .ok_or_else(|| format!("the filter is {}, expected INT8", w.elem_type().name()))
@@ -175,7 +181,10 @@ fn window_params(
     }
     Ok(Window {
         padding,
-        stride: [positive(stride_h, "stride_h")?, positive(stride_w, "stride_w")?],
+        stride: [
+            positive(stride_h, "stride_h")?,
+            positive(stride_w, "stride_w")?,
+        ],
         dilation: [
             positive(dilation_h, "dilation_h_factor")?,
             positive(dilation_w, "dilation_w_factor")?,
@@ -269,7 +278,7 @@ impl Conv {
         for bi in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for c in 0..oc {
+                    for (c, &bias_c) in bias.iter().enumerate() {
                         let g = c / per_group;
                         let mut acc: i32 = 0;
                         for ky in 0..kh {
@@ -288,7 +297,7 @@ impl Conv {
                                 }
                             }
                         }
-                        acc = acc.wrapping_add(bias[c]);
+                        acc = acc.wrapping_add(bias_c);
                         out[o] = requantize(
                             acc,
                             self.win.mult[c],
@@ -444,7 +453,9 @@ impl TransposeConv {
         let shape_t = cx.input(0)?;
         let dims = super::const_ints(shape_t, "output shape")?;
         if dims.len() != 4 || dims.iter().any(|&d| d <= 0 || d > i32::MAX as i64) {
-            return Err(format!("the output shape {dims:?} must be 4 positive sizes"));
+            return Err(format!(
+                "the output shape {dims:?} must be 4 positive sizes"
+            ));
         }
         let output_shape = [
             dims[0] as usize,
@@ -477,7 +488,10 @@ impl TransposeConv {
         }
         let win = Window {
             padding,
-            stride: [positive(stride_h, "stride_h")?, positive(stride_w, "stride_w")?],
+            stride: [
+                positive(stride_h, "stride_h")?,
+                positive(stride_w, "stride_w")?,
+            ],
             dilation: [1, 1],
             in_zp,
             out_zp,
@@ -495,8 +509,10 @@ impl TransposeConv {
     /// The padding `[top, left]`, checking that the output size maps back to `x`.
     fn padding(&self, x: [usize; 4]) -> PResult<[usize; 2]> {
         let [_, oh, ow, _] = self.output_shape;
-        let (ih, ph) = window_geometry(self.win.padding, oh, self.filter[1], self.win.stride[0], 1)?;
-        let (iw, pw) = window_geometry(self.win.padding, ow, self.filter[2], self.win.stride[1], 1)?;
+        let (ih, ph) =
+            window_geometry(self.win.padding, oh, self.filter[1], self.win.stride[0], 1)?;
+        let (iw, pw) =
+            window_geometry(self.win.padding, ow, self.filter[2], self.win.stride[1], 1)?;
         if ih != x[1] || iw != x[2] {
             return Err(format!(
                 "the output shape {:?} corresponds to a {ih}x{iw} input, not {}x{}",

@@ -56,7 +56,11 @@ pub fn srdhm(a: i32, b: i32) -> i32 {
         return i32::MAX;
     }
     let ab = a as i64 * b as i64;
-    let nudge = if ab >= 0 { 1i64 << 30 } else { 1 - (1i64 << 30) };
+    let nudge = if ab >= 0 {
+        1i64 << 30
+    } else {
+        1 - (1i64 << 30)
+    };
     ((ab + nudge) / (1i64 << 31)) as i32
 }
 
@@ -77,7 +81,10 @@ pub fn rdbp(x: i32, e: i32) -> i32 {
 pub fn mul_by_quantized(x: i32, q: i32, shift: i32) -> i32 {
     let left = shift.max(0);
     let right = (-shift).max(0);
-    rdbp(srdhm(x.wrapping_mul(1i32.wrapping_shl(left as u32)), q), right)
+    rdbp(
+        srdhm(x.wrapping_mul(1i32.wrapping_shl(left as u32)), q),
+        right,
+    )
 }
 
 /// `MultiplyByQuantizedMultiplierSmallerThanOneExp`: `RDBP(SRDHM(x, q), -shift)`, shift <= 0.

@@ -84,7 +84,10 @@ impl FullyConnected {
                 ));
             }
             if q.zero_point.iter().any(|&z| z != 0) {
-                return Err(format!("the per-channel weights `{}` must be symmetric", w.name));
+                return Err(format!(
+                    "the per-channel weights `{}` must be symmetric",
+                    w.name
+                ));
             }
             let mut mult = Vec::with_capacity(units);
             let mut shift = Vec::with_capacity(units);

@@ -118,7 +118,9 @@ impl Kernel {
             | Kernel::Dequantize(_) => Ok(x(0)?.to_vec()),
             Kernel::Reshape(k) => k.out_shape(x(0)?),
             Kernel::Concat(k) => {
-                let shapes: Vec<&[usize]> = (0..ins.len()).map(x).collect::<std::result::Result<_, _>>()?;
+                let shapes: Vec<&[usize]> = (0..ins.len())
+                    .map(x)
+                    .collect::<std::result::Result<_, _>>()?;
                 k.out_shape(&shapes)
             }
             Kernel::Pad(k) => k.out_shape(x(0)?),
@@ -159,7 +161,9 @@ impl Kernel {
             Kernel::Dequantize(k) => k.run(x(0)?),
             Kernel::Reshape(k) => k.run(x(0)?),
             Kernel::Concat(k) => {
-                let arrays: Vec<&Array> = (0..ins.len()).map(x).collect::<std::result::Result<_, _>>()?;
+                let arrays: Vec<&Array> = (0..ins.len())
+                    .map(x)
+                    .collect::<std::result::Result<_, _>>()?;
                 k.run(&arrays)
             }
             Kernel::Pad(k) => k.run(x(0)?),
@@ -268,11 +272,18 @@ pub(crate) fn int8_params(t: &TensorInfo) -> PResult<(f32, i32)> {
 /// A constant operand (weights, bias, shape, axes), checked.
 pub(crate) fn constant<'a>(t: &'a TensorInfo, what: &str) -> PResult<&'a Array> {
     if t.is_sparse {
-        return Err(format!("the {what} `{}` is sparse; qatc reads dense tensors only", t.name));
+        return Err(format!(
+            "the {what} `{}` is sparse; qatc reads dense tensors only",
+            t.name
+        ));
     }
     t.constant.as_ref().ok_or_else(|| {
         if t.dtype.size().is_none() {
-            format!("the {what} `{}` has unsupported type {}", t.name, t.dtype.name())
+            format!(
+                "the {what} `{}` has unsupported type {}",
+                t.name,
+                t.dtype.name()
+            )
         } else {
             format!(
                 "the {what} `{}` must be a constant tensor (qatc runs static graphs)",
@@ -420,12 +431,20 @@ impl Interpreter {
 
     /// The graph inputs, in order.
     pub fn inputs(&self) -> Vec<&TensorInfo> {
-        self.model.inputs.iter().map(|&i| &self.model.tensors[i]).collect()
+        self.model
+            .inputs
+            .iter()
+            .map(|&i| &self.model.tensors[i])
+            .collect()
     }
 
     /// The graph outputs, in order.
     pub fn outputs(&self) -> Vec<&TensorInfo> {
-        self.model.outputs.iter().map(|&i| &self.model.tensors[i]).collect()
+        self.model
+            .outputs
+            .iter()
+            .map(|&i| &self.model.tensors[i])
+            .collect()
     }
 
     /// Infers every shape from the declared inputs and checks it against the declared
@@ -463,12 +482,15 @@ impl Interpreter {
             .outputs
             .iter()
             .map(|&t| {
-                env[t].take().or_else(|| self.model.tensors[t].constant.clone()).ok_or_else(|| {
-                    Error::Tflite(format!(
-                        "graph output `{}` is never computed",
-                        self.model.tensors[t].name
-                    ))
-                })
+                env[t]
+                    .take()
+                    .or_else(|| self.model.tensors[t].constant.clone())
+                    .ok_or_else(|| {
+                        Error::Tflite(format!(
+                            "graph output `{}` is never computed",
+                            self.model.tensors[t].name
+                        ))
+                    })
             })
             .collect()
     }
@@ -511,7 +533,10 @@ impl Interpreter {
                 )));
             }
             if a.shape.first() == Some(&0) {
-                return Err(Error::Usage(format!("input `{}` has an empty batch", info.name)));
+                return Err(Error::Usage(format!(
+                    "input `{}` has an empty batch",
+                    info.name
+                )));
             }
             env[t] = Some(a.clone());
         }

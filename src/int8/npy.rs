@@ -11,7 +11,9 @@ pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Array> {
     let bad = |msg: String| Error::file(origin, msg);
     let npy = npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a valid .npy file: {e}")))?;
     if npy.order() != npyz::Order::C {
-        return Err(bad("Fortran-ordered arrays are not supported; save it C-ordered".into()));
+        return Err(bad(
+            "Fortran-ordered arrays are not supported; save it C-ordered".into(),
+        ));
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let n = shape
@@ -103,7 +105,9 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_naming_the_file() {
-        let err = from_bytes(b"\x93NUMPY garbage", Path::new("x.npy")).unwrap_err().to_string();
+        let err = from_bytes(b"\x93NUMPY garbage", Path::new("x.npy"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.npy"), "{err}");
     }
 }

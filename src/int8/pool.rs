@@ -6,7 +6,9 @@
 //! with truncating division (halves away from zero), `n` the number of in-image taps.
 //! Both clamp to the fused activation range.
 
-use super::{activation_range, checked_numel, int8_params, positive, window_geometry, Array, Ctx, PResult};
+use super::{
+    activation_range, checked_numel, int8_params, positive, window_geometry, Array, Ctx, PResult,
+};
 use crate::tflite::model::{Options, PaddingMode};
 
 #[derive(Clone, Debug)]
@@ -42,7 +44,10 @@ impl Pool {
         }
         Ok(Pool {
             padding,
-            stride: [positive(stride_h, "stride_h")?, positive(stride_w, "stride_w")?],
+            stride: [
+                positive(stride_h, "stride_h")?,
+                positive(stride_w, "stride_w")?,
+            ],
             filter: [
                 positive(filter_h, "filter_height")?,
                 positive(filter_w, "filter_width")?,

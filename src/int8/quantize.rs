@@ -96,7 +96,10 @@ impl Dequantize {
         let (scale, zero_point) = int8_params(cx.input(0)?)?;
         let y = cx.output()?;
         if y.dtype != ElemType::F32 {
-            return Err(format!("dequantizing to {} is not supported", y.dtype.name()));
+            return Err(format!(
+                "dequantizing to {} is not supported",
+                y.dtype.name()
+            ));
         }
         Ok(Dequantize {
             scale: scale as f64,

@@ -23,7 +23,12 @@ fn gather(data: &Data, idx: &[Option<usize>], fill: i64) -> Data {
 
 /// For each element of a box `out_shape` inside `x_shape` starting at `begin` with
 /// `step`s, the source index (a strided window; `begin + k·step` must stay in range).
-fn window_indices(x_shape: &[usize], begin: &[i64], step: &[i64], out_shape: &[usize]) -> Vec<Option<usize>> {
+fn window_indices(
+    x_shape: &[usize],
+    begin: &[i64],
+    step: &[i64],
+    out_shape: &[usize],
+) -> Vec<Option<usize>> {
     let xs = strides(x_shape);
     let n: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(n);
@@ -84,11 +89,15 @@ impl Reshape {
                 }
                 const_ints(t, "shape")?
             }
-            (None, Options::Reshape { new_shape: Some(s) }) => s.iter().map(|&d| d as i64).collect(),
+            (None, Options::Reshape { new_shape: Some(s) }) => {
+                s.iter().map(|&d| d as i64).collect()
+            }
             _ => return Err("has neither a shape input nor ReshapeOptions.new_shape".into()),
         };
         if target.len() > MAX_RANK {
-            return Err(format!("the target shape {target:?} has too many dimensions"));
+            return Err(format!(
+                "the target shape {target:?} has too many dimensions"
+            ));
         }
         Ok(Reshape {
             target: Some(target),
@@ -130,11 +139,7 @@ impl Reshape {
             .iter()
             .map(|&d| {
                 if d == -1 {
-                    if known == 0 {
-                        0
-                    } else {
-                        numel / known
-                    }
+                    numel.checked_div(known).unwrap_or(0)
                 } else {
                     d as usize
                 }
@@ -199,9 +204,14 @@ impl Concat {
         let mut out = first.to_vec();
         for x in &xs[1..] {
             let same = x.len() == first.len()
-                && x.iter().zip(first).enumerate().all(|(d, (a, b))| d == axis || a == b);
+                && x.iter()
+                    .zip(first)
+                    .enumerate()
+                    .all(|(d, (a, b))| d == axis || a == b);
             if !same {
-                return Err(format!("inputs {x:?} and {first:?} differ outside axis {axis}"));
+                return Err(format!(
+                    "inputs {x:?} and {first:?} differ outside axis {axis}"
+                ));
             }
             out[axis] += x[axis];
         }
@@ -223,7 +233,9 @@ impl Concat {
                 let mut out = Vec::with_capacity(out_shape.iter().product());
                 for o in 0..outer {
                     for a in xs {
-                        let Data::$variant(v) = &a.data else { unreachable!() };
+                        let Data::$variant(v) = &a.data else {
+                            unreachable!()
+                        };
                         let chunk: usize = a.shape[axis..].iter().product();
                         out.extend_from_slice(&v[o * chunk..(o + 1) * chunk]);
                     }
@@ -303,9 +315,16 @@ impl Pad {
 
     pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         if x.len() != self.pads.len() {
-            return Err(format!("the input {x:?} does not have rank {}", self.pads.len()));
+            return Err(format!(
+                "the input {x:?} does not have rank {}",
+                self.pads.len()
+            ));
         }
-        let out: Vec<usize> = x.iter().zip(&self.pads).map(|(d, p)| d + p[0] + p[1]).collect();
+        let out: Vec<usize> = x
+            .iter()
+            .zip(&self.pads)
+            .map(|(d, p)| d + p[0] + p[1])
+            .collect();
         checked_numel(&out)?;
         Ok(out)
     }
@@ -346,7 +365,10 @@ impl Transpose {
         cx.inputs_between(2, 2)?;
         let rank = cx.input(0)?.shape.len();
         let raw = const_ints(cx.input(1)?, "permutation")?;
-        let perm: Vec<usize> = raw.iter().map(|&p| axis_of(p, rank)).collect::<PResult<_>>()?;
+        let perm: Vec<usize> = raw
+            .iter()
+            .map(|&p| axis_of(p, rank))
+            .collect::<PResult<_>>()?;
         let mut sorted = perm.clone();
         sorted.sort_unstable();
         if sorted != (0..rank).collect::<Vec<_>>() {
@@ -357,7 +379,10 @@ impl Transpose {
 
     pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         if x.len() != self.perm.len() {
-            return Err(format!("the input {x:?} does not have rank {}", self.perm.len()));
+            return Err(format!(
+                "the input {x:?} does not have rank {}",
+                self.perm.len()
+            ));
         }
         Ok(self.perm.iter().map(|&p| x[p]).collect())
     }
@@ -411,7 +436,10 @@ impl Slice {
 
     pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         if x.len() != self.begin.len() {
-            return Err(format!("the input {x:?} does not have rank {}", self.begin.len()));
+            return Err(format!(
+                "the input {x:?} does not have rank {}",
+                self.begin.len()
+            ));
         }
         let mut out = Vec::new();
         for d in 0..x.len() {
@@ -490,7 +518,10 @@ impl StridedSlice {
     /// Per dimension: `(start, count)` and whether it is shrunk away.
     fn resolve(&self, x: &[usize]) -> PResult<Vec<(i64, usize, bool)>> {
         if x.len() < self.begin.len() {
-            return Err(format!("the input {x:?} has fewer than {} dimensions", self.begin.len()));
+            return Err(format!(
+                "the input {x:?} has fewer than {} dimensions",
+                self.begin.len()
+            ));
         }
         let mut out = Vec::new();
         for (d, &size) in x.iter().enumerate() {
@@ -551,7 +582,10 @@ impl StridedSlice {
                 0
             };
             if shrink && (count != 1 || start < 0 || start >= n) {
-                return Err(format!("cannot shrink dimension {d} at index {}", self.begin[d]));
+                return Err(format!(
+                    "cannot shrink dimension {d} at index {}",
+                    self.begin[d]
+                ));
             }
             out.push((start, count as usize, shrink));
         }

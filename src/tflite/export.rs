@@ -103,11 +103,13 @@ impl<'a> Exporter<'a> {
                     "BatchNorm must be folded into the preceding conv/dense first (the `export` \
                      pipeline's fold_bn)",
                 ),
-                Op::Dropout { .. } => Some("dropout is removed by the `export` pipeline (eval mode)"),
+                Op::Dropout { .. } => {
+                    Some("dropout is removed by the `export` pipeline (eval mode)")
+                }
                 Op::Quant(_) => Some("`quant` markers are realized by the `quantize` pass"),
-                Op::FakeQuant(q) if q.range == RangeSource::Operands => Some(
-                    "range=operands is the train/eval lowering; export the export-ready graph",
-                ),
+                Op::FakeQuant(q) if q.range == RangeSource::Operands => {
+                    Some("range=operands is the train/eval lowering; export the export-ready graph")
+                }
                 Op::Conv2dTranspose(_) => {
                     // its output shape is a constant: the batch cannot be resized
                     dynamic_batch = false;
@@ -116,7 +118,9 @@ impl<'a> Exporter<'a> {
                 Op::Mean(r) if r.axes.contains(&0) => {
                     Some("a mean over the batch axis has no per-sample TFLite form")
                 }
-                op if op.is_training_op() => Some("training ops are not part of an inference model"),
+                op if op.is_training_op() => {
+                    Some("training ops are not part of an inference model")
+                }
                 _ => None,
             };
             if let Some(h) = hint {
@@ -141,7 +145,13 @@ impl<'a> Exporter<'a> {
     }
 
     /// An activation tensor (batch-carrying) of node `id`'s shape.
-    fn activation_tensor(&mut self, name: &str, shape: &[i32], dtype: ElemType, q: Option<(f32, i32)>) -> i32 {
+    fn activation_tensor(
+        &mut self,
+        name: &str,
+        shape: &[i32],
+        dtype: ElemType,
+        q: Option<(f32, i32)>,
+    ) -> i32 {
         let signature = (self.dynamic_batch && !shape.is_empty()).then(|| {
             let mut s = shape.to_vec();
             s[0] = -1;
@@ -219,9 +229,16 @@ impl<'a> Exporter<'a> {
         let on = self.g.node(o);
         match &on.op {
             Op::FakeQuant(q) => {
-                let p = self.g.operand(o, 0).filter(|&p| self.g.node(p).op == Op::Param);
+                let p = self
+                    .g
+                    .operand(o, 0)
+                    .filter(|&p| self.g.node(p).op == Op::Param);
                 let Some(p) = p else {
-                    return Err(unsupported(self.g, id, format!("operand {i} is not computed yet")));
+                    return Err(unsupported(
+                        self.g,
+                        id,
+                        format!("operand {i} is not computed yet"),
+                    ));
                 };
                 let v = self.constant_operand(o, p, q)?;
                 self.vals.insert(o, v);
@@ -236,7 +253,11 @@ impl<'a> Exporter<'a> {
                     on.name
                 ),
             )),
-            _ => Err(unsupported(self.g, id, format!("operand {i} is not computed yet"))),
+            _ => Err(unsupported(
+                self.g,
+                id,
+                format!("operand {i} is not computed yet"),
+            )),
         }
     }
 
@@ -245,7 +266,11 @@ impl<'a> Exporter<'a> {
     fn constant_operand(&mut self, fq: NodeId, p: NodeId, q: &FakeQuantAttrs) -> Result<Val> {
         let w = self.params.require(&self.g.node(p).name)?;
         if q.axis.is_some() {
-            return Err(unsupported(self.g, fq, "a constant operand must be quantized per tensor"));
+            return Err(unsupported(
+                self.g,
+                fq,
+                "a constant operand must be quantized per tensor",
+            ));
         }
         // asymmetric int8: the same mapping as activations
         let ranges = crate::ir::interp::fq_ranges(q, w, &[], self.params)
@@ -371,9 +396,20 @@ impl<'a> Exporter<'a> {
                 quant: Some(QuantParams::per_tensor(scale, zero_point)),
                 data: Some(vec![bound as i8 as u8]),
             });
-            let out = ex.activation_tensor(&format!("{name}/{suffix}"), &shape, ElemType::I8, Some((scale, zero_point)));
+            let out = ex.activation_tensor(
+                &format!("{name}/{suffix}"),
+                &shape,
+                ElemType::I8,
+                Some((scale, zero_point)),
+            );
             let sig = ex.int8_sig(fq, 2);
-            ex.push_op(code, sig, vec![tensor, c], out, Options::Empty(BuiltinOptions::MaximumMinimumOptions));
+            ex.push_op(
+                code,
+                sig,
+                vec![tensor, c],
+                out,
+                Options::Empty(BuiltinOptions::MaximumMinimumOptions),
+            );
             tensor = out;
         };
         if range.1 > grid.1 {
@@ -485,7 +521,13 @@ impl<'a> Exporter<'a> {
                     rank: shape.len(),
                     ..Default::default()
                 };
-                self.push_op(B::QUANTIZE, sig, vec![t], out, Options::Empty(BuiltinOptions::QuantizeOptions));
+                self.push_op(
+                    B::QUANTIZE,
+                    sig,
+                    vec![t],
+                    out,
+                    Options::Empty(BuiltinOptions::QuantizeOptions),
+                );
                 Val::Int8 {
                     tensor: out,
                     scale: aq.scale,
@@ -502,9 +544,16 @@ impl<'a> Exporter<'a> {
                 if (scale, zero_point) == aq.params() {
                     xv
                 } else {
-                    let out = self.activation_tensor(&name, &shape, ElemType::I8, Some(aq.params()));
+                    let out =
+                        self.activation_tensor(&name, &shape, ElemType::I8, Some(aq.params()));
                     let sig = self.int8_sig(id, 1);
-                    self.push_op(B::QUANTIZE, sig, vec![tensor], out, Options::Empty(BuiltinOptions::QuantizeOptions));
+                    self.push_op(
+                        B::QUANTIZE,
+                        sig,
+                        vec![tensor],
+                        out,
+                        Options::Empty(BuiltinOptions::QuantizeOptions),
+                    );
                     Val::Int8 {
                         tensor: out,
                         scale: aq.scale,
@@ -538,7 +587,13 @@ impl<'a> Exporter<'a> {
                 let shape = self.shape_of(o.node);
                 let out = self.activation_tensor(&o.name, &shape, ElemType::F32, None);
                 let sig = self.int8_sig(o.node, 1);
-                self.push_op(B::DEQUANTIZE, sig, vec![tensor], out, Options::Empty(BuiltinOptions::DequantizeOptions));
+                self.push_op(
+                    B::DEQUANTIZE,
+                    sig,
+                    vec![tensor],
+                    out,
+                    Options::Empty(BuiltinOptions::DequantizeOptions),
+                );
                 out
             };
             self.model.outputs.push(t);
@@ -623,17 +678,17 @@ impl<'a> Exporter<'a> {
             .ok_or_else(|| unsupported(self.g, id, "the kernel operand is missing"))?;
         let (q, p) = match &self.g.node(fq).op {
             Op::FakeQuant(q) => (q.clone(), self.g.operand(fq, 0)),
-            _ => {
-                return Err(unsupported(
-                    self.g,
-                    id,
-                    "the kernel must be a fake_quant of a parameter (a QAT graph's weight quantizer)",
-                ))
-            }
+            _ => return Err(unsupported(
+                self.g,
+                id,
+                "the kernel must be a fake_quant of a parameter (a QAT graph's weight quantizer)",
+            )),
         };
         let p = p
             .filter(|&p| self.g.node(p).op == Op::Param)
-            .ok_or_else(|| unsupported(self.g, id, "the kernel's fake_quant must read a parameter"))?;
+            .ok_or_else(|| {
+                unsupported(self.g, id, "the kernel's fake_quant must read a parameter")
+            })?;
         if let Some(a) = q.axis {
             if a != axis {
                 return Err(unsupported(
@@ -644,7 +699,8 @@ impl<'a> Exporter<'a> {
             }
         }
         let w = self.params.require(&self.g.node(p).name)?;
-        let mut qw = quantize_weights(w, &q, self.params).map_err(|m| unsupported(self.g, fq, m))?;
+        let mut qw =
+            quantize_weights(w, &q, self.params).map_err(|m| unsupported(self.g, fq, m))?;
         if expand_per_tensor && qw.axis.is_none() {
             qw.scales = vec![qw.scales[0]; w.shape[axis]];
             qw.axis = Some(axis);
@@ -665,7 +721,13 @@ impl<'a> Exporter<'a> {
     }
 
     /// The int32 bias (operand 2, or zeros) for `channels` outputs.
-    fn bias(&mut self, id: NodeId, in_scale: f32, w_scales: &[f32], channels: usize) -> Result<i32> {
+    fn bias(
+        &mut self,
+        id: NodeId,
+        in_scale: f32,
+        w_scales: &[f32],
+        channels: usize,
+    ) -> Result<i32> {
         let (values, name) = match self.g.operand(id, 2) {
             Some(b) => {
                 let bn = self.g.node(b);
@@ -674,7 +736,10 @@ impl<'a> Exporter<'a> {
                 }
                 (self.params.require(&bn.name)?.data.clone(), bn.name.clone())
             }
-            None => (vec![0.0; channels], format!("{}.bias", self.g.node(id).name)),
+            None => (
+                vec![0.0; channels],
+                format!("{}.bias", self.g.node(id).name),
+            ),
         };
         let (q, scales) =
             quantize_bias(&values, in_scale, w_scales).map_err(|m| unsupported(self.g, id, m))?;
@@ -703,7 +768,11 @@ impl<'a> Exporter<'a> {
         stride: [usize; 2],
         dilation: [usize; 2],
     ) -> Result<(Val, PaddingMode)> {
-        let xs = &self.g.node(self.g.operand(id, 0).expect("verified")).ty.shape;
+        let xs = &self
+            .g
+            .node(self.g.operand(id, 0).expect("verified"))
+            .ty
+            .shape;
         let input = [xs[1], xs[2]];
         if let Some(p) = ops::padding_mode(padding, input, kernel, stride, dilation) {
             return Ok((x, p));
@@ -713,12 +782,27 @@ impl<'a> Exporter<'a> {
         };
         let (xt, q, range) = Self::int8_of(x);
         let name = format!("{}/pad", self.g.node(id).name);
-        let shape = vec![xs[0] as i32, (xs[1] + t + b) as i32, (xs[2] + l + r) as i32, xs[3] as i32];
-        let pads = self.const_i32(format!("{name}.paddings"), vec![4, 2], &[0, 0, t as i32, b as i32, l as i32, r as i32, 0, 0]);
+        let shape = vec![
+            xs[0] as i32,
+            (xs[1] + t + b) as i32,
+            (xs[2] + l + r) as i32,
+            xs[3] as i32,
+        ];
+        let pads = self.const_i32(
+            format!("{name}.paddings"),
+            vec![4, 2],
+            &[0, 0, t as i32, b as i32, l as i32, r as i32, 0, 0],
+        );
         let out = self.activation_tensor(&name, &shape, ElemType::I8, Some(q));
         let mut sig = self.int8_sig(id, 2);
         sig.rank = 4;
-        self.push_op(B::PAD, sig, vec![xt, pads], out, Options::Empty(BuiltinOptions::PadOptions));
+        self.push_op(
+            B::PAD,
+            sig,
+            vec![xt, pads],
+            out,
+            Options::Empty(BuiltinOptions::PadOptions),
+        );
         Ok((
             Val::Int8 {
                 tensor: out,
@@ -743,7 +827,14 @@ impl<'a> Exporter<'a> {
         let (w, w_scales, w_shape) = self.kernel(id, axis, false)?;
         let (x, options, act) = match op {
             Op::Conv2d(c) | Op::DepthwiseConv2d(c) => {
-                let (x, padding) = self.conv_padding(id, x, c.padding, [w_shape[1], w_shape[2]], c.stride, c.dilation)?;
+                let (x, padding) = self.conv_padding(
+                    id,
+                    x,
+                    c.padding,
+                    [w_shape[1], w_shape[2]],
+                    c.stride,
+                    c.dilation,
+                )?;
                 let act = ops::fused(c.activation);
                 let options = if code == B::CONV_2D {
                     Options::Conv2d {
@@ -794,24 +885,29 @@ impl<'a> Exporter<'a> {
     }
 
     fn conv_transpose(&mut self, id: NodeId, op: &Op) -> Result<()> {
-        let Op::Conv2dTranspose(c) = op else { unreachable!() };
+        let Op::Conv2dTranspose(c) = op else {
+            unreachable!()
+        };
         let x = self.operand(id, 0)?;
         let (claimed_fq, aq) = self.require_claim(id)?;
         let out_q = aq.params();
         if c.dilation != [1, 1] {
-            return Err(unsupported(self.g, id, "TFLite's TRANSPOSE_CONV has no dilation"));
+            return Err(unsupported(
+                self.g,
+                id,
+                "TFLite's TRANSPOSE_CONV has no dilation",
+            ));
         }
-        let padding = match c.padding {
-            Padding::Same => PaddingMode::Same,
-            Padding::Valid => PaddingMode::Valid,
-            Padding::Explicit(_) => {
-                return Err(unsupported(
+        let padding =
+            match c.padding {
+                Padding::Same => PaddingMode::Same,
+                Padding::Valid => PaddingMode::Valid,
+                Padding::Explicit(_) => return Err(unsupported(
                     self.g,
                     id,
                     "explicit padding on conv2d_transpose has no TFLite form; use same or valid",
-                ))
-            }
-        };
+                )),
+            };
         let (w, w_scales, _) = self.kernel(id, 0, true)?;
         let ty = self.g.node(id).ty.clone();
         let (xt, xq, _) = Self::int8_of(x);
@@ -858,7 +954,11 @@ impl<'a> Exporter<'a> {
             Activation::None => (conv_out, (-128, 127)),
             a => {
                 let out = self.out_tensor(id, out_q);
-                let code = if a == Activation::Relu { B::RELU } else { B::RELU6 };
+                let code = if a == Activation::Relu {
+                    B::RELU
+                } else {
+                    B::RELU6
+                };
                 let sig = self.int8_sig(id, 1);
                 self.push_op(code, sig, vec![conv_out], out, Options::None);
                 (out, self.act_range(id, ops::fused(a), out_q)?)
@@ -910,10 +1010,26 @@ impl<'a> Exporter<'a> {
         let out = self.out_tensor(id, out_q);
         let sig = self.int8_sig(id, 1);
         let (code, options, range) = match op {
-            Op::Relu => (B::RELU, Options::None, self.act_range(id, FusedActivation::Relu, out_q)?),
-            Op::Relu6 => (B::RELU6, Options::None, self.act_range(id, FusedActivation::Relu6, out_q)?),
-            Op::LeakyRelu { alpha } => (B::LEAKY_RELU, Options::LeakyRelu { alpha: alpha.0 }, (-128, 127)),
-            _ => (B::HARD_SWISH, Options::Empty(BuiltinOptions::HardSwishOptions), (-128, 127)),
+            Op::Relu => (
+                B::RELU,
+                Options::None,
+                self.act_range(id, FusedActivation::Relu, out_q)?,
+            ),
+            Op::Relu6 => (
+                B::RELU6,
+                Options::None,
+                self.act_range(id, FusedActivation::Relu6, out_q)?,
+            ),
+            Op::LeakyRelu { alpha } => (
+                B::LEAKY_RELU,
+                Options::LeakyRelu { alpha: alpha.0 },
+                (-128, 127),
+            ),
+            _ => (
+                B::HARD_SWISH,
+                Options::Empty(BuiltinOptions::HardSwishOptions),
+                (-128, 127),
+            ),
         };
         self.push_op(code, sig, vec![xt], out, options);
         self.define(id, claimed, out, out_q, range);
@@ -926,7 +1042,11 @@ impl<'a> Exporter<'a> {
         let (code, q, options) = match op {
             Op::Sigmoid => (B::LOGISTIC, (1.0 / 256.0, -128), Options::None),
             Op::Tanh => (B::TANH, (1.0 / 128.0, 0), Options::None),
-            _ => (B::SOFTMAX, (1.0 / 256.0, -128), Options::Softmax { beta: 1.0 }),
+            _ => (
+                B::SOFTMAX,
+                (1.0 / 256.0, -128),
+                Options::Softmax { beta: 1.0 },
+            ),
         };
         let out = self.out_tensor(id, q);
         let sig = self.int8_sig(id, 1);
@@ -939,7 +1059,10 @@ impl<'a> Exporter<'a> {
         let x = self.operand(id, 0)?;
         let (xt, xq, xrange) = Self::int8_of(x);
         let (axes, keep) = match op {
-            Op::Mean(r) => (r.axes.iter().map(|&a| a as i32).collect::<Vec<_>>(), r.keepdims),
+            Op::Mean(r) => (
+                r.axes.iter().map(|&a| a as i32).collect::<Vec<_>>(),
+                r.keepdims,
+            ),
             Op::GlobalAvgPool { keepdims } => (vec![1, 2], *keepdims),
             _ => unreachable!(),
         };
@@ -952,7 +1075,13 @@ impl<'a> Exporter<'a> {
         let axes_t = self.const_i32(format!("{name}.axes"), vec![axes.len() as i32], &axes);
         let out = self.out_tensor(id, out_q);
         let sig = self.int8_sig(id, 2);
-        self.push_op(B::MEAN, sig, vec![xt, axes_t], out, Options::Reducer { keep_dims: keep });
+        self.push_op(
+            B::MEAN,
+            sig,
+            vec![xt, axes_t],
+            out,
+            Options::Reducer { keep_dims: keep },
+        );
         self.define(id, claimed, out, out_q, range);
         Ok(())
     }
@@ -979,7 +1108,13 @@ impl<'a> Exporter<'a> {
                 let shape = self.shape_of(o);
                 let out = self.activation_tensor(&name, &shape, ElemType::I8, Some(out_q));
                 let sig = self.int8_sig(o, 1);
-                self.push_op(B::QUANTIZE, sig, vec![t], out, Options::Empty(BuiltinOptions::QuantizeOptions));
+                self.push_op(
+                    B::QUANTIZE,
+                    sig,
+                    vec![t],
+                    out,
+                    Options::Empty(BuiltinOptions::QuantizeOptions),
+                );
                 range = (-128, 127);
                 out
             };
@@ -1043,27 +1178,54 @@ impl<'a> Exporter<'a> {
             }
             Op::GlobalMaxPool { keepdims } => {
                 let axes = self.const_i32(format!("{name}.axes"), vec![2], &[1, 2]);
-                (B::REDUCE_MAX, vec![xt, axes], Options::Reducer { keep_dims: *keepdims })
+                (
+                    B::REDUCE_MAX,
+                    vec![xt, axes],
+                    Options::Reducer {
+                        keep_dims: *keepdims,
+                    },
+                )
             }
             Op::Reshape { .. } | Op::Flatten => {
                 let mut target: Vec<i32> = out_shape.iter().map(|&d| d as i32).collect();
                 target[0] = -1;
                 let s = self.const_i32(format!("{name}.shape"), vec![target.len() as i32], &target);
                 sig.inputs = 2;
-                (B::RESHAPE, vec![xt, s], Options::Reshape { new_shape: Some(target) })
+                (
+                    B::RESHAPE,
+                    vec![xt, s],
+                    Options::Reshape {
+                        new_shape: Some(target),
+                    },
+                )
             }
             Op::Transpose { perm } => {
                 let p: Vec<i32> = perm.iter().map(|&a| a as i32).collect();
                 let t = self.const_i32(format!("{name}.perm"), vec![p.len() as i32], &p);
                 sig.inputs = 2;
-                (B::TRANSPOSE, vec![xt, t], Options::Empty(BuiltinOptions::TransposeOptions))
+                (
+                    B::TRANSPOSE,
+                    vec![xt, t],
+                    Options::Empty(BuiltinOptions::TransposeOptions),
+                )
             }
             Op::Pad { pads } => {
-                let flat: Vec<i32> = pads.iter().flat_map(|p| [p[0] as i32, p[1] as i32]).collect();
-                let t = self.const_i32(format!("{name}.paddings"), vec![pads.len() as i32, 2], &flat);
+                let flat: Vec<i32> = pads
+                    .iter()
+                    .flat_map(|p| [p[0] as i32, p[1] as i32])
+                    .collect();
+                let t = self.const_i32(
+                    format!("{name}.paddings"),
+                    vec![pads.len() as i32, 2],
+                    &flat,
+                );
                 sig.inputs = 2;
                 range = (range.0.min(q.1), range.1.max(q.1));
-                (B::PAD, vec![xt, t], Options::Empty(BuiltinOptions::PadOptions))
+                (
+                    B::PAD,
+                    vec![xt, t],
+                    Options::Empty(BuiltinOptions::PadOptions),
+                )
             }
             Op::Crop { crops } => {
                 let rank = in_shape.len();
@@ -1075,7 +1237,8 @@ impl<'a> Exporter<'a> {
                     .collect();
                 let bt = self.const_i32(format!("{name}.begin"), vec![rank as i32], &begin);
                 let et = self.const_i32(format!("{name}.end"), vec![rank as i32], &end);
-                let st = self.const_i32(format!("{name}.strides"), vec![rank as i32], &vec![1; rank]);
+                let st =
+                    self.const_i32(format!("{name}.strides"), vec![rank as i32], &vec![1; rank]);
                 sig.inputs = 4;
                 (
                     B::STRIDED_SLICE,
@@ -1094,7 +1257,9 @@ impl<'a> Exporter<'a> {
             Op::UpsampleNearest { scale } => {
                 let size = [out_shape[1] as i32, out_shape[2] as i32];
                 // check that TFLite's half-pixel nearest index is exactly y / scale
-                for (axis, (&n_in, &n_out)) in [in_shape[1], in_shape[2]].iter().zip(&size).enumerate() {
+                for (axis, (&n_in, &n_out)) in
+                    [in_shape[1], in_shape[2]].iter().zip(&size).enumerate()
+                {
                     let ratio = n_in as f32 / n_out as f32;
                     for o in 0..n_out as usize {
                         let src = (((o as f32 + 0.5) * ratio).floor() as usize).min(n_in - 1);
@@ -1158,10 +1323,18 @@ output "y" = %4
         let (g, p) = tiny();
         let bytes = export(&g, &p, &ExportOptions::default()).unwrap();
         let it = Interpreter::new(&bytes).unwrap();
-        let x: Vec<f32> = (0..25).map(|i| ((i * 13 % 17) as f32 - 8.0) / 8.0).collect();
-        let y = it.run(&[Array::f32(vec![1, 5, 5, 1], x.clone()).unwrap()]).unwrap();
-        let want = interp::run(&g, &p, &[("x", Value::F32(Tensor::new(vec![1, 5, 5, 1], x)))])
+        let x: Vec<f32> = (0..25)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let y = it
+            .run(&[Array::f32(vec![1, 5, 5, 1], x.clone()).unwrap()])
             .unwrap();
+        let want = interp::run(
+            &g,
+            &p,
+            &[("x", Value::F32(Tensor::new(vec![1, 5, 5, 1], x)))],
+        )
+        .unwrap();
         let want = want.outputs[0].1.f32().unwrap().clone();
         let got = y[0].as_f32().unwrap();
         let step = 3.0 / 255.0;
@@ -1204,7 +1377,12 @@ output "y" = %4
         );
         let g = crate::ir::text::parse(&src, "t.qir").unwrap();
         let (_, p) = tiny();
-        let err = export(&g, &p, &ExportOptions::default()).unwrap_err().to_string();
-        assert!(err.contains("`conv`") && err.contains("fake_quant"), "{err}");
+        let err = export(&g, &p, &ExportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`conv`") && err.contains("fake_quant"),
+            "{err}"
+        );
     }
 }

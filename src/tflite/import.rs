@@ -13,7 +13,9 @@
 //! activations stay fused. The result is an export-ready graph (form 3), so
 //! `export(import(export(m)))` reproduces `export(m)`.
 
-use super::model::{self, ElemType, FusedActivation, ModelInfo, OpInfo, Options, PaddingMode, TensorInfo};
+use super::model::{
+    self, ElemType, FusedActivation, ModelInfo, OpInfo, Options, PaddingMode, TensorInfo,
+};
 use super::ops;
 use super::schema::BuiltinOperator as B;
 use crate::error::{Error, Result};
@@ -96,7 +98,12 @@ fn fixed_quantizer(scale: f32, zero_point: i32) -> FakeQuantAttrs {
 /// `(scale, zero_point)` of a per-tensor int8 tensor with a zero point in the int8 range.
 fn int8_params(t: &TensorInfo) -> Option<(f32, i32)> {
     (t.dtype == ElemType::I8)
-        .then(|| t.quant.as_ref().filter(|q| !q.is_per_axis()).map(|q| q.first()))
+        .then(|| {
+            t.quant
+                .as_ref()
+                .filter(|q| !q.is_per_axis())
+                .map(|q| q.first())
+        })
         .flatten()
         .filter(|(_, z)| (-128..=127).contains(z))
 }
@@ -147,7 +154,12 @@ impl<'m> Importer<'m> {
         for (k, &t) in self.m.inputs.iter().enumerate() {
             let info = self.tensor(t);
             let name = sig
-                .and_then(|s| s.inputs.iter().find(|(_, i)| *i == t).map(|(n, _)| n.clone()))
+                .and_then(|s| {
+                    s.inputs
+                        .iter()
+                        .find(|(_, i)| *i == t)
+                        .map(|(n, _)| n.clone())
+                })
                 .unwrap_or_else(|| base_name(info, &format!("input_{k}")));
             let shape = self.input_shape(info)?;
             let name = self.unique(&name);
@@ -175,7 +187,12 @@ impl<'m> Importer<'m> {
         for (k, &t) in self.m.outputs.iter().enumerate() {
             let info = self.tensor(t);
             let name = sig
-                .and_then(|s| s.outputs.iter().find(|(_, i)| *i == t).map(|(n, _)| n.clone()))
+                .and_then(|s| {
+                    s.outputs
+                        .iter()
+                        .find(|(_, i)| *i == t)
+                        .map(|(n, _)| n.clone())
+                })
                 .unwrap_or_else(|| base_name(info, &format!("output_{k}")));
             let v = *self.vals.get(&t).ok_or_else(|| {
                 Error::Tflite(format!("graph output `{}` is never computed", info.name))
@@ -220,7 +237,10 @@ impl<'m> Importer<'m> {
         }
         let info = self.tensor(t);
         let Some(c) = &info.constant else {
-            return Err(format!("input tensor `{}` is not computed by an earlier operator", info.name));
+            return Err(format!(
+                "input tensor `{}` is not computed by an earlier operator",
+                info.name
+            ));
         };
         let name = self.unique(&base_name(info, "constant"));
         let (data, fq) = match (&c.data, int8_params(info)) {
@@ -229,12 +249,23 @@ impl<'m> Importer<'m> {
                 v.iter().map(|&q| (q as i32 - z) as f32 * s).collect(),
                 Some(fixed_quantizer(s, z)),
             ),
-            _ => return Err(format!("the constant `{}` ({}) is not a float or int8 value", info.name, info.dtype.name())),
+            _ => {
+                return Err(format!(
+                    "the constant `{}` ({}) is not a float or int8 value",
+                    info.name,
+                    info.dtype.name()
+                ))
+            }
         };
-        let mut v = self.param(&name, Tensor::new(c.shape.clone(), data)).map_err(|e| e.to_string())?;
+        let mut v = self
+            .param(&name, Tensor::new(c.shape.clone(), data))
+            .map_err(|e| e.to_string())?;
         if let Some(q) = fq {
             let n = self.unique(&format!("{name}/quant"));
-            v = self.g.add(Op::FakeQuant(q), n, &[v]).map_err(|e| e.to_string())?;
+            v = self
+                .g
+                .add(Op::FakeQuant(q), n, &[v])
+                .map_err(|e| e.to_string())?;
         }
         self.vals.insert(t, v);
         Ok(v)
@@ -254,7 +285,9 @@ impl<'m> Importer<'m> {
         }
         let info = self.tensor(t);
         match &info.constant {
-            Some(c) if matches!(c.data, Data::I32(_) | Data::I64(_)) => Ok(c.data.to_i64().unwrap_or_default()),
+            Some(c) if matches!(c.data, Data::I32(_) | Data::I64(_)) => {
+                Ok(c.data.to_i64().unwrap_or_default())
+            }
             _ => Err(format!(
                 "input `{}` must be a constant integer tensor (qatc imports static graphs)",
                 info.name
@@ -273,27 +306,43 @@ impl<'m> Importer<'m> {
             .ok_or_else(|| format!("the weights `{}` must be constant", info.name))?;
         let name = self.unique(&format!("{layer}.kernel"));
         match (&c.data, &info.quant) {
-            (Data::F32(v), _) => self.param(&name, Tensor::new(c.shape.clone(), v.clone())).map_err(|e| e.to_string()),
+            (Data::F32(v), _) => self
+                .param(&name, Tensor::new(c.shape.clone(), v.clone()))
+                .map_err(|e| e.to_string()),
             (Data::I8(v), Some(q)) => {
                 if q.zero_point.iter().any(|&z| z != 0) {
-                    return Err(format!("the int8 weights `{}` are not symmetric", info.name));
+                    return Err(format!(
+                        "the int8 weights `{}` are not symmetric",
+                        info.name
+                    ));
                 }
-                let inner: usize = c.shape[q.axis.min(c.shape.len().saturating_sub(1)) + 1..].iter().product();
+                let inner: usize = c.shape[q.axis.min(c.shape.len().saturating_sub(1)) + 1..]
+                    .iter()
+                    .product();
                 let n = q.scale.len();
                 let data = v
                     .iter()
                     .enumerate()
                     .map(|(i, &w)| w as f32 * q.scale[if n == 1 { 0 } else { (i / inner) % n }])
                     .collect();
-                let k = self.param(&name, Tensor::new(c.shape.clone(), data)).map_err(|e| e.to_string())?;
+                let k = self
+                    .param(&name, Tensor::new(c.shape.clone(), data))
+                    .map_err(|e| e.to_string())?;
                 // qatc writes a per-tensor TRANSPOSE_CONV filter as per-axis with one repeated
                 // scale (XNNPACK wants per-channel filters): read it back as per tensor
-                let repeated = op.code == B::TRANSPOSE_CONV && q.scale.iter().all(|&s| s == q.scale[0]);
+                let repeated =
+                    op.code == B::TRANSPOSE_CONV && q.scale.iter().all(|&s| s == q.scale[0]);
                 let fq = FakeQuantAttrs::weight((q.is_per_axis() && !repeated).then_some(q.axis));
                 let n = self.unique(&format!("{name}/quant"));
-                self.g.add(Op::FakeQuant(fq), n, &[k]).map_err(|e| e.to_string())
+                self.g
+                    .add(Op::FakeQuant(fq), n, &[k])
+                    .map_err(|e| e.to_string())
             }
-            _ => Err(format!("the weights `{}` are {}; expected FLOAT32 or INT8", info.name, info.dtype.name())),
+            _ => Err(format!(
+                "the weights `{}` are {}; expected FLOAT32 or INT8",
+                info.name,
+                info.dtype.name()
+            )),
         }
     }
 
@@ -312,13 +361,23 @@ impl<'m> Importer<'m> {
             (Data::I32(v), Some(q)) => v
                 .iter()
                 .enumerate()
-                .map(|(k, &b)| (b as f64 * q.scale[if q.scale.len() == 1 { 0 } else { k }] as f64) as f32)
+                .map(|(k, &b)| {
+                    (b as f64 * q.scale[if q.scale.len() == 1 { 0 } else { k }] as f64) as f32
+                })
                 .collect(),
-            _ => return Err(format!("the bias `{}` is {} without quantization", info.name, info.dtype.name())),
+            _ => {
+                return Err(format!(
+                    "the bias `{}` is {} without quantization",
+                    info.name,
+                    info.dtype.name()
+                ))
+            }
         };
         let name = self.unique(&format!("{layer}.bias"));
         let n = data.len();
-        self.param(&name, Tensor::new(vec![n], data)).map(Some).map_err(|e| e.to_string())
+        self.param(&name, Tensor::new(vec![n], data))
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     // ---- results ------------------------------------------------------------------------
@@ -332,8 +391,12 @@ impl<'m> Importer<'m> {
         let v = match info.dtype {
             ElemType::F32 => node,
             ElemType::I8 => {
-                let q = int8_params(info)
-                    .ok_or_else(|| format!("the int8 output `{}` has no per-tensor quantization", info.name))?;
+                let q = int8_params(info).ok_or_else(|| {
+                    format!(
+                        "the int8 output `{}` has no per-tensor quantization",
+                        info.name
+                    )
+                })?;
                 if keep == Some(q) {
                     node
                 } else {
@@ -371,13 +434,22 @@ impl<'m> Importer<'m> {
     }
 
     /// A fused activation: kept on the op for int8 models (form 3), else a separate node.
-    fn split_activation(&mut self, node: NodeId, act: FusedActivation, fused_into_op: bool) -> R<NodeId> {
+    fn split_activation(
+        &mut self,
+        node: NodeId,
+        act: FusedActivation,
+        fused_into_op: bool,
+    ) -> R<NodeId> {
         let a = ops::ir_activation(act)
             .ok_or_else(|| format!("the fused activation {} is not supported", act.name()))?;
         if fused_into_op || a == Activation::None {
             return Ok(node);
         }
-        let op = if a == Activation::Relu { Op::Relu } else { Op::Relu6 };
+        let op = if a == Activation::Relu {
+            Op::Relu
+        } else {
+            Op::Relu6
+        };
         let name = self.unique(&format!("{}.{}", self.g.node(node).name, op.name()));
         self.add(op, &name, &[node])
     }
@@ -386,7 +458,10 @@ impl<'m> Importer<'m> {
 
     fn operator(&mut self, index: usize, op: &OpInfo) -> R<()> {
         if op.outputs.len() != 1 {
-            return Err(format!("has {} outputs; qatc imports single-output operators", op.outputs.len()));
+            return Err(format!(
+                "has {} outputs; qatc imports single-output operators",
+                op.outputs.len()
+            ));
         }
         let int8 = self.out_is_int8(op);
         let fallback = format!("op_{index}");
@@ -409,11 +484,32 @@ impl<'m> Importer<'m> {
             }
             B::CONV_2D | B::DEPTHWISE_CONV_2D => {
                 let (padding_mode, stride, dilation, act) = match op.options {
-                    Options::Conv2d { padding, stride_h, stride_w, dilation_h, dilation_w, activation }
-                    | Options::DepthwiseConv2d { padding, stride_h, stride_w, dilation_h, dilation_w, activation, .. } => (
+                    Options::Conv2d {
                         padding,
-                        [positive(stride_h, "stride_h")?, positive(stride_w, "stride_w")?],
-                        [positive(dilation_h, "dilation_h")?, positive(dilation_w, "dilation_w")?],
+                        stride_h,
+                        stride_w,
+                        dilation_h,
+                        dilation_w,
+                        activation,
+                    }
+                    | Options::DepthwiseConv2d {
+                        padding,
+                        stride_h,
+                        stride_w,
+                        dilation_h,
+                        dilation_w,
+                        activation,
+                        ..
+                    } => (
+                        padding,
+                        [
+                            positive(stride_h, "stride_h")?,
+                            positive(stride_w, "stride_w")?,
+                        ],
+                        [
+                            positive(dilation_h, "dilation_h")?,
+                            positive(dilation_w, "dilation_w")?,
+                        ],
                         activation,
                     ),
                     _ => return Err("has no convolution options".into()),
@@ -430,7 +526,9 @@ impl<'m> Importer<'m> {
                 let k = self.kernel(op, &name)?;
                 let b = self.bias(op, 2, &name)?;
                 let activation = if int8 {
-                    ops::ir_activation(act).ok_or_else(|| format!("the fused activation {} is not supported", act.name()))?
+                    ops::ir_activation(act).ok_or_else(|| {
+                        format!("the fused activation {} is not supported", act.name())
+                    })?
                 } else {
                     Activation::None
                 };
@@ -440,7 +538,11 @@ impl<'m> Importer<'m> {
                     dilation,
                     activation,
                 };
-                let ir = if op.code == B::CONV_2D { Op::Conv2d(conv) } else { Op::DepthwiseConv2d(conv) };
+                let ir = if op.code == B::CONV_2D {
+                    Op::Conv2d(conv)
+                } else {
+                    Op::DepthwiseConv2d(conv)
+                };
                 let mut operands = vec![x, k];
                 operands.extend(b);
                 let y = self.add(ir, &name, &operands)?;
@@ -448,7 +550,13 @@ impl<'m> Importer<'m> {
                 self.finish(op, y, None)?;
             }
             B::TRANSPOSE_CONV => {
-                let Options::TransposeConv { padding: pm, stride_h, stride_w, activation: act } = op.options else {
+                let Options::TransposeConv {
+                    padding: pm,
+                    stride_h,
+                    stride_w,
+                    activation: act,
+                } = op.options
+                else {
                     return Err("has no TransposeConvOptions".into());
                 };
                 let out_shape = self.ints(op, 0)?;
@@ -458,10 +566,17 @@ impl<'m> Importer<'m> {
                 let k = self.kernel(op, &name)?;
                 let b = self.bias(op, 3, &name)?;
                 let conv = ConvAttrs {
-                    stride: [positive(stride_h, "stride_h")?, positive(stride_w, "stride_w")?],
+                    stride: [
+                        positive(stride_h, "stride_h")?,
+                        positive(stride_w, "stride_w")?,
+                    ],
                     padding: padding(pm)?,
                     dilation: [1, 1],
-                    activation: if int8 { ops::ir_activation(act).ok_or("unsupported fused activation")? } else { Activation::None },
+                    activation: if int8 {
+                        ops::ir_activation(act).ok_or("unsupported fused activation")?
+                    } else {
+                        Activation::None
+                    },
                 };
                 let mut operands = vec![x, k];
                 operands.extend(b);
@@ -477,7 +592,12 @@ impl<'m> Importer<'m> {
                 self.finish(op, y, None)?;
             }
             B::FULLY_CONNECTED => {
-                let Options::FullyConnected { activation: act, shuffled_weights, keep_num_dims } = op.options else {
+                let Options::FullyConnected {
+                    activation: act,
+                    shuffled_weights,
+                    keep_num_dims,
+                } = op.options
+                else {
                     return Err("has no FullyConnectedOptions".into());
                 };
                 if shuffled_weights {
@@ -487,7 +607,9 @@ impl<'m> Importer<'m> {
                 let mut x = self.value(op, 0)?;
                 let rank = self.g.node(x).ty.rank();
                 if keep_num_dims && rank != 2 {
-                    return Err("keep_num_dims on an input of rank other than 2 is not supported".into());
+                    return Err(
+                        "keep_num_dims on an input of rank other than 2 is not supported".into(),
+                    );
                 }
                 if rank != 2 {
                     let fname = self.unique(&format!("{name}/flatten"));
@@ -495,7 +617,11 @@ impl<'m> Importer<'m> {
                 }
                 let k = self.kernel(op, &name)?;
                 let b = self.bias(op, 2, &name)?;
-                let activation = if int8 { ops::ir_activation(act).ok_or("unsupported fused activation")? } else { Activation::None };
+                let activation = if int8 {
+                    ops::ir_activation(act).ok_or("unsupported fused activation")?
+                } else {
+                    Activation::None
+                };
                 let mut operands = vec![x, k];
                 operands.extend(b);
                 let y = self.add(Op::Dense { activation }, &name, &operands)?;
@@ -504,13 +630,19 @@ impl<'m> Importer<'m> {
             }
             B::ADD | B::SUB | B::MUL => {
                 let act = match op.options {
-                    Options::Add { activation } | Options::Sub { activation } | Options::Mul { activation } => activation,
+                    Options::Add { activation }
+                    | Options::Sub { activation }
+                    | Options::Mul { activation } => activation,
                     Options::None => FusedActivation::None,
                     _ => return Err("has options of another op".into()),
                 };
                 let a = self.value(op, 0)?;
                 let b = self.value(op, 1)?;
-                let activation = if int8 { ops::ir_activation(act).ok_or("unsupported fused activation")? } else { Activation::None };
+                let activation = if int8 {
+                    ops::ir_activation(act).ok_or("unsupported fused activation")?
+                } else {
+                    Activation::None
+                };
                 let ir = match op.code {
                     B::ADD => Op::Add { activation },
                     B::SUB => Op::Sub { activation },
@@ -522,16 +654,34 @@ impl<'m> Importer<'m> {
                 self.finish(op, y, None)?;
             }
             B::AVERAGE_POOL_2D | B::MAX_POOL_2D => {
-                let Options::Pool2d { padding: pm, stride_h, stride_w, filter_h, filter_w, activation: act } = op.options else {
+                let Options::Pool2d {
+                    padding: pm,
+                    stride_h,
+                    stride_w,
+                    filter_h,
+                    filter_w,
+                    activation: act,
+                } = op.options
+                else {
                     return Err("has no Pool2DOptions".into());
                 };
                 let x = self.value(op, 0)?;
                 let pool = PoolAttrs {
-                    size: [positive(filter_h, "filter_height")?, positive(filter_w, "filter_width")?],
-                    stride: [positive(stride_h, "stride_h")?, positive(stride_w, "stride_w")?],
+                    size: [
+                        positive(filter_h, "filter_height")?,
+                        positive(filter_w, "filter_width")?,
+                    ],
+                    stride: [
+                        positive(stride_h, "stride_h")?,
+                        positive(stride_w, "stride_w")?,
+                    ],
                     padding: padding(pm)?,
                 };
-                let ir = if op.code == B::MAX_POOL_2D { Op::MaxPool2d(pool) } else { Op::AvgPool2d(pool) };
+                let ir = if op.code == B::MAX_POOL_2D {
+                    Op::MaxPool2d(pool)
+                } else {
+                    Op::AvgPool2d(pool)
+                };
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(ir, &name, &[x])?;
                 let y = self.split_activation(y, act, false)?;
@@ -559,18 +709,32 @@ impl<'m> Importer<'m> {
                 let mut sorted = axes.clone();
                 sorted.sort_unstable();
                 let spatial = rank == 4 && sorted == [1, 2];
-                let ir = match (op.code, spatial) {
-                    (B::MEAN, true) => Op::GlobalAvgPool { keepdims },
-                    (B::MEAN, false) => Op::Mean(ReduceAttrs { axes, keepdims }),
-                    (_, true) => Op::GlobalMaxPool { keepdims },
-                    (_, false) => return Err("REDUCE_MAX is imported only over the spatial axes [1, 2] of an image".into()),
-                };
+                let ir =
+                    match (op.code, spatial) {
+                        (B::MEAN, true) => Op::GlobalAvgPool { keepdims },
+                        (B::MEAN, false) => Op::Mean(ReduceAttrs { axes, keepdims }),
+                        (_, true) => Op::GlobalMaxPool { keepdims },
+                        (_, false) => return Err(
+                            "REDUCE_MAX is imported only over the spatial axes [1, 2] of an image"
+                                .into(),
+                        ),
+                    };
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(ir, &name, &[x])?;
-                let keep = if op.code == B::REDUCE_MAX { self.in_params(op, 0) } else { None };
+                let keep = if op.code == B::REDUCE_MAX {
+                    self.in_params(op, 0)
+                } else {
+                    None
+                };
                 self.finish(op, y, keep)?;
             }
-            B::SOFTMAX | B::LOGISTIC | B::TANH | B::RELU | B::RELU6 | B::LEAKY_RELU | B::HARD_SWISH => {
+            B::SOFTMAX
+            | B::LOGISTIC
+            | B::TANH
+            | B::RELU
+            | B::RELU6
+            | B::LEAKY_RELU
+            | B::HARD_SWISH => {
                 let x = self.value(op, 0)?;
                 let (ir, fixed) = match op.code {
                     B::SOFTMAX => {
@@ -607,13 +771,17 @@ impl<'m> Importer<'m> {
                 }
                 let out = &self.tensor(op.outputs[0]).shape;
                 if out.first() != in_shape.first() || out.is_empty() {
-                    return Err(format!("reshaping {in_shape:?} to {out:?} moves the batch dimension"));
+                    return Err(format!(
+                        "reshaping {in_shape:?} to {out:?} moves the batch dimension"
+                    ));
                 }
                 let name = self.layer_name(op, &fallback);
                 let ir = if out.len() == 2 {
                     Op::Flatten
                 } else {
-                    Op::Reshape { shape: out[1..].iter().map(|&d| d as i64).collect() }
+                    Op::Reshape {
+                        shape: out[1..].iter().map(|&d| d as i64).collect(),
+                    }
                 };
                 let y = self.add(ir, &name, &[x])?;
                 if self.g.node(y).ty.shape != *out {
@@ -624,18 +792,32 @@ impl<'m> Importer<'m> {
             }
             B::CONCATENATION if self.integer_output(op) => self.fold_glue(op)?,
             B::CONCATENATION => {
-                let Options::Concatenation { axis, activation: act } = op.options else {
+                let Options::Concatenation {
+                    axis,
+                    activation: act,
+                } = op.options
+                else {
                     return Err("has no ConcatenationOptions".into());
                 };
                 let n = op.inputs.len();
                 let xs: Vec<NodeId> = (0..n).map(|i| self.value(op, i)).collect::<R<_>>()?;
                 let rank = self.g.node(xs[0]).ty.rank() as i64;
-                let axis = if axis < 0 { axis as i64 + rank } else { axis as i64 };
+                let axis = if axis < 0 {
+                    axis as i64 + rank
+                } else {
+                    axis as i64
+                };
                 if !(0..rank).contains(&axis) {
                     return Err(format!("axis {axis} is out of range"));
                 }
                 let name = self.layer_name(op, &fallback);
-                let y = self.add(Op::Concat { axis: axis as usize }, &name, &xs)?;
+                let y = self.add(
+                    Op::Concat {
+                        axis: axis as usize,
+                    },
+                    &name,
+                    &xs,
+                )?;
                 let y = self.split_activation(y, act, false)?;
                 self.finish(op, y, None)?;
             }
@@ -646,8 +828,12 @@ impl<'m> Importer<'m> {
                     if let Some(t) = op.inputs.get(2).copied().flatten() {
                         let c = self.tensor(t);
                         let zero = match (&c.constant, int8_params(c)) {
-                            (Some(a), Some((_, z))) => matches!(&a.data, Data::I8(v) if v.iter().all(|&q| q as i32 == z)),
-                            (Some(a), None) => matches!(&a.data, Data::F32(v) if v.iter().all(|&f| f == 0.0)),
+                            (Some(a), Some((_, z))) => {
+                                matches!(&a.data, Data::I8(v) if v.iter().all(|&q| q as i32 == z))
+                            }
+                            (Some(a), None) => {
+                                matches!(&a.data, Data::F32(v) if v.iter().all(|&f| f == 0.0))
+                            }
                             _ => false,
                         };
                         if !zero {
@@ -674,7 +860,9 @@ impl<'m> Importer<'m> {
                     .ints(op, 1)?
                     .into_iter()
                     .map(|p| if p < 0 { p + rank } else { p })
-                    .map(|p| usize::try_from(p).map_err(|_| "negative permutation entry".to_string()))
+                    .map(|p| {
+                        usize::try_from(p).map_err(|_| "negative permutation entry".to_string())
+                    })
                     .collect::<R<_>>()?;
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(Op::Transpose { perm }, &name, &[x])?;
@@ -684,28 +872,38 @@ impl<'m> Importer<'m> {
             B::RESIZE_NEAREST_NEIGHBOR => {
                 let x = self.value(op, 0)?;
                 let (align_corners, half_pixel_centers) = match op.options {
-                    Options::ResizeNearestNeighbor { align_corners, half_pixel_centers } => (align_corners, half_pixel_centers),
+                    Options::ResizeNearestNeighbor {
+                        align_corners,
+                        half_pixel_centers,
+                    } => (align_corners, half_pixel_centers),
                     _ => (false, false),
                 };
                 let size = self.ints(op, 1)?;
                 let in_shape = self.g.node(x).ty.shape.clone();
                 if in_shape.len() != 4 || size.len() != 2 || align_corners {
-                    return Err("only integer nearest-neighbor upsampling of images is supported".into());
+                    return Err(
+                        "only integer nearest-neighbor upsampling of images is supported".into(),
+                    );
                 }
                 let mut scale = [0usize; 2];
                 for a in 0..2 {
                     let (n_in, n_out) = (in_shape[1 + a], size[a].max(0) as usize);
                     if n_in == 0 || n_out % n_in != 0 {
-                        return Err(format!("resizing {n_in} to {n_out} is not an integer upsampling"));
+                        return Err(format!(
+                            "resizing {n_in} to {n_out} is not an integer upsampling"
+                        ));
                     }
                     scale[a] = n_out / n_in;
                     let ratio = n_in as f32 / n_out as f32;
                     let offset = if half_pixel_centers { 0.5 } else { 0.0 };
                     let exact = (0..n_out).all(|o| {
-                        (((o as f32 + offset) * ratio).floor() as usize).min(n_in - 1) == o / scale[a]
+                        (((o as f32 + offset) * ratio).floor() as usize).min(n_in - 1)
+                            == o / scale[a]
                     });
                     if !exact {
-                        return Err("this resize is not an exact nearest-neighbor upsampling".into());
+                        return Err(
+                            "this resize is not an exact nearest-neighbor upsampling".into()
+                        );
                     }
                 }
                 let name = self.layer_name(op, &fallback);
@@ -728,7 +926,10 @@ impl<'m> Importer<'m> {
 
     /// Integer outputs are shape computations (the converter's glue), not activations.
     fn integer_output(&self, op: &OpInfo) -> bool {
-        matches!(self.tensor(op.outputs[0]).dtype, ElemType::I32 | ElemType::I64)
+        matches!(
+            self.tensor(op.outputs[0]).dtype,
+            ElemType::I32 | ElemType::I64
+        )
     }
 
     /// STRIDED_SLICE / SLICE on an activation: a crop (unit strides, the batch kept whole).
@@ -743,11 +944,26 @@ impl<'m> Importer<'m> {
         }
         if op.code == B::STRIDED_SLICE {
             let strides = self.ints(op, 3)?;
-            let Options::StridedSlice { ellipsis_mask, new_axis_mask, shrink_axis_mask, offset, .. } = op.options else {
+            let Options::StridedSlice {
+                ellipsis_mask,
+                new_axis_mask,
+                shrink_axis_mask,
+                offset,
+                ..
+            } = op.options
+            else {
                 return Err("has no StridedSliceOptions".into());
             };
-            if strides.iter().any(|&s| s != 1) || ellipsis_mask != 0 || new_axis_mask != 0 || shrink_axis_mask != 0 || offset {
-                return Err("only unit-stride slices without masks other than begin/end are imported".into());
+            if strides.iter().any(|&s| s != 1)
+                || ellipsis_mask != 0
+                || new_axis_mask != 0
+                || shrink_axis_mask != 0
+                || offset
+            {
+                return Err(
+                    "only unit-stride slices without masks other than begin/end are imported"
+                        .into(),
+                );
             }
         }
         // the crop from the declared output: begin (masked → 0) and the remainder after
@@ -757,7 +973,10 @@ impl<'m> Importer<'m> {
             let b = if masked { 0 } else { begin[d] };
             let b = if b < 0 { b + in_shape[d] as i64 } else { b };
             if b < 0 || b as usize + out[d] > in_shape[d] {
-                return Err(format!("slice begin {b} size {} exceeds dimension {d}", out[d]));
+                return Err(format!(
+                    "slice begin {b} size {} exceeds dimension {d}",
+                    out[d]
+                ));
             }
             crops.push([b as usize, in_shape[d] - b as usize - out[d]]);
         }
@@ -810,7 +1029,13 @@ impl<'m> Importer<'m> {
                 } else {
                     let end = self.ints(op, 2)?;
                     let strides = self.ints(op, 3)?;
-                    let Options::StridedSlice { begin_mask, end_mask, shrink_axis_mask, .. } = op.options else {
+                    let Options::StridedSlice {
+                        begin_mask,
+                        end_mask,
+                        shrink_axis_mask,
+                        ..
+                    } = op.options
+                    else {
                         return Err("has no StridedSliceOptions".into());
                     };
                     let stride = strides.first().copied().unwrap_or(1);
@@ -818,7 +1043,11 @@ impl<'m> Importer<'m> {
                         return Err("only unit-stride integer slices are folded".into());
                     }
                     let b = if begin_mask & 1 != 0 { 0 } else { begin[0] };
-                    let e = if end_mask & 1 != 0 { n } else { end.first().copied().unwrap_or(n) };
+                    let e = if end_mask & 1 != 0 {
+                        n
+                    } else {
+                        end.first().copied().unwrap_or(n)
+                    };
                     (b, e, shrink_axis_mask & 1 != 0)
                 };
                 let norm = |v: i64| if v < 0 { v + n } else { v }.clamp(0, n);

@@ -27,9 +27,9 @@ mod generated {
 
 pub use generated::tflite as schema;
 
-pub mod model;
-pub mod write;
 pub mod export;
+pub mod import;
+pub mod model;
 pub mod ops;
 pub mod quantize;
-pub mod import;
+pub mod write;

@@ -370,8 +370,11 @@ pub fn read(bytes: &[u8]) -> Result<ModelInfo> {
         max_tables: 1 << 22,
         ..Default::default()
     };
-    let model = fb::root_as_model_with_opts(&opts, bytes)
-        .map_err(|e| bad(format!("malformed TFLite flatbuffer (the verifier says: {e})")))?;
+    let model = fb::root_as_model_with_opts(&opts, bytes).map_err(|e| {
+        bad(format!(
+            "malformed TFLite flatbuffer (the verifier says: {e})"
+        ))
+    })?;
     if model.version() != 3 {
         return Err(bad(format!(
             "schema version {} is not supported (TFLite models are version 3)",
@@ -417,7 +420,9 @@ pub fn read(bytes: &[u8]) -> Result<ModelInfo> {
     }
     let sg = subgraphs.get(0);
 
-    let fb_tensors = sg.tensors().ok_or_else(|| bad("the subgraph has no tensors"))?;
+    let fb_tensors = sg
+        .tensors()
+        .ok_or_else(|| bad("the subgraph has no tensors"))?;
     let mut tensors = Vec::with_capacity(fb_tensors.len());
     for (i, t) in fb_tensors.iter().enumerate() {
         tensors.push(read_tensor(i, &t, &buffers)?);
@@ -427,7 +432,11 @@ pub fn read(bytes: &[u8]) -> Result<ModelInfo> {
         usize::try_from(v)
             .ok()
             .filter(|&i| i < n_tensors)
-            .ok_or_else(|| bad(format!("{what} refers to tensor {v}, but the subgraph has {n_tensors} tensors")))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{what} refers to tensor {v}, but the subgraph has {n_tensors} tensors"
+                ))
+            })
     };
 
     let mut operators = Vec::new();
@@ -493,7 +502,10 @@ pub fn read(bytes: &[u8]) -> Result<ModelInfo> {
                     s.subgraph_index()
                 )));
             }
-            let maps = |v: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::TensorMap<'_>>>>| -> Result<Vec<(String, usize)>> {
+            let maps = |v: Option<
+                flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::TensorMap<'_>>>,
+            >|
+             -> Result<Vec<(String, usize)>> {
                 v.map(|v| {
                     v.iter()
                         .map(|m| {
@@ -562,8 +574,12 @@ fn read_tensor(index: usize, t: &fb::Tensor<'_>, buffers: &[(&[u8], bool)]) -> R
     let mut shape = Vec::with_capacity(raw_shape.len());
     let mut numel: usize = 1;
     for &d in &raw_shape {
-        let d = usize::try_from(d)
-            .map_err(|_| bad(format!("{} has a negative dimension in shape {raw_shape:?}", what())))?;
+        let d = usize::try_from(d).map_err(|_| {
+            bad(format!(
+                "{} has a negative dimension in shape {raw_shape:?}",
+                what()
+            ))
+        })?;
         numel = numel
             .checked_mul(d)
             .filter(|&n| n <= MAX_ELEMENTS)
@@ -676,7 +692,10 @@ fn read_quant(
         // no scale: "not quantized" (min/max alone are informational)
         return Ok(None);
     }
-    let zero_point: Vec<i64> = q.zero_point().map(|z| z.iter().collect()).unwrap_or_default();
+    let zero_point: Vec<i64> = q
+        .zero_point()
+        .map(|z| z.iter().collect())
+        .unwrap_or_default();
     if zero_point.len() != scale.len() {
         return Err(bad(format!(
             "{} has {} quantization scales but {} zero points",
@@ -714,7 +733,10 @@ fn read_quant(
         .iter()
         .find(|&&z| z < i32::MIN as i64 || z > i32::MAX as i64)
     {
-        return Err(bad(format!("{} has zero point {z} outside the i32 range", what())));
+        return Err(bad(format!(
+            "{} has zero point {z} outside the i32 range",
+            what()
+        )));
     }
     Ok(Some(QuantParams {
         scale,
@@ -836,7 +858,10 @@ fn read_options(op: &fb::Operator<'_>) -> Options {
     }
     if let Some(o) = op.builtin_options_as_squeeze_options() {
         return Options::Squeeze {
-            dims: o.squeeze_dims().map(|s| s.iter().collect()).unwrap_or_default(),
+            dims: o
+                .squeeze_dims()
+                .map(|s| s.iter().collect())
+                .unwrap_or_default(),
         };
     }
     if let Some(o) = op.builtin_options_as_gather_options() {

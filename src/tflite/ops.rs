@@ -92,77 +92,29 @@ pub struct OpSig {
     pub per_channel: bool,
 }
 
-/// The version the TFLite converter writes for an int8 operator.
+/// The version the TFLite converter writes for an operator (`op_version.cc`, for the
+/// signatures qatc writes).
 pub fn version(code: B, sig: &OpSig) -> i32 {
     let int8 = sig.input_type == Some(ElemType::I8);
     match code {
-        B::CONV_2D | B::DEPTHWISE_CONV_2D => {
-            if int8 {
-                3
-            } else {
-                1
-            }
-        }
-        B::FULLY_CONNECTED => {
-            if sig.inputs == 2 {
-                6
-            } else if sig.keep_num_dims {
-                5
-            } else if int8 {
-                4
-            } else {
-                1
-            }
-        }
-        B::MUL => {
-            if int8 && sig.mul_multiplier_ge_one {
-                3
-            } else if int8 {
-                2
-            } else {
-                1
-            }
-        }
-        B::TRANSPOSE_CONV => {
-            if sig.fused_activation {
-                4
-            } else if sig.has_bias {
-                3
-            } else if int8 {
-                2
-            } else {
-                1
-            }
-        }
-        B::RESIZE_NEAREST_NEIGHBOR => {
-            if sig.resize_flags {
-                3
-            } else if int8 {
-                2
-            } else {
-                1
-            }
-        }
+        B::CONV_2D | B::DEPTHWISE_CONV_2D if int8 => 3,
+        B::FULLY_CONNECTED if sig.inputs == 2 => 6,
+        B::FULLY_CONNECTED if sig.keep_num_dims => 5,
+        B::FULLY_CONNECTED if int8 => 4,
+        B::MUL if int8 && sig.mul_multiplier_ge_one => 3,
+        B::TRANSPOSE_CONV if sig.fused_activation => 4,
+        B::TRANSPOSE_CONV if sig.has_bias => 3,
+        B::RESIZE_NEAREST_NEIGHBOR if sig.resize_flags => 3,
         B::PAD | B::PADV2 | B::STRIDED_SLICE if sig.rank > 4 => 4,
-        B::QUANTIZE => {
-            if sig.per_channel {
-                3
-            } else {
-                1
-            }
-        }
-        B::DEQUANTIZE => {
-            if int8 && sig.per_channel {
-                5
-            } else if int8 {
-                2
-            } else {
-                1
-            }
-        }
-        B::RESHAPE | B::HARD_SWISH | B::LEAKY_RELU => 1,
+        B::QUANTIZE if sig.per_channel => 3,
+        B::DEQUANTIZE if int8 && sig.per_channel => 5,
+        B::QUANTIZE | B::RESHAPE | B::HARD_SWISH | B::LEAKY_RELU => 1,
         B::ADD
         | B::SUB
+        | B::MUL
+        | B::TRANSPOSE_CONV
+        | B::RESIZE_NEAREST_NEIGHBOR
+        | B::DEQUANTIZE
         | B::AVERAGE_POOL_2D
         | B::MAX_POOL_2D
         | B::CONCATENATION
@@ -179,12 +131,10 @@ pub fn version(code: B, sig: &OpSig) -> i32 {
         | B::SLICE
         | B::TRANSPOSE
         | B::MAXIMUM
-        | B::MINIMUM => {
-            if int8 {
-                2
-            } else {
-                1
-            }
+        | B::MINIMUM
+            if int8 =>
+        {
+            2
         }
         _ => 1,
     }

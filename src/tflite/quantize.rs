@@ -55,7 +55,9 @@ fn stored_ranges(q: &FakeQuantAttrs, params: &ParamStore) -> Result<Vec<(f32, f3
             let lo = state_value(params, &format!("{state}.min"))?;
             let hi = state_value(params, &format!("{state}.max"))?;
             if lo.len() != hi.len() || lo.is_empty() {
-                return Err(format!("the quantizer state `{state}` has mismatched min/max"));
+                return Err(format!(
+                    "the quantizer state `{state}` has mismatched min/max"
+                ));
             }
             Ok(lo.into_iter().zip(hi).collect())
         }
@@ -73,13 +75,21 @@ fn stored_ranges(q: &FakeQuantAttrs, params: &ParamStore) -> Result<Vec<(f32, f3
 }
 
 /// The int8 parameters of an activation fake-quant.
-pub fn activation_quant(q: &FakeQuantAttrs, params: &ParamStore) -> Result<ActivationQuant, String> {
+pub fn activation_quant(
+    q: &FakeQuantAttrs,
+    params: &ParamStore,
+) -> Result<ActivationQuant, String> {
     if q.axis.is_some() {
-        return Err("activations are quantized per tensor in TFLite; this quantizer is per axis".into());
+        return Err(
+            "activations are quantized per tensor in TFLite; this quantizer is per axis".into(),
+        );
     }
     let ranges = stored_ranges(q, params)?;
     if ranges.len() != 1 {
-        return Err(format!("an activation quantizer needs one range, found {}", ranges.len()));
+        return Err(format!(
+            "an activation quantizer needs one range, found {}",
+            ranges.len()
+        ));
     }
     let n = nudged_for(q, ranges[0].0, ranges[0].1);
     let (qmin, qmax) = q.quant_range();
@@ -152,7 +162,11 @@ pub fn quantize_weights(
         .iter()
         .enumerate()
         .map(|(i, &x)| {
-            let c = if q.axis.is_some() { (i / inner) % channels } else { 0 };
+            let c = if q.axis.is_some() {
+                (i / inner) % channels
+            } else {
+                0
+            };
             let n = &nudged[c];
             (level(x, n, qmin) - n.zero_point) as i8
         })

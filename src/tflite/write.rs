@@ -35,6 +35,9 @@ pub struct OpDef {
     pub options: Options,
 }
 
+/// A signature: `(key, inputs, outputs)` with `(name, tensor index)` entries.
+pub type SignatureDef = (String, Vec<(String, i32)>, Vec<(String, i32)>);
+
 /// A single-subgraph model to write.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelDef {
@@ -44,8 +47,7 @@ pub struct ModelDef {
     pub ops: Vec<OpDef>,
     pub inputs: Vec<i32>,
     pub outputs: Vec<i32>,
-    /// `(signature key, inputs, outputs)` with `(name, tensor index)` entries.
-    pub signature: Option<(String, Vec<(String, i32)>, Vec<(String, i32)>)>,
+    pub signature: Option<SignatureDef>,
     /// Metadata entries: name and the bytes of their buffer.
     pub metadata: Vec<(String, Vec<u8>)>,
 }
@@ -188,7 +190,10 @@ fn write_options(
             let t = fb::SoftmaxOptions::create(fbb, &fb::SoftmaxOptionsArgs { beta: *beta });
             (U::SoftmaxOptions, Some(t.as_union_value()))
         }
-        Options::Concatenation { axis, activation: a } => {
+        Options::Concatenation {
+            axis,
+            activation: a,
+        } => {
             let t = fb::ConcatenationOptions::create(
                 fbb,
                 &fb::ConcatenationOptionsArgs {

@@ -25,7 +25,10 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 pub fn uniform(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
     let mut r = rng(seed);
     let n = shape.iter().product();
-    Tensor::new(shape.to_vec(), (0..n).map(|_| r.random_range(lo..hi)).collect())
+    Tensor::new(
+        shape.to_vec(),
+        (0..n).map(|_| r.random_range(lo..hi)).collect(),
+    )
 }
 
 /// Random biases and BatchNorm statistics, so that folding and bias quantization matter.
@@ -147,13 +150,18 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                     None => Tensor::zeros(vec![oc]),
                 };
                 let mut last = id;
-                if let Some(bn) = sole_user(src, id).filter(|&u| matches!(src.node(u).op, Op::BatchNorm { .. })) {
-                    let Op::BatchNorm { epsilon, .. } = src.node(bn).op else { unreachable!() };
+                if let Some(bn) =
+                    sole_user(src, id).filter(|&u| matches!(src.node(u).op, Op::BatchNorm { .. }))
+                {
+                    let Op::BatchNorm { epsilon, .. } = src.node(bn).op else {
+                        unreachable!()
+                    };
                     let bo = src.operands(bn);
                     let get = |i: usize| params.get(&src.node(bo[i]).name).unwrap().data.clone();
                     let (gamma, beta, mean, var) = (get(1), get(2), get(3), get(4));
-                    let scale: Vec<f32> =
-                        (0..oc).map(|c| gamma[c] / (var[c] + epsilon.0).sqrt()).collect();
+                    let scale: Vec<f32> = (0..oc)
+                        .map(|c| gamma[c] / (var[c] + epsilon.0).sqrt())
+                        .collect();
                     let axis_last = matches!(op, Op::DepthwiseConv2d(_));
                     let inner: usize = k.shape[1..].iter().product();
                     for (i, w) in k.data.iter_mut().enumerate() {
@@ -166,9 +174,9 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                     consumed.insert(bn);
                     last = bn;
                 }
-                if let Some(act) = sole_user(src, last).and_then(|u| {
-                    src.node(u).op.as_fusable_activation().map(|a| (u, a))
-                }) {
+                if let Some(act) = sole_user(src, last)
+                    .and_then(|u| src.node(u).op.as_fusable_activation().map(|a| (u, a)))
+                {
                     op.set_activation(act.1);
                     consumed.insert(act.0);
                     last = act.0;
@@ -235,7 +243,10 @@ pub fn input_feeds(g: &Graph, x: &Tensor) -> Vec<(String, Tensor)> {
         .iter()
         .enumerate()
         .map(|(k, &i)| {
-            let t = Tensor::new(x.shape.clone(), x.data.iter().map(|v| v * (k + 1) as f32).collect());
+            let t = Tensor::new(
+                x.shape.clone(),
+                x.data.iter().map(|v| v * (k + 1) as f32).collect(),
+            );
             (g.node(i).name.clone(), t)
         })
         .collect()
@@ -245,12 +256,20 @@ pub fn input_feeds(g: &Graph, x: &Tensor) -> Vec<(String, Tensor)> {
 /// on `calib` (input `k` is fed `calib · (k + 1)`): BatchNorm folded, ReLU/ReLU6 fused, weight
 /// fake-quants (narrow, symmetric, per-axis as TFLite wants, last value), activation
 /// fake-quants after every requantizing op, concat inputs tied to the concat's quantizer.
-pub fn export_ready(model: &Graph, params: &ParamStore, calib: &Tensor, q: Qat) -> (Graph, ParamStore) {
+pub fn export_ready(
+    model: &Graph,
+    params: &ParamStore,
+    calib: &Tensor,
+    q: Qat,
+) -> (Graph, ParamStore) {
     let (f, fp) = fold_and_fuse(model, params);
     let mut fc = f.clone();
     fc.rebatch(calib.shape[0]).unwrap();
     let feeds = input_feeds(&fc, calib);
-    let refs: Vec<(&str, Value)> = feeds.iter().map(|(n, t)| (n.as_str(), Value::F32(t.clone()))).collect();
+    let refs: Vec<(&str, Value)> = feeds
+        .iter()
+        .map(|(n, t)| (n.as_str(), Value::F32(t.clone())))
+        .collect();
     let values = interp::run_all(&fc, &fp, &refs).unwrap();
 
     let mut g = Graph::new(&f.name);
@@ -274,7 +293,9 @@ pub fn export_ready(model: &Graph, params: &ParamStore, calib: &Tensor, q: Qat) 
         let n = f.node(i);
         let x = g.add_input(&n.name, n.ty.clone()).unwrap();
         let a = act(&n.name, range_of(&values[&i]), &mut p);
-        let fq = g.add(Op::FakeQuant(a), format!("{}/quant", n.name), &[x]).unwrap();
+        let fq = g
+            .add(Op::FakeQuant(a), format!("{}/quant", n.name), &[x])
+            .unwrap();
         map.insert(i, fq);
     }
     for id in f.canonical_order() {
@@ -296,7 +317,11 @@ pub fn export_ready(model: &Graph, params: &ParamStore, calib: &Tensor, q: Qat) 
             let mut w = FakeQuantAttrs::weight(kernel_axis(&node.op));
             w.bits = q.weight_bits;
             let fq = g
-                .add(Op::FakeQuant(w), format!("{}.kernel/quant", node.name), &[xs[1]])
+                .add(
+                    Op::FakeQuant(w),
+                    format!("{}.kernel/quant", node.name),
+                    &[xs[1]],
+                )
                 .unwrap();
             xs[1] = fq;
         }
@@ -314,18 +339,25 @@ pub fn export_ready(model: &Graph, params: &ParamStore, calib: &Tensor, q: Qat) 
                     // fixed ranges have no state to tie to: give every input the output's range
                     tied.range = RangeSource::Fixed {
                         min: F32(range_of(&values[&id]).0),
-                        max: F32(range_of(&values[&id]).1.max(range_of(&values[&id]).0 + 1e-3)),
+                        max: F32(range_of(&values[&id])
+                            .1
+                            .max(range_of(&values[&id]).0 + 1e-3)),
                     };
                 }
                 *x = g
-                    .add(Op::FakeQuant(tied), format!("{}/in{k}/quant", node.name), &[*x])
+                    .add(
+                        Op::FakeQuant(tied),
+                        format!("{}/in{k}/quant", node.name),
+                        &[*x],
+                    )
                     .unwrap();
             }
         }
         let y = g.add(node.op.clone(), &node.name, &xs).unwrap();
         let y = if needs_quantizer(&node.op) {
             let a = act(&node.name, range_of(&values[&id]), &mut p);
-            g.add(Op::FakeQuant(a), format!("{}/quant", node.name), &[y]).unwrap()
+            g.add(Op::FakeQuant(a), format!("{}/quant", node.name), &[y])
+                .unwrap()
         } else {
             y
         };
@@ -343,7 +375,10 @@ pub fn run_float(g: &Graph, p: &ParamStore, x: &Tensor) -> Tensor {
     let mut g = g.clone();
     g.rebatch(x.shape[0]).unwrap();
     let feeds = input_feeds(&g, x);
-    let refs: Vec<(&str, Value)> = feeds.iter().map(|(n, t)| (n.as_str(), Value::F32(t.clone()))).collect();
+    let refs: Vec<(&str, Value)> = feeds
+        .iter()
+        .map(|(n, t)| (n.as_str(), Value::F32(t.clone())))
+        .collect();
     let r = interp::run(&g, p, &refs).unwrap();
     r.outputs[0].1.f32().unwrap().clone()
 }
@@ -377,13 +412,18 @@ pub fn litert() -> Option<LiteRt> {
         }),
         other => {
             let why = match other {
-                Some(p) => format!("QATC_LITERT_PYTHON={} does not exist", Path::new(&p).display()),
+                Some(p) => format!(
+                    "QATC_LITERT_PYTHON={} does not exist",
+                    Path::new(&p).display()
+                ),
                 None => "QATC_LITERT_PYTHON is not set".to_string(),
             };
             if std::env::var("QATC_REQUIRE_LITERT").as_deref() == Ok("1") {
                 panic!("LiteRT interop tests are required (QATC_REQUIRE_LITERT=1) but {why}; run scripts/test.sh");
             }
-            eprintln!("note: skipping the LiteRT interop check: {why} (scripts/test.sh sets it up)");
+            eprintln!(
+                "note: skipping the LiteRT interop check: {why} (scripts/test.sh sets it up)"
+            );
             None
         }
     }
