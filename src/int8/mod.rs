@@ -22,6 +22,8 @@ pub mod pool;
 pub mod quantize;
 pub mod reduce;
 pub mod shape;
+#[cfg(test)]
+mod tests;
 
 pub use array::{Array, Data};
 
