@@ -1,7 +1,7 @@
 //! `qatc eval`: accuracy of a `.tflite` classifier on the MNIST test set, computed by qatc's
 //! int8 interpreter (both cores, in batches when the model's batch is resizable).
 
-use super::run::adapt_input;
+use super::run::{adapt_input, interpreter_options};
 use crate::data::mnist::{self, Split};
 use crate::error::{read_file, Error, Result};
 use crate::int8::{Array, Data, Interpreter};
@@ -25,6 +25,9 @@ pub struct EvalArgs {
     /// Images per interpreter run (models with a fixed batch run one at a time).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// Requantize FULLY_CONNECTED in fixed point (see `qatc run --help`).
+    #[arg(long)]
+    pub fixed_point_fc: bool,
 }
 
 /// The index of the largest entry of each row.
@@ -45,7 +48,8 @@ fn argmax_rows(a: &Array) -> Vec<usize> {
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let bytes = read_file(&args.model)?;
-    let it = Interpreter::new(&bytes).map_err(|e| Error::file(&args.model, e.to_string()))?;
+    let it = Interpreter::with_options(&bytes, interpreter_options(args.fixed_point_fc))
+        .map_err(|e| Error::file(&args.model, e.to_string()))?;
     let inputs = it.inputs();
     if inputs.len() != 1 {
         return Err(Error::Usage(format!(

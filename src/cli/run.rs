@@ -22,6 +22,21 @@ pub struct RunArgs {
     /// Where to write the outputs (`.npy`), one per model output.
     #[arg(long = "output", required = true)]
     pub outputs: Vec<PathBuf>,
+    /// Requantize FULLY_CONNECTED in fixed point, like LiteRT's optimized kernels and
+    /// older reference kernels (default: double precision, like LiteRT's reference kernels).
+    #[arg(long)]
+    pub fixed_point_fc: bool,
+}
+
+/// The interpreter options the flags select.
+pub fn interpreter_options(fixed_point_fc: bool) -> crate::int8::Options {
+    crate::int8::Options {
+        fc_requant: if fixed_point_fc {
+            crate::int8::FcRequant::FixedPoint
+        } else {
+            crate::int8::FcRequant::Double
+        },
+    }
 }
 
 /// Adapts an array to a model input: float data is quantized for an int8 input (TFLite's
@@ -47,7 +62,8 @@ pub fn adapt_input(a: Array, info: &TensorInfo) -> Result<Array> {
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let bytes = read_file(&args.model)?;
-    let it = Interpreter::new(&bytes).map_err(|e| Error::file(&args.model, e.to_string()))?;
+    let it = Interpreter::with_options(&bytes, interpreter_options(args.fixed_point_fc))
+        .map_err(|e| Error::file(&args.model, e.to_string()))?;
     let want_in = it.inputs();
     let want_out = it.outputs();
     if args.inputs.len() != want_in.len() || args.outputs.len() != want_out.len() {

@@ -65,7 +65,10 @@ fn average_pool_rounds_half_away_and_skips_padding() {
     // (1,0): (-3 - 4)/2 = -3.5 -> -4 (away from zero); (1,1): -4
     let it = one_op(
         B::AVERAGE_POOL_2D,
-        vec![int8("x", &[1, 2, 2, 1], 1.0, 0), int8("y", &[1, 2, 2, 1], 1.0, 0)],
+        vec![
+            int8("x", &[1, 2, 2, 1], 1.0, 0),
+            int8("y", &[1, 2, 2, 1], 1.0, 0),
+        ],
         Options::Pool2d {
             padding: PaddingMode::Same,
             stride_h: 1,
@@ -75,7 +78,10 @@ fn average_pool_rounds_half_away_and_skips_padding() {
             activation: FusedActivation::None,
         },
     );
-    assert_eq!(run(&it, &[(&[1, 2, 2, 1], &[1, 2, -3, -4])]), [-1, -1, -4, -4]);
+    assert_eq!(
+        run(&it, &[(&[1, 2, 2, 1], &[1, 2, -3, -4])]),
+        [-1, -1, -4, -4]
+    );
     // positive halves round up: [1, 2] -> 1.5 -> 2
     assert_eq!(run(&it, &[(&[1, 2, 2, 1], &[1, 2, 1, 2])]), [2, 2, 2, 2]);
 }
@@ -116,7 +122,10 @@ fn softmax_of_equal_logits_is_uniform() {
     // four equal logits: 1/4 each -> 0.25·256 - 128 = -64
     let it = one_op(
         B::SOFTMAX,
-        vec![int8("x", &[1, 4], 0.1, 0), int8("y", &[1, 4], 1.0 / 256.0, -128)],
+        vec![
+            int8("x", &[1, 4], 0.1, 0),
+            int8("y", &[1, 4], 1.0 / 256.0, -128),
+        ],
         Options::Softmax { beta: 1.0 },
     );
     assert_eq!(run(&it, &[(&[1, 4], &[7, 7, 7, 7])]), [-64; 4]);

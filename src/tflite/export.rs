@@ -617,6 +617,9 @@ impl<'a> Exporter<'a> {
         self.activation_tensor(&name, &shape, ElemType::I8, Some(q))
     }
 
+    /// `(tensor, (scale, zero point), value range)` of an int8 value. [`Self::operand`]
+    /// refuses float values, so only a graph input's own float tensor (never an operand)
+    /// takes the neutral second arm.
     fn int8_of(v: Val) -> (i32, (f32, i32), (i32, i32)) {
         match v {
             Val::Int8 {

@@ -198,7 +198,16 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                     consumed.insert(u);
                     last = u;
                 }
-                let xs: Vec<NodeId> = ops.iter().map(|o| map[o]).collect();
+                let xs: Vec<NodeId> = ops
+                    .iter()
+                    .map(|o| match src.node(*o).op {
+                        Op::Param => {
+                            let n = &src.node(*o).name;
+                            param(&mut g, &mut p, n, params.get(n).unwrap().clone())
+                        }
+                        _ => map[o],
+                    })
+                    .collect();
                 let y = g.add(op, &node.name, &xs).unwrap();
                 map.insert(id, y);
                 map.insert(last, y);
@@ -310,6 +319,19 @@ pub fn export_ready(
             continue;
         }
         let mut xs: Vec<NodeId> = ops.iter().map(|o| map[o]).collect();
+        if matches!(node.op, Op::Add { .. } | Op::Sub { .. } | Op::Mul { .. }) {
+            // a constant operand gets its own quantizer (8-bit, asymmetric, its own range)
+            for (k, &o) in ops.iter().enumerate() {
+                if f.node(o).op == Op::Param {
+                    let q = FakeQuantAttrs {
+                        range: RangeSource::LastValue,
+                        ..FakeQuantAttrs::activation("unused")
+                    };
+                    let name = format!("{}/{}/quant", node.name, f.node(o).name);
+                    xs[k] = g.add(Op::FakeQuant(q), name, &[xs[k]]).unwrap();
+                }
+            }
+        }
         if matches!(
             node.op,
             Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::Dense { .. } | Op::Conv2dTranspose(_)
@@ -582,6 +604,11 @@ pub fn one_layer_cases() -> Vec<Case> {
         c("avg_pool2d_same", seq("avg_pool2d_same", &[7, 7, 3], vec![Layer::avg_pool(3).stride(2).same()])),
         c("global_avg_pool", seq("global_avg_pool", &img, vec![Layer::GlobalAvgPool])),
         c("global_max_pool", seq("global_max_pool", &img, vec![Layer::GlobalMaxPool])),
+        c("mul_add_constant", {
+            let mut m = qir("model \"mul_add_constant\"\nparam @scale : f32[4]\n%0 = input \"input\" : f32[1,6,6,4]\n%1 = mul \"mul\" (%0, @scale)\n%2 = add \"add\" (%1, @scale)\noutput \"output\" = %2\n");
+            m.params.insert("scale", Tensor::new(vec![4], vec![0.5, -1.5, 2.0, 0.25]));
+            m
+        }),
         c("mean_keepdims", qir("model \"mean_keepdims\"\n%0 = input \"input\" : f32[1,6,6,4]\n%1 = mean \"mean\" (%0) {axes=[1], keepdims=true}\noutput \"output\" = %1\n")),
         c("relu", seq("relu", &img, vec![Layer::Activation(Act::Relu)])),
         c("relu6", seq("relu6", &img, vec![Layer::Activation(Act::Relu6)])),
