@@ -180,3 +180,43 @@ fn unsupported_graphs_are_refused_with_the_node_named() {
         .to_string();
     assert!(err.contains("fake_quant"), "{err}");
 }
+
+#[test]
+fn bad_parameters_are_errors_not_panics() {
+    let case = one_layer_cases()
+        .into_iter()
+        .find(|c| c.name == "conv2d_same_relu")
+        .unwrap();
+    let (g, p) = prepare(&case, 1);
+    let state = g
+        .node_ids()
+        .find_map(|n| match &g.node(n).op {
+            qatc::ir::op::Op::FakeQuant(q) => q.range.state().map(str::to_string),
+            _ => None,
+        })
+        .unwrap();
+    // a missing observer range
+    let mut p1 = p.clone();
+    p1.remove(&format!("{state}.min"));
+    let err = export(&g, &p1, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{state}.min")), "{err}");
+    // an empty or non-finite observer range
+    for bad in [
+        qatc::ir::Tensor::new(vec![0], vec![]),
+        qatc::ir::Tensor::scalar(f32::NAN),
+    ] {
+        let mut p2 = p.clone();
+        p2.insert(format!("{state}.max"), bad);
+        assert!(export(&g, &p2, &ExportOptions::default()).is_err());
+    }
+    // non-finite weights
+    let mut p3 = p.clone();
+    let k = p3.names().find(|n| n.ends_with(".kernel")).unwrap().clone();
+    p3.get_mut(&k).unwrap().data[0] = f32::INFINITY;
+    let err = export(&g, &p3, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inf"), "{err}");
+}

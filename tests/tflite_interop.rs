@@ -31,7 +31,8 @@ struct Exported {
 }
 
 /// Exports `g` and runs qatc's interpreter on it. Float I/O models are fed `x` (input `k`
-/// scaled by `k + 1`); int8 I/O models random int8 values over the whole range.
+/// scaled by `k + 1`); int8 I/O models every int8 level once (so elementwise lookup tables
+/// are compared on all 256 entries), then random int8 values.
 fn exported(name: &str, g: &Graph, p: &ParamStore, x: &Tensor, int8_io: bool) -> Exported {
     let opts = ExportOptions {
         int8_io,
@@ -44,7 +45,10 @@ fn exported(name: &str, g: &Graph, p: &ParamStore, x: &Tensor, int8_io: bool) ->
         (0..g.inputs().len())
             .map(|_| {
                 let q = (0..x.data.len())
-                    .map(|_| r.random_range(-128i32..128) as i8)
+                    .map(|i| match i {
+                        0..256 => (i as i32 - 128) as i8,
+                        _ => r.random_range(-128i32..128) as i8,
+                    })
                     .collect();
                 Array::i8(x.shape.clone(), q).unwrap()
             })

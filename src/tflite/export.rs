@@ -275,7 +275,9 @@ impl<'a> Exporter<'a> {
         // asymmetric int8: the same mapping as activations
         let ranges = crate::ir::interp::fq_ranges(q, w, &[], self.params)
             .map_err(|m| unsupported(self.g, fq, m))?;
-        let n = ranges[0];
+        let n = *ranges
+            .first()
+            .ok_or_else(|| unsupported(self.g, fq, "the quantizer has no range"))?;
         let (qmin, _) = q.quant_range();
         let data: Vec<i8> = w
             .data

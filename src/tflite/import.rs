@@ -316,14 +316,19 @@ impl<'m> Importer<'m> {
                         info.name
                     ));
                 }
-                let inner: usize = c.shape[q.axis.min(c.shape.len().saturating_sub(1)) + 1..]
-                    .iter()
-                    .product();
-                let n = q.scale.len();
+                // the reader checked that a per-axis dimension exists and matches the scales
+                let (inner, n) = if q.is_per_axis() {
+                    (
+                        c.shape[q.axis + 1..].iter().product::<usize>(),
+                        q.scale.len(),
+                    )
+                } else {
+                    (1, 1)
+                };
                 let data = v
                     .iter()
                     .enumerate()
-                    .map(|(i, &w)| w as f32 * q.scale[if n == 1 { 0 } else { (i / inner) % n }])
+                    .map(|(i, &w)| w as f32 * q.scale[(i / inner) % n])
                     .collect();
                 let k = self
                     .param(&name, Tensor::new(c.shape.clone(), data))
@@ -362,7 +367,8 @@ impl<'m> Importer<'m> {
                 .iter()
                 .enumerate()
                 .map(|(k, &b)| {
-                    (b as f64 * q.scale[if q.scale.len() == 1 { 0 } else { k }] as f64) as f32
+                    let scale = q.scale.get(k).or(q.scale.first()).copied().unwrap_or(1.0);
+                    (b as f64 * scale as f64) as f32
                 })
                 .collect(),
             _ => {
