@@ -94,6 +94,33 @@ fn export_inspect_run_eval() {
 }
 
 #[test]
+fn a_qat_graph_goes_through_the_export_pipeline() {
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    let dir = temp_dir("qat");
+    let mut model = qatc::models::mbv2_tiny(1).unwrap();
+    let qat = run_pipeline(
+        model.graph,
+        &mut model.params,
+        "default_8bit",
+        &PipelineOptions::train(),
+    )
+    .unwrap();
+    let qir = dir.join("mbv2_qat.qir");
+    qatc::ir::text::save_model(&qat, &model.params, &qir).unwrap();
+    let out = qatc(&["export", s(&qir), "-o", s(&dir.join("m.tflite"))]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("running the `export` pipeline"), "{text}");
+    let m = qatc::tflite::model::read(&std::fs::read(dir.join("m.tflite")).unwrap()).unwrap();
+    assert!(m.operators.iter().any(|o| o.name() == "DEPTHWISE_CONV_2D"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn errors_name_the_problem() {
     let dir = temp_dir("errors");
     // a float model is not export-ready

@@ -191,13 +191,42 @@ fn every_op_kind_matches_litert() {
     check_against_litert(&models);
 }
 
+/// A reference model through the real `default_8bit` + `export` pipelines, calibrated on
+/// uniform [0, 1) images, with random biases and BatchNorm statistics.
+/// The same one-layer models, quantized by the passes branch's real `default_8bit` and
+/// `export` pipelines (8-bit only; the stand-in above covers n-bit and fixed ranges).
+#[test]
+fn every_op_kind_through_the_pipelines_matches_litert() {
+    let mut models = Vec::new();
+    for case in one_layer_cases() {
+        if case.qat.act_bits != 8 || case.qat.weight_bits != 8 || case.qat.fixed_ranges {
+            continue;
+        }
+        let mut shape = input_shape(&case.model);
+        shape[0] = 8;
+        let (g, p) = through_pipelines(&case.model, &uniform(&shape, -1.0, 1.0, 1));
+        shape[0] = if case.name.starts_with("conv2d_transpose") {
+            1
+        } else {
+            4
+        };
+        let x = uniform(&shape, -1.2, 1.2, 3);
+        let name = format!("{} (pipelines)", case.name);
+        let mut float_io = exported(&name, &g, &p, &x, false);
+        float_io.check_default_resolver = false;
+        models.push(float_io);
+        models.push(exported(&name, &g, &p, &x, true));
+    }
+    check_against_litert(&models);
+}
+
 fn reference_model(name: &str, model: Model, x: &Tensor) -> Exported {
     let mut model = model;
     randomize_params(&mut model.params, 21);
     let mut calib_shape = x.shape.clone();
     calib_shape[0] = 16;
     let calib = uniform(&calib_shape, 0.0, 1.0, 22);
-    let (g, p) = export_ready(&model.graph, &model.params, &calib, Qat::default());
+    let (g, p) = through_pipelines(&model, &calib);
     exported(name, &g, &p, x, false)
 }
 

@@ -76,7 +76,7 @@ fn import_of_an_export_reexports_the_same_model() {
         let mut model = model;
         randomize_params(&mut model.params, 21);
         let calib = uniform(&[16, 28, 28, 1], 0.0, 1.0, 22);
-        let (g, p) = export_ready(&model.graph, &model.params, &calib, Qat::default());
+        let (g, p) = through_pipelines(&model, &calib);
         cases.push((name.to_string(), g, p));
     }
     for (name, g, p) in cases {

@@ -4,6 +4,7 @@ use crate::error::{write_atomic, Error, Result};
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, RangeSource};
 use crate::ir::text;
+use crate::pass::{run_pipeline, PipelineOptions};
 use crate::tflite::export::{export, ExportOptions};
 use std::path::PathBuf;
 
@@ -11,9 +12,9 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Example:\n  qatc export model.qir -o model.tflite\n  qatc export model.qir --int8-io\n\n\
-The model must be an export-ready graph (fake_quant after every requantizing op, BatchNorm \
-folded, activations fused, observer ranges in model.safetensors). QAT graphs straight out of \
-training need the `export` pass pipeline first."
+The model is a QAT graph (the `default_8bit` pipeline's output, with its observer ranges in \
+model.safetensors), which goes through the `export` pipeline (BatchNorm folded, activations \
+fused) first, or an already export-ready graph."
 )]
 pub struct ExportArgs {
     /// The export-ready model (`.qir`; its weights are read from the `.safetensors` beside it).
@@ -39,8 +40,8 @@ fn not_export_ready(g: &Graph) -> Option<String> {
             Op::FakeQuant(_) => fake_quants += 1,
             Op::BatchNorm { .. } | Op::Dropout { .. } | Op::Quant(_) => {
                 return Some(format!(
-                    "node `{}` ({}) is still in it: this looks like a QAT graph, which needs the \
-                     `export` pass pipeline (fold_bn, fuse_activation, eval mode) first",
+                    "node `{}` ({}) is still in it, yet it is not a QAT graph the `export` \
+                     pipeline takes",
                     g.node(id).name,
                     g.node(id).op.name()
                 ))
@@ -56,8 +57,15 @@ fn not_export_ready(g: &Graph) -> Option<String> {
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let (graph, params) = text::load_model(&args.model)?;
-    if let Some(why) = not_export_ready(&graph) {
+    let (mut graph, mut params) = text::load_model(&args.model)?;
+    if crate::pass::forms::check_qat_graph(&graph, &params).is_ok() {
+        // a QAT graph (CONTRACTS form 2): fold BatchNorm and fuse activations first
+        println!(
+            "{}: a QAT graph; running the `export` pipeline",
+            args.model.display()
+        );
+        graph = run_pipeline(graph, &mut params, "export", &PipelineOptions::eval())?;
+    } else if let Some(why) = not_export_ready(&graph) {
         return Err(Error::Usage(format!(
             "{}: cannot export: {why}",
             args.model.display()

@@ -244,6 +244,25 @@ impl<'a> Exporter<'a> {
                 self.vals.insert(o, v);
                 Ok(v)
             }
+            // a bare constant operand of an elementwise op is quantized per tensor with its
+            // own range, as the TFLite converter quantizes constants
+            Op::Param
+                if matches!(
+                    self.g.node(id).op,
+                    Op::Add { .. } | Op::Sub { .. } | Op::Mul { .. }
+                ) =>
+            {
+                let q = FakeQuantAttrs {
+                    bits: 8,
+                    narrow: false,
+                    symmetric: false,
+                    axis: None,
+                    range: RangeSource::LastValue,
+                };
+                let v = self.constant_operand(o, o, &q)?;
+                self.vals.insert(o, v);
+                Ok(v)
+            }
             Op::Param => Err(unsupported(
                 self.g,
                 id,

@@ -653,3 +653,45 @@ pub fn prepare(case: &Case, seed: u64) -> (Graph, ParamStore) {
     let calib = uniform(&shape, -1.0, 1.0, seed);
     export_ready(&case.model.graph, &case.model.params, &calib, case.qat)
 }
+
+// ---- the real pipelines ----------------------------------------------------------------------
+
+/// A model through the passes branch's pipelines — `default_8bit` (train mode), then
+/// `export` (eval mode) — with its observer states calibrated on `calib`: two runs of the
+/// f32 interpreter, each setting every observed state to the range its quantizer's input
+/// takes (the first run quantizes with the initial ±6 states, the second with the
+/// calibrated ones).
+pub fn through_pipelines(model: &Model, calib: &Tensor) -> (Graph, ParamStore) {
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    let mut p = model.params.clone();
+    let qat = run_pipeline(
+        model.graph.clone(),
+        &mut p,
+        "default_8bit",
+        &PipelineOptions::train(),
+    )
+    .unwrap();
+    let g = run_pipeline(qat, &mut p, "export", &PipelineOptions::eval()).unwrap();
+    for _ in 0..2 {
+        let mut gc = g.clone();
+        gc.rebatch(calib.shape[0]).unwrap();
+        let feeds = input_feeds(&gc, calib);
+        let refs: Vec<(&str, Value)> = feeds
+            .iter()
+            .map(|(n, t)| (n.as_str(), Value::F32(t.clone())))
+            .collect();
+        let values = interp::run_all(&gc, &p, &refs).unwrap();
+        for id in gc.node_ids() {
+            if let Op::FakeQuant(q) = &gc.node(id).op {
+                if let RangeSource::Ema { state, .. } | RangeSource::AllValues { state } = &q.range
+                {
+                    let x = gc.operand(id, 0).unwrap();
+                    let (lo, hi) = range_of(&values[&x]);
+                    p.insert(format!("{state}.min"), Tensor::scalar(lo));
+                    p.insert(format!("{state}.max"), Tensor::scalar(hi));
+                }
+            }
+        }
+    }
+    (g, p)
+}
