@@ -109,10 +109,11 @@ fn int8_weights_are_the_fake_quant_levels() {
     let fq_vals = all[&fq].f32().unwrap();
     let c = w.shape[3];
     for (i, (&v, &f)) in values.iter().zip(&fq_vals.data).enumerate() {
-        // the same level: equal up to float rounding, far below one quantization step
+        // the fake-quant value is exactly the int8 weight times its scale
         let deq = v as f32 * q.scale[i % c];
-        assert!(
-            (deq - f).abs() <= 1e-3 * q.scale[i % c],
+        assert_eq!(
+            deq.to_bits(),
+            f.to_bits(),
             "weight {i}: {deq} vs fake-quant {f}"
         );
         assert!((-127..=127).contains(&v));

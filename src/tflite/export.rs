@@ -298,15 +298,12 @@ impl<'a> Exporter<'a> {
             .first()
             .ok_or_else(|| unsupported(self.g, fq, "the quantizer has no range"))?;
         let (qmin, _) = q.quant_range();
+        let zero_point = n.zero_point + (-128 - qmin);
         let data: Vec<i8> = w
             .data
             .iter()
-            .map(|&x| {
-                let level = ((x.clamp(n.min, n.max) - n.min) * n.inv_scale + 0.5).floor() as i32;
-                (level - 128) as i8
-            })
+            .map(|&x| (super::quantize::signed_level(x, &n) + zero_point) as i8)
             .collect();
-        let zero_point = n.zero_point + (-128 - qmin);
         let t = self.push_tensor(TensorDef {
             name: self.g.node(p).name.clone(),
             shape: w.shape.iter().map(|&d| d as i32).collect(),

@@ -102,12 +102,14 @@ pub fn activation_quant(
     })
 }
 
-/// The fake-quant level `q` in `[qmin, qmax]` of `x`, computed exactly as
-/// [`crate::quant::fake::fake_quant`] computes it.
+/// The fake-quant's level of `x` relative to its zero point, `q - zp`: the integer
+/// [`crate::quant::fake::fake_quant`] multiplies by the scale, computed with the same float
+/// operations (TF's current formula), so `signed_level(x)·scale == fake_quant(x)` exactly.
 #[inline]
-fn level(x: f32, n: &Nudged, qmin: i32) -> i32 {
+pub fn signed_level(x: f32, n: &Nudged) -> i32 {
+    let quant_zero = (-n.min * n.inv_scale + 0.5).floor();
     let clamped = x.clamp(n.min, n.max);
-    ((clamped - n.min) * n.inv_scale + 0.5).floor() as i32 + qmin
+    ((clamped - n.min) * n.inv_scale - quant_zero + 0.5).floor() as i32
 }
 
 /// Per-axis (or per-tensor) int8 weights.
@@ -120,7 +122,7 @@ pub struct QuantizedWeights {
 }
 
 /// Quantizes a weight tensor with its fake-quant: every int8 value is the fake-quant's
-/// level minus its zero point, so `v·scale` is the fake-quantized weight.
+/// level minus its zero point, so `v·scale` is exactly the fake-quantized weight.
 pub fn quantize_weights(
     w: &Tensor,
     q: &FakeQuantAttrs,
@@ -167,8 +169,7 @@ pub fn quantize_weights(
             } else {
                 0
             };
-            let n = &nudged[c];
-            (level(x, n, qmin) - n.zero_point) as i8
+            signed_level(x, &nudged[c]) as i8
         })
         .collect();
     Ok(QuantizedWeights {
@@ -248,7 +249,7 @@ mod tests {
         let w = Tensor::new(vec![2, 2], vec![-0.5, 0.25, 0.3, 1.0]);
         let q = FakeQuantAttrs::weight(Some(0));
         let qw = quantize_weights(&w, &q, &ParamStore::new()).unwrap();
-        // channel 0: scale 0.5/127; -0.5 -> -127, 0.25 -> round(63.5) = 64 (floor(x+0.5))
+        // channel 0: scale 0.5/127; -0.5 -> -127, 0.25 -> 63.5 rounds up to 64
         assert_eq!(qw.data[0], -127);
         assert_eq!(qw.data[1], 64);
         // channel 1: scale 1/127; 0.3 -> 38.1 -> 38; 1.0 -> 127
@@ -258,7 +259,7 @@ mod tests {
         // each int8 value times its scale is the fake-quantized weight
         let n = nudged_for(&q, -0.5, 0.5);
         let fq = crate::quant::fake::fake_quant(0.25, &n);
-        assert!((qw.data[1] as f32 * qw.scales[0] - fq).abs() < 1e-7);
+        assert_eq!(qw.data[1] as f32 * qw.scales[0], fq);
     }
 
     #[test]
