@@ -21,6 +21,14 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Print a model's verified canonical IR (.qir).
     Dump(cli::dump::DumpArgs),
+    /// Export an export-ready .qir model to an int8 .tflite file.
+    Export(cli::export::ExportArgs),
+    /// Show a .tflite model's operators, tensors and quantization.
+    Inspect(cli::inspect::InspectArgs),
+    /// Run .npy inputs through a .tflite model with qatc's int8 interpreter.
+    Run(cli::run::RunArgs),
+    /// Accuracy of a .tflite classifier on the MNIST test set (int8 interpreter).
+    Eval(cli::eval::EvalArgs),
 }
 
 fn main() {
@@ -29,6 +37,10 @@ fn main() {
         None => cli::train::run(&cli::train::TrainArgs::default()),
         Some(Command::Train(a)) => cli::train::run(a),
         Some(Command::Dump(a)) => cli::dump::run(a),
+        Some(Command::Export(a)) => cli::export::run(a),
+        Some(Command::Inspect(a)) => cli::inspect::run(a),
+        Some(Command::Run(a)) => cli::run::run(a),
+        Some(Command::Eval(a)) => cli::eval::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,7 +1,11 @@
 //! The `qatc` command line: one module per subcommand, plus model loading shared by all.
 
 pub mod dump;
+pub mod eval;
+pub mod export;
+pub mod inspect;
 pub mod report;
+pub mod run;
 pub mod train;
 
 use crate::error::{Error, Result};
