@@ -3,6 +3,7 @@
 
 use super::run::{adapt_input, interpreter_options};
 use crate::data::mnist::{self, Split};
+use crate::data::Dataset;
 use crate::error::{read_file, Error, Result};
 use crate::int8::{Array, Data, Interpreter};
 use std::path::PathBuf;
@@ -50,19 +51,38 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let bytes = read_file(&args.model)?;
     let it = Interpreter::with_options(&bytes, interpreter_options(args.fixed_point_fc))
         .map_err(|e| Error::file(&args.model, e.to_string()))?;
-    let inputs = it.inputs();
-    if inputs.len() != 1 {
-        return Err(Error::Usage(format!(
-            "eval needs a model with one input, this one has {}",
-            inputs.len()
-        )));
-    }
-    let input = inputs[0].clone();
     let dir = args.data.clone().unwrap_or_else(mnist::default_dir);
     let mut data = mnist::load(&dir, Split::Test)?;
     if let Some(n) = args.limit {
         data = data.take(n);
     }
+    let start = Instant::now();
+    let predictions = predict(&it, &data, args.batch)?;
+    let n = data.len();
+    let correct = predictions
+        .iter()
+        .zip(&data.labels)
+        .filter(|(&p, &l)| p as i32 == l)
+        .count();
+    println!(
+        "accuracy {:.2}% ({correct}/{n}) on the MNIST test set, {:.1} s (qatc int8 interpreter)",
+        100.0 * correct as f64 / n.max(1) as f64,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The predicted class of every sample of `data` under the int8 interpreter `it`: both
+/// cores, `batch` images per run when the model's batch dimension is resizable.
+pub fn predict(it: &Interpreter, data: &Dataset, batch: usize) -> Result<Vec<usize>> {
+    let inputs = it.inputs();
+    if inputs.len() != 1 {
+        return Err(Error::Usage(format!(
+            "a classifier needs one input, this model has {}",
+            inputs.len()
+        )));
+    }
+    let input = inputs[0].clone();
     let sample = data.sample_len();
     let per_sample: usize = input.shape.iter().skip(1).product();
     if per_sample != sample {
@@ -75,20 +95,19 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .signature
         .as_ref()
         .is_some_and(|s| s.first() == Some(&-1));
-    let batch = if resizable { args.batch.max(1) } else { 1 };
+    let batch = if resizable { batch.max(1) } else { 1 };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(2);
-    let start = Instant::now();
     let n = data.len();
     let chunk = n.div_ceil(threads);
-    let correct: Result<usize> = std::thread::scope(|s| {
+    let parts: Result<Vec<Vec<usize>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (it, data, input) = (&it, &data, &input);
-                s.spawn(move || -> Result<usize> {
+                let input = &input;
+                s.spawn(move || -> Result<Vec<usize>> {
                     let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(n));
-                    let mut correct = 0;
+                    let mut preds = Vec::with_capacity(hi.saturating_sub(lo));
                     let mut i = lo;
                     while i < hi {
                         let b = batch.min(hi - i);
@@ -98,14 +117,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                             Array::f32(shape, data.images[i * sample..(i + b) * sample].to_vec())
                                 .expect("sized");
                         let y = it.run(&[adapt_input(x, input)?])?;
-                        for (k, p) in argmax_rows(&y[0]).into_iter().enumerate() {
-                            if p as i32 == data.labels[i + k] {
-                                correct += 1;
-                            }
-                        }
+                        preds.extend(argmax_rows(&y[0]));
                         i += b;
                     }
-                    Ok(correct)
+                    Ok(preds)
                 })
             })
             .collect();
@@ -115,13 +130,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 h.join()
                     .unwrap_or_else(|_| Err(Error::Usage("an evaluation thread panicked".into())))
             })
-            .sum()
+            .collect()
     });
-    let correct = correct?;
-    println!(
-        "accuracy {:.2}% ({correct}/{n}) on the MNIST test set, {:.1} s (qatc int8 interpreter)",
-        100.0 * correct as f64 / n.max(1) as f64,
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    Ok(parts?.into_iter().flatten().collect())
 }

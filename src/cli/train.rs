@@ -5,9 +5,11 @@
 use super::report::{training_curve_svg, ModelFigures, Report, Stage};
 use crate::data::mnist::{self, Split};
 use crate::error::{write_atomic, Error, Result};
+use crate::int8;
 use crate::ir::{dot, text, Graph, ParamStore};
 use crate::pass::{run_pipeline, DumpHook, PipelineOptions};
 use crate::quant::scheme::{LayerOverride, Scheme};
+use crate::tflite::{self, export::ExportOptions};
 use crate::train::{self, fit, Backend, FitConfig, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -187,6 +189,10 @@ impl JobConfig {
     }
 }
 
+/// Dump files the `default_8bit` pipeline writes (its input and four passes); the export
+/// pipeline's dumps are numbered after them.
+const DEFAULT_8BIT_EVENTS: usize = 5;
+
 /// Times the job's stages.
 struct Stages {
     done: Vec<Stage>,
@@ -356,7 +362,52 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
     text::save_model(&qat_graph, &qat.params, &qat_path)?;
     files.push(qat_path.display().to_string());
 
-    // 4. the training curve and the metrics history
+    // 4. export: fold BatchNorm, fuse activations, write the int8 TFLite file
+    let tflite_path = out.join(format!("{stem}_int8.tflite"));
+    let tflite = stages.run("int8 export", || {
+        let mut params = qat.params.clone();
+        let mut opts = PipelineOptions::eval();
+        opts.hooks
+            .push(ir_dump_hook(ir_dir.clone(), DEFAULT_8BIT_EVENTS));
+        let ready = run_pipeline(qat_graph.clone(), &mut params, "export", &opts)?;
+        let bytes = tflite::export::export(&ready, &params, &ExportOptions::default())?;
+        write_atomic(&tflite_path, &bytes)?;
+        Ok(bytes)
+    })?;
+    files.push(tflite_path.display().to_string());
+
+    // 5. int8 accuracy (qatc's bit-exact integer interpreter) and agreement with QAT
+    let (int8_preds, qat_preds) = stages.run("int8 evaluation", || {
+        let it = int8::Interpreter::new(&tflite)?;
+        let int8_preds = super::eval::predict(&it, &test_set, 100)?;
+        let qat_preds = train::predict(
+            &qat_graph,
+            &qat.params,
+            &test_set,
+            cfg.batch,
+            None,
+            backend.as_ref(),
+        )?;
+        Ok((int8_preds, qat_preds))
+    })?;
+    let n = test_set.len().max(1) as f64;
+    let hits = int8_preds
+        .iter()
+        .zip(&test_set.labels)
+        .filter(|(&p, &l)| p as i32 == l)
+        .count();
+    let same = int8_preds
+        .iter()
+        .zip(&qat_preds)
+        .filter(|(a, b)| a == b)
+        .count();
+    report.int8 = ModelFigures {
+        test_accuracy: hits as f64 / n,
+        bytes: tflite.len() as u64,
+    };
+    report.int8_qat_agreement = same as f64 / n;
+
+    // 6. the training curve and the metrics history
     let curve = out.join("training_curve.svg");
     write_atomic(
         &curve,
