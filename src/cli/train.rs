@@ -247,7 +247,9 @@ fn render_svg(dot_path: &Path) -> Option<PathBuf> {
 
 /// Runs the whole job and returns its report (also written to `<out>/report.json`).
 pub fn run_job(cfg: &JobConfig) -> Result<Report> {
+    // everything that can be checked is checked before anything is written
     let backend = cfg.backend()?;
+    let model = super::load_model(&cfg.model, cfg.seed)?;
     let out = &cfg.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut stages = Stages {
@@ -271,7 +273,6 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
             limit(mnist::load(&cfg.data, Split::Test)?, cfg.test_samples),
         ))
     })?;
-    let model = super::load_model(&cfg.model, cfg.seed)?;
     report.model = model.graph.name.clone();
     let stem = model.graph.name.clone();
 
