@@ -10,23 +10,40 @@ use qatc::cli;
     about = "Quantization-aware training compiler: train, quantize and export int8 TFLite models"
 )]
 struct Cli {
+    /// Without a subcommand, qatc runs the main job: `qatc train` with its defaults.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: float training, QAT fine-tuning, int8 TFLite export and a report.
+    Train(cli::train::TrainArgs),
     /// Print a model's verified canonical IR (.qir).
     Dump(cli::dump::DumpArgs),
-    /// Measure JIT training throughput (samples/s) and compile time.
+    /// Export an export-ready .qir model to an int8 .tflite file.
+    Export(cli::export::ExportArgs),
+    /// Show a .tflite model's operators, tensors and quantization.
+    Inspect(cli::inspect::InspectArgs),
+    /// Run .npy inputs through a .tflite model with qatc's int8 interpreter.
+    Run(cli::run::RunArgs),
+    /// Accuracy of a .tflite classifier on the MNIST test set (int8 interpreter).
+    Eval(cli::eval::EvalArgs),
+    /// Measure JIT QAT training throughput (samples/s) and train-step compile time.
     Bench(cli::bench::BenchArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Dump(a) => cli::dump::run(a),
-        Command::Bench(a) => cli::bench::run(a),
+        None => cli::train::run(&cli::train::TrainArgs::default()),
+        Some(Command::Train(a)) => cli::train::run(a),
+        Some(Command::Dump(a)) => cli::dump::run(a),
+        Some(Command::Export(a)) => cli::export::run(a),
+        Some(Command::Inspect(a)) => cli::inspect::run(a),
+        Some(Command::Run(a)) => cli::run::run(a),
+        Some(Command::Eval(a)) => cli::eval::run(a),
+        Some(Command::Bench(a)) => cli::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -503,7 +503,12 @@ fn reduction_gradients() {
     run(
         "global_max_pool_grad",
         Op::GlobalMaxPoolGrad,
-        &[F(&[3, 4, 5, 6], -1.0, 1.0), F(&[3, 4, 5, 6], -1.0, 1.0)],
+        &[F(&[3, 6], -1.0, 1.0), F(&[3, 4, 5, 6], -1.0, 1.0)],
+    );
+    run(
+        "global_max_pool_grad_keep",
+        Op::GlobalMaxPoolGrad,
+        &[F(&[3, 1, 1, 6], -1.0, 1.0), F(&[3, 4, 5, 6], -1.0, 1.0)],
     );
     run(
         "mean_grad",

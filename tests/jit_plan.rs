@@ -29,7 +29,9 @@ fn loops_over(listing: &str, shape: &str) -> usize {
 #[test]
 fn an_activation_and_its_observers_are_one_pass() {
     let mut g = Graph::new("observe");
-    let x = g.add_input("x", TensorType::f32(vec![4, 8, 8, 16])).unwrap();
+    let x = g
+        .add_input("x", TensorType::f32(vec![4, 8, 8, 16]))
+        .unwrap();
     let r = g.add(Op::Relu, "relu", &[x]).unwrap();
     let lo = g.add(Op::ObserveMin { axis: None }, "lo", &[r]).unwrap();
     let hi = g.add(Op::ObserveMax { axis: None }, "hi", &[r]).unwrap();
@@ -37,7 +39,12 @@ fn an_activation_and_its_observers_are_one_pass() {
     g.add_output("hi", hi);
     let exe = compile(&g, &ParamStore::new(), &one_thread()).unwrap();
     // relu is recomputed inside the reduction; both reductions share the pass
-    assert_eq!(loops_over(exe.listing(), "[4, 8, 8, 16]"), 1, "{}", exe.listing());
+    assert_eq!(
+        loops_over(exe.listing(), "[4, 8, 8, 16]"),
+        1,
+        "{}",
+        exe.listing()
+    );
     let inputs = vec![(
         "x".to_string(),
         Value::F32(rand_tensor(&mut rng(1), &[4, 8, 8, 16], -1.0, 1.0)),
@@ -52,11 +59,23 @@ fn elementwise_chains_are_recomputed_not_stored() {
     let mut g = Graph::new("chain");
     let x = g.add_input("x", TensorType::f32(vec![3, 50])).unwrap();
     let a = g
-        .add(Op::Add { activation: Activation::None }, "a", &[x, x])
+        .add(
+            Op::Add {
+                activation: Activation::None,
+            },
+            "a",
+            &[x, x],
+        )
         .unwrap();
     let b = g.add(Op::Relu, "b", &[a]).unwrap();
     let d = g
-        .add(Op::Mul { activation: Activation::None }, "d", &[b, x])
+        .add(
+            Op::Mul {
+                activation: Activation::None,
+            },
+            "d",
+            &[b, x],
+        )
         .unwrap();
     let e = g.add(Op::Relu6, "e", &[b]).unwrap();
     g.add_output("d", d);
@@ -74,7 +93,9 @@ fn elementwise_chains_are_recomputed_not_stored() {
 fn bn_observed() -> (Graph, ParamStore) {
     let mut g = Graph::new("bn_observed");
     let mut p = ParamStore::new();
-    let y = g.add_input("y", TensorType::f32(vec![6, 5, 5, 12])).unwrap();
+    let y = g
+        .add_input("y", TensorType::f32(vec![6, 5, 5, 12]))
+        .unwrap();
     let mut param = |g: &mut Graph, name: &str, t: Tensor| -> NodeId {
         let id = g.param(name, TensorType::f32(t.shape.clone())).unwrap();
         p.insert(name, t);
@@ -87,9 +108,7 @@ fn bn_observed() -> (Graph, ParamStore) {
     let beta = param(&mut g, "beta", rand_tensor(&mut rng(4), &[12], -1.0, 1.0));
     let z = g
         .add(
-            Op::BatchNormTrain {
-                epsilon: F32(1e-3),
-            },
+            Op::BatchNormTrain { epsilon: F32(1e-3) },
             "bn",
             &[y, gamma, beta],
         )
@@ -125,7 +144,12 @@ fn batch_statistics_are_one_pass() {
     let (g, p) = bn_observed();
     let exe = compile(&g, &p, &one_thread()).unwrap();
     // one pass for the statistics (and the observers' extremes), one for the output
-    assert_eq!(loops_over(exe.listing(), "[6, 5, 5, 12]"), 2, "{}", exe.listing());
+    assert_eq!(
+        loops_over(exe.listing(), "[6, 5, 5, 12]"),
+        2,
+        "{}",
+        exe.listing()
+    );
 }
 
 #[test]
@@ -137,7 +161,12 @@ fn batch_statistics_are_accurate_far_from_zero() {
     g.add_output("v", v);
     let mut t = rand_tensor(&mut rng(6), &[64, 3], -0.01, 0.01);
     t.data.iter_mut().for_each(|v| *v += 1000.0);
-    check_graph(&g, &ParamStore::new(), &[("x".to_string(), Value::F32(t))], 1e-3);
+    check_graph(
+        &g,
+        &ParamStore::new(),
+        &[("x".to_string(), Value::F32(t))],
+        1e-3,
+    );
 }
 
 #[test]
@@ -146,20 +175,35 @@ fn feeds_and_params_are_checked() {
     let x = g.add_input("x", TensorType::f32(vec![2, 3])).unwrap();
     let w = g.param("w", TensorType::f32(vec![3])).unwrap();
     let y = g
-        .add(Op::Mul { activation: Activation::None }, "y", &[x, w])
+        .add(
+            Op::Mul {
+                activation: Activation::None,
+            },
+            "y",
+            &[x, w],
+        )
         .unwrap();
     g.add_output("y", y);
     let mut p = ParamStore::new();
     p.insert("w", Tensor::new(vec![3], vec![1.0, 2.0, 3.0]));
     let mut exe = compile(&g, &p, &JitOptions::default()).unwrap();
 
-    let e = exe.run(&[("x", Feed::F32(&[0.0; 5]))]).unwrap_err().to_string();
+    let e = exe
+        .run(&[("x", Feed::F32(&[0.0; 5]))])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`x`") && e.contains("rebatch"), "{e}");
-    let e = exe.run(&[("z", Feed::F32(&[0.0; 6]))]).unwrap_err().to_string();
+    let e = exe
+        .run(&[("z", Feed::F32(&[0.0; 6]))])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no input named `z`"), "{e}");
     let e = exe.run(&[]).unwrap_err().to_string();
     assert!(e.contains("`x`") && e.contains("no value"), "{e}");
-    let e = exe.run(&[("x", Feed::I32(&[0; 6]))]).unwrap_err().to_string();
+    let e = exe
+        .run(&[("x", Feed::I32(&[0; 6]))])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("i32"), "{e}");
 
     let out = exe.run(&[("x", Feed::F32(&[1.0; 6]))]).unwrap();
@@ -167,10 +211,18 @@ fn feeds_and_params_are_checked() {
 
     let mut bad = ParamStore::new();
     bad.insert("w", Tensor::zeros(vec![4]));
-    assert!(exe.set_params(&bad).unwrap_err().to_string().contains("`w`"));
+    assert!(exe
+        .set_params(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("`w`"));
     let mut unknown = ParamStore::new();
     unknown.insert("v", Tensor::zeros(vec![3]));
-    assert!(exe.set_params(&unknown).unwrap_err().to_string().contains("`v`"));
+    assert!(exe
+        .set_params(&unknown)
+        .unwrap_err()
+        .to_string()
+        .contains("`v`"));
 
     let mut p2 = ParamStore::new();
     p2.insert("w", Tensor::new(vec![3], vec![-1.0, 0.5, 2.0]));
@@ -186,7 +238,13 @@ fn missing_params_are_an_error_naming_them() {
     let x = g.add_input("x", TensorType::f32(vec![1, 3])).unwrap();
     let w = g.param("weights", TensorType::f32(vec![3])).unwrap();
     let y = g
-        .add(Op::Add { activation: Activation::None }, "y", &[x, w])
+        .add(
+            Op::Add {
+                activation: Activation::None,
+            },
+            "y",
+            &[x, w],
+        )
         .unwrap();
     g.add_output("y", y);
     let e = compile(&g, &ParamStore::new(), &JitOptions::default())
@@ -205,7 +263,13 @@ fn an_update_read_after_its_write_is_copied_back() {
     let w = g.param("w", TensorType::f32(vec![4, 4])).unwrap();
     let two = g.param("two", TensorType::f32(vec![])).unwrap();
     let w2 = g
-        .add(Op::Mul { activation: Activation::None }, "w_next", &[w, two])
+        .add(
+            Op::Mul {
+                activation: Activation::None,
+            },
+            "w_next",
+            &[w, two],
+        )
         .unwrap();
     let dense = Op::Dense {
         activation: Activation::None,

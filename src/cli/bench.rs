@@ -1,5 +1,11 @@
-//! `qatc bench`: training throughput of the JIT (samples/s in steady state after warm-up)
-//! and the compile time of each train step.
+//! `qatc bench`: QAT training throughput of the JIT (samples/s in steady state after a
+//! warm-up) and the compile time of each train step.
+//!
+//! Without arguments it measures the three reference configurations compared against TFMOT
+//! (`../shared/bench/tfmot_reference.py throughput`): `mnist_cnn` at batch 32 and 256 and
+//! `mbv2_tiny` at batch 64, each quantized with the `default_8bit` pipeline and trained with
+//! Adam (Keras' `"adam"`, as the reference does). Inputs are synthetic (uniform images,
+//! random labels): throughput does not depend on the values.
 
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
@@ -12,12 +18,23 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    qatc bench --graph mnist_cnn_step.qir --steps 200\n  \
-    qatc bench --graph mbv2_tiny_step.qir --threads 1 --no-fma --profile")]
+    qatc bench                                  # mnist_cnn @32, @256, mbv2_tiny @64 (QAT)\n  \
+    qatc bench --model mbv2_tiny --batch 64 --profile\n  \
+    qatc bench --model mnist_cnn --float --threads 1\n  \
+    qatc bench --graph step.qir --steps 200       # any train-step graph")]
 pub struct BenchArgs {
+    /// A reference model (mnist_cnn, mbv2_tiny); default: the three standard configurations.
+    #[arg(long, conflicts_with = "graph")]
+    pub model: Option<String>,
+    /// Batch size (default: 32 for mnist_cnn, 64 for mbv2_tiny).
+    #[arg(long, conflicts_with = "graph")]
+    pub batch: Option<usize>,
+    /// Benchmark the float train step instead of the QAT one.
+    #[arg(long, conflicts_with = "graph")]
+    pub float: bool,
     /// A train-step graph (`.qir`, params from the `.safetensors` beside it) to benchmark.
     #[arg(long, value_name = "FILE")]
-    pub graph: PathBuf,
+    pub graph: Option<PathBuf>,
     /// Timed steps (after the warm-up).
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
@@ -46,6 +63,7 @@ pub struct BenchArgs {
 pub struct BenchResult {
     pub name: String,
     pub batch: usize,
+    /// JIT compilation of the train step (lowering, fusion, planning, Cranelift).
     pub compile_secs: f64,
     pub step_secs: f64,
     pub samples_per_sec: f64,
@@ -54,7 +72,7 @@ pub struct BenchResult {
 impl BenchResult {
     pub fn line(&self) -> String {
         format!(
-            "{:<28} batch {:>4}  {:>9.0} samples/s  {:>8.3} ms/step  compile {:>6.1} ms",
+            "{:<24} batch {:>4}  {:>8.0} samples/s  {:>8.3} ms/step  compile {:>6.1} ms",
             self.name,
             self.batch,
             self.samples_per_sec,
@@ -62,6 +80,29 @@ impl BenchResult {
             self.compile_secs * 1e3
         )
     }
+}
+
+/// The configurations compared with TFMOT.
+pub const STANDARD: &[(&str, usize)] = &[("mnist_cnn", 32), ("mnist_cnn", 256), ("mbv2_tiny", 64)];
+
+/// The train step of a reference model: quantized with `default_8bit` (unless `float`),
+/// differentiated by `autodiff::train_step` with Adam, with its initial state.
+pub fn train_step_of(model: &str, batch: usize, float: bool) -> Result<(Graph, ParamStore)> {
+    let m = crate::models::by_name(model, 0)?;
+    let mut params = m.params;
+    let graph = if float {
+        m.graph
+    } else {
+        crate::pass::run_pipeline(
+            m.graph,
+            &mut params,
+            "default_8bit",
+            &crate::pass::PipelineOptions::default(),
+        )?
+    };
+    let step = crate::autodiff::train_step(&graph, &crate::autodiff::TrainSpec::new(batch))?;
+    let state = step.initial_state(&params)?;
+    Ok((step.graph, state))
 }
 
 /// Synthetic but valid feeds for a train-step graph: images uniform in [0, 1), labels below
@@ -106,10 +147,12 @@ impl Feeds {
                         .collect();
                     i32s.push((n.name.clone(), data));
                 }
-                DType::I8 => return Err(Error::Usage(format!(
+                DType::I8 => {
+                    return Err(Error::Usage(format!(
                     "input `{}` is i8; qatc bench feeds train-step graphs (f32 inputs, i32 labels)",
                     n.name
-                ))),
+                )))
+                }
             }
         }
         Ok(Feeds { f32s, i32s })
@@ -243,23 +286,46 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     opts.fma &= !a.no_fma;
     opts.fuse = !a.no_fuse;
     opts.profile = a.profile;
-    let (graph, params) = crate::ir::text::load_model(&a.graph)?;
-    let name = a
-        .graph
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| graph.name.clone());
     let m = Measure {
         warmup: a.warmup,
         steps: a.steps,
         print_profile: a.profile,
         print_listing: a.listing,
     };
-    let r = measure(&name, &graph, &params, &opts, m)?;
     say(format!(
-        "threads {}, fma {}, fusion {}",
-        opts.threads, opts.fma, opts.fuse
+        "qatc bench: threads {}, fma {}, fusion {}, {} warm-up + {} timed steps",
+        opts.threads, opts.fma, opts.fuse, m.warmup, m.steps
     ));
-    say(r.line());
+    if let Some(path) = &a.graph {
+        let (graph, params) = crate::ir::text::load_model(path)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| graph.name.clone());
+        say(measure(&name, &graph, &params, &opts, m)?.line());
+        return Ok(());
+    }
+    let configs: Vec<(String, usize)> = match &a.model {
+        None => STANDARD
+            .iter()
+            .filter(|(_, b)| a.batch.is_none_or(|x| x == *b))
+            .map(|(n, b)| (n.to_string(), *b))
+            .collect(),
+        Some(name) => {
+            let batch = a.batch.unwrap_or(if name == "mbv2_tiny" { 64 } else { 32 });
+            vec![(name.clone(), batch)]
+        }
+    };
+    if configs.is_empty() {
+        return Err(Error::Usage(
+            "no standard configuration has that batch size; give --model too".into(),
+        ));
+    }
+    let kind = if a.float { "float" } else { "QAT" };
+    for (model, batch) in configs {
+        let (graph, params) = train_step_of(&model, batch, a.float)?;
+        let name = format!("{model} {kind}");
+        say(measure(&name, &graph, &params, &opts, m)?.line());
+    }
     Ok(())
 }

@@ -2,6 +2,12 @@
 
 pub mod bench;
 pub mod dump;
+pub mod eval;
+pub mod export;
+pub mod inspect;
+pub mod report;
+pub mod run;
+pub mod train;
 
 use crate::error::{Error, Result};
 use crate::ir::builder::Model;

@@ -24,7 +24,7 @@ impl fmt::Display for AttrValue {
             AttrValue::Float(v) => write!(f, "{v:?}"),
             AttrValue::Bool(v) => write!(f, "{v}"),
             AttrValue::Ident(s) => f.write_str(s),
-            AttrValue::Str(s) => write!(f, "{s:?}"),
+            AttrValue::Str(s) => f.write_str(&quote(s)),
             AttrValue::List(items) => {
                 f.write_str("[")?;
                 for (i, it) in items.iter().enumerate() {
@@ -37,6 +37,26 @@ impl fmt::Display for AttrValue {
             }
         }
     }
+}
+
+/// A string as a `.qir` literal: in double quotes, with `\\`, `\"`, `\n`, `\t`, `\r` and
+/// `\u{..}` (other control characters) escaped — exactly the escapes the `.qir` lexer reads.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn ints<T: Copy + Into<i64>>(v: &[T]) -> AttrValue {
@@ -384,6 +404,15 @@ impl AttrReader {
         }
     }
 
+    /// A `u64` seed; seeds above `i64::MAX` print as their two's-complement `i64`, so
+    /// negative values are read back bit for bit.
+    fn seed(&mut self) -> Result<u64, String> {
+        match self.get("seed") {
+            None => Ok(0),
+            Some(v) => Ok(self.int_of("seed", &v)? as u64),
+        }
+    }
+
     fn padding(&mut self) -> Result<Padding, String> {
         match self.get("padding") {
             None => Ok(Padding::Valid),
@@ -444,7 +473,12 @@ impl AttrReader {
 
     fn fake_quant(&mut self) -> Result<FakeQuantAttrs, String> {
         let bits = self.usize_or("bits", 8)?;
-        let bits = u8::try_from(bits).map_err(|_| format!("attribute `bits` is {bits}"))?;
+        let bits = u8::try_from(bits).map_err(|_| {
+            format!(
+                "attribute `bits` of {} must be in 2..=8, found {bits}",
+                self.kind.name()
+            )
+        })?;
         let narrow = self.bool_or("narrow", false)?;
         let symmetric = self.bool_or("symmetric", false)?;
         let axis = self.opt_axis()?;
@@ -634,7 +668,7 @@ impl AttrReader {
             },
             K::DropoutMask => Op::DropoutMask {
                 rate: self.req_float("rate")?,
-                seed: self.usize_or("seed", 0)? as u64,
+                seed: self.seed()?,
                 shape: self.req_usizes("shape")?,
             },
             K::MovingAverage => Op::MovingAverage {

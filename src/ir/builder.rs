@@ -580,6 +580,7 @@ impl Sequential {
     }
 
     /// Appends a layer (errors surface in [`Sequential::build`]).
+    #[allow(clippy::should_implement_trait)] // Keras' name for it: Sequential.add(layer)
     pub fn add(mut self, layer: Layer) -> Sequential {
         self.x = match self.x {
             Ok(x) => self.f.layer(x, layer),

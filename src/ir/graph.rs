@@ -108,8 +108,13 @@ impl Graph {
         if name.is_empty() {
             return Err(self.graph_err(format!("a {} node has an empty name", op.name())));
         }
-        if self.by_name.contains_key(&name) {
-            return Err(self.graph_err(format!("two nodes are named `{name}`")));
+        if let Some(&other) = self.by_name.get(&name) {
+            return Err(self.graph_err(format!(
+                "two nodes are named `{name}`: the {} and the {}; names are unique across \
+                 params, inputs and ops",
+                self.g[other].op.name(),
+                op.name()
+            )));
         }
         let id = self.g.add_node(Node {
             op,
@@ -230,8 +235,9 @@ impl Graph {
     }
 
     /// The canonical order of the live graph: inputs in declaration order, then a
-    /// post-order walk from the outputs and updates that visits operands in operand order.
-    /// It does not depend on node indices, so dumps are stable and diffable.
+    /// post-order walk from the outputs and updates that visits operands in operand order,
+    /// then the params that updates write but nothing reads. It does not depend on node
+    /// indices, so dumps are stable and diffable.
     pub fn canonical_order(&self) -> Vec<NodeId> {
         let mut order = Vec::with_capacity(self.g.node_count());
         let mut seen = HashSet::new();
@@ -245,6 +251,7 @@ impl Graph {
             .iter()
             .map(|o| o.node)
             .chain(self.updates.iter().map(|u| u.node))
+            .chain(self.updates.iter().filter_map(|u| self.find(&u.param)))
             .collect();
         for root in roots {
             // iterative post-order: (node, expanded?)
@@ -282,13 +289,16 @@ impl Graph {
 
     // ---- editing -----------------------------------------------------------------------
 
-    /// Points every user, output and update of `old` at `new`.
+    /// Points every user, output and update of `old` at `new` — except `new` itself, so
+    /// a node inserted after `old` (`new = fake_quant(old)`) keeps reading it.
     pub fn replace_all_uses(&mut self, old: NodeId, new: NodeId) {
         if old == new {
             return;
         }
         for (user, i) in self.users(old) {
-            self.set_operand(user, i, new);
+            if user != new {
+                self.set_operand(user, i, new);
+            }
         }
         for o in &mut self.outputs {
             if o.node == old {

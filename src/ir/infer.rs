@@ -1,6 +1,7 @@
 //! Shape and dtype rules of every op, and the convolution/pooling geometry that the
 //! interpreter, the JIT and the exporter share (one definition of SAME padding).
 
+use super::attrs::AttrValue;
 use super::op::*;
 use super::types::{broadcast_shapes, numel, shape_str, DType, Shape, TensorType};
 
@@ -13,8 +14,8 @@ pub struct AxisGeometry {
     pub pad_after: usize,
 }
 
-/// TFLite's `padding.h` rule for a forward convolution or pool along one axis.
-/// `explicit` holds `(before, after)` for `Padding::Explicit`.
+/// TFLite's `padding.h` rule for a forward convolution or pool along one spatial axis
+/// (`axis` 0 is the height, 1 the width: it picks that axis's pair of explicit padding).
 pub fn conv_axis(
     input: usize,
     kernel: usize,
@@ -23,14 +24,15 @@ pub fn conv_axis(
     padding: Padding,
     axis: usize,
 ) -> Result<AxisGeometry, String> {
-    if stride == 0 || dilation == 0 || kernel == 0 {
-        return Err("kernel size, stride and dilation must be at least 1".into());
-    }
-    let eff_k = (kernel - 1) * dilation + 1;
+    let eff_k = effective_kernel(kernel, stride, dilation)?;
     match padding {
         Padding::Same => {
             let out = input.div_ceil(stride);
-            let total = ((out - 1) * stride + eff_k).saturating_sub(input);
+            // (out - 1) * stride <= input - 1, so only adding the kernel can overflow
+            let total = ((out.max(1) - 1) * stride)
+                .checked_add(eff_k)
+                .ok_or_else(|| too_big("the padded input"))?
+                .saturating_sub(input);
             Ok(AxisGeometry {
                 out,
                 pad_before: total / 2,
@@ -40,8 +42,9 @@ pub fn conv_axis(
         Padding::Valid => {
             if input < eff_k {
                 return Err(format!(
-                    "the (dilated) kernel of size {eff_k} does not fit the input of size {input} \
-                     with valid padding; use padding=same or a smaller kernel"
+                    "the (dilated) kernel of size {eff_k} does not fit the input {} of {input} \
+                     with valid padding; use padding=same or a smaller kernel",
+                    axis_name(axis)
                 ));
             }
             Ok(AxisGeometry {
@@ -56,10 +59,15 @@ pub fn conv_axis(
             } else {
                 (p[2], p[3])
             };
-            let padded = input + before + after;
+            let padded = input
+                .checked_add(before)
+                .and_then(|v| v.checked_add(after))
+                .ok_or_else(|| too_big("the padded input"))?;
             if padded < eff_k {
                 return Err(format!(
-                    "the kernel of size {eff_k} does not fit the padded input of size {padded}"
+                    "the (dilated) kernel of size {eff_k} does not fit the padded input {} of \
+                     {padded}",
+                    axis_name(axis)
                 ));
             }
             Ok(AxisGeometry {
@@ -69,6 +77,37 @@ pub fn conv_axis(
             })
         }
     }
+}
+
+/// `[a,b,c]`, like a shape.
+fn int_list(v: &[i64]) -> String {
+    let items: Vec<String> = v.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// `height` or `width`: spatial axis 0 or 1 of a conv or pool.
+fn axis_name(axis: usize) -> &'static str {
+    if axis == 0 {
+        "height"
+    } else {
+        "width"
+    }
+}
+
+fn too_big(what: &str) -> String {
+    format!("{what} is too large (more than 2^32 elements per tensor)")
+}
+
+/// The extent of a dilated kernel, `(kernel - 1) * dilation + 1`, after checking that
+/// kernel, stride and dilation are at least 1.
+fn effective_kernel(kernel: usize, stride: usize, dilation: usize) -> Result<usize, String> {
+    if stride == 0 || dilation == 0 || kernel == 0 {
+        return Err("kernel size, stride and dilation must be at least 1".into());
+    }
+    (kernel - 1)
+        .checked_mul(dilation)
+        .and_then(|k| k.checked_add(1))
+        .ok_or_else(|| too_big("the dilated kernel"))
 }
 
 /// Geometry of a transposed convolution along one axis: the output size and the padding of
@@ -81,25 +120,30 @@ pub fn conv_transpose_axis(
     padding: Padding,
     axis: usize,
 ) -> Result<AxisGeometry, String> {
-    if stride == 0 || dilation == 0 || kernel == 0 {
-        return Err("kernel size, stride and dilation must be at least 1".into());
+    let eff_k = effective_kernel(kernel, stride, dilation)?;
+    if input == 0 {
+        return Err("the input is empty".into());
     }
-    let eff_k = (kernel - 1) * dilation + 1;
-    let full = (input - 1) * stride + eff_k;
+    // the extent the input's taps reach: `(input - 1) * stride + eff_k`
+    let full = (input - 1)
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(eff_k))
+        .ok_or_else(|| too_big("the output"))?;
+    let strided = input
+        .checked_mul(stride)
+        .ok_or_else(|| too_big("the output"))?;
     let (out, before) = match padding {
-        Padding::Same => {
-            let out = input * stride;
-            let total = full.saturating_sub(out);
-            (out, total / 2)
-        }
-        Padding::Valid => (full, 0),
+        Padding::Same => (strided, full.saturating_sub(strided) / 2),
+        // Keras' rule: `input * stride + max(kernel - stride, 0)`; when the kernel is
+        // smaller than the stride the last `stride - kernel` rows get no tap (bias only)
+        Padding::Valid => (strided.max(full), 0),
         Padding::Explicit(p) => {
             let (b, a) = if axis == 0 {
                 (p[0], p[1])
             } else {
                 (p[2], p[3])
             };
-            if b + a >= full {
+            if b.saturating_add(a) >= full {
                 return Err(format!(
                     "padding {b}+{a} removes the whole output of size {full}"
                 ));
@@ -112,6 +156,25 @@ pub fn conv_transpose_axis(
         pad_before: before,
         pad_after: full.saturating_sub(out + before),
     })
+}
+
+/// The most elements one tensor may have (TFLite and the JIT index with 32 bits).
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
+/// `numel`, or `None` when it overflows.
+fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// A tensor has no empty dimension and at most [`MAX_ELEMENTS`] elements.
+fn check_size(t: &TensorType) -> Result<(), String> {
+    if t.shape.contains(&0) {
+        return Err(format!("{t} has an empty dimension"));
+    }
+    match checked_numel(&t.shape) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(format!("{t} has more than 2^32 elements")),
+    }
 }
 
 fn want_rank(t: &TensorType, rank: usize, what: &str) -> Result<(), String> {
@@ -146,6 +209,14 @@ fn want_vec(t: &TensorType, len: usize, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A decay, momentum or beta coefficient: in `[0, 1]`.
+fn want_unit(name: &str, v: f32) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{name} must be in [0, 1], found {v}"));
+    }
+    Ok(())
+}
+
 fn want_scalar(t: &TensorType, what: &str) -> Result<(), String> {
     if !t.shape.is_empty() && t.shape != [1] {
         return Err(format!("{what} must be a scalar, found {t}"));
@@ -169,9 +240,29 @@ pub fn conv_out_hw(
 
 fn check_conv(c: &ConvAttrs) -> Result<(), String> {
     if c.stride.contains(&0) || c.dilation.contains(&0) {
-        return Err("stride and dilation must be at least 1".into());
+        return Err(format!(
+            "stride {} and dilation {} must be at least 1",
+            shape_str(&c.stride),
+            shape_str(&c.dilation)
+        ));
     }
     Ok(())
+}
+
+/// `epsilon > 0` (BatchNorm and its folds and gradients).
+fn want_epsilon(epsilon: F32) -> Result<(), String> {
+    if epsilon.0 <= 0.0 {
+        return Err(format!("epsilon must be > 0, found {}", epsilon.0));
+    }
+    Ok(())
+}
+
+/// The channel count (last axis) of a BatchNorm-like input.
+fn channels(x: &TensorType) -> Result<usize, String> {
+    x.shape
+        .last()
+        .copied()
+        .ok_or_else(|| format!("the input {x} has no channel axis"))
 }
 
 /// conv2d: x [n,h,w,cin], kernel [cout,kh,kw,cin].
@@ -206,9 +297,10 @@ fn depthwise_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Shape, Str
 fn conv_transpose_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Shape, String> {
     if x[3] != w[3] {
         return Err(format!(
-            "kernel {} expects {} input channels but the input has {}",
+            "kernel {} expects {} input channels but the input {} has {}",
             shape_str(w),
             w[3],
+            shape_str(x),
             x[3]
         ));
     }
@@ -259,13 +351,11 @@ fn check_fake_quant(q: &FakeQuantAttrs, x: &TensorType) -> Result<(), String> {
                 return Err("the quantizer state name is empty".into());
             }
         }
-        RangeSource::Fixed { min, max } => {
-            if !(min.0 <= 0.0 && 0.0 <= max.0 && min.0 < max.0) {
-                return Err(format!(
-                    "a fixed range must contain 0 and be non-empty, found [{}, {}]",
-                    min.0, max.0
-                ));
-            }
+        RangeSource::Fixed { min, max } if !(min.0 <= 0.0 && 0.0 <= max.0 && min.0 < max.0) => {
+            return Err(format!(
+                "a fixed range must contain 0 and be non-empty, found [{}, {}]",
+                min.0, max.0
+            ));
         }
         _ => {}
     }
@@ -298,6 +388,17 @@ fn check_range_operand(
 
 fn pool_shape(p: &PoolAttrs, x: &TensorType) -> Result<Shape, String> {
     want_rank(x, 4, "the input")?;
+    if let Padding::Explicit(pad) = p.padding {
+        if pad[0] >= p.size[0] || pad[1] >= p.size[0] || pad[2] >= p.size[1] || pad[3] >= p.size[1]
+        {
+            return Err(format!(
+                "explicit padding {} must be smaller than the window {} on every side, \
+                 or a window could cover padding only",
+                shape_str(&pad),
+                shape_str(&p.size)
+            ));
+        }
+    }
     let g = conv_out_hw(&x.shape, p.size, p.stride, [1, 1], p.padding)?;
     Ok(vec![x.shape[0], g[0].out, g[1].out, x.shape[3]])
 }
@@ -327,6 +428,16 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
                 "operand {i} ({}) must be f32, found {t}",
                 op.operand_name(i)
             ));
+        }
+        check_size(t).map_err(|m| format!("operand {i} ({}) {m}", op.operand_name(i)))?;
+    }
+    for (key, value) in op.attrs() {
+        if let AttrValue::Float(v) = value {
+            if !v.is_finite() {
+                return Err(format!(
+                    "attribute `{key}` must be a finite number, found {v}"
+                ));
+            }
         }
     }
     let f32t = |shape: Shape| Ok(TensorType::f32(shape));
@@ -367,14 +478,13 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
         }
         BatchNorm { epsilon, momentum } => {
             let x = ins[0];
-            if x.rank() == 0 {
-                return Err("the input must have a channel axis".into());
-            }
-            if epsilon.0 <= 0.0 || !(0.0..=1.0).contains(&momentum.0) {
-                return Err("epsilon must be > 0 and momentum in [0, 1]".into());
-            }
-            let c = *x.shape.last().unwrap();
-            for (i, name) in ["gamma", "beta", "moving_mean", "moving_var"].iter().enumerate() {
+            want_epsilon(*epsilon)?;
+            want_unit("momentum", momentum.0)?;
+            let c = channels(x)?;
+            for (i, name) in ["gamma", "beta", "moving_mean", "moving_var"]
+                .iter()
+                .enumerate()
+            {
                 want_vec(ins[i + 1], c, name)?;
             }
             f32t(x.shape.clone())
@@ -415,7 +525,11 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             let mut out = first.shape.clone();
             for (i, t) in ins.iter().enumerate().skip(1) {
                 let same_rest = t.rank() == first.rank()
-                    && t.shape.iter().zip(&first.shape).enumerate().all(|(d, (a, b))| d == *axis || a == b);
+                    && t.shape
+                        .iter()
+                        .zip(&first.shape)
+                        .enumerate()
+                        .all(|(d, (a, b))| d == *axis || a == b);
                 if !same_rest {
                     return Err(format!(
                         "operand {i} {t} does not match operand 0 {first} outside axis {axis}"
@@ -445,10 +559,15 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             let unknown = shape.iter().filter(|&&d| d == -1).count();
             if unknown > 1 || shape.iter().any(|&d| d < -1 || d == 0) {
                 return Err(format!(
-                    "shape {shape:?} must hold positive sizes and at most one -1"
+                    "shape {} must hold positive sizes and at most one -1",
+                    int_list(shape)
                 ));
             }
-            let known: usize = shape.iter().filter(|&&d| d > 0).map(|&d| d as usize).product();
+            let known = shape
+                .iter()
+                .filter(|&&d| d > 0)
+                .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
+                .unwrap_or(0);
             let mut out = vec![x.shape[0]];
             for &d in shape {
                 out.push(if d == -1 {
@@ -461,9 +580,10 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
                     d as usize
                 });
             }
-            if numel(&out[1..]) != per_sample {
+            if checked_numel(&out[1..]) != Some(per_sample) {
                 return Err(format!(
-                    "cannot reshape {x} to per-sample shape {shape:?}: {per_sample} elements per sample"
+                    "cannot reshape {x} to per-sample shape {}: {per_sample} elements per sample",
+                    int_list(shape)
                 ));
             }
             f32t(out)
@@ -480,35 +600,58 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             let mut sorted = perm.clone();
             sorted.sort();
             if sorted != (0..x.rank()).collect::<Vec<_>>() {
-                return Err(format!("perm {perm:?} is not a permutation of the axes of {x}"));
+                return Err(format!(
+                    "perm {} is not a permutation of the axes of {x}",
+                    shape_str(perm)
+                ));
             }
             if perm.first() != Some(&0) {
-                return Err(format!("perm {perm:?} must keep the batch axis 0 first"));
+                return Err(format!(
+                    "perm {} must keep the batch axis 0 first",
+                    shape_str(perm)
+                ));
             }
             f32t(perm.iter().map(|&p| x.shape[p]).collect())
         }
         Pad { pads } => {
             let x = ins[0];
             if pads.len() != x.rank() {
-                return Err(format!("pads has {} rows for {x} of rank {}", pads.len(), x.rank()));
+                return Err(format!(
+                    "pads has {} rows for {x} of rank {}",
+                    pads.len(),
+                    x.rank()
+                ));
             }
             if pads.first().is_some_and(|p| *p != [0, 0]) {
                 return Err("the batch axis cannot be padded".into());
             }
-            f32t(x.shape.iter().zip(pads).map(|(d, p)| d + p[0] + p[1]).collect())
+            let padded: Option<Shape> = x
+                .shape
+                .iter()
+                .zip(pads)
+                .map(|(d, p)| d.checked_add(p[0])?.checked_add(p[1]))
+                .collect();
+            f32t(padded.ok_or_else(|| too_big("the padded tensor"))?)
         }
         Crop { crops } => {
             let x = ins[0];
             if crops.len() != x.rank() {
-                return Err(format!("crops has {} rows for {x} of rank {}", crops.len(), x.rank()));
+                return Err(format!(
+                    "crops has {} rows for {x} of rank {}",
+                    crops.len(),
+                    x.rank()
+                ));
             }
             if crops.first().is_some_and(|p| *p != [0, 0]) {
                 return Err("the batch axis cannot be cropped".into());
             }
             let mut out = Vec::new();
-            for (d, c) in x.shape.iter().zip(crops) {
-                if c[0] + c[1] >= *d {
-                    return Err(format!("crop {c:?} removes all of an axis of size {d}"));
+            for (i, (d, c)) in x.shape.iter().zip(crops).enumerate() {
+                if c[0].saturating_add(c[1]) >= *d {
+                    return Err(format!(
+                        "crop {} removes all of axis {i} (size {d}) of {x}",
+                        shape_str(c)
+                    ));
                 }
                 out.push(d - c[0] - c[1]);
             }
@@ -520,7 +663,14 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             if scale.contains(&0) {
                 return Err("scale must be at least 1".into());
             }
-            f32t(vec![x.shape[0], x.shape[1] * scale[0], x.shape[2] * scale[1], x.shape[3]])
+            let (h, w) = (
+                x.shape[1].checked_mul(scale[0]),
+                x.shape[2].checked_mul(scale[1]),
+            );
+            match (h, w) {
+                (Some(h), Some(w)) => f32t(vec![x.shape[0], h, w, x.shape[3]]),
+                _ => Err(too_big("the upsampled tensor")),
+            }
         }
         FakeQuant(q) => {
             let x = ins[0];
@@ -532,9 +682,7 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             f32t(x.shape.clone())
         }
         BnScale { epsilon } => {
-            if epsilon.0 <= 0.0 {
-                return Err("epsilon must be > 0".into());
-            }
+            want_epsilon(*epsilon)?;
             want_rank(ins[0], 1, "gamma")?;
             want_same(ins[0], ins[1], "gamma and moving_var")?;
             f32t(ins[0].shape.clone())
@@ -559,17 +707,34 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
                 l.shape.clone()
             })
         }
-        ReluGrad | Relu6Grad | LeakyReluGrad { .. } | HardSwishGrad | SigmoidGrad | TanhGrad
-        | SoftmaxGrad | GlobalMaxPoolGrad => {
+        ReluGrad
+        | Relu6Grad
+        | LeakyReluGrad { .. }
+        | HardSwishGrad
+        | SigmoidGrad
+        | TanhGrad
+        | SoftmaxGrad => {
             want_same(ins[0], ins[1], "dy and the forward value")?;
+            if matches!(op, SoftmaxGrad) && ins[1].rank() == 0 {
+                return Err("softmax needs an axis".into());
+            }
             f32t(ins[0].shape.clone())
+        }
+        GlobalMaxPoolGrad => {
+            let (dy, x) = (ins[0], ins[1]);
+            want_rank(x, 4, "the input")?;
+            let (n, c) = (x.shape[0], x.shape[3]);
+            if dy.shape != [n, c] && dy.shape != [n, 1, 1, c] {
+                return Err(format!(
+                    "dy {dy} does not match the pool output [{n},{c}] of input {x}"
+                ));
+            }
+            f32t(x.shape.clone())
         }
         BatchNormTrain { epsilon } => {
             let x = ins[0];
-            if x.rank() == 0 || epsilon.0 <= 0.0 {
-                return Err("the input must have a channel axis and epsilon must be > 0".into());
-            }
-            let c = *x.shape.last().unwrap();
+            want_epsilon(*epsilon)?;
+            let c = channels(x)?;
             want_vec(ins[1], c, "gamma")?;
             want_vec(ins[2], c, "beta")?;
             f32t(x.shape.clone())
@@ -585,6 +750,7 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
         | DepthwiseConv2dGradInput { conv, input_shape }
         | Conv2dTransposeGradInput { conv, input_shape } => {
             let (dy, w) = (ins[0], ins[1]);
+            want_rank(w, 4, "the kernel")?;
             if input_shape.len() != 4 {
                 return Err("input_shape must have rank 4".into());
             }
@@ -648,26 +814,36 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             }
             f32t(vec![*x.shape.last().unwrap()])
         }
-        BatchNormGradInput { .. } => {
-            want_same(ins[0], ins[1], "dy and the input")?;
-            want_vec(ins[2], *ins[1].shape.last().unwrap_or(&0), "gamma")?;
-            f32t(ins[0].shape.clone())
-        }
-        BatchNormGradGamma { .. } => {
-            want_same(ins[0], ins[1], "dy and the input")?;
-            f32t(vec![*ins[0].shape.last().unwrap_or(&0)])
+        BatchNormGradInput { epsilon } | BatchNormGradGamma { epsilon } => {
+            let x = ins[1];
+            want_epsilon(*epsilon)?;
+            want_same(ins[0], x, "dy and the input")?;
+            let c = channels(x)?;
+            if matches!(op, BatchNormGradGamma { .. }) {
+                return f32t(vec![c]);
+            }
+            want_vec(ins[2], c, "gamma")?;
+            f32t(x.shape.clone())
         }
         MaxPool2dGrad(p) => {
             let fwd = pool_shape(p, ins[1])?;
             if fwd != ins[0].shape {
-                return Err(format!("dy {} does not match the pool output {}", ins[0], shape_str(&fwd)));
+                return Err(format!(
+                    "dy {} does not match the pool output {}",
+                    ins[0],
+                    shape_str(&fwd)
+                ));
             }
             f32t(ins[1].shape.clone())
         }
         AvgPool2dGrad { pool, input_shape } => {
             let fwd = pool_shape(pool, &TensorType::f32(input_shape.clone()))?;
             if fwd != ins[0].shape {
-                return Err(format!("dy {} does not match the pool output {}", ins[0], shape_str(&fwd)));
+                return Err(format!(
+                    "dy {} does not match the pool output {}",
+                    ins[0],
+                    shape_str(&fwd)
+                ));
             }
             f32t(input_shape.clone())
         }
@@ -677,7 +853,11 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             }
             let (n, c) = (input_shape[0], input_shape[3]);
             if ins[0].shape != [n, c] && ins[0].shape != [n, 1, 1, c] {
-                return Err(format!("dy {} does not match input {}", ins[0], shape_str(input_shape)));
+                return Err(format!(
+                    "dy {} is neither [{n},{c}] nor [{n},1,1,{c}], the pool output of input {}",
+                    ins[0],
+                    shape_str(input_shape)
+                ));
             }
             f32t(input_shape.clone())
         }
@@ -685,7 +865,14 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             let a = reduce_shape(input_shape, axes, false)?;
             let b = reduce_shape(input_shape, axes, true)?;
             if ins[0].shape != a && ins[0].shape != b {
-                return Err(format!("dy {} does not match input {}", ins[0], shape_str(input_shape)));
+                return Err(format!(
+                    "dy {} is neither {} nor {}, the mean of input {} over axes {}",
+                    ins[0],
+                    shape_str(&a),
+                    shape_str(&b),
+                    shape_str(input_shape),
+                    shape_str(axes)
+                ));
             }
             f32t(input_shape.clone())
         }
@@ -695,8 +882,12 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
                 return Err(format!("begin and size must have {} entries", x.rank()));
             }
             for i in 0..x.rank() {
-                if begin[i] + size[i] > x.shape[i] {
-                    return Err(format!("slice {}..{} exceeds axis {i} of {x}", begin[i], begin[i] + size[i]));
+                if begin[i].saturating_add(size[i]) > x.shape[i] {
+                    return Err(format!(
+                        "slice {}..{} exceeds axis {i} of {x}",
+                        begin[i],
+                        begin[i].saturating_add(size[i])
+                    ));
                 }
             }
             f32t(size.clone())
@@ -705,9 +896,17 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             let dy = ins[0];
             want_rank(dy, 4, "dy")?;
             if scale.contains(&0) || dy.shape[1] % scale[0] != 0 || dy.shape[2] % scale[1] != 0 {
-                return Err(format!("dy {dy} is not a multiple of scale {scale:?}"));
+                return Err(format!(
+                    "dy {dy} is not a multiple of scale {}",
+                    shape_str(scale)
+                ));
             }
-            f32t(vec![dy.shape[0], dy.shape[1] / scale[0], dy.shape[2] / scale[1], dy.shape[3]])
+            f32t(vec![
+                dy.shape[0],
+                dy.shape[1] / scale[0],
+                dy.shape[2] / scale[1],
+                dy.shape[3],
+            ])
         }
         DropoutMask { rate, shape, .. } => {
             want_scalar(ins[0], "step")?;
@@ -716,16 +915,26 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             }
             f32t(shape.clone())
         }
-        MovingAverage { .. } | AdamMoment { .. } | AdamMomentSq { .. } => {
+        MovingAverage { momentum: k } | AdamMoment { beta: k } | AdamMomentSq { beta: k } => {
+            let name = if matches!(op, MovingAverage { .. }) {
+                "momentum"
+            } else {
+                "beta"
+            };
+            want_unit(name, k.0)?;
             want_same(ins[0], ins[1], "state and value")?;
             f32t(ins[0].shape.clone())
         }
-        SgdVelocity { .. } => {
+        SgdVelocity { momentum } => {
+            want_unit("momentum", momentum.0)?;
             want_same(ins[0], ins[1], "velocity and gradient")?;
             want_scalar(ins[2], "lr")?;
             f32t(ins[0].shape.clone())
         }
-        AdamApply { .. } => {
+        AdamApply { epsilon } => {
+            if epsilon.0 < 0.0 {
+                return Err(format!("epsilon must be >= 0, found {}", epsilon.0));
+            }
             want_same(ins[0], ins[1], "param and m")?;
             want_same(ins[0], ins[2], "param and v")?;
             want_scalar(ins[3], "lr")?;
@@ -740,6 +949,9 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             }
         }
         EmaUpdate { .. } | RunningMin | RunningMax => {
+            if let EmaUpdate { decay } = op {
+                want_unit("decay", decay.0)?;
+            }
             want_same(ins[0], ins[1], "state and value")?;
             want_scalar(ins[2], "step")?;
             f32t(ins[0].shape.clone())
@@ -747,6 +959,7 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
     }
     .and_then(|t: TensorType| {
         want_f32(&t, "the result")?;
+        check_size(&t).map_err(|m| format!("the result {m}"))?;
         Ok(t)
     })
 }

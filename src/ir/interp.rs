@@ -4,10 +4,10 @@
 //! Shapes come from the values actually fed (any batch size), re-inferred node by node.
 
 use super::graph::{Graph, NodeId};
-use super::infer::{conv_axis, conv_transpose_axis, infer_type, AxisGeometry};
+use super::infer::{conv_axis, conv_transpose_axis, infer_type, range_shape, AxisGeometry};
 use super::op::*;
 use super::params::{ParamStore, Tensor};
-use super::types::{broadcast_shapes, numel, strides, DType, Shape, TensorType};
+use super::types::{broadcast_shapes, numel, shape_str, strides, DType, Shape, TensorType};
 use crate::error::{Error, Result};
 use crate::quant::fake::{fake_quant, fake_quant_mask, nudged_for, observe_range, Nudged};
 use std::collections::HashMap;
@@ -129,6 +129,10 @@ pub fn run_all(
         }
         let node = g.node(id);
         let v = if node.op == Op::Param {
+            // a param that updates only write (nothing reads it) needs no value yet
+            if g.use_count(id) == 0 {
+                continue;
+            }
             Value::F32(params.require(&node.name)?.clone())
         } else {
             let args: Vec<&Value> = g.operands(id).iter().map(|o| &env[o]).collect();
@@ -368,10 +372,12 @@ pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Resul
             f(1),
             |dy, x| if x > 0.0 { dy } else { alpha.0 * dy },
         )),
+        // d/dx x*relu6(x+3)/6 with relu6's own gradient (0 at both kinks, as TF's
+        // Relu6Grad): 0 up to -3 inclusive, 1 from 3 inclusive, (2x+3)/6 in between
         HardSwishGrad => t(zip(f(0), f(1), |dy, x| {
-            if x < -3.0 {
+            if x <= -3.0 {
                 0.0
-            } else if x > 3.0 {
+            } else if x >= 3.0 {
                 dy
             } else {
                 dy * (2.0 * x + 3.0) / 6.0
@@ -676,6 +682,21 @@ pub fn fq_ranges(
         | RangeSource::AllValues { state }
         | RangeSource::Tied { state } => {
             let (lo, hi) = state_range(params, state)?;
+            let want = range_shape(q, &x.shape);
+            for (t, which) in [(lo, "min"), (hi, "max")] {
+                if t.shape != want && !(want.is_empty() && t.shape == [1]) {
+                    let per = match q.axis {
+                        Some(a) => format!("one range per channel of axis {a}"),
+                        None => "one range for the whole tensor".into(),
+                    };
+                    return Err(format!(
+                        "quantizer state `{state}.{which}` has shape {} but this quantizer \
+                         needs {} ({per})",
+                        shape_str(&t.shape),
+                        shape_str(&want),
+                    ));
+                }
+            }
             Ok(explicit_ranges(q, lo, hi))
         }
     }

@@ -321,8 +321,8 @@ pub enum Op {
     Conv2d(ConvAttrs),
     /// `(x, kernel[1,kh,kw,in*mult], bias[in*mult]?)`; the multiplier follows from shapes.
     DepthwiseConv2d(ConvAttrs),
-    /// `(x, kernel[out,kh,kw,in], bias[out]?)`; output `in*stride` (same) or
-    /// `(in-1)*stride + k` (valid).
+    /// `(x, kernel[out,kh,kw,in], bias[out]?)`; output `in*stride` (same) or, as Keras,
+    /// `in*stride + max(k - stride, 0)` (valid; rows no tap reaches get the bias only).
     Conv2dTranspose(ConvAttrs),
     /// `(x[n,in], kernel[out,in], bias[out]?)`
     Dense {
@@ -419,7 +419,7 @@ pub enum Op {
     LeakyReluGrad {
         alpha: F32,
     },
-    /// `(dy, x)`
+    /// `(dy, x)`; 0 for `x <= -3`, `dy` for `x >= 3` (relu6's gradient is 0 at its kinks).
     HardSwishGrad,
     /// `(dy, y)` with `y` the forward output.
     SigmoidGrad,
@@ -479,7 +479,7 @@ pub enum Op {
     BatchNormGradGamma {
         epsilon: F32,
     },
-    /// `(dy, x)`
+    /// `(dy, x)`: each window's dy goes to its first maximum in window order.
     MaxPool2dGrad(PoolAttrs),
     /// `(dy) -> [input_shape]`
     AvgPool2dGrad {
@@ -490,7 +490,8 @@ pub enum Op {
     GlobalAvgPoolGrad {
         input_shape: Vec<usize>,
     },
-    /// `(dy, x)`
+    /// `(dy[n,c] or [n,1,1,c], x[n,h,w,c]) -> [n,h,w,c]`: each channel's dy goes to the
+    /// first maximum of that channel.
     GlobalMaxPoolGrad,
     /// `(dy) -> [input_shape]`
     MeanGrad {
@@ -648,13 +649,8 @@ impl Op {
             Conv2d(_) | DepthwiseConv2d(_) | Conv2dTranspose(_) | Dense { .. } => (2, 3),
             BatchNorm { .. } => (5, 5),
             Concat { .. } => (1, usize::MAX),
-            FakeQuant(a) => {
-                if a.range == RangeSource::Operands {
-                    (3, 3)
-                } else {
-                    (1, 1)
-                }
-            }
+            FakeQuant(a) if a.range == RangeSource::Operands => (3, 3),
+            FakeQuant(_) => (1, 1),
             FakeQuantGrad(_) => (4, 4),
             DropoutMask { .. } => (1, 1),
             SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad => (2, 2),

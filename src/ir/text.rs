@@ -13,11 +13,14 @@
 //! A value line is `%N = op "name" (operands) {attrs} : type`. The name, the attribute
 //! block and the type may be omitted (a missing type is inferred; a given one is checked
 //! by the verifier). `param` lines declare weights, `output` lines name results, `update`
-//! lines (train-step graphs) write a value back into a param. The printer numbers values in
+//! lines (train-step graphs) write a value back into a param; both take a `%value` or a
+//! `@param`. Strings escape `\\`, `\"`, `\n`, `\t`, `\r` and `\u{hex}`; a param name
+//! other than letters, digits and `_ . / - :` is quoted (`@"my param"`). Numbers are
+//! finite. The printer numbers values in
 //! [`Graph::canonical_order`], so dumps are stable and diffable, and
 //! `print(parse(print(g))) == print(g)`.
 
-use super::attrs::AttrValue;
+use super::attrs::{quote, AttrValue};
 use super::graph::{Graph, NodeId};
 use super::infer::infer_type;
 use super::op::{Op, OpKind};
@@ -40,7 +43,7 @@ fn param_ref(name: &str) -> String {
     if is_plain_name(name) {
         format!("@{name}")
     } else {
-        format!("@{name:?}")
+        format!("@{}", quote(name))
     }
 }
 
@@ -48,7 +51,7 @@ fn param_ref(name: &str) -> String {
 pub fn print(g: &Graph) -> String {
     let order = g.canonical_order();
     let mut out = String::new();
-    let _ = writeln!(out, "model {:?}", g.name);
+    let _ = writeln!(out, "model {}", quote(&g.name));
     // params in order of first use, then values numbered in canonical order
     let mut numbering: HashMap<NodeId, String> = HashMap::new();
     let mut params = Vec::new();
@@ -74,10 +77,10 @@ pub fn print(g: &Graph) -> String {
         }
         let _ = write!(
             out,
-            "{} = {} {:?}",
+            "{} = {} {}",
             numbering[&id],
             node.op.name(),
-            node.name
+            quote(&node.name)
         );
         let operands = g.operands(id);
         if !operands.is_empty() {
@@ -92,7 +95,7 @@ pub fn print(g: &Graph) -> String {
         let _ = writeln!(out, " : {}", node.ty);
     }
     for o in g.outputs() {
-        let _ = writeln!(out, "output {:?} = {}", o.name, numbering[&o.node]);
+        let _ = writeln!(out, "output {} = {}", quote(&o.name), numbering[&o.node]);
     }
     for u in g.updates() {
         let _ = writeln!(
@@ -125,7 +128,7 @@ impl Tok {
         match self {
             Tok::Value(v) => format!("`%{v}`"),
             Tok::Param(p) => format!("`@{p}`"),
-            Tok::Str(s) => format!("string {s:?}"),
+            Tok::Str(s) => format!("string {}", quote(s)),
             Tok::Ident(s) => format!("`{s}`"),
             Tok::Int(i) => format!("`{i}`"),
             Tok::Float(f) => format!("`{f:?}`"),
@@ -208,7 +211,25 @@ impl<'a> Lexer<'a> {
                         Some(b'\\') => s.push('\\'),
                         Some(b'n') => s.push('\n'),
                         Some(b't') => s.push('\t'),
-                        _ => return Err(self.err(file, "unknown escape in string".into())),
+                        Some(b'r') => s.push('\r'),
+                        Some(b'u') => {
+                            self.bump();
+                            s.push(self.unicode_escape(file)?);
+                            continue;
+                        }
+                        other => {
+                            let found = match other {
+                                Some(c) if c.is_ascii_graphic() => format!("`\\{}`", c as char),
+                                _ => "`\\`".into(),
+                            };
+                            return Err(self.err(
+                                file,
+                                format!(
+                                    "unknown escape {found} in string: expected \\\\, \\\", \\n, \\t, \\r \
+                                     or \\u{{hex}}"
+                                ),
+                            ));
+                        }
                     }
                     self.bump();
                 }
@@ -224,6 +245,27 @@ impl<'a> Lexer<'a> {
                 }
             }
         }
+    }
+
+    /// The `{hex}` of a `\u{hex}` escape (the `\u` already consumed).
+    fn unicode_escape(&mut self, file: &str) -> Result<char> {
+        let bad = |l: &Self| l.err(file, "expected `{hex}` after `\\u` in string".into());
+        if self.peek() != Some(b'{') {
+            return Err(bad(self));
+        }
+        self.bump();
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
+            self.bump();
+        }
+        let hex = std::str::from_utf8(&self.src[start..self.pos]).unwrap_or("");
+        let code = u32::from_str_radix(hex, 16).ok();
+        if self.peek() != Some(b'}') || hex.is_empty() || hex.len() > 6 {
+            return Err(bad(self));
+        }
+        self.bump();
+        code.and_then(char::from_u32)
+            .ok_or_else(|| self.err(file, format!("`\\u{{{hex}}}` is not a Unicode character")))
     }
 
     fn next(&mut self, file: &str) -> Result<Spanned> {
@@ -289,6 +331,14 @@ impl<'a> Lexer<'a> {
                 if let Ok(i) = text.parse::<i64>() {
                     Tok::Int(i)
                 } else if let Ok(f) = text.parse::<f32>() {
+                    if !f.is_finite() {
+                        return Err(Error::Parse {
+                            file: file.to_string(),
+                            line,
+                            col,
+                            msg: format!("`{text}` is not a finite f32 number"),
+                        });
+                    }
                     Tok::Float(f)
                 } else {
                     return Err(Error::Parse {
@@ -314,12 +364,20 @@ impl<'a> Lexer<'a> {
                 Tok::Punct(c as char)
             }
             Some(c) => {
-                let shown = if c.is_ascii_graphic() {
-                    format!("`{}`", c as char)
-                } else {
-                    format!("byte 0x{c:02x}")
+                let ch = std::str::from_utf8(&self.src[self.pos..])
+                    .ok()
+                    .and_then(|rest| rest.chars().next());
+                let shown = match ch {
+                    Some(ch) if !ch.is_control() => format!("`{ch}`"),
+                    _ => format!("byte 0x{c:02x}"),
                 };
-                return Err(self.err(file, format!("unexpected character {shown}")));
+                return Err(self.err(
+                    file,
+                    format!(
+                        "unexpected character {shown}: expected %value, @param, \"string\", a \
+                         number, a word or one of ( ) {{ }} [ ] , = :"
+                    ),
+                ));
             }
         };
         Ok(Spanned { tok, line, col })
@@ -385,6 +443,15 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The `,` between list items, where the list could also end with `close`.
+    fn expect_separator(&mut self, close: char) -> Result<()> {
+        if self.eat_punct(',') {
+            Ok(())
+        } else {
+            Err(self.unexpected(&format!("`,` or `{close}`")))
+        }
+    }
+
     fn expect_str(&mut self, what: &str) -> Result<String> {
         match self.peek().clone() {
             Tok::Str(s) => {
@@ -422,7 +489,9 @@ impl<'a> Parser<'a> {
                 ))
             }
         };
-        self.expect_punct('[')?;
+        if !self.eat_punct('[') {
+            return Err(self.unexpected("`[` and the shape, as in f32[1,28,28,1]"));
+        }
         let mut shape = Vec::new();
         if !self.eat_punct(']') {
             loop {
@@ -439,7 +508,7 @@ impl<'a> Parser<'a> {
                 if self.eat_punct(']') {
                     break;
                 }
-                self.expect_punct(',')?;
+                self.expect_separator(']')?;
             }
         }
         Ok(TensorType { dtype, shape })
@@ -462,7 +531,7 @@ impl<'a> Parser<'a> {
                         if self.eat_punct(']') {
                             break;
                         }
-                        self.expect_punct(',')?;
+                        self.expect_separator(']')?;
                     }
                 }
                 AttrValue::List(items)
@@ -478,6 +547,30 @@ impl<'a> Parser<'a> {
             }
         })
     }
+}
+
+/// The op whose name is within edit distance 2 of `s` (the closest), for "did you mean".
+fn closest_op(s: &str) -> Option<OpKind> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, &cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    OpKind::ALL
+        .iter()
+        .map(|&k| (distance(s, k.name()), k))
+        .filter(|&(d, _)| d <= 2)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
 }
 
 /// Parses `.qir` text; `file` names the source in errors.
@@ -506,6 +599,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
     let mut values: HashMap<String, NodeId> = HashMap::new();
     let mut params: HashMap<String, NodeId> = HashMap::new();
     let mut counters: HashMap<&'static str, usize> = HashMap::new();
+    let mut seen_model = false;
 
     loop {
         let at = p.here();
@@ -516,19 +610,33 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
             }
             Tok::Ident(kw) if kw == "model" => {
                 p.advance();
+                if seen_model {
+                    return Err(p.err_at(at, "the model is named twice".into()));
+                }
+                seen_model = true;
                 g.name = p.expect_str("the model name as a string")?;
                 p.end_of_line()?;
             }
             Tok::Ident(kw) if kw == "param" => {
                 p.advance();
+                let name_at = p.here();
                 let name = match p.advance() {
                     Tok::Param(n) => n,
-                    t => return Err(p.err_at(at, format!("expected `@name` after `param`, found {}", t.describe()))),
+                    t => return Err(p.err_at(name_at, format!("expected `@name` after `param`, found {}", t.describe()))),
                 };
-                p.expect_punct(':')?;
+                if !p.eat_punct(':') {
+                    if name.ends_with(':') {
+                        // `@k: f32[..]`: the `:` was read as part of the name
+                        return Err(p.err_at(name_at, format!(
+                            "param names may contain `:`, so `@{name}` swallowed the `:` of its type: write `@{} : ...`",
+                            name.trim_end_matches(':')
+                        )));
+                    }
+                    return Err(p.unexpected("`:` and the param's type"));
+                }
                 let ty = p.ty()?;
                 if params.contains_key(&name) {
-                    return Err(p.err_at(at, format!("param @{name} is declared twice")));
+                    return Err(p.err_at(name_at, format!("param @{name} is declared twice")));
                 }
                 let id = g.param(&name, ty).map_err(|e| p.err_at(at, e.to_string()))?;
                 params.insert(name, id);
@@ -536,12 +644,13 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
             }
             Tok::Ident(kw) if kw == "output" || kw == "update" => {
                 p.advance();
+                let target_at = p.here();
                 let target = match p.advance() {
                     Tok::Str(s) if kw == "output" => s,
                     Tok::Param(s) if kw == "update" => s,
                     t => {
                         let want = if kw == "output" { "the output name as a string" } else { "`@param`" };
-                        return Err(p.err_at(at, format!("expected {want}, found {}", t.describe())));
+                        return Err(p.err_at(target_at, format!("expected {want}, found {}", t.describe())));
                     }
                 };
                 p.expect_punct('=')?;
@@ -550,13 +659,17 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                     Tok::Value(v) => *values
                         .get(&v)
                         .ok_or_else(|| p.err_at(vat, format!("use of undefined value %{v}")))?,
-                    t => return Err(p.err_at(vat, format!("expected a value like %3, found {}", t.describe()))),
+                    // a param can be an output or the new value of another param as is
+                    Tok::Param(n) => *params.get(&n).ok_or_else(|| {
+                        p.err_at(vat, format!("param @{n} is not declared: add a line `param @{n} : f32[...]`"))
+                    })?,
+                    t => return Err(p.err_at(vat, format!("expected a value like %3 or @param, found {}", t.describe()))),
                 };
                 if kw == "output" {
                     g.add_output(target, node);
                 } else {
                     if !params.contains_key(&target) {
-                        return Err(p.err_at(at, format!("update of undeclared param @{target}")));
+                        return Err(p.err_at(target_at, format!("update of undeclared param @{target}: declare it with `param @{target} : f32[...]`")));
                     }
                     g.add_update(target, node);
                 }
@@ -571,7 +684,11 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                 let op_at = p.here();
                 let kind = match p.advance() {
                     Tok::Ident(s) => OpKind::from_name(&s).ok_or_else(|| {
-                        p.err_at(op_at, format!("unknown op `{s}` (see src/ir/op.rs for the op table)"))
+                        let hint = match closest_op(&s) {
+                            Some(k) => format!("did you mean `{k}`?"),
+                            None => "see src/ir/op.rs for the op table".into(),
+                        };
+                        p.err_at(op_at, format!("unknown op `{s}` ({hint})"))
                     })?,
                     t => return Err(p.err_at(op_at, format!("expected an op name, found {}", t.describe()))),
                 };
@@ -606,7 +723,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                         if p.eat_punct(')') {
                             break;
                         }
-                        p.expect_punct(',')?;
+                        p.expect_separator(')')?;
                     }
                 }
                 let attrs_at = p.here();
@@ -624,7 +741,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                         if p.eat_punct('}') {
                             break;
                         }
-                        p.expect_punct(',')?;
+                        p.expect_separator('}')?;
                     }
                 }
                 let op = Op::from_attrs(kind, attrs).map_err(|m| p.err_at(attrs_at, m))?;
@@ -634,6 +751,9 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                     None
                 };
                 let id = if op == Op::Input {
+                    if !operands.is_empty() {
+                        return Err(p.err_at(op_at, format!("node `{name}` (input): an input takes no operands, found {}", operands.len())));
+                    }
                     let ty = ty.ok_or_else(|| p.err_at(at, "an input needs its type: `: f32[1,28,28,1]`".into()))?;
                     g.add_input(name, ty)
                 } else {
@@ -642,7 +762,8 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                         None => {
                             let tys: Vec<&TensorType> = operands.iter().map(|&o| &g.node(o).ty).collect();
                             infer_type(&op, &tys).map_err(|m| {
-                                p.err_at(op_at, format!("{} \"{name}\": {m}", op.name()))
+                                let tys: Vec<String> = tys.iter().map(|t| t.to_string()).collect();
+                                p.err_at(op_at, format!("node `{name}` ({}): {m}; operands ({})", op.name(), tys.join(", ")))
                             })?
                         }
                     };

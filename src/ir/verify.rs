@@ -8,7 +8,7 @@ use super::op::{Op, RangeSource};
 use super::params::ParamStore;
 use super::types::{DType, TensorType};
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What a graph may contain at the point it is verified.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,7 +47,8 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
         return Err(g.graph_err("the graph has no outputs".into()));
     }
     let mut observers: HashMap<&str, &str> = HashMap::new();
-    let mut tied: Vec<(&str, &str)> = Vec::new();
+    // (state, node, op) of every `range=tied` quantizer
+    let mut tied: Vec<(&str, &str, &str)> = Vec::new();
 
     for &id in &order {
         let node = g.node(id);
@@ -55,7 +56,7 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
         let fail = |msg: String| Err(Error::node(&node.name, op.name(), msg));
         match op {
             Op::Input => {
-                if g.operands(id).len() != 0 {
+                if !g.operands(id).is_empty() {
                     return fail("an input takes no operands".into());
                 }
                 if node.ty.shape.contains(&0) {
@@ -110,7 +111,7 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
                             ));
                         }
                     }
-                    RangeSource::Tied { state } => tied.push((state, &node.name)),
+                    RangeSource::Tied { state } => tied.push((state, &node.name, op.name())),
                     _ => {}
                 }
                 // a kernel's per-axis fake-quant must use the axis the TFLite kernel wants
@@ -136,25 +137,55 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
             _ => {}
         }
     }
-    for (state, user) in tied {
+    for (state, user, op) in tied {
         if !observers.contains_key(state) {
             return Err(Error::node(
                 user,
-                "fake_quant",
-                format!("range=tied reads state `{state}` but no quantizer observes it"),
+                op,
+                format!(
+                    "range=tied reads state `{state}` but no quantizer observes it (one \
+                     quantizer of the group needs range=ema or range=all_values)"
+                ),
             ));
         }
     }
+    let mut output_names = HashSet::new();
+    for o in g.outputs() {
+        if !output_names.insert(o.name.as_str()) {
+            return Err(g.graph_err(format!("two outputs are named `{}`", o.name)));
+        }
+    }
+    let mut updated = HashSet::new();
     for u in g.updates() {
+        let value = g.node(u.node);
         let Some(pid) = g.find(&u.param) else {
-            return Err(g.graph_err(format!("update of unknown param `{}`", u.param)));
-        };
-        let (pt, vt) = (&g.node(pid).ty, &g.node(u.node).ty);
-        if g.node(pid).op != Op::Param || pt != vt {
             return Err(g.graph_err(format!(
-                "update of param `{}` {pt} with value `{}` {vt}",
+                "update of unknown param `{}` (with value `{}`)",
+                u.param, value.name
+            )));
+        };
+        let target = g.node(pid);
+        if target.op != Op::Param {
+            return Err(g.graph_err(format!(
+                "update of `{}`, which is a {} node, not a param",
                 u.param,
-                g.node(u.node).name
+                target.op.name()
+            )));
+        }
+        if target.ty != value.ty {
+            return Err(g.graph_err(format!(
+                "update of param `{}` {} with value `{}` ({}) of type {}",
+                u.param,
+                target.ty,
+                value.name,
+                value.op.name(),
+                value.ty
+            )));
+        }
+        if !updated.insert(u.param.as_str()) {
+            return Err(g.graph_err(format!(
+                "param `{}` is updated twice; one step writes each param once",
+                u.param
             )));
         }
     }

@@ -115,6 +115,16 @@ struct Output {
     shape: Vec<usize>,
 }
 
+/// The JIT as a training backend ([`crate::train::fit`] compiles every graph it runs).
+#[derive(Clone, Debug, Default)]
+pub struct Jit(pub JitOptions);
+
+impl crate::train::Backend for Jit {
+    fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>> {
+        Ok(Box::new(compile(graph, &state, &self.0)?))
+    }
+}
+
 /// A compiled graph with its parameter state.
 pub struct JitExecutor {
     graph_name: String,

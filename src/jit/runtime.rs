@@ -197,10 +197,11 @@ pub unsafe extern "C" fn qatc_gemm(
 
 /// Nudges `n` raw ranges `[min[i], max[i]]` exactly as the reference does
 /// ([`crate::quant::fake::nudged_for`]) and writes `[nudged min | nudged max | scale |
-/// 1/scale]`, `n` floats each, to `out`. `flags`: bit 0 narrow, bit 1 symmetric.
+/// 1/scale | quant_zero]`, `n` floats each, to `out` (`quant_zero = floor(-min/scale + 0.5)`,
+/// [`crate::quant::fake::fake_quant`]'s zero level). `flags`: bit 0 narrow, bit 1 symmetric.
 ///
 /// # Safety
-/// `min` and `max` must hold `n` floats and `out` `4 * n`.
+/// `min` and `max` must hold `n` floats and `out` `NUDGED * n`.
 pub unsafe extern "C" fn qatc_nudge(
     min: *const f32,
     max: *const f32,
@@ -218,11 +219,20 @@ pub unsafe extern "C" fn qatc_nudge(
     };
     for i in 0..n {
         let r = crate::quant::fake::nudged_for(&q, *min.add(i), *max.add(i));
-        *out.add(i) = r.min;
-        *out.add(n + i) = r.max;
-        *out.add(2 * n + i) = r.scale;
-        *out.add(3 * n + i) = r.inv_scale;
+        for (k, v) in nudged_row(&r).into_iter().enumerate() {
+            *out.add(k * n + i) = v;
+        }
     }
+}
+
+/// Floats per channel of a nudged range: min, max, scale, 1/scale, quant_zero.
+pub const NUDGED: usize = 5;
+
+/// What the compiled fake-quant reads of one nudged range.
+pub fn nudged_row(r: &crate::quant::fake::Nudged) -> [f32; NUDGED] {
+    // the reference's own expression for the zero level
+    let quant_zero = (-r.min * r.inv_scale + 0.5).floor();
+    [r.min, r.max, r.scale, r.inv_scale, quant_zero]
 }
 
 /// Wall time per LIR instruction, measured on thread 0 between instruction boundaries

@@ -5,7 +5,9 @@
 //!    the ratio -1, full ranges `-(2^b - 2) / 2^b`).
 //! 2. It is *nudged* so that 0.0 falls exactly on an integer level: `scale = (max-min) /
 //!    (qmax-qmin)`, `zp = round(qmin - min/scale)` clamped to `[qmin, qmax]`.
-//! 3. `q(x) = floor((clamp(x, nmin, nmax) - nmin) / scale + 0.5) * scale + nmin`.
+//! 3. `q(x) = (floor((clamp(x, nmin, nmax) - nmin) * inv_scale - quant_zero + 0.5)) * scale`
+//!    with `quant_zero = floor(-nmin * inv_scale + 0.5)`: current TF's formula, whose result
+//!    is always an exact multiple of `scale` — exactly what int8 dequantization gives.
 //! 4. The gradient is straight-through inside `[nmin, nmax]` and zero outside.
 
 use crate::ir::op::FakeQuantAttrs;
@@ -78,8 +80,9 @@ pub fn nudged_for(q: &FakeQuantAttrs, min: f32, max: f32) -> Nudged {
 /// Fake-quantizes one value.
 #[inline]
 pub fn fake_quant(x: f32, n: &Nudged) -> f32 {
+    let quant_zero = (-n.min * n.inv_scale + 0.5).floor();
     let clamped = x.clamp(n.min, n.max);
-    ((clamped - n.min) * n.inv_scale + 0.5).floor() * n.scale + n.min
+    ((clamped - n.min) * n.inv_scale - quant_zero + 0.5).floor() * n.scale
 }
 
 /// The straight-through gradient mask of one value: 1 inside the nudged range, else 0.
@@ -192,6 +195,20 @@ mod tests {
         let (lo, hi) = symmetric_range(-1.0, 0.5, 8, false);
         assert_eq!(lo, -1.0);
         assert!((hi - 1.0 / (254.0 / 256.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn outputs_equal_int8_dequantization_exactly() {
+        // TF's current formula gives (level - zero_point) * scale with no residue from adding
+        // nudged_min, so int8 export reproduces fake-quant values bit for bit.
+        let n = nudged_for(&act8(), -0.37, 1.91);
+        for i in 0..2000 {
+            let x = -0.5 + i as f32 * 0.00123;
+            let y = fake_quant(x, &n);
+            let level = (y / n.scale).round();
+            assert_eq!(y, level * n.scale, "x = {x}");
+            assert!((-(n.zero_point as f32)..=(255 - n.zero_point) as f32).contains(&level));
+        }
     }
 
     #[test]

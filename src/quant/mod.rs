@@ -1,4 +1,5 @@
 //! Quantization: the fake-quant arithmetic ([`fake`]) and the schemes that decide what is
-//! quantized how.
+//! quantized how ([`scheme`]).
 
 pub mod fake;
+pub mod scheme;

@@ -2,17 +2,20 @@
 //! comes from the operands (`range=operands`), from the tensor itself (`last_value`: a fused
 //! min/max reduction) or from constants (`fixed`). Ranges are nudged by the host helper
 //! `qatc_nudge`, which calls the reference's own `nudged_for`, so the quantization grid is
-//! identical; the rounding itself is emitted with the reference's exact operation order, so
-//! the JIT's fake-quant output matches the oracle bit for bit on the same input.
+//! identical; the rounding itself is emitted with the reference's exact operation order
+//! (TF's current formula: levels relative to the zero level, times the scale), so the JIT's
+//! fake-quant output matches the oracle bit for bit on the same input.
 
 use super::{reduced, same, Lower, Val};
 use crate::error::Result;
 use crate::ir::op::{FakeQuantAttrs, Op, RangeSource};
 use crate::jit::codegen::Cg;
 use crate::jit::lir::{Access, CmpOp, Inst, Kernel, Loop, NodeIx, RedKind, UnOp, VtId};
+use crate::jit::runtime::{nudged_row, NUDGED};
 use crate::quant::fake::nudged_for;
 
-/// Calls `qatc_nudge` on `n` ranges: writes `[nmin | nmax | scale | inv_scale]` to `out`.
+/// Calls `qatc_nudge` on `n` ranges: writes `[nmin | nmax | scale | inv_scale | zero]` to
+/// `out`.
 struct Nudge {
     name: String,
     min: VtId,
@@ -54,19 +57,11 @@ impl Kernel for Nudge {
     }
 }
 
-/// The nudged range of a quantizer: where each of its four per-channel vectors lives, or
-/// compile-time constants.
+/// The nudged range of a quantizer: where its per-channel vectors live, or compile-time
+/// constants ([`NUDGED`] values: min, max, scale, 1/scale, zero level).
 enum Range {
-    Runtime {
-        vt: VtId,
-        n: usize,
-    },
-    Const {
-        min: f32,
-        max: f32,
-        scale: f32,
-        inv: f32,
-    },
+    Runtime { vt: VtId, n: usize },
+    Const([f32; NUDGED]),
 }
 
 fn flags(q: &FakeQuantAttrs) -> u64 {
@@ -82,7 +77,7 @@ fn nudge_runtime(cx: &mut Lower, q: &FakeQuantAttrs, min: VtId, max: VtId, n: us
     if let Some(v) = cx.memo.get(&key) {
         return Range::Runtime { vt: v[0], n };
     }
-    let out = cx.temp("nudged", 4 * n);
+    let out = cx.temp("nudged", NUDGED * n);
     let name = format!("{}.nudge", cx.name());
     cx.kernel(Nudge {
         name,
@@ -101,15 +96,7 @@ fn nudge_runtime(cx: &mut Lower, q: &FakeQuantAttrs, min: VtId, max: VtId, n: us
 fn range(cx: &mut Lower, q: &FakeQuantAttrs, x: &Val) -> Range {
     let n = channels(q, &x.shape);
     match &q.range {
-        RangeSource::Fixed { min, max } => {
-            let r = nudged_for(q, min.0, max.0);
-            Range::Const {
-                min: r.min,
-                max: r.max,
-                scale: r.scale,
-                inv: r.inv_scale,
-            }
-        }
+        RangeSource::Fixed { min, max } => Range::Const(nudged_row(&nudged_for(q, min.0, max.0))),
         RangeSource::LastValue => {
             // min(min(x), 0) and max(max(x), 0) per channel: one pass
             let s = x.shape.clone();
@@ -130,17 +117,12 @@ fn range(cx: &mut Lower, q: &FakeQuantAttrs, x: &Val) -> Range {
     }
 }
 
-/// Leaves of the nudged range: (min, max, scale, inv_scale).
-fn range_leaves(l: &mut Loop, r: &Range, q: &FakeQuantAttrs, s: &[usize]) -> [NodeIx; 4] {
+/// Leaves of the nudged range: min, max, scale, 1/scale, zero level.
+fn range_leaves(l: &mut Loop, r: &Range, q: &FakeQuantAttrs, s: &[usize]) -> [NodeIx; NUDGED] {
     match r {
-        Range::Const {
-            min,
-            max,
-            scale,
-            inv,
-        } => [l.c(*min), l.c(*max), l.c(*scale), l.c(*inv)],
+        Range::Const(v) => v.map(|x| l.c(x)),
         Range::Runtime { vt, n } => {
-            let mut out = [0; 4];
+            let mut out = [0; NUDGED];
             for (k, o) in out.iter_mut().enumerate() {
                 let strides = (0..s.len())
                     .map(|d| if Some(d) == q.axis { 1 } else { 0 })
@@ -156,18 +138,18 @@ fn range_leaves(l: &mut Loop, r: &Range, q: &FakeQuantAttrs, s: &[usize]) -> [No
     }
 }
 
-/// `floor((clamp(x, nmin, nmax) - nmin) * inv + 0.5) * scale + nmin`, in the reference's
+/// `floor((clamp(x, nmin, nmax) - nmin) * inv - zero + 0.5) * scale`, in the reference's
 /// order (no fused multiply-add, so the level chosen is the same).
-pub fn fake_quant(l: &mut Loop, x: NodeIx, r: [NodeIx; 4]) -> NodeIx {
-    let [nmin, nmax, scale, inv] = r;
+pub fn fake_quant(l: &mut Loop, x: NodeIx, r: [NodeIx; NUDGED]) -> NodeIx {
+    let [nmin, nmax, scale, inv, zero] = r;
     let c = l.clamp(x, nmin, nmax);
     let t = l.sub(c, nmin);
     let t = l.mul(t, inv);
+    let t = l.sub(t, zero);
     let half = l.c(0.5);
     let t = l.add(t, half);
     let f = l.un(UnOp::Floor, t);
-    let t = l.mul(f, scale);
-    l.add(t, nmin)
+    l.mul(f, scale)
 }
 
 pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
@@ -190,7 +172,7 @@ pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
             cx.map("", &s, |l| {
                 let d = l.leaf(same(&dy, &s));
                 let xv = l.leaf(same(&x, &s));
-                let [nmin, nmax, _, _] = range_leaves(l, &r, q, &s);
+                let [nmin, nmax, ..] = range_leaves(l, &r, q, &s);
                 let m1 = l.cmp(CmpOp::Ge, xv, nmin);
                 let m2 = l.cmp(CmpOp::Le, xv, nmax);
                 let m = l.and(m1, m2);

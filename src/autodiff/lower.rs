@@ -1,0 +1,407 @@
+//! Lowering a model or QAT graph to explicit forms: the training forward pass (batch
+//! statistics, observers, dropout masks) and the inference form.
+//!
+//! | model op | training forward | inference |
+//! |---|---|---|
+//! | `batch_norm` | `batch_norm_train`; `batch_mean`/`batch_var` into `moving_average` updates | kept |
+//! | `dropout` | `mul` by `dropout_mask(step)` | removed |
+//! | `fake_quant{last_value}` | `observe_min/max` of the value (per axis) | kept |
+//! | `fake_quant{ema}` | batch `observe_min/max` into `ema_update` (state `S`) | `S.min`/`S.max` |
+//! | `fake_quant{all_values}` | batch `observe_min/max` into `running_min/max` | `S.min`/`S.max` |
+//! | `fake_quant{tied}` | the observing quantizer's new range | `S.min`/`S.max` |
+//! | `fake_quant{fixed}` | constant params `<node>.min`/`.max` | kept |
+//!
+//! Every quantizer ends as `fake_quant{range=operands}(x, min, max)` in training. The range a
+//! quantizer uses on a batch is the one observed *including* that batch (TFMOT assigns the
+//! moving average, then quantizes with it); `ema_update` returns the batch's own range at
+//! step 0, so no ±6 initialization has to be forgotten.
+//!
+//! Concat inputs are quantized with the concat output's range (`tied`), but that output is
+//! computed from them: the observer then watches a *shadow* of its input, recomputed with
+//! the tied quantizers bypassed (TFMOT observes the unquantized concat too). Only stateless
+//! ops may sit between the tied quantizers and their observer.
+
+use super::backward::Emit;
+use crate::error::{Error, Result};
+use crate::ir::infer::range_shape;
+use crate::ir::op::*;
+use crate::ir::{Graph, NodeId, Op, ParamStore, Tensor, TensorType};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    /// The training forward pass; `step` is the step input, `seed` salts dropout masks.
+    Train {
+        step: NodeId,
+        seed: u64,
+    },
+    Eval,
+}
+
+pub(crate) struct Lowering<'m> {
+    m: &'m Graph,
+    pub g: Graph,
+    mode: Mode,
+    /// model node -> lowered value
+    pub map: HashMap<NodeId, NodeId>,
+    /// quantizer state -> the model `fake_quant` observing it
+    observers: HashMap<String, NodeId>,
+    /// quantizer state -> model nodes at or downstream of a quantizer tied to it
+    tied_downstream: HashMap<String, HashSet<NodeId>>,
+    ranges: HashMap<String, (NodeId, NodeId)>,
+    shadows: HashMap<(String, NodeId), NodeId>,
+    /// State write-backs of the forward pass (`param name`, new value).
+    pub updates: Vec<(String, NodeId)>,
+    /// Initial values of the state this lowering introduced.
+    pub init: ParamStore,
+    pub observer_state: Vec<String>,
+    pub statistics: Vec<String>,
+}
+
+impl<'m> Lowering<'m> {
+    /// `g` holds the new graph's inputs already; `map` maps the model's inputs to them.
+    pub fn new(
+        m: &'m Graph,
+        g: Graph,
+        mode: Mode,
+        map: HashMap<NodeId, NodeId>,
+    ) -> Result<Lowering<'m>> {
+        let mut observers = HashMap::new();
+        let mut tied_roots: HashMap<String, Vec<NodeId>> = HashMap::new();
+        for id in m.node_ids() {
+            let node = m.node(id);
+            match &node.op {
+                Op::FakeQuant(q) => match &q.range {
+                    RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
+                        if let Some(other) = observers.insert(state.clone(), id) {
+                            return Err(Error::node(
+                                &node.name,
+                                "fake_quant",
+                                format!(
+                                    "quantizer state `{state}` is also observed by `{}`",
+                                    m.node(other).name
+                                ),
+                            ));
+                        }
+                    }
+                    RangeSource::Tied { state } => {
+                        tied_roots.entry(state.clone()).or_default().push(id)
+                    }
+                    _ => {}
+                },
+                Op::Quant(_) => {
+                    return Err(Error::Unsupported {
+                        node: node.name.clone(),
+                        op: "quant".into(),
+                        what: "autodiff".into(),
+                        hint: "a `quant` marker is left: run the `quantize` pass first".into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        let mut tied_downstream = HashMap::new();
+        for (state, roots) in tied_roots {
+            let mut seen: HashSet<NodeId> = HashSet::new();
+            let mut stack = roots;
+            while let Some(n) = stack.pop() {
+                if seen.insert(n) {
+                    stack.extend(m.users(n).into_iter().map(|(u, _)| u));
+                }
+            }
+            tied_downstream.insert(state, seen);
+        }
+        Ok(Lowering {
+            m,
+            g,
+            mode,
+            map,
+            observers,
+            tied_downstream,
+            ranges: HashMap::new(),
+            shadows: HashMap::new(),
+            updates: Vec::new(),
+            init: ParamStore::new(),
+            observer_state: Vec::new(),
+            statistics: Vec::new(),
+        })
+    }
+
+    fn emit(&mut self, op: Op, name: &str, operands: &[NodeId]) -> Result<NodeId> {
+        Emit { g: &mut self.g }.op(op, name, operands)
+    }
+
+    /// The lowered value of model node `root`, lowering what it needs first (post-order,
+    /// without recursion: model graphs can be deep).
+    pub fn ensure(&mut self, root: NodeId) -> Result<NodeId> {
+        let mut stack = vec![(root, false)];
+        while let Some((n, expanded)) = stack.pop() {
+            if self.map.contains_key(&n) {
+                continue;
+            }
+            if expanded {
+                let id = self.lower_one(n)?;
+                self.map.insert(n, id);
+                continue;
+            }
+            stack.push((n, true));
+            for o in self.m.operands(n).into_iter().rev() {
+                if !self.map.contains_key(&o) {
+                    stack.push((o, false));
+                }
+            }
+        }
+        Ok(self.map[&root])
+    }
+
+    fn lower_one(&mut self, n: NodeId) -> Result<NodeId> {
+        let node = self.m.node(n);
+        let name = node.name.clone();
+        let xs: Vec<NodeId> = self.m.operands(n).iter().map(|o| self.map[o]).collect();
+        match (&node.op, self.mode) {
+            (Op::Input, _) => Err(Error::Unsupported {
+                node: name,
+                op: "input".into(),
+                what: "autodiff".into(),
+                hint: "the training step takes exactly one model input".into(),
+            }),
+            (Op::Param, _) => self.g.param(name, node.ty.clone()),
+            (Op::BatchNorm { epsilon, momentum }, Mode::Train { .. }) => {
+                self.batch_norm(n, *epsilon, *momentum, &xs)
+            }
+            (Op::Dropout { rate }, Mode::Train { step, seed }) => {
+                if rate.0 == 0.0 {
+                    return Ok(xs[0]);
+                }
+                let op = Op::DropoutMask {
+                    rate: *rate,
+                    seed: mix_seed(seed, &name),
+                    shape: node.ty.shape.clone(),
+                };
+                let mask = self.emit(op, &format!("{name}.mask"), &[step])?;
+                let mul = Op::Mul {
+                    activation: Activation::None,
+                };
+                self.emit(mul, &name, &[xs[0], mask])
+            }
+            (Op::Dropout { .. }, Mode::Eval) => Ok(xs[0]),
+            (Op::FakeQuant(q), _) => self.fake_quant(&name, q, &xs),
+            (op, _) => self.emit(op.clone(), &name, &xs),
+        }
+    }
+
+    /// `batch_norm` in training: normalize with the batch's statistics and move the moving
+    /// ones towards them (Keras: `moving = momentum * moving + (1 - momentum) * batch`).
+    ///
+    /// The moving variance follows tf_keras (the Keras 2 TFMOT runs on): for rank-4 inputs
+    /// its fused kernel hands the *unbiased* batch variance (`n / (n - 1)`) to the moving
+    /// average; other ranks go through `tf.nn.moments`, biased. Normalization itself always
+    /// uses the biased variance.
+    fn batch_norm(
+        &mut self,
+        n: NodeId,
+        epsilon: F32,
+        momentum: F32,
+        xs: &[NodeId],
+    ) -> Result<NodeId> {
+        let name = self.m.node(n).name.clone();
+        for (i, what) in [(3, "moving_mean"), (4, "moving_var")] {
+            if self.g.node(xs[i]).op != Op::Param {
+                return Err(Error::node(
+                    &name,
+                    "batch_norm",
+                    format!("operand {i} ({what}) must be a param to be updated in training"),
+                ));
+            }
+        }
+        let x = xs[0];
+        let y = self.emit(Op::BatchNormTrain { epsilon }, &name, &[x, xs[1], xs[2]])?;
+        let unbiased = self.g.node(x).ty.rank() == 4;
+        let mean = self.emit(Op::BatchMean, &format!("{name}.batch_mean"), &[x])?;
+        let var = self.emit(
+            Op::BatchVar { unbiased },
+            &format!("{name}.batch_var"),
+            &[x],
+        )?;
+        for (stat, batch) in [(xs[3], mean), (xs[4], var)] {
+            let pname = self.g.node(stat).name.clone();
+            let next = self.emit(
+                Op::MovingAverage { momentum },
+                &format!("{pname}.next"),
+                &[stat, batch],
+            )?;
+            self.updates.push((pname.clone(), next));
+            self.statistics.push(pname);
+        }
+        Ok(y)
+    }
+
+    fn fake_quant(&mut self, name: &str, q: &FakeQuantAttrs, xs: &[NodeId]) -> Result<NodeId> {
+        let train = matches!(self.mode, Mode::Train { .. });
+        let (lo, hi) = match &q.range {
+            RangeSource::Operands => return self.emit(Op::FakeQuant(q.clone()), name, xs),
+            RangeSource::LastValue | RangeSource::Fixed { .. } if !train => {
+                return self.emit(Op::FakeQuant(q.clone()), name, xs)
+            }
+            RangeSource::LastValue => {
+                let x = xs[0];
+                let lo = self.emit(
+                    Op::ObserveMin { axis: q.axis },
+                    &format!("{name}.min"),
+                    &[x],
+                )?;
+                let hi = self.emit(
+                    Op::ObserveMax { axis: q.axis },
+                    &format!("{name}.max"),
+                    &[x],
+                )?;
+                (lo, hi)
+            }
+            RangeSource::Fixed { min, max } => {
+                let shape = range_shape(q, &self.g.node(xs[0]).ty.shape);
+                let mut ends = Vec::new();
+                for (end, v) in [("min", min.0), ("max", max.0)] {
+                    let pname = format!("{name}.{end}");
+                    let id = self.g.param(&pname, TensorType::f32(shape.clone()))?;
+                    self.init.insert(pname, Tensor::full(shape.clone(), v));
+                    ends.push(id);
+                }
+                (ends[0], ends[1])
+            }
+            RangeSource::Ema { state, .. }
+            | RangeSource::AllValues { state }
+            | RangeSource::Tied { state } => self.range(state)?,
+        };
+        let explicit = FakeQuantAttrs {
+            range: RangeSource::Operands,
+            ..q.clone()
+        };
+        self.emit(Op::FakeQuant(explicit), name, &[xs[0], lo, hi])
+    }
+
+    /// The `(min, max)` values quantizer state `state` provides: in training the range
+    /// observed including this batch (and its update), in inference the stored params.
+    fn range(&mut self, state: &str) -> Result<(NodeId, NodeId)> {
+        if let Some(&r) = self.ranges.get(state) {
+            return Ok(r);
+        }
+        let &obs = self.observers.get(state).ok_or_else(|| Error::Graph {
+            graph: self.m.name.clone(),
+            msg: format!("range=tied reads state `{state}` but no quantizer observes it"),
+        })?;
+        let Op::FakeQuant(q) = self.m.node(obs).op.clone() else {
+            unreachable!("observers are fake_quant nodes")
+        };
+        let x_model = self
+            .m
+            .operand(obs, 0)
+            .expect("a verified fake_quant has an operand");
+        let shape = range_shape(&q, &self.m.node(x_model).ty.shape);
+        let (pmin, pmax) = (format!("{state}.min"), format!("{state}.max"));
+        let ty = TensorType::f32(shape.clone());
+        let lo = self.g.param(&pmin, ty.clone())?;
+        let hi = self.g.param(&pmax, ty)?;
+        let r = match self.mode {
+            Mode::Eval => (lo, hi),
+            Mode::Train { step, .. } => {
+                let tied = self
+                    .tied_downstream
+                    .get(state)
+                    .is_some_and(|s| s.contains(&x_model));
+                let x = if tied {
+                    self.shadow(state, x_model)?
+                } else {
+                    self.ensure(x_model)?
+                };
+                let bmin = self.emit(
+                    Op::ObserveMin { axis: q.axis },
+                    &format!("{state}.batch_min"),
+                    &[x],
+                )?;
+                let bmax = self.emit(
+                    Op::ObserveMax { axis: q.axis },
+                    &format!("{state}.batch_max"),
+                    &[x],
+                )?;
+                let (op_lo, op_hi) = match q.range {
+                    RangeSource::Ema { decay, .. } => {
+                        (Op::EmaUpdate { decay }, Op::EmaUpdate { decay })
+                    }
+                    _ => (Op::RunningMin, Op::RunningMax),
+                };
+                let new_lo = self.emit(op_lo, &format!("{pmin}.next"), &[lo, bmin, step])?;
+                let new_hi = self.emit(op_hi, &format!("{pmax}.next"), &[hi, bmax, step])?;
+                for (p, v) in [(&pmin, new_lo), (&pmax, new_hi)] {
+                    // the first step overwrites these (ema_update / running_* at step 0)
+                    self.init.insert(p.clone(), Tensor::zeros(shape.clone()));
+                    self.updates.push((p.clone(), v));
+                    self.observer_state.push(p.clone());
+                }
+                (new_lo, new_hi)
+            }
+        };
+        self.ranges.insert(state.to_string(), r);
+        Ok(r)
+    }
+
+    /// Model node `n` recomputed with the quantizers tied to `state` bypassed.
+    fn shadow(&mut self, state: &str, n: NodeId) -> Result<NodeId> {
+        let downstream = self
+            .tied_downstream
+            .get(state)
+            .is_some_and(|s| s.contains(&n));
+        if !downstream {
+            return self.ensure(n);
+        }
+        let key = (state.to_string(), n);
+        if let Some(&id) = self.shadows.get(&key) {
+            return Ok(id);
+        }
+        let node = self.m.node(n);
+        let operands = self.m.operands(n);
+        let id = match &node.op {
+            Op::FakeQuant(q) if q.range.state() == Some(state) => {
+                self.shadow(state, operands[0])?
+            }
+            Op::BatchNorm { .. }
+            | Op::Dropout { .. }
+            | Op::FakeQuant(_)
+            | Op::Input
+            | Op::Param => {
+                return Err(Error::Unsupported {
+                    node: node.name.clone(),
+                    op: node.op.name().into(),
+                    what: "train_step".into(),
+                    hint: format!(
+                        "it sits between the quantizers tied to state `{state}` and the \
+                         quantizer observing it; only stateless ops (concat, reshape, pooling) \
+                         may"
+                    ),
+                })
+            }
+            op => {
+                let op = op.clone();
+                let name = format!("{}.observed", node.name);
+                let mut xs = Vec::new();
+                for o in operands {
+                    xs.push(self.shadow(state, o)?);
+                }
+                self.emit(op, &name, &xs)?
+            }
+        };
+        self.shadows.insert(key, id);
+        Ok(id)
+    }
+}
+
+/// A per-node dropout seed: the run's seed mixed with the node name (FNV-1a), so two
+/// dropout layers draw different masks. 32 bits: what `dropout_mask` hashes, and it prints
+/// as a plain positive integer in `.qir`.
+fn mix_seed(seed: u64, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) & 0xffff_ffff
+}

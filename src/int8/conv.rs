@@ -1,0 +1,603 @@
+//! CONV_2D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV on int8 with per-channel requantization
+//! (LiteRT `reference_integer_ops::ConvPerChannel`, `DepthwiseConvPerChannel`,
+//! `TransposeConv`; parameters from `kernel_util.cc` `PopulateConvolutionQuantizationParams`).
+//!
+//! Per output channel `c` the real multiplier is `(double)in_s · (double)w_s[c] /
+//! (double)out_s`; a per-tensor filter scale is broadcast to every channel. The int32
+//! accumulator sums `w · (x - in_zp)` over the in-image taps only (padding taps are
+//! skipped, which equals padding with the input zero point), adds the bias, requantizes
+//! with double rounding, adds the output zero point and clamps to the fused activation.
+
+use super::fixed::mul_by_quantized;
+use super::{
+    activation_range, checked_numel, constant, int8_params, multiplier, positive, window_geometry,
+    Array, Ctx, PResult,
+};
+use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, TensorInfo};
+
+/// The per-channel filter scales of a weight tensor quantized along `axis` (or per tensor,
+/// broadcast to `channels`), with every zero point 0.
+pub(crate) fn filter_scales(w: &TensorInfo, axis: usize, channels: usize) -> PResult<Vec<f32>> {
+    if w.dtype != ElemType::I8 {
+        return Err(format!(
+            "the filter `{}` is {}; int8 kernels need INT8 weights",
+            w.name,
+            w.dtype.name()
+        ));
+    }
+    let q = w
+        .quant
+        .as_ref()
+        .ok_or_else(|| format!("the filter `{}` has no quantization parameters", w.name))?;
+    if q.zero_point.iter().any(|&z| z != 0) {
+        return Err(format!(
+            "the filter `{}` has a non-zero zero point; int8 weights are symmetric",
+            w.name
+        ));
+    }
+    if q.is_per_axis() {
+        if q.axis != axis || q.scale.len() != channels {
+            return Err(format!(
+                "the filter `{}` is quantized along dimension {} with {} scales; this op \
+                 needs dimension {axis} with {channels}",
+                w.name,
+                q.axis,
+                q.scale.len()
+            ));
+        }
+        Ok(q.scale.clone())
+    } else {
+        Ok(vec![q.scale[0]; channels])
+    }
+}
+
+/// Checks an optional int32 bias of `channels` entries.
+pub(crate) fn check_bias(b: Option<&TensorInfo>, channels: usize) -> PResult<()> {
+    if let Some(b) = b {
+        if b.dtype != ElemType::I32 {
+            return Err(format!(
+                "the bias `{}` is {}; int8 kernels need an INT32 bias",
+                b.name,
+                b.dtype.name()
+            ));
+        }
+        if b.numel() != channels {
+            return Err(format!(
+                "the bias `{}` has {} entries for {channels} output channels",
+                b.name,
+                b.numel()
+            ));
+        }
+        if let Some(q) = &b.quant {
+            if q.zero_point.iter().any(|&z| z != 0) {
+                return Err(format!("the bias `{}` has a non-zero zero point", b.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bias_values(b: Option<&Array>, channels: usize) -> PResult<Vec<i32>> {
+    match b {
+        None => Ok(vec![0; channels]),
+        Some(b) => {
+            let v = b
+                .as_i32()
+                .ok_or_else(|| format!("the bias is {}, expected INT32", b.elem_type().name()))?;
+            if v.len() != channels {
+                return Err(format!(
+                    "the bias has {} entries for {channels} channels",
+                    v.len()
+                ));
+            }
+            Ok(v.to_vec())
+        }
+    }
+}
+
+/// Per-channel `(multiplier, shift)` for `in_s · w_s[c] / out_s`, in double precision.
+fn channel_multipliers(in_s: f32, w_s: &[f32], out_s: f32) -> PResult<(Vec<i32>, Vec<i32>)> {
+    let mut mult = Vec::with_capacity(w_s.len());
+    let mut shift = Vec::with_capacity(w_s.len());
+    for &ws in w_s {
+        let (m, s) = multiplier(in_s as f64 * ws as f64 / out_s as f64, "output")?;
+        mult.push(m);
+        shift.push(s);
+    }
+    Ok((mult, shift))
+}
+
+#[inline]
+fn requantize(acc: i32, m: i32, s: i32, out_zp: i32, act: (i32, i32)) -> i8 {
+    (mul_by_quantized(acc, m, s) + out_zp).clamp(act.0, act.1) as i8
+}
+
+fn rank4(x: &[usize], what: &str) -> PResult<[usize; 4]> {
+    <[usize; 4]>::try_from(x).map_err(|_| format!("the {what} must have rank 4, found {x:?}"))
+}
+
+fn check_filter(w: &Array, want: [usize; 4]) -> PResult<&[i8]> {
+    if w.shape != want {
+        return Err(format!(
+            "the filter has shape {:?}, prepared for {want:?}",
+            w.shape
+        ));
+    }
+    w.as_i8()
+        .ok_or_else(|| format!("the filter is {}, expected INT8", w.elem_type().name()))
+}
+
+/// Shared geometry and requantization parameters of CONV_2D and DEPTHWISE_CONV_2D.
+#[derive(Clone, Debug)]
+struct Window {
+    padding: PaddingMode,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    in_zp: i32,
+    out_zp: i32,
+    act: (i32, i32),
+    mult: Vec<i32>,
+    shift: Vec<i32>,
+}
+
+impl Window {
+    /// Output `[n, oh, ow]` and padding `[top, left]` for an input `[n, h, w, _]` and kernel.
+    fn geometry(&self, x: [usize; 4], kh: usize, kw: usize) -> PResult<([usize; 3], [usize; 2])> {
+        let (oh, ph) = window_geometry(self.padding, x[1], kh, self.stride[0], self.dilation[0])?;
+        let (ow, pw) = window_geometry(self.padding, x[2], kw, self.stride[1], self.dilation[1])?;
+        Ok(([x[0], oh, ow], [ph, pw]))
+    }
+
+    /// The input coordinate of output `o`, kernel tap `k` along one axis, if inside.
+    #[inline]
+    fn tap(&self, axis: usize, o: usize, k: usize, pad: usize, size: usize) -> Option<usize> {
+        let i = (o * self.stride[axis] + k * self.dilation[axis]).checked_sub(pad)?;
+        (i < size).then_some(i)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn window_params(
+    cx: &Ctx,
+    padding: PaddingMode,
+    stride_h: i32,
+    stride_w: i32,
+    dilation_h: i32,
+    dilation_w: i32,
+    activation: FusedActivation,
+    filter_axis: usize,
+    channels: usize,
+) -> PResult<Window> {
+    let x = cx.input(0)?;
+    let w = cx.input(1)?;
+    let y = cx.output()?;
+    let (in_s, in_zp) = int8_params(x)?;
+    let (out_s, out_zp) = int8_params(y)?;
+    let w_s = filter_scales(w, filter_axis, channels)?;
+    check_bias(cx.opt_input(2), channels)?;
+    let (mult, shift) = channel_multipliers(in_s, &w_s, out_s)?;
+    if let PaddingMode::Other(p) = padding {
+        return Err(format!("unknown padding mode {p}"));
+    }
+    Ok(Window {
+        padding,
+        stride: [
+            positive(stride_h, "stride_h")?,
+            positive(stride_w, "stride_w")?,
+        ],
+        dilation: [
+            positive(dilation_h, "dilation_h_factor")?,
+            positive(dilation_w, "dilation_w_factor")?,
+        ],
+        in_zp,
+        out_zp,
+        act: activation_range(activation, out_s, out_zp)?,
+        mult,
+        shift,
+    })
+}
+
+/// CONV_2D: input `[n,h,w,ic]`, filter `[oc,kh,kw,ic/groups]` per-axis on dimension 0,
+/// bias int32 `[oc]`. Grouped convolution when the filter has fewer input channels.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    win: Window,
+    filter: [usize; 4],
+    in_channels: usize,
+}
+
+impl Conv {
+    pub(crate) fn prepare(cx: &Ctx) -> PResult<Conv> {
+        cx.inputs_between(2, 3)?;
+        let Options::Conv2d {
+            padding,
+            stride_h,
+            stride_w,
+            dilation_h,
+            dilation_w,
+            activation,
+        } = cx.op.options
+        else {
+            return Err("has no Conv2DOptions".into());
+        };
+        let x = rank4(&cx.input(0)?.shape, "input")?;
+        let w_t = cx.input(1)?;
+        let filter = rank4(&w_t.shape, "filter")?;
+        constant(w_t, "filter")?;
+        let in_channels = x[3];
+        if filter[3] == 0 || in_channels % filter[3] != 0 || filter[0] == 0 {
+            return Err(format!(
+                "the filter {filter:?} does not fit an input with {in_channels} channels"
+            ));
+        }
+        let groups = in_channels / filter[3];
+        if filter[0] % groups != 0 {
+            return Err(format!(
+                "{} output channels do not split into {groups} groups",
+                filter[0]
+            ));
+        }
+        let win = window_params(
+            cx, padding, stride_h, stride_w, dilation_h, dilation_w, activation, 0, filter[0],
+        )?;
+        Ok(Conv {
+            win,
+            filter,
+            in_channels,
+        })
+    }
+
+    pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
+        let x = rank4(x, "input")?;
+        if x[3] != self.in_channels {
+            return Err(format!(
+                "the input has {} channels, the filter expects {}",
+                x[3], self.in_channels
+            ));
+        }
+        let ([n, oh, ow], _) = self.win.geometry(x, self.filter[1], self.filter[2])?;
+        let out = vec![n, oh, ow, self.filter[0]];
+        checked_numel(&out)?;
+        Ok(out)
+    }
+
+    pub(crate) fn run(&self, x: &Array, w: &Array, b: Option<&Array>) -> PResult<Array> {
+        let out_shape = self.out_shape(&x.shape)?;
+        let xs = rank4(&x.shape, "input")?;
+        let xd = x.as_i8().ok_or("the input is not INT8")?;
+        let [oc, kh, kw, fic] = self.filter;
+        let wd = check_filter(w, self.filter)?;
+        let bias = bias_values(b, oc)?;
+        let (_, [ph, pw]) = self.win.geometry(xs, kh, kw)?;
+        let [n, h, wid, ic] = xs;
+        let (oh, ow) = (out_shape[1], out_shape[2]);
+        let per_group = oc / (ic / fic);
+        let off = -self.win.in_zp;
+        let mut out = vec![0i8; n * oh * ow * oc];
+        let mut o = 0;
+        for bi in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for (c, &bias_c) in bias.iter().enumerate() {
+                        let g = c / per_group;
+                        let mut acc: i32 = 0;
+                        for ky in 0..kh {
+                            let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
+                                continue;
+                            };
+                            for kx in 0..kw {
+                                let Some(ix) = self.win.tap(1, ox, kx, pw, wid) else {
+                                    continue;
+                                };
+                                let xrow = ((bi * h + iy) * wid + ix) * ic + g * fic;
+                                let wrow = ((c * kh + ky) * kw + kx) * fic;
+                                for k in 0..fic {
+                                    let xv = xd[xrow + k] as i32 + off;
+                                    acc = acc.wrapping_add(wd[wrow + k] as i32 * xv);
+                                }
+                            }
+                        }
+                        acc = acc.wrapping_add(bias_c);
+                        out[o] = requantize(
+                            acc,
+                            self.win.mult[c],
+                            self.win.shift[c],
+                            self.win.out_zp,
+                            self.win.act,
+                        );
+                        o += 1;
+                    }
+                }
+            }
+        }
+        Ok(Array::i8(out_shape, out).expect("sized above"))
+    }
+}
+
+/// DEPTHWISE_CONV_2D: input `[n,h,w,ic]`, filter `[1,kh,kw,ic·m]` per-axis on dimension 3;
+/// output channel `c` reads input channel `c / m`. The multiplier is recomputed from the
+/// shapes, as LiteRT does (the `depth_multiplier` option is not trusted).
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv {
+    win: Window,
+    filter: [usize; 4],
+    in_channels: usize,
+}
+
+impl DepthwiseConv {
+    pub(crate) fn prepare(cx: &Ctx) -> PResult<DepthwiseConv> {
+        cx.inputs_between(2, 3)?;
+        let Options::DepthwiseConv2d {
+            padding,
+            stride_h,
+            stride_w,
+            dilation_h,
+            dilation_w,
+            activation,
+            ..
+        } = cx.op.options
+        else {
+            return Err("has no DepthwiseConv2DOptions".into());
+        };
+        let x = rank4(&cx.input(0)?.shape, "input")?;
+        let w_t = cx.input(1)?;
+        let filter = rank4(&w_t.shape, "filter")?;
+        constant(w_t, "filter")?;
+        if filter[0] != 1 || x[3] == 0 || filter[3] % x[3] != 0 {
+            return Err(format!(
+                "the filter {filter:?} must be [1, kh, kw, {}·multiplier]",
+                x[3]
+            ));
+        }
+        let win = window_params(
+            cx, padding, stride_h, stride_w, dilation_h, dilation_w, activation, 3, filter[3],
+        )?;
+        Ok(DepthwiseConv {
+            win,
+            filter,
+            in_channels: x[3],
+        })
+    }
+
+    pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
+        let x = rank4(x, "input")?;
+        if x[3] != self.in_channels {
+            return Err(format!(
+                "the input has {} channels, the filter expects {}",
+                x[3], self.in_channels
+            ));
+        }
+        let ([n, oh, ow], _) = self.win.geometry(x, self.filter[1], self.filter[2])?;
+        let out = vec![n, oh, ow, self.filter[3]];
+        checked_numel(&out)?;
+        Ok(out)
+    }
+
+    pub(crate) fn run(&self, x: &Array, w: &Array, b: Option<&Array>) -> PResult<Array> {
+        let out_shape = self.out_shape(&x.shape)?;
+        let xs = rank4(&x.shape, "input")?;
+        let xd = x.as_i8().ok_or("the input is not INT8")?;
+        let [_, kh, kw, oc] = self.filter;
+        let wd = check_filter(w, self.filter)?;
+        let bias = bias_values(b, oc)?;
+        let (_, [ph, pw]) = self.win.geometry(xs, kh, kw)?;
+        let [n, h, wid, ic] = xs;
+        let mult = oc / ic;
+        let (oh, ow) = (out_shape[1], out_shape[2]);
+        let off = -self.win.in_zp;
+        let mut out = vec![0i8; n * oh * ow * oc];
+        let mut o = 0;
+        for bi in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for c in 0..oc {
+                        let ci = c / mult;
+                        let mut acc: i32 = 0;
+                        for ky in 0..kh {
+                            let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
+                                continue;
+                            };
+                            for kx in 0..kw {
+                                let Some(ix) = self.win.tap(1, ox, kx, pw, wid) else {
+                                    continue;
+                                };
+                                let xv = xd[((bi * h + iy) * wid + ix) * ic + ci] as i32 + off;
+                                acc = acc.wrapping_add(wd[(ky * kw + kx) * oc + c] as i32 * xv);
+                            }
+                        }
+                        acc = acc.wrapping_add(bias[c]);
+                        out[o] = requantize(
+                            acc,
+                            self.win.mult[c],
+                            self.win.shift[c],
+                            self.win.out_zp,
+                            self.win.act,
+                        );
+                        o += 1;
+                    }
+                }
+            }
+        }
+        Ok(Array::i8(out_shape, out).expect("sized above"))
+    }
+}
+
+/// TRANSPOSE_CONV: inputs `(output_shape int32[4], filter [oc,kh,kw,ic], input, bias?)`.
+/// The output size is the constant `output_shape`; the padding follows from it (LiteRT
+/// runs `padding.h` with the output as the "input" and requires it to give back the input
+/// size). Each input pixel scatters `(x - in_zp) · w` into an int32 scratch image; then
+/// bias, per-channel requantization and clamping as in CONV_2D.
+///
+/// A fused activation is applied as the op specifies. (LiteRT 2.x reads it through the
+/// wrong options struct in `transpose_conv.cc` `Prepare`, so qatc's exporter never fuses
+/// one into TRANSPOSE_CONV; it emits a separate RELU/RELU6.)
+#[derive(Clone, Debug)]
+pub struct TransposeConv {
+    win: Window,
+    filter: [usize; 4],
+    output_shape: [usize; 4],
+}
+
+impl TransposeConv {
+    pub(crate) fn prepare(cx: &Ctx) -> PResult<TransposeConv> {
+        cx.inputs_between(3, 4)?;
+        let Options::TransposeConv {
+            padding,
+            stride_h,
+            stride_w,
+            activation,
+        } = cx.op.options
+        else {
+            return Err("has no TransposeConvOptions".into());
+        };
+        let shape_t = cx.input(0)?;
+        let dims = super::const_ints(shape_t, "output shape")?;
+        if dims.len() != 4 || dims.iter().any(|&d| d <= 0 || d > i32::MAX as i64) {
+            return Err(format!(
+                "the output shape {dims:?} must be 4 positive sizes"
+            ));
+        }
+        let output_shape = [
+            dims[0] as usize,
+            dims[1] as usize,
+            dims[2] as usize,
+            dims[3] as usize,
+        ];
+        checked_numel(&output_shape)?;
+        let w_t = cx.input(1)?;
+        let filter = rank4(&w_t.shape, "filter")?;
+        constant(w_t, "filter")?;
+        let x_t = cx.input(2)?;
+        let x = rank4(&x_t.shape, "input")?;
+        if filter[3] != x[3] || filter[0] != output_shape[3] || filter[0] == 0 {
+            return Err(format!(
+                "the filter {filter:?} does not map {} input channels to the {} output channels",
+                x[3], output_shape[3]
+            ));
+        }
+        // window_params reads the input at index 0 and the bias at 2; TRANSPOSE_CONV keeps
+        // them at 2 and 3, so set the parameters up here.
+        let y = cx.output()?;
+        let (in_s, in_zp) = int8_params(x_t)?;
+        let (out_s, out_zp) = int8_params(y)?;
+        let w_s = filter_scales(w_t, 0, filter[0])?;
+        check_bias(cx.opt_input(3), filter[0])?;
+        let (mult, shift) = channel_multipliers(in_s, &w_s, out_s)?;
+        if let PaddingMode::Other(p) = padding {
+            return Err(format!("unknown padding mode {p}"));
+        }
+        let win = Window {
+            padding,
+            stride: [
+                positive(stride_h, "stride_h")?,
+                positive(stride_w, "stride_w")?,
+            ],
+            dilation: [1, 1],
+            in_zp,
+            out_zp,
+            act: activation_range(activation, out_s, out_zp)?,
+            mult,
+            shift,
+        };
+        Ok(TransposeConv {
+            win,
+            filter,
+            output_shape,
+        })
+    }
+
+    /// The padding `[top, left]`, checking that the output size maps back to `x`.
+    fn padding(&self, x: [usize; 4]) -> PResult<[usize; 2]> {
+        let [_, oh, ow, _] = self.output_shape;
+        let (ih, ph) =
+            window_geometry(self.win.padding, oh, self.filter[1], self.win.stride[0], 1)?;
+        let (iw, pw) =
+            window_geometry(self.win.padding, ow, self.filter[2], self.win.stride[1], 1)?;
+        if ih != x[1] || iw != x[2] {
+            return Err(format!(
+                "the output shape {:?} corresponds to a {ih}x{iw} input, not {}x{}",
+                self.output_shape, x[1], x[2]
+            ));
+        }
+        Ok([ph, pw])
+    }
+
+    pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
+        let x = rank4(x, "input")?;
+        if x[3] != self.filter[3] {
+            return Err(format!(
+                "the input has {} channels, the filter expects {}",
+                x[3], self.filter[3]
+            ));
+        }
+        if x[0] != self.output_shape[0] {
+            return Err(format!(
+                "the input batch {} differs from the batch {} of the constant output shape \
+                 (TRANSPOSE_CONV models have a fixed batch)",
+                x[0], self.output_shape[0]
+            ));
+        }
+        self.padding(x)?;
+        Ok(self.output_shape.to_vec())
+    }
+
+    pub(crate) fn run(&self, x: &Array, w: &Array, b: Option<&Array>) -> PResult<Array> {
+        let out_shape = self.out_shape(&x.shape)?;
+        let xs = rank4(&x.shape, "input")?;
+        let [ph, pw] = self.padding(xs)?;
+        let xd = x.as_i8().ok_or("the input is not INT8")?;
+        let [oc, kh, kw, ic] = self.filter;
+        let wd = check_filter(w, self.filter)?;
+        let bias = bias_values(b, oc)?;
+        let [n, h, wid, _] = xs;
+        let [_, oh, ow, _] = self.output_shape;
+        let off = -self.win.in_zp;
+        let mut scratch = vec![0i32; n * oh * ow * oc];
+        for bi in 0..n {
+            for iy in 0..h {
+                for ix in 0..wid {
+                    for ci in 0..ic {
+                        let xv = xd[((bi * h + iy) * wid + ix) * ic + ci] as i32 + off;
+                        for ky in 0..kh {
+                            let Some(oy) = (iy * self.win.stride[0] + ky).checked_sub(ph) else {
+                                continue;
+                            };
+                            if oy >= oh {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let Some(ox) = (ix * self.win.stride[1] + kx).checked_sub(pw)
+                                else {
+                                    continue;
+                                };
+                                if ox >= ow {
+                                    continue;
+                                }
+                                let dst = ((bi * oh + oy) * ow + ox) * oc;
+                                for c in 0..oc {
+                                    let wv = wd[((c * kh + ky) * kw + kx) * ic + ci] as i32;
+                                    scratch[dst + c] = scratch[dst + c].wrapping_add(xv * wv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let out: Vec<i8> = scratch
+            .iter()
+            .enumerate()
+            .map(|(i, &acc)| {
+                let c = i % oc;
+                requantize(
+                    acc.wrapping_add(bias[c]),
+                    self.win.mult[c],
+                    self.win.shift[c],
+                    self.win.out_zp,
+                    self.win.act,
+                )
+            })
+            .collect();
+        Ok(Array::i8(out_shape, out).expect("sized above"))
+    }
+}

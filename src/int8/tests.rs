@@ -1,0 +1,199 @@
+//! Kernel tests with numbers worked out by hand, on one-operator models written with
+//! [`crate::tflite::write`]. (Bit-exactness against LiteRT itself is `tests/tflite_interop.rs`.)
+
+use super::{Array, Interpreter};
+use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, QuantParams};
+use crate::tflite::schema::{BuiltinOperator as B, BuiltinOptions};
+use crate::tflite::write::{le_bytes_i32, write, ModelDef, OpDef, TensorDef};
+
+fn int8(name: &str, shape: &[i32], scale: f32, zp: i32) -> TensorDef {
+    TensorDef {
+        name: name.into(),
+        shape: shape.to_vec(),
+        signature: None,
+        dtype: ElemType::I8,
+        quant: Some(QuantParams::per_tensor(scale, zp)),
+        data: None,
+    }
+}
+
+fn ints(name: &str, v: &[i32]) -> TensorDef {
+    TensorDef {
+        name: name.into(),
+        shape: vec![v.len() as i32],
+        signature: None,
+        dtype: ElemType::I32,
+        quant: None,
+        data: Some(le_bytes_i32(v)),
+    }
+}
+
+/// A model of one operator: `inputs` are graph inputs (activations) or constants.
+fn one_op(code: B, tensors: Vec<TensorDef>, options: Options) -> Interpreter {
+    let n = tensors.len() as i32;
+    let inputs: Vec<i32> = (0..n - 1)
+        .filter(|&i| tensors[i as usize].data.is_none())
+        .collect();
+    let m = ModelDef {
+        tensors,
+        ops: vec![OpDef {
+            code,
+            version: 2,
+            inputs: (0..n - 1).collect(),
+            outputs: vec![n - 1],
+            options,
+        }],
+        inputs,
+        outputs: vec![n - 1],
+        ..Default::default()
+    };
+    Interpreter::new(&write(&m).unwrap()).unwrap()
+}
+
+fn run(it: &Interpreter, xs: &[(&[usize], &[i8])]) -> Vec<i8> {
+    let arrays: Vec<Array> = xs
+        .iter()
+        .map(|(s, v)| Array::i8(s.to_vec(), v.to_vec()).unwrap())
+        .collect();
+    it.run(&arrays).unwrap()[0].as_i8().unwrap().to_vec()
+}
+
+#[test]
+fn average_pool_rounds_half_away_and_skips_padding() {
+    // 2x2 input [[1, 2], [-3, -4]] (scale 1, zp 0), 2x2 window, SAME, stride 1:
+    // (0,0) averages all four: -4/4 = -1; (0,1) averages 2 and -4: -2/2 = -1;
+    // (1,0): (-3 - 4)/2 = -3.5 -> -4 (away from zero); (1,1): -4
+    let it = one_op(
+        B::AVERAGE_POOL_2D,
+        vec![
+            int8("x", &[1, 2, 2, 1], 1.0, 0),
+            int8("y", &[1, 2, 2, 1], 1.0, 0),
+        ],
+        Options::Pool2d {
+            padding: PaddingMode::Same,
+            stride_h: 1,
+            stride_w: 1,
+            filter_h: 2,
+            filter_w: 2,
+            activation: FusedActivation::None,
+        },
+    );
+    assert_eq!(
+        run(&it, &[(&[1, 2, 2, 1], &[1, 2, -3, -4])]),
+        [-1, -1, -4, -4]
+    );
+    // positive halves round up: [1, 2] -> 1.5 -> 2
+    assert_eq!(run(&it, &[(&[1, 2, 2, 1], &[1, 2, 1, 2])]), [2, 2, 2, 2]);
+}
+
+#[test]
+fn add_rescales_both_inputs() {
+    // x1 at scale 0.5 (zp 0), x2 at scale 0.25 (zp 0), output scale 0.5 (zp -10):
+    // 6·0.5 + 4·0.25 = 4.0 -> 4/0.5 - 10 = -2
+    let it = one_op(
+        B::ADD,
+        vec![
+            int8("a", &[1, 1], 0.5, 0),
+            int8("b", &[1, 1], 0.25, 0),
+            int8("y", &[1, 1], 0.5, -10),
+        ],
+        Options::Add {
+            activation: FusedActivation::None,
+        },
+    );
+    assert_eq!(run(&it, &[(&[1, 1], &[6]), (&[1, 1], &[4])]), [-2]);
+    // with RELU the output clamps at the quantized 0.0 (= zp -10)
+    let it = one_op(
+        B::ADD,
+        vec![
+            int8("a", &[1, 1], 0.5, 0),
+            int8("b", &[1, 1], 0.25, 0),
+            int8("y", &[1, 1], 0.5, -10),
+        ],
+        Options::Add {
+            activation: FusedActivation::Relu,
+        },
+    );
+    assert_eq!(run(&it, &[(&[1, 1], &[-6]), (&[1, 1], &[4])]), [-10]);
+}
+
+#[test]
+fn softmax_of_equal_logits_is_uniform() {
+    // four equal logits: 1/4 each -> 0.25·256 - 128 = -64
+    let it = one_op(
+        B::SOFTMAX,
+        vec![
+            int8("x", &[1, 4], 0.1, 0),
+            int8("y", &[1, 4], 1.0 / 256.0, -128),
+        ],
+        Options::Softmax { beta: 1.0 },
+    );
+    assert_eq!(run(&it, &[(&[1, 4], &[7, 7, 7, 7])]), [-64; 4]);
+    // one logit far above the others takes (almost) everything: 255/256 -> 127
+    assert_eq!(run(&it, &[(&[1, 4], &[127, -128, -128, -128])])[0], 127);
+}
+
+#[test]
+fn mean_divides_by_the_count() {
+    // mean of [1, 2, 3, 6] over the last axis, same scale: 12/4 = 3
+    let it = one_op(
+        B::MEAN,
+        vec![
+            int8("x", &[1, 4], 0.5, 0),
+            ints("axes", &[1]),
+            int8("y", &[1], 0.5, 0),
+        ],
+        Options::Reducer { keep_dims: false },
+    );
+    assert_eq!(run(&it, &[(&[1, 4], &[1, 2, 3, 6])]), [3]);
+    // zero points cancel: values 11, 12, 13, 16 with zp 10 mean 3 above zp 10
+    let it = one_op(
+        B::MEAN,
+        vec![
+            int8("x", &[1, 4], 0.5, 10),
+            ints("axes", &[1]),
+            int8("y", &[1], 0.5, 10),
+        ],
+        Options::Reducer { keep_dims: false },
+    );
+    assert_eq!(run(&it, &[(&[1, 4], &[11, 12, 13, 16])]), [13]);
+}
+
+#[test]
+fn requantize_and_hard_swish_points() {
+    // QUANTIZE int8 -> int8 from scale 1 to scale 0.5 doubles (and saturates)
+    let it = one_op(
+        B::QUANTIZE,
+        vec![int8("x", &[3], 1.0, 0), int8("y", &[3], 0.5, 0)],
+        Options::Empty(BuiltinOptions::QuantizeOptions),
+    );
+    assert_eq!(run(&it, &[(&[3], &[3, -7, 100])]), [6, -14, 127]);
+    // hard_swish(x) = x·relu6(x + 3)/6: 0 -> 0, 3 -> 3, -3 -> 0, 6 -> 6 (scale 0.1)
+    let it = one_op(
+        B::HARD_SWISH,
+        vec![int8("x", &[4], 0.1, 0), int8("y", &[4], 0.1, 0)],
+        Options::Empty(BuiltinOptions::HardSwishOptions),
+    );
+    assert_eq!(run(&it, &[(&[4], &[0, 30, -30, 60])]), [0, 30, 0, 60]);
+}
+
+#[test]
+fn shape_mismatches_are_errors() {
+    let it = one_op(
+        B::ADD,
+        vec![
+            int8("a", &[1, 3], 0.5, 0),
+            int8("b", &[1, 3], 0.5, 0),
+            int8("y", &[1, 3], 0.5, 0),
+        ],
+        Options::Add {
+            activation: FusedActivation::None,
+        },
+    );
+    let a = Array::i8(vec![1, 3], vec![0; 3]).unwrap();
+    let b = Array::i8(vec![1, 4], vec![0; 4]).unwrap();
+    let err = it.run(&[a.clone(), b]).unwrap_err().to_string();
+    assert!(err.contains("input `b`") && err.contains("[1, 3]"), "{err}");
+    let err = it.run(&[a]).unwrap_err().to_string();
+    assert!(err.contains("2 input"), "{err}");
+}

@@ -1,0 +1,588 @@
+//! Writing `.tflite` flatbuffers from an owned description ([`ModelDef`]). The exporter
+//! builds a `ModelDef`; tests build small ones by hand.
+//!
+//! What every written file has (the TFLite format's rules, see `tflite_schema/README.md`):
+//! schema version 3 and identifier `TFL3`; buffer 0 empty; constant data sized exactly and
+//! 16-byte aligned in the file; operator codes with `deprecated_builtin_code =
+//! min(code, 127)`, `builtin_code` and `version` all set; every operator's options table
+//! written (LiteRT zero-fills missing ones); metadata buffers as given.
+
+use super::model::{ElemType, FusedActivation, Options, PaddingMode, QuantParams};
+use super::schema as fb;
+use crate::error::{Error, Result};
+use flatbuffers::{FlatBufferBuilder, Push, PushAlignment, WIPOffset};
+
+/// One tensor to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorDef {
+    pub name: String,
+    pub shape: Vec<i32>,
+    pub signature: Option<Vec<i32>>,
+    pub dtype: ElemType,
+    pub quant: Option<QuantParams>,
+    /// Constant data, little-endian, exactly `numel · size(dtype)` bytes.
+    pub data: Option<Vec<u8>>,
+}
+
+/// One operator to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpDef {
+    pub code: fb::BuiltinOperator,
+    pub version: i32,
+    /// Tensor indices; -1 for an omitted optional input.
+    pub inputs: Vec<i32>,
+    pub outputs: Vec<i32>,
+    pub options: Options,
+}
+
+/// A signature: `(key, inputs, outputs)` with `(name, tensor index)` entries.
+pub type SignatureDef = (String, Vec<(String, i32)>, Vec<(String, i32)>);
+
+/// A single-subgraph model to write.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelDef {
+    pub description: String,
+    pub subgraph_name: String,
+    pub tensors: Vec<TensorDef>,
+    pub ops: Vec<OpDef>,
+    pub inputs: Vec<i32>,
+    pub outputs: Vec<i32>,
+    pub signature: Option<SignatureDef>,
+    /// Metadata entries: name and the bytes of their buffer.
+    pub metadata: Vec<(String, Vec<u8>)>,
+}
+
+/// A byte pushed with 16-byte alignment: a vector of these starts 16-byte aligned in the
+/// finished buffer (the schema's `force_align: 16` on `Buffer.data`).
+#[derive(Clone, Copy)]
+struct AlignedByte(u8);
+
+impl Push for AlignedByte {
+    type Output = u8;
+
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        dst[0] = self.0;
+    }
+
+    fn alignment() -> PushAlignment {
+        PushAlignment::new(16)
+    }
+}
+
+fn activation(a: FusedActivation) -> fb::ActivationFunctionType {
+    match a {
+        FusedActivation::None => fb::ActivationFunctionType::NONE,
+        FusedActivation::Relu => fb::ActivationFunctionType::RELU,
+        FusedActivation::ReluN1To1 => fb::ActivationFunctionType::RELU_N1_TO_1,
+        FusedActivation::Relu6 => fb::ActivationFunctionType::RELU6,
+        FusedActivation::Tanh => fb::ActivationFunctionType::TANH,
+        FusedActivation::SignBit => fb::ActivationFunctionType::SIGN_BIT,
+        FusedActivation::Other(v) => fb::ActivationFunctionType(v),
+    }
+}
+
+fn padding(p: PaddingMode) -> fb::Padding {
+    match p {
+        PaddingMode::Same => fb::Padding::SAME,
+        PaddingMode::Valid => fb::Padding::VALID,
+        PaddingMode::Other(v) => fb::Padding(v),
+    }
+}
+
+type Union = WIPOffset<flatbuffers::UnionWIPOffset>;
+
+/// Writes an options table; returns its union type and offset.
+fn write_options(
+    fbb: &mut FlatBufferBuilder<'_>,
+    o: &Options,
+) -> Result<(fb::BuiltinOptions, Option<Union>)> {
+    use fb::BuiltinOptions as U;
+    Ok(match o {
+        Options::None => (U::NONE, None),
+        Options::Conv2d {
+            padding: p,
+            stride_h,
+            stride_w,
+            dilation_h,
+            dilation_w,
+            activation: a,
+        } => {
+            let t = fb::Conv2DOptions::create(
+                fbb,
+                &fb::Conv2DOptionsArgs {
+                    padding: padding(*p),
+                    stride_w: *stride_w,
+                    stride_h: *stride_h,
+                    fused_activation_function: activation(*a),
+                    dilation_w_factor: *dilation_w,
+                    dilation_h_factor: *dilation_h,
+                    quantized_bias_type: fb::TensorType::FLOAT32,
+                },
+            );
+            (U::Conv2DOptions, Some(t.as_union_value()))
+        }
+        Options::DepthwiseConv2d {
+            padding: p,
+            stride_h,
+            stride_w,
+            dilation_h,
+            dilation_w,
+            depth_multiplier,
+            activation: a,
+        } => {
+            let t = fb::DepthwiseConv2DOptions::create(
+                fbb,
+                &fb::DepthwiseConv2DOptionsArgs {
+                    padding: padding(*p),
+                    stride_w: *stride_w,
+                    stride_h: *stride_h,
+                    depth_multiplier: *depth_multiplier,
+                    fused_activation_function: activation(*a),
+                    dilation_w_factor: *dilation_w,
+                    dilation_h_factor: *dilation_h,
+                },
+            );
+            (U::DepthwiseConv2DOptions, Some(t.as_union_value()))
+        }
+        Options::Pool2d {
+            padding: p,
+            stride_h,
+            stride_w,
+            filter_h,
+            filter_w,
+            activation: a,
+        } => {
+            let t = fb::Pool2DOptions::create(
+                fbb,
+                &fb::Pool2DOptionsArgs {
+                    padding: padding(*p),
+                    stride_w: *stride_w,
+                    stride_h: *stride_h,
+                    filter_width: *filter_w,
+                    filter_height: *filter_h,
+                    fused_activation_function: activation(*a),
+                },
+            );
+            (U::Pool2DOptions, Some(t.as_union_value()))
+        }
+        Options::FullyConnected {
+            activation: a,
+            shuffled_weights,
+            keep_num_dims,
+        } => {
+            let t = fb::FullyConnectedOptions::create(
+                fbb,
+                &fb::FullyConnectedOptionsArgs {
+                    fused_activation_function: activation(*a),
+                    weights_format: if *shuffled_weights {
+                        fb::FullyConnectedOptionsWeightsFormat::SHUFFLED4x16INT8
+                    } else {
+                        fb::FullyConnectedOptionsWeightsFormat::DEFAULT
+                    },
+                    keep_num_dims: *keep_num_dims,
+                    asymmetric_quantize_inputs: false,
+                    quantized_bias_type: fb::TensorType::FLOAT32,
+                },
+            );
+            (U::FullyConnectedOptions, Some(t.as_union_value()))
+        }
+        Options::Softmax { beta } => {
+            let t = fb::SoftmaxOptions::create(fbb, &fb::SoftmaxOptionsArgs { beta: *beta });
+            (U::SoftmaxOptions, Some(t.as_union_value()))
+        }
+        Options::Concatenation {
+            axis,
+            activation: a,
+        } => {
+            let t = fb::ConcatenationOptions::create(
+                fbb,
+                &fb::ConcatenationOptionsArgs {
+                    axis: *axis,
+                    fused_activation_function: activation(*a),
+                },
+            );
+            (U::ConcatenationOptions, Some(t.as_union_value()))
+        }
+        Options::Add { activation: a } => {
+            let t = fb::AddOptions::create(
+                fbb,
+                &fb::AddOptionsArgs {
+                    fused_activation_function: activation(*a),
+                    pot_scale_int16: true,
+                },
+            );
+            (U::AddOptions, Some(t.as_union_value()))
+        }
+        Options::Sub { activation: a } => {
+            let t = fb::SubOptions::create(
+                fbb,
+                &fb::SubOptionsArgs {
+                    fused_activation_function: activation(*a),
+                    pot_scale_int16: true,
+                },
+            );
+            (U::SubOptions, Some(t.as_union_value()))
+        }
+        Options::Mul { activation: a } => {
+            let t = fb::MulOptions::create(
+                fbb,
+                &fb::MulOptionsArgs {
+                    fused_activation_function: activation(*a),
+                },
+            );
+            (U::MulOptions, Some(t.as_union_value()))
+        }
+        Options::Reshape { new_shape } => {
+            let v = new_shape.as_ref().map(|s| fbb.create_vector(s));
+            let t = fb::ReshapeOptions::create(fbb, &fb::ReshapeOptionsArgs { new_shape: v });
+            (U::ReshapeOptions, Some(t.as_union_value()))
+        }
+        Options::Reducer { keep_dims } => {
+            let t = fb::ReducerOptions::create(
+                fbb,
+                &fb::ReducerOptionsArgs {
+                    keep_dims: *keep_dims,
+                },
+            );
+            (U::ReducerOptions, Some(t.as_union_value()))
+        }
+        Options::StridedSlice {
+            begin_mask,
+            end_mask,
+            ellipsis_mask,
+            new_axis_mask,
+            shrink_axis_mask,
+            offset,
+        } => {
+            let t = fb::StridedSliceOptions::create(
+                fbb,
+                &fb::StridedSliceOptionsArgs {
+                    begin_mask: *begin_mask,
+                    end_mask: *end_mask,
+                    ellipsis_mask: *ellipsis_mask,
+                    new_axis_mask: *new_axis_mask,
+                    shrink_axis_mask: *shrink_axis_mask,
+                    offset: *offset,
+                },
+            );
+            (U::StridedSliceOptions, Some(t.as_union_value()))
+        }
+        Options::TransposeConv {
+            padding: p,
+            stride_h,
+            stride_w,
+            activation: a,
+        } => {
+            let t = fb::TransposeConvOptions::create(
+                fbb,
+                &fb::TransposeConvOptionsArgs {
+                    padding: padding(*p),
+                    stride_w: *stride_w,
+                    stride_h: *stride_h,
+                    fused_activation_function: activation(*a),
+                    quantized_bias_type: fb::TensorType::FLOAT32,
+                },
+            );
+            (U::TransposeConvOptions, Some(t.as_union_value()))
+        }
+        Options::ResizeNearestNeighbor {
+            align_corners,
+            half_pixel_centers,
+        } => {
+            let t = fb::ResizeNearestNeighborOptions::create(
+                fbb,
+                &fb::ResizeNearestNeighborOptionsArgs {
+                    align_corners: *align_corners,
+                    half_pixel_centers: *half_pixel_centers,
+                },
+            );
+            (U::ResizeNearestNeighborOptions, Some(t.as_union_value()))
+        }
+        Options::LeakyRelu { alpha } => {
+            let t = fb::LeakyReluOptions::create(fbb, &fb::LeakyReluOptionsArgs { alpha: *alpha });
+            (U::LeakyReluOptions, Some(t.as_union_value()))
+        }
+        Options::Pack { values_count, axis } => {
+            let t = fb::PackOptions::create(
+                fbb,
+                &fb::PackOptionsArgs {
+                    values_count: *values_count,
+                    axis: *axis,
+                },
+            );
+            (U::PackOptions, Some(t.as_union_value()))
+        }
+        Options::Squeeze { dims } => {
+            let v = fbb.create_vector(dims);
+            let t = fb::SqueezeOptions::create(
+                fbb,
+                &fb::SqueezeOptionsArgs {
+                    squeeze_dims: Some(v),
+                },
+            );
+            (U::SqueezeOptions, Some(t.as_union_value()))
+        }
+        Options::Gather { axis, batch_dims } => {
+            let t = fb::GatherOptions::create(
+                fbb,
+                &fb::GatherOptionsArgs {
+                    axis: *axis,
+                    batch_dims: *batch_dims,
+                },
+            );
+            (U::GatherOptions, Some(t.as_union_value()))
+        }
+        Options::Shape { out_type } => {
+            let t = fb::ShapeOptions::create(
+                fbb,
+                &fb::ShapeOptionsArgs {
+                    out_type: out_type.to_fb(),
+                },
+            );
+            (U::ShapeOptions, Some(t.as_union_value()))
+        }
+        Options::Empty(t) => {
+            let start = fbb.start_table();
+            let table = fbb.end_table(start);
+            (*t, Some(table.as_union_value()))
+        }
+        Options::Unknown(t) => {
+            return Err(Error::Tflite(format!(
+                "cannot write builtin options of union type {t}"
+            )))
+        }
+    })
+}
+
+fn write_quant<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    q: &QuantParams,
+) -> WIPOffset<fb::QuantizationParameters<'a>> {
+    let scale = fbb.create_vector(&q.scale);
+    let zero_point = fbb.create_vector(&q.zero_point);
+    fb::QuantizationParameters::create(
+        fbb,
+        &fb::QuantizationParametersArgs {
+            scale: Some(scale),
+            zero_point: Some(zero_point),
+            quantized_dimension: q.axis as i32,
+            ..Default::default()
+        },
+    )
+}
+
+/// Serializes a model. Checks only what the flatbuffer layout needs (indices in range);
+/// the semantic checks are the exporter's and the reader's.
+pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
+    let n = m.tensors.len() as i32;
+    let check = |what: &str, i: i32, optional: bool| -> Result<()> {
+        if (0..n).contains(&i) || (optional && i == -1) {
+            Ok(())
+        } else {
+            Err(Error::Tflite(format!("{what} refers to tensor {i} of {n}")))
+        }
+    };
+    for (k, op) in m.ops.iter().enumerate() {
+        for &i in &op.inputs {
+            check(&format!("operator #{k} input"), i, true)?;
+        }
+        for &i in &op.outputs {
+            check(&format!("operator #{k} output"), i, false)?;
+        }
+    }
+    for &i in m.inputs.iter().chain(&m.outputs) {
+        check("a subgraph input or output", i, false)?;
+    }
+
+    let mut fbb = FlatBufferBuilder::with_capacity(1 << 16);
+
+    // buffers: 0 is the empty sentinel, then one per constant tensor, then metadata
+    let mut buffers = vec![fb::Buffer::create(&mut fbb, &fb::BufferArgs::default())];
+    let mut tensor_buffer = vec![0u32; m.tensors.len()];
+    for (i, t) in m.tensors.iter().enumerate() {
+        if let Some(data) = &t.data {
+            let bytes: Vec<AlignedByte> = data.iter().map(|&b| AlignedByte(b)).collect();
+            let v = fbb.create_vector(&bytes);
+            let v = WIPOffset::new(v.value());
+            tensor_buffer[i] = buffers.len() as u32;
+            buffers.push(fb::Buffer::create(
+                &mut fbb,
+                &fb::BufferArgs {
+                    data: Some(v),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    let mut metadata = Vec::new();
+    for (name, data) in &m.metadata {
+        let bytes: Vec<AlignedByte> = data.iter().map(|&b| AlignedByte(b)).collect();
+        let v = fbb.create_vector(&bytes);
+        let v = WIPOffset::new(v.value());
+        let index = buffers.len() as u32;
+        buffers.push(fb::Buffer::create(
+            &mut fbb,
+            &fb::BufferArgs {
+                data: Some(v),
+                ..Default::default()
+            },
+        ));
+        let name = fbb.create_string(name);
+        metadata.push(fb::Metadata::create(
+            &mut fbb,
+            &fb::MetadataArgs {
+                name: Some(name),
+                buffer: index,
+            },
+        ));
+    }
+
+    // tensors
+    let mut tensors = Vec::with_capacity(m.tensors.len());
+    for (i, t) in m.tensors.iter().enumerate() {
+        let shape = fbb.create_vector(&t.shape);
+        let signature = t.signature.as_ref().map(|s| fbb.create_vector(s));
+        let name = fbb.create_string(&t.name);
+        let quant = t.quant.as_ref().map(|q| write_quant(&mut fbb, q));
+        tensors.push(fb::Tensor::create(
+            &mut fbb,
+            &fb::TensorArgs {
+                shape: Some(shape),
+                type_: t.dtype.to_fb(),
+                buffer: tensor_buffer[i],
+                name: Some(name),
+                quantization: quant,
+                shape_signature: signature,
+                ..Default::default()
+            },
+        ));
+    }
+
+    // operator codes, deduplicated in order of first use
+    let mut codes: Vec<(fb::BuiltinOperator, i32)> = Vec::new();
+    let mut ops = Vec::with_capacity(m.ops.len());
+    for op in &m.ops {
+        let key = (op.code, op.version);
+        let index = match codes.iter().position(|c| *c == key) {
+            Some(i) => i,
+            None => {
+                codes.push(key);
+                codes.len() - 1
+            }
+        };
+        let (options_type, options) = write_options(&mut fbb, &op.options)?;
+        let inputs = fbb.create_vector(&op.inputs);
+        let outputs = fbb.create_vector(&op.outputs);
+        ops.push(fb::Operator::create(
+            &mut fbb,
+            &fb::OperatorArgs {
+                opcode_index: index as u32,
+                inputs: Some(inputs),
+                outputs: Some(outputs),
+                builtin_options_type: options_type,
+                builtin_options: options,
+                ..Default::default()
+            },
+        ));
+    }
+    let opcodes: Vec<WIPOffset<fb::OperatorCode>> = codes
+        .iter()
+        .map(|&(code, version)| {
+            fb::OperatorCode::create(
+                &mut fbb,
+                &fb::OperatorCodeArgs {
+                    deprecated_builtin_code: code.0.min(127) as i8,
+                    custom_code: None,
+                    version,
+                    builtin_code: code,
+                },
+            )
+        })
+        .collect();
+
+    let tensors = fbb.create_vector(&tensors);
+    let inputs = fbb.create_vector(&m.inputs);
+    let outputs = fbb.create_vector(&m.outputs);
+    let operators = fbb.create_vector(&ops);
+    let sg_name = fbb.create_string(&m.subgraph_name);
+    let subgraph = fb::SubGraph::create(
+        &mut fbb,
+        &fb::SubGraphArgs {
+            tensors: Some(tensors),
+            inputs: Some(inputs),
+            outputs: Some(outputs),
+            operators: Some(operators),
+            name: Some(sg_name),
+        },
+    );
+
+    let signature_defs = match &m.signature {
+        None => None,
+        Some((key, ins, outs)) => {
+            let mut maps = |entries: &[(String, i32)]| -> Vec<WIPOffset<fb::TensorMap>> {
+                entries
+                    .iter()
+                    .map(|(name, t)| {
+                        let name = fbb.create_string(name);
+                        fb::TensorMap::create(
+                            &mut fbb,
+                            &fb::TensorMapArgs {
+                                name: Some(name),
+                                tensor_index: *t as u32,
+                            },
+                        )
+                    })
+                    .collect()
+            };
+            let ins = maps(ins);
+            let outs = maps(outs);
+            let ins = fbb.create_vector(&ins);
+            let outs = fbb.create_vector(&outs);
+            let key = fbb.create_string(key);
+            let sig = fb::SignatureDef::create(
+                &mut fbb,
+                &fb::SignatureDefArgs {
+                    inputs: Some(ins),
+                    outputs: Some(outs),
+                    signature_key: Some(key),
+                    subgraph_index: 0,
+                },
+            );
+            Some(fbb.create_vector(&[sig]))
+        }
+    };
+
+    let opcodes = fbb.create_vector(&opcodes);
+    let subgraphs = fbb.create_vector(&[subgraph]);
+    let buffers = fbb.create_vector(&buffers);
+    let description = fbb.create_string(&m.description);
+    let metadata = (!metadata.is_empty()).then(|| fbb.create_vector(&metadata));
+    let model = fb::Model::create(
+        &mut fbb,
+        &fb::ModelArgs {
+            version: 3,
+            operator_codes: Some(opcodes),
+            subgraphs: Some(subgraphs),
+            description: Some(description),
+            buffers: Some(buffers),
+            metadata_buffer: None,
+            metadata,
+            signature_defs,
+        },
+    );
+    fb::finish_model_buffer(&mut fbb, model);
+    Ok(fbb.finished_data().to_vec())
+}
+
+/// Little-endian bytes of typed values (constant tensor data).
+pub fn le_bytes_i32(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn le_bytes_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn le_bytes_i8(v: &[i8]) -> Vec<u8> {
+    v.iter().map(|&x| x as u8).collect()
+}

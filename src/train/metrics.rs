@@ -1,0 +1,115 @@
+//! What a training run reports: per-epoch loss, accuracy and throughput, and the loss of
+//! every step, ready to plot.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// One finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    pub steps: u64,
+    pub samples: u64,
+    /// Mean training loss over the epoch's steps (Keras' running mean at epoch end).
+    pub loss: f64,
+    /// Training accuracy over the epoch's batches, as the model was while training.
+    pub accuracy: f64,
+    pub test_loss: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
+    /// Wall time of the epoch's training steps (batch assembly, the step, the NaN/Inf
+    /// checks; evaluation and checkpoints excluded).
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}
+
+/// The metrics of a run; kept in checkpoints, so a resumed run reports the whole history.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub epochs: Vec<EpochMetrics>,
+    /// The training loss of every step, in step order.
+    pub step_loss: Vec<f32>,
+}
+
+impl History {
+    /// The last finished epoch.
+    pub fn last(&self) -> Option<&EpochMetrics> {
+        self.epochs.last()
+    }
+
+    /// One CSV row per epoch (`epoch,steps,loss,accuracy,test_loss,test_accuracy,lr,
+    /// samples_per_s`), for a training-curve plot.
+    pub fn epochs_csv(&self) -> String {
+        let mut s =
+            String::from("epoch,steps,loss,accuracy,test_loss,test_accuracy,lr,samples_per_s\n");
+        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for e in &self.epochs {
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},{},{},{:.1}",
+                e.epoch,
+                e.steps,
+                e.loss,
+                e.accuracy,
+                opt(e.test_loss),
+                opt(e.test_accuracy),
+                e.lr,
+                e.samples_per_s
+            );
+        }
+        s
+    }
+
+    /// One CSV row per step (`step,loss`).
+    pub fn steps_csv(&self) -> String {
+        let mut s = String::from("step,loss\n");
+        for (i, l) in self.step_loss.iter().enumerate() {
+            let _ = writeln!(s, "{i},{l}");
+        }
+        s
+    }
+}
+
+/// The running sums of an epoch in progress (checkpointed, so a resumed epoch reports the
+/// same numbers as an uninterrupted one).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EpochSums {
+    pub steps: u64,
+    pub samples: u64,
+    pub loss: f64,
+    pub correct: u64,
+    pub seconds: f64,
+}
+
+impl EpochSums {
+    pub fn finish(&self, epoch: usize, lr: f32) -> EpochMetrics {
+        let steps = self.steps.max(1) as f64;
+        let samples = self.samples.max(1) as f64;
+        EpochMetrics {
+            epoch,
+            steps: self.steps,
+            samples: self.samples,
+            loss: self.loss / steps,
+            accuracy: self.correct as f64 / samples,
+            test_loss: None,
+            test_accuracy: None,
+            lr,
+            seconds: self.seconds,
+            samples_per_s: if self.seconds > 0.0 {
+                self.samples as f64 / self.seconds
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// Loss and accuracy of a model on a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub samples: usize,
+}

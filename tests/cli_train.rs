@@ -1,0 +1,182 @@
+//! `qatc train`, the main job, end to end on a slice of MNIST with the reference
+//! interpreter (the full job is too long for a test): every stage runs, every file is
+//! written, the report is complete, and the same seed gives the same model bytes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn qatc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qatc"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qatc-cli-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn quick_job(out: &Path, seed: &str) -> std::process::Output {
+    qatc()
+        .args([
+            "train",
+            "--model",
+            "mnist_cnn",
+            "--epochs",
+            "1",
+            "--qat-epochs",
+            "1",
+        ])
+        .args([
+            "--train-samples",
+            "192",
+            "--test-samples",
+            "64",
+            "--batch",
+            "32",
+        ])
+        .args([
+            "--backend",
+            "interpreter",
+            "--quiet",
+            "--seed",
+            seed,
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .expect("qatc runs")
+}
+
+#[test]
+fn the_job_writes_every_artifact_and_a_complete_report() {
+    let out = scratch("full");
+    let run = quick_job(&out, "7");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("int8 TFLite") && stdout.contains("agrees with QAT"),
+        "{stdout}"
+    );
+
+    for f in [
+        "report.json",
+        "training_curve.svg",
+        "history.csv",
+        "mnist_cnn_float.qir",
+        "mnist_cnn_float.safetensors",
+        "mnist_cnn_qat.qir",
+        "mnist_cnn_qat.safetensors",
+        "mnist_cnn_qat.dot",
+        "mnist_cnn_int8.tflite",
+        "ir/00_input.qir",
+        "ir/03_quantize.qir",
+        "ir/07_fold_bn.qir",
+        "ir/08_fuse_activation.qir",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    for key in ["float", "qat", "int8"] {
+        let acc = report[key]["test_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{key}: {acc}");
+        assert!(report[key]["bytes"].as_u64().unwrap() > 0, "{key} size");
+    }
+    // int8 weights are 4x smaller than f32 ones, plus the file's bookkeeping
+    assert!(
+        report["int8"]["bytes"].as_u64().unwrap() < report["float"]["bytes"].as_u64().unwrap() / 3
+    );
+    // the int8 model is bit-exact with the fake-quant model up to accumulation order
+    assert!(
+        report["int8_qat_agreement"].as_f64().unwrap() >= 0.95,
+        "{report}"
+    );
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "load MNIST",
+            "float training",
+            "quantize",
+            "QAT fine-tuning",
+            "int8 export",
+            "int8 evaluation"
+        ]
+    );
+    // the saved QAT model reloads and verifies
+    let dump = qatc()
+        .arg("dump")
+        .arg(out.join("mnist_cnn_qat.qir"))
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn the_same_seed_gives_the_same_model_bytes() {
+    let (a, b) = (scratch("seed-a"), scratch("seed-b"));
+    assert!(quick_job(&a, "3").status.success());
+    assert!(quick_job(&b, "3").status.success());
+    let bytes = |d: &Path| std::fs::read(d.join("mnist_cnn_int8.tflite")).unwrap();
+    assert_eq!(bytes(&a), bytes(&b), "same seed, different .tflite");
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+#[test]
+fn a_bad_config_is_named_and_nothing_is_trained() {
+    let dir = scratch("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("job.toml");
+    std::fs::write(&cfg, "model = \"mnist_cnn\"\nepochz = 3\n").unwrap();
+    let run = qatc()
+        .arg("train")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(err.contains("job.toml") && err.contains("epochz"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !dir.join("out").exists(),
+        "a failed job must not leave an output directory"
+    );
+
+    let run = qatc()
+        .args([
+            "train",
+            "--model",
+            "no_such_model",
+            "--backend",
+            "interpreter",
+            "--out",
+        ])
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("no_such_model"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
