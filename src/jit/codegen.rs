@@ -572,8 +572,11 @@ pub fn emit_gemm(cg: &mut Cg, g: &Gemm, parallel: bool) {
 
 /// Emits the whole program: each instruction, with a barrier before it unless it and its
 /// predecessor both run on thread 0 alone.
+///
+/// A parallel instruction that ends on thread 0 (after its own barrier, combining partials)
+/// needs no barrier before thread-0 work that follows it: the other threads are done with it.
 pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
-    let mut prev_parallel: Option<bool> = None;
+    let mut prev: Option<(bool, bool)> = None; // (parallel, ends on thread 0)
     let mark = |cg: &mut Cg, i: u64| {
         if let Some(f) = cg.helpers.prof {
             cg.on_thread0(|cg| {
@@ -586,12 +589,14 @@ pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
     mark(cg, u64::MAX);
     for (i, inst) in prog.insts.iter().enumerate() {
         let par = plan.parallel[i];
-        if let Some(pp) = prev_parallel {
-            if pp || par {
+        if let Some((pp, pt0)) = prev {
+            if par || (pp && !pt0) {
                 cg.barrier();
             }
         }
         cg.par = par;
+        // the LIR instruction shows as the source location in CLIF dumps
+        cg.b.set_srcloc(cranelift_codegen::ir::SourceLoc::new(i as u32));
         match inst {
             Inst::Loop(l) => super::loops::emit_loop(cg, l, par),
             Inst::Gemm(g) => emit_gemm(cg, g, par),
@@ -605,7 +610,7 @@ pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
                 }
             }
         }
-        prev_parallel = Some(par);
+        prev = Some((par, par && inst.ends_on_thread0()));
         mark(cg, i as u64);
     }
     Ok(())

@@ -97,7 +97,6 @@ fn rematerialize(prog: &mut Program) {
             *writers.entry(w).or_default() += 1;
         }
     }
-    let protected: HashSet<VtId> = prog.outputs.iter().map(|o| o.1).collect();
     let mut producer: HashMap<VtId, (usize, NodeIx)> = HashMap::new();
     for (i, inst) in prog.insts.iter().enumerate() {
         if let Inst::Loop(l) = inst {
@@ -108,6 +107,25 @@ fn rematerialize(prog: &mut Program) {
             }
         }
     }
+    // Values some instruction must read from memory (a GEMM or kernel, an access at another
+    // index or over another iteration space) stay stored: recomputing them elsewhere saves
+    // nothing.
+    let mut pinned: HashSet<VtId> = prog.outputs.iter().map(|o| o.1).collect();
+    for inst in &prog.insts {
+        match inst {
+            Inst::Loop(l) => {
+                for a in &l.leaves {
+                    let same_space = producer.get(&a.vt).is_some_and(|&(p, _)| {
+                        matches!(&prog.insts[p], Inst::Loop(pl) if pl.shape == l.shape)
+                    });
+                    if *a != l.identity(a.vt) || !same_space {
+                        pinned.insert(a.vt);
+                    }
+                }
+            }
+            other => pinned.extend(other.reads()),
+        }
+    }
     for c in 0..prog.insts.len() {
         while let Inst::Loop(cl) = &prog.insts[c] {
             // the first leaf worth recomputing
@@ -116,7 +134,7 @@ fn rematerialize(prog: &mut Program) {
                 let Some(&(p, root)) = producer.get(&a.vt) else {
                     continue;
                 };
-                if p >= c || protected.contains(&a.vt) || *a != cl.identity(a.vt) {
+                if p >= c || pinned.contains(&a.vt) || *a != cl.identity(a.vt) {
                     continue;
                 }
                 let Inst::Loop(pl) = &prog.insts[p] else {

@@ -356,6 +356,11 @@ pub trait Kernel {
     fn parallel(&self, threads: usize) -> bool;
     /// Emits the code of thread `cg.tid()`'s share.
     fn emit(&self, cg: &mut Cg) -> Result<()>;
+    /// When parallel: whether it ends with a barrier and work on thread 0 alone (combining
+    /// per-thread partials), so thread-0 work right after it needs no barrier of its own.
+    fn ends_on_thread0(&self) -> bool {
+        false
+    }
 }
 
 pub enum Inst {
@@ -392,6 +397,15 @@ impl Inst {
             Inst::Loop(l) => l.writes(),
             Inst::Gemm(g) => vec![g.dst.vt],
             Inst::Kernel(k) => k.writes(),
+        }
+    }
+
+    /// When run in parallel: ends with a barrier and thread-0 work (combining partials).
+    pub fn ends_on_thread0(&self) -> bool {
+        match self {
+            Inst::Loop(l) => !l.reds.is_empty(),
+            Inst::Gemm(g) => g.split == GemmSplit::K,
+            Inst::Kernel(k) => k.ends_on_thread0(),
         }
     }
 

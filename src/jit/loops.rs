@@ -332,48 +332,34 @@ impl<'l> Emitter<'l> {
 
     /// Whether the last two dimensions run as a loop over rows with the (short) innermost
     /// dimension unrolled: then leaves constant along the rows (per-channel vectors) and
-    /// reductions over the rows (per-channel sums) live in registers.
+    /// reductions over the rows (per-channel sums) live in registers. Better than a short
+    /// inner loop even when some of them spill (a spill reloads from L1 like a leaf would).
     fn rows_unrolled_ok(&self) -> bool {
         let r = self.c.dims.len();
         let n = self.c.dims[r - 1];
         if r < 2 || !(LANES..=32).contains(&n) {
             return false;
         }
-        let unit = self
-            .c
+        self.c
             .strides
             .iter()
             .enumerate()
-            .all(|(ai, s)| ai == self.flat_ix || s[r - 1] == 0 || s[r - 1] == 1);
-        if !unit {
-            return false;
-        }
-        let nv = n / LANES;
-        let hoisted = (0..self.n_leaves)
-            .filter(|&li| self.c.strides[li][r - 2] == 0 && self.leaf_live(li))
-            .map(|li| {
-                if self.c.strides[li][r - 1] == 1 {
-                    nv
-                } else {
-                    1
-                }
-            })
-            .sum::<usize>();
-        let accs = (0..self.l.reds.len())
-            .filter(|&ri| self.c.strides[self.red_base(ri)][r - 2] == 0)
-            .count()
-            * nv;
-        hoisted + accs <= 12
+            .all(|(ai, s)| ai == self.flat_ix || s[r - 1] == 0 || s[r - 1] == 1)
     }
 
     /// Rows `lo..hi` of dimension `r-2`, each row's `r-1` dimension unrolled.
+    ///
+    /// Reductions fall in four groups: per-channel over the rows (one accumulator per
+    /// vector chunk, carried through the row loop), whole (one accumulator, carried), per
+    /// row (one accumulator folded within each row, then into memory) and per element
+    /// (accumulated in memory by `element`).
     fn rows_unrolled(&mut self, cg: &mut Cg, offs: &[Value], lo: Value, hi: Value) {
         let r = self.c.dims.len();
         let n = self.c.dims[r - 1];
         let nv = n / LANES;
+        let nt = n - nv * LANES;
         let row_s: Vec<isize> = self.c.strides.iter().map(|s| s[r - 2]).collect();
         let inner: Vec<isize> = self.c.strides.iter().map(|s| s[r - 1]).collect();
-        // row-invariant leaves: one value per vector chunk (and per tail element)
         let row0: Vec<Value> = offs
             .iter()
             .enumerate()
@@ -385,8 +371,9 @@ impl<'l> Emitter<'l> {
                 }
             })
             .collect();
+        // row-invariant leaves: one value per vector chunk and per tail element
         let mut fixed_v: Vec<Vec<Option<Value>>> = vec![vec![None; self.n_leaves]; nv];
-        let mut fixed_s: Vec<Vec<Option<Value>>> = vec![vec![None; self.n_leaves]; n - nv * LANES];
+        let mut fixed_s: Vec<Vec<Option<Value>>> = vec![vec![None; self.n_leaves]; nt];
         for li in 0..self.n_leaves {
             if row_s[li] != 0 || !self.leaf_live(li) {
                 continue;
@@ -405,26 +392,43 @@ impl<'l> Emitter<'l> {
                 }
             }
         }
-        // reductions over the rows accumulate in registers, per chunk
-        let reg_reds: Vec<usize> = (0..self.l.reds.len())
-            .filter(|&ri| row_s[self.red_base(ri)] == 0)
-            .collect();
-        let nt = n - nv * LANES;
+        let group = |row: bool, inn: isize| -> Vec<usize> {
+            (0..self.l.reds.len())
+                .filter(|&ri| {
+                    let b = self.red_base(ri);
+                    (row_s[b] == 0) == row && inner[b] == inn
+                })
+                .collect()
+        };
+        let chan = group(true, 1); // per channel, over rows
+        let whole = group(true, 0); // over rows and the row
+        let per_row = group(false, 0); // over the row only
+        let kind = |ri: usize| self.l.reds[ri].kind;
+        let (qc, qw) = (chan.len(), whole.len());
+        // carried: chan x (nv vectors + nt scalars), then whole x (1 vector + 1 scalar)
         let mut init = Vec::new();
         for _ in 0..nv {
-            for &ri in &reg_reds {
-                init.push(cg.fconst(F32X4, red_identity(self.l.reds[ri].kind)));
+            for &ri in &chan {
+                init.push(cg.fconst(F32X4, red_identity(kind(ri))));
             }
         }
         for _ in 0..nt {
-            for &ri in &reg_reds {
-                init.push(cg.fconst(F32, red_identity(self.l.reds[ri].kind)));
+            for &ri in &chan {
+                init.push(cg.fconst(F32, red_identity(kind(ri))));
             }
         }
-        let q = reg_reds.len();
+        for &ri in &whole {
+            init.push(cg.fconst(F32X4, red_identity(kind(ri))));
+        }
+        for &ri in &whole {
+            init.push(cg.fconst(F32, red_identity(kind(ri))));
+        }
+        let wv = (nv + nt) * qc; // first whole vector accumulator
+        let ws = wv + qw; // first whole scalar accumulator
         let base = self.base.clone();
         let flat_ix = self.flat_ix;
         let offs = offs.to_vec();
+        let regs: Vec<usize> = chan.iter().chain(&whole).chain(&per_row).copied().collect();
         let accs = cg.for_range(lo, hi, 1, &init, |cg, i, carried| {
             let rows: Vec<Value> = offs
                 .iter()
@@ -456,85 +460,72 @@ impl<'l> Emitter<'l> {
                 hoisted,
             };
             let zero = cg.iconst(0);
-            // per-row results (reduced along the row only) fold across the row's chunks
-            let row_reds: Vec<usize> = (0..self.l.reds.len())
-                .filter(|&ri| row_s[self.red_base(ri)] != 0 && inner[self.red_base(ri)] == 0)
-                .collect();
-            let all: Vec<usize> = reg_reds.iter().chain(&row_reds).copied().collect();
-            let mut rv: Vec<Value> = row_reds
+            let mut out = carried.to_vec();
+            let mut rv: Vec<Value> = per_row
                 .iter()
-                .map(|&ri| cg.fconst(F32X4, red_identity(self.l.reds[ri].kind)))
+                .map(|&ri| cg.fconst(F32X4, red_identity(kind(ri))))
                 .collect();
-            let mut rs: Vec<Value> = row_reds
+            let mut rs: Vec<Value> = per_row
                 .iter()
-                .map(|&ri| cg.fconst(F32, red_identity(self.l.reds[ri].kind)))
+                .map(|&ri| cg.fconst(F32, red_identity(kind(ri))))
                 .collect();
-            let mut out = Vec::with_capacity(carried.len());
-            for u in 0..nv {
-                let mut mine = carried[u * q..(u + 1) * q].to_vec();
-                mine.extend_from_slice(&rv);
-                let got = self.element(cg, &ctx, zero, u * LANES, F32X4, &all, &mine, &fixed_v[u]);
-                out.extend_from_slice(&got[..q]);
-                rv = got[q..].to_vec();
+            for u in 0..nv + nt {
+                let vector = u < nv;
+                let (ty, lane, fixed) = if vector {
+                    (F32X4, u * LANES, &fixed_v[u])
+                } else {
+                    (F32, nv * LANES + (u - nv), &fixed_s[u - nv])
+                };
+                let mut mine: Vec<Value> = out[u * qc..(u + 1) * qc].to_vec();
+                let w0 = if vector { wv } else { ws };
+                mine.extend_from_slice(&out[w0..w0 + qw]);
+                mine.extend_from_slice(if vector { &rv } else { &rs });
+                let got = self.element(cg, &ctx, zero, lane, ty, &regs, &mine, fixed);
+                out[u * qc..(u + 1) * qc].copy_from_slice(&got[..qc]);
+                out[w0..w0 + qw].copy_from_slice(&got[qc..qc + qw]);
+                if vector {
+                    rv = got[qc + qw..].to_vec();
+                } else {
+                    rs = got[qc + qw..].to_vec();
+                }
             }
-            for (t, fixed) in fixed_s.iter().enumerate() {
-                let at = (nv + t) * q;
-                let mut mine = carried[at..at + q].to_vec();
-                mine.extend_from_slice(&rs);
-                let got = self.element(cg, &ctx, zero, nv * LANES + t, F32, &all, &mine, fixed);
-                out.extend_from_slice(&got[..q]);
-                rs = got[q..].to_vec();
-            }
-            for (k, &ri) in row_reds.iter().enumerate() {
-                let kind = self.l.reds[ri].kind;
+            for (k, &ri) in per_row.iter().enumerate() {
+                let kd = kind(ri);
                 let mut v = rs[k];
                 if nv > 0 {
-                    let h = cg.hreduce(rv[k], |cg, a, b| combine(cg, kind, a, b));
-                    v = combine(cg, kind, h, v);
+                    let h = cg.hreduce(rv[k], |cg, a, b| combine(cg, kd, a, b));
+                    v = combine(cg, kd, h, v);
                 }
                 let p = ctx.rows[self.red_base(ri)];
                 let old = cg.load(F32, p, 0);
-                let nw = combine(cg, kind, old, v);
+                let nw = combine(cg, kd, old, v);
                 cg.store(nw, p, 0);
             }
             out
         });
-        // register accumulators meet memory once
-        for (k, &ri) in reg_reds.iter().enumerate() {
-            let kind = self.l.reds[ri].kind;
+        // carried accumulators meet memory once
+        for (k, &ri) in chan.iter().enumerate() {
+            let kd = kind(ri);
             let p = row0[self.red_base(ri)];
-            if inner[self.red_base(ri)] == 1 {
-                for u in 0..nv {
-                    let old = cg.load(F32X4, p, (u * LANES * 4) as i64);
-                    let v = combine(cg, kind, old, accs[u * q + k]);
-                    cg.store(v, p, (u * LANES * 4) as i64);
-                }
-                for t in 0..nt {
-                    let off = ((nv * LANES + t) * 4) as i64;
-                    let old = cg.load(F32, p, off);
-                    let v = combine(cg, kind, old, accs[(nv + t) * q + k]);
-                    cg.store(v, p, off);
-                }
-            } else {
-                let mut acc: Option<Value> = None;
-                for u in 0..nv {
-                    let h = cg.hreduce(accs[u * q + k], |cg, a, b| combine(cg, kind, a, b));
-                    acc = Some(match acc {
-                        None => h,
-                        Some(a) => combine(cg, kind, a, h),
-                    });
-                }
-                for t in 0..nt {
-                    let v = accs[(nv + t) * q + k];
-                    acc = Some(match acc {
-                        None => v,
-                        Some(a) => combine(cg, kind, a, v),
-                    });
-                }
-                let old = cg.load(F32, p, 0);
-                let v = combine(cg, kind, old, acc.unwrap());
-                cg.store(v, p, 0);
+            for u in 0..nv + nt {
+                let (ty, off) = if u < nv {
+                    (F32X4, (u * LANES * 4) as i64)
+                } else {
+                    (F32, ((nv * LANES + u - nv) * 4) as i64)
+                };
+                let old = cg.load(ty, p, off);
+                let v = combine(cg, kd, old, accs[u * qc + k]);
+                cg.store(v, p, off);
             }
+        }
+        for (k, &ri) in whole.iter().enumerate() {
+            let kd = kind(ri);
+            let h = cg.hreduce(accs[wv + k], |cg, a, b| combine(cg, kd, a, b));
+            let v = combine(cg, kd, h, accs[ws + k]);
+            let p = row0[self.red_base(ri)];
+            let old = cg.load(F32, p, 0);
+            let v = combine(cg, kd, old, v);
+            cg.store(v, p, 0);
         }
     }
 

@@ -944,6 +944,9 @@ impl Kernel for DepthwiseGradFilter {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn ends_on_thread0(&self) -> bool {
+        self.partial.is_some()
+    }
     fn kind(&self) -> &'static str {
         "depthwise_grad_filter"
     }
