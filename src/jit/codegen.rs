@@ -420,152 +420,131 @@ impl<'a, 'f> Cg<'a, 'f> {
     }
 }
 
+/// Calls the host GEMM on rows `m`, columns `n` and depth `k` (ranges `[lo, hi)`) of `g`,
+/// into `dst` (a pointer to element `(m.lo, n.lo)` of a matrix with strides `rs`, `cs`)
+/// when given, else into `g.dst`.
+fn gemm_call(
+    cg: &mut Cg,
+    g: &Gemm,
+    m: (Value, Value),
+    n: (Value, Value),
+    k: (Value, Value),
+    dst: Option<(Value, isize, isize)>,
+    accumulate: bool,
+) {
+    let at = |cg: &mut Cg, mat: &Mat, r: Value, c: Value| -> Value {
+        let base = cg.ptr(mat.vt, mat.offset);
+        let ro = cg.b.ins().imul_imm_s(r, mat.rs as i64 * 4);
+        let co = cg.b.ins().imul_imm_s(c, mat.cs as i64 * 4);
+        let p = cg.b.ins().iadd(base, ro);
+        cg.b.ins().iadd(p, co)
+    };
+    let (dst, drs, dcs) = match dst {
+        Some(d) => d,
+        None => (at(cg, &g.dst, m.0, n.0), g.dst.rs, g.dst.cs),
+    };
+    let lhs = at(cg, &g.lhs, m.0, k.0);
+    let rhs = at(cg, &g.rhs, k.0, n.0);
+    let mm = cg.b.ins().isub(m.1, m.0);
+    let nn = cg.b.ins().isub(n.1, n.0);
+    let kk = cg.b.ins().isub(k.1, k.0);
+    let mut args = vec![mm, nn, kk, dst];
+    args.push(cg.iconst(drs as i64));
+    args.push(cg.iconst(dcs as i64));
+    args.push(lhs);
+    args.push(cg.iconst(g.lhs.rs as i64));
+    args.push(cg.iconst(g.lhs.cs as i64));
+    args.push(rhs);
+    args.push(cg.iconst(g.rhs.rs as i64));
+    args.push(cg.iconst(g.rhs.cs as i64));
+    args.push(cg.iconst(accumulate as i64));
+    let f = cg.helpers.gemm;
+    cg.call(f, &args);
+}
+
+/// This thread's `m x n` partial of a split-K GEMM (row-major).
+fn gemm_partial(cg: &mut Cg, g: &Gemm) -> Value {
+    let part = g.partial.expect("planner gives split-K GEMMs a partial buffer");
+    let base = cg.ptr(part, 0);
+    let tid = cg.tid();
+    let off = cg.b.ins().imul_imm_s(tid, (g.m * g.n * 4) as i64);
+    cg.b.ins().iadd(base, off)
+}
+
+/// Thread 0, after a barrier: the split-K partials summed into the destination.
+fn gemm_combine(cg: &mut Cg, g: &Gemm) {
+    let part = g.partial.expect("split-K GEMMs have a partial buffer");
+    let threads = cg.threads;
+    let pbase = cg.ptr(part, 0);
+    let dbase = cg.ptr(g.dst.vt, g.dst.offset);
+    let first = if g.accumulate { 0 } else { 1 };
+    for r in 0..g.m {
+        let contiguous = g.dst.cs == 1;
+        let nv = if contiguous { g.n / LANES * LANES } else { 0 };
+        let row_p = (r * g.n * 4) as i64;
+        let row_d = r as i64 * g.dst.rs as i64 * 4;
+        let sum = |cg: &mut Cg, ty: Type, pa: Value, po: i64, da: Value, dof: i64| {
+            let mut acc = if g.accumulate {
+                cg.load(ty, da, dof)
+            } else {
+                cg.load(ty, pa, po)
+            };
+            for t in first..threads {
+                let v = cg.load(ty, pa, po + (t * g.m * g.n * 4) as i64);
+                acc = cg.fadd(acc, v);
+            }
+            cg.store(acc, da, dof);
+        };
+        if nv > 0 {
+            cg.for_static(0, nv, LANES, &[], |cg, j, _| {
+                let pa = cg.elem_addr(pbase, j);
+                let da = cg.elem_addr(dbase, j);
+                sum(cg, F32X4, pa, row_p, da, row_d);
+                vec![]
+            });
+        }
+        for c in nv..g.n {
+            let po = row_p + (c * 4) as i64;
+            let dof = row_d + c as i64 * g.dst.cs as i64 * 4;
+            sum(cg, F32, pbase, po, dbase, dof);
+        }
+    }
+}
+
 /// Emits a GEMM: this thread's share of rows, columns or the `k` range.
 pub fn emit_gemm(cg: &mut Cg, g: &Gemm, parallel: bool) {
-    let run = |cg: &mut Cg, m0: Value, m1: Value, n0: Value, n1: Value, k0: Value, k1: Value| {
-        // dst, lhs, rhs pointers moved to (m0, n0), (m0, k0), (k0, n0)
-        let off = |cg: &mut Cg, mat: &Mat, r: Value, c: Value| -> Value {
-            let base = cg.ptr(mat.vt, mat.offset);
-            let ro = cg.b.ins().imul_imm_s(r, mat.rs as i64 * 4);
-            let co = cg.b.ins().imul_imm_s(c, mat.cs as i64 * 4);
-            let p = cg.b.ins().iadd(base, ro);
-            cg.b.ins().iadd(p, co)
-        };
-        let m = cg.b.ins().isub(m1, m0);
-        let n = cg.b.ins().isub(n1, n0);
-        let k = cg.b.ins().isub(k1, k0);
-        let dst = off(cg, &g.dst, m0, n0);
-        let lhs = off(cg, &g.lhs, m0, k0);
-        let rhs = off(cg, &g.rhs, k0, n0);
-        let mut args = vec![m, n, k, dst];
-        for v in [g.dst.rs, g.dst.cs] {
-            args.push(cg.iconst(v as i64));
-        }
-        args.push(lhs);
-        for v in [g.lhs.rs, g.lhs.cs] {
-            args.push(cg.iconst(v as i64));
-        }
-        args.push(rhs);
-        for v in [g.rhs.rs, g.rhs.cs] {
-            args.push(cg.iconst(v as i64));
-        }
-        args.push(cg.iconst(g.accumulate as i64));
-        let f = cg.helpers.gemm;
-        cg.call(f, &args);
-    };
-    let zero = cg.iconst(0);
-    let mm = cg.iconst(g.m as i64);
-    let nn = cg.iconst(g.n as i64);
-    let kk = cg.iconst(g.k as i64);
+    let whole = |cg: &mut Cg, n: usize| (cg.iconst(0), cg.iconst(n as i64));
     if !parallel {
         cg.on_thread0(|cg| {
-            let zero = cg.iconst(0);
-            let mm = cg.iconst(g.m as i64);
-            let nn = cg.iconst(g.n as i64);
-            let kk = cg.iconst(g.k as i64);
-            run(cg, zero, mm, zero, nn, zero, kk)
+            let (m, n, k) = (whole(cg, g.m), whole(cg, g.n), whole(cg, g.k));
+            gemm_call(cg, g, m, n, k, None, g.accumulate)
         });
         return;
     }
     match g.split {
         GemmSplit::Rows => {
-            let (lo, hi) = cg.thread_range(g.m, 4);
-            run(cg, lo, hi, zero, nn, zero, kk);
+            let m = cg.thread_range(g.m, 4);
+            let (n, k) = (whole(cg, g.n), whole(cg, g.k));
+            gemm_call(cg, g, m, n, k, None, g.accumulate);
         }
         GemmSplit::Cols => {
-            let (lo, hi) = cg.thread_range(g.n, 8);
-            run(cg, zero, mm, lo, hi, zero, kk);
+            let n = cg.thread_range(g.n, 8);
+            let (m, k) = (whole(cg, g.m), whole(cg, g.k));
+            gemm_call(cg, g, m, n, k, None, g.accumulate);
         }
         GemmSplit::K => {
-            // Each thread: partial[tid] = lhs[:, k-range] * rhs[k-range, :]; then thread 0
-            // sums the partials into dst.
-            let part = g
-                .partial
-                .expect("planner gives split-K GEMMs a partial buffer");
+            // partial[tid] = lhs[:, k-range] * rhs[k-range, :]; thread 0 sums them
             let mn = g.m * g.n;
-            let (lo, hi) = cg.thread_range(g.k, 8);
-            let tid = cg.tid();
-            let pbase = cg.ptr(part, 0);
-            let poff = cg.b.ins().imul_imm_s(tid, (mn * 4) as i64);
-            let pdst = cg.b.ins().iadd(pbase, poff);
-            // GEMM into the partial (row-major m x n), not accumulating.
-            let m = mm;
-            let n = nn;
-            let k = cg.b.ins().isub(hi, lo);
-            let lhs = {
-                let base = cg.ptr(g.lhs.vt, g.lhs.offset);
-                let o = cg.b.ins().imul_imm_s(lo, g.lhs.cs as i64 * 4);
-                cg.b.ins().iadd(base, o)
-            };
-            let rhs = {
-                let base = cg.ptr(g.rhs.vt, g.rhs.offset);
-                let o = cg.b.ins().imul_imm_s(lo, g.rhs.rs as i64 * 4);
-                cg.b.ins().iadd(base, o)
-            };
-            let mut args = vec![m, n, k, pdst];
-            args.push(cg.iconst(g.n as i64));
-            args.push(cg.iconst(1));
-            args.push(lhs);
-            args.push(cg.iconst(g.lhs.rs as i64));
-            args.push(cg.iconst(g.lhs.cs as i64));
-            args.push(rhs);
-            args.push(cg.iconst(g.rhs.rs as i64));
-            args.push(cg.iconst(g.rhs.cs as i64));
-            args.push(cg.iconst(0));
-            let f = cg.helpers.gemm;
-            // An empty k range (more threads than k) must still define the partial.
-            let empty = cg.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, lo, hi);
-            cg.if_then(empty, |cg| cg.fill(pdst, mn, 0.0));
-            let nonempty = cg.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+            let k = cg.thread_range(g.k, 8);
+            let part = gemm_partial(cg, g);
+            cg.fill(part, mn, 0.0);
+            let nonempty = cg.b.ins().icmp(IntCC::SignedLessThan, k.0, k.1);
             cg.if_then(nonempty, |cg| {
-                cg.call(f, &args);
+                let (m, n) = (whole(cg, g.m), whole(cg, g.n));
+                gemm_call(cg, g, m, n, k, Some((part, g.n as isize, 1)), true);
             });
             cg.barrier();
-            cg.on_thread0(|cg| {
-                let threads = cg.threads;
-                let pbase = cg.ptr(part, 0);
-                let dbase = cg.ptr(g.dst.vt, g.dst.offset);
-                for r in 0..g.m {
-                    // contiguous rows of the partial; dst may be strided
-                    let contiguous = g.dst.cs == 1;
-                    let nv = if contiguous { g.n / LANES * LANES } else { 0 };
-                    let row_p = (r * g.n * 4) as i64;
-                    let row_d = r as i64 * g.dst.rs as i64 * 4;
-                    if nv > 0 {
-                        cg.for_static(0, nv, LANES, &[], |cg, j, _| {
-                            let pa = cg.elem_addr(pbase, j);
-                            let da = cg.elem_addr(dbase, j);
-                            let mut acc = if g.accumulate {
-                                cg.load(F32X4, da, row_d)
-                            } else {
-                                cg.load(F32X4, pa, row_p)
-                            };
-                            let first = if g.accumulate { 0 } else { 1 };
-                            for t in first..threads {
-                                let v = cg.load(F32X4, pa, row_p + (t * g.m * g.n * 4) as i64);
-                                acc = cg.fadd(acc, v);
-                            }
-                            cg.store(acc, da, row_d);
-                            vec![]
-                        });
-                    }
-                    for c in nv..g.n {
-                        let po = row_p + (c * 4) as i64;
-                        let dof = row_d + c as i64 * g.dst.cs as i64 * 4;
-                        let mut acc = if g.accumulate {
-                            cg.load(F32, dbase, dof)
-                        } else {
-                            cg.load(F32, pbase, po)
-                        };
-                        let first = if g.accumulate { 0 } else { 1 };
-                        for t in first..threads {
-                            let v = cg.load(F32, pbase, po + (t * g.m * g.n * 4) as i64);
-                            acc = cg.fadd(acc, v);
-                        }
-                        cg.store(acc, dbase, dof);
-                    }
-                }
-            });
+            cg.on_thread0(|cg| gemm_combine(cg, g));
         }
     }
 }

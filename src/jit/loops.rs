@@ -123,101 +123,15 @@ pub fn emit_loop(cg: &mut Cg, l: &Loop, par: bool) {
 }
 
 fn emit_body(cg: &mut Cg, l: &Loop, par: bool) {
-    let c = coalesce(l);
-    let n_leaves = l.leaves.len();
-    let n_stores = l.stores.len();
-    let flat_ix = c.strides.len() - 1;
-    // live nodes: everything stored or reduced, transitively
-    let mut live = vec![false; l.nodes.len()];
-    for (n, _) in &l.stores {
-        live[*n as usize] = true;
-    }
-    for r in &l.reds {
-        live[r.node as usize] = true;
-    }
-    for i in (0..l.nodes.len()).rev() {
-        if !live[i] {
-            continue;
-        }
-        let mut mark = |j: u32| live[j as usize] = true;
-        match l.nodes[i] {
-            ENode::Leaf(_) | ENode::Const(_) => {}
-            ENode::Un(_, a) => mark(a),
-            ENode::Bin(_, a, b) | ENode::Cmp(_, a, b) | ENode::And(a, b) => {
-                mark(a);
-                mark(b)
-            }
-            ENode::Fma(a, b, c) | ENode::Select(a, b, c) => {
-                mark(a);
-                mark(b);
-                mark(c)
-            }
-            ENode::DropoutKeep { step, .. } => mark(step),
-        }
-    }
-    let needs_flat = l
-        .nodes
-        .iter()
-        .enumerate()
-        .any(|(i, n)| live[i] && matches!(n, ENode::DropoutKeep { .. }));
-
-    // base pointers
-    let mut base = Vec::with_capacity(c.strides.len());
-    for a in &l.leaves {
-        base.push(cg.ptr(a.vt, a.offset));
-    }
-    for (_, a) in &l.stores {
-        base.push(cg.ptr(a.vt, a.offset));
-    }
-    for r in &l.reds {
-        assert_eq!(r.out.offset, 0, "reduction outputs start at their vt");
-        let target = match (par, r.partial) {
-            (true, Some(p)) => {
-                let numel = red_numel(cg, r.out.vt, l);
-                let pb = cg.ptr(p, 0);
-                let tid = cg.tid();
-                let off = cg.b.ins().imul_imm_s(tid, (numel * 4) as i64);
-                cg.b.ins().iadd(pb, off)
-            }
-            _ => cg.ptr(r.out.vt, 0),
-        };
-        base.push(target);
-    }
-    base.push(cg.iconst(0)); // flat index "pointer": element offsets are the index itself
-
-    // initialize reduction targets
-    for (ri, r) in l.reds.iter().enumerate() {
-        let numel = red_numel(cg, r.out.vt, l);
-        let p = base[n_leaves + n_stores + ri];
-        cg.fill(p, numel, r.init);
-    }
-
-    let mut e = Emitter {
-        l,
-        c,
-        live,
-        n_leaves,
-        n_stores,
-        flat_ix,
-        base,
-        needs_flat,
-    };
+    let mut e = Emitter::prepare(cg, l, coalesce(l), par);
     let offs: Vec<Value> = (0..e.c.strides.len()).map(|_| cg.iconst(0)).collect();
     e.nest(cg, 0, &offs, par);
-
-    // combine partials / apply scales
     if l.reds.is_empty() {
         return;
     }
     if par {
         cg.barrier();
-        cg.on_thread0(|cg| {
-            for r in &l.reds {
-                let numel = red_numel(cg, r.out.vt, l);
-                let part = r.partial.expect("planner sets partials of parallel loops");
-                finalize(cg, r.kind, r.scale, part, r.out.vt, numel);
-            }
-        });
+        cg.on_thread0(|cg| finalize_partials(cg, l));
     } else {
         for r in &l.reds {
             if r.scale != 1.0 {
@@ -225,6 +139,15 @@ fn emit_body(cg: &mut Cg, l: &Loop, par: bool) {
                 scale_in_place(cg, r.out.vt, numel, r.scale);
             }
         }
+    }
+}
+
+/// Thread 0, after a barrier: every reduction's per-thread partials into its output.
+fn finalize_partials(cg: &mut Cg, l: &Loop) {
+    for r in &l.reds {
+        let numel = red_numel(cg, r.out.vt, l);
+        let part = r.partial.expect("planner sets partials of parallel loops");
+        finalize(cg, r.kind, r.scale, part, r.out.vt, numel);
     }
 }
 
@@ -283,6 +206,83 @@ fn scale_in_place(cg: &mut Cg, vt: usize, numel: usize, scale: f32) {
 }
 
 impl<'l> Emitter<'l> {
+    /// Live nodes, base pointers, and initialized reduction targets (this thread's partial
+    /// when `par`, else the output).
+    fn prepare(cg: &mut Cg, l: &'l Loop, c: Coalesced, par: bool) -> Emitter<'l> {
+        let n_leaves = l.leaves.len();
+        let n_stores = l.stores.len();
+        let flat_ix = c.strides.len() - 1;
+        let mut live = vec![false; l.nodes.len()];
+        for (n, _) in &l.stores {
+            live[*n as usize] = true;
+        }
+        for r in &l.reds {
+            live[r.node as usize] = true;
+        }
+        for i in (0..l.nodes.len()).rev() {
+            if !live[i] {
+                continue;
+            }
+            let mut mark = |j: u32| live[j as usize] = true;
+            match l.nodes[i] {
+                ENode::Leaf(_) | ENode::Const(_) => {}
+                ENode::Un(_, a) => mark(a),
+                ENode::Bin(_, a, b) | ENode::Cmp(_, a, b) | ENode::And(a, b) => {
+                    mark(a);
+                    mark(b)
+                }
+                ENode::Fma(a, b, c) | ENode::Select(a, b, c) => {
+                    mark(a);
+                    mark(b);
+                    mark(c)
+                }
+                ENode::DropoutKeep { step, .. } => mark(step),
+            }
+        }
+        let needs_flat = l
+            .nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| live[i] && matches!(n, ENode::DropoutKeep { .. }));
+        let mut base = Vec::with_capacity(c.strides.len());
+        for a in &l.leaves {
+            base.push(cg.ptr(a.vt, a.offset));
+        }
+        for (_, a) in &l.stores {
+            base.push(cg.ptr(a.vt, a.offset));
+        }
+        for r in &l.reds {
+            assert_eq!(r.out.offset, 0, "reduction outputs start at their vt");
+            let target = match (par, r.partial) {
+                (true, Some(p)) => {
+                    let numel = red_numel(cg, r.out.vt, l);
+                    let pb = cg.ptr(p, 0);
+                    let tid = cg.tid();
+                    let off = cg.b.ins().imul_imm_s(tid, (numel * 4) as i64);
+                    cg.b.ins().iadd(pb, off)
+                }
+                _ => cg.ptr(r.out.vt, 0),
+            };
+            base.push(target);
+        }
+        base.push(cg.iconst(0)); // flat index "pointer": element offsets are the index itself
+        for (ri, r) in l.reds.iter().enumerate() {
+            let numel = red_numel(cg, r.out.vt, l);
+            let p = base[n_leaves + n_stores + ri];
+            cg.fill(p, numel, r.init);
+        }
+        Emitter {
+            l,
+            c,
+            live,
+            n_leaves,
+            n_stores,
+            flat_ix,
+            base,
+            needs_flat,
+        }
+    }
+
     fn red_base(&self, ri: usize) -> usize {
         self.n_leaves + self.n_stores + ri
     }
@@ -292,20 +292,19 @@ impl<'l> Emitter<'l> {
     fn nest(&mut self, cg: &mut Cg, k: usize, offs: &[Value], par: bool) {
         let r = self.c.dims.len();
         let n = self.c.dims[k];
-        if k + 1 == r {
-            let (lo, hi) = if par && k == 0 {
-                cg.thread_range(n, LANES * UNROLL)
+        let range = |cg: &mut Cg, granule: usize| {
+            if k == 0 && par {
+                cg.thread_range(n, granule)
             } else {
                 (cg.iconst(0), cg.iconst(n as i64))
-            };
+            }
+        };
+        if k + 1 == r {
+            let (lo, hi) = range(cg, LANES * UNROLL);
             self.inner(cg, offs, lo, hi);
             return;
         }
-        let (lo, hi) = if par && k == 0 {
-            cg.thread_range(n, 1)
-        } else {
-            (cg.iconst(0), cg.iconst(n as i64))
-        };
+        let (lo, hi) = range(cg, 1);
         if k + 2 == r && self.rows_unrolled_ok() {
             self.rows_unrolled(cg, offs, lo, hi);
             return;
