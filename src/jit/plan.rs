@@ -51,7 +51,12 @@ pub struct Plan {
     pub copied: Vec<String>,
 }
 
-/// The lowering order of the live non-leaf nodes.
+/// The lowering order of the live non-leaf nodes: a list schedule that prefers the ready op
+/// reading the most recently touched value (produced or read), and among those one that
+/// re-reads a value over one that reads a fresh result: so a filter gradient runs right after
+/// the input gradient that read the same tensor (still in cache), not at the end of the step.
+/// Ties go to the graph's canonical order. An op computing a param's new value waits until
+/// every other reader of the param has run, so the new value can overwrite the old in place.
 pub fn schedule(g: &Graph) -> Vec<NodeId> {
     let canon = g.canonical_order();
     let pos: HashMap<NodeId, usize> = canon.iter().enumerate().map(|(i, &n)| (n, i)).collect();
@@ -80,13 +85,6 @@ pub fn schedule(g: &Graph) -> Vec<NodeId> {
         .iter()
         .map(|&n| (n, distinct(g.operands(n)).len()))
         .collect();
-    let mut ready: BTreeSet<(usize, NodeId)> = live
-        .iter()
-        .filter(|n| indeg[n] == 0)
-        .map(|&n| (pos[&n], n))
-        .collect();
-    let mut done: HashSet<NodeId> = HashSet::new();
-    let mut waiting: BTreeSet<(usize, NodeId)> = BTreeSet::new();
     let blocked = |n: NodeId, done: &HashSet<NodeId>| -> bool {
         waits_for.get(&n).is_some_and(|ps| {
             ps.iter().any(|&p| {
@@ -96,38 +94,44 @@ pub fn schedule(g: &Graph) -> Vec<NodeId> {
             })
         })
     };
+    // when each value was last touched (1-based step), and whether by a read
+    let mut touched: HashMap<NodeId, (usize, bool)> = HashMap::new();
+    let key = |n: NodeId, touched: &HashMap<NodeId, (usize, bool)>| {
+        let best = g
+            .operands(n)
+            .iter()
+            .filter_map(|o| touched.get(o))
+            .copied()
+            .max()
+            .unwrap_or((0, false));
+        (Reverse(best), pos[&n])
+    };
+    let mut ready: Vec<NodeId> = live.iter().copied().filter(|n| indeg[n] == 0).collect();
+    let mut done: HashSet<NodeId> = HashSet::new();
     let mut order = Vec::with_capacity(live.len());
     while order.len() < live.len() {
-        let next = loop {
-            match ready.pop_first() {
-                Some((p, n)) if blocked(n, &done) => {
-                    waiting.insert((p, n));
-                }
-                Some((_, n)) => break Some(n),
-                // only blocked updates remain: release the earliest; it will be copied
-                // back instead of written in place
-                None => break waiting.pop_first().map(|(_, n)| n),
-            }
+        let pick = |cands: &mut dyn Iterator<Item = (usize, NodeId)>| {
+            cands.min_by_key(|&(_, n)| key(n, &touched)).map(|(i, _)| i)
         };
-        let Some(next) = next else { break };
+        let free = pick(&mut ready.iter().copied().enumerate().filter(|&(_, n)| !blocked(n, &done)));
+        // only blocked updates left: release one; it will be copied back instead
+        let Some(i) = free.or_else(|| pick(&mut ready.iter().copied().enumerate())) else {
+            break;
+        };
+        let next = ready.swap_remove(i);
         order.push(next);
         done.insert(next);
-        let users: Vec<NodeId> = distinct(g.users(next).into_iter().map(|(u, _)| u).collect());
-        for u in users {
+        let step = order.len();
+        for o in g.operands(next) {
+            touched.insert(o, (step, true));
+        }
+        touched.insert(next, (step, false));
+        for u in distinct(g.users(next).into_iter().map(|(u, _)| u).collect()) {
             let d = indeg.get_mut(&u).expect("live user");
             *d -= 1;
             if *d == 0 {
-                ready.insert((pos[&u], u));
+                ready.push(u);
             }
-        }
-        let unblocked: Vec<(usize, NodeId)> = waiting
-            .iter()
-            .copied()
-            .filter(|&(_, n)| !blocked(n, &done))
-            .collect();
-        for x in unblocked {
-            waiting.remove(&x);
-            ready.insert(x);
         }
     }
     order
