@@ -212,6 +212,19 @@ pub fn measure(
     let compile_secs = t0.elapsed().as_secs_f64();
     if print_listing {
         say(exe.listing());
+        let st = exe.stats();
+        say(format!(
+            "{} instructions ({} loops, {} GEMMs, {} kernels), {} KiB code, arena {:.1} MiB, state {:.1} MiB, updates {} in place / {} copied",
+            st.instructions,
+            st.loops,
+            st.gemms,
+            st.kernels,
+            st.code_bytes / 1024,
+            st.arena_bytes as f64 / (1 << 20) as f64,
+            st.state_bytes as f64 / (1 << 20) as f64,
+            st.updates_in_place,
+            st.updates_copied
+        ));
     }
     let mut feeds = Feeds::new(graph, 1)?;
     for s in 0..warmup {

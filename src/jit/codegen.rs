@@ -464,7 +464,9 @@ fn gemm_call(
 
 /// This thread's `m x n` partial of a split-K GEMM (row-major).
 fn gemm_partial(cg: &mut Cg, g: &Gemm) -> Value {
-    let part = g.partial.expect("planner gives split-K GEMMs a partial buffer");
+    let part = g
+        .partial
+        .expect("planner gives split-K GEMMs a partial buffer");
     let base = cg.ptr(part, 0);
     let tid = cg.tid();
     let off = cg.b.ins().imul_imm_s(tid, (g.m * g.n * 4) as i64);

@@ -115,9 +115,9 @@ fn rematerialize(prog: &mut Program) {
         match inst {
             Inst::Loop(l) => {
                 for a in &l.leaves {
-                    let same_space = producer.get(&a.vt).is_some_and(|&(p, _)| {
-                        matches!(&prog.insts[p], Inst::Loop(pl) if pl.shape == l.shape)
-                    });
+                    let same_space = producer.get(&a.vt).is_some_and(
+                        |&(p, _)| matches!(&prog.insts[p], Inst::Loop(pl) if pl.shape == l.shape),
+                    );
                     if *a != l.identity(a.vt) || !same_space {
                         pinned.insert(a.vt);
                     }

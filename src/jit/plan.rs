@@ -113,7 +113,13 @@ pub fn schedule(g: &Graph) -> Vec<NodeId> {
         let pick = |cands: &mut dyn Iterator<Item = (usize, NodeId)>| {
             cands.min_by_key(|&(_, n)| key(n, &touched)).map(|(i, _)| i)
         };
-        let free = pick(&mut ready.iter().copied().enumerate().filter(|&(_, n)| !blocked(n, &done)));
+        let free = pick(
+            &mut ready
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|&(_, n)| !blocked(n, &done)),
+        );
         // only blocked updates left: release one; it will be copied back instead
         let Some(i) = free.or_else(|| pick(&mut ready.iter().copied().enumerate())) else {
             break;

@@ -1,0 +1,194 @@
+//! The real train steps (`pass::run_pipeline("default_8bit")` then `autodiff::train_step`
+//! with Adam) of the reference models, compiled by the JIT and checked against the reference
+//! interpreter step by step, in every configuration (FMA on/off, 1/2 threads). Also the JIT
+//! as the backend of `train::fit`.
+//!
+//! Comparison (`mostly_close`): every element within 5% of the tensor's scale, and 99% within
+//! - float steps: the reassociation tolerance `RTOL·(|ref| + scale)` plus 1e-6 absolute
+//!   (values whose exact result is 0, like the batch mean after a bias-free 1x1 conv of
+//!   normalized data, are pure f32 rounding noise of O(1) activations, ~1e-7);
+//! - QAT steps: three 8-bit quantization steps (`3·2^-8·scale`): a fake-quant level flips
+//!   where the oracle's and the JIT's reassociated sums fall on different sides of a rounding
+//!   boundary, moving that value by one step and everything downstream by a fraction of one.
+//! Adam's `m/sqrt(v)` amplifies differences of near-zero gradients, hence the 1% allowance.
+
+mod jit_common;
+
+use jit_common::*;
+use qatc::autodiff::{train_step, Optimizer, TrainSpec};
+use qatc::exec::Executor;
+use qatc::ir::interp::{self, Value};
+use qatc::ir::{Graph, ParamStore, Tensor};
+use qatc::jit::compile;
+use qatc::pass::{run_pipeline, PipelineOptions};
+use rand::RngExt;
+
+/// The train step of reference model `name` at `batch` (QAT unless `float`) with Adam, and
+/// its state.
+fn step_of(name: &str, batch: usize, float: bool) -> (Graph, ParamStore) {
+    step_with(name, batch, float, Optimizer::default())
+}
+
+fn step_with(name: &str, batch: usize, float: bool, opt: Optimizer) -> (Graph, ParamStore) {
+    let m = qatc::models::by_name(name, 1).unwrap();
+    let mut params = m.params;
+    let g = if float {
+        m.graph
+    } else {
+        run_pipeline(
+            m.graph,
+            &mut params,
+            "default_8bit",
+            &PipelineOptions::default(),
+        )
+        .unwrap()
+    };
+    let step = train_step(&g, &TrainSpec::new(batch).optimizer(opt)).unwrap();
+    let state = step.initial_state(&params).unwrap();
+    (step.graph, state)
+}
+
+fn feeds(batch: usize, step: usize, seed: u64, opt: Optimizer) -> Vec<(String, Value)> {
+    let mut r = rng(seed + step as u64);
+    let images = rand_tensor(&mut r, &[batch, 28, 28, 1], 0.0, 1.0);
+    let labels: Vec<i32> = (0..batch).map(|_| r.random_range(0..10)).collect();
+    let lr = opt.lr_input(1e-3, step as u64);
+    vec![
+        ("input".to_string(), Value::F32(images)),
+        ("labels".to_string(), Value::labels(&labels)),
+        ("step".to_string(), Value::F32(Tensor::scalar(step as f32))),
+        ("lr".to_string(), Value::F32(Tensor::scalar(lr))),
+    ]
+}
+
+/// Every element within 5% of the tensor's scale (plus 1e-6); all but 1% within the float
+/// or QAT tolerance (see the module docs).
+fn mostly_close(what: &str, got: &[f32], want: &[f32], qat: bool) {
+    // one quantization step of O(1) activations times a moving average's (1 - 0.99) for
+    // QAT; f32 rounding noise of O(1) values for float
+    let atol = if qat { 1e-4 } else { 1e-6 };
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut off = 0;
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let d = (a - b).abs();
+        assert!(
+            d <= 0.05 * scale + atol,
+            "{what}: element {i} is {a} but the oracle says {b} (scale {scale})"
+        );
+        let tol = if qat {
+            3.0 / 256.0 * scale + atol
+        } else {
+            RTOL * (b.abs() + scale) + atol
+        };
+        if d > tol {
+            off += 1;
+        }
+    }
+    assert!(
+        off * 100 <= got.len().max(100),
+        "{what}: {off} of {} elements differ by more than the tolerance",
+        got.len()
+    );
+}
+
+/// Runs `steps` steps on the oracle and the JIT from the same state, re-synchronizing the
+/// JIT's state with the oracle's after each step so differences cannot compound.
+fn check_train_step(name: &str, batch: usize, float: bool, steps: usize, opt: Optimizer) {
+    let (g, state0) = step_with(name, batch, float, opt);
+    for opts in configs() {
+        let mut exe = compile(&g, &state0, &opts).unwrap();
+        let mut state = state0.clone();
+        for s in 0..steps {
+            let inputs = feeds(batch, s, 40, opt);
+            let refs: Vec<(&str, Value)> = inputs
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect();
+            let want = interp::run(&g, &state, &refs).unwrap();
+            let got = exe.run(&feeds_of(&inputs)).unwrap();
+            for ((o, w), gt) in want.outputs.iter().zip(&got) {
+                let what = format!("{name} {opts:?} step {s} output {o}");
+                mostly_close(&what, &gt.data, &w.f32().unwrap().data, !float);
+            }
+            let jp = exe.params();
+            for (p, t) in &want.updates {
+                let what = format!("{name} {opts:?} step {s} update {p}");
+                mostly_close(&what, &jp.get(p).unwrap().data, &t.data, !float);
+                state.insert(p.clone(), t.clone());
+            }
+            exe.set_params(&state).unwrap();
+        }
+    }
+}
+
+/// SGD: updates linear in the gradients, so noise-level gradients stay noise-level (Adam's
+/// `m/(sqrt(v)+eps)` makes full steps of either sign out of them).
+const SGD: Optimizer = Optimizer::Sgd { momentum: 0.9 };
+
+#[test]
+fn mnist_cnn_qat_train_step() {
+    check_train_step("mnist_cnn", 8, false, 3, Optimizer::default());
+}
+
+#[test]
+fn mnist_cnn_float_train_step() {
+    check_train_step("mnist_cnn", 8, true, 2, Optimizer::default());
+}
+
+#[test]
+fn mbv2_tiny_qat_train_step() {
+    check_train_step("mbv2_tiny", 4, false, 2, SGD);
+}
+
+#[test]
+fn mbv2_tiny_float_train_step() {
+    check_train_step("mbv2_tiny", 4, true, 2, SGD);
+}
+
+#[test]
+fn every_param_update_is_in_place_in_the_real_steps() {
+    for name in ["mnist_cnn", "mbv2_tiny"] {
+        let (g, state) = step_of(name, 16, false);
+        let exe = compile(&g, &state, &Default::default()).unwrap();
+        let st = exe.stats();
+        assert_eq!(st.updates_copied, 0, "{name}:\n{}", exe.listing());
+        assert_eq!(st.updates_in_place, g.updates().len());
+    }
+}
+
+#[test]
+fn the_jit_trains_through_fit() {
+    // train::fit on the JIT backend: QAT fine-tuning of mnist_cnn on 1024 MNIST digits
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let train = qatc::data::mnist::load(&dir, qatc::data::mnist::Split::Train)
+        .unwrap()
+        .take(1024);
+    let test = qatc::data::mnist::load(&dir, qatc::data::mnist::Split::Test)
+        .unwrap()
+        .take(256);
+    let m = qatc::models::mnist_cnn(3).unwrap();
+    let mut params = m.params;
+    let q = run_pipeline(
+        m.graph,
+        &mut params,
+        "default_8bit",
+        &PipelineOptions::default(),
+    )
+    .unwrap();
+    let cfg = qatc::train::FitConfig {
+        epochs: 2,
+        batch_size: 32,
+        progress: false,
+        ..Default::default()
+    };
+    let backend = qatc::jit::Jit::default();
+    let r = qatc::train::fit(&q, &params, &train, Some(&test), &cfg, &backend).unwrap();
+    let h = &r.history;
+    assert!(format!("{h:?}").contains("accuracy"), "{h:?}");
+    assert_eq!(r.steps, 64);
+    // an untrained model is at chance (~10%); two epochs on 1024 digits reach far beyond
+    let acc = qatc::train::evaluate(&q, &r.params, &test, 256, None, &backend)
+        .unwrap()
+        .accuracy;
+    assert!(acc > 0.6, "test accuracy {acc}");
+}
