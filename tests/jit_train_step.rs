@@ -10,6 +10,7 @@
 //! - QAT steps: three 8-bit quantization steps (`3·2^-8·scale`): a fake-quant level flips
 //!   where the oracle's and the JIT's reassociated sums fall on different sides of a rounding
 //!   boundary, moving that value by one step and everything downstream by a fraction of one.
+//!
 //! Adam's `m/sqrt(v)` amplifies differences of near-zero gradients, hence the 1% allowance.
 
 mod jit_common;
