@@ -289,3 +289,41 @@ fn an_update_read_after_its_write_is_copied_back() {
     )];
     check_steps(&g, &p, &inputs, RTOL, 3);
 }
+
+/// `act(z)`, its fake-quant with an operand range and the straight-through gradient through
+/// both: the JIT rewrites both compositions into single clamps/masks on `z`, which must
+/// match the oracle bit for bit.
+fn activation_quant_graph(act: Op, max: f32) -> (Graph, Vec<(String, Value)>) {
+    let mut g = Graph::new("act_quant");
+    let s = vec![4, 6, 6, 8];
+    let z = g.add_input("z", TensorType::f32(s.clone())).unwrap();
+    let dq = g.add_input("dq", TensorType::f32(s.clone())).unwrap();
+    let lo = g.add_input("lo", TensorType::f32(vec![])).unwrap();
+    let hi = g.add_input("hi", TensorType::f32(vec![])).unwrap();
+    let r = g.add(act.clone(), "act", &[z]).unwrap();
+    let mut q = FakeQuantAttrs::activation("unused");
+    q.range = RangeSource::Operands;
+    let fq = g.add(Op::FakeQuant(q.clone()), "fq", &[r, lo, hi]).unwrap();
+    let fg = g.add(Op::FakeQuantGrad(q), "fq_grad", &[dq, r, lo, hi]).unwrap();
+    let grad = if act == Op::Relu { Op::ReluGrad } else { Op::Relu6Grad };
+    let ag = g.add(grad, "act_grad", &[fg, z]).unwrap();
+    g.add_output("fq", fq);
+    g.add_output("grad", ag);
+    let inputs = vec![
+        ("z".to_string(), Value::F32(rand_tensor(&mut rng(9), &s, -2.0, 9.0))),
+        ("dq".to_string(), Value::F32(rand_tensor(&mut rng(10), &s, -1.0, 1.0))),
+        ("lo".to_string(), Value::F32(Tensor::scalar(-0.3))),
+        ("hi".to_string(), Value::F32(Tensor::scalar(max))),
+    ];
+    (g, inputs)
+}
+
+#[test]
+fn activation_and_fake_quant_compose_exactly() {
+    for act in [Op::Relu, Op::Relu6] {
+        for max in [3.7, 6.0, 8.5] {
+            let (g, inputs) = activation_quant_graph(act.clone(), max);
+            check_graph(&g, &ParamStore::new(), &inputs, 0.0);
+        }
+    }
+}

@@ -53,6 +53,15 @@ pub fn tanh(l: &mut Loop, x: NodeIx) -> NodeIx {
 }
 
 pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
+    // the gradient of an activation through its own fake-quant: one mask
+    let act = match op {
+        Op::ReluGrad => Some(Activation::Relu),
+        Op::Relu6Grad => Some(Activation::Relu6),
+        _ => None,
+    };
+    if let Some(v) = act.and_then(|a| super::quant::activation_grad_through_fake_quant(cx, a)) {
+        return Ok(v);
+    }
     let shape = cx.out_shape();
     let s = shape.clone();
     use Op::*;

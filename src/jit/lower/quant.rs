@@ -7,6 +7,8 @@
 //! fake-quant output matches the oracle bit for bit on the same input.
 
 use super::{reduced, same, Lower, Val};
+use crate::ir::op::Activation;
+use crate::ir::{Graph, NodeId};
 use crate::error::Result;
 use crate::ir::op::{FakeQuantAttrs, Op, RangeSource};
 use crate::jit::codegen::Cg;
@@ -141,8 +143,13 @@ fn range_leaves(l: &mut Loop, r: &Range, q: &FakeQuantAttrs, s: &[usize]) -> [No
 /// `floor((clamp(x, nmin, nmax) - nmin) * inv - zero + 0.5) * scale`, in the reference's
 /// order (no fused multiply-add, so the level chosen is the same).
 pub fn fake_quant(l: &mut Loop, x: NodeIx, r: [NodeIx; NUDGED]) -> NodeIx {
-    let [nmin, nmax, scale, inv, zero] = r;
-    let c = l.clamp(x, nmin, nmax);
+    let c = l.clamp(x, r[0], r[1]);
+    quantize_clamped(l, c, r)
+}
+
+/// The rounding of [`fake_quant`] on an already clamped value.
+fn quantize_clamped(l: &mut Loop, c: NodeIx, r: [NodeIx; NUDGED]) -> NodeIx {
+    let [nmin, _, scale, inv, zero] = r;
     let t = l.sub(c, nmin);
     let t = l.mul(t, inv);
     let t = l.sub(t, zero);
@@ -152,17 +159,103 @@ pub fn fake_quant(l: &mut Loop, x: NodeIx, r: [NodeIx; NUDGED]) -> NodeIx {
     l.mul(f, scale)
 }
 
+/// The ReLU or ReLU6 that computes node `id`, and its input.
+fn activation_of(g: &Graph, id: NodeId) -> Option<(Activation, NodeId)> {
+    match g.node(id).op {
+        Op::Relu => Some((Activation::Relu, g.operands(id)[0])),
+        Op::Relu6 => Some((Activation::Relu6, g.operands(id)[0])),
+        _ => None,
+    }
+}
+
+/// Nudged ranges always contain 0 (`nmin <= 0 <= nmax`), which makes two compositions with
+/// ReLU/ReLU6 simpler, exactly:
+/// - `clamp(relu6(z), nmin, nmax) = clamp(z, 0, min(6, nmax))` (and `min(relu(z), nmax)`
+///   for ReLU): one clamp instead of two before the rounding;
+/// - `relu6_grad(fake_quant_grad(dq, relu6(z)), z)` is `dq` where `0 < z < 6` and
+///   `z <= nmax`, else 0 (the `nmin` test always passes on a positive value).
+///
+/// The upper bound of an activation's output that the quantizer keeps: `nmax`, or
+/// `min(6, nmax)` after ReLU6.
+fn active_upper(l: &mut Loop, act: Activation, nmax: NodeIx) -> NodeIx {
+    match act {
+        Activation::Relu6 => {
+            let six = l.c(6.0);
+            l.min(six, nmax)
+        }
+        _ => nmax,
+    }
+}
+
+/// `relu_grad` / `relu6_grad` of a `fake_quant_grad` through the same activation: one mask
+/// on the activation's input (see [`active_upper`]'s rules). `None` when the pattern does not
+/// apply.
+pub fn activation_grad_through_fake_quant(cx: &mut Lower, act: Activation) -> Option<Val> {
+    let g = cx.g;
+    let me = cx.node_id();
+    let ops = g.operands(me);
+    let Op::FakeQuantGrad(q) = &g.node(ops[0]).op else {
+        return None;
+    };
+    let fq_ops = g.operands(ops[0]);
+    let (a, z) = activation_of(g, fq_ops[1])?;
+    if a != act || z != ops[1] {
+        return None;
+    }
+    let q = q.clone();
+    let (dq, x, lo, hi) = (
+        cx.val_of(fq_ops[0]),
+        cx.val_of(fq_ops[1]),
+        cx.val_of(fq_ops[2]),
+        cx.val_of(fq_ops[3]),
+    );
+    let zv = cx.val_of(z);
+    let n = channels(&q, &x.shape);
+    let r = nudge_runtime(cx, &q, lo.vt, hi.vt, n);
+    let s = cx.out_shape();
+    Some(cx.map("", &s, |l| {
+        let d = l.leaf(same(&dq, &s));
+        let zl = l.leaf(same(&zv, &s));
+        let [_, nmax, ..] = range_leaves(l, &r, &q, &s);
+        let zero = l.c(0.0);
+        let pos = l.cmp(CmpOp::Gt, zl, zero);
+        let in_range = l.cmp(CmpOp::Le, zl, nmax);
+        let mut m = l.and(pos, in_range);
+        if act == Activation::Relu6 {
+            let six = l.c(6.0);
+            let below = l.cmp(CmpOp::Lt, zl, six);
+            m = l.and(m, below);
+        }
+        l.keep(m, d)
+    }))
+}
+
 pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
     let s = cx.out_shape();
     let v = match op {
         Op::FakeQuant(q) => {
             let x = cx.arg(0);
             let r = range(cx, q, &x);
-            cx.map("", &s, |l| {
-                let xv = l.leaf(same(&x, &s));
-                let rl = range_leaves(l, &r, q, &s);
-                fake_quant(l, xv, rl)
-            })
+            let x_id = cx.g.operands(cx.node_id())[0];
+            match activation_of(cx.g, x_id) {
+                // clamp(act(z), nmin, nmax) in one clamp of z (see `active_upper`)
+                Some((act, z_id)) => {
+                    let z = cx.val_of(z_id);
+                    cx.map("", &s, |l| {
+                        let zl = l.leaf(same(&z, &s));
+                        let rl = range_leaves(l, &r, q, &s);
+                        let hi = active_upper(l, act, rl[1]);
+                        let zero = l.c(0.0);
+                        let c = l.clamp(zl, zero, hi);
+                        quantize_clamped(l, c, rl)
+                    })
+                }
+                None => cx.map("", &s, |l| {
+                    let xv = l.leaf(same(&x, &s));
+                    let rl = range_leaves(l, &r, q, &s);
+                    fake_quant(l, xv, rl)
+                }),
+            }
         }
         Op::FakeQuantGrad(q) => {
             // the gradient always takes its range as operands 2 and 3
