@@ -304,14 +304,26 @@ fn activation_quant_graph(act: Op, max: f32) -> (Graph, Vec<(String, Value)>) {
     let mut q = FakeQuantAttrs::activation("unused");
     q.range = RangeSource::Operands;
     let fq = g.add(Op::FakeQuant(q.clone()), "fq", &[r, lo, hi]).unwrap();
-    let fg = g.add(Op::FakeQuantGrad(q), "fq_grad", &[dq, r, lo, hi]).unwrap();
-    let grad = if act == Op::Relu { Op::ReluGrad } else { Op::Relu6Grad };
+    let fg = g
+        .add(Op::FakeQuantGrad(q), "fq_grad", &[dq, r, lo, hi])
+        .unwrap();
+    let grad = if act == Op::Relu {
+        Op::ReluGrad
+    } else {
+        Op::Relu6Grad
+    };
     let ag = g.add(grad, "act_grad", &[fg, z]).unwrap();
     g.add_output("fq", fq);
     g.add_output("grad", ag);
     let inputs = vec![
-        ("z".to_string(), Value::F32(rand_tensor(&mut rng(9), &s, -2.0, 9.0))),
-        ("dq".to_string(), Value::F32(rand_tensor(&mut rng(10), &s, -1.0, 1.0))),
+        (
+            "z".to_string(),
+            Value::F32(rand_tensor(&mut rng(9), &s, -2.0, 9.0)),
+        ),
+        (
+            "dq".to_string(),
+            Value::F32(rand_tensor(&mut rng(10), &s, -1.0, 1.0)),
+        ),
         ("lo".to_string(), Value::F32(Tensor::scalar(-0.3))),
         ("hi".to_string(), Value::F32(Tensor::scalar(max))),
     ];

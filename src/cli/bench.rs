@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// Time every instruction of the compiled step and print the most expensive ones.
     #[arg(long)]
     pub profile: bool,
+    /// Instructions the profile lists.
+    #[arg(long, default_value_t = 25, requires = "profile")]
+    pub top: usize,
     /// Print the compiled program (one line per instruction).
     #[arg(long)]
     pub listing: bool,
@@ -180,8 +183,9 @@ pub struct Measure {
     pub warmup: usize,
     /// Timed steps.
     pub steps: usize,
-    /// Print the per-instruction profile (needs [`JitOptions::profile`]).
-    pub print_profile: bool,
+    /// Print the per-instruction profile (needs [`JitOptions::profile`]): this many
+    /// instructions (0: the summary by kind only).
+    pub print_profile: Option<usize>,
     /// Print the compiled program.
     pub print_listing: bool,
 }
@@ -238,7 +242,7 @@ pub fn measure(
         exe.run(&feeds.feeds())?;
     }
     let secs = t.elapsed().as_secs_f64();
-    if print_profile {
+    if print_profile.is_some() {
         if let Some(p) = exe.profile() {
             // minimum over runs: robust to preemption on a shared machine
             let total: f64 = p.iter().map(|r| r.2).sum();
@@ -269,10 +273,7 @@ pub fn measure(
             }
             let mut rows: Vec<(usize, &(String, f64, f64))> = p.iter().enumerate().collect();
             rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
-            let top = std::env::var("QATC_PROFILE_TOP")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(25);
+            let top = print_profile.unwrap_or(0);
             for (i, (n, _, s)) in rows.iter().take(top) {
                 say(format!(
                     "  {i:4} {:>8.1} us {:>5.1}%  {n}",
@@ -302,7 +303,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let m = Measure {
         warmup: a.warmup,
         steps: a.steps,
-        print_profile: a.profile,
+        print_profile: a.profile.then_some(a.top),
         print_listing: a.listing,
     };
     say(format!(

@@ -17,6 +17,10 @@
 //! Threads: the function runs on `threads` threads at once (SPMD); each op splits its outer
 //! loop by thread id, and GEMMs split their rows, columns or reduction.
 //!
+//! For people working on the JIT: `qatc bench --listing --profile` prints the compiled
+//! program and a per-instruction profile, and `QATC_JIT_DUMP=<dir>` writes the CLIF (source
+//! locations are LIR instruction numbers) and the machine code of every compiled graph.
+//!
 //! ```
 //! use qatc::exec::{Executor, Feed};
 //! use qatc::ir::builder::{Act, Layer, Sequential};

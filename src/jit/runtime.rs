@@ -113,21 +113,11 @@ impl Barrier {
 
 /// Spins until `done()`, then parks (with `sleeping` raised so a waker unparks us).
 fn wait_until(done: impl Fn() -> bool, sleeping: &AtomicBool) {
-    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let mode = *MODE.get_or_init(|| match std::env::var("QATC_BARRIER").as_deref() {
-        Ok("yield") => 1,
-        Ok("spin") => 2,
-        _ => 0,
-    });
     let mut spins = 0u32;
     while !done() {
-        if spins < SPINS_BEFORE_SLEEP || mode == 2 {
+        if spins < SPINS_BEFORE_SLEEP {
             spins += 1;
             std::hint::spin_loop();
-            continue;
-        }
-        if mode == 1 {
-            std::thread::yield_now();
             continue;
         }
         sleeping.store(true, Ordering::SeqCst);

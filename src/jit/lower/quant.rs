@@ -7,10 +7,10 @@
 //! fake-quant output matches the oracle bit for bit on the same input.
 
 use super::{reduced, same, Lower, Val};
-use crate::ir::op::Activation;
-use crate::ir::{Graph, NodeId};
 use crate::error::Result;
+use crate::ir::op::Activation;
 use crate::ir::op::{FakeQuantAttrs, Op, RangeSource};
+use crate::ir::{Graph, NodeId};
 use crate::jit::codegen::Cg;
 use crate::jit::lir::{Access, CmpOp, Inst, Kernel, Loop, NodeIx, RedKind, UnOp, VtId};
 use crate::jit::runtime::{nudged_row, NUDGED};
