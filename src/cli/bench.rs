@@ -68,18 +68,23 @@ pub struct BenchResult {
     pub batch: usize,
     /// JIT compilation of the train step (lowering, fusion, planning, Cranelift).
     pub compile_secs: f64,
+    /// Mean wall time of a timed step.
     pub step_secs: f64,
+    /// Median wall time of a timed step (robust to preemption on a shared machine).
+    pub median_step_secs: f64,
+    /// Throughput over all timed steps (from the mean).
     pub samples_per_sec: f64,
 }
 
 impl BenchResult {
     pub fn line(&self) -> String {
         format!(
-            "{:<24} batch {:>4}  {:>8.0} samples/s  {:>8.3} ms/step  compile {:>6.1} ms",
+            "{:<24} batch {:>4}  {:>8.0} samples/s  {:>8.3} ms/step (median {:.3})  compile {:>6.1} ms",
             self.name,
             self.batch,
             self.samples_per_sec,
             self.step_secs * 1e3,
+            self.median_step_secs * 1e3,
             self.compile_secs * 1e3
         )
     }
@@ -236,12 +241,17 @@ pub fn measure(
         exe.run(&feeds.feeds())?;
     }
     let steps = steps.max(1);
+    let mut times = Vec::with_capacity(steps);
     let t = Instant::now();
     for s in 0..steps {
+        let ts = Instant::now();
         feeds.set_step(warmup + s);
         exe.run(&feeds.feeds())?;
+        times.push(ts.elapsed().as_secs_f64());
     }
     let secs = t.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    let median_step_secs = times[times.len() / 2];
     if print_profile.is_some() {
         if let Some(p) = exe.profile() {
             // minimum over runs: robust to preemption on a shared machine
@@ -288,6 +298,7 @@ pub fn measure(
         batch,
         compile_secs,
         step_secs: secs / steps as f64,
+        median_step_secs,
         samples_per_sec: (batch * steps) as f64 / secs,
     })
 }
