@@ -21,3 +21,8 @@ pub mod tflite;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// The README's code blocks run as doctests, so the quickstart never goes stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -7,7 +7,13 @@ use qatc::cli;
 #[command(
     name = "qatc",
     version,
-    about = "Quantization-aware training compiler: train, quantize and export int8 TFLite models"
+    about = "Quantization-aware training compiler: train, quantize and export int8 TFLite models",
+    after_help = "Without a command, qatc runs the main job (`qatc train` with its defaults: \
+                  mbv2_tiny on MNIST, float training, QAT, int8 .tflite and a report in out/).\n\n\
+                  Examples:\n  qatc                              # the main job\n  \
+                  qatc train --model mnist_cnn --out out/cnn\n  \
+                  qatc dump mbv2_tiny --pipeline default_8bit --print-after-all\n  \
+                  qatc eval out/mbv2_tiny_int8.tflite"
 )]
 struct Cli {
     /// Without a subcommand, qatc runs the main job: `qatc train` with its defaults.

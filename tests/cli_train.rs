@@ -2,6 +2,8 @@
 //! interpreter (the full job is too long for a test): every stage runs, every file is
 //! written, the report is complete, and the same seed gives the same model bytes.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,11 +18,15 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn quick_job(out: &Path, seed: &str) -> std::process::Output {
+    quick_job_on("mnist_cnn", "interpreter", out, seed)
+}
+
+fn quick_job_on(model: &str, backend: &str, out: &Path, seed: &str) -> std::process::Output {
     qatc()
         .args([
             "train",
             "--model",
-            "mnist_cnn",
+            model,
             "--epochs",
             "1",
             "--qat-epochs",
@@ -34,14 +40,7 @@ fn quick_job(out: &Path, seed: &str) -> std::process::Output {
             "--batch",
             "32",
         ])
-        .args([
-            "--backend",
-            "interpreter",
-            "--quiet",
-            "--seed",
-            seed,
-            "--out",
-        ])
+        .args(["--backend", backend, "--quiet", "--seed", seed, "--out"])
         .arg(out)
         .output()
         .expect("qatc runs")
@@ -138,6 +137,24 @@ fn the_same_seed_gives_the_same_model_bytes() {
     std::fs::remove_dir_all(&b).unwrap();
 }
 
+/// The JIT splits work over threads; the split is static, so the bytes are still the same.
+#[test]
+fn the_same_seed_gives_the_same_model_bytes_on_the_jit() {
+    let (a, b) = (scratch("jit-seed-a"), scratch("jit-seed-b"));
+    for d in [&a, &b] {
+        let out = quick_job_on("mbv2_tiny", "jit", d, "5");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bytes = |d: &Path| std::fs::read(d.join("mbv2_tiny_int8.tflite")).unwrap();
+    assert_eq!(bytes(&a), bytes(&b), "same seed, different .tflite");
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
 #[test]
 fn a_bad_config_is_named_and_nothing_is_trained() {
     let dir = scratch("config");
@@ -178,5 +195,53 @@ fn a_bad_config_is_named_and_nothing_is_trained() {
         !run.status.success() && err.contains("no_such_model"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--model` takes a `.qir` without weights (Keras' initial values from the seed: the same
+/// model as the builder's) and a float `.tflite` as the TFLite converter writes it; an int8
+/// `.tflite` is refused by name.
+#[test]
+fn models_come_from_qir_and_float_tflite_files() {
+    let dir = scratch("model-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let qir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_cnn.qir");
+    let from_qir = dir.join("from-qir");
+    let built = dir.join("built");
+    for (model, out) in [(qir.to_str().unwrap(), &from_qir), ("mnist_cnn", &built)] {
+        let run = quick_job_on(model, "jit", out, "2");
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let bytes = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(
+        bytes(&from_qir, "mnist_cnn_int8.tflite"),
+        bytes(&built, "mnist_cnn_int8.tflite"),
+        "examples/mnist_cnn.qir with seed 2 must train exactly like the builder's mnist_cnn"
+    );
+
+    let float = dir.join("keras_mnist.tflite");
+    std::fs::write(&float, support::float::keras_mnist()).unwrap();
+    let out = dir.join("from-tflite");
+    let run = quick_job_on(float.to_str().unwrap(), "jit", &out, "0");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.join("keras_mnist_int8.tflite").exists());
+
+    let int8 = out.join("keras_mnist_int8.tflite");
+    let run = quick_job_on(int8.to_str().unwrap(), "jit", &dir.join("again"), "0");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "an int8 model must be refused");
+    assert!(
+        err.contains("keras_mnist_int8.tflite") && err.contains("int8 model"),
+        "{err}"
+    );
+    assert!(!dir.join("again").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

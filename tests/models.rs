@@ -160,3 +160,44 @@ fn unknown_model_names_list_the_known_ones() {
         "{e}"
     );
 }
+
+/// A `.qir` without weights gets Keras' initial values, and with the builder's seed exactly
+/// the builder's weights: the reference models written as text train like the built ones.
+#[test]
+fn init_params_of_the_examples_reproduces_the_builders() {
+    for name in models::NAMES {
+        for seed in [0, 7] {
+            let g = example(name);
+            let p = qatc::ir::builder::init_params(&g, seed).unwrap();
+            let built = build(name, seed);
+            assert_eq!(p.len(), built.params.len(), "{name}");
+            for (pname, t) in built.params.iter() {
+                let got = p
+                    .get(pname)
+                    .unwrap_or_else(|| panic!("{name}: {pname} missing"));
+                assert_eq!(got.shape, t.shape, "{name}: {pname}");
+                assert!(
+                    got.data
+                        .iter()
+                        .zip(&t.data)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{name} seed {seed}: {pname} differs from the builder's"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn init_params_names_a_param_it_cannot_initialize() {
+    let src = "model \"m\"\nparam @c : f32[4]\n%0 = input \"x\" : f32[1,4]\n\
+               %1 = add \"add\" (%0, @c) : f32[1,4]\noutput \"y\" = %1\n";
+    let g = text::parse(src, "m.qir").unwrap();
+    let e = qatc::ir::builder::init_params(&g, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`c`") && e.contains("`add`") && e.contains(".safetensors"),
+        "{e}"
+    );
+}

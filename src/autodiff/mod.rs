@@ -1,7 +1,7 @@
 //! Reverse-mode autodiff as an IR -> IR pass: builds the train-step graph (forward, loss,
 //! backward, optimizer, observers) and the inference graph the training loop evaluates.
 //!
-//! [`train_step`] turns a model or QAT graph (CONTRACTS forms 1 and 2) into one graph that
+//! [`train_step`] turns a model or QAT graph (graph forms 1 and 2) into one graph that
 //! performs a whole training step (form 4):
 //!
 //! 1. **forward in training mode** (`lower.rs`): batch statistics for BatchNorm, dropout
@@ -156,7 +156,7 @@ fn trainable_operand(op: &Op, i: usize) -> bool {
     )
 }
 
-/// Builds the train-step graph (CONTRACTS form 4) of a model or QAT graph.
+/// Builds the train-step graph (graph form 4) of a model or QAT graph.
 pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
     spec.optimizer.validate()?;
     if spec.batch_size == 0 {
@@ -285,7 +285,7 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
     })
 }
 
-/// The inference graph (CONTRACTS form 5) of a model or QAT graph: quantizers with state
+/// The inference graph (graph form 5) of a model or QAT graph: quantizers with state
 /// read their params (`S.min`, `S.max`) through `range=operands`, weights keep
 /// `last_value`, BatchNorm uses its moving statistics, dropout is gone. Inputs and
 /// outputs keep their names; the batch is the model's (see [`Graph::rebatch`]).

@@ -4,7 +4,7 @@ use crate::ir::op::{FakeQuantAttrs, RangeSource};
 use crate::ir::text::parse;
 use crate::ir::{ParamStore, Tensor};
 
-/// A small QAT graph in CONTRACTS form 2: input quantizer, per-axis kernel quantizer,
+/// A small QAT graph in graph form 2: input quantizer, per-axis kernel quantizer,
 /// conv + BN + ReLU with one activation quantizer, dense logits.
 const TINY_QAT: &str = r#"
 model "tiny_qat"

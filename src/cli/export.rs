@@ -59,7 +59,7 @@ fn not_export_ready(g: &Graph) -> Option<String> {
 pub fn run(args: &ExportArgs) -> Result<()> {
     let (mut graph, mut params) = text::load_model(&args.model)?;
     if crate::pass::forms::check_qat_graph(&graph, &params).is_ok() {
-        // a QAT graph (CONTRACTS form 2): fold BatchNorm and fuse activations first
+        // a QAT graph (graph form 2): fold BatchNorm and fuse activations first
         println!(
             "{}: a QAT graph; running the `export` pipeline",
             args.model.display()

@@ -23,34 +23,35 @@ use std::time::Instant;
 )]
 pub struct TrainArgs {
     /// A reference model (mnist_cnn, mbv2_tiny), a .qir file (with its .safetensors), or a
-    /// float .tflite file.
+    /// float .tflite file [default: mbv2_tiny].
     #[arg(long)]
     pub model: Option<String>,
-    /// Float training epochs (0 to start QAT from the given weights).
+    /// Float training epochs, 0 to start QAT from the given weights [default: 5].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// QAT fine-tuning epochs.
+    /// QAT fine-tuning epochs [default: 2].
     #[arg(long)]
     pub qat_epochs: Option<usize>,
-    /// Batch size of both phases.
+    /// Batch size of both phases [default: 64].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Learning rate of float training (Adam).
+    /// Learning rate of float training (Adam, cosine decay) [default: 0.001].
     #[arg(long)]
     pub lr: Option<f32>,
-    /// Learning rate of QAT fine-tuning (Adam).
+    /// Learning rate of QAT fine-tuning (Adam, cosine decay) [default: 0.0001].
     #[arg(long)]
     pub qat_lr: Option<f32>,
-    /// Seed of weights, shuffling and dropout: the same seed gives the same model bytes.
+    /// Seed of weights, shuffling and dropout: the same seed gives the same model bytes
+    /// [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Output directory.
+    /// Output directory [default: out].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// A TOML file with the same keys as these flags (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Quantization scheme: default_8bit, nbit:W,A, per_tensor.
+    /// Quantization scheme: default_8bit, nbit:W,A, per_tensor [default: default_8bit].
     #[arg(long)]
     pub scheme: Option<String>,
     /// Per-layer override, PATTERN=skip or PATTERN=ITEMS (repeatable).
@@ -101,8 +102,8 @@ impl Default for JobConfig {
     fn default() -> Self {
         JobConfig {
             model: "mbv2_tiny".into(),
-            epochs: 3,
-            qat_epochs: 1,
+            epochs: 5,
+            qat_epochs: 2,
             batch: 64,
             lr: 1e-3,
             qat_lr: 1e-4,

@@ -565,6 +565,74 @@ impl Functional {
     }
 }
 
+/// Keras' default initial values for the params of a graph that has none yet (a `.qir`
+/// written by hand or by another tool): Glorot-uniform kernels of `conv2d`,
+/// `depthwise_conv2d`, `conv2d_transpose` and `dense`, zero biases, BatchNorm gamma 1 /
+/// beta 0 / moving mean 0 / moving variance 1. Kernels are drawn in the graph's canonical
+/// order from the same seeded generator the builders use, so a builder's model printed as
+/// `.qir` and initialized here gets the builder's weights back.
+///
+/// A param with no default (a constant operand of `add`, say) is an error naming it.
+pub fn init_params(graph: &Graph, seed: u64) -> Result<ParamStore> {
+    let mut f = Functional::new(&graph.name, seed);
+    let mut params = ParamStore::new();
+    for id in graph.canonical_order() {
+        let node = graph.node(id);
+        let operands = graph.operands(id);
+        let shape = |i: usize| graph.node(operands[i]).ty.shape.clone();
+        for (i, &p) in operands.iter().enumerate() {
+            let pn = graph.node(p);
+            if pn.op != Op::Param || params.contains(&pn.name) {
+                continue;
+            }
+            let ps = pn.ty.shape.clone();
+            let init = match (&node.op, i) {
+                (Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::Conv2dTranspose(_), 1)
+                    if ps.len() == 4 =>
+                {
+                    let rf = ps[1] * ps[2];
+                    let (fan_in, fan_out) = match node.op {
+                        Op::Conv2d(_) => (rf * ps[3], rf * ps[0]),
+                        Op::Conv2dTranspose(_) => (rf * ps[0], rf * ps[3]),
+                        _ => {
+                            let cin = *shape(0).last().unwrap_or(&1);
+                            (rf * cin, rf * (ps[3] / cin.max(1)))
+                        }
+                    };
+                    Some(f.glorot(ps, fan_in, fan_out))
+                }
+                (Op::Dense { .. }, 1) if ps.len() == 2 => {
+                    let (units, fan_in) = (ps[0], ps[1]);
+                    Some(f.glorot(ps, fan_in, units))
+                }
+                (
+                    Op::Conv2d(_)
+                    | Op::DepthwiseConv2d(_)
+                    | Op::Conv2dTranspose(_)
+                    | Op::Dense { .. },
+                    2,
+                ) => Some(Tensor::zeros(ps)),
+                (Op::BatchNorm { .. }, 1 | 4) => Some(Tensor::full(ps, 1.0)),
+                (Op::BatchNorm { .. }, 2 | 3) => Some(Tensor::zeros(ps)),
+                _ => None,
+            };
+            let t = init.ok_or_else(|| {
+                crate::Error::param(
+                    &pn.name,
+                    format!(
+                        "operand {i} of `{}` ({}) has no default initial value; give the \
+                         weights in a .safetensors file beside the .qir",
+                        node.name,
+                        node.op.name()
+                    ),
+                )
+            })?;
+            params.insert(pn.name.clone(), t);
+        }
+    }
+    Ok(params)
+}
+
 /// A linear stack of layers (Keras' Sequential) with one input and one output.
 pub struct Sequential {
     f: Functional,

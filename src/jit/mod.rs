@@ -1,4 +1,4 @@
-//! The Cranelift JIT: compiles a graph (a train step, CONTRACTS form 4, or an eval graph,
+//! The Cranelift JIT: compiles a graph (a train step, graph form 4, or an eval graph,
 //! form 5, or any model graph whose fake-quant ranges are explicit) into **one native
 //! function** with static shapes, and runs it as an [`Executor`].
 //!

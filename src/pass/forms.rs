@@ -1,4 +1,4 @@
-//! Checks that a graph has the shape CONTRACTS.md promises: form 2 (the QAT graph
+//! Checks that a graph has the form (README, Graph forms) a pass promises: form 2 (the QAT graph
 //! `default_8bit` makes) and form 3 (the export-ready graph `export` makes, what
 //! `tflite::export` takes). Each error names the node and what is wrong with it.
 
@@ -92,7 +92,7 @@ fn check_inputs(g: &Graph) -> Result<()> {
     Ok(())
 }
 
-/// Checks CONTRACTS form 2: a QAT graph (`default_8bit` without overrides).
+/// Checks graph form 2: a QAT graph (`default_8bit` without overrides).
 pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
     check_inputs(g)?;
     check_states(g, params)?;
@@ -214,7 +214,7 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
     Ok(())
 }
 
-/// Checks CONTRACTS form 3: the export-ready graph `tflite::export` takes.
+/// Checks graph form 3: the export-ready graph `tflite::export` takes.
 pub fn check_export_ready(g: &Graph) -> Result<()> {
     check_inputs(g)?;
     for id in g.canonical_order() {

@@ -4,7 +4,7 @@
 //!
 //! | pipeline | passes | result |
 //! |---|---|---|
-//! | `default_8bit` | canonicalize, annotate, quantize, fuse_fake_quant | QAT graph (CONTRACTS form 2) |
+//! | `default_8bit` | canonicalize, annotate, quantize, fuse_fake_quant | QAT graph (graph form 2) |
 //! | `export` | canonicalize, fold_bn, fuse_activation | export-ready graph (form 3) |
 //!
 //! `export` starts with `canonicalize` so that a QAT graph made in train mode loses its

@@ -2,7 +2,7 @@
 //! full-int8 TFLite model has quantized tensors (the set the TFLite converter makes from
 //! TFMOT's model: the input, every conv / depthwise output after its fused activation, every
 //! add, the mean, the dense output, per-axis weights on every conv, depthwise and dense),
-//! the results have CONTRACTS forms 2 and 3, and the pipelines are deterministic.
+//! the results have graph forms 2 and 3, and the pipelines are deterministic.
 
 use super::forms::{check_export_ready, check_qat_graph};
 use super::*;

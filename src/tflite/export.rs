@@ -1,4 +1,4 @@
-//! Export: an export-ready graph (CONTRACTS.md form 3) and its parameters to an int8
+//! Export: an export-ready graph (graph form 3) and its parameters to an int8
 //! `.tflite` model.
 //!
 //! Every activation value becomes an int8 tensor whose scale and zero point come from the

@@ -1,7 +1,7 @@
 //! Import: a `.tflite` model to a qatc graph and its parameters.
 //!
 //! Float models (what the TFLite converter writes from Keras) become model graphs
-//! (CONTRACTS.md form 1): one node per operator, fused activations split into separate
+//! (graph form 1): one node per operator, fused activations split into separate
 //! `relu`/`relu6` nodes, weights as params named after their layer, node names from tensor
 //! names. The converter's shape glue (SHAPE → STRIDED_SLICE → PACK feeding a RESHAPE) is
 //! folded when the shapes are static.
