@@ -195,6 +195,25 @@ fn a_bad_config_is_named_and_nothing_is_trained() {
         !run.status.success() && err.contains("no_such_model"),
         "{err}"
     );
+
+    // a failure after the checks (here: no MNIST files) leaves no empty output directory
+    let run = qatc()
+        .args(["train", "--quiet", "--data"])
+        .arg(dir.join("no-mnist-here"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("train-images"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("out").exists(),
+        "a failed job left {}",
+        dir.join("out").display()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -6,6 +6,7 @@ use super::report::{training_curve_svg, ModelFigures, Report, Stage};
 use crate::data::mnist::{self, Split};
 use crate::error::{write_atomic, Error, Result};
 use crate::int8;
+use crate::ir::builder::Model;
 use crate::ir::{dot, text, Graph, ParamStore};
 use crate::pass::{run_pipeline, DumpHook, PipelineOptions};
 use crate::quant::scheme::{LayerOverride, Scheme};
@@ -252,6 +253,16 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
     // everything that can be checked is checked before anything is written
     let backend = cfg.backend()?;
     let model = super::load_model(&cfg.model, cfg.seed)?;
+    let fresh = !cfg.out.exists();
+    let result = job(cfg, backend.as_ref(), model);
+    if result.is_err() && fresh {
+        // a job that fails before writing anything leaves no empty directory behind
+        let _ = std::fs::remove_dir(&cfg.out);
+    }
+    result
+}
+
+fn job(cfg: &JobConfig, backend: &dyn Backend, model: Model) -> Result<Report> {
     let out = &cfg.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut stages = Stages {
@@ -296,7 +307,7 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
             &train_set,
             Some(&test_set),
             &fit_cfg(cfg.epochs, cfg.lr)?,
-            backend.as_ref(),
+            backend,
         )
     })?;
     report.float = ModelFigures {
@@ -309,7 +320,7 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
                     &test_set,
                     cfg.batch,
                     None,
-                    backend.as_ref(),
+                    backend,
                 )?
                 .accuracy
             }
@@ -349,7 +360,7 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
             &train_set,
             Some(&test_set),
             &fit_cfg(cfg.qat_epochs, cfg.qat_lr)?,
-            backend.as_ref(),
+            backend,
         )
     })?;
     report.qat = ModelFigures {
@@ -383,14 +394,8 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
     let (int8_preds, qat_preds) = stages.run("int8 evaluation", || {
         let it = int8::Interpreter::new(&tflite)?;
         let int8_preds = super::eval::predict(&it, &test_set, 100)?;
-        let qat_preds = train::predict(
-            &qat_graph,
-            &qat.params,
-            &test_set,
-            cfg.batch,
-            None,
-            backend.as_ref(),
-        )?;
+        let qat_preds =
+            train::predict(&qat_graph, &qat.params, &test_set, cfg.batch, None, backend)?;
         Ok((int8_preds, qat_preds))
     })?;
     let n = test_set.len().max(1) as f64;

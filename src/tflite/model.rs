@@ -371,8 +371,17 @@ pub fn read(bytes: &[u8]) -> Result<ModelInfo> {
         ..Default::default()
     };
     let model = fb::root_as_model_with_opts(&opts, bytes).map_err(|e| {
+        // the verifier's message is a trace over several lines; keep it on one
+        let trace = e.to_string();
+        let why: Vec<&str> = trace
+            .lines()
+            .map(|l| l.trim().trim_end_matches('.'))
+            .filter(|l| !l.is_empty())
+            .collect();
         bad(format!(
-            "malformed TFLite flatbuffer (the verifier says: {e})"
+            "malformed TFLite flatbuffer (the verifier says: {}); the file is truncated or \
+             corrupt, export or download it again",
+            why.join(", ")
         ))
     })?;
     if model.version() != 3 {
