@@ -1,8 +1,7 @@
 //! `qatc run`: runs a batch through qatc's int8 interpreter, `.npy` in and out.
 
 use crate::error::{read_file, Error, Result};
-use crate::int8::{npy, Array, Data, Interpreter};
-use crate::tflite::model::{ElemType, TensorInfo};
+use crate::int8::{adapt_input, npy, Interpreter};
 use std::path::PathBuf;
 
 /// Arguments of `qatc run`.
@@ -36,27 +35,6 @@ pub fn interpreter_options(fixed_point_fc: bool) -> crate::int8::Options {
         } else {
             crate::int8::FcRequant::Double
         },
-    }
-}
-
-/// Adapts an array to a model input: float data is quantized for an int8 input (TFLite's
-/// QUANTIZE arithmetic), anything else must already have the input's type.
-pub fn adapt_input(a: Array, info: &TensorInfo) -> Result<Array> {
-    match (&a.data, info.dtype) {
-        (Data::F32(v), ElemType::I8) => {
-            let (s, z) = info.quant.as_ref().map(|q| q.first()).ok_or_else(|| {
-                Error::Usage(format!("input `{}` has no quantization", info.name))
-            })?;
-            let q = v
-                .iter()
-                .map(|&x| (((x / s).round() as i32).saturating_add(z)).clamp(-128, 127) as i8)
-                .collect();
-            Ok(Array {
-                shape: a.shape,
-                data: Data::I8(q),
-            })
-        }
-        _ => Ok(a),
     }
 }
 

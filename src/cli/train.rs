@@ -393,7 +393,7 @@ fn job(cfg: &JobConfig, backend: &dyn Backend, model: Model) -> Result<Report> {
     // 5. int8 accuracy (qatc's bit-exact integer interpreter) and agreement with QAT
     let (int8_preds, qat_preds) = stages.run("int8 evaluation", || {
         let it = int8::Interpreter::new(&tflite)?;
-        let int8_preds = super::eval::predict(&it, &test_set, 100)?;
+        let int8_preds = int8::predict(&it, &test_set, 100)?;
         let qat_preds =
             train::predict(&qat_graph, &qat.params, &test_set, cfg.batch, None, backend)?;
         Ok((int8_preds, qat_preds))

@@ -14,6 +14,7 @@
 pub mod activation;
 pub mod array;
 pub mod binary;
+pub mod classify;
 pub mod conv;
 pub mod fixed;
 pub mod fully_connected;
@@ -26,6 +27,7 @@ pub mod shape;
 mod tests;
 
 pub use array::{Array, Data};
+pub use classify::{adapt_input, argmax_rows, predict};
 
 use crate::error::{Error, Result};
 use crate::tflite::model::{self, ElemType, FusedActivation, ModelInfo, OpInfo, TensorInfo};
