@@ -23,8 +23,8 @@ use std::time::Instant;
     after_help = "Examples:\n  qatc train                                   # mbv2_tiny: float, QAT, int8 export into out/\n  qatc train --model mnist_cnn --epochs 1 --qat-epochs 1 --out out/cnn\n  qatc train --config job.toml --seed 3"
 )]
 pub struct TrainArgs {
-    /// A reference model (mnist_cnn, mbv2_tiny), a .qir file (with its .safetensors), or a
-    /// float .tflite file [default: mbv2_tiny].
+    /// A reference model (mnist_cnn, mbv2_tiny), a .qir file (with the .safetensors beside
+    /// it, or Keras' initial values from --seed), or a float .tflite file [default: mbv2_tiny].
     #[arg(long)]
     pub model: Option<String>,
     /// Float training epochs, 0 to start QAT from the given weights [default: 5].
