@@ -264,3 +264,63 @@ fn models_come_from_qir_and_float_tflite_files() {
     assert!(!dir.join("again").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A saved QAT model (`<stem>_qat.qir` + `.safetensors`) loads and trains on: `--epochs 0`
+/// skips float training, the quantization passes leave its fake-quants as they are, and the
+/// report says the first row is the given weights (TFMOT #426, #773: reloading QAT models).
+#[test]
+fn a_saved_qat_model_reloads_and_fine_tunes() {
+    let first = scratch("reload-first");
+    let run = quick_job_on("mnist_cnn", "jit", &first, "4");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let saved = first.join("mnist_cnn_qat.qir");
+    let again = scratch("reload-again");
+    let run = qatc()
+        .args([
+            "train",
+            "--epochs",
+            "0",
+            "--qat-epochs",
+            "1",
+            "--batch",
+            "32",
+        ])
+        .args([
+            "--train-samples",
+            "192",
+            "--test-samples",
+            "64",
+            "--quiet",
+            "--model",
+        ])
+        .arg(&saved)
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("given weights (not trained)"), "{stdout}");
+    assert!(!stdout.contains("-0 samples/s"), "{stdout}");
+    let fake_quants = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .matches("fake_quant")
+            .count()
+    };
+    assert_eq!(
+        fake_quants(&saved),
+        fake_quants(&again.join("mnist_cnn_qat.qir")),
+        "reloading must not quantize a QAT graph twice"
+    );
+    std::fs::remove_dir_all(&first).unwrap();
+    std::fs::remove_dir_all(&again).unwrap();
+}

@@ -60,11 +60,15 @@ impl Report {
         let _ = writeln!(
             s,
             "  {:<28} {:>8.2}% {:>9.1} KiB",
-            format!(
-                "float ({} epoch{})",
-                self.float_epochs,
-                plural(self.float_epochs)
-            ),
+            if self.float_epochs == 0 {
+                "given weights (not trained)".to_string()
+            } else {
+                format!(
+                    "float ({} epoch{})",
+                    self.float_epochs,
+                    plural(self.float_epochs)
+                )
+            },
             100.0 * self.float.test_accuracy,
             kb(self.float.bytes)
         );
@@ -91,10 +95,15 @@ impl Report {
             "  int8 agrees with QAT on {:.2}% of the test set",
             100.0 * self.int8_qat_agreement
         );
+        let float_speed = if self.float_epochs == 0 {
+            String::new()
+        } else {
+            format!("float {:.0} samples/s, ", self.float_train_samples_per_s)
+        };
         let _ = writeln!(
             s,
-            "  training throughput: float {:.0} samples/s, QAT {:.0} samples/s",
-            self.float_train_samples_per_s, self.qat_train_samples_per_s
+            "  training throughput: {float_speed}QAT {:.0} samples/s",
+            self.qat_train_samples_per_s
         );
         let total: f64 = self.stages.iter().map(|st| st.seconds).sum();
         let stages: Vec<String> = self

@@ -445,8 +445,10 @@ fn prefix_rows(phase: &str, csv: &str) -> String {
 }
 
 fn mean_throughput(h: &train::metrics::History) -> f64 {
-    let n = h.epochs.len().max(1) as f64;
-    h.epochs.iter().map(|e| e.samples_per_s).sum::<f64>() / n
+    if h.epochs.is_empty() {
+        return 0.0;
+    }
+    h.epochs.iter().map(|e| e.samples_per_s).sum::<f64>() / h.epochs.len() as f64
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
