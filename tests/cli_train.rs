@@ -324,3 +324,43 @@ fn a_saved_qat_model_reloads_and_fine_tunes() {
     std::fs::remove_dir_all(&first).unwrap();
     std::fs::remove_dir_all(&again).unwrap();
 }
+
+/// A BatchNorm that cannot fold exactly into a per-tensor kernel (TFMOT #1131) is reported
+/// before any training, with both ways out; `--allow-inexact-fold` takes one of them.
+#[test]
+fn an_inexact_fold_is_refused_before_training_unless_allowed() {
+    let out = scratch("per-tensor");
+    let job = |extra: &[&str]| {
+        qatc()
+            .args(["train", "--model", "mbv2_tiny", "--scheme", "per_tensor"])
+            .args(["--epochs", "1", "--qat-epochs", "1", "--batch", "32"])
+            .args(["--train-samples", "96", "--test-samples", "32", "--quiet"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let run = job(&[]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success(),
+        "per-tensor kernels with BatchNorm must not fold silently"
+    );
+    assert!(
+        err.contains("batch_normalization")
+            && err.contains("=per_axis")
+            && err.contains("--allow-inexact-fold"),
+        "{err}"
+    );
+    assert!(!out.exists(), "the check runs before anything is written");
+
+    let run = job(&["--allow-inexact-fold"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.join("mbv2_tiny_int8.tflite").exists());
+    std::fs::remove_dir_all(&out).unwrap();
+}

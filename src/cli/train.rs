@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_samples: Option<usize>,
+    /// Fold BatchNorm into per-tensor quantized kernels although the folded kernel then
+    /// quantizes differently from the trained one (TFMOT #1131; per-axis kernels fold exactly).
+    #[arg(long)]
+    pub allow_inexact_fold: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -96,6 +100,8 @@ pub struct JobConfig {
     /// Use only the first N training / test images (all when unset).
     pub train_samples: Option<usize>,
     pub test_samples: Option<usize>,
+    /// See `--allow-inexact-fold`.
+    pub allow_inexact_fold: bool,
     pub progress: bool,
 }
 
@@ -117,6 +123,7 @@ impl Default for JobConfig {
             data: mnist::default_dir(),
             train_samples: None,
             test_samples: None,
+            allow_inexact_fold: false,
             progress: true,
         }
     }
@@ -147,6 +154,9 @@ impl JobConfig {
         if args.quiet {
             c.progress = false;
         }
+        if args.allow_inexact_fold {
+            c.allow_inexact_fold = true;
+        }
         c.check()?;
         Ok(c)
     }
@@ -165,6 +175,23 @@ impl JobConfig {
         }
         self.schedule(1.0)?;
         Ok(())
+    }
+
+    /// The options of the `default_8bit` pipeline: scheme and overrides.
+    fn quantize_options(&self) -> Result<PipelineOptions> {
+        let mut opts = PipelineOptions::train();
+        opts.scheme = Scheme::parse(&self.scheme)?;
+        for o in &self.overrides {
+            opts.overrides.push(LayerOverride::parse(o)?);
+        }
+        Ok(opts)
+    }
+
+    /// The options of the `export` pipeline.
+    fn export_options(&self) -> PipelineOptions {
+        let mut opts = PipelineOptions::eval();
+        opts.allow_inexact_bn_fold = self.allow_inexact_fold;
+        opts
     }
 
     fn schedule(&self, lr: f32) -> Result<LrSchedule> {
@@ -253,6 +280,7 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
     // everything that can be checked is checked before anything is written
     let backend = cfg.backend()?;
     let model = super::load_model(&cfg.model, cfg.seed)?;
+    check_pipelines(cfg, &model)?;
     let fresh = !cfg.out.exists();
     let result = job(cfg, backend.as_ref(), model);
     if result.is_err() && fresh {
@@ -260,6 +288,20 @@ pub fn run_job(cfg: &JobConfig) -> Result<Report> {
         let _ = std::fs::remove_dir(&cfg.out);
     }
     result
+}
+
+/// Runs both pipelines on the untrained model, so a layer the scheme cannot quantize or a
+/// BatchNorm that cannot fold is reported before any training, not after it.
+fn check_pipelines(cfg: &JobConfig, model: &Model) -> Result<()> {
+    let mut params = model.params.clone();
+    let qat = run_pipeline(
+        model.graph.clone(),
+        &mut params,
+        "default_8bit",
+        &cfg.quantize_options()?,
+    )?;
+    run_pipeline(qat, &mut params, "export", &cfg.export_options())?;
+    Ok(())
 }
 
 fn job(cfg: &JobConfig, backend: &dyn Backend, model: Model) -> Result<Report> {
@@ -336,11 +378,7 @@ fn job(cfg: &JobConfig, backend: &dyn Backend, model: Model) -> Result<Report> {
     let ir_dir = out.join("ir");
     let mut qat_params = float.params.clone();
     let qat_graph = stages.run("quantize", || {
-        let mut opts = PipelineOptions::train();
-        opts.scheme = Scheme::parse(&cfg.scheme)?;
-        for o in &cfg.overrides {
-            opts.overrides.push(LayerOverride::parse(o)?);
-        }
+        let mut opts = cfg.quantize_options()?;
         opts.hooks.push(ir_dump_hook(ir_dir.clone(), 0));
         run_pipeline(model.graph.clone(), &mut qat_params, "default_8bit", &opts)
     })?;
@@ -380,7 +418,7 @@ fn job(cfg: &JobConfig, backend: &dyn Backend, model: Model) -> Result<Report> {
     let tflite_path = out.join(format!("{stem}_int8.tflite"));
     let tflite = stages.run("int8 export", || {
         let mut params = qat.params.clone();
-        let mut opts = PipelineOptions::eval();
+        let mut opts = cfg.export_options();
         opts.hooks
             .push(ir_dump_hook(ir_dir.clone(), DEFAULT_8BIT_EVENTS));
         let ready = run_pipeline(qat_graph.clone(), &mut params, "export", &opts)?;

@@ -99,7 +99,7 @@ impl Pass for FoldBn {
                     hint: format!(
                         "{why}. Quantize that layer per axis (override `{op_name}=per_axis`), or \
                          allow the inexact fold (PipelineOptions::allow_inexact_bn_fold, \
-                         qatc dump --allow-inexact-fold)"
+                         --allow-inexact-fold of qatc train and qatc dump)"
                     ),
                 });
             }
