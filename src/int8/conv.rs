@@ -197,6 +197,16 @@ fn window_params(
     })
 }
 
+/// `sum(a[i] · b[i])` in wrapping i32 arithmetic, as the reference kernels accumulate. The
+/// operands fit i16 (an int8 value minus a zero point, an int8 weight), so the products are
+/// exact and the compiler can use 16-bit multiply-adds.
+#[inline]
+fn dot(a: &[i16], b: &[i16]) -> i32 {
+    a.iter()
+        .zip(b)
+        .fold(0i32, |acc, (&x, &w)| acc.wrapping_add(x as i32 * w as i32))
+}
+
 /// CONV_2D: input `[n,h,w,ic]`, filter `[oc,kh,kw,ic/groups]` per-axis on dimension 0,
 /// bias int32 `[oc]`. Grouped convolution when the filter has fewer input channels.
 #[derive(Clone, Debug)]
@@ -273,33 +283,47 @@ impl Conv {
         let (oh, ow) = (out_shape[1], out_shape[2]);
         let per_group = oc / (ic / fic);
         let off = -self.win.in_zp;
+        let taps = kh * kw;
+        // The filter as i32 once, and per output pixel its receptive field ("patch") with the
+        // input offset applied and zeros where a tap falls in the padding (LiteRT skips those
+        // taps: a zero adds nothing). Each output channel is then a dot product over
+        // contiguous memory, which the compiler vectorizes; i32 wrapping sums do not depend
+        // on the order, so the result is bit for bit the reference kernel's.
+        let w16: Vec<i16> = wd.iter().map(|&v| v as i16).collect();
+        let mut patch = vec![0i16; taps * ic];
         let mut out = vec![0i8; n * oh * ow * oc];
         let mut o = 0;
         for bi in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for (c, &bias_c) in bias.iter().enumerate() {
-                        let g = c / per_group;
-                        let mut acc: i32 = 0;
-                        for ky in 0..kh {
-                            let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
-                                continue;
-                            };
-                            for kx in 0..kw {
-                                let Some(ix) = self.win.tap(1, ox, kx, pw, wid) else {
-                                    continue;
-                                };
-                                let xrow = ((bi * h + iy) * wid + ix) * ic + g * fic;
-                                let wrow = ((c * kh + ky) * kw + kx) * fic;
-                                for k in 0..fic {
-                                    let xv = xd[xrow + k] as i32 + off;
-                                    acc = acc.wrapping_add(wd[wrow + k] as i32 * xv);
+                    for ky in 0..kh {
+                        let iy = self.win.tap(0, oy, ky, ph, h);
+                        for kx in 0..kw {
+                            let dst = &mut patch[(ky * kw + kx) * ic..(ky * kw + kx + 1) * ic];
+                            match (iy, self.win.tap(1, ox, kx, pw, wid)) {
+                                (Some(iy), Some(ix)) => {
+                                    let src = ((bi * h + iy) * wid + ix) * ic;
+                                    for (d, &v) in dst.iter_mut().zip(&xd[src..src + ic]) {
+                                        *d = (v as i32 + off) as i16;
+                                    }
                                 }
+                                _ => dst.fill(0),
                             }
                         }
-                        acc = acc.wrapping_add(bias_c);
+                    }
+                    for (c, &bias_c) in bias.iter().enumerate() {
+                        let wrow = &w16[c * taps * fic..(c + 1) * taps * fic];
+                        let acc = if fic == ic {
+                            dot(&patch, wrow)
+                        } else {
+                            let g = c / per_group;
+                            (0..taps).fold(0i32, |acc, t| {
+                                let xs = &patch[t * ic + g * fic..t * ic + (g + 1) * fic];
+                                acc.wrapping_add(dot(xs, &wrow[t * fic..(t + 1) * fic]))
+                            })
+                        };
                         out[o] = requantize(
-                            acc,
+                            acc.wrapping_add(bias_c),
                             self.win.mult[c],
                             self.win.shift[c],
                             self.win.out_zp,
@@ -385,29 +409,39 @@ impl DepthwiseConv {
         let mult = oc / ic;
         let (oh, ow) = (out_shape[1], out_shape[2]);
         let off = -self.win.in_zp;
+        // Per output pixel, all channels at once: each valid tap adds `w[tap, c] · x[c / m]`
+        // to a row of accumulators (contiguous, vectorized; the i32 wrapping sums are the
+        // reference kernel's whatever the order).
+        let w16: Vec<i16> = wd.iter().map(|&v| v as i16).collect();
+        let mut xrow = vec![0i16; oc];
+        let mut acc = vec![0i32; oc];
         let mut out = vec![0i8; n * oh * ow * oc];
         let mut o = 0;
         for bi in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for c in 0..oc {
-                        let ci = c / mult;
-                        let mut acc: i32 = 0;
-                        for ky in 0..kh {
-                            let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
+                    acc.fill(0);
+                    for ky in 0..kh {
+                        let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
+                            continue;
+                        };
+                        for kx in 0..kw {
+                            let Some(ix) = self.win.tap(1, ox, kx, pw, wid) else {
                                 continue;
                             };
-                            for kx in 0..kw {
-                                let Some(ix) = self.win.tap(1, ox, kx, pw, wid) else {
-                                    continue;
-                                };
-                                let xv = xd[((bi * h + iy) * wid + ix) * ic + ci] as i32 + off;
-                                acc = acc.wrapping_add(wd[(ky * kw + kx) * oc + c] as i32 * xv);
+                            let src = &xd[((bi * h + iy) * wid + ix) * ic..][..ic];
+                            for (c, x) in xrow.iter_mut().enumerate() {
+                                *x = (src[c / mult] as i32 + off) as i16;
+                            }
+                            let wrow = &w16[(ky * kw + kx) * oc..(ky * kw + kx + 1) * oc];
+                            for ((a, &x), &w) in acc.iter_mut().zip(&xrow).zip(wrow) {
+                                *a = a.wrapping_add(w as i32 * x as i32);
                             }
                         }
-                        acc = acc.wrapping_add(bias[c]);
+                    }
+                    for (c, &a) in acc.iter().enumerate() {
                         out[o] = requantize(
-                            acc,
+                            a.wrapping_add(bias[c]),
                             self.win.mult[c],
                             self.win.shift[c],
                             self.win.out_zp,

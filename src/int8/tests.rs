@@ -197,3 +197,40 @@ fn shape_mismatches_are_errors() {
     let err = it.run(&[a]).unwrap_err().to_string();
     assert!(err.contains("2 input"), "{err}");
 }
+
+/// A grouped CONV_2D (filter with half the input channels: two groups): output channel 0
+/// reads input channels 0 and 1, channel 1 reads 2 and 3. Unit scales make the outputs the
+/// accumulators: `1·1 + 1·2 = 3` and `2·3 − 1·4 = 2` (reading the wrong group would give 0).
+#[test]
+fn grouped_conv_reads_its_own_group() {
+    let filter = TensorDef {
+        name: "w".into(),
+        shape: vec![2, 1, 1, 2],
+        signature: None,
+        dtype: ElemType::I8,
+        quant: Some(QuantParams {
+            scale: vec![1.0, 1.0],
+            zero_point: vec![0, 0],
+            axis: 0,
+        }),
+        data: Some(crate::tflite::write::le_bytes_i8(&[1, 1, 2, -1])),
+    };
+    let it = one_op(
+        B::CONV_2D,
+        vec![
+            int8("x", &[1, 1, 1, 4], 1.0, 0),
+            filter,
+            ints("b", &[0, 0]),
+            int8("y", &[1, 1, 1, 2], 1.0, 0),
+        ],
+        Options::Conv2d {
+            padding: PaddingMode::Valid,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            activation: FusedActivation::None,
+        },
+    );
+    assert_eq!(run(&it, &[(&[1, 1, 1, 4], &[1, 2, 3, 4])]), vec![3, 2]);
+}
