@@ -1,6 +1,6 @@
 //! The whole way to an int8 TFLite model: float training of `mnist_cnn`, QAT fine-tuning of
 //! its `default_8bit` graph, the `export` pipeline, `tflite::export`, and the test accuracy
-//! of the int8 model in qatc's int8 interpreter next to the QAT graph's own.
+//! of the int8 model in qatc's int8 interpreter next to the QAT graph's own, trained on the JIT.
 //!
 //! ```text
 //! cargo run --release --example export_mnist -- [--samples N] [--out model.tflite]
@@ -10,10 +10,11 @@
 //! the interpreter used here, bit for bit).
 
 use qatc::data::mnist::{self, Split};
-use qatc::int8::{Array, Interpreter};
+use qatc::int8::Interpreter;
+use qatc::jit::Jit;
 use qatc::pass::{run_pipeline, PipelineOptions};
 use qatc::tflite::export::{export, ExportOptions};
-use qatc::train::{fit, FitConfig, Interpreter as InterpBackend};
+use qatc::train::{fit, FitConfig};
 use std::time::Instant;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -48,7 +49,7 @@ fn main() -> qatc::Result<()> {
         &train,
         Some(&test),
         &quiet,
-        &InterpBackend,
+        &Jit::default(),
     )?;
 
     let mut params = float.params.clone();
@@ -62,7 +63,7 @@ fn main() -> qatc::Result<()> {
         progress: false,
         ..FitConfig::qat_fine_tune()
     };
-    let tuned = fit(&qat, &params, &train, Some(&test), &tune, &InterpBackend)?;
+    let tuned = fit(&qat, &params, &train, Some(&test), &tune, &Jit::default())?;
 
     let mut params = tuned.params.clone();
     let ready = run_pipeline(qat, &mut params, "export", &PipelineOptions::eval())?;
@@ -71,21 +72,12 @@ fn main() -> qatc::Result<()> {
 
     let it = Interpreter::new(&bytes)?;
     let start = Instant::now();
-    let mut correct = 0;
-    for (b, chunk) in test.labels.chunks(100).enumerate() {
-        let x = Array::f32(
-            vec![chunk.len(), 28, 28, 1],
-            test.images[b * 100 * 784..(b * 100 + chunk.len()) * 784].to_vec(),
-        )
-        .expect("sized");
-        let y = it.run(&[x])?;
-        let y = y[0].as_f32().expect("float output");
-        for (k, &label) in chunk.iter().enumerate() {
-            let row = &y[k * 10..(k + 1) * 10];
-            let pred = (0..10).fold(0, |best, i| if row[i] > row[best] { i } else { best });
-            correct += usize::from(pred as i32 == label);
-        }
-    }
+    let preds = qatc::int8::predict(&it, &test, 100)?;
+    let correct = preds
+        .iter()
+        .zip(&test.labels)
+        .filter(|(p, l)| **p as i32 == **l)
+        .count();
     let acc = |h: &qatc::train::FitResult| {
         h.history
             .last()
