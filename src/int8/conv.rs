@@ -284,11 +284,11 @@ impl Conv {
         let per_group = oc / (ic / fic);
         let off = -self.win.in_zp;
         let taps = kh * kw;
-        // The filter as i32 once, and per output pixel its receptive field ("patch") with the
-        // input offset applied and zeros where a tap falls in the padding (LiteRT skips those
-        // taps: a zero adds nothing). Each output channel is then a dot product over
-        // contiguous memory, which the compiler vectorizes; i32 wrapping sums do not depend
-        // on the order, so the result is bit for bit the reference kernel's.
+        // The filter widened to i16 once, and per output pixel its receptive field ("patch")
+        // with the input offset applied and zeros where a tap falls in the padding (LiteRT
+        // skips those taps: a zero adds nothing). Each output channel is then a dot product
+        // over contiguous memory, which the compiler vectorizes; i32 wrapping sums do not
+        // depend on the order, so the result is bit for bit the reference kernel's.
         let w16: Vec<i16> = wd.iter().map(|&v| v as i16).collect();
         let mut patch = vec![0i16; taps * ic];
         let mut out = vec![0i8; n * oh * ow * oc];
