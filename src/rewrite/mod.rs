@@ -8,7 +8,7 @@
 //! - [`cost`]: the cost model (markers infinite; TFLite kernels and fake-quants counted);
 //! - [`rules`]: the `passes/*.rules` parser and the egg rewrites built from it;
 //! - [`conditions`], [`attr_fns`]: the named Rust hooks rules call;
-//! - [`saturate`]: limits, the run, and the report of why it stopped.
+//! - [`saturate`](mod@saturate): limits, the run, and the report of why it stopped.
 //!
 //! The rules themselves are data in `passes/`; a pass is `src/pass/<stem>.rs` plus
 //! `passes/<stem>.rules`.

@@ -188,7 +188,7 @@ fn active_upper(l: &mut Loop, act: Activation, nmax: NodeIx) -> NodeIx {
 }
 
 /// `relu_grad` / `relu6_grad` of a `fake_quant_grad` through the same activation: one mask
-/// on the activation's input (see [`active_upper`]'s rules). `None` when the pattern does not
+/// on the activation's input (see `active_upper` for the rules). `None` when the pattern does not
 /// apply.
 pub fn activation_grad_through_fake_quant(cx: &mut Lower, act: Activation) -> Option<Val> {
     let g = cx.g;

@@ -1,6 +1,6 @@
 //! Reductions and their gradients: observers (`observe_min/max`, per tensor or per axis),
 //! `reduce_sum`, `mean`, global pools, batch statistics, and the broadcasts that are their
-//! gradients. A reduction is a [`Loop`] with a [`Red`](crate::jit::lir::Red): it fuses with
+//! gradients. A reduction is a [`Loop`](crate::jit::lir::Loop) with a [`Red`](crate::jit::lir::Red): it fuses with
 //! the elementwise loop producing its input, so an activation and its observer are one pass.
 
 use super::{along, reduced, same, Lower, Val};
