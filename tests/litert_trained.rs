@@ -8,11 +8,11 @@ mod support;
 
 use qatc::data::mnist::{self, Split};
 use qatc::data::Dataset;
-use qatc::int8::{Array, Interpreter};
+use qatc::int8::{argmax_rows, Array, Interpreter};
 use qatc::jit::Jit;
 use qatc::pass::{run_pipeline, PipelineOptions};
 use qatc::tflite::export::{export, ExportOptions};
-use qatc::train::{argmax, fit, predict, FitConfig};
+use qatc::train::{fit, predict, FitConfig};
 use support::{litert, Job, Resolver};
 
 fn images(data: &Dataset, lo: usize, hi: usize) -> Array {
@@ -22,11 +22,6 @@ fn images(data: &Dataset, lo: usize, hi: usize) -> Array {
         data.images[lo * n..hi * n].to_vec(),
     )
     .unwrap()
-}
-
-fn rows(a: &Array) -> Vec<usize> {
-    let y = a.as_f32().expect("float output");
-    y.chunks(10).map(argmax).collect()
 }
 
 fn accuracy(preds: &[usize], labels: &[i32]) -> f64 {
@@ -124,7 +119,7 @@ fn a_qat_trained_mbv2_tiny_keeps_its_accuracy_in_litert() {
     );
 
     let qat_acc = accuracy(&qat_preds, &test.labels);
-    let litert_acc = accuracy(&rows(&litert_all[0]), &test.labels);
+    let litert_acc = accuracy(&argmax_rows(&litert_all[0]), &test.labels);
     eprintln!("mbv2_tiny, 1 + 1 epochs: QAT {qat_acc:.4}, LiteRT int8 {litert_acc:.4}");
     assert!(
         qat_acc > 0.97,
