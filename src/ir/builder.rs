@@ -301,6 +301,15 @@ impl Functional {
         self.graph.param(name, ty)
     }
 
+    /// Keras' initial kernel of `op` (Glorot uniform with the op's fans), or an error if
+    /// `op` has no kernel of that shape.
+    fn kernel(&mut self, op: &Op, shape: Vec<usize>, in_channels: usize) -> Result<Tensor> {
+        let (fan_in, fan_out) = kernel_fans(op, &shape, in_channels).ok_or_else(|| {
+            crate::Error::Usage(format!("{} has no kernel of shape {shape:?}", op.name()))
+        })?;
+        Ok(self.glorot(shape, fan_in, fan_out))
+    }
+
     /// Glorot (Xavier) uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)).
     fn glorot(&mut self, shape: Vec<usize>, fan_in: usize, fan_out: usize) -> Tensor {
         let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
@@ -335,13 +344,9 @@ impl Functional {
             } => {
                 let name = self.layer_name("conv2d");
                 let cin = *xs.last().unwrap_or(&0);
-                let rf = kernel[0] * kernel[1];
-                let k = self.glorot(
-                    vec![filters, kernel[0], kernel[1], cin],
-                    rf * cin,
-                    rf * filters,
-                );
-                self.conv_like(x, Op::Conv2d(conv), name, k, filters, use_bias, act)
+                let op = Op::Conv2d(conv);
+                let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin)?;
+                self.conv_like(x, op, name, k, filters, use_bias, act)
             }
             Layer::DepthwiseConv2d {
                 kernel,
@@ -352,21 +357,10 @@ impl Functional {
             } => {
                 let name = self.layer_name("depthwise_conv2d");
                 let cin = *xs.last().unwrap_or(&0);
-                let rf = kernel[0] * kernel[1];
-                let k = self.glorot(
-                    vec![1, kernel[0], kernel[1], cin * multiplier],
-                    rf * cin,
-                    rf * multiplier,
-                );
-                self.conv_like(
-                    x,
-                    Op::DepthwiseConv2d(conv),
-                    name,
-                    k,
-                    cin * multiplier,
-                    use_bias,
-                    act,
-                )
+                let op = Op::DepthwiseConv2d(conv);
+                let shape = vec![1, kernel[0], kernel[1], cin * multiplier];
+                let k = self.kernel(&op, shape, cin)?;
+                self.conv_like(x, op, name, k, cin * multiplier, use_bias, act)
             }
             Layer::Conv2dTranspose {
                 filters,
@@ -377,21 +371,9 @@ impl Functional {
             } => {
                 let name = self.layer_name("conv2d_transpose");
                 let cin = *xs.last().unwrap_or(&0);
-                let rf = kernel[0] * kernel[1];
-                let k = self.glorot(
-                    vec![filters, kernel[0], kernel[1], cin],
-                    rf * filters,
-                    rf * cin,
-                );
-                self.conv_like(
-                    x,
-                    Op::Conv2dTranspose(conv),
-                    name,
-                    k,
-                    filters,
-                    use_bias,
-                    act,
-                )
+                let op = Op::Conv2dTranspose(conv);
+                let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin)?;
+                self.conv_like(x, op, name, k, filters, use_bias, act)
             }
             Layer::Dense {
                 units,
@@ -400,10 +382,10 @@ impl Functional {
             } => {
                 let name = self.layer_name("dense");
                 let fan_in = *xs.last().unwrap_or(&0);
-                let k = self.glorot(vec![units, fan_in], fan_in, units);
                 let op = Op::Dense {
                     activation: Activation::None,
                 };
+                let k = self.kernel(&op, vec![units, fan_in], fan_in)?;
                 self.conv_like(x, op, name, k, units, use_bias, act)
             }
             Layer::BatchNorm { epsilon, momentum } => {
@@ -565,6 +547,20 @@ impl Functional {
     }
 }
 
+/// Keras' Glorot fans `(fan_in, fan_out)` of `op`'s kernel of shape `kernel` (TFLite
+/// layouts) reading `in_channels` channels; `None` for an op without such a kernel.
+fn kernel_fans(op: &Op, kernel: &[usize], in_channels: usize) -> Option<(usize, usize)> {
+    match (op, kernel) {
+        (Op::Conv2d(_), &[o, kh, kw, i]) => Some((kh * kw * i, kh * kw * o)),
+        (Op::Conv2dTranspose(_), &[o, kh, kw, i]) => Some((kh * kw * o, kh * kw * i)),
+        (Op::DepthwiseConv2d(_), &[_, kh, kw, cm]) => {
+            Some((kh * kw * in_channels, kh * kw * (cm / in_channels.max(1))))
+        }
+        (Op::Dense { .. }, &[units, fan_in]) => Some((fan_in, units)),
+        _ => None,
+    }
+}
+
 /// Keras' default initial values for the params of a graph that has none yet (a `.qir`
 /// written by hand or by another tool): Glorot-uniform kernels of `conv2d`,
 /// `depthwise_conv2d`, `conv2d_transpose` and `dense`, zero biases, BatchNorm gamma 1 /
@@ -587,23 +583,15 @@ pub fn init_params(graph: &Graph, seed: u64) -> Result<ParamStore> {
             }
             let ps = pn.ty.shape.clone();
             let init = match (&node.op, i) {
-                (Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::Conv2dTranspose(_), 1)
-                    if ps.len() == 4 =>
-                {
-                    let rf = ps[1] * ps[2];
-                    let (fan_in, fan_out) = match node.op {
-                        Op::Conv2d(_) => (rf * ps[3], rf * ps[0]),
-                        Op::Conv2dTranspose(_) => (rf * ps[0], rf * ps[3]),
-                        _ => {
-                            let cin = *shape(0).last().unwrap_or(&1);
-                            (rf * cin, rf * (ps[3] / cin.max(1)))
-                        }
-                    };
-                    Some(f.glorot(ps, fan_in, fan_out))
-                }
-                (Op::Dense { .. }, 1) if ps.len() == 2 => {
-                    let (units, fan_in) = (ps[0], ps[1]);
-                    Some(f.glorot(ps, fan_in, units))
+                (
+                    op @ (Op::Conv2d(_)
+                    | Op::DepthwiseConv2d(_)
+                    | Op::Conv2dTranspose(_)
+                    | Op::Dense { .. }),
+                    1,
+                ) => {
+                    let cin = *shape(0).last().unwrap_or(&1);
+                    kernel_fans(op, &ps, cin).map(|(fan_in, fan_out)| f.glorot(ps, fan_in, fan_out))
                 }
                 (
                     Op::Conv2d(_)
