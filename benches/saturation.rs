@@ -8,6 +8,7 @@
 
 use qatc::ir::builder::{Functional, Layer};
 use qatc::ir::graph::NodeId;
+use qatc::ir::op::ModelOp;
 use qatc::ir::op::Op;
 use qatc::pass::{run_pipeline_with_report, PipelineOptions};
 use std::time::Duration;
@@ -84,7 +85,12 @@ fn main() {
         let ops = model
             .graph
             .node_ids()
-            .filter(|&n| !matches!(model.graph.node(n).op, Op::Param | Op::Input))
+            .filter(|&n| {
+                !matches!(
+                    model.graph.node(n).op,
+                    Op::Model(ModelOp::Param) | Op::Model(ModelOp::Input)
+                )
+            })
             .count();
         println!(
             "{} ({ops} ops, {} nodes with params):",

@@ -197,7 +197,11 @@ fn conv2d_valid_with_bias() {
     let x = c.rand("x", &[2, 5, 5, 2]);
     let k = c.rand("k", &[3, 3, 3, 2]);
     let b = c.rand("b", &[3]);
-    let y = c.op(Op::Conv2d(conv(1, Padding::Valid, 1)), "y", &[x, k, b]);
+    let y = c.op(
+        Op::Model(ModelOp::Conv2d(conv(1, Padding::Valid, 1))),
+        "y",
+        &[x, k, b],
+    );
     c.check(y);
 }
 
@@ -206,7 +210,11 @@ fn conv2d_same_stride2() {
     let mut c = Check::new("conv2d_same_s2", 2);
     let x = c.rand("x", &[1, 6, 5, 2]);
     let k = c.rand("k", &[2, 3, 3, 2]);
-    let y = c.op(Op::Conv2d(conv(2, Padding::Same, 1)), "y", &[x, k]);
+    let y = c.op(
+        Op::Model(ModelOp::Conv2d(conv(2, Padding::Same, 1))),
+        "y",
+        &[x, k],
+    );
     c.check(y);
 }
 
@@ -216,7 +224,7 @@ fn conv2d_dilated_explicit_padding() {
     let x = c.rand("x", &[1, 6, 6, 1]);
     let k = c.rand("k", &[2, 2, 2, 1]);
     let y = c.op(
-        Op::Conv2d(conv(1, Padding::Explicit([1, 0, 0, 2]), 2)),
+        Op::Model(ModelOp::Conv2d(conv(1, Padding::Explicit([1, 0, 0, 2]), 2))),
         "y",
         &[x, k],
     );
@@ -237,7 +245,7 @@ fn conv2d_fused_relu6() {
         params.insert("k", Tensor::new(vec![3, 3, 3, 2], k_data.clone()));
         params.insert("b", Tensor::new(vec![3], b_data.clone()));
         let pre = interp::eval(
-            &Op::Conv2d(conv(1, Padding::Same, 1)),
+            &Op::Model(ModelOp::Conv2d(conv(1, Padding::Same, 1))),
             &[
                 &Value::F32(params.get("x").unwrap().clone()),
                 &Value::F32(params.get("k").unwrap().clone()),
@@ -268,7 +276,7 @@ fn conv2d_fused_relu6() {
         let b = c.var("b", &[3], b_data);
         let mut a = conv(1, Padding::Same, 1);
         a.activation = Activation::Relu6;
-        let y = c.op(Op::Conv2d(a), "y", &[x, k, b]);
+        let y = c.op(Op::Model(ModelOp::Conv2d(a)), "y", &[x, k, b]);
         c.check(y);
         return;
     }
@@ -282,7 +290,7 @@ fn depthwise_conv2d_multiplier2_stride2() {
     let k = c.rand("k", &[1, 3, 3, 4]);
     let b = c.rand("b", &[4]);
     let y = c.op(
-        Op::DepthwiseConv2d(conv(2, Padding::Same, 1)),
+        Op::Model(ModelOp::DepthwiseConv2d(conv(2, Padding::Same, 1))),
         "y",
         &[x, k, b],
     );
@@ -296,7 +304,7 @@ fn conv2d_transpose_same_stride2() {
     let k = c.rand("k", &[3, 3, 3, 2]);
     let b = c.rand("b", &[3]);
     let y = c.op(
-        Op::Conv2dTranspose(conv(2, Padding::Same, 1)),
+        Op::Model(ModelOp::Conv2dTranspose(conv(2, Padding::Same, 1))),
         "y",
         &[x, k, b],
     );
@@ -309,7 +317,7 @@ fn conv2d_transpose_valid() {
     let x = c.rand("x", &[1, 3, 2, 2]);
     let k = c.rand("k", &[2, 2, 3, 2]);
     let y = c.op(
-        Op::Conv2dTranspose(conv(1, Padding::Valid, 1)),
+        Op::Model(ModelOp::Conv2dTranspose(conv(1, Padding::Valid, 1))),
         "y",
         &[x, k],
     );
@@ -322,13 +330,21 @@ fn dense_with_and_without_bias() {
     let x = c.rand("x", &[3, 5]);
     let k = c.rand("k", &[4, 5]);
     let b = c.rand("b", &[4]);
-    let y = c.op(Op::Dense { activation: none() }, "y", &[x, k, b]);
+    let y = c.op(
+        Op::Model(ModelOp::Dense { activation: none() }),
+        "y",
+        &[x, k, b],
+    );
     c.check(y);
 
     let mut c = Check::new("dense_no_bias", 8);
     let x = c.rand("x", &[2, 3]);
     let k = c.rand("k", &[5, 3]);
-    let y = c.op(Op::Dense { activation: none() }, "y", &[x, k]);
+    let y = c.op(
+        Op::Model(ModelOp::Dense { activation: none() }),
+        "y",
+        &[x, k],
+    );
     c.check(y);
 }
 
@@ -342,7 +358,7 @@ fn batch_norm_train_through_batch_statistics() {
         let gamma = c.var("gamma", &[ch], gamma_data);
         let beta = c.rand("beta", &[ch]);
         let y = c.op(
-            Op::BatchNormTrain { epsilon: F32(1e-3) },
+            Op::Train(TrainOp::BatchNormTrain { epsilon: F32(1e-3) }),
             "y",
             &[x, gamma, beta],
         );
@@ -362,19 +378,19 @@ fn unary(name: &str, op: Op, lo: f32, hi: f32, kinks: &[f32]) {
 
 #[test]
 fn relu() {
-    unary("relu", Op::Relu, -2.0, 2.0, &[0.0]);
+    unary("relu", Op::Model(ModelOp::Relu), -2.0, 2.0, &[0.0]);
 }
 
 #[test]
 fn relu6() {
-    unary("relu6", Op::Relu6, -2.0, 8.0, &[0.0, 6.0]);
+    unary("relu6", Op::Model(ModelOp::Relu6), -2.0, 8.0, &[0.0, 6.0]);
 }
 
 #[test]
 fn leaky_relu() {
     unary(
         "leaky_relu",
-        Op::LeakyRelu { alpha: F32(0.2) },
+        Op::Model(ModelOp::LeakyRelu { alpha: F32(0.2) }),
         -2.0,
         2.0,
         &[0.0],
@@ -383,22 +399,28 @@ fn leaky_relu() {
 
 #[test]
 fn hard_swish() {
-    unary("hard_swish", Op::HardSwish, -5.0, 5.0, &[-3.0, 3.0]);
+    unary(
+        "hard_swish",
+        Op::Model(ModelOp::HardSwish),
+        -5.0,
+        5.0,
+        &[-3.0, 3.0],
+    );
 }
 
 #[test]
 fn sigmoid() {
-    unary("sigmoid", Op::Sigmoid, -4.0, 4.0, &[]);
+    unary("sigmoid", Op::Model(ModelOp::Sigmoid), -4.0, 4.0, &[]);
 }
 
 #[test]
 fn tanh() {
-    unary("tanh", Op::Tanh, -2.0, 2.0, &[]);
+    unary("tanh", Op::Model(ModelOp::Tanh), -2.0, 2.0, &[]);
 }
 
 #[test]
 fn softmax() {
-    unary("softmax", Op::Softmax, -2.0, 2.0, &[]);
+    unary("softmax", Op::Model(ModelOp::Softmax), -2.0, 2.0, &[]);
 }
 
 // ---- arithmetic with broadcasting ----------------------------------------------------------
@@ -413,7 +435,7 @@ fn binary(name: &str, op: Op, a: &[usize], b: &[usize]) {
 
 #[test]
 fn add_broadcasting() {
-    let add = || Op::Add { activation: none() };
+    let add = || Op::Model(ModelOp::Add { activation: none() });
     binary("add_same", add(), &[2, 3], &[2, 3]);
     binary("add_bias", add(), &[2, 2, 2, 3], &[3]);
     binary("add_both_ways", add(), &[2, 1, 4], &[3, 1]);
@@ -422,14 +444,14 @@ fn add_broadcasting() {
 
 #[test]
 fn sub_broadcasting() {
-    let sub = || Op::Sub { activation: none() };
+    let sub = || Op::Model(ModelOp::Sub { activation: none() });
     binary("sub_same", sub(), &[2, 3], &[2, 3]);
     binary("sub_keepdims", sub(), &[2, 3, 4], &[1, 3, 1]);
 }
 
 #[test]
 fn mul_broadcasting() {
-    let mul = || Op::Mul { activation: none() };
+    let mul = || Op::Model(ModelOp::Mul { activation: none() });
     binary("mul_same", mul(), &[2, 3], &[2, 3]);
     binary("mul_channels", mul(), &[2, 2, 2, 3], &[1, 1, 1, 3]);
     binary("mul_both_ways", mul(), &[3, 1], &[2, 1, 4]);
@@ -442,11 +464,19 @@ fn several_users_accumulate() {
     let mut c = Check::new("several_users", 12);
     let x = c.rand("x", &[2, 3]);
     let w = c.rand("w", &[3]);
-    let mul = || Op::Mul { activation: none() };
+    let mul = || Op::Model(ModelOp::Mul { activation: none() });
     let xx = c.op(mul(), "xx", &[x, x]);
-    let s = c.op(Op::Add { activation: none() }, "s", &[xx, x]);
+    let s = c.op(
+        Op::Model(ModelOp::Add { activation: none() }),
+        "s",
+        &[xx, x],
+    );
     let wx = c.op(mul(), "wx", &[w, x]);
-    let y = c.op(Op::Sub { activation: none() }, "y", &[s, wx]);
+    let y = c.op(
+        Op::Model(ModelOp::Sub { activation: none() }),
+        "y",
+        &[s, wx],
+    );
     c.check(y);
 }
 
@@ -456,8 +486,8 @@ fn purely_negative_gradient() {
     let mut c = Check::new("negative", 13);
     let a = c.constant("a", &[2, 3], vec![0.5; 6]);
     let b = c.rand("b", &[2, 3]);
-    let r = c.op(Op::Relu, "relu", &[b]);
-    let y = c.op(Op::Sub { activation: none() }, "y", &[a, r]);
+    let r = c.op(Op::Model(ModelOp::Relu), "relu", &[b]);
+    let y = c.op(Op::Model(ModelOp::Sub { activation: none() }), "y", &[a, r]);
     // keep b away from the relu kink
     let data = away(c.params.get("b").unwrap().data.clone(), &[0.0], 3.0 * H);
     c.params.insert("b", Tensor::new(vec![2, 3], data));
@@ -472,13 +502,13 @@ fn concat_slices_back() {
     let a = c.rand("a", &[2, 2, 2, 1]);
     let b = c.rand("b", &[2, 2, 2, 3]);
     let d = c.rand("d", &[2, 2, 2, 2]);
-    let y = c.op(Op::Concat { axis: 3 }, "y", &[a, b, d]);
+    let y = c.op(Op::Model(ModelOp::Concat { axis: 3 }), "y", &[a, b, d]);
     c.check(y);
 
     let mut c = Check::new("concat_rows", 15);
     let a = c.rand("a", &[2, 1, 3]);
     let b = c.rand("b", &[2, 2, 3]);
-    let y = c.op(Op::Concat { axis: 1 }, "y", &[a, b]);
+    let y = c.op(Op::Model(ModelOp::Concat { axis: 1 }), "y", &[a, b]);
     c.check(y);
 }
 
@@ -499,7 +529,7 @@ fn max_pool2d_away_from_ties() {
         let mut c = Check::new(name, 16);
         let data = distinct(&mut c, 2 * 5 * 5 * 2);
         let x = c.var("x", &[2, 5, 5, 2], data);
-        let y = c.op(Op::MaxPool2d(p), "y", &[x]);
+        let y = c.op(Op::Model(ModelOp::MaxPool2d(p)), "y", &[x]);
         c.check(y);
     }
 }
@@ -512,7 +542,7 @@ fn avg_pool2d_same_excludes_padding() {
     ] {
         let mut c = Check::new(name, 17);
         let x = c.rand("x", &[2, 5, 5, 2]);
-        let y = c.op(Op::AvgPool2d(p), "y", &[x]);
+        let y = c.op(Op::Model(ModelOp::AvgPool2d(p)), "y", &[x]);
         c.check(y);
     }
 }
@@ -522,13 +552,13 @@ fn global_pools() {
     for keepdims in [false, true] {
         let mut c = Check::new("global_avg_pool", 18);
         let x = c.rand("x", &[2, 3, 3, 2]);
-        let y = c.op(Op::GlobalAvgPool { keepdims }, "y", &[x]);
+        let y = c.op(Op::Model(ModelOp::GlobalAvgPool { keepdims }), "y", &[x]);
         c.check(y);
 
         let mut c = Check::new("global_max_pool", 19);
         let data = distinct(&mut c, 2 * 3 * 3 * 2);
         let x = c.var("x", &[2, 3, 3, 2], data);
-        let y = c.op(Op::GlobalMaxPool { keepdims }, "y", &[x]);
+        let y = c.op(Op::Model(ModelOp::GlobalMaxPool { keepdims }), "y", &[x]);
         c.check(y);
     }
 }
@@ -538,7 +568,11 @@ fn mean_over_axes() {
     for (axes, keepdims) in [(vec![1, 2], true), (vec![1], false), (vec![2, 3], false)] {
         let mut c = Check::new("mean", 20);
         let x = c.rand("x", &[2, 3, 2, 2]);
-        let y = c.op(Op::Mean(ReduceAttrs { axes, keepdims }), "y", &[x]);
+        let y = c.op(
+            Op::Model(ModelOp::Mean(ReduceAttrs { axes, keepdims })),
+            "y",
+            &[x],
+        );
         c.check(y);
     }
 }
@@ -548,9 +582,9 @@ fn reshape_and_flatten() {
     let mut c = Check::new("reshape", 21);
     let x = c.rand("x", &[2, 3, 4]);
     let y = c.op(
-        Op::Reshape {
+        Op::Model(ModelOp::Reshape {
             shape: vec![2, -1, 3],
-        },
+        }),
         "y",
         &[x],
     );
@@ -558,7 +592,7 @@ fn reshape_and_flatten() {
 
     let mut c = Check::new("flatten", 22);
     let x = c.rand("x", &[2, 2, 2, 3]);
-    let y = c.op(Op::Flatten, "y", &[x]);
+    let y = c.op(Op::Model(ModelOp::Flatten), "y", &[x]);
     c.check(y);
 }
 
@@ -567,9 +601,9 @@ fn transpose() {
     let mut c = Check::new("transpose", 23);
     let x = c.rand("x", &[2, 3, 4, 5]);
     let y = c.op(
-        Op::Transpose {
+        Op::Model(ModelOp::Transpose {
             perm: vec![0, 3, 1, 2],
-        },
+        }),
         "y",
         &[x],
     );
@@ -581,9 +615,9 @@ fn pad_and_crop() {
     let mut c = Check::new("pad", 24);
     let x = c.rand("x", &[2, 3, 3, 2]);
     let y = c.op(
-        Op::Pad {
+        Op::Model(ModelOp::Pad {
             pads: vec![[0, 0], [1, 2], [0, 1], [0, 0]],
-        },
+        }),
         "y",
         &[x],
     );
@@ -592,9 +626,9 @@ fn pad_and_crop() {
     let mut c = Check::new("crop", 25);
     let x = c.rand("x", &[2, 5, 4, 2]);
     let y = c.op(
-        Op::Crop {
+        Op::Model(ModelOp::Crop {
             crops: vec![[0, 0], [1, 2], [0, 1], [0, 0]],
-        },
+        }),
         "y",
         &[x],
     );
@@ -605,7 +639,11 @@ fn pad_and_crop() {
 fn upsample_nearest() {
     let mut c = Check::new("upsample", 26);
     let x = c.rand("x", &[2, 2, 3, 2]);
-    let y = c.op(Op::UpsampleNearest { scale: [2, 3] }, "y", &[x]);
+    let y = c.op(
+        Op::Model(ModelOp::UpsampleNearest { scale: [2, 3] }),
+        "y",
+        &[x],
+    );
     c.check(y);
 }
 
@@ -650,7 +688,7 @@ fn fake_quant_straight_through_per_tensor() {
     let x = c.var("x", &[2, 3, 5], data);
     let lo = c.constant("min", &[], vec![-1.0]);
     let hi = c.constant("max", &[], vec![2.0]);
-    let y = c.op(Op::FakeQuant(q), "y", &[x, lo, hi]);
+    let y = c.op(Op::Model(ModelOp::FakeQuant(q)), "y", &[x, lo, hi]);
     c.check(y);
 }
 
@@ -676,7 +714,7 @@ fn fake_quant_straight_through_per_axis() {
     let x = c.var("x", &[2, 1, 2, 3], data);
     let lo = c.constant("min", &[2], vec![-1.0, -0.5]);
     let hi = c.constant("max", &[2], vec![1.0, 0.5]);
-    let y = c.op(Op::FakeQuant(q), "y", &[x, lo, hi]);
+    let y = c.op(Op::Model(ModelOp::FakeQuant(q)), "y", &[x, lo, hi]);
     c.check(y);
 }
 
@@ -689,7 +727,11 @@ fn softmax_cross_entropy() {
             .unwrap();
     c.feeds
         .push(("labels".into(), Value::labels(&[0, 3, 4, 1])));
-    let y = c.op(Op::SoftmaxCrossEntropy, "y", &[logits, labels]);
+    let y = c.op(
+        Op::Train(TrainOp::SoftmaxCrossEntropy),
+        "y",
+        &[logits, labels],
+    );
     c.check(y);
 }
 

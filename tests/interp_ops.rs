@@ -80,27 +80,27 @@ fn input_and_param_nodes_feed_ops_at_any_batch() {
     let w = g.param("w", TensorType::f32(vec![2])).unwrap();
     let m = g
         .add(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            },
+            }),
             "m",
             &[x, w],
         )
         .unwrap();
     let y = g
         .add(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::None,
-            },
+            }),
             "y",
             &[m, w],
         )
         .unwrap();
     let w2 = g
         .add(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::None,
-            },
+            }),
             "w2",
             &[w, w],
         )
@@ -160,9 +160,9 @@ fn missing_feeds_and_params_are_named() {
     let w = g.param("w", TensorType::f32(vec![2])).unwrap();
     let y = g
         .add(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            },
+            }),
             "y",
             &[x, w],
         )
@@ -190,7 +190,7 @@ fn missing_feeds_and_params_are_named() {
 
 #[test]
 fn input_and_param_are_not_evaluated_as_ops() {
-    let e = ev_with(&Op::Input, &[], &ParamStore::new()).unwrap_err();
+    let e = ev_with(&Op::Model(ModelOp::Input), &[], &ParamStore::new()).unwrap_err();
     assert!(e.contains("operand"), "{e}");
 }
 
@@ -212,7 +212,7 @@ fn conv2d_same_padding_plus_kernel_bias_and_relu() {
     // … full map [7,11,11; 17,25,23; 19,29,23]. Bias -20 then relu: [0,0,0; 0,5,3; 0,9,3].
     let k = v(&[1, 3, 3, 1], &[0., 1., 0., 1., 1., 1., 0., 1., 0.]);
     let plain = ev(
-        Op::Conv2d(conv([1, 1], Padding::Same, [1, 1])),
+        Op::Model(ModelOp::Conv2d(conv([1, 1], Padding::Same, [1, 1]))),
         &[image3(), k.clone()],
     );
     close(
@@ -222,11 +222,14 @@ fn conv2d_same_padding_plus_kernel_bias_and_relu() {
     );
     let mut c = conv([1, 1], Padding::Same, [1, 1]);
     c.activation = Activation::Relu;
-    let y = ev(Op::Conv2d(c), &[image3(), k.clone(), v(&[1], &[-20.0])]);
+    let y = ev(
+        Op::Model(ModelOp::Conv2d(c)),
+        &[image3(), k.clone(), v(&[1], &[-20.0])],
+    );
     close(&y, &[1, 3, 3, 1], &[0., 0., 0., 0., 5., 3., 0., 9., 3.]);
     // valid padding keeps only the centre
     let valid = ev(
-        Op::Conv2d(conv([1, 1], Padding::Valid, [1, 1])),
+        Op::Model(ModelOp::Conv2d(conv([1, 1], Padding::Valid, [1, 1]))),
         &[image3(), k],
     );
     close(&valid, &[1, 1, 1, 1], &[25.0]);
@@ -243,7 +246,10 @@ fn conv2d_same_padding_puts_the_odd_pixel_after() {
     // (Padding before would give (0,0) = 1+2+5+6 = 14.)
     let x = v(&[1, 4, 4, 1], &iota(16));
     let k = v(&[1, 3, 3, 1], &[1.0; 9]);
-    let y = ev(Op::Conv2d(conv([2, 2], Padding::Same, [1, 1])), &[x, k]);
+    let y = ev(
+        Op::Model(ModelOp::Conv2d(conv([2, 2], Padding::Same, [1, 1]))),
+        &[x, k],
+    );
     close(&y, &[1, 2, 2, 1], &[54., 45., 72., 54.]);
 }
 
@@ -254,14 +260,18 @@ fn conv2d_dilation_stride_and_explicit_padding() {
     let x = v(&[1, 1, 5, 1], &iota(5));
     let k = v(&[1, 1, 2, 1], &[1.0, 10.0]);
     let y = ev(
-        Op::Conv2d(conv([1, 1], Padding::Valid, [1, 2])),
+        Op::Model(ModelOp::Conv2d(conv([1, 1], Padding::Valid, [1, 2]))),
         &[x.clone(), k.clone()],
     );
     close(&y, &[1, 1, 3, 1], &[31., 42., 53.]);
     // explicit padding: one zero on the left, stride 2 over [0,1,2,3,4,5]:
     // out (6-3)/2+1 = 2: y0 = 0 + 10*2 = 20, y1 = 2 + 10*4 = 42
     let c = conv([1, 2], Padding::Explicit([0, 0, 1, 0]), [1, 2]);
-    close(&ev(Op::Conv2d(c), &[x, k]), &[1, 1, 2, 1], &[20., 42.]);
+    close(
+        &ev(Op::Model(ModelOp::Conv2d(c)), &[x, k]),
+        &[1, 1, 2, 1],
+        &[20., 42.],
+    );
 }
 
 #[test]
@@ -269,7 +279,10 @@ fn conv2d_kernel_layout_is_out_kh_kw_in() {
     // one pixel with channels (1,2); kernel [3,1,1,2] rows (1,0), (0,1), (1,1): y = (1,2,3)
     let x = v(&[1, 1, 1, 2], &[1.0, 2.0]);
     let k = v(&[3, 1, 1, 2], &[1., 0., 0., 1., 1., 1.]);
-    let y = ev(Op::Conv2d(conv([1, 1], Padding::Valid, [1, 1])), &[x, k]);
+    let y = ev(
+        Op::Model(ModelOp::Conv2d(conv([1, 1], Padding::Valid, [1, 1]))),
+        &[x, k],
+    );
     close(&y, &[1, 1, 1, 3], &[1., 2., 3.]);
 }
 
@@ -284,7 +297,11 @@ fn depthwise_conv2d_with_multiplier_2() {
     let k = v(&[1, 1, 2, 4], &[1., 2., 3., 4., 10., 20., 30., 40.]);
     let b = v(&[4], &[1.0; 4]);
     let y = ev(
-        Op::DepthwiseConv2d(conv([1, 1], Padding::Valid, [1, 1])),
+        Op::Model(ModelOp::DepthwiseConv2d(conv(
+            [1, 1],
+            Padding::Valid,
+            [1, 1],
+        ))),
         &[x.clone(), k.clone(), b],
     );
     close(&y, &[1, 1, 1, 4], &[32., 63., 127., 169.]);
@@ -292,7 +309,7 @@ fn depthwise_conv2d_with_multiplier_2() {
     let mut c = conv([1, 1], Padding::Valid, [1, 1]);
     c.activation = Activation::Relu6;
     let y = ev(
-        Op::DepthwiseConv2d(c),
+        Op::Model(ModelOp::DepthwiseConv2d(c)),
         &[x, k, v(&[4], &[-100., -100., -100., -163.])],
     );
     close(&y, &[1, 1, 1, 4], &[0., 0., 6., 5.]);
@@ -305,7 +322,11 @@ fn conv2d_transpose_scatters_each_pixel() {
     let x = v(&[1, 2, 2, 1], &[1., 2., 3., 4.]);
     let k = v(&[1, 2, 2, 1], &[1., 2., 3., 4.]);
     let y = ev(
-        Op::Conv2dTranspose(conv([2, 2], Padding::Valid, [1, 1])),
+        Op::Model(ModelOp::Conv2dTranspose(conv(
+            [2, 2],
+            Padding::Valid,
+            [1, 1],
+        ))),
         &[x, k],
     );
     close(
@@ -324,7 +345,11 @@ fn conv2d_transpose_same_overlaps_and_crops() {
     let x = v(&[1, 1, 2, 1], &[1., 2.]);
     let k = v(&[1, 1, 2, 1], &[1., 10.]);
     let y = ev(
-        Op::Conv2dTranspose(conv([1, 1], Padding::Same, [1, 1])),
+        Op::Model(ModelOp::Conv2dTranspose(conv(
+            [1, 1],
+            Padding::Same,
+            [1, 1],
+        ))),
         &[x, k],
     );
     close(&y, &[1, 1, 2, 1], &[1., 12.]);
@@ -337,7 +362,11 @@ fn conv2d_transpose_valid_with_kernel_smaller_than_stride() {
     let x = v(&[1, 1, 2, 1], &[1., 2.]);
     let k = v(&[1, 1, 1, 1], &[5.]);
     let y = ev(
-        Op::Conv2dTranspose(conv([1, 2], Padding::Valid, [1, 1])),
+        Op::Model(ModelOp::Conv2dTranspose(conv(
+            [1, 2],
+            Padding::Valid,
+            [1, 1],
+        ))),
         &[x, k, v(&[1], &[1.])],
     );
     close(&y, &[1, 1, 4, 1], &[6., 1., 11., 1.]);
@@ -350,9 +379,9 @@ fn dense_with_bias_and_relu() {
     let x = v(&[2, 3], &iota(6));
     let k = v(&[2, 3], &[1., 0., -1., 0.5, 0.5, 0.5]);
     let y = ev(
-        Op::Dense {
+        Op::Model(ModelOp::Dense {
             activation: Activation::Relu,
-        },
+        }),
         &[x, k, v(&[2], &[0., 1.])],
     );
     close(&y, &[2, 2], &[0., 4., 0., 8.5]);
@@ -366,10 +395,10 @@ fn batch_norm_with_given_statistics() {
     let x = v(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
     let p = |a: f32, b: f32| v(&[2], &[a, b]);
     let y = ev(
-        Op::BatchNorm {
+        Op::Model(ModelOp::BatchNorm {
             epsilon: f(1.0),
             momentum: f(0.99),
-        },
+        }),
         &[x, p(2., 1.), p(0., 1.), p(2., 3.), p(3., -0.75)],
     );
     close(&y, &[1, 1, 2, 2], &[-1., -1., 1., 3.]);
@@ -380,11 +409,19 @@ fn batch_norm_with_given_statistics() {
 #[test]
 fn relu_relu6_leaky_relu() {
     let x = v(&[5], &[-1., 0., 3., 6., 7.]);
-    close(&ev(Op::Relu, &[x.clone()]), &[5], &[0., 0., 3., 6., 7.]);
-    close(&ev(Op::Relu6, &[x.clone()]), &[5], &[0., 0., 3., 6., 6.]);
+    close(
+        &ev(Op::Model(ModelOp::Relu), &[x.clone()]),
+        &[5],
+        &[0., 0., 3., 6., 7.],
+    );
+    close(
+        &ev(Op::Model(ModelOp::Relu6), &[x.clone()]),
+        &[5],
+        &[0., 0., 3., 6., 6.],
+    );
     // alpha 0.1: -1 -> -0.1
     close(
-        &ev(Op::LeakyRelu { alpha: f(0.1) }, &[x]),
+        &ev(Op::Model(ModelOp::LeakyRelu { alpha: f(0.1) }), &[x]),
         &[5],
         &[-0.1, 0., 3., 6., 7.],
     );
@@ -395,7 +432,7 @@ fn hard_swish_is_x_relu6_x_plus_3_over_6() {
     // -4 -> 0, -3 -> 0, -1 -> -1*2/6, 0 -> 0, 1 -> 1*4/6, 3 -> 3*6/6, 4 -> 4
     let x = v(&[7], &[-4., -3., -1., 0., 1., 3., 4.]);
     close(
-        &ev(Op::HardSwish, &[x]),
+        &ev(Op::Model(ModelOp::HardSwish), &[x]),
         &[7],
         &[0., 0., -1. / 3., 0., 2. / 3., 3., 4.],
     );
@@ -406,12 +443,12 @@ fn sigmoid_and_tanh() {
     // sigmoid(±ln 3) = 1/(1 + 1/3) = 0.75 and 0.25; tanh(ln 2) = (2 - 1/2)/(2 + 1/2) = 0.6
     let l3 = 3f32.ln();
     close(
-        &ev(Op::Sigmoid, &[v(&[3], &[0., l3, -l3])]),
+        &ev(Op::Model(ModelOp::Sigmoid), &[v(&[3], &[0., l3, -l3])]),
         &[3],
         &[0.5, 0.75, 0.25],
     );
     close(
-        &ev(Op::Tanh, &[v(&[2], &[0., 2f32.ln()])]),
+        &ev(Op::Model(ModelOp::Tanh), &[v(&[2], &[0., 2f32.ln()])]),
         &[2],
         &[0., 0.6],
     );
@@ -426,7 +463,7 @@ fn softmax_over_the_last_axis() {
         &[0., 2f32.ln(), 3f32.ln(), 0., 1000., 1000. + 2f32.ln()],
     );
     close(
-        &ev(Op::Softmax, &[x]),
+        &ev(Op::Model(ModelOp::Softmax), &[x]),
         &[3, 1, 2],
         &[1. / 3., 2. / 3., 0.75, 0.25, 1. / 3., 2. / 3.],
     );
@@ -441,13 +478,16 @@ fn add_sub_mul_broadcast() {
     let b = v(&[3], &[10., 20., 30.]);
     let none = Activation::None;
     close(
-        &ev(Op::Add { activation: none }, &[a.clone(), b.clone()]),
+        &ev(
+            Op::Model(ModelOp::Add { activation: none }),
+            &[a.clone(), b.clone()],
+        ),
         &[2, 3],
         &[11., 21., 31., 12., 22., 32.],
     );
     // b - a the other way round: (10-1, 20-1, 30-1), (10-2, …)
     close(
-        &ev(Op::Sub { activation: none }, &[b, a]),
+        &ev(Op::Model(ModelOp::Sub { activation: none }), &[b, a]),
         &[2, 3],
         &[9., 19., 29., 8., 18., 28.],
     );
@@ -455,7 +495,7 @@ fn add_sub_mul_broadcast() {
     let a = v(&[2, 1, 2], &[1., 2., 3., 4.]);
     let b = v(&[3, 1], &[1., 10., 100.]);
     close(
-        &ev(Op::Mul { activation: none }, &[a, b]),
+        &ev(Op::Model(ModelOp::Mul { activation: none }), &[a, b]),
         &[2, 3, 2],
         &[1., 2., 10., 20., 100., 200., 3., 4., 30., 40., 300., 400.],
     );
@@ -463,9 +503,9 @@ fn add_sub_mul_broadcast() {
     let x = v(&[3], &[1., 2., 3.]);
     close(
         &ev(
-            Op::Sub {
+            Op::Model(ModelOp::Sub {
                 activation: Activation::Relu,
-            },
+            }),
             &[x.clone(), scalar(2.)],
         ),
         &[3],
@@ -473,9 +513,9 @@ fn add_sub_mul_broadcast() {
     );
     close(
         &ev(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::Relu6,
-            },
+            }),
             &[x, scalar(3.)],
         ),
         &[3],
@@ -489,7 +529,7 @@ fn concat_interleaves_along_the_axis() {
     let a = v(&[2, 1], &[1., 2.]);
     let b = v(&[2, 2], &[3., 4., 5., 6.]);
     close(
-        &ev(Op::Concat { axis: 1 }, &[a, b]),
+        &ev(Op::Model(ModelOp::Concat { axis: 1 }), &[a, b]),
         &[2, 3],
         &[1., 3., 4., 2., 5., 6.],
     );
@@ -497,7 +537,7 @@ fn concat_interleaves_along_the_axis() {
     let a = v(&[1, 2], &[1., 2.]);
     let b = v(&[2, 2], &[3., 4., 5., 6.]);
     close(
-        &ev(Op::Concat { axis: 0 }, &[a, b]),
+        &ev(Op::Model(ModelOp::Concat { axis: 0 }), &[a, b]),
         &[3, 2],
         &[1., 2., 3., 4., 5., 6.],
     );
@@ -514,7 +554,10 @@ fn max_pool_same_ignores_padding() {
         &[1, 3, 3, 1],
         &iota(9).iter().map(|v| -v).collect::<Vec<_>>(),
     );
-    let y = ev(Op::MaxPool2d(pool([2, 2], [2, 2], Padding::Same)), &[x]);
+    let y = ev(
+        Op::Model(ModelOp::MaxPool2d(pool([2, 2], [2, 2], Padding::Same))),
+        &[x],
+    );
     close(&y, &[1, 2, 2, 1], &[-1., -3., -7., -9.]);
 }
 
@@ -523,7 +566,7 @@ fn avg_pool_counts_only_in_image_taps() {
     // 1..9, 2x2, stride 2, SAME (padding after): (1+2+4+5)/4 = 3, (3+6)/2 = 4.5,
     // (7+8)/2 = 7.5, 9/1 = 9
     let y = ev(
-        Op::AvgPool2d(pool([2, 2], [2, 2], Padding::Same)),
+        Op::Model(ModelOp::AvgPool2d(pool([2, 2], [2, 2], Padding::Same))),
         &[image3()],
     );
     close(&y, &[1, 2, 2, 1], &[3., 4.5, 7.5, 9.]);
@@ -531,7 +574,7 @@ fn avg_pool_counts_only_in_image_taps() {
     // 1/1 = 1, (2+3)/2 = 2.5, (4+7)/2 = 5.5, (5+6+8+9)/4 = 7
     let p = pool([2, 2], [2, 2], Padding::Explicit([1, 0, 1, 0]));
     close(
-        &ev(Op::AvgPool2d(p), &[image3()]),
+        &ev(Op::Model(ModelOp::AvgPool2d(p)), &[image3()]),
         &[1, 2, 2, 1],
         &[1., 2.5, 5.5, 7.],
     );
@@ -543,24 +586,30 @@ fn global_pools() {
     // avg (2.5, 15), max (4, 40)
     let x = v(&[1, 2, 2, 2], &[1., 10., 2., -20., 3., 30., 4., 40.]);
     close(
-        &ev(Op::GlobalAvgPool { keepdims: false }, &[x.clone()]),
+        &ev(
+            Op::Model(ModelOp::GlobalAvgPool { keepdims: false }),
+            &[x.clone()],
+        ),
         &[1, 2],
         &[2.5, 15.],
     );
     close(
-        &ev(Op::GlobalAvgPool { keepdims: true }, &[x.clone()]),
+        &ev(
+            Op::Model(ModelOp::GlobalAvgPool { keepdims: true }),
+            &[x.clone()],
+        ),
         &[1, 1, 1, 2],
         &[2.5, 15.],
     );
     close(
-        &ev(Op::GlobalMaxPool { keepdims: false }, &[x]),
+        &ev(Op::Model(ModelOp::GlobalMaxPool { keepdims: false }), &[x]),
         &[1, 2],
         &[4., 40.],
     );
     // max of all-negative values is not clamped at 0
     let neg = v(&[1, 1, 2, 1], &[-3., -2.]);
     close(
-        &ev(Op::GlobalMaxPool { keepdims: true }, &[neg]),
+        &ev(Op::Model(ModelOp::GlobalMaxPool { keepdims: true }), &[neg]),
         &[1, 1, 1, 1],
         &[-2.],
     );
@@ -572,12 +621,12 @@ fn mean_and_reduce_sum() {
     let x = v(&[2, 3], &iota(6));
     let r = |axes: Vec<usize>, keepdims| ReduceAttrs { axes, keepdims };
     close(
-        &ev(Op::Mean(r(vec![1], false)), &[x.clone()]),
+        &ev(Op::Model(ModelOp::Mean(r(vec![1], false))), &[x.clone()]),
         &[2],
         &[2., 5.],
     );
     close(
-        &ev(Op::Mean(r(vec![0], true)), &[x]),
+        &ev(Op::Model(ModelOp::Mean(r(vec![0], true))), &[x]),
         &[1, 3],
         &[2.5, 3.5, 4.5],
     );
@@ -585,7 +634,7 @@ fn mean_and_reduce_sum() {
     // j=0: 1+2+5+6 = 14, j=1: 3+4+7+8 = 22
     let x = v(&[2, 2, 2], &iota(8));
     close(
-        &ev(Op::ReduceSum(r(vec![0, 2], false)), &[x]),
+        &ev(Op::Grad(GradOp::ReduceSum(r(vec![0, 2], false))), &[x]),
         &[2],
         &[14., 22.],
     );
@@ -597,14 +646,21 @@ fn mean_and_reduce_sum() {
 fn reshape_flatten_dropout_keep_the_data() {
     let x = v(&[1, 2, 3], &iota(6));
     close(
-        &ev(Op::Reshape { shape: vec![3, -1] }, &[x.clone()]),
+        &ev(
+            Op::Model(ModelOp::Reshape { shape: vec![3, -1] }),
+            &[x.clone()],
+        ),
         &[1, 3, 2],
         &iota(6),
     );
-    close(&ev(Op::Flatten, &[x.clone()]), &[1, 6], &iota(6));
+    close(
+        &ev(Op::Model(ModelOp::Flatten), &[x.clone()]),
+        &[1, 6],
+        &iota(6),
+    );
     // dropout is the identity in inference
     close(
-        &ev(Op::Dropout { rate: f(0.5) }, &[x]),
+        &ev(Op::Model(ModelOp::Dropout { rate: f(0.5) }), &[x]),
         &[1, 2, 3],
         &iota(6),
     );
@@ -616,9 +672,9 @@ fn transpose_pad_crop_slice() {
     let x = v(&[1, 2, 3], &iota(6));
     close(
         &ev(
-            Op::Transpose {
+            Op::Model(ModelOp::Transpose {
                 perm: vec![0, 2, 1],
-            },
+            }),
             &[x],
         ),
         &[1, 3, 2],
@@ -628,20 +684,24 @@ fn transpose_pad_crop_slice() {
     let x = v(&[1, 1, 2], &[1., 2.]);
     let pads = vec![[0, 0], [1, 0], [0, 2]];
     close(
-        &ev(Op::Pad { pads }, &[x]),
+        &ev(Op::Model(ModelOp::Pad { pads }), &[x]),
         &[1, 2, 4],
         &[0., 0., 0., 0., 1., 2., 0., 0.],
     );
     // the 3x3 image 1..9, dropping the first row and the last column: [[4,5],[7,8]]
     let x = v(&[1, 3, 3], &iota(9));
     let crops = vec![[0, 0], [1, 0], [0, 1]];
-    close(&ev(Op::Crop { crops }, &[x]), &[1, 2, 2], &[4., 5., 7., 8.]);
+    close(
+        &ev(Op::Model(ModelOp::Crop { crops }), &[x]),
+        &[1, 2, 2],
+        &[4., 5., 7., 8.],
+    );
     // [[1,2,3],[4,5,6]] from (1,1), size (1,2): [[5,6]]
     let x = v(&[2, 3], &iota(6));
-    let s = Op::Slice {
+    let s = Op::Grad(GradOp::Slice {
         begin: vec![1, 1],
         size: vec![1, 2],
-    };
+    });
     close(&ev(s, &[x]), &[1, 2], &[5., 6.]);
 }
 
@@ -650,7 +710,10 @@ fn upsample_nearest_repeats_pixels() {
     // [[1,2],[3,4]] at scale [2,2]: each pixel becomes a 2x2 block
     let x = v(&[1, 2, 2, 1], &[1., 2., 3., 4.]);
     close(
-        &ev(Op::UpsampleNearest { scale: [2, 2] }, &[x.clone()]),
+        &ev(
+            Op::Model(ModelOp::UpsampleNearest { scale: [2, 2] }),
+            &[x.clone()],
+        ),
         &[1, 4, 4, 1],
         &[
             1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.,
@@ -658,7 +721,7 @@ fn upsample_nearest_repeats_pixels() {
     );
     // scale [1,3]: columns only
     close(
-        &ev(Op::UpsampleNearest { scale: [1, 3] }, &[x]),
+        &ev(Op::Model(ModelOp::UpsampleNearest { scale: [1, 3] }), &[x]),
         &[1, 2, 6, 1],
         &[1., 1., 1., 2., 2., 2., 3., 3., 3., 4., 4., 4.],
     );
@@ -667,13 +730,13 @@ fn upsample_nearest_repeats_pixels() {
 // ---- fake quantization ---------------------------------------------------------------------
 
 fn fq(bits: u8, narrow: bool, symmetric: bool, axis: Option<usize>, range: RangeSource) -> Op {
-    Op::FakeQuant(FakeQuantAttrs {
+    Op::Model(ModelOp::FakeQuant(FakeQuantAttrs {
         bits,
         narrow,
         symmetric,
         axis,
         range,
-    })
+    }))
 }
 
 #[test]
@@ -822,7 +885,10 @@ fn fake_quant_with_range_operands_per_axis_4_bit() {
 #[test]
 fn quant_marker_is_the_identity() {
     let x = v(&[3], &[0.1, -7., 3.3]);
-    let y = ev(Op::Quant(FakeQuantAttrs::activation("s")), &[x]);
+    let y = ev(
+        Op::Pass(PassOp::Quant(FakeQuantAttrs::activation("s"))),
+        &[x],
+    );
     close(&y, &[3], &[0.1, -7., 3.3]);
 }
 
@@ -830,7 +896,7 @@ fn quant_marker_is_the_identity() {
 fn bn_scale_and_scale_channels() {
     // gamma (4, 3), var (3, 0), epsilon 1: 4/sqrt(4) = 2, 3/sqrt(1) = 3
     let y = ev(
-        Op::BnScale { epsilon: f(1.) },
+        Op::Pass(PassOp::BnScale { epsilon: f(1.) }),
         &[v(&[2], &[4., 3.]), v(&[2], &[3., 0.])],
     );
     close(&y, &[2], &[2., 3.]);
@@ -838,12 +904,15 @@ fn bn_scale_and_scale_channels() {
     let w = v(&[2, 2], &[1., 2., 3., 4.]);
     let s = v(&[2], &[10., 100.]);
     close(
-        &ev(Op::ScaleChannels { axis: 0 }, &[w.clone(), s.clone()]),
+        &ev(
+            Op::Pass(PassOp::ScaleChannels { axis: 0 }),
+            &[w.clone(), s.clone()],
+        ),
         &[2, 2],
         &[10., 20., 300., 400.],
     );
     close(
-        &ev(Op::ScaleChannels { axis: 1 }, &[w, s]),
+        &ev(Op::Pass(PassOp::ScaleChannels { axis: 1 }), &[w, s]),
         &[2, 2],
         &[10., 200., 30., 400.],
     );
@@ -857,14 +926,20 @@ fn softmax_cross_entropy_and_its_gradient() {
     // row 1 [0, 0], label 0: p = (1/2, 1/2), loss ln 2; the mean is (ln 1.5 + ln 2)/2 = ln(3)/2
     let logits = v(&[2, 2], &[0., 2f32.ln(), 0., 0.]);
     let labels = Value::labels(&[1, 0]);
-    let loss = ev(Op::SoftmaxCrossEntropy, &[logits.clone(), labels.clone()]);
+    let loss = ev(
+        Op::Train(TrainOp::SoftmaxCrossEntropy),
+        &[logits.clone(), labels.clone()],
+    );
     close(&loss, &[], &[3f32.ln() / 2.]);
     // gradient (p - onehot)/n: row 0 (1/3, -1/3)/2, row 1 (-1/2, 1/2)/2
-    let g = ev(Op::SoftmaxCrossEntropyGrad, &[logits.clone(), labels]);
+    let g = ev(
+        Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
+        &[logits.clone(), labels],
+    );
     close(&g, &[2, 2], &[1. / 6., -1. / 6., -0.25, 0.25]);
     // a label outside the classes is an error, not a panic
     let e = ev_with(
-        &Op::SoftmaxCrossEntropy,
+        &Op::Train(TrainOp::SoftmaxCrossEntropy),
         &[logits, Value::labels(&[2, 0])],
         &ParamStore::new(),
     )
@@ -878,19 +953,19 @@ fn relu_family_gradients() {
     // relu: x > 0 passes (x = 0 does not, as TF's ReluGrad)
     let x = v(&[5], &[-1., 0., 0.5, 6., 7.]);
     close(
-        &ev(Op::ReluGrad, &[dy.clone(), x.clone()]),
+        &ev(Op::Grad(GradOp::ReluGrad), &[dy.clone(), x.clone()]),
         &[5],
         &[0., 0., 3., 4., 5.],
     );
     // relu6: 0 < x < 6 passes
     close(
-        &ev(Op::Relu6Grad, &[dy.clone(), x.clone()]),
+        &ev(Op::Grad(GradOp::Relu6Grad), &[dy.clone(), x.clone()]),
         &[5],
         &[0., 0., 3., 0., 0.],
     );
     // leaky relu alpha 0.2: x <= 0 scales by alpha: 0.2, 0.4, then 3, 4, 5
     close(
-        &ev(Op::LeakyReluGrad { alpha: f(0.2) }, &[dy, x]),
+        &ev(Op::Grad(GradOp::LeakyReluGrad { alpha: f(0.2) }), &[dy, x]),
         &[5],
         &[0.2, 0.4, 3., 4., 5.],
     );
@@ -905,7 +980,7 @@ fn hard_swish_gradient_at_and_between_the_kinks() {
     let x = v(&[7], &[-4., -3., -1.5, 0., 1.5, 3., 4.]);
     let dy = v(&[7], &[1.; 7]);
     close(
-        &ev(Op::HardSwishGrad, &[dy, x]),
+        &ev(Op::Grad(GradOp::HardSwishGrad), &[dy, x]),
         &[7],
         &[0., 0., 0., 0.5, 1., 1., 1.],
     );
@@ -915,16 +990,19 @@ fn hard_swish_gradient_at_and_between_the_kinks() {
 fn sigmoid_tanh_softmax_gradients_take_the_output() {
     // sigmoid: dy*y*(1-y): y 0.5 -> 0.25; y 0.75, dy 2 -> 2*0.1875 = 0.375
     let g = ev(
-        Op::SigmoidGrad,
+        Op::Grad(GradOp::SigmoidGrad),
         &[v(&[2], &[1., 2.]), v(&[2], &[0.5, 0.75])],
     );
     close(&g, &[2], &[0.25, 0.375]);
     // tanh: dy*(1-y^2): y 0 -> 1, y 0.6 -> 0.64
-    let g = ev(Op::TanhGrad, &[v(&[2], &[1., 1.]), v(&[2], &[0., 0.6])]);
+    let g = ev(
+        Op::Grad(GradOp::TanhGrad),
+        &[v(&[2], &[1., 1.]), v(&[2], &[0., 0.6])],
+    );
     close(&g, &[2], &[1., 0.64]);
     // softmax: y*(dy - dy.y): y (1/3, 2/3), dy (1, 0): dy.y = 1/3 -> (1/3*2/3, 2/3*-1/3)
     let g = ev(
-        Op::SoftmaxGrad,
+        Op::Grad(GradOp::SoftmaxGrad),
         &[v(&[1, 2], &[1., 0.]), v(&[1, 2], &[1. / 3., 2. / 3.])],
     );
     close(&g, &[1, 2], &[2. / 9., -2. / 9.]);
@@ -937,23 +1015,23 @@ fn fake_quant_gradient_is_straight_through_inside_the_nudged_range() {
     // inside (dy), 1.1 is above (0)
     let x = v(&[4], &[-1., 0.5, 1.003, 1.1]);
     let dy = v(&[4], &[3., 3., 3., 3.]);
-    let op = Op::FakeQuantGrad(FakeQuantAttrs {
+    let op = Op::Grad(GradOp::FakeQuantGrad(FakeQuantAttrs {
         bits: 8,
         narrow: false,
         symmetric: false,
         axis: None,
         range: RangeSource::Operands,
-    });
+    }));
     let g = ev(op, &[dy, x, scalar(-1.), scalar(1.)]);
     close(&g, &[4], &[0., 3., 3., 0.]);
     // per axis: channel ranges [0, 1] and [-1, 0]: 0.5 in / out, -0.5 out / in
-    let op = Op::FakeQuantGrad(FakeQuantAttrs {
+    let op = Op::Grad(GradOp::FakeQuantGrad(FakeQuantAttrs {
         bits: 8,
         narrow: false,
         symmetric: false,
         axis: Some(1),
         range: RangeSource::Operands,
-    });
+    }));
     let x = v(&[2, 2], &[0.5, 0.5, -0.5, -0.5]);
     let g = ev(
         op,
@@ -976,17 +1054,17 @@ fn conv2d_grad_input_and_filter() {
     let c = conv([1, 1], Padding::Valid, [1, 1]);
     let dy = v(&[1, 1, 2, 1], &[1., 2.]);
     let k = v(&[1, 1, 2, 1], &[1., 10.]);
-    let op = Op::Conv2dGradInput {
+    let op = Op::Grad(GradOp::Conv2dGradInput {
         conv: c.clone(),
         input_shape: vec![1, 1, 3, 1],
-    };
+    });
     close(&ev(op, &[dy.clone(), k]), &[1, 1, 3, 1], &[1., 12., 20.]);
     // dw[k] = sum_o dy[o] x[o+k]: x (1,2,3): dw0 = 1*1 + 2*2 = 5, dw1 = 1*2 + 2*3 = 8
     let x = v(&[1, 1, 3, 1], &[1., 2., 3.]);
-    let op = Op::Conv2dGradFilter {
+    let op = Op::Grad(GradOp::Conv2dGradFilter {
         conv: c,
         filter_shape: vec![1, 1, 2, 1],
-    };
+    });
     close(&ev(op, &[dy, x]), &[1, 1, 2, 1], &[5., 8.]);
 }
 
@@ -994,10 +1072,10 @@ fn conv2d_grad_input_and_filter() {
 fn conv2d_grad_input_with_stride_2_same() {
     // width 4, kernel [1,2,3], stride 2, SAME: out 2, padding 1 after; output o reads
     // x[2o .. 2o+2]. dy (1, 10): dx0 = 1*1, dx1 = 1*2, dx2 = 1*3 + 10*1, dx3 = 10*2
-    let op = Op::Conv2dGradInput {
+    let op = Op::Grad(GradOp::Conv2dGradInput {
         conv: conv([1, 2], Padding::Same, [1, 1]),
         input_shape: vec![1, 1, 4, 1],
-    };
+    });
     let y = ev(
         op,
         &[
@@ -1018,36 +1096,36 @@ fn depthwise_conv2d_gradients() {
     let dy = v(&[1, 1, 2, 2], &[1.; 4]);
     let k = v(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
     let x = v(&[1, 1, 3, 2], &[1., 10., 2., 20., 3., 30.]);
-    let op = Op::DepthwiseConv2dGradInput {
+    let op = Op::Grad(GradOp::DepthwiseConv2dGradInput {
         conv: c.clone(),
         input_shape: vec![1, 1, 3, 2],
-    };
+    });
     close(
         &ev(op, &[dy.clone(), k]),
         &[1, 1, 3, 2],
         &[1., 2., 4., 6., 3., 4.],
     );
-    let op = Op::DepthwiseConv2dGradFilter {
+    let op = Op::Grad(GradOp::DepthwiseConv2dGradFilter {
         conv: c.clone(),
         filter_shape: vec![1, 1, 2, 2],
-    };
+    });
     close(&ev(op, &[dy, x]), &[1, 1, 2, 2], &[3., 30., 5., 50.]);
     // multiplier 2 on one channel, 1x1 kernel (3,4): y[i] = (3 x[i], 4 x[i]).
     // dy (1,0),(0,1): dx = (3, 4); dk[m] = sum_i dy[i][m] x[i] with x (1,2): (1, 2)
     let dy = v(&[1, 1, 2, 2], &[1., 0., 0., 1.]);
-    let op = Op::DepthwiseConv2dGradInput {
+    let op = Op::Grad(GradOp::DepthwiseConv2dGradInput {
         conv: c.clone(),
         input_shape: vec![1, 1, 2, 1],
-    };
+    });
     close(
         &ev(op, &[dy.clone(), v(&[1, 1, 1, 2], &[3., 4.])]),
         &[1, 1, 2, 1],
         &[3., 4.],
     );
-    let op = Op::DepthwiseConv2dGradFilter {
+    let op = Op::Grad(GradOp::DepthwiseConv2dGradFilter {
         conv: c,
         filter_shape: vec![1, 1, 1, 2],
-    };
+    });
     close(
         &ev(op, &[dy, v(&[1, 1, 2, 1], &[1., 2.])]),
         &[1, 1, 1, 2],
@@ -1063,19 +1141,19 @@ fn conv2d_transpose_gradients() {
     //   dw[k] = sum_i dy[i+k] x[i]: dw0 = 1*1 + 2*2 = 5, dw1 = 2*1 = 2
     let c = conv([1, 1], Padding::Same, [1, 1]);
     let dy = v(&[1, 1, 2, 1], &[1., 2.]);
-    let op = Op::Conv2dTransposeGradInput {
+    let op = Op::Grad(GradOp::Conv2dTransposeGradInput {
         conv: c.clone(),
         input_shape: vec![1, 1, 2, 1],
-    };
+    });
     close(
         &ev(op, &[dy.clone(), v(&[1, 1, 2, 1], &[1., 10.])]),
         &[1, 1, 2, 1],
         &[21., 2.],
     );
-    let op = Op::Conv2dTransposeGradFilter {
+    let op = Op::Grad(GradOp::Conv2dTransposeGradFilter {
         conv: c,
         filter_shape: vec![1, 1, 2, 1],
-    };
+    });
     close(
         &ev(op, &[dy, v(&[1, 1, 2, 1], &[1., 2.])]),
         &[1, 1, 2, 1],
@@ -1088,7 +1166,10 @@ fn dense_gradients() {
     // dx = dy . W: dy (1,2), W rows (1,0,-1), (0.5,0.5,0.5) -> (1+1, 0+1, -1+1) = (2,1,0)
     let w = v(&[2, 3], &[1., 0., -1., 0.5, 0.5, 0.5]);
     close(
-        &ev(Op::DenseGradInput, &[v(&[1, 2], &[1., 2.]), w]),
+        &ev(
+            Op::Grad(GradOp::DenseGradInput),
+            &[v(&[1, 2], &[1., 2.]), w],
+        ),
         &[1, 3],
         &[2., 1., 0.],
     );
@@ -1097,7 +1178,7 @@ fn dense_gradients() {
     let dy = v(&[2, 2], &[1., 0., 0., 2.]);
     let x = v(&[2, 3], &iota(6));
     close(
-        &ev(Op::DenseGradWeight, &[dy, x]),
+        &ev(Op::Grad(GradOp::DenseGradWeight), &[dy, x]),
         &[2, 3],
         &[1., 2., 3., 8., 10., 12.],
     );
@@ -1111,23 +1192,30 @@ fn batch_norm_train_mean_and_var() {
     // x_hat = x. gamma 2, beta 1: y = 2x + 1 = (-1, 1, 3)
     let x = v(&[3, 1], &[-1., 0., 1.]);
     let y = ev(
-        Op::BatchNormTrain {
+        Op::Train(TrainOp::BatchNormTrain {
             epsilon: f(1. / 3.),
-        },
+        }),
         &[x, v(&[1], &[2.]), v(&[1], &[1.])],
     );
     close(&y, &[3, 1], &[-1., 1., 3.]);
     // two channels over a batch of 2: (1,10), (3,30): mean (2, 20), biased var (1, 100),
     // unbiased (n/(n-1) = 2) (2, 200)
     let x = v(&[2, 2], &[1., 10., 3., 30.]);
-    close(&ev(Op::BatchMean, &[x.clone()]), &[2], &[2., 20.]);
     close(
-        &ev(Op::BatchVar { unbiased: false }, &[x.clone()]),
+        &ev(Op::Train(TrainOp::BatchMean), &[x.clone()]),
+        &[2],
+        &[2., 20.],
+    );
+    close(
+        &ev(
+            Op::Train(TrainOp::BatchVar { unbiased: false }),
+            &[x.clone()],
+        ),
         &[2],
         &[1., 100.],
     );
     close(
-        &ev(Op::BatchVar { unbiased: true }, &[x]),
+        &ev(Op::Train(TrainOp::BatchVar { unbiased: true }), &[x]),
         &[2],
         &[2., 200.],
     );
@@ -1143,19 +1231,19 @@ fn batch_norm_gradients() {
     let x = v(&[3, 1], &[-1., 0., 1.]);
     let g = v(&[1], &[3.]);
     let dx = ev(
-        Op::BatchNormGradInput { epsilon: eps },
+        Op::Grad(GradOp::BatchNormGradInput { epsilon: eps }),
         &[v(&[3, 1], &[1., 0., 0.]), x.clone(), g.clone()],
     );
     close(&dx, &[3, 1], &[1., -1., 0.]);
     // a constant dy moves only the mean, which normalization removes: dx = 0
     let dx = ev(
-        Op::BatchNormGradInput { epsilon: eps },
+        Op::Grad(GradOp::BatchNormGradInput { epsilon: eps }),
         &[v(&[3, 1], &[5.; 3]), x.clone(), g],
     );
     close(&dx, &[3, 1], &[0., 0., 0.]);
     // dgamma = sum dy x_hat: dy (1, 2, 4) -> -1 + 0 + 4 = 3
     let dg = ev(
-        Op::BatchNormGradGamma { epsilon: eps },
+        Op::Grad(GradOp::BatchNormGradGamma { epsilon: eps }),
         &[v(&[3, 1], &[1., 2., 4.]), x],
     );
     close(&dg, &[1], &[3.]);
@@ -1168,7 +1256,7 @@ fn max_pool_gradient_goes_to_the_first_maximum() {
     // 2x2 window over [[1,3],[2,3]]: the max 3 appears twice; the first in window order,
     // (0,1), takes all of dy = 5
     let x = v(&[1, 2, 2, 1], &[1., 3., 2., 3.]);
-    let op = Op::MaxPool2dGrad(pool([2, 2], [2, 2], Padding::Valid));
+    let op = Op::Grad(GradOp::MaxPool2dGrad(pool([2, 2], [2, 2], Padding::Valid)));
     close(
         &ev(op, &[v(&[1, 1, 1, 1], &[5.]), x]),
         &[1, 2, 2, 1],
@@ -1176,7 +1264,7 @@ fn max_pool_gradient_goes_to_the_first_maximum() {
     );
     // overlapping windows {0,1} and {1,2} of (1,5,2) both pick 5: dx = (0, 1+10, 0)
     let x = v(&[1, 1, 3, 1], &[1., 5., 2.]);
-    let op = Op::MaxPool2dGrad(pool([1, 2], [1, 1], Padding::Valid));
+    let op = Op::Grad(GradOp::MaxPool2dGrad(pool([1, 2], [1, 1], Padding::Valid)));
     close(
         &ev(op, &[v(&[1, 1, 2, 1], &[1., 10.]), x]),
         &[1, 1, 3, 1],
@@ -1189,10 +1277,10 @@ fn avg_pool_gradient_divides_by_in_image_taps() {
     // the SAME 2x2/2 pool of avg_pool_counts_only_in_image_taps has windows of 4, 2, 2 and 1
     // pixels; dy (4, 2, 2, 1) divided by those counts is 1 everywhere, and every pixel is in
     // exactly one window: dx = ones
-    let op = Op::AvgPool2dGrad {
+    let op = Op::Grad(GradOp::AvgPool2dGrad {
         pool: pool([2, 2], [2, 2], Padding::Same),
         input_shape: vec![1, 3, 3, 1],
-    };
+    });
     close(
         &ev(op, &[v(&[1, 2, 2, 1], &[4., 2., 2., 1.])]),
         &[1, 3, 3, 1],
@@ -1203,9 +1291,9 @@ fn avg_pool_gradient_divides_by_in_image_taps() {
 #[test]
 fn global_pool_and_mean_gradients() {
     // global average over 2x2: each pixel gets dy/4: dy (4, 8) -> (1, 2) per pixel
-    let op = Op::GlobalAvgPoolGrad {
+    let op = Op::Grad(GradOp::GlobalAvgPoolGrad {
         input_shape: vec![1, 2, 2, 2],
-    };
+    });
     close(
         &ev(op, &[v(&[1, 2], &[4., 8.])]),
         &[1, 2, 2, 2],
@@ -1214,21 +1302,27 @@ fn global_pool_and_mean_gradients() {
     // global max: x (1,4,4,2) has its max 4 twice; the first, pixel 1, takes dy = 7
     let x = v(&[1, 2, 2, 1], &[1., 4., 4., 2.]);
     close(
-        &ev(Op::GlobalMaxPoolGrad, &[v(&[1, 1], &[7.]), x.clone()]),
+        &ev(
+            Op::Grad(GradOp::GlobalMaxPoolGrad),
+            &[v(&[1, 1], &[7.]), x.clone()],
+        ),
         &[1, 2, 2, 1],
         &[0., 7., 0., 0.],
     );
     // with a keepdims dy [n,1,1,c] too
     close(
-        &ev(Op::GlobalMaxPoolGrad, &[v(&[1, 1, 1, 1], &[7.]), x]),
+        &ev(
+            Op::Grad(GradOp::GlobalMaxPoolGrad),
+            &[v(&[1, 1, 1, 1], &[7.]), x],
+        ),
         &[1, 2, 2, 1],
         &[0., 7., 0., 0.],
     );
     // mean over axis 1 of [2,3]: each element gets dy/3: dy (3, 6) -> rows of 1 and 2
-    let op = Op::MeanGrad {
+    let op = Op::Grad(GradOp::MeanGrad {
         axes: vec![1],
         input_shape: vec![2, 3],
-    };
+    });
     close(
         &ev(op, &[v(&[2], &[3., 6.])]),
         &[2, 3],
@@ -1239,7 +1333,7 @@ fn global_pool_and_mean_gradients() {
 #[test]
 fn upsample_nearest_gradient_sums_each_block() {
     // dy [1,2,4,1] = 1..8 at scale [1,2]: (1+2, 3+4), (5+6, 7+8)
-    let op = Op::UpsampleNearestGrad { scale: [1, 2] };
+    let op = Op::Grad(GradOp::UpsampleNearestGrad { scale: [1, 2] });
     close(
         &ev(op, &[v(&[1, 2, 4, 1], &iota(8))]),
         &[1, 2, 2, 1],
@@ -1251,11 +1345,11 @@ fn upsample_nearest_gradient_sums_each_block() {
 fn dropout_mask_is_deterministic_and_scaled() {
     let mask = |rate: f32, seed: u64, step: f32| {
         ev(
-            Op::DropoutMask {
+            Op::Train(TrainOp::DropoutMask {
                 rate: f(rate),
                 seed,
                 shape: vec![100, 100],
-            },
+            }),
             &[scalar(step)],
         )
     };
@@ -1278,30 +1372,30 @@ fn dropout_mask_is_deterministic_and_scaled() {
 fn moving_average_sgd_and_adam() {
     // moving average, momentum 0.75: 0.75*1 + 0.25*3 = 1.5
     let y = ev(
-        Op::MovingAverage { momentum: f(0.75) },
+        Op::Update(UpdateOp::MovingAverage { momentum: f(0.75) }),
         &[v(&[1], &[1.]), v(&[1], &[3.])],
     );
     close(&y, &[1], &[1.5]);
     // SGD velocity, momentum 0.9, lr 0.5: 0.9*1 - 0.5*2 = -0.1
     let y = ev(
-        Op::SgdVelocity { momentum: f(0.9) },
+        Op::Update(UpdateOp::SgdVelocity { momentum: f(0.9) }),
         &[v(&[1], &[1.]), v(&[1], &[2.]), scalar(0.5)],
     );
     close(&y, &[1], &[-0.1]);
     // Adam moments: 0.9*1 + 0.1*3 = 1.2; 0.999*1 + 0.001*2^2 = 1.003
     let m = ev(
-        Op::AdamMoment { beta: f(0.9) },
+        Op::Update(UpdateOp::AdamMoment { beta: f(0.9) }),
         &[v(&[1], &[1.]), v(&[1], &[3.])],
     );
     close(&m, &[1], &[1.2]);
     let s = ev(
-        Op::AdamMomentSq { beta: f(0.999) },
+        Op::Update(UpdateOp::AdamMomentSq { beta: f(0.999) }),
         &[v(&[1], &[1.]), v(&[1], &[2.])],
     );
     close(&s, &[1], &[1.003]);
     // adam_apply without epsilon: 1 - 0.1 * 0.5/sqrt(4) = 0.975
     let p = ev(
-        Op::AdamApply { epsilon: f(0.) },
+        Op::Update(UpdateOp::AdamApply { epsilon: f(0.) }),
         &[v(&[1], &[1.]), v(&[1], &[0.5]), v(&[1], &[4.]), scalar(0.1)],
     );
     close(&p, &[1], &[0.975]);
@@ -1315,11 +1409,17 @@ fn first_adam_step_moves_each_weight_by_lr() {
     let (b1, b2, lr) = (0.9f32, 0.999f32, 0.01f32);
     let g = v(&[3], &[3., -0.02, 50.]);
     let zero = v(&[3], &[0.; 3]);
-    let m = ev(Op::AdamMoment { beta: f(b1) }, &[zero.clone(), g.clone()]);
-    let s = ev(Op::AdamMomentSq { beta: f(b2) }, &[zero, g]);
+    let m = ev(
+        Op::Update(UpdateOp::AdamMoment { beta: f(b1) }),
+        &[zero.clone(), g.clone()],
+    );
+    let s = ev(
+        Op::Update(UpdateOp::AdamMomentSq { beta: f(b2) }),
+        &[zero, g],
+    );
     let lr_t = lr * (1. - b2).sqrt() / (1. - b1);
     let p = ev(
-        Op::AdamApply { epsilon: f(1e-7) },
+        Op::Update(UpdateOp::AdamApply { epsilon: f(1e-7) }),
         &[
             v(&[3], &[1., 1., 1.]),
             Value::F32(m),
@@ -1339,20 +1439,40 @@ fn observers() {
     // min (0, -2), max (3, 4)
     let x = v(&[2, 2], &[1., -2., 3., 4.]);
     close(
-        &ev(Op::ObserveMin { axis: None }, &[x.clone()]),
+        &ev(
+            Op::Update(UpdateOp::ObserveMin { axis: None }),
+            &[x.clone()],
+        ),
         &[],
         &[-2.],
     );
-    close(&ev(Op::ObserveMax { axis: None }, &[x.clone()]), &[], &[4.]);
     close(
-        &ev(Op::ObserveMin { axis: Some(1) }, &[x.clone()]),
+        &ev(
+            Op::Update(UpdateOp::ObserveMax { axis: None }),
+            &[x.clone()],
+        ),
+        &[],
+        &[4.],
+    );
+    close(
+        &ev(
+            Op::Update(UpdateOp::ObserveMin { axis: Some(1) }),
+            &[x.clone()],
+        ),
         &[2],
         &[0., -2.],
     );
-    close(&ev(Op::ObserveMax { axis: Some(1) }, &[x]), &[2], &[3., 4.]);
+    close(
+        &ev(Op::Update(UpdateOp::ObserveMax { axis: Some(1) }), &[x]),
+        &[2],
+        &[3., 4.],
+    );
     // all positive: the range still includes 0
     close(
-        &ev(Op::ObserveMin { axis: None }, &[v(&[2], &[1., 2.])]),
+        &ev(
+            Op::Update(UpdateOp::ObserveMin { axis: None }),
+            &[v(&[2], &[1., 2.])],
+        ),
         &[],
         &[0.],
     );
@@ -1365,7 +1485,7 @@ fn ema_and_running_observers_start_from_the_first_batch() {
     // step 0: the value itself (no ±6 start, no debiasing)
     let ema = |step| {
         ev(
-            Op::EmaUpdate { decay: f(0.9) },
+            Op::Update(UpdateOp::EmaUpdate { decay: f(0.9) }),
             &[old.clone(), value.clone(), scalar(step)],
         )
     };
@@ -1373,10 +1493,10 @@ fn ema_and_running_observers_start_from_the_first_batch() {
     // later: 0.9*5 + 0.1*1 = 4.6, 0.9*-5 + 0.1*1 = -4.4
     close(&ema(3.), &[2], &[4.6, -4.4]);
     let run = |op: Op, step| ev(op, &[old.clone(), value.clone(), scalar(step)]);
-    close(&run(Op::RunningMin, 0.), &[2], &[1., 1.]);
-    close(&run(Op::RunningMin, 1.), &[2], &[1., -5.]);
-    close(&run(Op::RunningMax, 0.), &[2], &[1., 1.]);
-    close(&run(Op::RunningMax, 1.), &[2], &[5., 1.]);
+    close(&run(Op::Update(UpdateOp::RunningMin), 0.), &[2], &[1., 1.]);
+    close(&run(Op::Update(UpdateOp::RunningMin), 1.), &[2], &[1., -5.]);
+    close(&run(Op::Update(UpdateOp::RunningMax), 0.), &[2], &[1., 1.]);
+    close(&run(Op::Update(UpdateOp::RunningMax), 1.), &[2], &[5., 1.]);
 }
 
 // ---- adjoint identities --------------------------------------------------------------------
@@ -1441,50 +1561,60 @@ fn convolution_gradients_are_adjoint_to_their_forward_ops() {
         let x_shape = [2, 7, 6, 3];
         // conv2d: kernel [4,3,3,3]
         let k = rand_t(&[4, 3, 3, 3], 3);
-        let fwd = |x: &Tensor| ev(Op::Conv2d(c.clone()), &[t(x), t(&k)]);
+        let fwd = |x: &Tensor| ev(Op::Model(ModelOp::Conv2d(c.clone())), &[t(x), t(&k)]);
         let bwd = |dy: &Tensor| {
             ev(
-                Op::Conv2dGradInput {
+                Op::Grad(GradOp::Conv2dGradInput {
                     conv: c.clone(),
                     input_shape: x_shape.to_vec(),
-                },
+                }),
                 &[t(dy), t(&k)],
             )
         };
         adjoint(&fwd, &bwd, &x_shape);
         // ... and linear in the kernel for a fixed input
         let x = rand_t(&x_shape, 4);
-        let fwd = |k: &Tensor| ev(Op::Conv2d(c.clone()), &[t(&x), t(k)]);
+        let fwd = |k: &Tensor| ev(Op::Model(ModelOp::Conv2d(c.clone())), &[t(&x), t(k)]);
         let bwd = |dy: &Tensor| {
             ev(
-                Op::Conv2dGradFilter {
+                Op::Grad(GradOp::Conv2dGradFilter {
                     conv: c.clone(),
                     filter_shape: vec![4, 3, 3, 3],
-                },
+                }),
                 &[t(dy), t(&x)],
             )
         };
         adjoint(&fwd, &bwd, &[4, 3, 3, 3]);
         // depthwise, multiplier 2: kernel [1,3,3,6]
         let k = rand_t(&[1, 3, 3, 6], 5);
-        let fwd = |x: &Tensor| ev(Op::DepthwiseConv2d(c.clone()), &[t(x), t(&k)]);
+        let fwd = |x: &Tensor| {
+            ev(
+                Op::Model(ModelOp::DepthwiseConv2d(c.clone())),
+                &[t(x), t(&k)],
+            )
+        };
         let bwd = |dy: &Tensor| {
             ev(
-                Op::DepthwiseConv2dGradInput {
+                Op::Grad(GradOp::DepthwiseConv2dGradInput {
                     conv: c.clone(),
                     input_shape: x_shape.to_vec(),
-                },
+                }),
                 &[t(dy), t(&k)],
             )
         };
         adjoint(&fwd, &bwd, &x_shape);
-        let fwd = |k: &Tensor| ev(Op::DepthwiseConv2d(c.clone()), &[t(&x), t(k)]);
+        let fwd = |k: &Tensor| {
+            ev(
+                Op::Model(ModelOp::DepthwiseConv2d(c.clone())),
+                &[t(&x), t(k)],
+            )
+        };
         let bwd = |dy: &Tensor| {
             ev(
-                Op::DepthwiseConv2dGradFilter {
+                Op::Grad(GradOp::DepthwiseConv2dGradFilter {
                     conv: c.clone(),
                     filter_shape: vec![1, 3, 3, 6],
-                },
+                }),
                 &[t(dy), t(&x)],
             )
         };
@@ -1504,25 +1634,35 @@ fn convolution_gradients_are_adjoint_to_their_forward_ops() {
         let x_shape = [2, 4, 3, 3];
         let k_shape = [2, kh, kw, 3];
         let k = rand_t(&k_shape, 6);
-        let fwd = |x: &Tensor| ev(Op::Conv2dTranspose(c.clone()), &[t(x), t(&k)]);
+        let fwd = |x: &Tensor| {
+            ev(
+                Op::Model(ModelOp::Conv2dTranspose(c.clone())),
+                &[t(x), t(&k)],
+            )
+        };
         let bwd = |dy: &Tensor| {
             ev(
-                Op::Conv2dTransposeGradInput {
+                Op::Grad(GradOp::Conv2dTransposeGradInput {
                     conv: c.clone(),
                     input_shape: x_shape.to_vec(),
-                },
+                }),
                 &[t(dy), t(&k)],
             )
         };
         adjoint(&fwd, &bwd, &x_shape);
         let x = rand_t(&x_shape, 7);
-        let fwd = |k: &Tensor| ev(Op::Conv2dTranspose(c.clone()), &[t(&x), t(k)]);
+        let fwd = |k: &Tensor| {
+            ev(
+                Op::Model(ModelOp::Conv2dTranspose(c.clone())),
+                &[t(&x), t(k)],
+            )
+        };
         let bwd = |dy: &Tensor| {
             ev(
-                Op::Conv2dTransposeGradFilter {
+                Op::Grad(GradOp::Conv2dTransposeGradFilter {
                     conv: c.clone(),
                     filter_shape: k_shape.to_vec(),
-                },
+                }),
                 &[t(dy), t(&x)],
             )
         };
@@ -1536,14 +1676,24 @@ fn linear_gradients_are_adjoint_to_their_forward_ops() {
     // dense in the input and in the kernel
     let k = rand_t(&[5, 3], 3);
     adjoint(
-        &|x| ev(Op::Dense { activation: none }, &[t(x), t(&k)]),
-        &|dy| ev(Op::DenseGradInput, &[t(dy), t(&k)]),
+        &|x| {
+            ev(
+                Op::Model(ModelOp::Dense { activation: none }),
+                &[t(x), t(&k)],
+            )
+        },
+        &|dy| ev(Op::Grad(GradOp::DenseGradInput), &[t(dy), t(&k)]),
         &[4, 3],
     );
     let x = rand_t(&[4, 3], 4);
     adjoint(
-        &|k| ev(Op::Dense { activation: none }, &[t(&x), t(k)]),
-        &|dy| ev(Op::DenseGradWeight, &[t(dy), t(&x)]),
+        &|k| {
+            ev(
+                Op::Model(ModelOp::Dense { activation: none }),
+                &[t(&x), t(k)],
+            )
+        },
+        &|dy| ev(Op::Grad(GradOp::DenseGradWeight), &[t(dy), t(&x)]),
         &[5, 3],
     );
     // average pools with SAME and explicit padding
@@ -1553,13 +1703,13 @@ fn linear_gradients_are_adjoint_to_their_forward_ops() {
     ] {
         let shape = [2, 7, 6, 3];
         adjoint(
-            &|x| ev(Op::AvgPool2d(p.clone()), &[t(x)]),
+            &|x| ev(Op::Model(ModelOp::AvgPool2d(p.clone())), &[t(x)]),
             &|dy| {
                 ev(
-                    Op::AvgPool2dGrad {
+                    Op::Grad(GradOp::AvgPool2dGrad {
                         pool: p.clone(),
                         input_shape: shape.to_vec(),
-                    },
+                    }),
                     &[t(dy)],
                 )
             },
@@ -1568,12 +1718,17 @@ fn linear_gradients_are_adjoint_to_their_forward_ops() {
     }
     let shape = [2, 3, 4, 5];
     adjoint(
-        &|x| ev(Op::GlobalAvgPool { keepdims: false }, &[t(x)]),
+        &|x| {
+            ev(
+                Op::Model(ModelOp::GlobalAvgPool { keepdims: false }),
+                &[t(x)],
+            )
+        },
         &|dy| {
             ev(
-                Op::GlobalAvgPoolGrad {
+                Op::Grad(GradOp::GlobalAvgPoolGrad {
                     input_shape: shape.to_vec(),
-                },
+                }),
                 &[t(dy)],
             )
         },
@@ -1584,21 +1739,31 @@ fn linear_gradients_are_adjoint_to_their_forward_ops() {
         keepdims: false,
     };
     adjoint(
-        &|x| ev(Op::Mean(r.clone()), &[t(x)]),
+        &|x| ev(Op::Model(ModelOp::Mean(r.clone())), &[t(x)]),
         &|dy| {
             ev(
-                Op::MeanGrad {
+                Op::Grad(GradOp::MeanGrad {
                     axes: vec![3, 1],
                     input_shape: shape.to_vec(),
-                },
+                }),
                 &[t(dy)],
             )
         },
         &shape,
     );
     adjoint(
-        &|x| ev(Op::UpsampleNearest { scale: [2, 3] }, &[t(x)]),
-        &|dy| ev(Op::UpsampleNearestGrad { scale: [2, 3] }, &[t(dy)]),
+        &|x| {
+            ev(
+                Op::Model(ModelOp::UpsampleNearest { scale: [2, 3] }),
+                &[t(x)],
+            )
+        },
+        &|dy| {
+            ev(
+                Op::Grad(GradOp::UpsampleNearestGrad { scale: [2, 3] }),
+                &[t(dy)],
+            )
+        },
         &shape,
     );
 }
@@ -1607,7 +1772,7 @@ fn linear_gradients_are_adjoint_to_their_forward_ops() {
 fn labels_must_be_i32() {
     // the interpreter refuses f32 labels through infer, not with a panic
     let e = ev_with(
-        &Op::SoftmaxCrossEntropy,
+        &Op::Train(TrainOp::SoftmaxCrossEntropy),
         &[v(&[1, 2], &[0., 0.]), v(&[1], &[0.])],
         &ParamStore::new(),
     )

@@ -99,12 +99,12 @@ impl B {
     /// Observed per-tensor range of `x` folded into state `s` by EMA: (min', max').
     fn ema_range(&mut self, s: &str, x: NodeId, step: NodeId) -> (NodeId, NodeId) {
         let lo = self.op(
-            Op::ObserveMin { axis: None },
+            Op::Update(UpdateOp::ObserveMin { axis: None }),
             &format!("{s}.batch_min"),
             &[x],
         );
         let hi = self.op(
-            Op::ObserveMax { axis: None },
+            Op::Update(UpdateOp::ObserveMax { axis: None }),
             &format!("{s}.batch_max"),
             &[x],
         );
@@ -112,12 +112,12 @@ impl B {
         let old_hi = self.param(&format!("{s}.max"), &[], 0.0, 0.0);
         let d = F32(0.999);
         let lo2 = self.op(
-            Op::EmaUpdate { decay: d },
+            Op::Update(UpdateOp::EmaUpdate { decay: d }),
             &format!("{s}.new_min"),
             &[old_lo, lo, step],
         );
         let hi2 = self.op(
-            Op::EmaUpdate { decay: d },
+            Op::Update(UpdateOp::EmaUpdate { decay: d }),
             &format!("{s}.new_max"),
             &[old_hi, hi, step],
         );
@@ -129,23 +129,23 @@ impl B {
     fn fq_act(&mut self, name: &str, x: NodeId, lo: NodeId, hi: NodeId) -> NodeId {
         let mut q = FakeQuantAttrs::activation("unused");
         q.range = RangeSource::Operands;
-        self.op(Op::FakeQuant(q), name, &[x, lo, hi])
+        self.op(Op::Model(ModelOp::FakeQuant(q)), name, &[x, lo, hi])
     }
     /// Per-axis weight fake-quant with its last-value range: (quantized, min, max).
     fn fq_weight(&mut self, name: &str, w: NodeId, axis: usize) -> (NodeId, NodeId, NodeId) {
         let lo = self.op(
-            Op::ObserveMin { axis: Some(axis) },
+            Op::Update(UpdateOp::ObserveMin { axis: Some(axis) }),
             &format!("{name}.min"),
             &[w],
         );
         let hi = self.op(
-            Op::ObserveMax { axis: Some(axis) },
+            Op::Update(UpdateOp::ObserveMax { axis: Some(axis) }),
             &format!("{name}.max"),
             &[w],
         );
         let mut q = FakeQuantAttrs::weight(Some(axis));
         q.range = RangeSource::Operands;
-        let wq = self.op(Op::FakeQuant(q), name, &[w, lo, hi]);
+        let wq = self.op(Op::Model(ModelOp::FakeQuant(q)), name, &[w, lo, hi]);
         (wq, lo, hi)
     }
     fn fq_grad(
@@ -164,21 +164,21 @@ impl B {
         };
         let mut q = q;
         q.range = RangeSource::Operands;
-        self.op(Op::FakeQuantGrad(q), name, &[dy, x, lo, hi])
+        self.op(Op::Grad(GradOp::FakeQuantGrad(q)), name, &[dy, x, lo, hi])
     }
     fn sgd(&mut self, p: NodeId, grad: NodeId, lr: NodeId) {
         let name = self.g.node(p).name.clone();
         let shape = self.shape(p);
         let v = self.param(&format!("{name}.velocity"), &shape, 0.0, 0.0);
         let v2 = self.op(
-            Op::SgdVelocity { momentum: F32(0.9) },
+            Op::Update(UpdateOp::SgdVelocity { momentum: F32(0.9) }),
             &format!("{name}.new_velocity"),
             &[v, grad, lr],
         );
         let p2 = self.op(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::None,
-            },
+            }),
             &format!("{name}.new"),
             &[p, v2],
         );
@@ -191,17 +191,17 @@ impl B {
         let m = self.param(&format!("{name}.adam_m"), &shape, 0.0, 0.0);
         let v = self.param(&format!("{name}.adam_v"), &shape, 0.0, 0.0);
         let m2 = self.op(
-            Op::AdamMoment { beta: F32(0.9) },
+            Op::Update(UpdateOp::AdamMoment { beta: F32(0.9) }),
             &format!("{name}.new_m"),
             &[m, grad],
         );
         let v2 = self.op(
-            Op::AdamMomentSq { beta: F32(0.999) },
+            Op::Update(UpdateOp::AdamMomentSq { beta: F32(0.999) }),
             &format!("{name}.new_v"),
             &[v, grad],
         );
         let p2 = self.op(
-            Op::AdamApply { epsilon: F32(1e-7) },
+            Op::Update(UpdateOp::AdamApply { epsilon: F32(1e-7) }),
             &format!("{name}.new"),
             &[p, m2, v2, lr],
         );
@@ -220,12 +220,28 @@ fn mnist_qat_step(n: usize) -> (Graph, ParamStore) {
     let step = b.input("step", TensorType::f32(vec![]));
     let lr = b.input("lr", TensorType::f32(vec![]));
     // input quantizer: running min/max
-    let ilo = b.op(Op::ObserveMin { axis: None }, "input_quant.batch_min", &[x]);
-    let ihi = b.op(Op::ObserveMax { axis: None }, "input_quant.batch_max", &[x]);
+    let ilo = b.op(
+        Op::Update(UpdateOp::ObserveMin { axis: None }),
+        "input_quant.batch_min",
+        &[x],
+    );
+    let ihi = b.op(
+        Op::Update(UpdateOp::ObserveMax { axis: None }),
+        "input_quant.batch_max",
+        &[x],
+    );
     let old_lo = b.param("input_quant.min", &[], 0.0, 0.0);
     let old_hi = b.param("input_quant.max", &[], 0.0, 0.0);
-    let ilo2 = b.op(Op::RunningMin, "input_quant.new_min", &[old_lo, ilo, step]);
-    let ihi2 = b.op(Op::RunningMax, "input_quant.new_max", &[old_hi, ihi, step]);
+    let ilo2 = b.op(
+        Op::Update(UpdateOp::RunningMin),
+        "input_quant.new_min",
+        &[old_lo, ilo, step],
+    );
+    let ihi2 = b.op(
+        Op::Update(UpdateOp::RunningMax),
+        "input_quant.new_max",
+        &[old_hi, ihi, step],
+    );
     b.g.add_update("input_quant.min", ilo2);
     b.g.add_update("input_quant.max", ihi2);
     let xq = b.fq_act("input_quant", x, ilo2, ihi2);
@@ -233,8 +249,12 @@ fn mnist_qat_step(n: usize) -> (Graph, ParamStore) {
     let ck = b.param("conv2d.kernel", &[12, 3, 3, 1], -0.4, 0.4);
     let cb = b.param("conv2d.bias", &[12], -0.1, 0.1);
     let (ckq, cklo, ckhi) = b.fq_weight("conv2d.kernel_quant", ck, 0);
-    let c = b.op(Op::Conv2d(ConvAttrs::default()), "conv2d", &[xq, ckq, cb]);
-    let r = b.op(Op::Relu, "conv2d.relu", &[c]);
+    let c = b.op(
+        Op::Model(ModelOp::Conv2d(ConvAttrs::default())),
+        "conv2d",
+        &[xq, ckq, cb],
+    );
+    let r = b.op(Op::Model(ModelOp::Relu), "conv2d.relu", &[c]);
     let (alo, ahi) = b.ema_range("conv2d.act_quant", r, step);
     let rq = b.fq_act("conv2d.act_quant", r, alo, ahi);
     let pool = PoolAttrs {
@@ -242,60 +262,76 @@ fn mnist_qat_step(n: usize) -> (Graph, ParamStore) {
         stride: [2, 2],
         padding: Padding::Valid,
     };
-    let p = b.op(Op::MaxPool2d(pool.clone()), "max_pooling2d", &[rq]);
-    let f = b.op(Op::Flatten, "flatten", &[p]);
+    let p = b.op(
+        Op::Model(ModelOp::MaxPool2d(pool.clone())),
+        "max_pooling2d",
+        &[rq],
+    );
+    let f = b.op(Op::Model(ModelOp::Flatten), "flatten", &[p]);
     let dk = b.param("dense.kernel", &[10, 2028], -0.05, 0.05);
     let db = b.param("dense.bias", &[10], -0.1, 0.1);
     let (dkq, dklo, dkhi) = b.fq_weight("dense.kernel_quant", dk, 0);
     let logits = b.op(
-        Op::Dense {
+        Op::Model(ModelOp::Dense {
             activation: Activation::None,
-        },
+        }),
         "dense",
         &[f, dkq, db],
     );
     let (olo, ohi) = b.ema_range("dense.act_quant", logits, step);
     let lq = b.fq_act("dense.act_quant", logits, olo, ohi);
-    let loss = b.op(Op::SoftmaxCrossEntropy, "loss", &[lq, y]);
+    let loss = b.op(Op::Train(TrainOp::SoftmaxCrossEntropy), "loss", &[lq, y]);
     b.g.add_output("loss", loss);
     b.g.add_output("logits", lq);
     // backward
-    let g = b.op(Op::SoftmaxCrossEntropyGrad, "loss.grad", &[lq, y]);
+    let g = b.op(
+        Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
+        "loss.grad",
+        &[lq, y],
+    );
     let g = b.fq_grad("dense.act_quant.grad", g, logits, olo, ohi, None);
     let gdb = b.op(
-        Op::ReduceSum(ReduceAttrs {
+        Op::Grad(GradOp::ReduceSum(ReduceAttrs {
             axes: vec![0],
             keepdims: false,
-        }),
+        })),
         "dense.bias.grad",
         &[g],
     );
-    let gdk = b.op(Op::DenseGradWeight, "dense.kernel_quant.grad", &[g, f]);
+    let gdk = b.op(
+        Op::Grad(GradOp::DenseGradWeight),
+        "dense.kernel_quant.grad",
+        &[g, f],
+    );
     let gdk = b.fq_grad("dense.kernel.grad", gdk, dk, dklo, dkhi, Some(0));
-    let gf = b.op(Op::DenseGradInput, "flatten.grad", &[g, dkq]);
+    let gf = b.op(Op::Grad(GradOp::DenseGradInput), "flatten.grad", &[g, dkq]);
     let gp = b.op(
-        Op::Reshape {
+        Op::Model(ModelOp::Reshape {
             shape: vec![13, 13, 12],
-        },
+        }),
         "max_pooling2d.out_grad",
         &[gf],
     );
-    let grq = b.op(Op::MaxPool2dGrad(pool), "max_pooling2d.grad", &[gp, rq]);
+    let grq = b.op(
+        Op::Grad(GradOp::MaxPool2dGrad(pool)),
+        "max_pooling2d.grad",
+        &[gp, rq],
+    );
     let gr = b.fq_grad("conv2d.act_quant.grad", grq, r, alo, ahi, None);
-    let gc = b.op(Op::ReluGrad, "conv2d.relu.grad", &[gr, c]);
+    let gc = b.op(Op::Grad(GradOp::ReluGrad), "conv2d.relu.grad", &[gr, c]);
     let gcb = b.op(
-        Op::ReduceSum(ReduceAttrs {
+        Op::Grad(GradOp::ReduceSum(ReduceAttrs {
             axes: vec![0, 1, 2],
             keepdims: false,
-        }),
+        })),
         "conv2d.bias.grad",
         &[gc],
     );
     let gck = b.op(
-        Op::Conv2dGradFilter {
+        Op::Grad(GradOp::Conv2dGradFilter {
             conv: ConvAttrs::default(),
             filter_shape: vec![12, 3, 3, 1],
-        },
+        }),
         "conv2d.kernel_quant.grad",
         &[gc, xq],
     );
@@ -322,27 +358,31 @@ fn bn_block_step(n: usize) -> (Graph, ParamStore) {
         let mm = b.param(&format!("{name}.moving_mean"), &[c], 0.0, 0.0);
         let mv = b.param(&format!("{name}.moving_variance"), &[c], 1.0, 1.0);
         let out = b.op(
-            Op::BatchNormTrain { epsilon: F32(1e-3) },
+            Op::Train(TrainOp::BatchNormTrain { epsilon: F32(1e-3) }),
             name,
             &[h, gamma, beta],
         );
-        let bm = b.op(Op::BatchMean, &format!("{name}.batch_mean"), &[h]);
+        let bm = b.op(
+            Op::Train(TrainOp::BatchMean),
+            &format!("{name}.batch_mean"),
+            &[h],
+        );
         let bv = b.op(
-            Op::BatchVar { unbiased: true },
+            Op::Train(TrainOp::BatchVar { unbiased: true }),
             &format!("{name}.batch_var"),
             &[h],
         );
         let mm2 = b.op(
-            Op::MovingAverage {
+            Op::Update(UpdateOp::MovingAverage {
                 momentum: F32(0.99),
-            },
+            }),
             &format!("{name}.new_moving_mean"),
             &[mm, bm],
         );
         let mv2 = b.op(
-            Op::MovingAverage {
+            Op::Update(UpdateOp::MovingAverage {
                 momentum: F32(0.99),
-            },
+            }),
             &format!("{name}.new_moving_variance"),
             &[mv, bv],
         );
@@ -351,133 +391,161 @@ fn bn_block_step(n: usize) -> (Graph, ParamStore) {
         (out, [h, gamma, beta])
     };
     let k1 = b.param("conv2d.kernel", &[32, 1, 1, 8], -0.3, 0.3);
-    let c1 = b.op(Op::Conv2d(ConvAttrs::default()), "conv2d", &[x, k1]);
+    let c1 = b.op(
+        Op::Model(ModelOp::Conv2d(ConvAttrs::default())),
+        "conv2d",
+        &[x, k1],
+    );
     let (bn1, [h1, g1, be1]) = bn(&mut b, "bn1", c1, 32);
-    let r1 = b.op(Op::Relu6, "relu6", &[bn1]);
+    let r1 = b.op(Op::Model(ModelOp::Relu6), "relu6", &[bn1]);
     let dwa = ConvAttrs {
         padding: Padding::Same,
         ..ConvAttrs::default()
     };
     let k2 = b.param("depthwise.kernel", &[1, 3, 3, 32], -0.3, 0.3);
-    let c2 = b.op(Op::DepthwiseConv2d(dwa.clone()), "depthwise", &[r1, k2]);
+    let c2 = b.op(
+        Op::Model(ModelOp::DepthwiseConv2d(dwa.clone())),
+        "depthwise",
+        &[r1, k2],
+    );
     let (bn2, [h2, g2, be2]) = bn(&mut b, "bn2", c2, 32);
-    let r2 = b.op(Op::Relu6, "relu6_1", &[bn2]);
+    let r2 = b.op(Op::Model(ModelOp::Relu6), "relu6_1", &[bn2]);
     let k3 = b.param("conv2d_1.kernel", &[8, 1, 1, 32], -0.3, 0.3);
-    let c3 = b.op(Op::Conv2d(ConvAttrs::default()), "conv2d_1", &[r2, k3]);
+    let c3 = b.op(
+        Op::Model(ModelOp::Conv2d(ConvAttrs::default())),
+        "conv2d_1",
+        &[r2, k3],
+    );
     let sum = b.op(
-        Op::Add {
+        Op::Model(ModelOp::Add {
             activation: Activation::None,
-        },
+        }),
         "add",
         &[x, c3],
     );
-    let gp = b.op(Op::GlobalAvgPool { keepdims: false }, "gap", &[sum]);
+    let gp = b.op(
+        Op::Model(ModelOp::GlobalAvgPool { keepdims: false }),
+        "gap",
+        &[sum],
+    );
     let dk = b.param("dense.kernel", &[10, 8], -0.3, 0.3);
     let db = b.param("dense.bias", &[10], 0.0, 0.0);
     let logits = b.op(
-        Op::Dense {
+        Op::Model(ModelOp::Dense {
             activation: Activation::None,
-        },
+        }),
         "dense",
         &[gp, dk, db],
     );
-    let loss = b.op(Op::SoftmaxCrossEntropy, "loss", &[logits, y]);
+    let loss = b.op(
+        Op::Train(TrainOp::SoftmaxCrossEntropy),
+        "loss",
+        &[logits, y],
+    );
     b.g.add_output("loss", loss);
     b.g.add_output("logits", logits);
-    let g = b.op(Op::SoftmaxCrossEntropyGrad, "loss.grad", &[logits, y]);
+    let g = b.op(
+        Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
+        "loss.grad",
+        &[logits, y],
+    );
     let gdb = b.op(
-        Op::ReduceSum(ReduceAttrs {
+        Op::Grad(GradOp::ReduceSum(ReduceAttrs {
             axes: vec![0],
             keepdims: false,
-        }),
+        })),
         "dense.bias.grad",
         &[g],
     );
-    let gdk = b.op(Op::DenseGradWeight, "dense.kernel.grad", &[g, gp]);
-    let ggp = b.op(Op::DenseGradInput, "gap.out_grad", &[g, dk]);
+    let gdk = b.op(
+        Op::Grad(GradOp::DenseGradWeight),
+        "dense.kernel.grad",
+        &[g, gp],
+    );
+    let ggp = b.op(Op::Grad(GradOp::DenseGradInput), "gap.out_grad", &[g, dk]);
     let gsum = b.op(
-        Op::GlobalAvgPoolGrad {
+        Op::Grad(GradOp::GlobalAvgPoolGrad {
             input_shape: vec![n, 8, 8, 8],
-        },
+        }),
         "add.out_grad",
         &[ggp],
     );
     let gk3 = b.op(
-        Op::Conv2dGradFilter {
+        Op::Grad(GradOp::Conv2dGradFilter {
             conv: ConvAttrs::default(),
             filter_shape: vec![8, 1, 1, 32],
-        },
+        }),
         "conv2d_1.kernel.grad",
         &[gsum, r2],
     );
     let gr2 = b.op(
-        Op::Conv2dGradInput {
+        Op::Grad(GradOp::Conv2dGradInput {
             conv: ConvAttrs::default(),
             input_shape: vec![n, 8, 8, 32],
-        },
+        }),
         "relu6_1.out_grad",
         &[gsum, k3],
     );
-    let gbn2 = b.op(Op::Relu6Grad, "bn2.out_grad", &[gr2, bn2]);
+    let gbn2 = b.op(Op::Grad(GradOp::Relu6Grad), "bn2.out_grad", &[gr2, bn2]);
     let eps = F32(1e-3);
     let gh2 = b.op(
-        Op::BatchNormGradInput { epsilon: eps },
+        Op::Grad(GradOp::BatchNormGradInput { epsilon: eps }),
         "bn2.input_grad",
         &[gbn2, h2, g2],
     );
     let gg2 = b.op(
-        Op::BatchNormGradGamma { epsilon: eps },
+        Op::Grad(GradOp::BatchNormGradGamma { epsilon: eps }),
         "bn2.gamma.grad",
         &[gbn2, h2],
     );
     let gbe2 = b.op(
-        Op::ReduceSum(ReduceAttrs {
+        Op::Grad(GradOp::ReduceSum(ReduceAttrs {
             axes: vec![0, 1, 2],
             keepdims: false,
-        }),
+        })),
         "bn2.beta.grad",
         &[gbn2],
     );
     let gk2 = b.op(
-        Op::DepthwiseConv2dGradFilter {
+        Op::Grad(GradOp::DepthwiseConv2dGradFilter {
             conv: dwa.clone(),
             filter_shape: vec![1, 3, 3, 32],
-        },
+        }),
         "depthwise.kernel.grad",
         &[gh2, r1],
     );
     let gr1 = b.op(
-        Op::DepthwiseConv2dGradInput {
+        Op::Grad(GradOp::DepthwiseConv2dGradInput {
             conv: dwa,
             input_shape: vec![n, 8, 8, 32],
-        },
+        }),
         "relu6.out_grad",
         &[gh2, k2],
     );
-    let gbn1 = b.op(Op::Relu6Grad, "bn1.out_grad", &[gr1, bn1]);
+    let gbn1 = b.op(Op::Grad(GradOp::Relu6Grad), "bn1.out_grad", &[gr1, bn1]);
     let gh1 = b.op(
-        Op::BatchNormGradInput { epsilon: eps },
+        Op::Grad(GradOp::BatchNormGradInput { epsilon: eps }),
         "bn1.input_grad",
         &[gbn1, h1, g1],
     );
     let gg1 = b.op(
-        Op::BatchNormGradGamma { epsilon: eps },
+        Op::Grad(GradOp::BatchNormGradGamma { epsilon: eps }),
         "bn1.gamma.grad",
         &[gbn1, h1],
     );
     let gbe1 = b.op(
-        Op::ReduceSum(ReduceAttrs {
+        Op::Grad(GradOp::ReduceSum(ReduceAttrs {
             axes: vec![0, 1, 2],
             keepdims: false,
-        }),
+        })),
         "bn1.beta.grad",
         &[gbn1],
     );
     let gk1 = b.op(
-        Op::Conv2dGradFilter {
+        Op::Grad(GradOp::Conv2dGradFilter {
             conv: ConvAttrs::default(),
             filter_shape: vec![32, 1, 1, 8],
-        },
+        }),
         "conv2d.kernel.grad",
         &[gh1, x],
     );

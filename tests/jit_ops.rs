@@ -97,23 +97,31 @@ fn pool(size: usize, stride: usize, padding: Padding) -> PoolAttrs {
 #[test]
 fn activations() {
     let s: &[usize] = &[2, 5, 3, 7];
-    run("relu", Op::Relu, &[F(s, -2.0, 2.0)]);
-    run("relu6", Op::Relu6, &[F(s, -3.0, 9.0)]);
+    run("relu", Op::Model(ModelOp::Relu), &[F(s, -2.0, 2.0)]);
+    run("relu6", Op::Model(ModelOp::Relu6), &[F(s, -3.0, 9.0)]);
     run(
         "leaky_relu",
-        Op::LeakyRelu { alpha: F32(0.2) },
+        Op::Model(ModelOp::LeakyRelu { alpha: F32(0.2) }),
         &[F(s, -2.0, 2.0)],
     );
-    run("hard_swish", Op::HardSwish, &[F(s, -5.0, 5.0)]);
-    run("sigmoid", Op::Sigmoid, &[F(s, -9.0, 9.0)]);
-    run("tanh", Op::Tanh, &[F(s, -5.0, 5.0)]);
+    run(
+        "hard_swish",
+        Op::Model(ModelOp::HardSwish),
+        &[F(s, -5.0, 5.0)],
+    );
+    run("sigmoid", Op::Model(ModelOp::Sigmoid), &[F(s, -9.0, 9.0)]);
+    run("tanh", Op::Model(ModelOp::Tanh), &[F(s, -5.0, 5.0)]);
     run(
         "dropout_identity",
-        Op::Dropout { rate: F32(0.5) },
+        Op::Model(ModelOp::Dropout { rate: F32(0.5) }),
         &[F(s, -1.0, 1.0)],
     );
     // large enough to be split over threads
-    run("relu_big", Op::Relu, &[F(&[4, 33, 33, 8], -2.0, 2.0)]);
+    run(
+        "relu_big",
+        Op::Model(ModelOp::Relu),
+        &[F(&[4, 33, 33, 8], -2.0, 2.0)],
+    );
 }
 
 #[test]
@@ -121,27 +129,27 @@ fn binary_broadcasting() {
     for act in [Activation::None, Activation::Relu, Activation::Relu6] {
         run(
             "add",
-            Op::Add { activation: act },
+            Op::Model(ModelOp::Add { activation: act }),
             &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[2, 4, 4, 6], -4.0, 4.0)],
         );
         run(
             "sub_bcast_c",
-            Op::Sub { activation: act },
+            Op::Model(ModelOp::Sub { activation: act }),
             &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[6], -1.0, 1.0)],
         );
         run(
             "mul_bcast_nc",
-            Op::Mul { activation: act },
+            Op::Model(ModelOp::Mul { activation: act }),
             &[F(&[2, 4, 4, 6], -4.0, 8.0), F(&[2, 1, 1, 6], -1.0, 1.0)],
         );
         run(
             "add_scalar",
-            Op::Add { activation: act },
+            Op::Model(ModelOp::Add { activation: act }),
             &[F(&[3, 5], -4.0, 8.0), F(&[], -1.0, 1.0)],
         );
         run(
             "mul_bcast_left",
-            Op::Mul { activation: act },
+            Op::Model(ModelOp::Mul { activation: act }),
             &[F(&[1, 5], -2.0, 2.0), F(&[3, 1], -1.0, 1.0)],
         );
     }
@@ -152,32 +160,32 @@ fn gradients_of_activations() {
     let s: &[usize] = &[3, 4, 5, 6];
     run(
         "relu_grad",
-        Op::ReluGrad,
+        Op::Grad(GradOp::ReluGrad),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
     );
     run(
         "relu6_grad",
-        Op::Relu6Grad,
+        Op::Grad(GradOp::Relu6Grad),
         &[F(s, -1.0, 1.0), F(s, -2.0, 8.0)],
     );
     run(
         "leaky_relu_grad",
-        Op::LeakyReluGrad { alpha: F32(0.3) },
+        Op::Grad(GradOp::LeakyReluGrad { alpha: F32(0.3) }),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
     );
     run(
         "hard_swish_grad",
-        Op::HardSwishGrad,
+        Op::Grad(GradOp::HardSwishGrad),
         &[F(s, -1.0, 1.0), F(s, -5.0, 5.0)],
     );
     run(
         "sigmoid_grad",
-        Op::SigmoidGrad,
+        Op::Grad(GradOp::SigmoidGrad),
         &[F(s, -1.0, 1.0), F(s, 0.0, 1.0)],
     );
     run(
         "tanh_grad",
-        Op::TanhGrad,
+        Op::Grad(GradOp::TanhGrad),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
     );
 }
@@ -187,50 +195,50 @@ fn optimizer_and_observer_updates() {
     let s: &[usize] = &[5, 7];
     run(
         "moving_average",
-        Op::MovingAverage {
+        Op::Update(UpdateOp::MovingAverage {
             momentum: F32(0.99),
-        },
+        }),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
     );
     run(
         "sgd_velocity",
-        Op::SgdVelocity { momentum: F32(0.9) },
+        Op::Update(UpdateOp::SgdVelocity { momentum: F32(0.9) }),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0), S(0.01)],
     );
     run(
         "adam_moment",
-        Op::AdamMoment { beta: F32(0.9) },
+        Op::Update(UpdateOp::AdamMoment { beta: F32(0.9) }),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
     );
     run(
         "adam_moment_sq",
-        Op::AdamMomentSq { beta: F32(0.999) },
+        Op::Update(UpdateOp::AdamMomentSq { beta: F32(0.999) }),
         &[F(s, 0.0, 1.0), F(s, -1.0, 1.0)],
     );
     run(
         "adam_apply",
-        Op::AdamApply { epsilon: F32(1e-7) },
+        Op::Update(UpdateOp::AdamApply { epsilon: F32(1e-7) }),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0), F(s, 0.0, 1.0), S(0.001)],
     );
     for step in [0.0, 3.0] {
         run(
             "ema_update",
-            Op::EmaUpdate { decay: F32(0.999) },
+            Op::Update(UpdateOp::EmaUpdate { decay: F32(0.999) }),
             &[F(&[6], -1.0, 1.0), F(&[6], -1.0, 1.0), S(step)],
         );
         run(
             "ema_update_scalar",
-            Op::EmaUpdate { decay: F32(0.9) },
+            Op::Update(UpdateOp::EmaUpdate { decay: F32(0.9) }),
             &[F(&[], -1.0, 1.0), F(&[], -1.0, 1.0), S(step)],
         );
         run(
             "running_min",
-            Op::RunningMin,
+            Op::Update(UpdateOp::RunningMin),
             &[F(&[], -1.0, 1.0), F(&[], -1.0, 1.0), S(step)],
         );
         run(
             "running_max",
-            Op::RunningMax,
+            Op::Update(UpdateOp::RunningMax),
             &[F(&[9], -1.0, 1.0), F(&[9], -1.0, 1.0), S(step)],
         );
     }
@@ -241,20 +249,20 @@ fn dropout_mask_matches_the_hash() {
     for step in [0.0, 1.0, 17.0] {
         run_exact(
             "dropout_mask",
-            Op::DropoutMask {
+            Op::Train(TrainOp::DropoutMask {
                 rate: F32(0.3),
                 seed: 1234,
                 shape: vec![4, 7, 3],
-            },
+            }),
             &[S(step)],
         );
         run_exact(
             "dropout_mask_big",
-            Op::DropoutMask {
+            Op::Train(TrainOp::DropoutMask {
                 rate: F32(0.5),
                 seed: 99,
                 shape: vec![16, 1031],
-            },
+            }),
             &[S(step)],
         );
     }
@@ -264,17 +272,17 @@ fn dropout_mask_matches_the_hash() {
 fn pass_helpers() {
     run(
         "bn_scale",
-        Op::BnScale { epsilon: F32(1e-3) },
+        Op::Pass(PassOp::BnScale { epsilon: F32(1e-3) }),
         &[F(&[7], 0.5, 2.0), F(&[7], 0.1, 2.0)],
     );
     run(
         "scale_channels_0",
-        Op::ScaleChannels { axis: 0 },
+        Op::Pass(PassOp::ScaleChannels { axis: 0 }),
         &[F(&[5, 3, 3, 2], -1.0, 1.0), F(&[5], 0.5, 2.0)],
     );
     run(
         "scale_channels_3",
-        Op::ScaleChannels { axis: 3 },
+        Op::Pass(PassOp::ScaleChannels { axis: 3 }),
         &[F(&[1, 3, 3, 6], -1.0, 1.0), F(&[6], 0.5, 2.0)],
     );
 }
@@ -303,22 +311,46 @@ fn fake_quant_is_bit_exact() {
     // range from operands: per tensor and per axis (last and first)
     run_exact(
         "fq_operands",
-        Op::FakeQuant(fq(None, RangeSource::Operands, false, false, 8)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            None,
+            RangeSource::Operands,
+            false,
+            false,
+            8,
+        ))),
         &[F(x, -3.0, 5.0), F(&[], -2.0, -0.1), F(&[], 0.5, 4.0)],
     );
     run_exact(
         "fq_operands_4bit",
-        Op::FakeQuant(fq(None, RangeSource::Operands, false, false, 4)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            None,
+            RangeSource::Operands,
+            false,
+            false,
+            4,
+        ))),
         &[F(x, -3.0, 5.0), F(&[], -2.0, -0.1), F(&[], 0.5, 4.0)],
     );
     run_exact(
         "fq_operands_axis3",
-        Op::FakeQuant(fq(Some(3), RangeSource::Operands, true, true, 8)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            Some(3),
+            RangeSource::Operands,
+            true,
+            true,
+            8,
+        ))),
         &[F(x, -3.0, 3.0), F(&[8], -2.0, 0.0), F(&[8], 0.0, 2.0)],
     );
     run_exact(
         "fq_operands_axis0",
-        Op::FakeQuant(fq(Some(0), RangeSource::Operands, false, false, 8)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            Some(0),
+            RangeSource::Operands,
+            false,
+            false,
+            8,
+        ))),
         &[
             F(&[6, 3, 3, 4], -3.0, 3.0),
             F(&[6], -2.0, 0.0),
@@ -328,22 +360,40 @@ fn fake_quant_is_bit_exact() {
     // weights: last value, per output channel
     run_exact(
         "fq_last_value_axis0",
-        Op::FakeQuant(fq(Some(0), RangeSource::LastValue, true, true, 8)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            Some(0),
+            RangeSource::LastValue,
+            true,
+            true,
+            8,
+        ))),
         &[F(&[12, 3, 3, 5], -0.5, 0.4)],
     );
     run_exact(
         "fq_last_value_axis3",
-        Op::FakeQuant(fq(Some(3), RangeSource::LastValue, true, true, 8)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            Some(3),
+            RangeSource::LastValue,
+            true,
+            true,
+            8,
+        ))),
         &[F(&[1, 3, 3, 24], -0.5, 0.4)],
     );
     run_exact(
         "fq_last_value_tensor",
-        Op::FakeQuant(fq(None, RangeSource::LastValue, false, false, 8)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            None,
+            RangeSource::LastValue,
+            false,
+            false,
+            8,
+        ))),
         &[F(&[10, 2028], -0.5, 0.4)],
     );
     run_exact(
         "fq_fixed",
-        Op::FakeQuant(fq(
+        Op::Model(ModelOp::FakeQuant(fq(
             None,
             RangeSource::Fixed {
                 min: F32(0.0),
@@ -352,13 +402,19 @@ fn fake_quant_is_bit_exact() {
             false,
             false,
             8,
-        )),
+        ))),
         &[F(x, -0.5, 1.5)],
     );
     // large: the thread split
     run_exact(
         "fq_operands_big",
-        Op::FakeQuant(fq(Some(3), RangeSource::Operands, false, false, 8)),
+        Op::Model(ModelOp::FakeQuant(fq(
+            Some(3),
+            RangeSource::Operands,
+            false,
+            false,
+            8,
+        ))),
         &[
             F(&[8, 14, 14, 16], -3.0, 5.0),
             F(&[16], -2.0, -0.1),
@@ -372,7 +428,13 @@ fn fake_quant_grad_is_bit_exact() {
     let x: &[usize] = &[2, 6, 5, 8];
     run_exact(
         "fq_grad",
-        Op::FakeQuantGrad(fq(None, RangeSource::Operands, false, false, 8)),
+        Op::Grad(GradOp::FakeQuantGrad(fq(
+            None,
+            RangeSource::Operands,
+            false,
+            false,
+            8,
+        ))),
         &[
             F(x, -1.0, 1.0),
             F(x, -3.0, 5.0),
@@ -382,7 +444,13 @@ fn fake_quant_grad_is_bit_exact() {
     );
     run_exact(
         "fq_grad_axis3",
-        Op::FakeQuantGrad(fq(Some(3), RangeSource::Operands, true, true, 8)),
+        Op::Grad(GradOp::FakeQuantGrad(fq(
+            Some(3),
+            RangeSource::Operands,
+            true,
+            true,
+            8,
+        ))),
         &[
             F(x, -1.0, 1.0),
             F(x, -3.0, 3.0),
@@ -398,7 +466,7 @@ fn fake_quant_with_state_asks_for_autodiff() {
     let x = g.add_input("x", TensorType::f32(vec![1, 4])).unwrap();
     let y = g
         .add(
-            Op::FakeQuant(FakeQuantAttrs::activation("act")),
+            Op::Model(ModelOp::FakeQuant(FakeQuantAttrs::activation("act"))),
             "act_quant",
             &[x],
         )
@@ -423,63 +491,71 @@ fn fake_quant_with_state_asks_for_autodiff() {
 fn reductions() {
     let s: &[usize] = &[3, 5, 4, 6];
     for axis in [None, Some(0), Some(3), Some(1)] {
-        run("observe_min", Op::ObserveMin { axis }, &[F(s, -1.0, 2.0)]);
-        run("observe_max", Op::ObserveMax { axis }, &[F(s, -2.0, 1.0)]);
+        run(
+            "observe_min",
+            Op::Update(UpdateOp::ObserveMin { axis }),
+            &[F(s, -1.0, 2.0)],
+        );
+        run(
+            "observe_max",
+            Op::Update(UpdateOp::ObserveMax { axis }),
+            &[F(s, -2.0, 1.0)],
+        );
     }
     run(
         "observe_min_all_positive",
-        Op::ObserveMin { axis: None },
+        Op::Update(UpdateOp::ObserveMin { axis: None }),
         &[F(s, 0.5, 2.0)],
     );
     let red = |axes: Vec<usize>, keepdims| ReduceAttrs { axes, keepdims };
     run(
         "reduce_sum_012",
-        Op::ReduceSum(red(vec![0, 1, 2], false)),
+        Op::Grad(GradOp::ReduceSum(red(vec![0, 1, 2], false))),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "reduce_sum_0",
-        Op::ReduceSum(red(vec![0], false)),
+        Op::Grad(GradOp::ReduceSum(red(vec![0], false))),
         &[F(&[9, 10], -1.0, 1.0)],
     );
     run(
         "reduce_sum_13",
-        Op::ReduceSum(red(vec![1, 3], true)),
+        Op::Grad(GradOp::ReduceSum(red(vec![1, 3], true))),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "mean_12",
-        Op::Mean(red(vec![1, 2], false)),
+        Op::Model(ModelOp::Mean(red(vec![1, 2], false))),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "mean_12_keep",
-        Op::Mean(red(vec![1, 2], true)),
+        Op::Model(ModelOp::Mean(red(vec![1, 2], true))),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "global_avg_pool",
-        Op::GlobalAvgPool { keepdims: false },
+        Op::Model(ModelOp::GlobalAvgPool { keepdims: false }),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "global_max_pool",
-        Op::GlobalMaxPool { keepdims: true },
+        Op::Model(ModelOp::GlobalMaxPool { keepdims: true }),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "global_avg_pool_big",
-        Op::GlobalAvgPool { keepdims: false },
+        Op::Model(ModelOp::GlobalAvgPool { keepdims: false }),
         &[F(&[16, 7, 7, 64], -1.0, 1.0)],
     );
     run(
         "observe_big",
-        Op::ObserveMax { axis: None },
+        Op::Update(UpdateOp::ObserveMax { axis: None }),
         &[F(&[16, 14, 14, 16], -1.0, 1.0)],
     );
     run(
         "reduce_sum_big",
-        Op::ReduceSum(red(vec![0, 1, 2], false)),
+        Op::Grad(GradOp::ReduceSum(red(vec![0, 1, 2], false))),
         &[F(&[16, 14, 14, 24], -1.0, 1.0)],
     );
 }
@@ -488,42 +564,42 @@ fn reductions() {
 fn reduction_gradients() {
     run(
         "global_avg_pool_grad",
-        Op::GlobalAvgPoolGrad {
+        Op::Grad(GradOp::GlobalAvgPoolGrad {
             input_shape: vec![3, 4, 5, 6],
-        },
+        }),
         &[F(&[3, 6], -1.0, 1.0)],
     );
     run(
         "global_avg_pool_grad_keep",
-        Op::GlobalAvgPoolGrad {
+        Op::Grad(GradOp::GlobalAvgPoolGrad {
             input_shape: vec![3, 4, 5, 6],
-        },
+        }),
         &[F(&[3, 1, 1, 6], -1.0, 1.0)],
     );
     run(
         "global_max_pool_grad",
-        Op::GlobalMaxPoolGrad,
+        Op::Grad(GradOp::GlobalMaxPoolGrad),
         &[F(&[3, 6], -1.0, 1.0), F(&[3, 4, 5, 6], -1.0, 1.0)],
     );
     run(
         "global_max_pool_grad_keep",
-        Op::GlobalMaxPoolGrad,
+        Op::Grad(GradOp::GlobalMaxPoolGrad),
         &[F(&[3, 1, 1, 6], -1.0, 1.0), F(&[3, 4, 5, 6], -1.0, 1.0)],
     );
     run(
         "mean_grad",
-        Op::MeanGrad {
+        Op::Grad(GradOp::MeanGrad {
             axes: vec![1, 2],
             input_shape: vec![3, 4, 5, 6],
-        },
+        }),
         &[F(&[3, 6], -1.0, 1.0)],
     );
     run(
         "mean_grad_0",
-        Op::MeanGrad {
+        Op::Grad(GradOp::MeanGrad {
             axes: vec![0],
             input_shape: vec![4, 9],
-        },
+        }),
         &[F(&[9], -1.0, 1.0)],
     );
 }
@@ -536,10 +612,10 @@ fn batch_norm_family() {
     let c: &[usize] = &[6];
     run(
         "batch_norm",
-        Op::BatchNorm {
+        Op::Model(ModelOp::BatchNorm {
             epsilon: F32(1e-3),
             momentum: F32(0.99),
-        },
+        }),
         &[
             F(x, -2.0, 3.0),
             F(c, 0.5, 2.0),
@@ -550,40 +626,44 @@ fn batch_norm_family() {
     );
     run(
         "batch_norm_train",
-        Op::BatchNormTrain { epsilon: F32(1e-3) },
+        Op::Train(TrainOp::BatchNormTrain { epsilon: F32(1e-3) }),
         &[F(x, -2.0, 3.0), F(c, 0.5, 2.0), F(c, -1.0, 1.0)],
     );
-    run("batch_mean", Op::BatchMean, &[F(x, -2.0, 3.0)]);
+    run(
+        "batch_mean",
+        Op::Train(TrainOp::BatchMean),
+        &[F(x, -2.0, 3.0)],
+    );
     run(
         "batch_var",
-        Op::BatchVar { unbiased: false },
+        Op::Train(TrainOp::BatchVar { unbiased: false }),
         &[F(x, -2.0, 3.0)],
     );
     run(
         "batch_var_unbiased",
-        Op::BatchVar { unbiased: true },
+        Op::Train(TrainOp::BatchVar { unbiased: true }),
         &[F(x, -2.0, 3.0)],
     );
     run(
         "bn_grad_input",
-        Op::BatchNormGradInput { epsilon: F32(1e-3) },
+        Op::Grad(GradOp::BatchNormGradInput { epsilon: F32(1e-3) }),
         &[F(x, -1.0, 1.0), F(x, -2.0, 3.0), F(c, 0.5, 2.0)],
     );
     run(
         "bn_grad_gamma",
-        Op::BatchNormGradGamma { epsilon: F32(1e-3) },
+        Op::Grad(GradOp::BatchNormGradGamma { epsilon: F32(1e-3) }),
         &[F(x, -1.0, 1.0), F(x, -2.0, 3.0)],
     );
     let big: &[usize] = &[16, 14, 14, 24];
     let cb: &[usize] = &[24];
     run(
         "batch_norm_train_big",
-        Op::BatchNormTrain { epsilon: F32(1e-3) },
+        Op::Train(TrainOp::BatchNormTrain { epsilon: F32(1e-3) }),
         &[F(big, -2.0, 3.0), F(cb, 0.5, 2.0), F(cb, -1.0, 1.0)],
     );
     run(
         "bn_grad_input_big",
-        Op::BatchNormGradInput { epsilon: F32(1e-3) },
+        Op::Grad(GradOp::BatchNormGradInput { epsilon: F32(1e-3) }),
         &[F(big, -1.0, 1.0), F(big, -2.0, 3.0), F(cb, 0.5, 2.0)],
     );
 }
@@ -595,7 +675,7 @@ fn dense_family() {
     for act in [Activation::None, Activation::Relu] {
         run(
             "dense",
-            Op::Dense { activation: act },
+            Op::Model(ModelOp::Dense { activation: act }),
             &[
                 F(&[5, 23], -1.0, 1.0),
                 F(&[7, 23], -1.0, 1.0),
@@ -605,24 +685,24 @@ fn dense_family() {
     }
     run(
         "dense_nobias",
-        Op::Dense {
+        Op::Model(ModelOp::Dense {
             activation: Activation::None,
-        },
+        }),
         &[F(&[32, 2028], -1.0, 1.0), F(&[10, 2028], -0.1, 0.1)],
     );
     run(
         "dense_grad_input",
-        Op::DenseGradInput,
+        Op::Grad(GradOp::DenseGradInput),
         &[F(&[32, 10], -1.0, 1.0), F(&[10, 2028], -1.0, 1.0)],
     );
     run(
         "dense_grad_weight",
-        Op::DenseGradWeight,
+        Op::Grad(GradOp::DenseGradWeight),
         &[F(&[32, 10], -1.0, 1.0), F(&[32, 2028], -1.0, 1.0)],
     );
     run(
         "dense_grad_weight_small",
-        Op::DenseGradWeight,
+        Op::Grad(GradOp::DenseGradWeight),
         &[F(&[3, 4], -1.0, 1.0), F(&[3, 5], -1.0, 1.0)],
     );
 }
@@ -684,7 +764,7 @@ fn conv2d_forward_and_gradients() {
         let xs = x.clone();
         let (mut g0, _, _) = case(
             "probe",
-            Op::Conv2d(c.clone()),
+            Op::Model(ModelOp::Conv2d(c.clone())),
             &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
             1,
         );
@@ -692,12 +772,12 @@ fn conv2d_forward_and_gradients() {
         g0.remove_output("y");
         run(
             "conv2d",
-            Op::Conv2d(c.clone()),
+            Op::Model(ModelOp::Conv2d(c.clone())),
             &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "conv2d_bias",
-            Op::Conv2d(c.clone()),
+            Op::Model(ModelOp::Conv2d(c.clone())),
             &[
                 Fv(x.clone(), -1.0, 1.0),
                 Fv(k.clone(), -1.0, 1.0),
@@ -708,18 +788,18 @@ fn conv2d_forward_and_gradients() {
         cg.activation = Activation::None;
         run(
             "conv2d_grad_input",
-            Op::Conv2dGradInput {
+            Op::Grad(GradOp::Conv2dGradInput {
                 conv: cg.clone(),
                 input_shape: xs.clone(),
-            },
+            }),
             &[Fv(y.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "conv2d_grad_filter",
-            Op::Conv2dGradFilter {
+            Op::Grad(GradOp::Conv2dGradFilter {
                 conv: cg.clone(),
                 filter_shape: k.clone(),
-            },
+            }),
             &[Fv(y.clone(), -1.0, 1.0), Fv(xs.clone(), -1.0, 1.0)],
         );
     }
@@ -731,7 +811,7 @@ fn conv2d_big_shapes_split_over_threads() {
     let c = conv(1, Padding::Valid, 1, Activation::None);
     run(
         "pw_expand",
-        Op::Conv2d(c.clone()),
+        Op::Model(ModelOp::Conv2d(c.clone())),
         &[
             F(&[8, 14, 14, 16], -1.0, 1.0),
             F(&[64, 1, 1, 16], -1.0, 1.0),
@@ -739,10 +819,10 @@ fn conv2d_big_shapes_split_over_threads() {
     );
     run(
         "pw_grad_filter",
-        Op::Conv2dGradFilter {
+        Op::Grad(GradOp::Conv2dGradFilter {
             conv: c.clone(),
             filter_shape: vec![64, 1, 1, 16],
-        },
+        }),
         &[
             F(&[8, 14, 14, 64], -1.0, 1.0),
             F(&[8, 14, 14, 16], -1.0, 1.0),
@@ -750,10 +830,10 @@ fn conv2d_big_shapes_split_over_threads() {
     );
     run(
         "pw_grad_input",
-        Op::Conv2dGradInput {
+        Op::Grad(GradOp::Conv2dGradInput {
             conv: c.clone(),
             input_shape: vec![8, 14, 14, 16],
-        },
+        }),
         &[
             F(&[8, 14, 14, 64], -1.0, 1.0),
             F(&[64, 1, 1, 16], -1.0, 1.0),
@@ -761,15 +841,15 @@ fn conv2d_big_shapes_split_over_threads() {
     );
     run(
         "mnist_conv",
-        Op::Conv2d(c.clone()),
+        Op::Model(ModelOp::Conv2d(c.clone())),
         &[F(&[8, 28, 28, 1], 0.0, 1.0), F(&[12, 3, 3, 1], -1.0, 1.0)],
     );
     run(
         "mnist_conv_grad_filter",
-        Op::Conv2dGradFilter {
+        Op::Grad(GradOp::Conv2dGradFilter {
             conv: c,
             filter_shape: vec![12, 3, 3, 1],
-        },
+        }),
         &[F(&[8, 26, 26, 12], -1.0, 1.0), F(&[8, 28, 28, 1], 0.0, 1.0)],
     );
 }
@@ -822,19 +902,19 @@ fn depthwise_forward_and_gradients() {
         let k = vec![1, 3, 3, x[3] * mult];
         let (g0, _, _) = case(
             "probe",
-            Op::DepthwiseConv2d(c.clone()),
+            Op::Model(ModelOp::DepthwiseConv2d(c.clone())),
             &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
             1,
         );
         let y = g0.node(g0.find("y").unwrap()).ty.shape.clone();
         run(
             "depthwise",
-            Op::DepthwiseConv2d(c.clone()),
+            Op::Model(ModelOp::DepthwiseConv2d(c.clone())),
             &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "depthwise_bias",
-            Op::DepthwiseConv2d(c.clone()),
+            Op::Model(ModelOp::DepthwiseConv2d(c.clone())),
             &[
                 Fv(x.clone(), -1.0, 1.0),
                 Fv(k.clone(), -1.0, 1.0),
@@ -845,18 +925,18 @@ fn depthwise_forward_and_gradients() {
         cg.activation = Activation::None;
         run(
             "depthwise_grad_input",
-            Op::DepthwiseConv2dGradInput {
+            Op::Grad(GradOp::DepthwiseConv2dGradInput {
                 conv: cg.clone(),
                 input_shape: x.clone(),
-            },
+            }),
             &[Fv(y.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "depthwise_grad_filter",
-            Op::DepthwiseConv2dGradFilter {
+            Op::Grad(GradOp::DepthwiseConv2dGradFilter {
                 conv: cg,
                 filter_shape: k.clone(),
-            },
+            }),
             &[Fv(y.clone(), -1.0, 1.0), Fv(x.clone(), -1.0, 1.0)],
         );
     }
@@ -884,14 +964,14 @@ fn conv2d_transpose_forward_and_gradients() {
     for (x, k, c) in cases {
         let (g0, _, _) = case(
             "probe",
-            Op::Conv2dTranspose(c.clone()),
+            Op::Model(ModelOp::Conv2dTranspose(c.clone())),
             &[Fv(x.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
             1,
         );
         let y = g0.node(g0.find("y").unwrap()).ty.shape.clone();
         run(
             "conv2d_transpose",
-            Op::Conv2dTranspose(c.clone()),
+            Op::Model(ModelOp::Conv2dTranspose(c.clone())),
             &[
                 Fv(x.clone(), -1.0, 1.0),
                 Fv(k.clone(), -1.0, 1.0),
@@ -902,18 +982,18 @@ fn conv2d_transpose_forward_and_gradients() {
         cg.activation = Activation::None;
         run(
             "conv2d_transpose_grad_input",
-            Op::Conv2dTransposeGradInput {
+            Op::Grad(GradOp::Conv2dTransposeGradInput {
                 conv: cg.clone(),
                 input_shape: x.clone(),
-            },
+            }),
             &[Fv(y.clone(), -1.0, 1.0), Fv(k.clone(), -1.0, 1.0)],
         );
         run(
             "conv2d_transpose_grad_filter",
-            Op::Conv2dTransposeGradFilter {
+            Op::Grad(GradOp::Conv2dTransposeGradFilter {
                 conv: cg,
                 filter_shape: k.clone(),
-            },
+            }),
             &[Fv(y.clone(), -1.0, 1.0), Fv(x.clone(), -1.0, 1.0)],
         );
     }
@@ -934,32 +1014,32 @@ fn pools_and_gradients() {
     for (x, p) in cases {
         let (g0, _, _) = case(
             "probe",
-            Op::MaxPool2d(p.clone()),
+            Op::Model(ModelOp::MaxPool2d(p.clone())),
             &[Fv(x.clone(), -1.0, 1.0)],
             1,
         );
         let y = g0.node(g0.find("y").unwrap()).ty.shape.clone();
         run(
             "max_pool2d",
-            Op::MaxPool2d(p.clone()),
+            Op::Model(ModelOp::MaxPool2d(p.clone())),
             &[Fv(x.clone(), -1.0, 1.0)],
         );
         run(
             "avg_pool2d",
-            Op::AvgPool2d(p.clone()),
+            Op::Model(ModelOp::AvgPool2d(p.clone())),
             &[Fv(x.clone(), -1.0, 1.0)],
         );
         run(
             "max_pool2d_grad",
-            Op::MaxPool2dGrad(p.clone()),
+            Op::Grad(GradOp::MaxPool2dGrad(p.clone())),
             &[Fv(y.clone(), -1.0, 1.0), Fv(x.clone(), -1.0, 1.0)],
         );
         run(
             "avg_pool2d_grad",
-            Op::AvgPool2dGrad {
+            Op::Grad(GradOp::AvgPool2dGrad {
                 pool: p.clone(),
                 input_shape: x.clone(),
-            },
+            }),
             &[Fv(y.clone(), -1.0, 1.0)],
         );
     }
@@ -970,7 +1050,7 @@ fn max_pool_grad_ties_go_to_the_first_maximum() {
     // a window of equal values (after ReLU: zeros) must give the whole gradient to tap 0
     let (g, p, mut inputs) = case(
         "tie",
-        Op::MaxPool2dGrad(pool(2, 2, Padding::Valid)),
+        Op::Grad(GradOp::MaxPool2dGrad(pool(2, 2, Padding::Valid))),
         &[F(&[1, 1, 1, 4], 1.0, 2.0), F(&[1, 2, 2, 4], 0.0, 1.0)],
         3,
     );
@@ -980,7 +1060,7 @@ fn max_pool_grad_ties_go_to_the_first_maximum() {
     check_graph(&g, &p, &inputs, 0.0);
     let (g, p, mut inputs) = case(
         "tie_overlap",
-        Op::MaxPool2dGrad(pool(2, 1, Padding::Valid)),
+        Op::Grad(GradOp::MaxPool2dGrad(pool(2, 1, Padding::Valid))),
         &[F(&[1, 2, 2, 3], 1.0, 2.0), F(&[1, 3, 3, 3], 0.0, 1.0)],
         3,
     );
@@ -994,12 +1074,12 @@ fn max_pool_grad_ties_go_to_the_first_maximum() {
 fn upsampling() {
     run(
         "upsample_nearest",
-        Op::UpsampleNearest { scale: [2, 3] },
+        Op::Model(ModelOp::UpsampleNearest { scale: [2, 3] }),
         &[F(&[2, 3, 4, 5], -1.0, 1.0)],
     );
     run(
         "upsample_nearest_grad",
-        Op::UpsampleNearestGrad { scale: [2, 3] },
+        Op::Grad(GradOp::UpsampleNearestGrad { scale: [2, 3] }),
         &[F(&[2, 6, 12, 5], -1.0, 1.0)],
     );
 }
@@ -1008,27 +1088,39 @@ fn upsampling() {
 
 #[test]
 fn softmax_and_loss() {
-    run("softmax", Op::Softmax, &[F(&[5, 10], -5.0, 5.0)]);
-    run("softmax_3d", Op::Softmax, &[F(&[2, 3, 7], -5.0, 5.0)]);
-    run("softmax_big", Op::Softmax, &[F(&[2048, 10], -5.0, 5.0)]);
+    run(
+        "softmax",
+        Op::Model(ModelOp::Softmax),
+        &[F(&[5, 10], -5.0, 5.0)],
+    );
+    run(
+        "softmax_3d",
+        Op::Model(ModelOp::Softmax),
+        &[F(&[2, 3, 7], -5.0, 5.0)],
+    );
+    run(
+        "softmax_big",
+        Op::Model(ModelOp::Softmax),
+        &[F(&[2048, 10], -5.0, 5.0)],
+    );
     run(
         "softmax_grad",
-        Op::SoftmaxGrad,
+        Op::Grad(GradOp::SoftmaxGrad),
         &[F(&[5, 10], -1.0, 1.0), F(&[5, 10], 0.0, 1.0)],
     );
     run(
         "softmax_cross_entropy",
-        Op::SoftmaxCrossEntropy,
+        Op::Train(TrainOp::SoftmaxCrossEntropy),
         &[F(&[32, 10], -5.0, 5.0), L(32, 10)],
     );
     run(
         "softmax_cross_entropy_grad",
-        Op::SoftmaxCrossEntropyGrad,
+        Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
         &[F(&[32, 10], -5.0, 5.0), L(32, 10)],
     );
     run(
         "softmax_cross_entropy_grad_big",
-        Op::SoftmaxCrossEntropyGrad,
+        Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
         &[F(&[2048, 10], -5.0, 5.0), L(2048, 10)],
     );
 }
@@ -1037,7 +1129,7 @@ fn softmax_and_loss() {
 fn bad_labels_are_an_error_naming_the_loss() {
     let (g, p, mut inputs) = case(
         "bad_labels",
-        Op::SoftmaxCrossEntropy,
+        Op::Train(TrainOp::SoftmaxCrossEntropy),
         &[F(&[2, 3], -1.0, 1.0), L(2, 3)],
         1,
     );
@@ -1059,47 +1151,47 @@ fn data_movement() {
     let s: &[usize] = &[2, 3, 4, 5];
     run(
         "reshape",
-        Op::Reshape { shape: vec![4, -1] },
+        Op::Model(ModelOp::Reshape { shape: vec![4, -1] }),
         &[F(s, -1.0, 1.0)],
     );
-    run("flatten", Op::Flatten, &[F(s, -1.0, 1.0)]);
+    run("flatten", Op::Model(ModelOp::Flatten), &[F(s, -1.0, 1.0)]);
     run(
         "transpose",
-        Op::Transpose {
+        Op::Model(ModelOp::Transpose {
             perm: vec![0, 3, 1, 2],
-        },
+        }),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "pad",
-        Op::Pad {
+        Op::Model(ModelOp::Pad {
             pads: vec![[0, 0], [1, 2], [0, 1], [2, 0]],
-        },
+        }),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "crop",
-        Op::Crop {
+        Op::Model(ModelOp::Crop {
             crops: vec![[0, 0], [1, 0], [1, 2], [0, 3]],
-        },
+        }),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "slice",
-        Op::Slice {
+        Op::Grad(GradOp::Slice {
             begin: vec![1, 0, 1, 2],
             size: vec![1, 3, 2, 3],
-        },
+        }),
         &[F(s, -1.0, 1.0)],
     );
     run(
         "concat_3",
-        Op::Concat { axis: 3 },
+        Op::Model(ModelOp::Concat { axis: 3 }),
         &[F(s, -1.0, 1.0), F(&[2, 3, 4, 2], -1.0, 1.0)],
     );
     run(
         "concat_1",
-        Op::Concat { axis: 1 },
+        Op::Model(ModelOp::Concat { axis: 1 }),
         &[
             F(s, -1.0, 1.0),
             F(&[2, 1, 4, 5], -1.0, 1.0),
@@ -1114,7 +1206,7 @@ fn quant_markers_are_rejected_by_name() {
     let x = g.add_input("x", TensorType::f32(vec![1, 4])).unwrap();
     let y = g
         .add(
-            Op::Quant(FakeQuantAttrs::activation("s")),
+            Op::Pass(PassOp::Quant(FakeQuantAttrs::activation("s"))),
             "the_marker",
             &[x],
         )

@@ -32,9 +32,13 @@ fn an_activation_and_its_observers_are_one_pass() {
     let x = g
         .add_input("x", TensorType::f32(vec![4, 8, 8, 16]))
         .unwrap();
-    let r = g.add(Op::Relu, "relu", &[x]).unwrap();
-    let lo = g.add(Op::ObserveMin { axis: None }, "lo", &[r]).unwrap();
-    let hi = g.add(Op::ObserveMax { axis: None }, "hi", &[r]).unwrap();
+    let r = g.add(Op::Model(ModelOp::Relu), "relu", &[x]).unwrap();
+    let lo = g
+        .add(Op::Update(UpdateOp::ObserveMin { axis: None }), "lo", &[r])
+        .unwrap();
+    let hi = g
+        .add(Op::Update(UpdateOp::ObserveMax { axis: None }), "hi", &[r])
+        .unwrap();
     g.add_output("lo", lo);
     g.add_output("hi", hi);
     let exe = compile(&g, &ParamStore::new(), &one_thread()).unwrap();
@@ -60,24 +64,24 @@ fn elementwise_chains_are_recomputed_not_stored() {
     let x = g.add_input("x", TensorType::f32(vec![3, 50])).unwrap();
     let a = g
         .add(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::None,
-            },
+            }),
             "a",
             &[x, x],
         )
         .unwrap();
-    let b = g.add(Op::Relu, "b", &[a]).unwrap();
+    let b = g.add(Op::Model(ModelOp::Relu), "b", &[a]).unwrap();
     let d = g
         .add(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            },
+            }),
             "d",
             &[b, x],
         )
         .unwrap();
-    let e = g.add(Op::Relu6, "e", &[b]).unwrap();
+    let e = g.add(Op::Model(ModelOp::Relu6), "e", &[b]).unwrap();
     g.add_output("d", d);
     g.add_output("e", e);
     let exe = compile(&g, &ParamStore::new(), &one_thread()).unwrap();
@@ -108,14 +112,18 @@ fn bn_observed() -> (Graph, ParamStore) {
     let beta = param(&mut g, "beta", rand_tensor(&mut rng(4), &[12], -1.0, 1.0));
     let z = g
         .add(
-            Op::BatchNormTrain { epsilon: F32(1e-3) },
+            Op::Train(TrainOp::BatchNormTrain { epsilon: F32(1e-3) }),
             "bn",
             &[y, gamma, beta],
         )
         .unwrap();
-    let r = g.add(Op::Relu6, "relu6", &[z]).unwrap();
-    let lo = g.add(Op::ObserveMin { axis: None }, "lo", &[r]).unwrap();
-    let hi = g.add(Op::ObserveMax { axis: None }, "hi", &[r]).unwrap();
+    let r = g.add(Op::Model(ModelOp::Relu6), "relu6", &[z]).unwrap();
+    let lo = g
+        .add(Op::Update(UpdateOp::ObserveMin { axis: None }), "lo", &[r])
+        .unwrap();
+    let hi = g
+        .add(Op::Update(UpdateOp::ObserveMax { axis: None }), "hi", &[r])
+        .unwrap();
     g.add_output("r", r);
     g.add_output("lo", lo);
     g.add_output("hi", hi);
@@ -157,7 +165,9 @@ fn batch_statistics_are_accurate_far_from_zero() {
     // a large mean and a small spread: the shifted one-pass variance must not cancel
     let mut g = Graph::new("var");
     let x = g.add_input("x", TensorType::f32(vec![64, 3])).unwrap();
-    let v = g.add(Op::BatchVar { unbiased: false }, "v", &[x]).unwrap();
+    let v = g
+        .add(Op::Train(TrainOp::BatchVar { unbiased: false }), "v", &[x])
+        .unwrap();
     g.add_output("v", v);
     let mut t = rand_tensor(&mut rng(6), &[64, 3], -0.01, 0.01);
     t.data.iter_mut().for_each(|v| *v += 1000.0);
@@ -176,9 +186,9 @@ fn feeds_and_params_are_checked() {
     let w = g.param("w", TensorType::f32(vec![3])).unwrap();
     let y = g
         .add(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            },
+            }),
             "y",
             &[x, w],
         )
@@ -239,9 +249,9 @@ fn missing_params_are_an_error_naming_them() {
     let w = g.param("weights", TensorType::f32(vec![3])).unwrap();
     let y = g
         .add(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::None,
-            },
+            }),
             "y",
             &[x, w],
         )
@@ -264,16 +274,16 @@ fn an_update_read_after_its_write_is_copied_back() {
     let two = g.param("two", TensorType::f32(vec![])).unwrap();
     let w2 = g
         .add(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            },
+            }),
             "w_next",
             &[w, two],
         )
         .unwrap();
-    let dense = Op::Dense {
+    let dense = Op::Model(ModelOp::Dense {
         activation: Activation::None,
-    };
+    });
     let h = g.add(dense.clone(), "h", &[x, w2]).unwrap();
     let late = g.add(dense, "late", &[h, w]).unwrap();
     g.add_output("late", late);
@@ -303,14 +313,20 @@ fn activation_quant_graph(act: Op, max: f32) -> (Graph, Vec<(String, Value)>) {
     let r = g.add(act.clone(), "act", &[z]).unwrap();
     let mut q = FakeQuantAttrs::activation("unused");
     q.range = RangeSource::Operands;
-    let fq = g.add(Op::FakeQuant(q.clone()), "fq", &[r, lo, hi]).unwrap();
-    let fg = g
-        .add(Op::FakeQuantGrad(q), "fq_grad", &[dq, r, lo, hi])
+    let fq = g
+        .add(Op::Model(ModelOp::FakeQuant(q.clone())), "fq", &[r, lo, hi])
         .unwrap();
-    let grad = if act == Op::Relu {
-        Op::ReluGrad
+    let fg = g
+        .add(
+            Op::Grad(GradOp::FakeQuantGrad(q)),
+            "fq_grad",
+            &[dq, r, lo, hi],
+        )
+        .unwrap();
+    let grad = if act == Op::Model(ModelOp::Relu) {
+        Op::Grad(GradOp::ReluGrad)
     } else {
-        Op::Relu6Grad
+        Op::Grad(GradOp::Relu6Grad)
     };
     let ag = g.add(grad, "act_grad", &[fg, z]).unwrap();
     g.add_output("fq", fq);
@@ -332,7 +348,7 @@ fn activation_quant_graph(act: Op, max: f32) -> (Graph, Vec<(String, Value)>) {
 
 #[test]
 fn activation_and_fake_quant_compose_exactly() {
-    for act in [Op::Relu, Op::Relu6] {
+    for act in [Op::Model(ModelOp::Relu), Op::Model(ModelOp::Relu6)] {
         for max in [3.7, 6.0, 8.5] {
             let (g, inputs) = activation_quant_graph(act.clone(), max);
             check_graph(&g, &ParamStore::new(), &inputs, 0.0);

@@ -2,6 +2,7 @@
 //! Keras' parameter counts and initializers, and rebatching.
 
 use qatc::ir::builder::Model;
+use qatc::ir::op::ModelOp;
 use qatc::ir::{text, verify, Graph, Op};
 use qatc::models;
 use std::path::Path;
@@ -79,7 +80,7 @@ fn rebatch_to_32_reinfers_every_shape() {
     // every value but the params carries the batch
     for id in g.canonical_order() {
         let node = g.node(id);
-        if node.op != Op::Param {
+        if node.op != Op::Model(ModelOp::Param) {
             assert_eq!(node.ty.shape[0], 32, "{}", node.name);
         }
     }

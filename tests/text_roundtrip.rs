@@ -287,7 +287,7 @@ impl Gen {
     fn add(&mut self, op: Op, operands: &[NodeId]) {
         let name = self.name();
         let observes = match &op {
-            Op::FakeQuant(q) | Op::Quant(q) => match &q.range {
+            Op::Model(ModelOp::FakeQuant(q)) | Op::Pass(PassOp::Quant(q)) => match &q.range {
                 RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
                     Some(state.clone())
                 }
@@ -342,15 +342,23 @@ impl Gen {
                 let (op, kshape, cout) = match kind {
                     K::Conv2d => {
                         let co = self.rng.int(1, 4);
-                        (Op::Conv2d(c), vec![co, kh, kw, cin], co)
+                        (Op::Model(ModelOp::Conv2d(c)), vec![co, kh, kw, cin], co)
                     }
                     K::DepthwiseConv2d => {
                         let m = self.rng.int(1, 2);
-                        (Op::DepthwiseConv2d(c), vec![1, kh, kw, cin * m], cin * m)
+                        (
+                            Op::Model(ModelOp::DepthwiseConv2d(c)),
+                            vec![1, kh, kw, cin * m],
+                            cin * m,
+                        )
                     }
                     _ => {
                         let co = self.rng.int(1, 4);
-                        (Op::Conv2dTranspose(c), vec![co, kh, kw, cin], co)
+                        (
+                            Op::Model(ModelOp::Conv2dTranspose(c)),
+                            vec![co, kh, kw, cin],
+                            co,
+                        )
                     }
                 };
                 let k = self.new_param(kshape);
@@ -369,9 +377,9 @@ impl Gen {
                 if self.rng.coin() {
                     ops.push(self.operand(&[units]));
                 }
-                let op = Op::Dense {
+                let op = Op::Model(ModelOp::Dense {
                     activation: act(&mut self.rng),
-                };
+                });
                 self.add(op, &ops);
             }
             K::BatchNorm | K::BatchNormTrain => {
@@ -384,12 +392,12 @@ impl Gen {
                 }
                 let epsilon = F32(self.rng.positive());
                 let op = if kind == K::BatchNorm {
-                    Op::BatchNorm {
+                    Op::Model(ModelOp::BatchNorm {
                         epsilon,
                         momentum: F32(self.rng.unit()),
-                    }
+                    })
                 } else {
-                    Op::BatchNormTrain { epsilon }
+                    Op::Train(TrainOp::BatchNormTrain { epsilon })
                 };
                 self.add(op, &ops);
             }
@@ -403,22 +411,22 @@ impl Gen {
             | K::BatchMean => {
                 let x = self.xany();
                 let op = match kind {
-                    K::Relu => Op::Relu,
-                    K::Relu6 => Op::Relu6,
-                    K::HardSwish => Op::HardSwish,
-                    K::Sigmoid => Op::Sigmoid,
-                    K::Tanh => Op::Tanh,
-                    K::Softmax => Op::Softmax,
-                    K::Flatten => Op::Flatten,
-                    _ => Op::BatchMean,
+                    K::Relu => Op::Model(ModelOp::Relu),
+                    K::Relu6 => Op::Model(ModelOp::Relu6),
+                    K::HardSwish => Op::Model(ModelOp::HardSwish),
+                    K::Sigmoid => Op::Model(ModelOp::Sigmoid),
+                    K::Tanh => Op::Model(ModelOp::Tanh),
+                    K::Softmax => Op::Model(ModelOp::Softmax),
+                    K::Flatten => Op::Model(ModelOp::Flatten),
+                    _ => Op::Train(TrainOp::BatchMean),
                 };
                 self.add(op, &[x]);
             }
             K::LeakyRelu => {
                 let x = self.xany();
-                let op = Op::LeakyRelu {
+                let op = Op::Model(ModelOp::LeakyRelu {
                     alpha: F32(self.rng.float()),
-                };
+                });
                 self.add(op, &[x]);
             }
             K::Add | K::Sub | K::Mul => {
@@ -433,9 +441,9 @@ impl Gen {
                 let b = self.operand(&sb);
                 let activation = act(&mut self.rng);
                 let op = match kind {
-                    K::Add => Op::Add { activation },
-                    K::Sub => Op::Sub { activation },
-                    _ => Op::Mul { activation },
+                    K::Add => Op::Model(ModelOp::Add { activation }),
+                    K::Sub => Op::Model(ModelOp::Sub { activation }),
+                    _ => Op::Model(ModelOp::Mul { activation }),
                 };
                 let ops = if self.rng.coin() { [a, b] } else { [b, a] };
                 self.add(op, &ops);
@@ -450,15 +458,15 @@ impl Gen {
                     s[axis] = self.rng.int(1, 3);
                     ops.push(self.operand(&s));
                 }
-                self.add(Op::Concat { axis }, &ops);
+                self.add(Op::Model(ModelOp::Concat { axis }), &ops);
             }
             K::MaxPool2d | K::AvgPool2d => {
                 let p = self.pool_attrs();
                 let x = self.x4();
                 let op = if kind == K::MaxPool2d {
-                    Op::MaxPool2d(p)
+                    Op::Model(ModelOp::MaxPool2d(p))
                 } else {
-                    Op::AvgPool2d(p)
+                    Op::Model(ModelOp::AvgPool2d(p))
                 };
                 self.add(op, &[x]);
             }
@@ -466,9 +474,9 @@ impl Gen {
                 let x = self.x4();
                 let keepdims = self.rng.coin();
                 let op = if kind == K::GlobalAvgPool {
-                    Op::GlobalAvgPool { keepdims }
+                    Op::Model(ModelOp::GlobalAvgPool { keepdims })
                 } else {
-                    Op::GlobalMaxPool { keepdims }
+                    Op::Model(ModelOp::GlobalMaxPool { keepdims })
                 };
                 self.add(op, &[x]);
             }
@@ -484,9 +492,9 @@ impl Gen {
                     keepdims: self.rng.coin(),
                 };
                 let op = if kind == K::Mean {
-                    Op::Mean(r)
+                    Op::Model(ModelOp::Mean(r))
                 } else {
-                    Op::ReduceSum(r)
+                    Op::Grad(GradOp::ReduceSum(r))
                 };
                 self.add(op, &[x]);
             }
@@ -505,7 +513,7 @@ impl Gen {
                     let i = self.rng.int(0, shape.len() - 1);
                     shape[i] = -1;
                 }
-                self.add(Op::Reshape { shape }, &[x]);
+                self.add(Op::Model(ModelOp::Reshape { shape }), &[x]);
             }
             K::Transpose => {
                 let x = self.xany();
@@ -515,7 +523,7 @@ impl Gen {
                     let j = self.rng.int(1, i);
                     perm.swap(i, j);
                 }
-                self.add(Op::Transpose { perm }, &[x]);
+                self.add(Op::Model(ModelOp::Transpose { perm }), &[x]);
             }
             K::Pad | K::Crop => {
                 let x = self.xany();
@@ -535,9 +543,9 @@ impl Gen {
                     })
                     .collect();
                 let op = if kind == K::Pad {
-                    Op::Pad { pads: rows }
+                    Op::Model(ModelOp::Pad { pads: rows })
                 } else {
-                    Op::Crop { crops: rows }
+                    Op::Model(ModelOp::Crop { crops: rows })
                 };
                 self.add(op, &[x]);
             }
@@ -555,16 +563,16 @@ impl Gen {
                     self.operand(&s)
                 };
                 let op = if kind == K::UpsampleNearest {
-                    Op::UpsampleNearest { scale }
+                    Op::Model(ModelOp::UpsampleNearest { scale })
                 } else {
-                    Op::UpsampleNearestGrad { scale }
+                    Op::Grad(GradOp::UpsampleNearestGrad { scale })
                 };
                 self.add(op, &[x]);
             }
             K::Dropout => {
                 let x = self.xany();
                 let rate = F32(self.rng.unit());
-                self.add(Op::Dropout { rate }, &[x]);
+                self.add(Op::Model(ModelOp::Dropout { rate }), &[x]);
             }
             K::FakeQuant | K::Quant => {
                 let x = self.xany();
@@ -574,11 +582,11 @@ impl Gen {
                 if operands {
                     let rs = range_shape(&q, &s);
                     let (lo, hi) = (self.operand(&rs), self.operand(&rs));
-                    self.add(Op::FakeQuant(q), &[x, lo, hi]);
+                    self.add(Op::Model(ModelOp::FakeQuant(q)), &[x, lo, hi]);
                 } else if kind == K::FakeQuant {
-                    self.add(Op::FakeQuant(q), &[x]);
+                    self.add(Op::Model(ModelOp::FakeQuant(q)), &[x]);
                 } else {
-                    self.add(Op::Quant(q), &[x]);
+                    self.add(Op::Pass(PassOp::Quant(q)), &[x]);
                 }
             }
             K::FakeQuantGrad => {
@@ -588,20 +596,20 @@ impl Gen {
                 let q = self.fq_attrs(&s, operands);
                 let rs = range_shape(&q, &s);
                 let ops = [self.operand(&s), x, self.operand(&rs), self.operand(&rs)];
-                self.add(Op::FakeQuantGrad(q), &ops);
+                self.add(Op::Grad(GradOp::FakeQuantGrad(q)), &ops);
             }
             K::BnScale => {
                 let c = self.rng.int(1, 4);
                 let ops = [self.operand(&[c]), self.operand(&[c])];
                 let epsilon = F32(self.rng.positive());
-                self.add(Op::BnScale { epsilon }, &ops);
+                self.add(Op::Pass(PassOp::BnScale { epsilon }), &ops);
             }
             K::ScaleChannels => {
                 let w = self.xany();
                 let s = self.shape(w);
                 let axis = self.rng.int(0, s.len() - 1);
                 let scale = self.operand(&[s[axis]]);
-                self.add(Op::ScaleChannels { axis }, &[w, scale]);
+                self.add(Op::Pass(PassOp::ScaleChannels { axis }), &[w, scale]);
             }
             K::SoftmaxCrossEntropy | K::SoftmaxCrossEntropyGrad => {
                 let logits = self.x_rank(2);
@@ -612,9 +620,9 @@ impl Gen {
                     .add_input(name, TensorType::new(DType::I32, vec![n]))
                     .unwrap();
                 let op = if kind == K::SoftmaxCrossEntropy {
-                    Op::SoftmaxCrossEntropy
+                    Op::Train(TrainOp::SoftmaxCrossEntropy)
                 } else {
-                    Op::SoftmaxCrossEntropyGrad
+                    Op::Grad(GradOp::SoftmaxCrossEntropyGrad)
                 };
                 self.add(op, &[logits, labels]);
             }
@@ -634,21 +642,21 @@ impl Gen {
                 let dy = self.operand(&s);
                 let u = F32(self.rng.unit());
                 let op = match kind {
-                    K::ReluGrad => Op::ReluGrad,
-                    K::Relu6Grad => Op::Relu6Grad,
-                    K::LeakyReluGrad => Op::LeakyReluGrad {
+                    K::ReluGrad => Op::Grad(GradOp::ReluGrad),
+                    K::Relu6Grad => Op::Grad(GradOp::Relu6Grad),
+                    K::LeakyReluGrad => Op::Grad(GradOp::LeakyReluGrad {
                         alpha: F32(self.rng.float()),
-                    },
-                    K::HardSwishGrad => Op::HardSwishGrad,
-                    K::SigmoidGrad => Op::SigmoidGrad,
-                    K::TanhGrad => Op::TanhGrad,
-                    K::SoftmaxGrad => Op::SoftmaxGrad,
-                    K::BatchNormGradGamma => Op::BatchNormGradGamma {
+                    }),
+                    K::HardSwishGrad => Op::Grad(GradOp::HardSwishGrad),
+                    K::SigmoidGrad => Op::Grad(GradOp::SigmoidGrad),
+                    K::TanhGrad => Op::Grad(GradOp::TanhGrad),
+                    K::SoftmaxGrad => Op::Grad(GradOp::SoftmaxGrad),
+                    K::BatchNormGradGamma => Op::Grad(GradOp::BatchNormGradGamma {
                         epsilon: F32(self.rng.positive()),
-                    },
-                    K::MovingAverage => Op::MovingAverage { momentum: u },
-                    K::AdamMoment => Op::AdamMoment { beta: u },
-                    _ => Op::AdamMomentSq { beta: u },
+                    }),
+                    K::MovingAverage => Op::Update(UpdateOp::MovingAverage { momentum: u }),
+                    K::AdamMoment => Op::Update(UpdateOp::AdamMoment { beta: u }),
+                    _ => Op::Update(UpdateOp::AdamMomentSq { beta: u }),
                 };
                 self.add(op, &[dy, x]);
             }
@@ -657,7 +665,7 @@ impl Gen {
                 let s = self.shape(x);
                 let ops = [self.operand(&s), x, self.operand(&[*s.last().unwrap()])];
                 let epsilon = F32(self.rng.positive());
-                self.add(Op::BatchNormGradInput { epsilon }, &ops);
+                self.add(Op::Grad(GradOp::BatchNormGradInput { epsilon }), &ops);
             }
             K::Conv2dGradInput
             | K::Conv2dGradFilter
@@ -675,15 +683,15 @@ impl Gen {
                 let (kh, kw) = (self.rng.int(1, 3), self.rng.int(1, 3));
                 let (fwd, ks) = match kind {
                     K::Conv2dGradInput | K::Conv2dGradFilter => (
-                        Op::Conv2d(c.clone()),
+                        Op::Model(ModelOp::Conv2d(c.clone())),
                         vec![self.rng.int(1, 3), kh, kw, xs[3]],
                     ),
                     K::DepthwiseConv2dGradInput | K::DepthwiseConv2dGradFilter => (
-                        Op::DepthwiseConv2d(c.clone()),
+                        Op::Model(ModelOp::DepthwiseConv2d(c.clone())),
                         vec![1, kh, kw, xs[3] * self.rng.int(1, 2)],
                     ),
                     _ => (
-                        Op::Conv2dTranspose(c.clone()),
+                        Op::Model(ModelOp::Conv2dTranspose(c.clone())),
                         vec![self.rng.int(1, 3), kh, kw, xs[3]],
                     ),
                 };
@@ -697,53 +705,53 @@ impl Gen {
                 let conv = c;
                 let (op, other) = match kind {
                     K::Conv2dGradInput => (
-                        Op::Conv2dGradInput {
+                        Op::Grad(GradOp::Conv2dGradInput {
                             conv,
                             input_shape: xs,
-                        },
+                        }),
                         self.new_param(ks),
                     ),
                     K::DepthwiseConv2dGradInput => (
-                        Op::DepthwiseConv2dGradInput {
+                        Op::Grad(GradOp::DepthwiseConv2dGradInput {
                             conv,
                             input_shape: xs,
-                        },
+                        }),
                         self.new_param(ks),
                     ),
                     K::Conv2dTransposeGradInput => (
-                        Op::Conv2dTransposeGradInput {
+                        Op::Grad(GradOp::Conv2dTransposeGradInput {
                             conv,
                             input_shape: xs,
-                        },
+                        }),
                         self.new_param(ks),
                     ),
                     K::Conv2dGradFilter => {
                         let x = self.operand(&xs);
                         (
-                            Op::Conv2dGradFilter {
+                            Op::Grad(GradOp::Conv2dGradFilter {
                                 conv,
                                 filter_shape: ks,
-                            },
+                            }),
                             x,
                         )
                     }
                     K::DepthwiseConv2dGradFilter => {
                         let x = self.operand(&xs);
                         (
-                            Op::DepthwiseConv2dGradFilter {
+                            Op::Grad(GradOp::DepthwiseConv2dGradFilter {
                                 conv,
                                 filter_shape: ks,
-                            },
+                            }),
                             x,
                         )
                     }
                     _ => {
                         let x = self.operand(&xs);
                         (
-                            Op::Conv2dTransposeGradFilter {
+                            Op::Grad(GradOp::Conv2dTransposeGradFilter {
                                 conv,
                                 filter_shape: ks,
-                            },
+                            }),
                             x,
                         )
                     }
@@ -755,35 +763,36 @@ impl Gen {
                 let dy = self.operand(&[n, o]);
                 if kind == K::DenseGradInput {
                     let w = self.new_param(vec![o, i]);
-                    self.add(Op::DenseGradInput, &[dy, w]);
+                    self.add(Op::Grad(GradOp::DenseGradInput), &[dy, w]);
                 } else {
                     let x = self.operand(&[n, i]);
-                    self.add(Op::DenseGradWeight, &[dy, x]);
+                    self.add(Op::Grad(GradOp::DenseGradWeight), &[dy, x]);
                 }
             }
             K::BatchVar => {
                 let x = self.xany();
                 let unbiased = self.rng.coin();
-                self.add(Op::BatchVar { unbiased }, &[x]);
+                self.add(Op::Train(TrainOp::BatchVar { unbiased }), &[x]);
             }
             K::MaxPool2dGrad | K::AvgPool2dGrad => {
                 let p = self.pool_attrs();
                 let x = self.x4();
                 let xs = self.shape(x);
-                let Some(ys) =
-                    Self::forward(&Op::MaxPool2d(p.clone()), &[TensorType::f32(xs.clone())])
-                else {
+                let Some(ys) = Self::forward(
+                    &Op::Model(ModelOp::MaxPool2d(p.clone())),
+                    &[TensorType::f32(xs.clone())],
+                ) else {
                     return;
                 };
                 let dy = self.operand(&ys);
                 if kind == K::MaxPool2dGrad {
-                    self.add(Op::MaxPool2dGrad(p), &[dy, x]);
+                    self.add(Op::Grad(GradOp::MaxPool2dGrad(p)), &[dy, x]);
                 } else {
                     self.add(
-                        Op::AvgPool2dGrad {
+                        Op::Grad(GradOp::AvgPool2dGrad {
                             pool: p,
                             input_shape: xs,
-                        },
+                        }),
                         &[dy],
                     );
                 }
@@ -798,9 +807,12 @@ impl Gen {
                 };
                 let dy = self.operand(&ds);
                 if kind == K::GlobalAvgPoolGrad {
-                    self.add(Op::GlobalAvgPoolGrad { input_shape: xs }, &[dy]);
+                    self.add(
+                        Op::Grad(GradOp::GlobalAvgPoolGrad { input_shape: xs }),
+                        &[dy],
+                    );
                 } else {
-                    self.add(Op::GlobalMaxPoolGrad, &[dy, x]);
+                    self.add(Op::Grad(GradOp::GlobalMaxPoolGrad), &[dy, x]);
                 }
             }
             K::MeanGrad => {
@@ -819,10 +831,10 @@ impl Gen {
                     .collect();
                 let dy = self.operand(&ds);
                 self.add(
-                    Op::MeanGrad {
+                    Op::Grad(GradOp::MeanGrad {
                         axes,
                         input_shape: xs,
-                    },
+                    }),
                     &[dy],
                 );
             }
@@ -835,7 +847,7 @@ impl Gen {
                     .zip(&begin)
                     .map(|(&d, &b)| self.rng.int(1, d - b))
                     .collect();
-                self.add(Op::Slice { begin, size }, &[x]);
+                self.add(Op::Grad(GradOp::Slice { begin, size }), &[x]);
             }
             K::DropoutMask => {
                 let step = self.scalar_input();
@@ -843,7 +855,10 @@ impl Gen {
                 let shape = self.dims(rank);
                 let seed = self.rng.next();
                 let rate = F32(self.rng.unit());
-                self.add(Op::DropoutMask { rate, seed, shape }, &[step]);
+                self.add(
+                    Op::Train(TrainOp::DropoutMask { rate, seed, shape }),
+                    &[step],
+                );
             }
             K::SgdVelocity | K::AdamApply | K::EmaUpdate | K::RunningMin | K::RunningMax => {
                 let x = self.xany();
@@ -852,18 +867,23 @@ impl Gen {
                 let sc = self.scalar_input();
                 let u = F32(self.rng.unit());
                 match kind {
-                    K::SgdVelocity => self.add(Op::SgdVelocity { momentum: u }, &[x, a, sc]),
+                    K::SgdVelocity => self.add(
+                        Op::Update(UpdateOp::SgdVelocity { momentum: u }),
+                        &[x, a, sc],
+                    ),
                     K::AdamApply => {
                         let epsilon = F32(if self.rng.coin() {
                             0.0
                         } else {
                             self.rng.positive()
                         });
-                        self.add(Op::AdamApply { epsilon }, &[x, a, b, sc]);
+                        self.add(Op::Update(UpdateOp::AdamApply { epsilon }), &[x, a, b, sc]);
                     }
-                    K::EmaUpdate => self.add(Op::EmaUpdate { decay: u }, &[x, a, sc]),
-                    K::RunningMin => self.add(Op::RunningMin, &[x, a, sc]),
-                    _ => self.add(Op::RunningMax, &[x, a, sc]),
+                    K::EmaUpdate => {
+                        self.add(Op::Update(UpdateOp::EmaUpdate { decay: u }), &[x, a, sc])
+                    }
+                    K::RunningMin => self.add(Op::Update(UpdateOp::RunningMin), &[x, a, sc]),
+                    _ => self.add(Op::Update(UpdateOp::RunningMax), &[x, a, sc]),
                 }
             }
             K::ObserveMin | K::ObserveMax => {
@@ -875,9 +895,9 @@ impl Gen {
                     None
                 };
                 let op = if kind == K::ObserveMin {
-                    Op::ObserveMin { axis }
+                    Op::Update(UpdateOp::ObserveMin { axis })
                 } else {
-                    Op::ObserveMax { axis }
+                    Op::Update(UpdateOp::ObserveMax { axis })
                 };
                 self.add(op, &[x]);
             }
@@ -896,7 +916,10 @@ impl Gen {
             .iter()
             .copied()
             .filter(|&n| {
-                !matches!(self.g.node(n).op, Op::Input | Op::Param) && self.g.use_count(n) == 0
+                !matches!(
+                    self.g.node(n).op,
+                    Op::Model(ModelOp::Input) | Op::Model(ModelOp::Param)
+                ) && self.g.use_count(n) == 0
             })
             .collect();
         if outputs.is_empty() || self.rng.coin() {
@@ -913,7 +936,7 @@ impl Gen {
         let params: Vec<NodeId> = all
             .iter()
             .copied()
-            .filter(|&n| self.g.node(n).op == Op::Param)
+            .filter(|&n| self.g.node(n).op == Op::Model(ModelOp::Param))
             .collect();
         let mut updated = std::collections::HashSet::new();
         for _ in 0..self.rng.int(0, 3) {
@@ -1078,7 +1101,9 @@ fn strings_with_every_escape_round_trip() {
         .add_input("in\u{0}put", TensorType::f32(vec![1, 2]))
         .unwrap();
     let q = FakeQuantAttrs::activation("st\"ate\n");
-    let y = g.add(Op::FakeQuant(q), "a\\b\"c", &[x]).unwrap();
+    let y = g
+        .add(Op::Model(ModelOp::FakeQuant(q)), "a\\b\"c", &[x])
+        .unwrap();
     g.add_output("out\r\n", y);
     round_trip(&g).unwrap();
     let printed = text::print(&g);
@@ -1117,11 +1142,11 @@ fn large_dropout_seeds_round_trip() {
         let step = g.add_input("step", TensorType::scalar(DType::F32)).unwrap();
         let m = g
             .add(
-                Op::DropoutMask {
+                Op::Train(TrainOp::DropoutMask {
                     rate: F32(0.5),
                     seed,
                     shape: vec![2],
-                },
+                }),
                 "m",
                 &[step],
             )

@@ -150,7 +150,8 @@ fn n_bit_grids_are_kept_and_unrepresentable_ones_refused() {
     // 8-bit full-range symmetric weights would need the int8 value -128: refused, naming the node
     let mut g2 = g.clone();
     for n in g2.node_ids().collect::<Vec<_>>() {
-        if let qatc::ir::op::Op::FakeQuant(q) = &mut g2.node_mut(n).op {
+        if let qatc::ir::op::Op::Model(qatc::ir::op::ModelOp::FakeQuant(q)) = &mut g2.node_mut(n).op
+        {
             if q.narrow {
                 q.narrow = false;
                 q.bits = 8;
@@ -192,7 +193,9 @@ fn bad_parameters_are_errors_not_panics() {
     let state = g
         .node_ids()
         .find_map(|n| match &g.node(n).op {
-            qatc::ir::op::Op::FakeQuant(q) => q.range.state().map(str::to_string),
+            qatc::ir::op::Op::Model(qatc::ir::op::ModelOp::FakeQuant(q)) => {
+                q.range.state().map(str::to_string)
+            }
             _ => None,
         })
         .unwrap();

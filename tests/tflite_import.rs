@@ -7,6 +7,7 @@ mod support;
 
 use qatc::int8::Array;
 use qatc::ir::interp::{self, Value};
+use qatc::ir::op::ModelOp;
 use qatc::ir::op::Op;
 use qatc::ir::Tensor;
 use qatc::tflite::import::import;
@@ -54,7 +55,7 @@ fn converter_style_float_models_import_with_the_expected_structure() {
     // a float model has no quantizers
     assert!(g
         .node_ids()
-        .all(|n| !matches!(g.node(n).op, Op::FakeQuant(_))));
+        .all(|n| !matches!(g.node(n).op, Op::Model(ModelOp::FakeQuant(_)))));
 
     let (g, _) = import(&keras_mixed()).unwrap();
     let count = |k: &str| g.node_ids().filter(|&n| g.node(n).op.name() == k).count();

@@ -400,9 +400,9 @@ fn float_training_then_qat_fine_tuning() {
     // every observed range was learned from the data
     let states: Vec<String> = qat
         .node_ids()
-        .filter_map(|n| match &qat.node(n).op {
-            qatc::ir::Op::FakeQuant(q) => q.range.state().map(str::to_string),
-            _ => None,
+        .filter_map(|n| {
+            let q = qat.node(n).op.as_fake_quant()?;
+            q.range.state().map(str::to_string)
         })
         .collect();
     assert!(states.len() >= 3, "{states:?}");

@@ -1,6 +1,7 @@
 //! Verifier and graph-editing errors that `.qir` text cannot express (the parser refuses
 //! it first), reached through the graph API as passes and importers would.
 
+use qatc::ir::op::ModelOp;
 use qatc::ir::op::{Activation, FakeQuantAttrs, F32};
 use qatc::ir::verify::verify;
 use qatc::ir::{DType, Graph, Op, TensorType};
@@ -8,8 +9,8 @@ use qatc::ir::{DType, Graph, Op, TensorType};
 fn relu_chain() -> (Graph, [qatc::ir::NodeId; 3]) {
     let mut g = Graph::new("g");
     let x = g.add_input("x", TensorType::f32(vec![1, 4])).unwrap();
-    let a = g.add(Op::Relu, "a", &[x]).unwrap();
-    let b = g.add(Op::Relu, "b", &[a]).unwrap();
+    let a = g.add(Op::Model(ModelOp::Relu), "a", &[x]).unwrap();
+    let b = g.add(Op::Model(ModelOp::Relu), "b", &[a]).unwrap();
     g.add_output("y", b);
     verify(&g).unwrap();
     (g, [x, a, b])
@@ -45,9 +46,9 @@ fn operand_indices_must_be_dense() {
     let (mut g, [x, a, _]) = relu_chain();
     let s = g
         .add(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::None,
-            },
+            }),
             "s",
             &[x, a],
         )
@@ -65,9 +66,9 @@ fn operand_indices_must_be_dense() {
 fn non_finite_attributes_are_refused() {
     // the .qir lexer refuses `inf`/`nan`; an API-built op is caught by the verifier
     let (mut g, [x, ..]) = relu_chain();
-    let op = Op::LeakyRelu {
+    let op = Op::Model(ModelOp::LeakyRelu {
         alpha: F32(f32::NAN),
-    };
+    });
     let n = g
         .add_typed(op, "leaky", &[x], TensorType::f32(vec![1, 4]))
         .unwrap();
@@ -82,9 +83,9 @@ fn non_finite_attributes_are_refused() {
     // Graph::add infers, so it refuses at once
     let e = g
         .add(
-            Op::Dropout {
+            Op::Model(ModelOp::Dropout {
                 rate: F32(f32::INFINITY),
-            },
+            }),
             "d",
             &[x],
         )
@@ -106,9 +107,9 @@ fn an_input_with_operands_and_a_non_f32_param() {
     let p = g.param("p", TensorType::new(DType::I8, vec![4])).unwrap();
     let m = g
         .add_typed(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            },
+            }),
             "m",
             &[x, p],
             TensorType::f32(vec![1, 4]),
@@ -141,7 +142,10 @@ fn name_clashes_through_the_api() {
     let e = g.rename(a, "b").unwrap_err().to_string();
     assert!(e.contains("two nodes are named `b`"), "{e}");
     // an empty name
-    let e = g.add(Op::Relu, "", &[a]).unwrap_err().to_string();
+    let e = g
+        .add(Op::Model(ModelOp::Relu), "", &[a])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("empty name"), "{e}");
 }
 
@@ -151,9 +155,9 @@ fn graph_add_names_the_node_op_and_shapes() {
     let k = g.param("k", TensorType::f32(vec![3, 5])).unwrap();
     let e = g
         .add(
-            Op::Dense {
+            Op::Model(ModelOp::Dense {
                 activation: Activation::None,
-            },
+            }),
             "fc",
             &[x, k],
         )
@@ -171,7 +175,11 @@ fn inserting_a_node_after_a_value_keeps_the_graph_acyclic() {
     // reading a (it used to be pointed at itself, a cycle).
     let (mut g, [_, a, b]) = relu_chain();
     let q = g
-        .add(Op::FakeQuant(FakeQuantAttrs::activation("a")), "a.fq", &[a])
+        .add(
+            Op::Model(ModelOp::FakeQuant(FakeQuantAttrs::activation("a"))),
+            "a.fq",
+            &[a],
+        )
         .unwrap();
     g.replace_all_uses(a, q);
     verify(&g).unwrap();

@@ -10,6 +10,7 @@
 use super::rules::{rule, Rule, Site};
 use crate::error::{Error, Result};
 use crate::ir::op::Activation;
+use crate::ir::op::ModelOp;
 use crate::ir::types::shape_str;
 use crate::ir::{Graph, NodeId, Op};
 use std::collections::{HashMap, HashSet};
@@ -62,17 +63,17 @@ impl Emit<'_> {
 
     /// `a + b` (same shapes).
     pub fn add(&mut self, a: NodeId, b: NodeId, name: &str) -> Result<NodeId> {
-        let op = Op::Add {
+        let op = Op::Model(ModelOp::Add {
             activation: Activation::None,
-        };
+        });
         self.op(op, name, &[a, b])
     }
 
     /// `a - b` (same shapes).
     pub fn sub(&mut self, a: NodeId, b: NodeId, name: &str) -> Result<NodeId> {
-        let op = Op::Sub {
+        let op = Op::Model(ModelOp::Sub {
             activation: Activation::None,
-        };
+        });
         self.op(op, name, &[a, b])
     }
 

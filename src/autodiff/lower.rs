@@ -71,7 +71,7 @@ impl<'m> Lowering<'m> {
         for id in m.node_ids() {
             let node = m.node(id);
             match &node.op {
-                Op::FakeQuant(q) => match &q.range {
+                Op::Model(ModelOp::FakeQuant(q)) => match &q.range {
                     RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
                         if let Some(other) = observers.insert(state.clone(), id) {
                             return Err(Error::node(
@@ -89,7 +89,7 @@ impl<'m> Lowering<'m> {
                     }
                     _ => {}
                 },
-                Op::Quant(_) => {
+                Op::Pass(PassOp::Quant(_)) => {
                     return Err(Error::Unsupported {
                         node: node.name.clone(),
                         op: "quant".into(),
@@ -159,33 +159,33 @@ impl<'m> Lowering<'m> {
         let name = node.name.clone();
         let xs: Vec<NodeId> = self.m.operands(n).iter().map(|o| self.map[o]).collect();
         match (&node.op, self.mode) {
-            (Op::Input, _) => Err(Error::Unsupported {
+            (Op::Model(ModelOp::Input), _) => Err(Error::Unsupported {
                 node: name,
                 op: "input".into(),
                 what: "autodiff".into(),
                 hint: "the training step takes exactly one model input".into(),
             }),
-            (Op::Param, _) => self.g.param(name, node.ty.clone()),
-            (Op::BatchNorm { epsilon, momentum }, Mode::Train { .. }) => {
+            (Op::Model(ModelOp::Param), _) => self.g.param(name, node.ty.clone()),
+            (Op::Model(ModelOp::BatchNorm { epsilon, momentum }), Mode::Train { .. }) => {
                 self.batch_norm(n, *epsilon, *momentum, &xs)
             }
-            (Op::Dropout { rate }, Mode::Train { step, seed }) => {
+            (Op::Model(ModelOp::Dropout { rate }), Mode::Train { step, seed }) => {
                 if rate.0 == 0.0 {
                     return Ok(xs[0]);
                 }
-                let op = Op::DropoutMask {
+                let op = Op::Train(TrainOp::DropoutMask {
                     rate: *rate,
                     seed: mix_seed(seed, &name),
                     shape: node.ty.shape.clone(),
-                };
+                });
                 let mask = self.emit(op, &format!("{name}.mask"), &[step])?;
-                let mul = Op::Mul {
+                let mul = Op::Model(ModelOp::Mul {
                     activation: Activation::None,
-                };
+                });
                 self.emit(mul, &name, &[xs[0], mask])
             }
-            (Op::Dropout { .. }, Mode::Eval) => Ok(xs[0]),
-            (Op::FakeQuant(q), _) => self.fake_quant(&name, q, &xs),
+            (Op::Model(ModelOp::Dropout { .. }), Mode::Eval) => Ok(xs[0]),
+            (Op::Model(ModelOp::FakeQuant(q)), _) => self.fake_quant(&name, q, &xs),
             (op, _) => self.emit(op.clone(), &name, &xs),
         }
     }
@@ -206,7 +206,7 @@ impl<'m> Lowering<'m> {
     ) -> Result<NodeId> {
         let name = self.m.node(n).name.clone();
         for (i, what) in [(3, "moving_mean"), (4, "moving_var")] {
-            if self.g.node(xs[i]).op != Op::Param {
+            if self.g.node(xs[i]).op != Op::Model(ModelOp::Param) {
                 return Err(Error::node(
                     &name,
                     "batch_norm",
@@ -215,18 +215,26 @@ impl<'m> Lowering<'m> {
             }
         }
         let x = xs[0];
-        let y = self.emit(Op::BatchNormTrain { epsilon }, &name, &[x, xs[1], xs[2]])?;
+        let y = self.emit(
+            Op::Train(TrainOp::BatchNormTrain { epsilon }),
+            &name,
+            &[x, xs[1], xs[2]],
+        )?;
         let unbiased = self.g.node(x).ty.rank() == 4;
-        let mean = self.emit(Op::BatchMean, &format!("{name}.batch_mean"), &[x])?;
+        let mean = self.emit(
+            Op::Train(TrainOp::BatchMean),
+            &format!("{name}.batch_mean"),
+            &[x],
+        )?;
         let var = self.emit(
-            Op::BatchVar { unbiased },
+            Op::Train(TrainOp::BatchVar { unbiased }),
             &format!("{name}.batch_var"),
             &[x],
         )?;
         for (stat, batch) in [(xs[3], mean), (xs[4], var)] {
             let pname = self.g.node(stat).name.clone();
             let next = self.emit(
-                Op::MovingAverage { momentum },
+                Op::Update(UpdateOp::MovingAverage { momentum }),
                 &format!("{pname}.next"),
                 &[stat, batch],
             )?;
@@ -239,19 +247,21 @@ impl<'m> Lowering<'m> {
     fn fake_quant(&mut self, name: &str, q: &FakeQuantAttrs, xs: &[NodeId]) -> Result<NodeId> {
         let train = matches!(self.mode, Mode::Train { .. });
         let (lo, hi) = match &q.range {
-            RangeSource::Operands => return self.emit(Op::FakeQuant(q.clone()), name, xs),
+            RangeSource::Operands => {
+                return self.emit(Op::Model(ModelOp::FakeQuant(q.clone())), name, xs)
+            }
             RangeSource::LastValue | RangeSource::Fixed { .. } if !train => {
-                return self.emit(Op::FakeQuant(q.clone()), name, xs)
+                return self.emit(Op::Model(ModelOp::FakeQuant(q.clone())), name, xs)
             }
             RangeSource::LastValue => {
                 let x = xs[0];
                 let lo = self.emit(
-                    Op::ObserveMin { axis: q.axis },
+                    Op::Update(UpdateOp::ObserveMin { axis: q.axis }),
                     &format!("{name}.min"),
                     &[x],
                 )?;
                 let hi = self.emit(
-                    Op::ObserveMax { axis: q.axis },
+                    Op::Update(UpdateOp::ObserveMax { axis: q.axis }),
                     &format!("{name}.max"),
                     &[x],
                 )?;
@@ -276,7 +286,11 @@ impl<'m> Lowering<'m> {
             range: RangeSource::Operands,
             ..q.clone()
         };
-        self.emit(Op::FakeQuant(explicit), name, &[xs[0], lo, hi])
+        self.emit(
+            Op::Model(ModelOp::FakeQuant(explicit)),
+            name,
+            &[xs[0], lo, hi],
+        )
     }
 
     /// The `(min, max)` values quantizer state `state` provides: in training the range
@@ -289,7 +303,7 @@ impl<'m> Lowering<'m> {
             graph: self.m.name.clone(),
             msg: format!("range=tied reads state `{state}` but no quantizer observes it"),
         })?;
-        let Op::FakeQuant(q) = self.m.node(obs).op.clone() else {
+        let Op::Model(ModelOp::FakeQuant(q)) = self.m.node(obs).op.clone() else {
             unreachable!("observers are fake_quant nodes")
         };
         let x_model = self
@@ -314,20 +328,24 @@ impl<'m> Lowering<'m> {
                     self.ensure(x_model)?
                 };
                 let bmin = self.emit(
-                    Op::ObserveMin { axis: q.axis },
+                    Op::Update(UpdateOp::ObserveMin { axis: q.axis }),
                     &format!("{state}.batch_min"),
                     &[x],
                 )?;
                 let bmax = self.emit(
-                    Op::ObserveMax { axis: q.axis },
+                    Op::Update(UpdateOp::ObserveMax { axis: q.axis }),
                     &format!("{state}.batch_max"),
                     &[x],
                 )?;
                 let (op_lo, op_hi) = match q.range {
-                    RangeSource::Ema { decay, .. } => {
-                        (Op::EmaUpdate { decay }, Op::EmaUpdate { decay })
-                    }
-                    _ => (Op::RunningMin, Op::RunningMax),
+                    RangeSource::Ema { decay, .. } => (
+                        Op::Update(UpdateOp::EmaUpdate { decay }),
+                        Op::Update(UpdateOp::EmaUpdate { decay }),
+                    ),
+                    _ => (
+                        Op::Update(UpdateOp::RunningMin),
+                        Op::Update(UpdateOp::RunningMax),
+                    ),
                 };
                 let new_lo = self.emit(op_lo, &format!("{pmin}.next"), &[lo, bmin, step])?;
                 let new_hi = self.emit(op_hi, &format!("{pmax}.next"), &[hi, bmax, step])?;
@@ -360,14 +378,14 @@ impl<'m> Lowering<'m> {
         let node = self.m.node(n);
         let operands = self.m.operands(n);
         let id = match &node.op {
-            Op::FakeQuant(q) if q.range.state() == Some(state) => {
+            Op::Model(ModelOp::FakeQuant(q)) if q.range.state() == Some(state) => {
                 self.shadow(state, operands[0])?
             }
-            Op::BatchNorm { .. }
-            | Op::Dropout { .. }
-            | Op::FakeQuant(_)
-            | Op::Input
-            | Op::Param => {
+            Op::Model(ModelOp::BatchNorm { .. })
+            | Op::Model(ModelOp::Dropout { .. })
+            | Op::Model(ModelOp::FakeQuant(_))
+            | Op::Model(ModelOp::Input)
+            | Op::Model(ModelOp::Param) => {
                 return Err(Error::Unsupported {
                     node: node.name.clone(),
                     op: node.op.name().into(),

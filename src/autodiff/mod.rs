@@ -41,6 +41,7 @@ pub use backward::backward;
 pub use optim::Optimizer;
 
 use crate::error::{Error, Result};
+use crate::ir::op::{GradOp, ModelOp, TrainOp};
 use crate::ir::types::DType;
 use crate::ir::verify::verify;
 use crate::ir::{Graph, NodeId, Op, ParamStore, TensorType};
@@ -152,7 +153,7 @@ fn logits_output(model: &Graph, wanted: Option<&str>) -> Result<NodeId> {
 fn trainable_operand(op: &Op, i: usize) -> bool {
     !matches!(
         (op, i),
-        (Op::BatchNorm { .. }, 3 | 4) | (Op::FakeQuant(_), 1 | 2)
+        (Op::Model(ModelOp::BatchNorm { .. }), 3 | 4) | (Op::Model(ModelOp::FakeQuant(_)), 1 | 2)
     )
 }
 
@@ -200,7 +201,7 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
         low.ensure(n)?;
     }
     let logits_model = match m.node(out).op {
-        Op::Softmax => m.operand(out, 0).expect("softmax has an operand"),
+        Op::Model(ModelOp::Softmax) => m.operand(out, 0).expect("softmax has an operand"),
         _ => out,
     };
     let logits = low.map[&logits_model];
@@ -235,8 +236,16 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
         ..
     } = low;
     let mut e = Emit { g: &mut graph };
-    let loss = e.op(Op::SoftmaxCrossEntropy, "loss", &[logits, labels])?;
-    let dlogits = e.op(Op::SoftmaxCrossEntropyGrad, "loss.grad", &[logits, labels])?;
+    let loss = e.op(
+        Op::Train(TrainOp::SoftmaxCrossEntropy),
+        "loss",
+        &[logits, labels],
+    )?;
+    let dlogits = e.op(
+        Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
+        "loss.grad",
+        &[logits, labels],
+    )?;
     let wrt: Vec<NodeId> = candidates.values().copied().collect();
     let grads = backward(e.g, &[(logits, dlogits)], &wrt)?;
 

@@ -3,6 +3,7 @@
 use super::backward::Emit;
 use crate::error::{Error, Result};
 use crate::ir::op::{Activation, F32};
+use crate::ir::op::{ModelOp, UpdateOp};
 use crate::ir::{NodeId, Op};
 use serde::{Deserialize, Serialize};
 
@@ -111,15 +112,15 @@ impl Optimizer {
             Optimizer::Sgd { momentum } => {
                 let (vname, v) = slot(e, "velocity")?;
                 let v_next = e.op(
-                    Op::SgdVelocity {
+                    Op::Update(UpdateOp::SgdVelocity {
                         momentum: F32(momentum),
-                    },
+                    }),
                     &format!("{vname}.next"),
                     &[v, grad, lr],
                 )?;
-                let add = Op::Add {
+                let add = Op::Model(ModelOp::Add {
                     activation: Activation::None,
-                };
+                });
                 let p_next = e.op(add, &format!("{name}.next"), &[p, v_next])?;
                 Ok((p_next, vec![(vname, v_next)]))
             }
@@ -131,19 +132,19 @@ impl Optimizer {
                 let (mname, m) = slot(e, "adam_m")?;
                 let (vname, v) = slot(e, "adam_v")?;
                 let m_next = e.op(
-                    Op::AdamMoment { beta: F32(beta1) },
+                    Op::Update(UpdateOp::AdamMoment { beta: F32(beta1) }),
                     &format!("{mname}.next"),
                     &[m, grad],
                 )?;
                 let v_next = e.op(
-                    Op::AdamMomentSq { beta: F32(beta2) },
+                    Op::Update(UpdateOp::AdamMomentSq { beta: F32(beta2) }),
                     &format!("{vname}.next"),
                     &[v, grad],
                 )?;
                 let p_next = e.op(
-                    Op::AdamApply {
+                    Op::Update(UpdateOp::AdamApply {
                         epsilon: F32(epsilon),
-                    },
+                    }),
                     &format!("{name}.next"),
                     &[p, m_next, v_next, lr],
                 )?;

@@ -153,8 +153,12 @@ pub fn rule(kind: OpKind) -> Rule {
 fn through_fused_activation(e: &mut Emit, s: &Site) -> Result<NodeId> {
     match s.op.activation().unwrap_or(Activation::None) {
         Activation::None => Ok(s.dy),
-        Activation::Relu => e.op(Op::ReluGrad, &s.n("activation"), &[s.dy, s.y]),
-        Activation::Relu6 => e.op(Op::Relu6Grad, &s.n("activation"), &[s.dy, s.y]),
+        Activation::Relu => e.op(Op::Grad(GradOp::ReluGrad), &s.n("activation"), &[s.dy, s.y]),
+        Activation::Relu6 => e.op(
+            Op::Grad(GradOp::Relu6Grad),
+            &s.n("activation"),
+            &[s.dy, s.y],
+        ),
     }
 }
 
@@ -171,17 +175,17 @@ fn unbroadcast(e: &mut Emit, g: NodeId, shape: &[usize], name: &str) -> Result<N
         .collect();
     let mut g = g;
     if !kept.is_empty() {
-        let op = Op::ReduceSum(ReduceAttrs {
+        let op = Op::Grad(GradOp::ReduceSum(ReduceAttrs {
             axes: kept,
             keepdims: true,
-        });
+        }));
         g = e.op(op, name, &[g])?;
     }
     if lead > 0 {
-        let op = Op::ReduceSum(ReduceAttrs {
+        let op = Op::Grad(GradOp::ReduceSum(ReduceAttrs {
             axes: (0..lead).collect(),
             keepdims: false,
-        });
+        }));
         g = e.op(op, name, &[g])?;
     }
     Ok(g)
@@ -190,10 +194,10 @@ fn unbroadcast(e: &mut Emit, g: NodeId, shape: &[usize], name: &str) -> Result<N
 /// `reduce_sum` over every axis but the last (a bias or BatchNorm beta gradient).
 fn sum_to_channels(e: &mut Emit, g: NodeId, name: &str) -> Result<NodeId> {
     let rank = e.shape(g).len();
-    let op = Op::ReduceSum(ReduceAttrs {
+    let op = Op::Grad(GradOp::ReduceSum(ReduceAttrs {
         axes: (0..rank - 1).collect(),
         keepdims: false,
-    });
+    }));
     e.op(op, name, &[g])
 }
 
@@ -242,56 +246,70 @@ fn conv_like(
 }
 
 fn conv2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Conv2d(c) = &s.op else { unreachable!() };
+    let Op::Model(ModelOp::Conv2d(c)) = &s.op else {
+        unreachable!()
+    };
     let conv = no_activation(c);
     conv_like(
         e,
         s,
-        |input_shape| Op::Conv2dGradInput {
-            conv: conv.clone(),
-            input_shape,
+        |input_shape| {
+            Op::Grad(GradOp::Conv2dGradInput {
+                conv: conv.clone(),
+                input_shape,
+            })
         },
-        |filter_shape| Op::Conv2dGradFilter {
-            conv: conv.clone(),
-            filter_shape,
+        |filter_shape| {
+            Op::Grad(GradOp::Conv2dGradFilter {
+                conv: conv.clone(),
+                filter_shape,
+            })
         },
     )
 }
 
 fn depthwise_conv2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::DepthwiseConv2d(c) = &s.op else {
+    let Op::Model(ModelOp::DepthwiseConv2d(c)) = &s.op else {
         unreachable!()
     };
     let conv = no_activation(c);
     conv_like(
         e,
         s,
-        |input_shape| Op::DepthwiseConv2dGradInput {
-            conv: conv.clone(),
-            input_shape,
+        |input_shape| {
+            Op::Grad(GradOp::DepthwiseConv2dGradInput {
+                conv: conv.clone(),
+                input_shape,
+            })
         },
-        |filter_shape| Op::DepthwiseConv2dGradFilter {
-            conv: conv.clone(),
-            filter_shape,
+        |filter_shape| {
+            Op::Grad(GradOp::DepthwiseConv2dGradFilter {
+                conv: conv.clone(),
+                filter_shape,
+            })
         },
     )
 }
 
 fn conv2d_transpose(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Conv2dTranspose(c) = &s.op else {
+    let Op::Model(ModelOp::Conv2dTranspose(c)) = &s.op else {
         unreachable!()
     };
     let conv = no_activation(c);
     conv_like(
         e,
         s,
-        |input_shape| Op::Conv2dTransposeGradInput {
-            conv: conv.clone(),
-            input_shape,
+        |input_shape| {
+            Op::Grad(GradOp::Conv2dTransposeGradInput {
+                conv: conv.clone(),
+                input_shape,
+            })
         },
-        |filter_shape| Op::Conv2dTransposeGradFilter {
-            conv: conv.clone(),
-            filter_shape,
+        |filter_shape| {
+            Op::Grad(GradOp::Conv2dTransposeGradFilter {
+                conv: conv.clone(),
+                filter_shape,
+            })
         },
     )
 }
@@ -301,14 +319,14 @@ fn dense(e: &mut Emit, s: &Site) -> Result<Grads> {
     let mut out = s.grads();
     if s.needs(0) {
         out[0] = Some(Contrib::pos(e.op(
-            Op::DenseGradInput,
+            Op::Grad(GradOp::DenseGradInput),
             &s.n("input"),
             &[dz, s.x[1]],
         )?));
     }
     if s.needs(1) {
         out[1] = Some(Contrib::pos(e.op(
-            Op::DenseGradWeight,
+            Op::Grad(GradOp::DenseGradWeight),
             &s.n("kernel"),
             &[dz, s.x[0]],
         )?));
@@ -321,12 +339,12 @@ fn dense(e: &mut Emit, s: &Site) -> Result<Grads> {
 
 /// Through batch statistics: `dx` includes the paths through the batch mean and variance.
 fn batch_norm_train(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::BatchNormTrain { epsilon } = s.op else {
+    let Op::Train(TrainOp::BatchNormTrain { epsilon }) = s.op else {
         unreachable!()
     };
     let mut out = s.grads();
     if s.needs(0) {
-        let op = Op::BatchNormGradInput { epsilon };
+        let op = Op::Grad(GradOp::BatchNormGradInput { epsilon });
         out[0] = Some(Contrib::pos(e.op(
             op,
             &s.n("input"),
@@ -334,7 +352,7 @@ fn batch_norm_train(e: &mut Emit, s: &Site) -> Result<Grads> {
         )?));
     }
     if s.needs(1) {
-        let op = Op::BatchNormGradGamma { epsilon };
+        let op = Op::Grad(GradOp::BatchNormGradGamma { epsilon });
         out[1] = Some(Contrib::pos(e.op(op, &s.n("gamma"), &[s.dy, s.x[0]])?));
     }
     if s.needs(2) {
@@ -346,34 +364,34 @@ fn batch_norm_train(e: &mut Emit, s: &Site) -> Result<Grads> {
 // ---- activations ---------------------------------------------------------------------------
 
 fn relu(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::ReluGrad, false)
+    elementwise(e, s, Op::Grad(GradOp::ReluGrad), false)
 }
 
 fn relu6(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::Relu6Grad, false)
+    elementwise(e, s, Op::Grad(GradOp::Relu6Grad), false)
 }
 
 fn leaky_relu(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::LeakyRelu { alpha } = s.op else {
+    let Op::Model(ModelOp::LeakyRelu { alpha }) = s.op else {
         unreachable!()
     };
-    elementwise(e, s, Op::LeakyReluGrad { alpha }, false)
+    elementwise(e, s, Op::Grad(GradOp::LeakyReluGrad { alpha }), false)
 }
 
 fn hard_swish(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::HardSwishGrad, false)
+    elementwise(e, s, Op::Grad(GradOp::HardSwishGrad), false)
 }
 
 fn sigmoid(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::SigmoidGrad, true)
+    elementwise(e, s, Op::Grad(GradOp::SigmoidGrad), true)
 }
 
 fn tanh(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::TanhGrad, true)
+    elementwise(e, s, Op::Grad(GradOp::TanhGrad), true)
 }
 
 fn softmax(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::SoftmaxGrad, true)
+    elementwise(e, s, Op::Grad(GradOp::SoftmaxGrad), true)
 }
 
 // ---- elementwise arithmetic with broadcasting ----------------------------------------------
@@ -408,9 +426,9 @@ fn mul(e: &mut Emit, s: &Site) -> Result<Grads> {
     for (i, what) in ["a", "b"].into_iter().enumerate() {
         if s.needs(i) {
             let other = s.x[1 - i];
-            let op = Op::Mul {
+            let op = Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            };
+            });
             let prod = e.op(op, &s.n(what), &[dz, other])?;
             let shape = e.shape(s.x[i]);
             out[i] = Some(Contrib::pos(unbroadcast(e, prod, &shape, &s.n(what))?));
@@ -423,7 +441,7 @@ fn mul(e: &mut Emit, s: &Site) -> Result<Grads> {
 
 /// Each operand's gradient is its slice of `dy` along the concat axis.
 fn concat(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Concat { axis } = s.op else {
+    let Op::Model(ModelOp::Concat { axis }) = s.op else {
         unreachable!()
     };
     let mut out = s.grads();
@@ -437,10 +455,10 @@ fn concat(e: &mut Emit, s: &Site) -> Result<Grads> {
         if s.needs(i) {
             let mut begin = vec![0; size.len()];
             begin[axis] = offset;
-            let op = Op::Slice {
+            let op = Op::Grad(GradOp::Slice {
                 begin,
                 size: size.clone(),
-            };
+            });
             *slot = Some(Contrib::pos(e.op(
                 op,
                 &s.n(&format!("input{i}")),
@@ -453,10 +471,10 @@ fn concat(e: &mut Emit, s: &Site) -> Result<Grads> {
 }
 
 fn max_pool2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::MaxPool2d(p) = &s.op else {
+    let Op::Model(ModelOp::MaxPool2d(p)) = &s.op else {
         unreachable!()
     };
-    elementwise_xy(e, s, Op::MaxPool2dGrad(p.clone()))
+    elementwise_xy(e, s, Op::Grad(GradOp::MaxPool2dGrad(p.clone())))
 }
 
 /// `op(dy, x)` for operand 0 (ops whose gradient reads the forward input).
@@ -474,84 +492,86 @@ fn from_dy(e: &mut Emit, s: &Site, op: Op) -> Result<Grads> {
 }
 
 fn avg_pool2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::AvgPool2d(p) = &s.op else {
+    let Op::Model(ModelOp::AvgPool2d(p)) = &s.op else {
         unreachable!()
     };
-    let op = Op::AvgPool2dGrad {
+    let op = Op::Grad(GradOp::AvgPool2dGrad {
         pool: p.clone(),
         input_shape: e.shape(s.x[0]),
-    };
+    });
     from_dy(e, s, op)
 }
 
 fn global_avg_pool(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let op = Op::GlobalAvgPoolGrad {
+    let op = Op::Grad(GradOp::GlobalAvgPoolGrad {
         input_shape: e.shape(s.x[0]),
-    };
+    });
     from_dy(e, s, op)
 }
 
 fn global_max_pool(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise_xy(e, s, Op::GlobalMaxPoolGrad)
+    elementwise_xy(e, s, Op::Grad(GradOp::GlobalMaxPoolGrad))
 }
 
 fn mean(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Mean(r) = &s.op else { unreachable!() };
-    let op = Op::MeanGrad {
+    let Op::Model(ModelOp::Mean(r)) = &s.op else {
+        unreachable!()
+    };
+    let op = Op::Grad(GradOp::MeanGrad {
         axes: r.axes.clone(),
         input_shape: e.shape(s.x[0]),
-    };
+    });
     from_dy(e, s, op)
 }
 
 /// `reshape` and `flatten`: `dy` reshaped back to the input's per-sample shape.
 fn reshape_back(e: &mut Emit, s: &Site) -> Result<Grads> {
     let shape = e.shape(s.x[0])[1..].iter().map(|&d| d as i64).collect();
-    from_dy(e, s, Op::Reshape { shape })
+    from_dy(e, s, Op::Model(ModelOp::Reshape { shape }))
 }
 
 fn transpose(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Transpose { perm } = &s.op else {
+    let Op::Model(ModelOp::Transpose { perm }) = &s.op else {
         unreachable!()
     };
     let mut inverse = vec![0; perm.len()];
     for (i, &p) in perm.iter().enumerate() {
         inverse[p] = i;
     }
-    from_dy(e, s, Op::Transpose { perm: inverse })
+    from_dy(e, s, Op::Model(ModelOp::Transpose { perm: inverse }))
 }
 
 fn pad(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Pad { pads } = &s.op else {
+    let Op::Model(ModelOp::Pad { pads }) = &s.op else {
         unreachable!()
     };
     from_dy(
         e,
         s,
-        Op::Crop {
+        Op::Model(ModelOp::Crop {
             crops: pads.clone(),
-        },
+        }),
     )
 }
 
 fn crop(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Crop { crops } = &s.op else {
+    let Op::Model(ModelOp::Crop { crops }) = &s.op else {
         unreachable!()
     };
     from_dy(
         e,
         s,
-        Op::Pad {
+        Op::Model(ModelOp::Pad {
             pads: crops.clone(),
-        },
+        }),
     )
 }
 
 fn upsample_nearest(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::UpsampleNearest { scale } = s.op else {
+    let Op::Model(ModelOp::UpsampleNearest { scale }) = s.op else {
         unreachable!()
     };
-    from_dy(e, s, Op::UpsampleNearestGrad { scale })
+    from_dy(e, s, Op::Grad(GradOp::UpsampleNearestGrad { scale }))
 }
 
 fn identity(_: &mut Emit, s: &Site) -> Result<Grads> {
@@ -565,7 +585,7 @@ fn identity(_: &mut Emit, s: &Site) -> Result<Grads> {
 /// Straight-through estimator: `dy` passes where the input lies inside the nudged range
 /// (per channel for per-axis quantizers), zero outside. The range gets no gradient.
 fn fake_quant(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::FakeQuant(q) = &s.op else {
+    let Op::Model(ModelOp::FakeQuant(q)) = &s.op else {
         unreachable!()
     };
     if q.range != RangeSource::Operands {
@@ -580,7 +600,7 @@ fn fake_quant(e: &mut Emit, s: &Site) -> Result<Grads> {
     }
     let mut out = s.grads();
     if s.needs(0) {
-        let op = Op::FakeQuantGrad(q.clone());
+        let op = Op::Grad(GradOp::FakeQuantGrad(q.clone()));
         out[0] = Some(Contrib::pos(e.op(
             op,
             &s.n("input"),
@@ -595,13 +615,13 @@ fn softmax_cross_entropy(e: &mut Emit, s: &Site) -> Result<Grads> {
     let mut out = s.grads();
     if s.needs(0) {
         let g = e.op(
-            Op::SoftmaxCrossEntropyGrad,
+            Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
             &s.n("logits"),
             &[s.x[0], s.x[1]],
         )?;
-        let op = Op::Mul {
+        let op = Op::Model(ModelOp::Mul {
             activation: Activation::None,
-        };
+        });
         out[0] = Some(Contrib::pos(e.op(op, &s.n("logits"), &[g, s.dy])?));
     }
     Ok(out)

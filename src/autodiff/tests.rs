@@ -1,6 +1,7 @@
 use super::*;
 use crate::exec::{Executor, Feed, InterpExecutor};
 use crate::ir::op::{FakeQuantAttrs, RangeSource};
+use crate::ir::op::{ModelOp, PassOp, TrainOp};
 use crate::ir::text::parse;
 use crate::ir::{ParamStore, Tensor};
 
@@ -100,8 +101,10 @@ fn qat_train_step_has_the_contracted_form() {
     // every quantizer is explicit, BatchNorm uses batch statistics
     for id in g.canonical_order() {
         match &g.node(id).op {
-            Op::FakeQuant(q) => assert_eq!(q.range, RangeSource::Operands),
-            Op::BatchNorm { .. } | Op::Dropout { .. } => panic!("{} left", g.node(id).name),
+            Op::Model(ModelOp::FakeQuant(q)) => assert_eq!(q.range, RangeSource::Operands),
+            Op::Model(ModelOp::BatchNorm { .. }) | Op::Model(ModelOp::Dropout { .. }) => {
+                panic!("{} left", g.node(id).name)
+            }
             _ => {}
         }
     }
@@ -274,7 +277,7 @@ fn batch_norm_moves_its_statistics_like_keras() {
     let g = &step.graph;
     assert_eq!(
         g.node(g.find("bn.batch_var").unwrap()).op,
-        Op::BatchVar { unbiased: true },
+        Op::Train(TrainOp::BatchVar { unbiased: true }),
         "rank-4 BatchNorm: tf_keras' fused kernel feeds the unbiased variance"
     );
     let params = tiny_params();
@@ -467,7 +470,10 @@ output "logits" = %2
     let step = train_step(&model, &TrainSpec::new(1).optimizer(Optimizer::sgd(0.0))).unwrap();
     let g = &step.graph;
     let mask = g.find("drop.mask").unwrap();
-    assert!(matches!(g.node(mask).op, Op::DropoutMask { .. }));
+    assert!(matches!(
+        g.node(mask).op,
+        Op::Train(TrainOp::DropoutMask { .. })
+    ));
     assert_eq!(g.operands(mask), vec![g.find("step").unwrap()]);
     let mut params = ParamStore::new();
     params.insert("w", Tensor::full(vec![3, 64], 0.0));
@@ -557,7 +563,7 @@ output "logits" = %1
     let relu = marker.find("relu").unwrap();
     let q = marker
         .add(
-            Op::Quant(FakeQuantAttrs::activation("m")),
+            Op::Pass(PassOp::Quant(FakeQuantAttrs::activation("m"))),
             "marker",
             &[relu],
         )

@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
+use crate::ir::op::{GradOp, TrainOp};
 use crate::ir::{DType, Graph, Op, ParamStore};
 use crate::jit::{compile, JitOptions};
 use rand::{RngExt, SeedableRng};
@@ -145,7 +146,8 @@ impl Feeds {
                         .find(|(u, _)| {
                             matches!(
                                 g.node(*u).op,
-                                Op::SoftmaxCrossEntropy | Op::SoftmaxCrossEntropyGrad
+                                Op::Train(TrainOp::SoftmaxCrossEntropy)
+                                    | Op::Grad(GradOp::SoftmaxCrossEntropyGrad)
                             )
                         })
                         .map(|(u, _)| g.node(g.operands(*u)[0]).ty.shape[1])

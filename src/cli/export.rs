@@ -2,6 +2,7 @@
 
 use crate::error::{write_atomic, Error, Result};
 use crate::ir::graph::Graph;
+use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::op::{Op, RangeSource};
 use crate::ir::text;
 use crate::pass::{run_pipeline, PipelineOptions};
@@ -32,13 +33,15 @@ fn not_export_ready(g: &Graph) -> Option<String> {
     let mut fake_quants = 0;
     for id in g.node_ids() {
         match &g.node(id).op {
-            Op::FakeQuant(q) if q.range == RangeSource::Operands => {
+            Op::Model(ModelOp::FakeQuant(q)) if q.range == RangeSource::Operands => {
                 return Some(
                     "it is a train-step or eval lowering (fake_quant range=operands)".into(),
                 )
             }
-            Op::FakeQuant(_) => fake_quants += 1,
-            Op::BatchNorm { .. } | Op::Dropout { .. } | Op::Quant(_) => {
+            Op::Model(ModelOp::FakeQuant(_)) => fake_quants += 1,
+            Op::Model(ModelOp::BatchNorm { .. })
+            | Op::Model(ModelOp::Dropout { .. })
+            | Op::Pass(PassOp::Quant(_)) => {
                 return Some(format!(
                     "node `{}` ({}) is still in it, yet it is not a QAT graph the `export` \
                      pipeline takes",

@@ -31,10 +31,12 @@ pub fn load_model(spec: &str, seed: u64) -> Result<Model> {
             let bytes = crate::error::read_file(path)?;
             let (mut graph, params) = crate::tflite::import::import(&bytes)
                 .map_err(|e| Error::file(path, format!("cannot import: {e}")))?;
-            let quantized = graph
-                .canonical_order()
-                .into_iter()
-                .any(|n| matches!(graph.node(n).op, crate::ir::Op::FakeQuant(_)));
+            let quantized = graph.canonical_order().into_iter().any(|n| {
+                matches!(
+                    graph.node(n).op,
+                    crate::ir::Op::Model(crate::ir::op::ModelOp::FakeQuant(_))
+                )
+            });
             if quantized {
                 return Err(Error::file(
                     path,

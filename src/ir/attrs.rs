@@ -146,113 +146,145 @@ fn push_reduce(out: &mut Vec<(&'static str, AttrValue)>, r: &ReduceAttrs) {
     }
 }
 
+fn f(v: F32) -> AttrValue {
+    AttrValue::Float(v.0)
+}
+
+fn push_keepdims(out: &mut Vec<(&'static str, AttrValue)>, keepdims: bool) {
+    if keepdims {
+        out.push(("keepdims", AttrValue::Bool(true)));
+    }
+}
+
+fn push_opt_axis(out: &mut Vec<(&'static str, AttrValue)>, axis: Option<usize>) {
+    if let Some(ax) = axis {
+        out.push(("axis", AttrValue::Int(ax as i64)));
+    }
+}
+
+fn model_attrs(op: &ModelOp, a: &mut Vec<(&'static str, AttrValue)>) {
+    use ModelOp::*;
+    match op {
+        Conv2d(c) | DepthwiseConv2d(c) | Conv2dTranspose(c) => push_conv(a, c),
+        Dense { activation } | Add { activation } | Sub { activation } | Mul { activation } => {
+            push_act(a, *activation)
+        }
+        BatchNorm { epsilon, momentum } => {
+            a.push(("epsilon", f(*epsilon)));
+            a.push(("momentum", f(*momentum)));
+        }
+        LeakyRelu { alpha } => a.push(("alpha", f(*alpha))),
+        Concat { axis } => a.push(("axis", AttrValue::Int(*axis as i64))),
+        MaxPool2d(p) | AvgPool2d(p) => push_pool(a, p),
+        GlobalAvgPool { keepdims } | GlobalMaxPool { keepdims } => push_keepdims(a, *keepdims),
+        Mean(r) => push_reduce(a, r),
+        Reshape { shape } => a.push(("shape", ints(shape))),
+        Transpose { perm } => a.push(("perm", usizes(perm))),
+        Pad { pads } => a.push(("pads", pairs(pads))),
+        Crop { crops } => a.push(("crops", pairs(crops))),
+        UpsampleNearest { scale } => a.push(("scale", usizes(scale))),
+        Dropout { rate } => a.push(("rate", f(*rate))),
+        FakeQuant(q) => push_fq(a, q),
+        Input | Param | Relu | Relu6 | HardSwish | Sigmoid | Tanh | Softmax | Flatten => {}
+    }
+}
+
+fn pass_attrs(op: &PassOp, a: &mut Vec<(&'static str, AttrValue)>) {
+    match op {
+        PassOp::Quant(q) => push_fq(a, q),
+        PassOp::BnScale { epsilon } => a.push(("epsilon", f(*epsilon))),
+        PassOp::ScaleChannels { axis } => a.push(("axis", AttrValue::Int(*axis as i64))),
+    }
+}
+
+fn train_attrs(op: &TrainOp, a: &mut Vec<(&'static str, AttrValue)>) {
+    match op {
+        TrainOp::BatchNormTrain { epsilon } => a.push(("epsilon", f(*epsilon))),
+        TrainOp::BatchVar { unbiased } => {
+            if *unbiased {
+                a.push(("unbiased", AttrValue::Bool(true)));
+            }
+        }
+        TrainOp::DropoutMask { rate, seed, shape } => {
+            a.push(("rate", f(*rate)));
+            a.push(("seed", AttrValue::Int(*seed as i64)));
+            a.push(("shape", usizes(shape)));
+        }
+        TrainOp::SoftmaxCrossEntropy | TrainOp::BatchMean => {}
+    }
+}
+
+fn grad_attrs(op: &GradOp, a: &mut Vec<(&'static str, AttrValue)>) {
+    use GradOp::*;
+    match op {
+        LeakyReluGrad { alpha } => a.push(("alpha", f(*alpha))),
+        FakeQuantGrad(q) => push_fq(a, q),
+        Conv2dGradInput { conv, input_shape }
+        | DepthwiseConv2dGradInput { conv, input_shape }
+        | Conv2dTransposeGradInput { conv, input_shape } => {
+            push_conv(a, conv);
+            a.push(("input_shape", usizes(input_shape)));
+        }
+        Conv2dGradFilter { conv, filter_shape }
+        | DepthwiseConv2dGradFilter { conv, filter_shape }
+        | Conv2dTransposeGradFilter { conv, filter_shape } => {
+            push_conv(a, conv);
+            a.push(("filter_shape", usizes(filter_shape)));
+        }
+        ReduceSum(r) => push_reduce(a, r),
+        BatchNormGradInput { epsilon } | BatchNormGradGamma { epsilon } => {
+            a.push(("epsilon", f(*epsilon)))
+        }
+        MaxPool2dGrad(p) => push_pool(a, p),
+        AvgPool2dGrad { pool, input_shape } => {
+            push_pool(a, pool);
+            a.push(("input_shape", usizes(input_shape)));
+        }
+        GlobalAvgPoolGrad { input_shape } => a.push(("input_shape", usizes(input_shape))),
+        MeanGrad { axes, input_shape } => {
+            a.push(("axes", usizes(axes)));
+            a.push(("input_shape", usizes(input_shape)));
+        }
+        Slice { begin, size } => {
+            a.push(("begin", usizes(begin)));
+            a.push(("size", usizes(size)));
+        }
+        UpsampleNearestGrad { scale } => a.push(("scale", usizes(scale))),
+        SoftmaxCrossEntropyGrad
+        | ReluGrad
+        | Relu6Grad
+        | HardSwishGrad
+        | SigmoidGrad
+        | TanhGrad
+        | SoftmaxGrad
+        | DenseGradInput
+        | DenseGradWeight
+        | GlobalMaxPoolGrad => {}
+    }
+}
+
+fn update_attrs(op: &UpdateOp, a: &mut Vec<(&'static str, AttrValue)>) {
+    use UpdateOp::*;
+    match op {
+        MovingAverage { momentum } | SgdVelocity { momentum } => a.push(("momentum", f(*momentum))),
+        AdamMoment { beta } | AdamMomentSq { beta } => a.push(("beta", f(*beta))),
+        AdamApply { epsilon } => a.push(("epsilon", f(*epsilon))),
+        ObserveMin { axis } | ObserveMax { axis } => push_opt_axis(a, *axis),
+        EmaUpdate { decay } => a.push(("decay", f(*decay))),
+        RunningMin | RunningMax => {}
+    }
+}
+
 impl Op {
     /// The op's attributes in print order, defaults omitted.
     pub fn attrs(&self) -> Vec<(&'static str, AttrValue)> {
-        use Op::*;
         let mut a = Vec::new();
-        let f = |v: F32| AttrValue::Float(v.0);
         match self {
-            Conv2d(c) | DepthwiseConv2d(c) | Conv2dTranspose(c) => push_conv(&mut a, c),
-            Dense { activation } | Add { activation } | Sub { activation } | Mul { activation } => {
-                push_act(&mut a, *activation)
-            }
-            BatchNorm { epsilon, momentum } => {
-                a.push(("epsilon", f(*epsilon)));
-                a.push(("momentum", f(*momentum)));
-            }
-            LeakyRelu { alpha } | LeakyReluGrad { alpha } => a.push(("alpha", f(*alpha))),
-            Concat { axis } => a.push(("axis", AttrValue::Int(*axis as i64))),
-            MaxPool2d(p) | AvgPool2d(p) | MaxPool2dGrad(p) => push_pool(&mut a, p),
-            GlobalAvgPool { keepdims } | GlobalMaxPool { keepdims } => {
-                if *keepdims {
-                    a.push(("keepdims", AttrValue::Bool(true)));
-                }
-            }
-            Mean(r) | ReduceSum(r) => push_reduce(&mut a, r),
-            Reshape { shape } => a.push(("shape", ints(shape))),
-            Transpose { perm } => a.push(("perm", usizes(perm))),
-            Pad { pads } => a.push(("pads", pairs(pads))),
-            Crop { crops } => a.push(("crops", pairs(crops))),
-            UpsampleNearest { scale } | UpsampleNearestGrad { scale } => {
-                a.push(("scale", usizes(scale)))
-            }
-            Dropout { rate } => a.push(("rate", f(*rate))),
-            FakeQuant(q) | Quant(q) | FakeQuantGrad(q) => push_fq(&mut a, q),
-            BnScale { epsilon }
-            | BatchNormTrain { epsilon }
-            | BatchNormGradInput { epsilon }
-            | BatchNormGradGamma { epsilon }
-            | AdamApply { epsilon } => a.push(("epsilon", f(*epsilon))),
-            ScaleChannels { axis } => a.push(("axis", AttrValue::Int(*axis as i64))),
-            Conv2dGradInput { conv, input_shape }
-            | DepthwiseConv2dGradInput { conv, input_shape }
-            | Conv2dTransposeGradInput { conv, input_shape } => {
-                push_conv(&mut a, conv);
-                a.push(("input_shape", usizes(input_shape)));
-            }
-            Conv2dGradFilter { conv, filter_shape }
-            | DepthwiseConv2dGradFilter { conv, filter_shape }
-            | Conv2dTransposeGradFilter { conv, filter_shape } => {
-                push_conv(&mut a, conv);
-                a.push(("filter_shape", usizes(filter_shape)));
-            }
-            BatchVar { unbiased } => {
-                if *unbiased {
-                    a.push(("unbiased", AttrValue::Bool(true)));
-                }
-            }
-            AvgPool2dGrad { pool, input_shape } => {
-                push_pool(&mut a, pool);
-                a.push(("input_shape", usizes(input_shape)));
-            }
-            GlobalAvgPoolGrad { input_shape } => a.push(("input_shape", usizes(input_shape))),
-            MeanGrad { axes, input_shape } => {
-                a.push(("axes", usizes(axes)));
-                a.push(("input_shape", usizes(input_shape)));
-            }
-            Slice { begin, size } => {
-                a.push(("begin", usizes(begin)));
-                a.push(("size", usizes(size)));
-            }
-            DropoutMask { rate, seed, shape } => {
-                a.push(("rate", f(*rate)));
-                a.push(("seed", AttrValue::Int(*seed as i64)));
-                a.push(("shape", usizes(shape)));
-            }
-            MovingAverage { momentum } | SgdVelocity { momentum } => {
-                a.push(("momentum", f(*momentum)))
-            }
-            AdamMoment { beta } | AdamMomentSq { beta } => a.push(("beta", f(*beta))),
-            ObserveMin { axis } | ObserveMax { axis } => {
-                if let Some(ax) = axis {
-                    a.push(("axis", AttrValue::Int(*ax as i64)));
-                }
-            }
-            EmaUpdate { decay } => a.push(("decay", f(*decay))),
-            Input
-            | Param
-            | Relu
-            | Relu6
-            | HardSwish
-            | Sigmoid
-            | Tanh
-            | Softmax
-            | Flatten
-            | SoftmaxCrossEntropy
-            | SoftmaxCrossEntropyGrad
-            | ReluGrad
-            | Relu6Grad
-            | HardSwishGrad
-            | SigmoidGrad
-            | TanhGrad
-            | SoftmaxGrad
-            | DenseGradInput
-            | DenseGradWeight
-            | BatchMean
-            | GlobalMaxPoolGrad
-            | RunningMin
-            | RunningMax => {}
+            Op::Model(op) => model_attrs(op, &mut a),
+            Op::Pass(op) => pass_attrs(op, &mut a),
+            Op::Train(op) => train_attrs(op, &mut a),
+            Op::Grad(op) => grad_attrs(op, &mut a),
+            Op::Update(op) => update_attrs(op, &mut a),
         }
         a
     }
@@ -519,48 +551,57 @@ impl AttrReader {
     fn build(&mut self) -> Result<Op, String> {
         use OpKind as K;
         Ok(match self.kind {
-            K::Input => Op::Input,
-            K::Param => Op::Param,
-            K::Conv2d => Op::Conv2d(self.conv()?),
-            K::DepthwiseConv2d => Op::DepthwiseConv2d(self.conv()?),
-            K::Conv2dTranspose => Op::Conv2dTranspose(self.conv()?),
-            K::Dense => Op::Dense {
+            K::Input => ModelOp::Input.into(),
+            K::Param => ModelOp::Param.into(),
+            K::Conv2d => ModelOp::Conv2d(self.conv()?).into(),
+            K::DepthwiseConv2d => ModelOp::DepthwiseConv2d(self.conv()?).into(),
+            K::Conv2dTranspose => ModelOp::Conv2dTranspose(self.conv()?).into(),
+            K::Dense => ModelOp::Dense {
                 activation: self.activation()?,
-            },
-            K::BatchNorm => Op::BatchNorm {
+            }
+            .into(),
+            K::BatchNorm => ModelOp::BatchNorm {
                 epsilon: self.float_or("epsilon", 1e-3)?,
                 momentum: self.float_or("momentum", 0.99)?,
-            },
-            K::Relu => Op::Relu,
-            K::Relu6 => Op::Relu6,
-            K::LeakyRelu => Op::LeakyRelu {
+            }
+            .into(),
+            K::Relu => ModelOp::Relu.into(),
+            K::Relu6 => ModelOp::Relu6.into(),
+            K::LeakyRelu => ModelOp::LeakyRelu {
                 alpha: self.float_or("alpha", 0.3)?,
-            },
-            K::HardSwish => Op::HardSwish,
-            K::Sigmoid => Op::Sigmoid,
-            K::Tanh => Op::Tanh,
-            K::Softmax => Op::Softmax,
-            K::Add => Op::Add {
+            }
+            .into(),
+            K::HardSwish => ModelOp::HardSwish.into(),
+            K::Sigmoid => ModelOp::Sigmoid.into(),
+            K::Tanh => ModelOp::Tanh.into(),
+            K::Softmax => ModelOp::Softmax.into(),
+            K::Add => ModelOp::Add {
                 activation: self.activation()?,
-            },
-            K::Sub => Op::Sub {
+            }
+            .into(),
+            K::Sub => ModelOp::Sub {
                 activation: self.activation()?,
-            },
-            K::Mul => Op::Mul {
+            }
+            .into(),
+            K::Mul => ModelOp::Mul {
                 activation: self.activation()?,
-            },
-            K::Concat => Op::Concat {
+            }
+            .into(),
+            K::Concat => ModelOp::Concat {
                 axis: self.req_usize("axis")?,
-            },
-            K::MaxPool2d => Op::MaxPool2d(self.pool()?),
-            K::AvgPool2d => Op::AvgPool2d(self.pool()?),
-            K::GlobalAvgPool => Op::GlobalAvgPool {
+            }
+            .into(),
+            K::MaxPool2d => ModelOp::MaxPool2d(self.pool()?).into(),
+            K::AvgPool2d => ModelOp::AvgPool2d(self.pool()?).into(),
+            K::GlobalAvgPool => ModelOp::GlobalAvgPool {
                 keepdims: self.bool_or("keepdims", false)?,
-            },
-            K::GlobalMaxPool => Op::GlobalMaxPool {
+            }
+            .into(),
+            K::GlobalMaxPool => ModelOp::GlobalMaxPool {
                 keepdims: self.bool_or("keepdims", false)?,
-            },
-            K::Mean => Op::Mean(self.reduce()?),
+            }
+            .into(),
+            K::Mean => ModelOp::Mean(self.reduce()?).into(),
             K::Reshape => {
                 let v = self.req("shape")?;
                 let shape = self
@@ -568,135 +609,167 @@ impl AttrReader {
                     .iter()
                     .map(|x| self.int_of("shape", x))
                     .collect::<Result<_, _>>()?;
-                Op::Reshape { shape }
+                ModelOp::Reshape { shape }.into()
             }
-            K::Flatten => Op::Flatten,
-            K::Transpose => Op::Transpose {
+            K::Flatten => ModelOp::Flatten.into(),
+            K::Transpose => ModelOp::Transpose {
                 perm: self.req_usizes("perm")?,
-            },
-            K::Pad => Op::Pad {
+            }
+            .into(),
+            K::Pad => ModelOp::Pad {
                 pads: self.pairs_req("pads")?,
-            },
-            K::Crop => Op::Crop {
+            }
+            .into(),
+            K::Crop => ModelOp::Crop {
                 crops: self.pairs_req("crops")?,
-            },
-            K::UpsampleNearest => Op::UpsampleNearest {
+            }
+            .into(),
+            K::UpsampleNearest => ModelOp::UpsampleNearest {
                 scale: self.pair_or("scale", [2, 2])?,
-            },
-            K::Dropout => Op::Dropout {
+            }
+            .into(),
+            K::Dropout => ModelOp::Dropout {
                 rate: self.req_float("rate")?,
-            },
-            K::FakeQuant => Op::FakeQuant(self.fake_quant()?),
-            K::Quant => Op::Quant(self.fake_quant()?),
-            K::BnScale => Op::BnScale {
+            }
+            .into(),
+            K::FakeQuant => ModelOp::FakeQuant(self.fake_quant()?).into(),
+            K::Quant => PassOp::Quant(self.fake_quant()?).into(),
+            K::BnScale => PassOp::BnScale {
                 epsilon: self.float_or("epsilon", 1e-3)?,
-            },
-            K::ScaleChannels => Op::ScaleChannels {
+            }
+            .into(),
+            K::ScaleChannels => PassOp::ScaleChannels {
                 axis: self.req_usize("axis")?,
-            },
-            K::SoftmaxCrossEntropy => Op::SoftmaxCrossEntropy,
-            K::SoftmaxCrossEntropyGrad => Op::SoftmaxCrossEntropyGrad,
-            K::ReluGrad => Op::ReluGrad,
-            K::Relu6Grad => Op::Relu6Grad,
-            K::LeakyReluGrad => Op::LeakyReluGrad {
+            }
+            .into(),
+            K::SoftmaxCrossEntropy => TrainOp::SoftmaxCrossEntropy.into(),
+            K::SoftmaxCrossEntropyGrad => GradOp::SoftmaxCrossEntropyGrad.into(),
+            K::ReluGrad => GradOp::ReluGrad.into(),
+            K::Relu6Grad => GradOp::Relu6Grad.into(),
+            K::LeakyReluGrad => GradOp::LeakyReluGrad {
                 alpha: self.float_or("alpha", 0.3)?,
-            },
-            K::HardSwishGrad => Op::HardSwishGrad,
-            K::SigmoidGrad => Op::SigmoidGrad,
-            K::TanhGrad => Op::TanhGrad,
-            K::SoftmaxGrad => Op::SoftmaxGrad,
-            K::FakeQuantGrad => Op::FakeQuantGrad(self.fake_quant()?),
-            K::Conv2dGradInput => Op::Conv2dGradInput {
+            }
+            .into(),
+            K::HardSwishGrad => GradOp::HardSwishGrad.into(),
+            K::SigmoidGrad => GradOp::SigmoidGrad.into(),
+            K::TanhGrad => GradOp::TanhGrad.into(),
+            K::SoftmaxGrad => GradOp::SoftmaxGrad.into(),
+            K::FakeQuantGrad => GradOp::FakeQuantGrad(self.fake_quant()?).into(),
+            K::Conv2dGradInput => GradOp::Conv2dGradInput {
                 conv: self.conv()?,
                 input_shape: self.req_usizes("input_shape")?,
-            },
-            K::Conv2dGradFilter => Op::Conv2dGradFilter {
+            }
+            .into(),
+            K::Conv2dGradFilter => GradOp::Conv2dGradFilter {
                 conv: self.conv()?,
                 filter_shape: self.req_usizes("filter_shape")?,
-            },
-            K::DepthwiseConv2dGradInput => Op::DepthwiseConv2dGradInput {
+            }
+            .into(),
+            K::DepthwiseConv2dGradInput => GradOp::DepthwiseConv2dGradInput {
                 conv: self.conv()?,
                 input_shape: self.req_usizes("input_shape")?,
-            },
-            K::DepthwiseConv2dGradFilter => Op::DepthwiseConv2dGradFilter {
+            }
+            .into(),
+            K::DepthwiseConv2dGradFilter => GradOp::DepthwiseConv2dGradFilter {
                 conv: self.conv()?,
                 filter_shape: self.req_usizes("filter_shape")?,
-            },
-            K::Conv2dTransposeGradInput => Op::Conv2dTransposeGradInput {
+            }
+            .into(),
+            K::Conv2dTransposeGradInput => GradOp::Conv2dTransposeGradInput {
                 conv: self.conv()?,
                 input_shape: self.req_usizes("input_shape")?,
-            },
-            K::Conv2dTransposeGradFilter => Op::Conv2dTransposeGradFilter {
+            }
+            .into(),
+            K::Conv2dTransposeGradFilter => GradOp::Conv2dTransposeGradFilter {
                 conv: self.conv()?,
                 filter_shape: self.req_usizes("filter_shape")?,
-            },
-            K::DenseGradInput => Op::DenseGradInput,
-            K::DenseGradWeight => Op::DenseGradWeight,
-            K::ReduceSum => Op::ReduceSum(self.reduce()?),
-            K::BatchNormTrain => Op::BatchNormTrain {
+            }
+            .into(),
+            K::DenseGradInput => GradOp::DenseGradInput.into(),
+            K::DenseGradWeight => GradOp::DenseGradWeight.into(),
+            K::ReduceSum => GradOp::ReduceSum(self.reduce()?).into(),
+            K::BatchNormTrain => TrainOp::BatchNormTrain {
                 epsilon: self.float_or("epsilon", 1e-3)?,
-            },
-            K::BatchMean => Op::BatchMean,
-            K::BatchVar => Op::BatchVar {
+            }
+            .into(),
+            K::BatchMean => TrainOp::BatchMean.into(),
+            K::BatchVar => TrainOp::BatchVar {
                 unbiased: self.bool_or("unbiased", false)?,
-            },
-            K::BatchNormGradInput => Op::BatchNormGradInput {
+            }
+            .into(),
+            K::BatchNormGradInput => GradOp::BatchNormGradInput {
                 epsilon: self.float_or("epsilon", 1e-3)?,
-            },
-            K::BatchNormGradGamma => Op::BatchNormGradGamma {
+            }
+            .into(),
+            K::BatchNormGradGamma => GradOp::BatchNormGradGamma {
                 epsilon: self.float_or("epsilon", 1e-3)?,
-            },
-            K::MaxPool2dGrad => Op::MaxPool2dGrad(self.pool()?),
-            K::AvgPool2dGrad => Op::AvgPool2dGrad {
+            }
+            .into(),
+            K::MaxPool2dGrad => GradOp::MaxPool2dGrad(self.pool()?).into(),
+            K::AvgPool2dGrad => GradOp::AvgPool2dGrad {
                 pool: self.pool()?,
                 input_shape: self.req_usizes("input_shape")?,
-            },
-            K::GlobalAvgPoolGrad => Op::GlobalAvgPoolGrad {
+            }
+            .into(),
+            K::GlobalAvgPoolGrad => GradOp::GlobalAvgPoolGrad {
                 input_shape: self.req_usizes("input_shape")?,
-            },
-            K::GlobalMaxPoolGrad => Op::GlobalMaxPoolGrad,
-            K::MeanGrad => Op::MeanGrad {
+            }
+            .into(),
+            K::GlobalMaxPoolGrad => GradOp::GlobalMaxPoolGrad.into(),
+            K::MeanGrad => GradOp::MeanGrad {
                 axes: self.req_usizes("axes")?,
                 input_shape: self.req_usizes("input_shape")?,
-            },
-            K::Slice => Op::Slice {
+            }
+            .into(),
+            K::Slice => GradOp::Slice {
                 begin: self.req_usizes("begin")?,
                 size: self.req_usizes("size")?,
-            },
-            K::UpsampleNearestGrad => Op::UpsampleNearestGrad {
+            }
+            .into(),
+            K::UpsampleNearestGrad => GradOp::UpsampleNearestGrad {
                 scale: self.pair_or("scale", [2, 2])?,
-            },
-            K::DropoutMask => Op::DropoutMask {
+            }
+            .into(),
+            K::DropoutMask => TrainOp::DropoutMask {
                 rate: self.req_float("rate")?,
                 seed: self.seed()?,
                 shape: self.req_usizes("shape")?,
-            },
-            K::MovingAverage => Op::MovingAverage {
+            }
+            .into(),
+            K::MovingAverage => UpdateOp::MovingAverage {
                 momentum: self.float_or("momentum", 0.99)?,
-            },
-            K::SgdVelocity => Op::SgdVelocity {
+            }
+            .into(),
+            K::SgdVelocity => UpdateOp::SgdVelocity {
                 momentum: self.float_or("momentum", 0.0)?,
-            },
-            K::AdamMoment => Op::AdamMoment {
+            }
+            .into(),
+            K::AdamMoment => UpdateOp::AdamMoment {
                 beta: self.float_or("beta", 0.9)?,
-            },
-            K::AdamMomentSq => Op::AdamMomentSq {
+            }
+            .into(),
+            K::AdamMomentSq => UpdateOp::AdamMomentSq {
                 beta: self.float_or("beta", 0.999)?,
-            },
-            K::AdamApply => Op::AdamApply {
+            }
+            .into(),
+            K::AdamApply => UpdateOp::AdamApply {
                 epsilon: self.float_or("epsilon", 1e-7)?,
-            },
-            K::ObserveMin => Op::ObserveMin {
+            }
+            .into(),
+            K::ObserveMin => UpdateOp::ObserveMin {
                 axis: self.opt_axis()?,
-            },
-            K::ObserveMax => Op::ObserveMax {
+            }
+            .into(),
+            K::ObserveMax => UpdateOp::ObserveMax {
                 axis: self.opt_axis()?,
-            },
-            K::EmaUpdate => Op::EmaUpdate {
+            }
+            .into(),
+            K::EmaUpdate => UpdateOp::EmaUpdate {
                 decay: self.float_or("decay", 0.999)?,
-            },
-            K::RunningMin => Op::RunningMin,
-            K::RunningMax => Op::RunningMax,
+            }
+            .into(),
+            K::RunningMin => UpdateOp::RunningMin.into(),
+            K::RunningMax => UpdateOp::RunningMax.into(),
         })
     }
 

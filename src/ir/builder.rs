@@ -47,13 +47,13 @@ pub enum Act {
 impl Act {
     fn op(self) -> Op {
         match self {
-            Act::Relu => Op::Relu,
-            Act::Relu6 => Op::Relu6,
-            Act::Sigmoid => Op::Sigmoid,
-            Act::Tanh => Op::Tanh,
-            Act::Softmax => Op::Softmax,
-            Act::HardSwish => Op::HardSwish,
-            Act::LeakyRelu(a) => Op::LeakyRelu { alpha: F32(a) },
+            Act::Relu => Op::Model(ModelOp::Relu),
+            Act::Relu6 => Op::Model(ModelOp::Relu6),
+            Act::Sigmoid => Op::Model(ModelOp::Sigmoid),
+            Act::Tanh => Op::Model(ModelOp::Tanh),
+            Act::Softmax => Op::Model(ModelOp::Softmax),
+            Act::HardSwish => Op::Model(ModelOp::HardSwish),
+            Act::LeakyRelu(a) => Op::Model(ModelOp::LeakyRelu { alpha: F32(a) }),
         }
     }
 }
@@ -344,7 +344,7 @@ impl Functional {
             } => {
                 let name = self.layer_name("conv2d");
                 let cin = *xs.last().unwrap_or(&0);
-                let op = Op::Conv2d(conv);
+                let op = Op::Model(ModelOp::Conv2d(conv));
                 let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin)?;
                 self.conv_like(x, op, name, k, filters, use_bias, act)
             }
@@ -357,7 +357,7 @@ impl Functional {
             } => {
                 let name = self.layer_name("depthwise_conv2d");
                 let cin = *xs.last().unwrap_or(&0);
-                let op = Op::DepthwiseConv2d(conv);
+                let op = Op::Model(ModelOp::DepthwiseConv2d(conv));
                 let shape = vec![1, kernel[0], kernel[1], cin * multiplier];
                 let k = self.kernel(&op, shape, cin)?;
                 self.conv_like(x, op, name, k, cin * multiplier, use_bias, act)
@@ -371,7 +371,7 @@ impl Functional {
             } => {
                 let name = self.layer_name("conv2d_transpose");
                 let cin = *xs.last().unwrap_or(&0);
-                let op = Op::Conv2dTranspose(conv);
+                let op = Op::Model(ModelOp::Conv2dTranspose(conv));
                 let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin)?;
                 self.conv_like(x, op, name, k, filters, use_bias, act)
             }
@@ -382,9 +382,9 @@ impl Functional {
             } => {
                 let name = self.layer_name("dense");
                 let fan_in = *xs.last().unwrap_or(&0);
-                let op = Op::Dense {
+                let op = Op::Model(ModelOp::Dense {
                     activation: Activation::None,
-                };
+                });
                 let k = self.kernel(&op, vec![units, fan_in], fan_in)?;
                 self.conv_like(x, op, name, k, units, use_bias, act)
             }
@@ -400,10 +400,10 @@ impl Functional {
                 ] {
                     ops.push(self.new_param(format!("{name}.{p}"), Tensor::full(vec![c], v))?);
                 }
-                let op = Op::BatchNorm {
+                let op = Op::Model(ModelOp::BatchNorm {
                     epsilon: F32(epsilon),
                     momentum: F32(momentum),
-                };
+                });
                 self.graph.add(op, name, &ops)
             }
             Layer::Activation(a) => {
@@ -418,54 +418,65 @@ impl Functional {
             }
             Layer::MaxPool(p) => {
                 let name = self.layer_name("max_pooling2d");
-                self.graph.add(Op::MaxPool2d(p), name, &[x])
+                self.graph.add(Op::Model(ModelOp::MaxPool2d(p)), name, &[x])
             }
             Layer::AvgPool(p) => {
                 let name = self.layer_name("average_pooling2d");
-                self.graph.add(Op::AvgPool2d(p), name, &[x])
+                self.graph.add(Op::Model(ModelOp::AvgPool2d(p)), name, &[x])
             }
             Layer::GlobalAvgPool => {
                 let name = self.layer_name("global_average_pooling2d");
-                self.graph
-                    .add(Op::GlobalAvgPool { keepdims: false }, name, &[x])
+                self.graph.add(
+                    Op::Model(ModelOp::GlobalAvgPool { keepdims: false }),
+                    name,
+                    &[x],
+                )
             }
             Layer::GlobalMaxPool => {
                 let name = self.layer_name("global_max_pooling2d");
-                self.graph
-                    .add(Op::GlobalMaxPool { keepdims: false }, name, &[x])
+                self.graph.add(
+                    Op::Model(ModelOp::GlobalMaxPool { keepdims: false }),
+                    name,
+                    &[x],
+                )
             }
             Layer::Flatten => {
                 let name = self.layer_name("flatten");
-                self.graph.add(Op::Flatten, name, &[x])
+                self.graph.add(Op::Model(ModelOp::Flatten), name, &[x])
             }
             Layer::Reshape(shape) => {
                 let name = self.layer_name("reshape");
-                self.graph.add(Op::Reshape { shape }, name, &[x])
+                self.graph
+                    .add(Op::Model(ModelOp::Reshape { shape }), name, &[x])
             }
             Layer::Dropout(rate) => {
                 let name = self.layer_name("dropout");
-                self.graph.add(Op::Dropout { rate: F32(rate) }, name, &[x])
+                self.graph
+                    .add(Op::Model(ModelOp::Dropout { rate: F32(rate) }), name, &[x])
             }
             Layer::ZeroPadding(p) => {
                 let name = self.layer_name("zero_padding2d");
                 let pads = vec![[0, 0], p[0], p[1], [0, 0]];
-                self.graph.add(Op::Pad { pads }, name, &[x])
+                self.graph.add(Op::Model(ModelOp::Pad { pads }), name, &[x])
             }
             Layer::Cropping(c) => {
                 let name = self.layer_name("cropping2d");
                 let crops = vec![[0, 0], c[0], c[1], [0, 0]];
-                self.graph.add(Op::Crop { crops }, name, &[x])
+                self.graph
+                    .add(Op::Model(ModelOp::Crop { crops }), name, &[x])
             }
             Layer::UpSampling(scale) => {
                 let name = self.layer_name("up_sampling2d");
-                self.graph.add(Op::UpsampleNearest { scale }, name, &[x])
+                self.graph
+                    .add(Op::Model(ModelOp::UpsampleNearest { scale }), name, &[x])
             }
             Layer::Permute(dims) => {
                 // Keras' Permute numbers axes from 1, without the batch
                 let name = self.layer_name("permute");
                 let mut perm = vec![0];
                 perm.extend(dims);
-                self.graph.add(Op::Transpose { perm }, name, &[x])
+                self.graph
+                    .add(Op::Model(ModelOp::Transpose { perm }), name, &[x])
             }
         }
     }
@@ -495,9 +506,9 @@ impl Functional {
     pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         let name = self.layer_name("add");
         self.graph.add(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::None,
-            },
+            }),
             name,
             &[a, b],
         )
@@ -507,9 +518,9 @@ impl Functional {
     pub fn sub(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         let name = self.layer_name("subtract");
         self.graph.add(
-            Op::Sub {
+            Op::Model(ModelOp::Sub {
                 activation: Activation::None,
-            },
+            }),
             name,
             &[a, b],
         )
@@ -519,9 +530,9 @@ impl Functional {
     pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         let name = self.layer_name("multiply");
         self.graph.add(
-            Op::Mul {
+            Op::Model(ModelOp::Mul {
                 activation: Activation::None,
-            },
+            }),
             name,
             &[a, b],
         )
@@ -530,7 +541,8 @@ impl Functional {
     /// Concatenation along `axis` (Keras' Concatenate, default the last axis).
     pub fn concat(&mut self, xs: &[NodeId], axis: usize) -> Result<NodeId> {
         let name = self.layer_name("concatenate");
-        self.graph.add(Op::Concat { axis }, name, xs)
+        self.graph
+            .add(Op::Model(ModelOp::Concat { axis }), name, xs)
     }
 
     pub fn output(&mut self, name: &str, x: NodeId) {
@@ -551,12 +563,14 @@ impl Functional {
 /// layouts) reading `in_channels` channels; `None` for an op without such a kernel.
 fn kernel_fans(op: &Op, kernel: &[usize], in_channels: usize) -> Option<(usize, usize)> {
     match (op, kernel) {
-        (Op::Conv2d(_), &[o, kh, kw, i]) => Some((kh * kw * i, kh * kw * o)),
-        (Op::Conv2dTranspose(_), &[o, kh, kw, i]) => Some((kh * kw * o, kh * kw * i)),
-        (Op::DepthwiseConv2d(_), &[_, kh, kw, cm]) => {
+        (Op::Model(ModelOp::Conv2d(_)), &[o, kh, kw, i]) => Some((kh * kw * i, kh * kw * o)),
+        (Op::Model(ModelOp::Conv2dTranspose(_)), &[o, kh, kw, i]) => {
+            Some((kh * kw * o, kh * kw * i))
+        }
+        (Op::Model(ModelOp::DepthwiseConv2d(_)), &[_, kh, kw, cm]) => {
             Some((kh * kw * in_channels, kh * kw * (cm / in_channels.max(1))))
         }
-        (Op::Dense { .. }, &[units, fan_in]) => Some((fan_in, units)),
+        (Op::Model(ModelOp::Dense { .. }), &[units, fan_in]) => Some((fan_in, units)),
         _ => None,
     }
 }
@@ -578,30 +592,30 @@ pub fn init_params(graph: &Graph, seed: u64) -> Result<ParamStore> {
         let shape = |i: usize| graph.node(operands[i]).ty.shape.clone();
         for (i, &p) in operands.iter().enumerate() {
             let pn = graph.node(p);
-            if pn.op != Op::Param || params.contains(&pn.name) {
+            if pn.op != Op::Model(ModelOp::Param) || params.contains(&pn.name) {
                 continue;
             }
             let ps = pn.ty.shape.clone();
             let init = match (&node.op, i) {
                 (
-                    op @ (Op::Conv2d(_)
-                    | Op::DepthwiseConv2d(_)
-                    | Op::Conv2dTranspose(_)
-                    | Op::Dense { .. }),
+                    op @ (Op::Model(ModelOp::Conv2d(_))
+                    | Op::Model(ModelOp::DepthwiseConv2d(_))
+                    | Op::Model(ModelOp::Conv2dTranspose(_))
+                    | Op::Model(ModelOp::Dense { .. })),
                     1,
                 ) => {
                     let cin = *shape(0).last().unwrap_or(&1);
                     kernel_fans(op, &ps, cin).map(|(fan_in, fan_out)| f.glorot(ps, fan_in, fan_out))
                 }
                 (
-                    Op::Conv2d(_)
-                    | Op::DepthwiseConv2d(_)
-                    | Op::Conv2dTranspose(_)
-                    | Op::Dense { .. },
+                    Op::Model(ModelOp::Conv2d(_))
+                    | Op::Model(ModelOp::DepthwiseConv2d(_))
+                    | Op::Model(ModelOp::Conv2dTranspose(_))
+                    | Op::Model(ModelOp::Dense { .. }),
                     2,
                 ) => Some(Tensor::zeros(ps)),
-                (Op::BatchNorm { .. }, 1 | 4) => Some(Tensor::full(ps, 1.0)),
-                (Op::BatchNorm { .. }, 2 | 3) => Some(Tensor::zeros(ps)),
+                (Op::Model(ModelOp::BatchNorm { .. }), 1 | 4) => Some(Tensor::full(ps, 1.0)),
+                (Op::Model(ModelOp::BatchNorm { .. }), 2 | 3) => Some(Tensor::zeros(ps)),
                 _ => None,
             };
             let t = init.ok_or_else(|| {

@@ -3,6 +3,7 @@
 
 use super::graph::Graph;
 use super::op::Op;
+use crate::ir::op::{ModelOp, PassOp};
 use std::fmt::Write as _;
 
 fn escape(s: &str) -> String {
@@ -22,14 +23,14 @@ pub fn to_dot(g: &Graph) -> String {
         let node = g.node(id);
         let i = index[&id];
         let (shape, style) = match &node.op {
-            Op::Param => ("ellipse", "color=gray50, fontcolor=gray30"),
-            Op::Input => ("invhouse", "style=filled, fillcolor=\"#dde8f8\""),
-            Op::FakeQuant(_) | Op::Quant(_) => {
+            Op::Model(ModelOp::Param) => ("ellipse", "color=gray50, fontcolor=gray30"),
+            Op::Model(ModelOp::Input) => ("invhouse", "style=filled, fillcolor=\"#dde8f8\""),
+            Op::Model(ModelOp::FakeQuant(_)) | Op::Pass(PassOp::Quant(_)) => {
                 ("box", "style=\"filled,rounded\", fillcolor=\"#fde9c8\"")
             }
             _ => ("box", "style=rounded"),
         };
-        let mut label = if node.op == Op::Param {
+        let mut label = if node.op == Op::Model(ModelOp::Param) {
             format!("@{}\\n{}", escape(&node.name), node.ty)
         } else {
             format!("{}\\n\\\"{}\\\"", node.op.name(), escape(&node.name))
@@ -37,14 +38,14 @@ pub fn to_dot(g: &Graph) -> String {
         for (k, v) in node.op.attrs() {
             let _ = write!(label, "\\n{k}={}", escape(&v.to_string()));
         }
-        if node.op != Op::Param {
+        if node.op != Op::Model(ModelOp::Param) {
             let _ = write!(label, "\\n{}", node.ty);
         }
         let _ = writeln!(out, "  n{i} [shape={shape}, {style}, label=\"{label}\"];");
     }
     for &id in &order {
         for (k, o) in g.operands(id).into_iter().enumerate() {
-            let style = if g.node(o).op == Op::Param {
+            let style = if g.node(o).op == Op::Model(ModelOp::Param) {
                 ", color=gray60"
             } else {
                 ""

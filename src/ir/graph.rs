@@ -7,6 +7,7 @@ use super::infer::infer_type;
 use super::op::Op;
 use super::types::TensorType;
 use crate::error::{Error, Result};
+use crate::ir::op::ModelOp;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
@@ -59,7 +60,7 @@ impl Graph {
 
     /// Adds a graph input (its first dimension is the batch).
     pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Result<NodeId> {
-        let id = self.insert(Op::Input, name.into(), ty)?;
+        let id = self.insert(Op::Model(ModelOp::Input), name.into(), ty)?;
         self.inputs.push(id);
         Ok(id)
     }
@@ -69,7 +70,7 @@ impl Graph {
         let name = name.into();
         if let Some(&id) = self.by_name.get(&name) {
             let node = &self.g[id];
-            if node.op != Op::Param || node.ty != ty {
+            if node.op != Op::Model(ModelOp::Param) || node.ty != ty {
                 return Err(self.graph_err(format!(
                     "param `{name}` of type {ty} clashes with node `{name}` ({}, {})",
                     node.op.name(),
@@ -78,7 +79,7 @@ impl Graph {
             }
             return Ok(id);
         }
-        self.insert(Op::Param, name, ty)
+        self.insert(Op::Model(ModelOp::Param), name, ty)
     }
 
     /// Adds an op, inferring its type from its operands.
@@ -229,7 +230,7 @@ impl Graph {
     pub fn params(&self) -> BTreeMap<String, NodeId> {
         self.g
             .node_indices()
-            .filter(|&n| self.g[n].op == Op::Param)
+            .filter(|&n| self.g[n].op == Op::Model(ModelOp::Param))
             .map(|n| (self.g[n].name.clone(), n))
             .collect()
     }
@@ -367,7 +368,10 @@ impl Graph {
     pub fn reinfer(&mut self) -> Result<()> {
         for id in self.topo_order()? {
             let node = &self.g[id];
-            if matches!(node.op, Op::Input | Op::Param) {
+            if matches!(
+                node.op,
+                Op::Model(ModelOp::Input) | Op::Model(ModelOp::Param)
+            ) {
                 continue;
             }
             let operands = self.operands(id);

@@ -27,6 +27,7 @@ use super::op::{Op, OpKind};
 use super::params::ParamStore;
 use super::types::{DType, TensorType};
 use crate::error::{read_file, write_atomic, Error, Result};
+use crate::ir::op::ModelOp;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -58,7 +59,7 @@ pub fn print(g: &Graph) -> String {
     let mut next = 0usize;
     for &id in &order {
         let node = g.node(id);
-        if node.op == Op::Param {
+        if node.op == Op::Model(ModelOp::Param) {
             numbering.insert(id, param_ref(&node.name));
             params.push(id);
         } else {
@@ -72,7 +73,7 @@ pub fn print(g: &Graph) -> String {
     }
     for &id in &order {
         let node = g.node(id);
-        if node.op == Op::Param {
+        if node.op == Op::Model(ModelOp::Param) {
             continue;
         }
         let _ = write!(
@@ -750,7 +751,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                 } else {
                     None
                 };
-                let id = if op == Op::Input {
+                let id = if op == Op::Model(ModelOp::Input) {
                     if !operands.is_empty() {
                         return Err(p.err_at(op_at, format!("node `{name}` (input): an input takes no operands, found {}", operands.len())));
                     }

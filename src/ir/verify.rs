@@ -8,6 +8,7 @@ use super::op::{Op, RangeSource};
 use super::params::ParamStore;
 use super::types::{DType, TensorType};
 use crate::error::{Error, Result};
+use crate::ir::op::{ModelOp, PassOp};
 use std::collections::{HashMap, HashSet};
 
 /// What a graph may contain at the point it is verified.
@@ -33,11 +34,7 @@ fn operand_types(g: &Graph, id: NodeId) -> String {
 
 /// The per-axis quantization axis TFLite requires for the kernel operand of `op`.
 pub fn kernel_quant_axis(op: &Op) -> Option<usize> {
-    match op {
-        Op::Conv2d(_) | Op::Dense { .. } | Op::Conv2dTranspose(_) => Some(0),
-        Op::DepthwiseConv2d(_) => Some(3),
-        _ => None,
-    }
+    op.as_model().and_then(ModelOp::kernel_channel_axis)
 }
 
 /// Verifies a graph.
@@ -55,7 +52,7 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
         let op = &node.op;
         let fail = |msg: String| Err(Error::node(&node.name, op.name(), msg));
         match op {
-            Op::Input => {
+            Op::Model(ModelOp::Input) => {
                 if !g.operands(id).is_empty() {
                     return fail("an input takes no operands".into());
                 }
@@ -64,7 +61,7 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
                 }
                 continue;
             }
-            Op::Param => {
+            Op::Model(ModelOp::Param) => {
                 if node.ty.dtype != DType::F32 {
                     return fail(format!("params are f32, found {}", node.ty));
                 }
@@ -93,14 +90,14 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
             ));
         }
         match op {
-            Op::Quant(_) if !opts.allow_markers => {
+            Op::Pass(PassOp::Quant(_)) if !opts.allow_markers => {
                 return fail(
                     "a `quant` marker is left in the graph: markers exist only between the \
                      `annotate` and `quantize` passes"
                         .into(),
                 )
             }
-            Op::FakeQuant(q) | Op::Quant(q) => {
+            Op::Model(ModelOp::FakeQuant(q)) | Op::Pass(PassOp::Quant(q)) => {
                 match &q.range {
                     RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
                         if let Some(other) = observers.insert(state, &node.name) {
@@ -165,7 +162,7 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
             )));
         };
         let target = g.node(pid);
-        if target.op != Op::Param {
+        if target.op != Op::Model(ModelOp::Param) {
             return Err(g.graph_err(format!(
                 "update of `{}`, which is a {} node, not a param",
                 u.param,

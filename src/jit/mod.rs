@@ -48,6 +48,7 @@ pub mod runtime;
 
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
+use crate::ir::op::{GradOp, TrainOp};
 use crate::ir::{DType, Graph, Op, ParamStore, Tensor};
 use codegen::{Cg, Helpers};
 use cranelift_codegen::ir::types::{F32, I64};
@@ -297,7 +298,10 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         .collect();
     for id in graph.node_ids() {
         let n = graph.node(id);
-        if matches!(n.op, Op::SoftmaxCrossEntropy | Op::SoftmaxCrossEntropyGrad) {
+        if matches!(
+            n.op,
+            Op::Train(TrainOp::SoftmaxCrossEntropy) | Op::Grad(GradOp::SoftmaxCrossEntropyGrad)
+        ) {
             let ops = graph.operands(id);
             let classes = graph.node(ops[0]).ty.shape[1];
             if let Some(slot) = graph.inputs().iter().position(|&i| i == ops[1]) {

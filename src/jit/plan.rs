@@ -14,6 +14,7 @@
 use super::lir::{Access, Inst, Loop, Program, Storage, VtId};
 use super::loops::loop_parallel;
 use crate::error::{Error, Result};
+use crate::ir::op::ModelOp;
 use crate::ir::{Graph, NodeId, Op};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -63,7 +64,12 @@ pub fn schedule(g: &Graph) -> Vec<NodeId> {
     let live: HashSet<NodeId> = canon
         .iter()
         .copied()
-        .filter(|&n| !matches!(g.node(n).op, Op::Input | Op::Param))
+        .filter(|&n| {
+            !matches!(
+                g.node(n).op,
+                Op::Model(ModelOp::Input) | Op::Model(ModelOp::Param)
+            )
+        })
         .collect();
     // update source -> params whose other readers it waits for
     let mut waits_for: HashMap<NodeId, Vec<NodeId>> = HashMap::new();

@@ -18,7 +18,7 @@
 use super::{Markers, Pass, PassContext};
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
-use crate::ir::op::{FakeQuantAttrs, Op, OpKind};
+use crate::ir::op::{FakeQuantAttrs, ModelOp, Op, PassOp};
 use crate::ir::types::DType;
 use crate::quant::scheme::{
     activation_state, override_for, policy, tied_input_name, weight_quantizer_name, Granularity,
@@ -30,7 +30,7 @@ pub struct Annotate;
 
 /// Wraps every use of `value` in a marker named `name` (the marker then carries the value).
 fn mark_value(g: &mut Graph, value: NodeId, spec: FakeQuantAttrs, name: &str) -> Result<NodeId> {
-    let m = g.add(Op::Quant(spec), name, &[value])?;
+    let m = g.add(Op::Pass(PassOp::Quant(spec)), name, &[value])?;
     g.replace_all_uses(value, m);
     g.set_operand(m, 0, value);
     Ok(m)
@@ -47,7 +47,7 @@ fn quantized_explicitly(g: &Graph, id: NodeId) -> bool {
     !users.is_empty()
         && users
             .iter()
-            .all(|(u, _)| matches!(g.node(*u).op, Op::FakeQuant(_)))
+            .all(|(u, _)| matches!(g.node(*u).op, Op::Model(ModelOp::FakeQuant(_))))
 }
 
 /// The config of every node: its own override, else — for a BatchNorm folded into the
@@ -62,25 +62,15 @@ fn effective_configs<'o>(
     for &id in order {
         let own = override_for(overrides, &g.node(id).name);
         let producer = g.operand(id, 0).filter(|&p| g.use_count(p) == 1);
-        let joins =
-            |kinds: &[OpKind]| producer.is_some_and(|p| kinds.contains(&g.node(p).op.kind()));
-        let inherited = match g.node(id).op.kind() {
-            OpKind::BatchNorm
-                if joins(&[OpKind::Conv2d, OpKind::DepthwiseConv2d, OpKind::Dense]) =>
-            {
-                producer
-            }
-            OpKind::Relu | OpKind::Relu6
-                if joins(&[
-                    OpKind::Conv2d,
-                    OpKind::DepthwiseConv2d,
-                    OpKind::Conv2dTranspose,
-                    OpKind::Dense,
-                    OpKind::Add,
-                    OpKind::Sub,
-                    OpKind::Mul,
-                    OpKind::BatchNorm,
-                ]) =>
+        let producer_op = producer.and_then(|p| g.node(p).op.as_model());
+        let op = g.node(id).op.as_model();
+        // a BatchNorm folds into the kernel op before it; a ReLU/ReLU6 fuses into an op with
+        // an activation slot, or joins a BatchNorm that joined its kernel op
+        let inherited = match (op, producer_op) {
+            (Some(ModelOp::BatchNorm { .. }), Some(p)) if p.folds_batch_norm() => producer,
+            (Some(o), Some(p))
+                if o.as_fusable_activation().is_some()
+                    && (p.activation().is_some() || matches!(p, ModelOp::BatchNorm { .. })) =>
             {
                 producer
             }
@@ -124,7 +114,7 @@ impl Pass for Annotate {
         let mut weight_markers: HashMap<(NodeId, FakeQuantAttrs), NodeId> = HashMap::new();
         for &id in &order {
             let node = orig.node(id);
-            if node.op == Op::Param {
+            if node.op.is_param() {
                 continue;
             }
             let cfg = match effective.get(&id).copied().flatten() {
@@ -142,7 +132,7 @@ impl Pass for Annotate {
                 mark_value(g, id, scheme.activation_spec(abits, &name), &name)?;
                 Ok(())
             };
-            if node.op == Op::Input {
+            if node.op.is_input() {
                 let quantizable = node.ty.dtype == DType::F32 && node.ty.rank() > 0;
                 if quantizable && cfg.output != Some(false) && !quantized_explicitly(&orig, id) {
                     let name = fresh(&g, &activation_state(&node.name));
@@ -160,23 +150,38 @@ impl Pass for Annotate {
                     n = node.name
                 ),
             };
-            match policy(node.op.kind()) {
-                Policy::Kernel { axis, per_axis } => {
+            let policy = match &node.op {
+                Op::Model(op) => policy(op),
+                Op::Pass(PassOp::Quant(_)) => Policy::Unsupported {
+                    why: "the graph is already annotated (a `quant` marker is present)",
+                },
+                Op::Pass(PassOp::BnScale { .. } | PassOp::ScaleChannels { .. }) => {
+                    Policy::Unsupported {
+                        why: "it is a pass helper that only `fold_bn` creates",
+                    }
+                }
+                Op::Train(_) | Op::Grad(_) | Op::Update(_) => Policy::Unsupported {
+                    why: "it is a training op, which only train-step graphs contain",
+                },
+            };
+            match policy {
+                Policy::Kernel { per_axis } => {
+                    let axis = node.op.as_model().and_then(ModelOp::kernel_channel_axis);
                     let per_axis = match cfg.granularity {
                         Some(Granularity::PerAxis) => true,
                         Some(Granularity::PerTensor) => false,
                         None => per_axis && scheme.granularity == Granularity::PerAxis,
                     };
-                    let spec = scheme.weight_spec(wbits, per_axis.then_some(axis));
+                    let spec = scheme.weight_spec(wbits, axis.filter(|_| per_axis));
                     let kernel = orig.operand(id, 1).expect("kernel ops have a kernel");
-                    if !matches!(orig.node(kernel).op, Op::FakeQuant(_)) {
+                    if !matches!(orig.node(kernel).op, Op::Model(ModelOp::FakeQuant(_))) {
                         let key = (kernel, spec.clone());
                         let m = match weight_markers.get(&key) {
                             Some(&m) => m,
                             None => {
                                 let name =
                                     fresh(&g, &weight_quantizer_name(&orig.node(kernel).name));
-                                let m = g.add(Op::Quant(spec), name, &[kernel])?;
+                                let m = g.add(Op::Pass(PassOp::Quant(spec)), name, &[kernel])?;
                                 weight_markers.insert(key, m);
                                 m
                             }
@@ -205,17 +210,19 @@ impl Pass for Annotate {
                     mark_value(&mut g, id, scheme.activation_spec(abits, &state), &state)?;
                     for (i, operand) in g.operands(id).into_iter().enumerate() {
                         let name = fresh(&g, &tied_input_name(&node.name, i));
-                        let m =
-                            g.add(Op::Quant(scheme.tied_spec(abits, &state)), name, &[operand])?;
+                        let m = g.add(
+                            Op::Pass(PassOp::Quant(scheme.tied_spec(abits, &state))),
+                            name,
+                            &[operand],
+                        )?;
                         g.set_operand(id, i, m);
                     }
                 }
                 Policy::FoldedBatchNorm => {
-                    let producer = orig.operand(id, 0).map(|p| orig.node(p).op.kind());
-                    let after_kernel = matches!(
-                        producer,
-                        Some(OpKind::Conv2d | OpKind::DepthwiseConv2d | OpKind::Dense)
-                    );
+                    let producer = orig.operand(id, 0).map(|p| &orig.node(p).op);
+                    let after_kernel = producer
+                        .and_then(Op::as_model)
+                        .is_some_and(ModelOp::folds_batch_norm);
                     if after_kernel || cfg.output == Some(true) {
                         if cfg.output != Some(false) {
                             mark_output(&mut g)?;
@@ -226,8 +233,8 @@ impl Pass for Annotate {
                              or dense cannot be folded into a TFLite kernel (its input comes from {}; \
                              TFMOT refuses standalone BatchNorm too). Move it after such a layer",
                             match producer {
-                                Some(OpKind::Input) => "a graph input".to_string(),
-                                Some(k) => format!("a {k}"),
+                                Some(p) if p.is_input() => "a graph input".to_string(),
+                                Some(p) => format!("a {}", p.name()),
                                 None => "nothing".to_string(),
                             }
                         )));

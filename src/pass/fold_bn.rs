@@ -17,6 +17,7 @@ use super::{Pass, PassContext};
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::interp::{eval, Value};
+use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::op::{Op, OpKind, RangeSource};
 use crate::ir::params::ParamStore;
 use crate::ir::verify::kernel_quant_axis;
@@ -69,7 +70,7 @@ impl Pass for FoldBn {
                 continue;
             };
             let Some(k) = g.operand(op, 1) else { continue };
-            let Op::FakeQuant(q) = &g.node(k).op else {
+            let Op::Model(ModelOp::FakeQuant(q)) = &g.node(k).op else {
                 continue;
             };
             let exact = q.range == RangeSource::LastValue
@@ -136,22 +137,22 @@ fn on_weight_grid(
     values: &HashMap<NodeId, Value>,
     params: &ParamStore,
 ) -> Result<Option<crate::ir::params::Tensor>> {
-    let Op::ScaleChannels { axis } = g.node(root).op else {
+    let Op::Pass(PassOp::ScaleChannels { axis }) = g.node(root).op else {
         return Ok(None);
     };
     let users = g.users(root);
     let mut quantizers = users.iter().map(|(u, _)| &g.node(*u).op);
-    let Some(Op::FakeQuant(q)) = quantizers.next() else {
+    let Some(Op::Model(ModelOp::FakeQuant(q))) = quantizers.next() else {
         return Ok(None);
     };
-    let same = quantizers.all(|o| *o == Op::FakeQuant(q.clone()));
+    let same = quantizers.all(|o| *o == Op::Model(ModelOp::FakeQuant(q.clone())));
     let exact =
         q.range == RangeSource::LastValue && q.symmetric && q.narrow && q.axis == Some(axis);
     if !same || !exact {
         return Ok(None);
     }
     let operands = g.operands(root);
-    let fq = Op::FakeQuant(q.clone());
+    let fq = Op::Model(ModelOp::FakeQuant(q.clone()));
     let node = g.node(root);
     let err = |m: String| Error::node(&node.name, node.op.name(), m);
     let quantized = eval(&fq, &[&values[&operands[0]]], params).map_err(err)?;
@@ -167,7 +168,7 @@ pub fn fold_constants(g: &mut Graph, params: &mut ParamStore) -> Result<Vec<Stri
     for &id in &order {
         let node = g.node(id);
         let operands = g.operands(id);
-        let is_const = node.op == Op::Param
+        let is_const = node.op == Op::Model(ModelOp::Param)
             || (is_foldable(node.op.kind())
                 && !operands.is_empty()
                 && operands.iter().all(|o| constant.contains(o)));
@@ -178,7 +179,7 @@ pub fn fold_constants(g: &mut Graph, params: &mut ParamStore) -> Result<Vec<Stri
     let roots: Vec<NodeId> = order
         .iter()
         .copied()
-        .filter(|&id| constant.contains(&id) && g.node(id).op != Op::Param)
+        .filter(|&id| constant.contains(&id) && g.node(id).op != Op::Model(ModelOp::Param))
         .filter(|&id| {
             g.users(id).iter().any(|(u, _)| !constant.contains(u))
                 || g.outputs().iter().any(|o| o.node == id)
@@ -194,7 +195,7 @@ pub fn fold_constants(g: &mut Graph, params: &mut ParamStore) -> Result<Vec<Stri
             continue;
         }
         let node = g.node(id);
-        let v = if node.op == Op::Param {
+        let v = if node.op == Op::Model(ModelOp::Param) {
             Value::F32(params.require(&node.name)?.clone())
         } else {
             let args: Vec<&Value> = g.operands(id).iter().map(|o| &values[o]).collect();

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
-use crate::ir::op::{Activation, FakeQuantAttrs, Op, OpKind, RangeSource};
+use crate::ir::op::{Activation, FakeQuantAttrs, ModelOp, RangeSource};
 use crate::ir::params::ParamStore;
 use crate::ir::verify::kernel_quant_axis;
 use crate::quant::scheme::{policy, state_params, Policy};
@@ -14,10 +14,7 @@ fn fail(g: &Graph, id: NodeId, msg: impl Into<String>) -> Error {
 }
 
 fn fq(g: &Graph, id: NodeId) -> Option<&FakeQuantAttrs> {
-    match &g.node(id).op {
-        Op::FakeQuant(q) => Some(q),
-        _ => None,
-    }
+    g.node(id).op.as_fake_quant()
 }
 
 /// Every use of `id` is a fake-quant (it is requantized).
@@ -39,7 +36,7 @@ fn check_kernel(g: &Graph, id: NodeId) -> Result<()> {
         .operand(id, 1)
         .ok_or_else(|| fail(g, id, "has no kernel"))?;
     let q = fq(g, k).ok_or_else(|| fail(g, id, "its kernel is not fake-quantized"))?;
-    let on_param = g.operand(k, 0).is_some_and(|p| g.node(p).op == Op::Param);
+    let on_param = g.operand(k, 0).is_some_and(|p| g.node(p).op.is_param());
     let axis_ok = q.axis.is_none() || q.axis == kernel_quant_axis(&g.node(id).op);
     if q.range != RangeSource::LastValue || !q.symmetric || !q.narrow || !on_param || !axis_ok {
         return Err(fail(
@@ -54,7 +51,7 @@ fn check_kernel(g: &Graph, id: NodeId) -> Result<()> {
         ));
     }
     if let Some(b) = g.operand(id, 2) {
-        if g.node(b).op != Op::Param {
+        if !g.node(b).op.is_param() {
             return Err(fail(g, id, "its bias must be a param"));
         }
     }
@@ -92,15 +89,35 @@ fn check_inputs(g: &Graph) -> Result<()> {
     Ok(())
 }
 
+/// The model op of node `id`, or an error naming the family that has no place in `form`.
+fn model_op<'g>(g: &'g Graph, id: NodeId, form: &str) -> Result<&'g ModelOp> {
+    let op = &g.node(id).op;
+    op.as_model().ok_or_else(|| {
+        fail(
+            g,
+            id,
+            format!("{} has no place in {form}", op.family().describe()),
+        )
+    })
+}
+
+/// A ReLU/ReLU6 fuses into its producer when the producer has an activation slot, or is a
+/// BatchNorm (which joins the kernel op before it).
+fn fuses_into(producer: &ModelOp) -> bool {
+    producer.activation().is_some() || matches!(producer, ModelOp::BatchNorm { .. })
+}
+
 /// Checks graph form 2: a QAT graph (`default_8bit` without overrides).
 pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
     check_inputs(g)?;
     check_states(g, params)?;
     for id in g.canonical_order() {
-        let op = &g.node(id).op;
-        match op.kind() {
-            OpKind::Quant => return Err(fail(g, id, "a quant marker is left")),
-            OpKind::Conv2d | OpKind::DepthwiseConv2d | OpKind::Dense | OpKind::Conv2dTranspose => {
+        let op = model_op(g, id, "a QAT graph")?;
+        if matches!(op, ModelOp::Input | ModelOp::Param) {
+            continue;
+        }
+        match policy(op) {
+            Policy::Kernel { .. } => {
                 check_kernel(g, id)?;
                 if op.activation() != Some(Activation::None) {
                     return Err(fail(g, id, "QAT graphs keep activations as separate nodes"));
@@ -108,20 +125,21 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                 // conv [-> batch_norm] [-> relu/relu6] -> fake_quant, nothing quantized inside
                 let mut v = id;
                 loop {
-                    let users = g.users(v);
-                    let next = match users.as_slice() {
-                        [(u, 0)] => Some(*u),
-                        _ => None,
-                    };
-                    match next.map(|u| g.node(u).op.kind()) {
-                        Some(OpKind::BatchNorm) if g.node(v).op.kind() != OpKind::BatchNorm => {
-                            v = next.unwrap()
-                        }
-                        Some(OpKind::Relu | OpKind::Relu6) => {
-                            v = next.unwrap();
-                            break;
-                        }
+                    let next = match g.users(v).as_slice() {
+                        [(u, 0)] => *u,
                         _ => break,
+                    };
+                    let Some(next_op) = g.node(next).op.as_model() else {
+                        break;
+                    };
+                    let at_bn = matches!(g.node(v).op.as_model(), Some(ModelOp::BatchNorm { .. }));
+                    if matches!(next_op, ModelOp::BatchNorm { .. }) && !at_bn {
+                        v = next;
+                    } else if next_op.as_fusable_activation().is_some() {
+                        v = next;
+                        break;
+                    } else {
+                        break;
                     }
                 }
                 if !quantized_after(g, v) {
@@ -135,7 +153,7 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                     ));
                 }
             }
-            OpKind::Concat => {
+            Policy::SharedScale => {
                 let out_state = g
                     .users(id)
                     .first()
@@ -153,7 +171,7 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                     }
                 }
             }
-            OpKind::BatchNorm => {
+            Policy::FoldedBatchNorm => {
                 let bad = g.operand(id, 0).is_some_and(|p| fq(g, p).is_some());
                 if bad {
                     return Err(fail(
@@ -163,52 +181,40 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                     ));
                 }
             }
-            OpKind::FakeQuant | OpKind::Input | OpKind::Param => {}
-            k => match policy(k) {
-                Policy::Output => {
-                    if matches!(k, OpKind::Relu | OpKind::Relu6) {
-                        // no fake-quant between a fusing producer and its activation
-                        let between = g
-                            .operand(id, 0)
-                            .filter(|&p| fq(g, p).is_some() && g.use_count(p) == 1);
-                        let producer = between
-                            .and_then(|p| g.operand(p, 0))
-                            .map(|p| g.node(p).op.kind());
-                        if matches!(
-                            producer,
-                            Some(
-                                OpKind::Conv2d
-                                    | OpKind::DepthwiseConv2d
-                                    | OpKind::Dense
-                                    | OpKind::Conv2dTranspose
-                                    | OpKind::BatchNorm
-                                    | OpKind::Add
-                                    | OpKind::Sub
-                                    | OpKind::Mul
-                            )
-                        ) {
-                            return Err(fail(
-                                g,
-                                id,
-                                "a fake-quant sits between a fused kernel and its activation",
-                            ));
-                        }
-                    }
-                    if !quantized_after(g, id) {
-                        return Err(fail(g, id, "its output must be fake-quantized"));
-                    }
-                }
-                Policy::SameScale | Policy::Fixed { .. } => {
-                    if !no_fq_after(g, id) {
+            Policy::Explicit => {}
+            Policy::Output => {
+                if op.as_fusable_activation().is_some() {
+                    // no fake-quant between a fusing producer and its activation
+                    let between = g
+                        .operand(id, 0)
+                        .filter(|&p| fq(g, p).is_some() && g.use_count(p) == 1);
+                    let producer = between
+                        .and_then(|p| g.operand(p, 0))
+                        .and_then(|p| g.node(p).op.as_model());
+                    if producer.is_some_and(fuses_into) {
                         return Err(fail(
                             g,
                             id,
-                            "same-scale and fixed-output ops take no quantizer",
+                            "a fake-quant sits between a fused kernel and its activation",
                         ));
                     }
                 }
-                _ => return Err(fail(g, id, "not expected in a QAT graph")),
-            },
+                if !quantized_after(g, id) {
+                    return Err(fail(g, id, "its output must be fake-quantized"));
+                }
+            }
+            Policy::SameScale | Policy::Fixed { .. } => {
+                if !no_fq_after(g, id) {
+                    return Err(fail(
+                        g,
+                        id,
+                        "same-scale and fixed-output ops take no quantizer",
+                    ));
+                }
+            }
+            Policy::Unsupported { why } => {
+                return Err(fail(g, id, format!("not expected in a QAT graph: {why}")))
+            }
         }
     }
     Ok(())
@@ -218,27 +224,24 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
 pub fn check_export_ready(g: &Graph) -> Result<()> {
     check_inputs(g)?;
     for id in g.canonical_order() {
-        let op = &g.node(id).op;
-        match op.kind() {
-            OpKind::Quant
-            | OpKind::BatchNorm
-            | OpKind::Dropout
-            | OpKind::BnScale
-            | OpKind::ScaleChannels => {
+        let op = model_op(g, id, "an export-ready graph")?;
+        if matches!(op, ModelOp::Input | ModelOp::Param) {
+            continue;
+        }
+        if matches!(op, ModelOp::Dropout { .. }) {
+            return Err(fail(g, id, "must be gone in an export-ready graph"));
+        }
+        match policy(op) {
+            Policy::FoldedBatchNorm => {
                 return Err(fail(g, id, "must be gone in an export-ready graph"))
             }
-            OpKind::Conv2d | OpKind::DepthwiseConv2d | OpKind::Dense | OpKind::Conv2dTranspose => {
+            Policy::Kernel { .. } => {
                 check_kernel(g, id)?;
                 if !quantized_after(g, id) {
                     return Err(fail(g, id, "must be followed by an activation fake_quant"));
                 }
             }
-            OpKind::Add | OpKind::Sub | OpKind::Mul => {
-                if !quantized_after(g, id) {
-                    return Err(fail(g, id, "must be followed by a fake_quant"));
-                }
-            }
-            OpKind::Concat => {
+            Policy::SharedScale => {
                 if !quantized_after(g, id) {
                     return Err(fail(g, id, "must be followed by a fake_quant"));
                 }
@@ -255,23 +258,24 @@ pub fn check_export_ready(g: &Graph) -> Result<()> {
                     }
                 }
             }
-            OpKind::FakeQuant | OpKind::Input | OpKind::Param => {}
-            k if op.is_training_op() => {
-                return Err(fail(g, id, format!("training op {k} in an export graph")))
+            Policy::Explicit => {}
+            Policy::Output => {
+                if !quantized_after(g, id) {
+                    return Err(fail(g, id, "must be followed by a fake_quant"));
+                }
             }
-            k => match policy(k) {
-                Policy::Output => {
-                    if !quantized_after(g, id) {
-                        return Err(fail(g, id, "must be followed by a fake_quant"));
-                    }
+            Policy::SameScale | Policy::Fixed { .. } => {
+                if !no_fq_after(g, id) {
+                    return Err(fail(g, id, "takes no quantizer after it"));
                 }
-                Policy::SameScale | Policy::Fixed { .. } => {
-                    if !no_fq_after(g, id) {
-                        return Err(fail(g, id, "takes no quantizer after it"));
-                    }
-                }
-                _ => return Err(fail(g, id, "not expected in an export-ready graph")),
-            },
+            }
+            Policy::Unsupported { why } => {
+                return Err(fail(
+                    g,
+                    id,
+                    format!("not expected in an export-ready graph: {why}"),
+                ))
+            }
         }
     }
     Ok(())

@@ -37,6 +37,7 @@ pub use crate::rewrite::{Limits, Mode, SaturationReport};
 
 use crate::error::{Error, Result};
 use crate::ir::graph::Graph;
+use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::op::{Op, RangeSource};
 use crate::ir::params::{ParamStore, Tensor};
 use crate::ir::verify::{verify_with, VerifyOptions};
@@ -323,7 +324,8 @@ pub fn run_pipeline(
 }
 
 fn has_markers(g: &Graph) -> bool {
-    g.node_ids().any(|n| matches!(g.node(n).op, Op::Quant(_)))
+    g.node_ids()
+        .any(|n| matches!(g.node(n).op, Op::Pass(PassOp::Quant(_))))
 }
 
 /// [`run_pipeline`], also returning what every pass did.
@@ -396,14 +398,14 @@ fn states(g: &Graph) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut named = BTreeSet::new();
     for n in g.node_ids() {
         match &g.node(n).op {
-            Op::FakeQuant(q) | Op::Quant(q) => {
+            Op::Model(ModelOp::FakeQuant(q)) | Op::Pass(PassOp::Quant(q)) => {
                 if let Some(s) = q.range.state() {
                     named.insert(s.to_string());
                     let observes = matches!(
                         q.range,
                         RangeSource::Ema { .. } | RangeSource::AllValues { .. }
                     );
-                    if observes && matches!(g.node(n).op, Op::FakeQuant(_)) {
+                    if observes && matches!(g.node(n).op, Op::Model(ModelOp::FakeQuant(_))) {
                         observed.insert(s.to_string());
                     }
                 }

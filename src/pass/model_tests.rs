@@ -7,6 +7,7 @@
 use super::forms::{check_export_ready, check_qat_graph};
 use super::*;
 use crate::ir::graph::{Graph, NodeId};
+use crate::ir::op::ModelOp;
 use crate::ir::op::{Op, OpKind};
 use crate::ir::text::print;
 use std::collections::BTreeSet;
@@ -15,7 +16,7 @@ use std::collections::BTreeSet;
 fn quantization_points(g: &Graph) -> BTreeSet<(String, String, Option<usize>)> {
     g.node_ids()
         .filter_map(|n| match &g.node(n).op {
-            Op::FakeQuant(q) => {
+            Op::Model(ModelOp::FakeQuant(q)) => {
                 let x = g.operand(n, 0).unwrap();
                 let range = match &q.range {
                     RangeSource::LastValue => "last_value",
@@ -208,7 +209,7 @@ fn mbv2_tiny_gets_exactly_the_tflite_quantization_points() {
         .any(|n| matches!(export.node(n).op.kind(), OpKind::BatchNorm | OpKind::Relu6)));
     // every activation state exists in the store; folded params too
     for n in export.node_ids() {
-        if let Op::Param = export.node(n).op {
+        if let Op::Model(ModelOp::Param) = export.node(n).op {
             assert!(m.params.contains(&export.node(n).name));
         }
     }

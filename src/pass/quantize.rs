@@ -9,6 +9,7 @@ use super::{Markers, Pass, PassContext};
 use crate::error::{Error, Result};
 use crate::ir::graph::Graph;
 use crate::ir::op::Op;
+use crate::ir::op::PassOp;
 
 pub struct Quantize;
 
@@ -29,7 +30,7 @@ impl Pass for Quantize {
         let out = cx.saturate(&g, "quantize")?;
         if let Some(m) = out
             .node_ids()
-            .find(|&n| matches!(out.node(n).op, Op::Quant(_)))
+            .find(|&n| matches!(out.node(n).op, Op::Pass(PassOp::Quant(_))))
         {
             let report = cx
                 .report

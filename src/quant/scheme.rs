@@ -20,7 +20,7 @@
 //! - `<concat>/in<i>`: the quantizer of concat operand `i`, `tied` to state `<concat>/act`.
 
 use crate::error::{Error, Result};
-use crate::ir::op::{FakeQuantAttrs, OpKind, RangeSource, F32};
+use crate::ir::op::{FakeQuantAttrs, ModelOp, RangeSource, F32};
 
 /// Weights per output channel or per tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,10 +32,14 @@ pub enum Granularity {
 /// What the scheme does with an op (one row of the policy table).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Policy {
-    /// A kernel op: its kernel (operand 1) gets a weight quantizer on output-channel axis
-    /// `axis` (per axis when `per_axis` and the scheme is per-axis), its output an
-    /// activation quantizer (after the fused activation / BatchNorm, by `quantize`).
-    Kernel { axis: usize, per_axis: bool },
+    /// A kernel op: its kernel (operand 1) gets a weight quantizer on its output-channel
+    /// axis ([`ModelOp::kernel_channel_axis`]; per axis when `per_axis` and the scheme is
+    /// per-axis), its output an activation quantizer (after the fused activation /
+    /// BatchNorm, by `quantize`).
+    Kernel {
+        /// Quantize the kernel per output channel (else per tensor).
+        per_axis: bool,
+    },
     /// The output gets an activation quantizer: TFLite requantizes it.
     Output,
     /// TFLite gives the output its input's scale: no quantizer.
@@ -53,79 +57,64 @@ pub enum Policy {
     Unsupported { why: &'static str },
 }
 
-/// The policy table: one row per op, with the TFMOT registry entry it corresponds to.
-pub fn policy(kind: OpKind) -> Policy {
-    use OpKind as K;
+/// The policy table: one row per model op, with the TFMOT registry entry it corresponds to.
+pub fn policy(op: &ModelOp) -> Policy {
+    use ModelOp as M;
     use Policy::*;
-    match kind {
+    match op {
         // Conv2D: kernel per axis (output channel, axis 0), fused activation quantized
-        K::Conv2d => Kernel {
-            axis: 0,
-            per_axis: true,
-        },
+        M::Conv2d(_) => Kernel { per_axis: true },
         // DepthwiseConv2D: per axis over all c * multiplier output channels (axis 3)
-        K::DepthwiseConv2d => Kernel {
-            axis: 3,
-            per_axis: true,
-        },
+        M::DepthwiseConv2d(_) => Kernel { per_axis: true },
         // Conv2DTranspose: kernel per tensor (as TFMOT)
-        K::Conv2dTranspose => Kernel {
-            axis: 0,
-            per_axis: false,
-        },
+        M::Conv2dTranspose(_) => Kernel { per_axis: false },
         // Dense: per axis (TFMOT: per tensor)
-        K::Dense => Kernel {
-            axis: 0,
-            per_axis: true,
-        },
+        M::Dense { .. } => Kernel { per_axis: true },
         // BatchNormalization after Conv2D / DepthwiseConv2D / Dense
-        K::BatchNorm => FoldedBatchNorm,
+        M::BatchNorm { .. } => FoldedBatchNorm,
         // ReLU, Activation(relu/relu6), LeakyReLU, hard swish: output quantized
-        K::Relu | K::Relu6 | K::LeakyRelu | K::HardSwish => Output,
+        M::Relu | M::Relu6 | M::LeakyRelu { .. } | M::HardSwish => Output,
         // Add / Subtract / Multiply, pooling that averages, UpSampling2D: output quantized
-        K::Add | K::Sub | K::Mul => Output,
-        K::AvgPool2d | K::GlobalAvgPool | K::Mean => Output,
-        K::UpsampleNearest => Output,
+        M::Add { .. } | M::Sub { .. } | M::Mul { .. } => Output,
+        M::AvgPool2d(_) | M::GlobalAvgPool { .. } | M::Mean(_) => Output,
+        M::UpsampleNearest { .. } => Output,
         // Softmax, sigmoid: fixed 1/256, -128; tanh: 1/128, 0 (set at conversion)
-        K::Softmax | K::Sigmoid => Fixed {
+        M::Softmax | M::Sigmoid => Fixed {
             scale: 1.0 / 256.0,
             zero_point: -128,
         },
-        K::Tanh => Fixed {
+        M::Tanh => Fixed {
             scale: 1.0 / 128.0,
             zero_point: 0,
         },
         // Concatenate: one scale for all inputs and the output
-        K::Concat => SharedScale,
+        M::Concat { .. } => SharedScale,
         // MaxPooling, GlobalMaxPooling, Reshape, Flatten, Permute, ZeroPadding, Cropping,
         // Dropout: pass-through
-        K::MaxPool2d
-        | K::GlobalMaxPool
-        | K::Reshape
-        | K::Flatten
-        | K::Transpose
-        | K::Pad
-        | K::Crop
-        | K::Dropout => SameScale,
-        K::FakeQuant => Explicit,
-        K::Input | K::Param => SameScale,
-        K::Quant => Unsupported {
-            why: "the graph is already annotated (a `quant` marker is present)",
-        },
-        K::BnScale | K::ScaleChannels => Unsupported {
-            why: "it is a pass helper that only `fold_bn` creates",
-        },
-        _ => Unsupported {
-            why: "it is a training op, which only train-step graphs contain",
-        },
+        M::MaxPool2d(_)
+        | M::GlobalMaxPool { .. }
+        | M::Reshape { .. }
+        | M::Flatten
+        | M::Transpose { .. }
+        | M::Pad { .. }
+        | M::Crop { .. }
+        | M::Dropout { .. } => SameScale,
+        M::FakeQuant(_) => Explicit,
+        M::Input | M::Param => SameScale,
     }
 }
 
 /// TFLite's fixed output `(scale, zero_point)` of an int8 op, if it has one.
-pub fn fixed_output_params(kind: OpKind) -> Option<(f32, i32)> {
-    match policy(kind) {
+pub fn fixed_output_params(op: &ModelOp) -> Option<(f32, i32)> {
+    match policy(op) {
         Policy::Fixed { scale, zero_point } => Some((scale, zero_point)),
-        _ => None,
+        Policy::Kernel { .. }
+        | Policy::Output
+        | Policy::SameScale
+        | Policy::SharedScale
+        | Policy::FoldedBatchNorm
+        | Policy::Explicit
+        | Policy::Unsupported { .. } => None,
     }
 }
 
@@ -414,75 +403,62 @@ mod tests {
 
     #[test]
     fn the_table_matches_tfmot_with_qatc_fixes() {
+        use crate::ir::op::{ConvAttrs, PoolAttrs, ReduceAttrs};
+        let conv = ConvAttrs::default();
+        let pool = PoolAttrs {
+            size: [2, 2],
+            stride: [2, 2],
+            padding: Default::default(),
+        };
+        let act = crate::ir::op::Activation::None;
+        let kernel = |per_axis| Policy::Kernel { per_axis };
+        assert_eq!(policy(&ModelOp::Conv2d(conv.clone())), kernel(true));
         assert_eq!(
-            policy(OpKind::Conv2d),
-            Policy::Kernel {
-                axis: 0,
-                per_axis: true
-            }
+            policy(&ModelOp::DepthwiseConv2d(conv.clone())),
+            kernel(true)
         );
-        assert_eq!(
-            policy(OpKind::DepthwiseConv2d),
-            Policy::Kernel {
-                axis: 3,
-                per_axis: true
-            }
-        );
-        assert_eq!(
-            policy(OpKind::Dense),
-            Policy::Kernel {
-                axis: 0,
-                per_axis: true
-            }
-        );
-        assert_eq!(
-            policy(OpKind::Conv2dTranspose),
-            Policy::Kernel {
-                axis: 0,
-                per_axis: false
-            }
-        );
-        assert_eq!(policy(OpKind::Concat), Policy::SharedScale);
-        for k in [
-            OpKind::MaxPool2d,
-            OpKind::Reshape,
-            OpKind::Flatten,
-            OpKind::Pad,
-            OpKind::Crop,
-            OpKind::Transpose,
-            OpKind::Dropout,
-            OpKind::GlobalMaxPool,
+        assert_eq!(policy(&ModelOp::Dense { activation: act }), kernel(true));
+        assert_eq!(policy(&ModelOp::Conv2dTranspose(conv)), kernel(false));
+        assert_eq!(policy(&ModelOp::Concat { axis: 3 }), Policy::SharedScale);
+        for op in [
+            ModelOp::MaxPool2d(pool.clone()),
+            ModelOp::Reshape { shape: vec![-1] },
+            ModelOp::Flatten,
+            ModelOp::Pad { pads: vec![] },
+            ModelOp::Crop { crops: vec![] },
+            ModelOp::Transpose { perm: vec![] },
+            ModelOp::Dropout { rate: F32(0.5) },
+            ModelOp::GlobalMaxPool { keepdims: false },
         ] {
-            assert_eq!(policy(k), Policy::SameScale, "{k}");
+            assert_eq!(policy(&op), Policy::SameScale, "{op:?}");
         }
-        for k in [
-            OpKind::Add,
-            OpKind::Sub,
-            OpKind::Mul,
-            OpKind::Mean,
-            OpKind::AvgPool2d,
-            OpKind::GlobalAvgPool,
-            OpKind::UpsampleNearest,
-            OpKind::LeakyRelu,
-            OpKind::HardSwish,
-            OpKind::Relu,
-            OpKind::Relu6,
+        for op in [
+            ModelOp::Add { activation: act },
+            ModelOp::Sub { activation: act },
+            ModelOp::Mul { activation: act },
+            ModelOp::Mean(ReduceAttrs {
+                axes: vec![1],
+                keepdims: false,
+            }),
+            ModelOp::AvgPool2d(pool),
+            ModelOp::GlobalAvgPool { keepdims: false },
+            ModelOp::UpsampleNearest { scale: [2, 2] },
+            ModelOp::LeakyRelu { alpha: F32(0.2) },
+            ModelOp::HardSwish,
+            ModelOp::Relu,
+            ModelOp::Relu6,
         ] {
-            assert_eq!(policy(k), Policy::Output, "{k}");
+            assert_eq!(policy(&op), Policy::Output, "{op:?}");
         }
         assert_eq!(
-            fixed_output_params(OpKind::Softmax),
+            fixed_output_params(&ModelOp::Softmax),
             Some((1.0 / 256.0, -128))
         );
         assert_eq!(
-            fixed_output_params(OpKind::Sigmoid),
+            fixed_output_params(&ModelOp::Sigmoid),
             Some((1.0 / 256.0, -128))
         );
-        assert_eq!(fixed_output_params(OpKind::Tanh), Some((1.0 / 128.0, 0)));
-        assert!(matches!(
-            policy(OpKind::ReluGrad),
-            Policy::Unsupported { .. }
-        ));
+        assert_eq!(fixed_output_params(&ModelOp::Tanh), Some((1.0 / 128.0, 0)));
     }
 
     #[test]

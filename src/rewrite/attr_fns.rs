@@ -9,6 +9,7 @@
 
 use super::lang::AttrLeaf;
 use crate::ir::op::{Activation, Op};
+use crate::ir::op::{ModelOp, PassOp};
 use std::fmt;
 
 /// A named attribute function.
@@ -105,8 +106,8 @@ impl AttrFn {
                 Ok(AttrLeaf::new(op, a.name.clone()))
             }
             AttrFn::BnScaleOf => match &a.op {
-                Op::BatchNorm { epsilon, .. } => Ok(AttrLeaf::new(
-                    Op::BnScale { epsilon: *epsilon },
+                Op::Model(ModelOp::BatchNorm { epsilon, .. }) => Ok(AttrLeaf::new(
+                    Op::Pass(PassOp::BnScale { epsilon: *epsilon }),
                     format!("{}.scale", a.name),
                 )),
                 other => Err(format!("bn_scale_of: `{}` is a {}", a.name, other.name())),
@@ -115,12 +116,12 @@ impl AttrFn {
                 let axis = crate::ir::verify::kernel_quant_axis(&a.op)
                     .ok_or_else(|| format!("kernel_scaling: a {} has no kernel", a.op.name()))?;
                 Ok(AttrLeaf::new(
-                    Op::ScaleChannels { axis },
+                    Op::Pass(PassOp::ScaleChannels { axis }),
                     format!("{}.folded_kernel", a.name),
                 ))
             }
             AttrFn::BiasThroughBn => match &args[1].op {
-                op @ Op::BatchNorm { .. } => {
+                op @ Op::Model(ModelOp::BatchNorm { .. }) => {
                     Ok(AttrLeaf::new(op.clone(), format!("{}.folded_bias", a.name)))
                 }
                 other => Err(format!(
@@ -130,15 +131,15 @@ impl AttrFn {
                 )),
             },
             AttrFn::BiasFromMean => Ok(AttrLeaf::new(
-                Op::Sub {
+                Op::Model(ModelOp::Sub {
                     activation: Activation::None,
-                },
+                }),
                 format!("{}.folded_bias", a.name),
             )),
             AttrFn::MeanScaling => Ok(AttrLeaf::new(
-                Op::Mul {
+                Op::Model(ModelOp::Mul {
                     activation: Activation::None,
-                },
+                }),
                 format!("{}.folded_bias.mean_scaled", a.name),
             )),
         }
@@ -169,38 +170,41 @@ mod tests {
 
     #[test]
     fn with_activation_fuses_once() {
-        let conv = leaf(Op::Conv2d(ConvAttrs::default()), "c");
+        let conv = leaf(Op::Model(ModelOp::Conv2d(ConvAttrs::default())), "c");
         let fused = AttrFn::WithActivation
-            .eval(&[&conv, &leaf(Op::Relu6, "r")])
+            .eval(&[&conv, &leaf(Op::Model(ModelOp::Relu6), "r")])
             .unwrap();
         assert_eq!(fused.name, "c");
         assert_eq!(fused.op.activation(), Some(Activation::Relu6));
         let err = AttrFn::WithActivation
-            .eval(&[&fused, &leaf(Op::Relu, "r")])
+            .eval(&[&fused, &leaf(Op::Model(ModelOp::Relu), "r")])
             .unwrap_err();
         assert!(err.contains("already"), "{err}");
         let err = AttrFn::WithActivation
-            .eval(&[&conv, &leaf(Op::Sigmoid, "s")])
+            .eval(&[&conv, &leaf(Op::Model(ModelOp::Sigmoid), "s")])
             .unwrap_err();
         assert!(err.contains("not relu"), "{err}");
     }
 
     #[test]
     fn kernel_scaling_uses_the_output_channel_axis() {
-        let dw = leaf(Op::DepthwiseConv2d(ConvAttrs::default()), "dw");
+        let dw = leaf(
+            Op::Model(ModelOp::DepthwiseConv2d(ConvAttrs::default())),
+            "dw",
+        );
         let s = AttrFn::KernelScaling.eval(&[&dw]).unwrap();
-        assert_eq!(s.op, Op::ScaleChannels { axis: 3 });
+        assert_eq!(s.op, Op::Pass(PassOp::ScaleChannels { axis: 3 }));
         assert_eq!(s.name, "dw.folded_kernel");
         let bn = leaf(
-            Op::BatchNorm {
+            Op::Model(ModelOp::BatchNorm {
                 epsilon: F32(1e-3),
                 momentum: F32(0.99),
-            },
+            }),
             "bn",
         );
         assert_eq!(
             AttrFn::BnScaleOf.eval(&[&bn]).unwrap().op,
-            Op::BnScale { epsilon: F32(1e-3) }
+            Op::Pass(PassOp::BnScale { epsilon: F32(1e-3) })
         );
         assert!(AttrFn::KernelScaling.eval(&[&bn]).is_err());
     }

@@ -50,7 +50,7 @@ pub const CONDITIONS: &[Condition] = &[
         arity: 1,
         doc: "the transpose attributes permute nothing",
         check: |eg, a| match attr_of(eg, a[0]).map(|l| &l.op) {
-            Some(crate::ir::op::Op::Transpose { perm }) => {
+            Some(crate::ir::op::Op::Model(crate::ir::op::ModelOp::Transpose { perm })) => {
                 perm.iter().enumerate().all(|(i, &p)| i == p)
             }
             _ => false,
@@ -147,7 +147,8 @@ fn fuses_activation(eg: &EGraph, a: &[Id]) -> bool {
 
 fn quant_attrs(eg: &EGraph, id: Id) -> Option<&crate::ir::op::FakeQuantAttrs> {
     match attr_of(eg, id).map(|l| &l.op) {
-        Some(crate::ir::op::Op::FakeQuant(q)) | Some(crate::ir::op::Op::Quant(q)) => Some(q),
+        Some(crate::ir::op::Op::Model(crate::ir::op::ModelOp::FakeQuant(q)))
+        | Some(crate::ir::op::Op::Pass(crate::ir::op::PassOp::Quant(q))) => Some(q),
         _ => None,
     }
 }
@@ -156,7 +157,9 @@ fn scaling_commutes(eg: &EGraph, a: &[Id]) -> bool {
     let Some(q) = quant_attrs(eg, a[0]) else {
         return false;
     };
-    let Some(crate::ir::op::Op::ScaleChannels { axis }) = attr_of(eg, a[1]).map(|l| &l.op) else {
+    let Some(crate::ir::op::Op::Pass(crate::ir::op::PassOp::ScaleChannels { axis })) =
+        attr_of(eg, a[1]).map(|l| &l.op)
+    else {
         return false;
     };
     if q.range != RangeSource::LastValue {

@@ -11,6 +11,7 @@ use super::cost::Extractor;
 use super::lang::{AttrLeaf, LeafKind, QNode, ValueLeaf};
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
+use crate::ir::op::ModelOp;
 use crate::ir::op::Op;
 use crate::ir::types::TensorType;
 use egg::Id;
@@ -35,15 +36,17 @@ pub fn to_egraph(g: &Graph, analysis: QAnalysis) -> Result<(EGraph, Roots)> {
     for id in g.canonical_order() {
         let node = g.node(id);
         let enode = match &node.op {
-            Op::Input | Op::Param => QNode::Value(Arc::new(ValueLeaf {
-                kind: if node.op == Op::Input {
-                    LeafKind::Input
-                } else {
-                    LeafKind::Param
-                },
-                name: node.name.clone(),
-                ty: node.ty.clone(),
-            })),
+            Op::Model(ModelOp::Input) | Op::Model(ModelOp::Param) => {
+                QNode::Value(Arc::new(ValueLeaf {
+                    kind: if node.op == Op::Model(ModelOp::Input) {
+                        LeafKind::Input
+                    } else {
+                        LeafKind::Param
+                    },
+                    name: node.name.clone(),
+                    ty: node.ty.clone(),
+                }))
+            }
             op => {
                 let attrs = eg.add(QNode::Attr(Arc::new(AttrLeaf::new(
                     op.clone(),

@@ -214,7 +214,7 @@ pub fn kind_arity(kind: OpKind) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::op::{Activation, F32};
+    use crate::ir::op::{Activation, ModelOp, PassOp, F32};
 
     #[test]
     fn kind_arity_agrees_with_the_op_table() {
@@ -227,10 +227,22 @@ mod tests {
             }
         }
         let pairs = [
-            (OpKind::Reshape, Op::Reshape { shape: vec![-1] }),
-            (OpKind::Dropout, Op::Dropout { rate: F32(0.5) }),
-            (OpKind::ScaleChannels, Op::ScaleChannels { axis: 0 }),
-            (OpKind::Transpose, Op::Transpose { perm: vec![0] }),
+            (
+                OpKind::Reshape,
+                Op::Model(ModelOp::Reshape { shape: vec![-1] }),
+            ),
+            (
+                OpKind::Dropout,
+                Op::Model(ModelOp::Dropout { rate: F32(0.5) }),
+            ),
+            (
+                OpKind::ScaleChannels,
+                Op::Pass(PassOp::ScaleChannels { axis: 0 }),
+            ),
+            (
+                OpKind::Transpose,
+                Op::Model(ModelOp::Transpose { perm: vec![0] }),
+            ),
         ];
         for (k, op) in pairs {
             assert_eq!(kind_arity(k), op.arity(), "{k}");
@@ -240,15 +252,15 @@ mod tests {
     #[test]
     fn a_marker_leaf_serves_a_fake_quant_node() {
         let q = crate::ir::op::FakeQuantAttrs::activation("s");
-        let leaf = AttrLeaf::new(Op::Quant(q.clone()), "m");
+        let leaf = AttrLeaf::new(Op::Pass(PassOp::Quant(q.clone())), "m");
         assert_eq!(
             leaf.op_of_kind(OpKind::FakeQuant).unwrap(),
-            Op::FakeQuant(q)
+            Op::Model(ModelOp::FakeQuant(q))
         );
         let relu = AttrLeaf::new(
-            Op::Add {
+            Op::Model(ModelOp::Add {
                 activation: Activation::Relu,
-            },
+            }),
             "a",
         );
         let err = relu.op_of_kind(OpKind::Concat).unwrap_err();

@@ -27,6 +27,7 @@ use super::write::{le_bytes_i32, le_bytes_i8, write, ModelDef, OpDef, TensorDef}
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::op::{Activation, FakeQuantAttrs, Op, Padding, RangeSource};
+use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::params::ParamStore;
 use std::collections::{HashMap, HashSet};
 
@@ -99,26 +100,28 @@ impl<'a> Exporter<'a> {
         for &id in &order {
             let node = g.node(id);
             let hint = match &node.op {
-                Op::BatchNorm { .. } => Some(
+                Op::Model(ModelOp::BatchNorm { .. }) => Some(
                     "BatchNorm must be folded into the preceding conv/dense first (the `export` \
                      pipeline's fold_bn)",
                 ),
-                Op::Dropout { .. } => {
+                Op::Model(ModelOp::Dropout { .. }) => {
                     Some("dropout is removed by the `export` pipeline (eval mode)")
                 }
-                Op::Quant(_) => Some("`quant` markers are realized by the `quantize` pass"),
-                Op::FakeQuant(q) if q.range == RangeSource::Operands => {
+                Op::Pass(PassOp::Quant(_)) => {
+                    Some("`quant` markers are realized by the `quantize` pass")
+                }
+                Op::Model(ModelOp::FakeQuant(q)) if q.range == RangeSource::Operands => {
                     Some("range=operands is the train/eval lowering; export the export-ready graph")
                 }
-                Op::Conv2dTranspose(_) => {
+                Op::Model(ModelOp::Conv2dTranspose(_)) => {
                     // its output shape is a constant: the batch cannot be resized
                     dynamic_batch = false;
                     None
                 }
-                Op::Mean(r) if r.axes.contains(&0) => {
+                Op::Model(ModelOp::Mean(r)) if r.axes.contains(&0) => {
                     Some("a mean over the batch axis has no per-sample TFLite form")
                 }
-                op if op.is_training_op() => {
+                Op::Train(_) | Op::Grad(_) | Op::Update(_) => {
                     Some("training ops are not part of an inference model")
                 }
                 _ => None,
@@ -228,11 +231,11 @@ impl<'a> Exporter<'a> {
         }
         let on = self.g.node(o);
         match &on.op {
-            Op::FakeQuant(q) => {
+            Op::Model(ModelOp::FakeQuant(q)) => {
                 let p = self
                     .g
                     .operand(o, 0)
-                    .filter(|&p| self.g.node(p).op == Op::Param);
+                    .filter(|&p| self.g.node(p).op == Op::Model(ModelOp::Param));
                 let Some(p) = p else {
                     return Err(unsupported(
                         self.g,
@@ -246,10 +249,12 @@ impl<'a> Exporter<'a> {
             }
             // a bare constant operand of an elementwise op is quantized per tensor with its
             // own range, as the TFLite converter quantizes constants
-            Op::Param
+            Op::Model(ModelOp::Param)
                 if matches!(
                     self.g.node(id).op,
-                    Op::Add { .. } | Op::Sub { .. } | Op::Mul { .. }
+                    Op::Model(ModelOp::Add { .. })
+                        | Op::Model(ModelOp::Sub { .. })
+                        | Op::Model(ModelOp::Mul { .. })
                 ) =>
             {
                 let q = FakeQuantAttrs {
@@ -263,7 +268,7 @@ impl<'a> Exporter<'a> {
                 self.vals.insert(o, v);
                 Ok(v)
             }
-            Op::Param => Err(unsupported(
+            Op::Model(ModelOp::Param) => Err(unsupported(
                 self.g,
                 id,
                 format!(
@@ -324,7 +329,7 @@ impl<'a> Exporter<'a> {
     }
 
     fn activation_quant_of(&self, fq: NodeId) -> Result<ActivationQuant> {
-        let Op::FakeQuant(q) = &self.g.node(fq).op else {
+        let Op::Model(ModelOp::FakeQuant(q)) = &self.g.node(fq).op else {
             return Err(unsupported(self.g, fq, "expected a fake_quant"));
         };
         activation_quant(q, self.params).map_err(|m| unsupported(self.g, fq, m))
@@ -336,7 +341,7 @@ impl<'a> Exporter<'a> {
         let is_output = self.g.outputs().iter().any(|o| o.node == id);
         match users.as_slice() {
             [(u, 0)] if !is_output => match &self.g.node(*u).op {
-                Op::FakeQuant(q) if q.range != RangeSource::Operands => Some(*u),
+                Op::Model(ModelOp::FakeQuant(q)) if q.range != RangeSource::Operands => Some(*u),
                 _ => None,
             },
             _ => None,
@@ -451,12 +456,14 @@ impl<'a> Exporter<'a> {
             self.input(i)?;
         }
         for id in self.g.canonical_order() {
-            if self.vals.contains_key(&id) && !matches!(self.g.node(id).op, Op::FakeQuant(_)) {
+            if self.vals.contains_key(&id)
+                && !matches!(self.g.node(id).op, Op::Model(ModelOp::FakeQuant(_)))
+            {
                 continue;
             }
             match self.g.node(id).op.clone() {
-                Op::Input | Op::Param => {}
-                Op::FakeQuant(q) => self.fake_quant(id, &q)?,
+                Op::Model(ModelOp::Input) | Op::Model(ModelOp::Param) => {}
+                Op::Model(ModelOp::FakeQuant(q)) => self.fake_quant(id, &q)?,
                 op => self.op(id, &op)?,
             }
         }
@@ -519,7 +526,7 @@ impl<'a> Exporter<'a> {
             return Ok(());
         }
         let x = self.g.operand(id, 0).expect("verified arity");
-        if self.g.node(x).op == Op::Param {
+        if self.g.node(x).op == Op::Model(ModelOp::Param) {
             // a quantized weight: its consumer writes it
             return Ok(());
         }
@@ -657,24 +664,33 @@ impl<'a> Exporter<'a> {
 
     fn op(&mut self, id: NodeId, op: &Op) -> Result<()> {
         match op {
-            Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::Dense { .. } => self.conv_like(id, op),
-            Op::Conv2dTranspose(_) => self.conv_transpose(id, op),
-            Op::Add { activation } | Op::Sub { activation } | Op::Mul { activation } => {
-                self.binary(id, op, *activation)
+            Op::Model(ModelOp::Conv2d(_))
+            | Op::Model(ModelOp::DepthwiseConv2d(_))
+            | Op::Model(ModelOp::Dense { .. }) => self.conv_like(id, op),
+            Op::Model(ModelOp::Conv2dTranspose(_)) => self.conv_transpose(id, op),
+            Op::Model(ModelOp::Add { activation })
+            | Op::Model(ModelOp::Sub { activation })
+            | Op::Model(ModelOp::Mul { activation }) => self.binary(id, op, *activation),
+            Op::Model(ModelOp::Relu)
+            | Op::Model(ModelOp::Relu6)
+            | Op::Model(ModelOp::LeakyRelu { .. })
+            | Op::Model(ModelOp::HardSwish) => self.activation(id, op),
+            Op::Model(ModelOp::Sigmoid)
+            | Op::Model(ModelOp::Tanh)
+            | Op::Model(ModelOp::Softmax) => self.fixed_output(id, op),
+            Op::Model(ModelOp::Mean(_)) | Op::Model(ModelOp::GlobalAvgPool { .. }) => {
+                self.mean(id, op)
             }
-            Op::Relu | Op::Relu6 | Op::LeakyRelu { .. } | Op::HardSwish => self.activation(id, op),
-            Op::Sigmoid | Op::Tanh | Op::Softmax => self.fixed_output(id, op),
-            Op::Mean(_) | Op::GlobalAvgPool { .. } => self.mean(id, op),
-            Op::Concat { axis } => self.concat(id, *axis),
-            Op::MaxPool2d(_)
-            | Op::AvgPool2d(_)
-            | Op::GlobalMaxPool { .. }
-            | Op::Reshape { .. }
-            | Op::Flatten
-            | Op::Transpose { .. }
-            | Op::Pad { .. }
-            | Op::Crop { .. }
-            | Op::UpsampleNearest { .. } => self.same_scale(id, op),
+            Op::Model(ModelOp::Concat { axis }) => self.concat(id, *axis),
+            Op::Model(ModelOp::MaxPool2d(_))
+            | Op::Model(ModelOp::AvgPool2d(_))
+            | Op::Model(ModelOp::GlobalMaxPool { .. })
+            | Op::Model(ModelOp::Reshape { .. })
+            | Op::Model(ModelOp::Flatten)
+            | Op::Model(ModelOp::Transpose { .. })
+            | Op::Model(ModelOp::Pad { .. })
+            | Op::Model(ModelOp::Crop { .. })
+            | Op::Model(ModelOp::UpsampleNearest { .. }) => self.same_scale(id, op),
             other => Err(unsupported(
                 self.g,
                 id,
@@ -698,7 +714,7 @@ impl<'a> Exporter<'a> {
             .operand(id, 1)
             .ok_or_else(|| unsupported(self.g, id, "the kernel operand is missing"))?;
         let (q, p) = match &self.g.node(fq).op {
-            Op::FakeQuant(q) => (q.clone(), self.g.operand(fq, 0)),
+            Op::Model(ModelOp::FakeQuant(q)) => (q.clone(), self.g.operand(fq, 0)),
             _ => return Err(unsupported(
                 self.g,
                 id,
@@ -706,7 +722,7 @@ impl<'a> Exporter<'a> {
             )),
         };
         let p = p
-            .filter(|&p| self.g.node(p).op == Op::Param)
+            .filter(|&p| self.g.node(p).op == Op::Model(ModelOp::Param))
             .ok_or_else(|| {
                 unsupported(self.g, id, "the kernel's fake_quant must read a parameter")
             })?;
@@ -752,7 +768,7 @@ impl<'a> Exporter<'a> {
         let (values, name) = match self.g.operand(id, 2) {
             Some(b) => {
                 let bn = self.g.node(b);
-                if bn.op != Op::Param {
+                if bn.op != Op::Model(ModelOp::Param) {
                     return Err(unsupported(self.g, id, "the bias must be a parameter"));
                 }
                 (self.params.require(&bn.name)?.data.clone(), bn.name.clone())
@@ -841,13 +857,13 @@ impl<'a> Exporter<'a> {
         let out_q = aq.params();
         let ty = self.g.node(id).ty.clone();
         let (code, axis) = match op {
-            Op::Conv2d(_) => (B::CONV_2D, 0),
-            Op::DepthwiseConv2d(_) => (B::DEPTHWISE_CONV_2D, 3),
+            Op::Model(ModelOp::Conv2d(_)) => (B::CONV_2D, 0),
+            Op::Model(ModelOp::DepthwiseConv2d(_)) => (B::DEPTHWISE_CONV_2D, 3),
             _ => (B::FULLY_CONNECTED, 0),
         };
         let (w, w_scales, w_shape) = self.kernel(id, axis, false)?;
         let (x, options, act) = match op {
-            Op::Conv2d(c) | Op::DepthwiseConv2d(c) => {
+            Op::Model(ModelOp::Conv2d(c)) | Op::Model(ModelOp::DepthwiseConv2d(c)) => {
                 let (x, padding) = self.conv_padding(
                     id,
                     x,
@@ -880,7 +896,7 @@ impl<'a> Exporter<'a> {
                 };
                 (x, options, act)
             }
-            Op::Dense { activation } => {
+            Op::Model(ModelOp::Dense { activation }) => {
                 let act = ops::fused(*activation);
                 (
                     x,
@@ -906,7 +922,7 @@ impl<'a> Exporter<'a> {
     }
 
     fn conv_transpose(&mut self, id: NodeId, op: &Op) -> Result<()> {
-        let Op::Conv2dTranspose(c) = op else {
+        let Op::Model(ModelOp::Conv2dTranspose(c)) = op else {
             unreachable!()
         };
         let x = self.operand(id, 0)?;
@@ -998,8 +1014,8 @@ impl<'a> Exporter<'a> {
         let (bt, bq_in, _) = Self::int8_of(b);
         let act = ops::fused(activation);
         let (code, options) = match op {
-            Op::Add { .. } => (B::ADD, Options::Add { activation: act }),
-            Op::Sub { .. } => (B::SUB, Options::Sub { activation: act }),
+            Op::Model(ModelOp::Add { .. }) => (B::ADD, Options::Add { activation: act }),
+            Op::Model(ModelOp::Sub { .. }) => (B::SUB, Options::Sub { activation: act }),
             _ => (B::MUL, Options::Mul { activation: act }),
         };
         let out = self.out_tensor(id, out_q);
@@ -1019,7 +1035,7 @@ impl<'a> Exporter<'a> {
         let claimed = self.claim(id)?;
         let out_q = match &claimed {
             Some((_, aq)) => aq.params(),
-            None if matches!(op, Op::Relu | Op::Relu6) => xq,
+            None if matches!(op, Op::Model(ModelOp::Relu) | Op::Model(ModelOp::Relu6)) => xq,
             None => {
                 return Err(unsupported(
                     self.g,
@@ -1031,17 +1047,17 @@ impl<'a> Exporter<'a> {
         let out = self.out_tensor(id, out_q);
         let sig = self.int8_sig(id, 1);
         let (code, options, range) = match op {
-            Op::Relu => (
+            Op::Model(ModelOp::Relu) => (
                 B::RELU,
                 Options::None,
                 self.act_range(id, FusedActivation::Relu, out_q)?,
             ),
-            Op::Relu6 => (
+            Op::Model(ModelOp::Relu6) => (
                 B::RELU6,
                 Options::None,
                 self.act_range(id, FusedActivation::Relu6, out_q)?,
             ),
-            Op::LeakyRelu { alpha } => (
+            Op::Model(ModelOp::LeakyRelu { alpha }) => (
                 B::LEAKY_RELU,
                 Options::LeakyRelu { alpha: alpha.0 },
                 (-128, 127),
@@ -1061,8 +1077,8 @@ impl<'a> Exporter<'a> {
         let x = self.operand(id, 0)?;
         let (xt, _, _) = Self::int8_of(x);
         let (code, q, options) = match op {
-            Op::Sigmoid => (B::LOGISTIC, (1.0 / 256.0, -128), Options::None),
-            Op::Tanh => (B::TANH, (1.0 / 128.0, 0), Options::None),
+            Op::Model(ModelOp::Sigmoid) => (B::LOGISTIC, (1.0 / 256.0, -128), Options::None),
+            Op::Model(ModelOp::Tanh) => (B::TANH, (1.0 / 128.0, 0), Options::None),
             _ => (
                 B::SOFTMAX,
                 (1.0 / 256.0, -128),
@@ -1080,11 +1096,11 @@ impl<'a> Exporter<'a> {
         let x = self.operand(id, 0)?;
         let (xt, xq, xrange) = Self::int8_of(x);
         let (axes, keep) = match op {
-            Op::Mean(r) => (
+            Op::Model(ModelOp::Mean(r)) => (
                 r.axes.iter().map(|&a| a as i32).collect::<Vec<_>>(),
                 r.keepdims,
             ),
-            Op::GlobalAvgPool { keepdims } => (vec![1, 2], *keepdims),
+            Op::Model(ModelOp::GlobalAvgPool { keepdims }) => (vec![1, 2], *keepdims),
             _ => unreachable!(),
         };
         let claimed = self.claim(id)?;
@@ -1170,7 +1186,7 @@ impl<'a> Exporter<'a> {
         sig.rank = in_shape.len();
         let mut range = range;
         let (code, inputs, options) = match op {
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+            Op::Model(ModelOp::MaxPool2d(p)) | Op::Model(ModelOp::AvgPool2d(p)) => {
                 let padding = ops::padding_mode(p.padding, [in_shape[1], in_shape[2]], p.size, p.stride, [1, 1])
                     .ok_or_else(|| {
                         unsupported(
@@ -1179,7 +1195,7 @@ impl<'a> Exporter<'a> {
                             "this explicit pool padding has no TFLite equivalent (TFLite pools pad SAME or VALID)",
                         )
                     })?;
-                let code = if matches!(op, Op::MaxPool2d(_)) {
+                let code = if matches!(op, Op::Model(ModelOp::MaxPool2d(_))) {
                     B::MAX_POOL_2D
                 } else {
                     B::AVERAGE_POOL_2D
@@ -1197,7 +1213,7 @@ impl<'a> Exporter<'a> {
                     },
                 )
             }
-            Op::GlobalMaxPool { keepdims } => {
+            Op::Model(ModelOp::GlobalMaxPool { keepdims }) => {
                 let axes = self.const_i32(format!("{name}.axes"), vec![2], &[1, 2]);
                 (
                     B::REDUCE_MAX,
@@ -1207,7 +1223,7 @@ impl<'a> Exporter<'a> {
                     },
                 )
             }
-            Op::Reshape { .. } | Op::Flatten => {
+            Op::Model(ModelOp::Reshape { .. }) | Op::Model(ModelOp::Flatten) => {
                 let mut target: Vec<i32> = out_shape.iter().map(|&d| d as i32).collect();
                 target[0] = -1;
                 let s = self.const_i32(format!("{name}.shape"), vec![target.len() as i32], &target);
@@ -1220,7 +1236,7 @@ impl<'a> Exporter<'a> {
                     },
                 )
             }
-            Op::Transpose { perm } => {
+            Op::Model(ModelOp::Transpose { perm }) => {
                 let p: Vec<i32> = perm.iter().map(|&a| a as i32).collect();
                 let t = self.const_i32(format!("{name}.perm"), vec![p.len() as i32], &p);
                 sig.inputs = 2;
@@ -1230,7 +1246,7 @@ impl<'a> Exporter<'a> {
                     Options::Empty(BuiltinOptions::TransposeOptions),
                 )
             }
-            Op::Pad { pads } => {
+            Op::Model(ModelOp::Pad { pads }) => {
                 let flat: Vec<i32> = pads
                     .iter()
                     .flat_map(|p| [p[0] as i32, p[1] as i32])
@@ -1248,7 +1264,7 @@ impl<'a> Exporter<'a> {
                     Options::Empty(BuiltinOptions::PadOptions),
                 )
             }
-            Op::Crop { crops } => {
+            Op::Model(ModelOp::Crop { crops }) => {
                 let rank = in_shape.len();
                 let begin: Vec<i32> = crops.iter().map(|c| c[0] as i32).collect();
                 let end: Vec<i32> = crops
@@ -1275,7 +1291,7 @@ impl<'a> Exporter<'a> {
                     },
                 )
             }
-            Op::UpsampleNearest { scale } => {
+            Op::Model(ModelOp::UpsampleNearest { scale }) => {
                 let size = [out_shape[1] as i32, out_shape[2] as i32];
                 // check that TFLite's half-pixel nearest index is exactly y / scale
                 for (axis, (&n_in, &n_out)) in

@@ -21,6 +21,7 @@ use super::schema::BuiltinOperator as B;
 use crate::error::{Error, Result};
 use crate::int8::Data;
 use crate::ir::graph::{Graph, NodeId};
+use crate::ir::op::ModelOp;
 use crate::ir::op::{
     Activation, ConvAttrs, FakeQuantAttrs, Op, Padding, PoolAttrs, RangeSource, ReduceAttrs, F32,
 };
@@ -168,7 +169,11 @@ impl<'m> Importer<'m> {
                 (ElemType::F32, _) => x,
                 (ElemType::I8, Some((s, z))) => {
                     let n = self.unique(&format!("{name}/quant"));
-                    self.g.add(Op::FakeQuant(fixed_quantizer(s, z)), n, &[x])?
+                    self.g.add(
+                        Op::Model(ModelOp::FakeQuant(fixed_quantizer(s, z))),
+                        n,
+                        &[x],
+                    )?
                 }
                 (other, _) => {
                     return Err(Error::Tflite(format!(
@@ -264,7 +269,7 @@ impl<'m> Importer<'m> {
             let n = self.unique(&format!("{name}/quant"));
             v = self
                 .g
-                .add(Op::FakeQuant(q), n, &[v])
+                .add(Op::Model(ModelOp::FakeQuant(q)), n, &[v])
                 .map_err(|e| e.to_string())?;
         }
         self.vals.insert(t, v);
@@ -340,7 +345,7 @@ impl<'m> Importer<'m> {
                 let fq = FakeQuantAttrs::weight((q.is_per_axis() && !repeated).then_some(q.axis));
                 let n = self.unique(&format!("{name}/quant"));
                 self.g
-                    .add(Op::FakeQuant(fq), n, &[k])
+                    .add(Op::Model(ModelOp::FakeQuant(fq)), n, &[k])
                     .map_err(|e| e.to_string())
             }
             _ => Err(format!(
@@ -408,7 +413,11 @@ impl<'m> Importer<'m> {
                 } else {
                     let n = self.unique(&format!("{}/quant", self.g.node(node).name));
                     self.g
-                        .add(Op::FakeQuant(fixed_quantizer(q.0, q.1)), n, &[node])
+                        .add(
+                            Op::Model(ModelOp::FakeQuant(fixed_quantizer(q.0, q.1))),
+                            n,
+                            &[node],
+                        )
                         .map_err(|e| e.to_string())?
                 }
             }
@@ -452,9 +461,9 @@ impl<'m> Importer<'m> {
             return Ok(node);
         }
         let op = if a == Activation::Relu {
-            Op::Relu
+            Op::Model(ModelOp::Relu)
         } else {
-            Op::Relu6
+            Op::Model(ModelOp::Relu6)
         };
         let name = self.unique(&format!("{}.{}", self.g.node(node).name, op.name()));
         self.add(op, &name, &[node])
@@ -481,7 +490,11 @@ impl<'m> Importer<'m> {
                     return Ok(());
                 }
                 let name = self.layer_name(op, &fallback);
-                let y = self.add(Op::FakeQuant(fixed_quantizer(q.0, q.1)), &name, &[x])?;
+                let y = self.add(
+                    Op::Model(ModelOp::FakeQuant(fixed_quantizer(q.0, q.1))),
+                    &name,
+                    &[x],
+                )?;
                 self.vals.insert(op.outputs[0], y);
             }
             B::DEQUANTIZE => {
@@ -545,9 +558,9 @@ impl<'m> Importer<'m> {
                     activation,
                 };
                 let ir = if op.code == B::CONV_2D {
-                    Op::Conv2d(conv)
+                    Op::Model(ModelOp::Conv2d(conv))
                 } else {
-                    Op::DepthwiseConv2d(conv)
+                    Op::Model(ModelOp::DepthwiseConv2d(conv))
                 };
                 let mut operands = vec![x, k];
                 operands.extend(b);
@@ -586,7 +599,7 @@ impl<'m> Importer<'m> {
                 };
                 let mut operands = vec![x, k];
                 operands.extend(b);
-                let y = self.add(Op::Conv2dTranspose(conv), &name, &operands)?;
+                let y = self.add(Op::Model(ModelOp::Conv2dTranspose(conv)), &name, &operands)?;
                 let got = &self.g.node(y).ty.shape;
                 let want: Vec<usize> = out_shape.iter().map(|&d| d.max(0) as usize).collect();
                 if got[1..] != want[1..] {
@@ -619,7 +632,7 @@ impl<'m> Importer<'m> {
                 }
                 if rank != 2 {
                     let fname = self.unique(&format!("{name}/flatten"));
-                    x = self.add(Op::Flatten, &fname, &[x])?;
+                    x = self.add(Op::Model(ModelOp::Flatten), &fname, &[x])?;
                 }
                 let k = self.kernel(op, &name)?;
                 let b = self.bias(op, 2, &name)?;
@@ -630,7 +643,7 @@ impl<'m> Importer<'m> {
                 };
                 let mut operands = vec![x, k];
                 operands.extend(b);
-                let y = self.add(Op::Dense { activation }, &name, &operands)?;
+                let y = self.add(Op::Model(ModelOp::Dense { activation }), &name, &operands)?;
                 let y = self.split_activation(y, act, int8)?;
                 self.finish(op, y, None)?;
             }
@@ -650,9 +663,9 @@ impl<'m> Importer<'m> {
                     Activation::None
                 };
                 let ir = match op.code {
-                    B::ADD => Op::Add { activation },
-                    B::SUB => Op::Sub { activation },
-                    _ => Op::Mul { activation },
+                    B::ADD => Op::Model(ModelOp::Add { activation }),
+                    B::SUB => Op::Model(ModelOp::Sub { activation }),
+                    _ => Op::Model(ModelOp::Mul { activation }),
                 };
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(ir, &name, &[a, b])?;
@@ -684,9 +697,9 @@ impl<'m> Importer<'m> {
                     padding: padding(pm)?,
                 };
                 let ir = if op.code == B::MAX_POOL_2D {
-                    Op::MaxPool2d(pool)
+                    Op::Model(ModelOp::MaxPool2d(pool))
                 } else {
-                    Op::AvgPool2d(pool)
+                    Op::Model(ModelOp::AvgPool2d(pool))
                 };
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(ir, &name, &[x])?;
@@ -715,16 +728,17 @@ impl<'m> Importer<'m> {
                 let mut sorted = axes.clone();
                 sorted.sort_unstable();
                 let spatial = rank == 4 && sorted == [1, 2];
-                let ir =
-                    match (op.code, spatial) {
-                        (B::MEAN, true) => Op::GlobalAvgPool { keepdims },
-                        (B::MEAN, false) => Op::Mean(ReduceAttrs { axes, keepdims }),
-                        (_, true) => Op::GlobalMaxPool { keepdims },
-                        (_, false) => return Err(
+                let ir = match (op.code, spatial) {
+                    (B::MEAN, true) => Op::Model(ModelOp::GlobalAvgPool { keepdims }),
+                    (B::MEAN, false) => Op::Model(ModelOp::Mean(ReduceAttrs { axes, keepdims })),
+                    (_, true) => Op::Model(ModelOp::GlobalMaxPool { keepdims }),
+                    (_, false) => {
+                        return Err(
                             "REDUCE_MAX is imported only over the spatial axes [1, 2] of an image"
                                 .into(),
-                        ),
-                    };
+                        )
+                    }
+                };
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(ir, &name, &[x])?;
                 let keep = if op.code == B::REDUCE_MAX {
@@ -751,17 +765,19 @@ impl<'m> Importer<'m> {
                         if beta != 1.0 {
                             return Err(format!("softmax with beta {beta} is not supported (qatc's softmax has beta 1)"));
                         }
-                        (Op::Softmax, Some((1.0 / 256.0, -128)))
+                        (Op::Model(ModelOp::Softmax), Some((1.0 / 256.0, -128)))
                     }
-                    B::LOGISTIC => (Op::Sigmoid, Some((1.0 / 256.0, -128))),
-                    B::TANH => (Op::Tanh, Some((1.0 / 128.0, 0))),
-                    B::RELU => (Op::Relu, None),
-                    B::RELU6 => (Op::Relu6, None),
+                    B::LOGISTIC => (Op::Model(ModelOp::Sigmoid), Some((1.0 / 256.0, -128))),
+                    B::TANH => (Op::Model(ModelOp::Tanh), Some((1.0 / 128.0, 0))),
+                    B::RELU => (Op::Model(ModelOp::Relu), None),
+                    B::RELU6 => (Op::Model(ModelOp::Relu6), None),
                     B::LEAKY_RELU => match op.options {
-                        Options::LeakyRelu { alpha } => (Op::LeakyRelu { alpha: F32(alpha) }, None),
+                        Options::LeakyRelu { alpha } => {
+                            (Op::Model(ModelOp::LeakyRelu { alpha: F32(alpha) }), None)
+                        }
                         _ => return Err("has no LeakyReluOptions".into()),
                     },
-                    _ => (Op::HardSwish, None),
+                    _ => (Op::Model(ModelOp::HardSwish), None),
                 };
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(ir, &name, &[x])?;
@@ -783,11 +799,11 @@ impl<'m> Importer<'m> {
                 }
                 let name = self.layer_name(op, &fallback);
                 let ir = if out.len() == 2 {
-                    Op::Flatten
+                    Op::Model(ModelOp::Flatten)
                 } else {
-                    Op::Reshape {
+                    Op::Model(ModelOp::Reshape {
                         shape: out[1..].iter().map(|&d| d as i64).collect(),
-                    }
+                    })
                 };
                 let y = self.add(ir, &name, &[x])?;
                 if self.g.node(y).ty.shape != *out {
@@ -818,9 +834,9 @@ impl<'m> Importer<'m> {
                 }
                 let name = self.layer_name(op, &fallback);
                 let y = self.add(
-                    Op::Concat {
+                    Op::Model(ModelOp::Concat {
                         axis: axis as usize,
-                    },
+                    }),
                     &name,
                     &xs,
                 )?;
@@ -855,7 +871,7 @@ impl<'m> Importer<'m> {
                     })
                     .collect::<R<_>>()?;
                 let name = self.layer_name(op, &fallback);
-                let y = self.add(Op::Pad { pads }, &name, &[x])?;
+                let y = self.add(Op::Model(ModelOp::Pad { pads }), &name, &[x])?;
                 let keep = self.in_params(op, 0);
                 self.finish(op, y, keep)?;
             }
@@ -871,7 +887,7 @@ impl<'m> Importer<'m> {
                     })
                     .collect::<R<_>>()?;
                 let name = self.layer_name(op, &fallback);
-                let y = self.add(Op::Transpose { perm }, &name, &[x])?;
+                let y = self.add(Op::Model(ModelOp::Transpose { perm }), &name, &[x])?;
                 let keep = self.in_params(op, 0);
                 self.finish(op, y, keep)?;
             }
@@ -913,7 +929,7 @@ impl<'m> Importer<'m> {
                     }
                 }
                 let name = self.layer_name(op, &fallback);
-                let y = self.add(Op::UpsampleNearest { scale }, &name, &[x])?;
+                let y = self.add(Op::Model(ModelOp::UpsampleNearest { scale }), &name, &[x])?;
                 let keep = self.in_params(op, 0);
                 self.finish(op, y, keep)?;
             }
@@ -990,7 +1006,7 @@ impl<'m> Importer<'m> {
             return Err("slicing the batch dimension is not supported".into());
         }
         let name = self.unique(&base_name(self.tensor(op.outputs[0]), fallback));
-        let y = self.add(Op::Crop { crops }, &name, &[x])?;
+        let y = self.add(Op::Model(ModelOp::Crop { crops }), &name, &[x])?;
         let keep = self.in_params(op, 0);
         self.finish(op, y, keep)
     }

@@ -46,6 +46,7 @@ use crate::autodiff::{self, Optimizer, TrainSpec, TrainStep};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed, InterpExecutor};
+use crate::ir::op::ModelOp;
 use crate::ir::{Graph, Op, ParamStore, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use metrics::EpochSums;
@@ -220,7 +221,7 @@ impl Evaluator {
             }
         };
         let out_node = graph.outputs()[output].node;
-        let probabilities = graph.node(out_node).op == Op::Softmax;
+        let probabilities = graph.node(out_node).op == Op::Model(ModelOp::Softmax);
         let [input] = graph.inputs() else {
             return Err(Error::Usage(format!(
                 "model `{}` must have exactly one input to be evaluated",

@@ -8,6 +8,7 @@ pub mod float;
 use qatc::int8::{npy, Array};
 use qatc::ir::graph::{Graph, NodeId};
 use qatc::ir::interp::{self, Value};
+use qatc::ir::op::ModelOp;
 use qatc::ir::op::{FakeQuantAttrs, Op, RangeSource, F32};
 use qatc::ir::params::{ParamStore, Tensor};
 use qatc::ir::types::TensorType;
@@ -77,8 +78,8 @@ impl Default for Qat {
 
 fn kernel_axis(op: &Op) -> Option<usize> {
     match op {
-        Op::Conv2d(_) | Op::Dense { .. } => Some(0),
-        Op::DepthwiseConv2d(_) => Some(3),
+        Op::Model(ModelOp::Conv2d(_)) | Op::Model(ModelOp::Dense { .. }) => Some(0),
+        Op::Model(ModelOp::DepthwiseConv2d(_)) => Some(3),
         // default_8bit quantizes conv2d_transpose kernels per tensor
         _ => None,
     }
@@ -88,22 +89,22 @@ fn kernel_axis(op: &Op) -> Option<usize> {
 fn needs_quantizer(op: &Op) -> bool {
     matches!(
         op,
-        Op::Conv2d(_)
-            | Op::DepthwiseConv2d(_)
-            | Op::Conv2dTranspose(_)
-            | Op::Dense { .. }
-            | Op::Add { .. }
-            | Op::Sub { .. }
-            | Op::Mul { .. }
-            | Op::AvgPool2d(_)
-            | Op::GlobalAvgPool { .. }
-            | Op::Mean(_)
-            | Op::UpsampleNearest { .. }
-            | Op::Relu
-            | Op::Relu6
-            | Op::LeakyRelu { .. }
-            | Op::HardSwish
-            | Op::Concat { .. }
+        Op::Model(ModelOp::Conv2d(_))
+            | Op::Model(ModelOp::DepthwiseConv2d(_))
+            | Op::Model(ModelOp::Conv2dTranspose(_))
+            | Op::Model(ModelOp::Dense { .. })
+            | Op::Model(ModelOp::Add { .. })
+            | Op::Model(ModelOp::Sub { .. })
+            | Op::Model(ModelOp::Mul { .. })
+            | Op::Model(ModelOp::AvgPool2d(_))
+            | Op::Model(ModelOp::GlobalAvgPool { .. })
+            | Op::Model(ModelOp::Mean(_))
+            | Op::Model(ModelOp::UpsampleNearest { .. })
+            | Op::Model(ModelOp::Relu)
+            | Op::Model(ModelOp::Relu6)
+            | Op::Model(ModelOp::LeakyRelu { .. })
+            | Op::Model(ModelOp::HardSwish)
+            | Op::Model(ModelOp::Concat { .. })
     )
 }
 
@@ -139,8 +140,11 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
         let node = src.node(id);
         let ops = src.operands(id);
         match &node.op {
-            Op::Param | Op::Input => {}
-            Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::Dense { .. } | Op::Conv2dTranspose(_) => {
+            Op::Model(ModelOp::Param) | Op::Model(ModelOp::Input) => {}
+            Op::Model(ModelOp::Conv2d(_))
+            | Op::Model(ModelOp::DepthwiseConv2d(_))
+            | Op::Model(ModelOp::Dense { .. })
+            | Op::Model(ModelOp::Conv2dTranspose(_)) => {
                 let mut op = node.op.clone();
                 let kname = &src.node(ops[1]).name;
                 let mut k = params.get(kname).unwrap().clone();
@@ -150,10 +154,10 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                     None => Tensor::zeros(vec![oc]),
                 };
                 let mut last = id;
-                if let Some(bn) =
-                    sole_user(src, id).filter(|&u| matches!(src.node(u).op, Op::BatchNorm { .. }))
+                if let Some(bn) = sole_user(src, id)
+                    .filter(|&u| matches!(src.node(u).op, Op::Model(ModelOp::BatchNorm { .. })))
                 {
-                    let Op::BatchNorm { epsilon, .. } = src.node(bn).op else {
+                    let Op::Model(ModelOp::BatchNorm { epsilon, .. }) = src.node(bn).op else {
                         unreachable!()
                     };
                     let bo = src.operands(bn);
@@ -162,7 +166,7 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                     let scale: Vec<f32> = (0..oc)
                         .map(|c| gamma[c] / (var[c] + epsilon.0).sqrt())
                         .collect();
-                    let axis_last = matches!(op, Op::DepthwiseConv2d(_));
+                    let axis_last = matches!(op, Op::Model(ModelOp::DepthwiseConv2d(_)));
                     let inner: usize = k.shape[1..].iter().product();
                     for (i, w) in k.data.iter_mut().enumerate() {
                         let c = if axis_last { i % oc } else { i / inner };
@@ -188,7 +192,9 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                 map.insert(id, y);
                 map.insert(last, y);
             }
-            Op::Add { .. } | Op::Sub { .. } | Op::Mul { .. } => {
+            Op::Model(ModelOp::Add { .. })
+            | Op::Model(ModelOp::Sub { .. })
+            | Op::Model(ModelOp::Mul { .. }) => {
                 let mut op = node.op.clone();
                 let mut last = id;
                 if let Some((u, a)) = sole_user(src, id)
@@ -201,7 +207,7 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                 let xs: Vec<NodeId> = ops
                     .iter()
                     .map(|o| match src.node(*o).op {
-                        Op::Param => {
+                        Op::Model(ModelOp::Param) => {
                             let n = &src.node(*o).name;
                             param(&mut g, &mut p, n, params.get(n).unwrap().clone())
                         }
@@ -212,15 +218,17 @@ fn fold_and_fuse(src: &Graph, params: &ParamStore) -> (Graph, ParamStore) {
                 map.insert(id, y);
                 map.insert(last, y);
             }
-            Op::Dropout { .. } => {
+            Op::Model(ModelOp::Dropout { .. }) => {
                 map.insert(id, map[&ops[0]]);
             }
-            Op::BatchNorm { .. } => panic!("BatchNorm `{}` does not follow a conv", node.name),
+            Op::Model(ModelOp::BatchNorm { .. }) => {
+                panic!("BatchNorm `{}` does not follow a conv", node.name)
+            }
             op => {
                 let xs: Vec<NodeId> = ops
                     .iter()
                     .map(|o| match src.node(*o).op {
-                        Op::Param => {
+                        Op::Model(ModelOp::Param) => {
                             let n = &src.node(*o).name;
                             param(&mut g, &mut p, n, params.get(n).unwrap().clone())
                         }
@@ -303,7 +311,11 @@ pub fn export_ready(
         let x = g.add_input(&n.name, n.ty.clone()).unwrap();
         let a = act(&n.name, range_of(&values[&i]), &mut p);
         let fq = g
-            .add(Op::FakeQuant(a), format!("{}/quant", n.name), &[x])
+            .add(
+                Op::Model(ModelOp::FakeQuant(a)),
+                format!("{}/quant", n.name),
+                &[x],
+            )
             .unwrap();
         map.insert(i, fq);
     }
@@ -313,41 +325,51 @@ pub fn export_ready(
         }
         let node = f.node(id);
         let ops = f.operands(id);
-        if node.op == Op::Param {
+        if node.op == Op::Model(ModelOp::Param) {
             let pid = g.param(&node.name, node.ty.clone()).unwrap();
             map.insert(id, pid);
             continue;
         }
         let mut xs: Vec<NodeId> = ops.iter().map(|o| map[o]).collect();
-        if matches!(node.op, Op::Add { .. } | Op::Sub { .. } | Op::Mul { .. }) {
+        if matches!(
+            node.op,
+            Op::Model(ModelOp::Add { .. })
+                | Op::Model(ModelOp::Sub { .. })
+                | Op::Model(ModelOp::Mul { .. })
+        ) {
             // a constant operand gets its own quantizer (8-bit, asymmetric, its own range)
             for (k, &o) in ops.iter().enumerate() {
-                if f.node(o).op == Op::Param {
+                if f.node(o).op == Op::Model(ModelOp::Param) {
                     let q = FakeQuantAttrs {
                         range: RangeSource::LastValue,
                         ..FakeQuantAttrs::activation("unused")
                     };
                     let name = format!("{}/{}/quant", node.name, f.node(o).name);
-                    xs[k] = g.add(Op::FakeQuant(q), name, &[xs[k]]).unwrap();
+                    xs[k] = g
+                        .add(Op::Model(ModelOp::FakeQuant(q)), name, &[xs[k]])
+                        .unwrap();
                 }
             }
         }
         if matches!(
             node.op,
-            Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::Dense { .. } | Op::Conv2dTranspose(_)
+            Op::Model(ModelOp::Conv2d(_))
+                | Op::Model(ModelOp::DepthwiseConv2d(_))
+                | Op::Model(ModelOp::Dense { .. })
+                | Op::Model(ModelOp::Conv2dTranspose(_))
         ) {
             let mut w = FakeQuantAttrs::weight(kernel_axis(&node.op));
             w.bits = q.weight_bits;
             let fq = g
                 .add(
-                    Op::FakeQuant(w),
+                    Op::Model(ModelOp::FakeQuant(w)),
                     format!("{}.kernel/quant", node.name),
                     &[xs[1]],
                 )
                 .unwrap();
             xs[1] = fq;
         }
-        if let Op::Concat { .. } = node.op {
+        if let Op::Model(ModelOp::Concat { .. }) = node.op {
             for (k, x) in xs.iter_mut().enumerate() {
                 let tied = FakeQuantAttrs {
                     range: RangeSource::Tied {
@@ -368,7 +390,7 @@ pub fn export_ready(
                 }
                 *x = g
                     .add(
-                        Op::FakeQuant(tied),
+                        Op::Model(ModelOp::FakeQuant(tied)),
                         format!("{}/in{k}/quant", node.name),
                         &[*x],
                     )
@@ -378,8 +400,12 @@ pub fn export_ready(
         let y = g.add(node.op.clone(), &node.name, &xs).unwrap();
         let y = if needs_quantizer(&node.op) {
             let a = act(&node.name, range_of(&values[&id]), &mut p);
-            g.add(Op::FakeQuant(a), format!("{}/quant", node.name), &[y])
-                .unwrap()
+            g.add(
+                Op::Model(ModelOp::FakeQuant(a)),
+                format!("{}/quant", node.name),
+                &[y],
+            )
+            .unwrap()
         } else {
             y
         };
@@ -682,7 +708,7 @@ pub fn through_pipelines(model: &Model, calib: &Tensor) -> (Graph, ParamStore) {
             .collect();
         let values = interp::run_all(&gc, &p, &refs).unwrap();
         for id in gc.node_ids() {
-            if let Op::FakeQuant(q) = &gc.node(id).op {
+            if let Op::Model(ModelOp::FakeQuant(q)) = &gc.node(id).op {
                 if let RangeSource::Ema { state, .. } | RangeSource::AllValues { state } = &q.range
                 {
                     let x = gc.operand(id, 0).unwrap();

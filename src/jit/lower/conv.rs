@@ -18,7 +18,7 @@ use super::window::{for_channels, mask_value, pixel, WinGeom};
 use super::{along, same, Lower, Val};
 use crate::error::Result;
 use crate::ir::infer::{conv_axis, conv_transpose_axis};
-use crate::ir::op::{Activation, ConvAttrs, Op};
+use crate::ir::op::{Activation, ConvAttrs};
 use crate::jit::codegen::Cg;
 use crate::jit::lir::{Access, Gemm, GemmSplit, Inst, Kernel, Mat, VtId};
 use cranelift_codegen::ir::types::F32;
@@ -329,223 +329,340 @@ fn epilogue(cx: &mut Lower, raw: Val, bias: Option<Val>, act: Activation) -> Val
     })
 }
 
-pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
+/// The bias operand of a convolution or dense node, if it has one.
+fn bias(cx: &Lower) -> Option<Val> {
+    (cx.n_args() > 2).then(|| cx.arg(2))
+}
+
+/// `dense`: one GEMM, bias and activation in the epilogue.
+pub fn dense(cx: &mut Lower, act: &Activation) -> Result<Val> {
     let out = cx.out_shape();
-    let bias = |cx: &Lower| (cx.n_args() > 2).then(|| cx.arg(2));
-    let v = match op {
-        Op::Dense { activation: act } => {
-            let (x, k) = (cx.arg(0), cx.arg(1));
-            let (n, i, o) = (x.shape[0], x.shape[1], k.shape[0]);
-            let raw = cx.temp(
-                if bias(cx).is_some() || *act != Activation::None {
-                    "raw"
-                } else {
-                    ""
-                },
-                n * o,
-            );
-            gemm(
-                cx,
-                "",
-                n,
-                o,
-                i,
-                mat(raw, o, 1),
-                mat(x.vt, i, 1),
-                mat(k.vt, 1, i),
-            );
-            let b = bias(cx);
-            epilogue(
-                cx,
-                Val {
-                    vt: raw,
-                    shape: out.clone(),
-                },
-                b,
-                *act,
-            )
-        }
-        Op::DenseGradInput => {
-            let (dy, k) = (cx.arg(0), cx.arg(1));
-            let (n, o, i) = (dy.shape[0], k.shape[0], k.shape[1]);
-            let dx = cx.temp("", n * i);
-            gemm(
-                cx,
-                "",
-                n,
-                i,
-                o,
-                mat(dx, i, 1),
-                mat(dy.vt, o, 1),
-                mat(k.vt, i, 1),
-            );
+    let v = {
+        let (x, k) = (cx.arg(0), cx.arg(1));
+        let (n, i, o) = (x.shape[0], x.shape[1], k.shape[0]);
+        let raw = cx.temp(
+            if bias(cx).is_some() || *act != Activation::None {
+                "raw"
+            } else {
+                ""
+            },
+            n * o,
+        );
+        gemm(
+            cx,
+            "",
+            n,
+            o,
+            i,
+            mat(raw, o, 1),
+            mat(x.vt, i, 1),
+            mat(k.vt, 1, i),
+        );
+        let b = bias(cx);
+        epilogue(
+            cx,
             Val {
-                vt: dx,
+                vt: raw,
                 shape: out.clone(),
-            }
+            },
+            b,
+            *act,
+        )
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `dense_grad_input`: `dy · kernel`.
+pub fn dense_grad_input(cx: &mut Lower) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, k) = (cx.arg(0), cx.arg(1));
+        let (n, o, i) = (dy.shape[0], k.shape[0], k.shape[1]);
+        let dx = cx.temp("", n * i);
+        gemm(
+            cx,
+            "",
+            n,
+            i,
+            o,
+            mat(dx, i, 1),
+            mat(dy.vt, o, 1),
+            mat(k.vt, i, 1),
+        );
+        Val {
+            vt: dx,
+            shape: out.clone(),
         }
-        Op::DenseGradWeight => {
-            let (dy, x) = (cx.arg(0), cx.arg(1));
-            let (n, o, i) = (dy.shape[0], dy.shape[1], x.shape[1]);
-            let dk = cx.temp("", o * i);
-            gemm(
-                cx,
-                "",
-                o,
-                i,
-                n,
-                mat(dk, i, 1),
-                mat(dy.vt, 1, o),
-                mat(x.vt, i, 1),
-            );
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `dense_grad_weight`: `dyᵀ · x`.
+pub fn dense_grad_weight(cx: &mut Lower) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, x) = (cx.arg(0), cx.arg(1));
+        let (n, o, i) = (dy.shape[0], dy.shape[1], x.shape[1]);
+        let dk = cx.temp("", o * i);
+        gemm(
+            cx,
+            "",
+            o,
+            i,
+            n,
+            mat(dk, i, 1),
+            mat(dy.vt, 1, o),
+            mat(x.vt, i, 1),
+        );
+        Val {
+            vt: dk,
+            shape: out.clone(),
+        }
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `conv2d`: patch GEMMs, bias and activation in the epilogue.
+pub fn conv2d(cx: &mut Lower, c: &ConvAttrs) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (x, k) = (cx.arg(0), cx.arg(1));
+        let g = forward_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
+        let has_epi = bias(cx).is_some() || c.activation != Activation::None;
+        let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
+        conv_forward(cx, x.vt, k.vt, raw, &g);
+        let b = bias(cx);
+        epilogue(
+            cx,
             Val {
-                vt: dk,
+                vt: raw,
                 shape: out.clone(),
-            }
+            },
+            b,
+            c.activation,
+        )
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `conv2d_grad_input`: the transposed convolution of dy.
+pub fn conv2d_grad_input(cx: &mut Lower, conv: &ConvAttrs, input_shape: &[usize]) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, k) = (cx.arg(0), cx.arg(1));
+        let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
+        let dx = cx.temp("", input_shape.iter().product());
+        conv_grad_input(cx, dy.vt, k.vt, dx, &g);
+        Val {
+            vt: dx,
+            shape: out.clone(),
         }
-        Op::Conv2d(c) => {
-            let (x, k) = (cx.arg(0), cx.arg(1));
-            let g = forward_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
-            let has_epi = bias(cx).is_some() || c.activation != Activation::None;
-            let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
-            conv_forward(cx, x.vt, k.vt, raw, &g);
-            let b = bias(cx);
-            epilogue(
-                cx,
-                Val {
-                    vt: raw,
-                    shape: out.clone(),
-                },
-                b,
-                c.activation,
-            )
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `conv2d_grad_filter`: `dyᵀ · patches(x)`.
+pub fn conv2d_grad_filter(cx: &mut Lower, conv: &ConvAttrs, filter_shape: &[usize]) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, x) = (cx.arg(0), cx.arg(1));
+        let g = forward_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
+        let dk = cx.temp("", filter_shape.iter().product());
+        conv_grad_filter(cx, dy.vt, x.vt, dk, &g);
+        Val {
+            vt: dk,
+            shape: out.clone(),
         }
-        Op::Conv2dGradInput { conv, input_shape } => {
-            let (dy, k) = (cx.arg(0), cx.arg(1));
-            let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
-            let dx = cx.temp("", input_shape.iter().product());
-            conv_grad_input(cx, dy.vt, k.vt, dx, &g);
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `conv2d_transpose`: conv2d's input gradient with the kernel's axes swapped.
+pub fn conv2d_transpose(cx: &mut Lower, c: &ConvAttrs) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (x, k) = (cx.arg(0), cx.arg(1));
+        let g = transpose_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
+        let kf = swap_kernel_axes(cx, "kernel_t", k.vt, &k.shape);
+        let has_epi = bias(cx).is_some() || c.activation != Activation::None;
+        let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
+        conv_grad_input(cx, x.vt, kf.vt, raw, &g);
+        let b = bias(cx);
+        epilogue(
+            cx,
             Val {
-                vt: dx,
+                vt: raw,
                 shape: out.clone(),
-            }
+            },
+            b,
+            c.activation,
+        )
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `conv2d_transpose_grad_input`: a forward convolution of dy.
+pub fn conv2d_transpose_grad_input(
+    cx: &mut Lower,
+    conv: &ConvAttrs,
+    input_shape: &[usize],
+) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, k) = (cx.arg(0), cx.arg(1));
+        let g = transpose_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
+        let kf = swap_kernel_axes(cx, "kernel_t", k.vt, &k.shape);
+        let dx = cx.temp("", input_shape.iter().product());
+        conv_forward(cx, dy.vt, kf.vt, dx, &g);
+        Val {
+            vt: dx,
+            shape: out.clone(),
         }
-        Op::Conv2dGradFilter { conv, filter_shape } => {
-            let (dy, x) = (cx.arg(0), cx.arg(1));
-            let g = forward_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
-            let dk = cx.temp("", filter_shape.iter().product());
-            conv_grad_filter(cx, dy.vt, x.vt, dk, &g);
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `conv2d_transpose_grad_filter`: conv2d's filter gradient, axes swapped back.
+pub fn conv2d_transpose_grad_filter(
+    cx: &mut Lower,
+    conv: &ConvAttrs,
+    filter_shape: &[usize],
+) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, x) = (cx.arg(0), cx.arg(1));
+        let g = transpose_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
+        let fs = filter_shape;
+        let dkf = cx.temp("dkernel_t", fs.iter().product());
+        conv_grad_filter(cx, x.vt, dy.vt, dkf, &g);
+        let swapped = [fs[3], fs[1], fs[2], fs[0]];
+        swap_kernel_axes(cx, "", dkf, &swapped)
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `depthwise_conv2d`: the row-tiled depthwise kernel.
+pub fn depthwise_conv2d(cx: &mut Lower, c: &ConvAttrs) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (x, k) = (cx.arg(0), cx.arg(1));
+        let g = forward_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
+        let has_epi = bias(cx).is_some() || c.activation != Activation::None;
+        let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
+        let name = cx.name().to_string();
+        let zeros = cx.prog.zeros(Rows::zero_row(&g.axes().1, g.ci));
+        cx.kernel(Depthwise {
+            name,
+            x: x.vt,
+            k: k.vt,
+            y: raw,
+            zeros,
+            g,
+        });
+        let b = bias(cx);
+        epilogue(
+            cx,
             Val {
-                vt: dk,
+                vt: raw,
                 shape: out.clone(),
-            }
+            },
+            b,
+            c.activation,
+        )
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `depthwise_conv2d_grad_input`: the depthwise gather kernel.
+pub fn depthwise_conv2d_grad_input(
+    cx: &mut Lower,
+    conv: &ConvAttrs,
+    input_shape: &[usize],
+) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, k) = (cx.arg(0), cx.arg(1));
+        let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
+        let dx = cx.temp("", input_shape.iter().product());
+        let name = cx.name().to_string();
+        let zeros = cx.prog.zeros(Rows::zero_row(&g.gather_axes().1, g.co));
+        cx.kernel(DepthwiseGradInput {
+            name,
+            dy: dy.vt,
+            k: k.vt,
+            dx,
+            zeros,
+            g,
+        });
+        Val {
+            vt: dx,
+            shape: out.clone(),
         }
-        Op::Conv2dTranspose(c) => {
-            let (x, k) = (cx.arg(0), cx.arg(1));
-            let g = transpose_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
-            let kf = swap_kernel_axes(cx, "kernel_t", k.vt, &k.shape);
-            let has_epi = bias(cx).is_some() || c.activation != Activation::None;
-            let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
-            conv_grad_input(cx, x.vt, kf.vt, raw, &g);
-            let b = bias(cx);
-            epilogue(
-                cx,
-                Val {
-                    vt: raw,
-                    shape: out.clone(),
-                },
-                b,
-                c.activation,
-            )
+    };
+    Ok(Val {
+        vt: v.vt,
+        shape: out,
+    })
+}
+
+/// `depthwise_conv2d_grad_filter`: per-thread partial sums of `dy * x` taps.
+pub fn depthwise_conv2d_grad_filter(
+    cx: &mut Lower,
+    conv: &ConvAttrs,
+    filter_shape: &[usize],
+) -> Result<Val> {
+    let out = cx.out_shape();
+    let v = {
+        let (dy, x) = (cx.arg(0), cx.arg(1));
+        let g = forward_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
+        let numel: usize = filter_shape.iter().product();
+        let dk = cx.temp("", numel);
+        let partial = (cx.threads > 1).then(|| cx.temp("partial", cx.threads * numel));
+        let name = cx.name().to_string();
+        let zeros = cx.prog.zeros(Rows::zero_row(&g.axes().1, g.ci));
+        cx.kernel(DepthwiseGradFilter {
+            name,
+            dy: dy.vt,
+            x: x.vt,
+            dk,
+            partial,
+            zeros,
+            g,
+        });
+        Val {
+            vt: dk,
+            shape: out.clone(),
         }
-        Op::Conv2dTransposeGradInput { conv, input_shape } => {
-            let (dy, k) = (cx.arg(0), cx.arg(1));
-            let g = transpose_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
-            let kf = swap_kernel_axes(cx, "kernel_t", k.vt, &k.shape);
-            let dx = cx.temp("", input_shape.iter().product());
-            conv_forward(cx, dy.vt, kf.vt, dx, &g);
-            Val {
-                vt: dx,
-                shape: out.clone(),
-            }
-        }
-        Op::Conv2dTransposeGradFilter { conv, filter_shape } => {
-            let (dy, x) = (cx.arg(0), cx.arg(1));
-            let g = transpose_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
-            let fs = filter_shape;
-            let dkf = cx.temp("dkernel_t", fs.iter().product());
-            conv_grad_filter(cx, x.vt, dy.vt, dkf, &g);
-            let swapped = [fs[3], fs[1], fs[2], fs[0]];
-            swap_kernel_axes(cx, "", dkf, &swapped)
-        }
-        Op::DepthwiseConv2d(c) => {
-            let (x, k) = (cx.arg(0), cx.arg(1));
-            let g = forward_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
-            let has_epi = bias(cx).is_some() || c.activation != Activation::None;
-            let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
-            let name = cx.name().to_string();
-            let zeros = cx.prog.zeros(Rows::zero_row(&g.axes().1, g.ci));
-            cx.kernel(Depthwise {
-                name,
-                x: x.vt,
-                k: k.vt,
-                y: raw,
-                zeros,
-                g,
-            });
-            let b = bias(cx);
-            epilogue(
-                cx,
-                Val {
-                    vt: raw,
-                    shape: out.clone(),
-                },
-                b,
-                c.activation,
-            )
-        }
-        Op::DepthwiseConv2dGradInput { conv, input_shape } => {
-            let (dy, k) = (cx.arg(0), cx.arg(1));
-            let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
-            let dx = cx.temp("", input_shape.iter().product());
-            let name = cx.name().to_string();
-            let zeros = cx.prog.zeros(Rows::zero_row(&g.gather_axes().1, g.co));
-            cx.kernel(DepthwiseGradInput {
-                name,
-                dy: dy.vt,
-                k: k.vt,
-                dx,
-                zeros,
-                g,
-            });
-            Val {
-                vt: dx,
-                shape: out.clone(),
-            }
-        }
-        Op::DepthwiseConv2dGradFilter { conv, filter_shape } => {
-            let (dy, x) = (cx.arg(0), cx.arg(1));
-            let g = forward_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
-            let numel: usize = filter_shape.iter().product();
-            let dk = cx.temp("", numel);
-            let partial = (cx.threads > 1).then(|| cx.temp("partial", cx.threads * numel));
-            let name = cx.name().to_string();
-            let zeros = cx.prog.zeros(Rows::zero_row(&g.axes().1, g.ci));
-            cx.kernel(DepthwiseGradFilter {
-                name,
-                dy: dy.vt,
-                x: x.vt,
-                dk,
-                partial,
-                zeros,
-                g,
-            });
-            Val {
-                vt: dk,
-                shape: out.clone(),
-            }
-        }
-        other => unreachable!("{} is not a contraction", other.name()),
     };
     Ok(Val {
         vt: v.vt,

@@ -5,7 +5,6 @@
 
 use super::{Lower, Val};
 use crate::error::Result;
-use crate::ir::op::Op;
 use crate::jit::codegen::{Cg, LANES};
 use crate::jit::lir::{Kernel, VtId};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
@@ -81,12 +80,22 @@ fn softmax_row(cg: &mut Cg, x: Value, y: Value, c: usize) {
     });
 }
 
+/// A row-parallel op: each row of the output depends on the same row of the operands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RowOp {
+    /// `softmax(x)`
+    Softmax,
+    /// `softmax_grad(dy, y)`
+    SoftmaxGrad,
+    /// `softmax_cross_entropy_grad(logits, labels)`
+    LossGrad,
+}
+
+/// What a [`Rows`] kernel computes: a row-parallel op, or the loss (a sum over rows).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Which {
-    Softmax,
-    SoftmaxGrad,
+    Rows(RowOp),
     Loss,
-    LossGrad,
 }
 
 struct Rows {
@@ -127,17 +136,16 @@ impl Kernel for Rows {
         let bb = self.b.map(|b| cg.ptr(b, 0));
         let ob = cg.ptr(self.out, 0);
         match self.which {
-            Which::Softmax | Which::SoftmaxGrad | Which::LossGrad => {
+            Which::Rows(which) => {
                 let (r0, r1) = cg.thread_range(self.rows, 1);
-                let which = self.which;
                 let rows = self.rows;
                 cg.for_range(r0, r1, 1, &[], |cg, r, _| {
                     let off = cg.b.ins().imul_imm_s(r, c as i64);
                     let x = cg.elem_addr(ab, off);
                     let y = cg.elem_addr(ob, off);
                     match which {
-                        Which::Softmax => softmax_row(cg, x, y, c),
-                        Which::SoftmaxGrad => {
+                        RowOp::Softmax => softmax_row(cg, x, y, c),
+                        RowOp::SoftmaxGrad => {
                             let yr = cg.elem_addr(bb.unwrap(), off);
                             let dot = row_fold(
                                 cg,
@@ -164,7 +172,7 @@ impl Kernel for Rows {
                                 cg.store(o, oa, 0);
                             });
                         }
-                        Which::LossGrad => {
+                        RowOp::LossGrad => {
                             softmax_row(cg, x, y, c);
                             // y[label] -= 1, then y /= n
                             let la = cg.elem_addr(bb.unwrap(), r);
@@ -186,7 +194,6 @@ impl Kernel for Rows {
                                 cg.store(v, a, 0);
                             });
                         }
-                        Which::Loss => unreachable!(),
                     }
                     vec![]
                 });
@@ -242,18 +249,26 @@ impl Kernel for Rows {
     }
 }
 
-pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
+/// A row-parallel op over the last axis (operand 1, if any, is `y` or the labels).
+pub fn rows(cx: &mut Lower, op: RowOp) -> Result<Val> {
+    let b = match op {
+        RowOp::Softmax => None,
+        RowOp::SoftmaxGrad | RowOp::LossGrad => Some(cx.arg(1).vt),
+    };
+    kernel(cx, Which::Rows(op), b)
+}
+
+/// The mean softmax cross-entropy of the logits (operand 0) and labels (operand 1).
+pub fn loss(cx: &mut Lower) -> Result<Val> {
+    let labels = cx.arg(1).vt;
+    kernel(cx, Which::Loss, Some(labels))
+}
+
+fn kernel(cx: &mut Lower, which: Which, b: Option<VtId>) -> Result<Val> {
     let out = cx.out_shape();
     let a = cx.arg(0);
     let c = *a.shape.last().unwrap_or(&1);
     let rows = a.numel() / c.max(1);
-    let (which, b) = match op {
-        Op::Softmax => (Which::Softmax, None),
-        Op::SoftmaxGrad => (Which::SoftmaxGrad, Some(cx.arg(1).vt)),
-        Op::SoftmaxCrossEntropy => (Which::Loss, Some(cx.arg(1).vt)),
-        Op::SoftmaxCrossEntropyGrad => (Which::LossGrad, Some(cx.arg(1).vt)),
-        other => unreachable!("{} is not a row op", other.name()),
-    };
     let vt = cx.temp("", out.iter().product());
     let name = cx.name().to_string();
     cx.kernel(Rows {

@@ -17,7 +17,10 @@ pub mod window;
 
 use super::lir::{row_major, Access, Inst, Kernel, Loop, NodeIx, Program, Storage, VtId};
 use crate::error::{Error, Result};
-use crate::ir::{DType, Graph, NodeId, Op};
+use crate::ir::op::{GradOp, ModelOp, Op, PassOp, TrainOp, UpdateOp};
+use crate::ir::{DType, Graph, NodeId};
+use elementwise::{Arith, Later};
+use loss::RowOp;
 use std::collections::HashMap;
 
 /// A node's value: its vt and the node's shape (a view of the vt's elements).
@@ -193,111 +196,150 @@ impl<'g> Lower<'g> {
         }
     }
 
-    fn unsupported(&self, op: &Op, hint: &str) -> Error {
+    /// The current node refused by the JIT, with what to do instead.
+    pub fn unsupported(&self, hint: &str) -> Error {
+        let node = self.g.node(self.node_id());
         Error::Unsupported {
-            node: self.name().to_string(),
-            op: op.name().to_string(),
+            node: node.name.clone(),
+            op: node.op.name().to_string(),
             what: "the JIT".into(),
             hint: hint.into(),
         }
     }
 
+    /// A view of operand 0's elements under the node's shape.
+    fn view(&self) -> Result<Val> {
+        Ok(Val {
+            vt: self.arg(0).vt,
+            shape: self.out_shape(),
+        })
+    }
+
     fn lower_node(&mut self, id: NodeId) -> Result<Val> {
-        let node = self.g.node(id);
-        let op = node.op.clone();
-        use Op::*;
+        let op = self.g.node(id).op.clone();
         match &op {
-            Input | Param => unreachable!("bound before lowering"),
+            Op::Model(op) => self.lower_model(op),
+            Op::Pass(op) => self.lower_pass(op),
+            Op::Train(op) => self.lower_train(op),
+            Op::Grad(op) => self.lower_grad(op),
+            Op::Update(op) => self.lower_update(op),
+        }
+    }
+
+    fn lower_model(&mut self, op: &ModelOp) -> Result<Val> {
+        use ModelOp::*;
+        match op {
+            Input | Param => Err(self.unsupported("inputs and params are bound before lowering")),
+            Conv2d(c) => conv::conv2d(self, c),
+            DepthwiseConv2d(c) => conv::depthwise_conv2d(self, c),
+            Conv2dTranspose(c) => conv::conv2d_transpose(self, c),
+            Dense { activation } => conv::dense(self, activation),
+            BatchNorm { epsilon, .. } => norm::batch_norm(self, epsilon),
+            Relu => elementwise::relu(self),
+            Relu6 => elementwise::relu6(self),
+            LeakyRelu { alpha } => elementwise::leaky_relu(self, alpha),
+            HardSwish => elementwise::hard_swish(self),
+            Sigmoid => elementwise::sigmoid_op(self),
+            Tanh => elementwise::tanh_op(self),
+            Softmax => loss::rows(self, RowOp::Softmax),
+            Add { activation } => elementwise::arith(self, Arith::Add, activation),
+            Sub { activation } => elementwise::arith(self, Arith::Sub, activation),
+            Mul { activation } => elementwise::arith(self, Arith::Mul, activation),
+            Concat { axis } => shape::concat(self, *axis),
+            MaxPool2d(p) => pool::pool2d(self, p, true),
+            AvgPool2d(p) => pool::pool2d(self, p, false),
+            GlobalAvgPool { .. } => reduce::global_pool(self, true),
+            GlobalMaxPool { .. } => reduce::global_pool(self, false),
+            Mean(r) => reduce::sum_or_mean(self, r, true),
             // views: the same elements under another shape
-            Reshape { .. } | Flatten | Dropout { .. } => Ok(Val {
-                vt: self.arg(0).vt,
-                shape: self.out_shape(),
-            }),
-            Quant(_) => Err(self.unsupported(
-                &op,
+            Reshape { .. } | Flatten | Dropout { .. } => self.view(),
+            Transpose { perm } => shape::transpose(self, perm),
+            Pad { pads } => shape::pad(self, pads),
+            Crop { crops } => shape::crop(self, crops),
+            UpsampleNearest { scale } => pool::upsample_nearest(self, scale),
+            FakeQuant(q) => quant::fake_quant_op(self, q),
+        }
+    }
+
+    fn lower_pass(&mut self, op: &PassOp) -> Result<Val> {
+        match op {
+            PassOp::Quant(_) => Err(self.unsupported(
                 "`quant` markers only exist inside the quantization pipeline; run the \
                  `default_8bit` pipeline to completion first",
             )),
-            Relu
-            | Relu6
-            | LeakyRelu { .. }
-            | HardSwish
-            | Sigmoid
-            | Tanh
-            | Add { .. }
-            | Sub { .. }
-            | Mul { .. }
-            | ReluGrad
-            | Relu6Grad
-            | LeakyReluGrad { .. }
-            | HardSwishGrad
-            | SigmoidGrad
-            | TanhGrad
-            | MovingAverage { .. }
-            | SgdVelocity { .. }
-            | AdamMoment { .. }
-            | AdamMomentSq { .. }
-            | AdamApply { .. }
-            | EmaUpdate { .. }
-            | RunningMin
-            | RunningMax
-            | DropoutMask { .. }
-            | ScaleChannels { .. }
-            | BnScale { .. } => elementwise::lower(self, &op),
-            ObserveMin { .. }
-            | ObserveMax { .. }
-            | ReduceSum(_)
-            | Mean(_)
-            | GlobalAvgPool { .. }
-            | GlobalMaxPool { .. }
-            | GlobalAvgPoolGrad { .. }
-            | MeanGrad { .. }
-            | BatchMean
-            | BatchVar { .. } => reduce::lower(self, &op),
-            BatchNorm { .. }
-            | BatchNormTrain { .. }
-            | BatchNormGradInput { .. }
-            | BatchNormGradGamma { .. } => norm::lower(self, &op),
-            FakeQuant(q) => {
-                if let Some(state) = q.range.state() {
-                    return Err(self.unsupported(
-                        &op,
-                        &format!(
-                            "fake_quant with range source reading state `{state}` must be \
-                             made explicit first: lower the graph with autodiff \
-                             (`autodiff::train_step` for training, `autodiff::eval_graph` for \
-                             evaluation), which turns it into `range=operands`"
-                        ),
-                    ));
-                }
-                quant::lower(self, &op)
+            PassOp::BnScale { epsilon } => elementwise::bn_scale(self, epsilon),
+            PassOp::ScaleChannels { axis } => elementwise::scale_channels(self, axis),
+        }
+    }
+
+    fn lower_train(&mut self, op: &TrainOp) -> Result<Val> {
+        match op {
+            TrainOp::SoftmaxCrossEntropy => loss::loss(self),
+            TrainOp::BatchNormTrain { epsilon } => norm::batch_norm_train(self, epsilon),
+            TrainOp::BatchMean => reduce::batch_mean(self),
+            TrainOp::BatchVar { unbiased } => reduce::batch_var(self, unbiased),
+            TrainOp::DropoutMask { rate, seed, .. } => elementwise::dropout_mask(self, rate, seed),
+        }
+    }
+
+    fn lower_grad(&mut self, op: &GradOp) -> Result<Val> {
+        use GradOp::*;
+        match op {
+            SoftmaxCrossEntropyGrad => loss::rows(self, RowOp::LossGrad),
+            ReluGrad => elementwise::relu_grad(self),
+            Relu6Grad => elementwise::relu6_grad(self),
+            LeakyReluGrad { alpha } => elementwise::leaky_relu_grad(self, alpha),
+            HardSwishGrad => elementwise::hard_swish_grad(self),
+            SigmoidGrad => elementwise::sigmoid_grad(self),
+            TanhGrad => elementwise::tanh_grad(self),
+            SoftmaxGrad => loss::rows(self, RowOp::SoftmaxGrad),
+            FakeQuantGrad(q) => quant::fake_quant_grad(self, q),
+            Conv2dGradInput { conv, input_shape } => {
+                conv::conv2d_grad_input(self, conv, input_shape)
             }
-            FakeQuantGrad(_) => quant::lower(self, &op),
-            Conv2d(_)
-            | DepthwiseConv2d(_)
-            | Conv2dTranspose(_)
-            | Dense { .. }
-            | Conv2dGradInput { .. }
-            | Conv2dGradFilter { .. }
-            | DepthwiseConv2dGradInput { .. }
-            | DepthwiseConv2dGradFilter { .. }
-            | Conv2dTransposeGradInput { .. }
-            | Conv2dTransposeGradFilter { .. }
-            | DenseGradInput
-            | DenseGradWeight => conv::lower(self, &op),
-            MaxPool2d(_)
-            | AvgPool2d(_)
-            | MaxPool2dGrad(_)
-            | AvgPool2dGrad { .. }
-            | GlobalMaxPoolGrad
-            | UpsampleNearest { .. }
-            | UpsampleNearestGrad { .. } => pool::lower(self, &op),
-            Softmax | SoftmaxGrad | SoftmaxCrossEntropy | SoftmaxCrossEntropyGrad => {
-                loss::lower(self, &op)
+            Conv2dGradFilter { conv, filter_shape } => {
+                conv::conv2d_grad_filter(self, conv, filter_shape)
             }
-            Transpose { .. } | Pad { .. } | Crop { .. } | Slice { .. } | Concat { .. } => {
-                shape::lower(self, &op)
+            DepthwiseConv2dGradInput { conv, input_shape } => {
+                conv::depthwise_conv2d_grad_input(self, conv, input_shape)
             }
+            DepthwiseConv2dGradFilter { conv, filter_shape } => {
+                conv::depthwise_conv2d_grad_filter(self, conv, filter_shape)
+            }
+            Conv2dTransposeGradInput { conv, input_shape } => {
+                conv::conv2d_transpose_grad_input(self, conv, input_shape)
+            }
+            Conv2dTransposeGradFilter { conv, filter_shape } => {
+                conv::conv2d_transpose_grad_filter(self, conv, filter_shape)
+            }
+            DenseGradInput => conv::dense_grad_input(self),
+            DenseGradWeight => conv::dense_grad_weight(self),
+            ReduceSum(r) => reduce::sum_or_mean(self, r, false),
+            BatchNormGradInput { epsilon } => norm::batch_norm_grad_input(self, epsilon),
+            BatchNormGradGamma { epsilon } => norm::batch_norm_grad_gamma(self, epsilon),
+            MaxPool2dGrad(p) => pool::max_pool2d_grad(self, p),
+            AvgPool2dGrad { pool, input_shape } => pool::avg_pool2d_grad(self, pool, input_shape),
+            GlobalAvgPoolGrad { input_shape } => reduce::global_avg_pool_grad(self, input_shape),
+            GlobalMaxPoolGrad => pool::global_max_pool_grad(self),
+            MeanGrad { axes, input_shape } => reduce::mean_grad(self, axes, input_shape),
+            Slice { begin, .. } => shape::slice(self, begin),
+            UpsampleNearestGrad { scale } => pool::upsample_nearest_grad(self, scale),
+        }
+    }
+
+    fn lower_update(&mut self, op: &UpdateOp) -> Result<Val> {
+        use UpdateOp::*;
+        match op {
+            MovingAverage { momentum } => elementwise::moving_average(self, momentum),
+            SgdVelocity { momentum } => elementwise::sgd_velocity(self, momentum),
+            AdamMoment { beta } => elementwise::adam_moment(self, beta),
+            AdamMomentSq { beta } => elementwise::adam_moment_sq(self, beta),
+            AdamApply { epsilon } => elementwise::adam_apply(self, epsilon),
+            ObserveMin { axis } => reduce::observe(self, axis, true),
+            ObserveMax { axis } => reduce::observe(self, axis, false),
+            EmaUpdate { decay } => elementwise::first_then(self, Later::Ema { decay: decay.0 }),
+            RunningMin => elementwise::first_then(self, Later::Min),
+            RunningMax => elementwise::first_then(self, Later::Max),
         }
     }
 }

@@ -6,7 +6,7 @@
 use super::reduce::moments;
 use super::{along, reduced, same, Lower, Val};
 use crate::error::Result;
-use crate::ir::op::Op;
+use crate::ir::op::F32;
 use crate::jit::lir::{Access, Inst, RedKind, UnOp, VtId};
 
 /// `1 / sqrt(var + eps)` per channel, once per (tensor, epsilon).
@@ -117,109 +117,127 @@ pub fn train_affine(cx: &mut Lower, x: &Val, gamma: &Val, beta: &Val, eps: f32) 
     coef
 }
 
-pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
+/// `batch_norm` (inference): one fused multiply-add per element with per-channel coefficients.
+pub fn batch_norm(cx: &mut Lower, epsilon: &F32) -> Result<Val> {
     let s = cx.out_shape();
     let r = s.len();
-    let v = match op {
-        Op::BatchNorm { epsilon, .. } => {
-            let eps = epsilon.0;
-            let (x, gamma, beta, mean, var) =
-                (cx.arg(0), cx.arg(1), cx.arg(2), cx.arg(3), cx.arg(4));
-            let c = gamma.shape.clone();
-            // scale = gamma / sqrt(var + eps); shift = beta - mean * scale
-            let coef = cx.temp("coef", 2 * c[0]);
-            let mut l = cx.new_loop("coef", &c);
-            let g = l.leaf(same(&gamma, &c));
-            let b = l.leaf(same(&beta, &c));
-            let m = l.leaf(same(&mean, &c));
-            let v = l.leaf(same(&var, &c));
-            let e = l.c(eps);
-            let t = l.add(v, e);
-            let sq = l.un(UnOp::Sqrt, t);
-            let scale = l.div(g, sq);
-            let ms = l.mul(m, scale);
-            let shift = l.sub(b, ms);
-            l.store(scale, Access::identity(coef, &c));
+    let v = {
+        let eps = epsilon.0;
+        let (x, gamma, beta, mean, var) = (cx.arg(0), cx.arg(1), cx.arg(2), cx.arg(3), cx.arg(4));
+        let c = gamma.shape.clone();
+        // scale = gamma / sqrt(var + eps); shift = beta - mean * scale
+        let coef = cx.temp("coef", 2 * c[0]);
+        let mut l = cx.new_loop("coef", &c);
+        let g = l.leaf(same(&gamma, &c));
+        let b = l.leaf(same(&beta, &c));
+        let m = l.leaf(same(&mean, &c));
+        let v = l.leaf(same(&var, &c));
+        let e = l.c(eps);
+        let t = l.add(v, e);
+        let sq = l.un(UnOp::Sqrt, t);
+        let scale = l.div(g, sq);
+        let ms = l.mul(m, scale);
+        let shift = l.sub(b, ms);
+        l.store(scale, Access::identity(coef, &c));
+        l.store(
+            shift,
+            Access {
+                vt: coef,
+                offset: c[0],
+                strides: vec![1],
+            },
+        );
+        cx.push(Inst::Loop(l));
+        cx.map("", &s, |l| {
+            let xv = l.leaf(same(&x, &s));
+            let sc = l.leaf(along(coef, 0, &s, r - 1));
+            let sh = l.leaf(along(coef, c[0], &s, r - 1));
+            l.fma(xv, sc, sh)
+        })
+    };
+    Ok(Val { vt: v.vt, shape: s })
+}
+
+/// `batch_norm_train`: normalized with the batch's own statistics.
+pub fn batch_norm_train(cx: &mut Lower, epsilon: &F32) -> Result<Val> {
+    let s = cx.out_shape();
+    let r = s.len();
+    let v = {
+        let (x, gamma, beta) = (cx.arg(0), cx.arg(1), cx.arg(2));
+        let coef = train_affine(cx, &x, &gamma, &beta, epsilon.0);
+        let n = gamma.numel();
+        cx.map("", &s, |l| {
+            let xv = l.leaf(same(&x, &s));
+            let a = l.leaf(along(coef, 0, &s, r - 1));
+            let b = l.leaf(along(coef, n, &s, r - 1));
+            l.fma(xv, a, b)
+        })
+    };
+    Ok(Val { vt: v.vt, shape: s })
+}
+
+/// `batch_norm_grad_input`: `k1*dy + k2*x + k3` with per-channel coefficients.
+pub fn batch_norm_grad_input(cx: &mut Lower, epsilon: &F32) -> Result<Val> {
+    let s = cx.out_shape();
+    let r = s.len();
+    let v = {
+        let (dy, x, gamma) = (cx.arg(0), cx.arg(1), cx.arg(2));
+        let (mean, _, inv) = inv_std(cx, &x, epsilon.0);
+        let (sdy, sdyx) = grad_sums(cx, &dy, &x, epsilon.0);
+        let m = (x.numel() / mean.numel().max(1)) as f32;
+        // gamma*inv/m * (m*dy - sum_dy - x_hat*sum_dy_xhat) = k1*dy + k2*x + k3 with
+        // per-channel k1 = gamma*inv, k2 = -(k1/m)*sum_dy_xhat*inv,
+        // k3 = -(k1/m)*sum_dy - k2*mean
+        let c = mean.shape.clone();
+        let n = c[0];
+        let coef = cx.temp("coef", 3 * n);
+        let mut l = cx.new_loop("coef", &c);
+        let g = l.leaf(same(&gamma, &c));
+        let iv = l.leaf(same(&inv, &c));
+        let mv = l.leaf(same(&mean, &c));
+        let s1 = l.leaf(same(&sdy, &c));
+        let s2 = l.leaf(same(&sdyx, &c));
+        let k1 = l.mul(g, iv);
+        let mc = l.c(m);
+        let a = l.div(k1, mc);
+        let t = l.mul(a, s2);
+        let t = l.mul(t, iv);
+        let k2 = l.un(UnOp::Neg, t);
+        let as1 = l.mul(a, s1);
+        let k2m = l.mul(k2, mv);
+        let t = l.add(as1, k2m);
+        let k3 = l.un(UnOp::Neg, t);
+        for (i, k) in [k1, k2, k3].into_iter().enumerate() {
             l.store(
-                shift,
+                k,
                 Access {
                     vt: coef,
-                    offset: c[0],
+                    offset: i * n,
                     strides: vec![1],
                 },
             );
-            cx.push(Inst::Loop(l));
-            cx.map("", &s, |l| {
-                let xv = l.leaf(same(&x, &s));
-                let sc = l.leaf(along(coef, 0, &s, r - 1));
-                let sh = l.leaf(along(coef, c[0], &s, r - 1));
-                l.fma(xv, sc, sh)
-            })
         }
-        Op::BatchNormTrain { epsilon } => {
-            let (x, gamma, beta) = (cx.arg(0), cx.arg(1), cx.arg(2));
-            let coef = train_affine(cx, &x, &gamma, &beta, epsilon.0);
-            let n = gamma.numel();
-            cx.map("", &s, |l| {
-                let xv = l.leaf(same(&x, &s));
-                let a = l.leaf(along(coef, 0, &s, r - 1));
-                let b = l.leaf(along(coef, n, &s, r - 1));
-                l.fma(xv, a, b)
-            })
-        }
-        Op::BatchNormGradInput { epsilon } => {
-            let (dy, x, gamma) = (cx.arg(0), cx.arg(1), cx.arg(2));
-            let (mean, _, inv) = inv_std(cx, &x, epsilon.0);
-            let (sdy, sdyx) = grad_sums(cx, &dy, &x, epsilon.0);
-            let m = (x.numel() / mean.numel().max(1)) as f32;
-            // gamma*inv/m * (m*dy - sum_dy - x_hat*sum_dy_xhat) = k1*dy + k2*x + k3 with
-            // per-channel k1 = gamma*inv, k2 = -(k1/m)*sum_dy_xhat*inv,
-            // k3 = -(k1/m)*sum_dy - k2*mean
-            let c = mean.shape.clone();
-            let n = c[0];
-            let coef = cx.temp("coef", 3 * n);
-            let mut l = cx.new_loop("coef", &c);
-            let g = l.leaf(same(&gamma, &c));
-            let iv = l.leaf(same(&inv, &c));
-            let mv = l.leaf(same(&mean, &c));
-            let s1 = l.leaf(same(&sdy, &c));
-            let s2 = l.leaf(same(&sdyx, &c));
-            let k1 = l.mul(g, iv);
-            let mc = l.c(m);
-            let a = l.div(k1, mc);
-            let t = l.mul(a, s2);
-            let t = l.mul(t, iv);
-            let k2 = l.un(UnOp::Neg, t);
-            let as1 = l.mul(a, s1);
-            let k2m = l.mul(k2, mv);
-            let t = l.add(as1, k2m);
-            let k3 = l.un(UnOp::Neg, t);
-            for (i, k) in [k1, k2, k3].into_iter().enumerate() {
-                l.store(
-                    k,
-                    Access {
-                        vt: coef,
-                        offset: i * n,
-                        strides: vec![1],
-                    },
-                );
-            }
-            cx.push(Inst::Loop(l));
-            cx.map("", &s, |l| {
-                let d = l.leaf(same(&dy, &s));
-                let xv = l.leaf(same(&x, &s));
-                let k1 = l.leaf(along(coef, 0, &s, r - 1));
-                let k2 = l.leaf(along(coef, n, &s, r - 1));
-                let k3 = l.leaf(along(coef, 2 * n, &s, r - 1));
-                let t = l.fma(k2, xv, k3);
-                l.fma(k1, d, t)
-            })
-        }
-        Op::BatchNormGradGamma { epsilon } => {
-            let (dy, x) = (cx.arg(0), cx.arg(1));
-            grad_sums(cx, &dy, &x, epsilon.0).1
-        }
-        other => unreachable!("{} is not a BatchNorm op", other.name()),
+        cx.push(Inst::Loop(l));
+        cx.map("", &s, |l| {
+            let d = l.leaf(same(&dy, &s));
+            let xv = l.leaf(same(&x, &s));
+            let k1 = l.leaf(along(coef, 0, &s, r - 1));
+            let k2 = l.leaf(along(coef, n, &s, r - 1));
+            let k3 = l.leaf(along(coef, 2 * n, &s, r - 1));
+            let t = l.fma(k2, xv, k3);
+            l.fma(k1, d, t)
+        })
+    };
+    Ok(Val { vt: v.vt, shape: s })
+}
+
+/// `batch_norm_grad_gamma`: `sum(dy * x_hat)` per channel.
+pub fn batch_norm_grad_gamma(cx: &mut Lower, epsilon: &F32) -> Result<Val> {
+    let s = cx.out_shape();
+    let _r = s.len();
+    let v = {
+        let (dy, x) = (cx.arg(0), cx.arg(1));
+        grad_sums(cx, &dy, &x, epsilon.0).1
     };
     Ok(Val { vt: v.vt, shape: s })
 }

@@ -11,7 +11,7 @@ use super::window::{for_channels, mask_value, pixel, WinGeom};
 use super::{Lower, Val};
 use crate::error::Result;
 use crate::ir::infer::conv_axis;
-use crate::ir::op::{Op, PoolAttrs};
+use crate::ir::op::PoolAttrs;
 use crate::jit::codegen::Cg;
 use crate::jit::lir::{Access, Inst, Kernel, RedKind, VtId};
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -51,96 +51,134 @@ fn tiles_exactly(g: &WinGeom) -> bool {
         && g.dst_w * g.kw == g.src_w
 }
 
-pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
+/// `max_pool2d` / `avg_pool2d`: a window kernel.
+pub fn pool2d(cx: &mut Lower, p: &PoolAttrs, max: bool) -> Result<Val> {
     let out = cx.out_shape();
     let numel: usize = out.iter().product();
     let name = cx.name().to_string();
-    let v = match op {
-        Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
-            let x = cx.arg(0);
-            let y = cx.temp("", numel);
-            cx.kernel(Pool {
-                name,
-                x: x.vt,
-                y,
-                c: x.shape[3],
-                g: geom(p, &x.shape),
-                max: matches!(op, Op::MaxPool2d(_)),
-            });
-            y
-        }
-        Op::MaxPool2dGrad(p) => {
-            let (dy, x) = (cx.arg(0), cx.arg(1));
-            let dx = cx.temp("", numel);
-            cx.kernel(MaxPoolGrad {
-                name,
-                dy: dy.vt,
-                x: x.vt,
-                dx,
-                c: x.shape[3],
-                g: geom(p, &x.shape),
-            });
-            dx
-        }
-        Op::AvgPool2dGrad { pool, input_shape } => {
-            let dy = cx.arg(0);
-            let dx = cx.temp("", numel);
-            cx.kernel(AvgPoolGrad {
-                name,
-                dy: dy.vt,
-                dx,
-                c: input_shape[3],
-                g: geom(pool, input_shape),
-            });
-            dx
-        }
-        Op::GlobalMaxPoolGrad => {
-            let (dy, x) = (cx.arg(0), cx.arg(1));
-            let dx = cx.temp("", numel);
-            cx.kernel(GlobalMaxPoolGrad {
-                name,
-                dy: dy.vt,
-                x: x.vt,
-                dx,
-                shape: x.shape.clone(),
-            });
-            dx
-        }
-        Op::UpsampleNearest { scale } => {
-            let x = cx.arg(0);
-            let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-            let (sy, sx) = (scale[0], scale[1]);
-            let six = [n, h, sy, w, sx, c];
-            let y = cx.temp("", numel);
-            let mut l = cx.new_loop("", &six);
-            let src = Access {
-                vt: x.vt,
-                offset: 0,
-                strides: vec![(h * w * c) as isize, (w * c) as isize, 0, c as isize, 0, 1],
-            };
-            let v = l.leaf(src);
-            l.store(v, Access::identity(y, &six));
-            cx.push(Inst::Loop(l));
-            y
-        }
-        Op::UpsampleNearestGrad { scale } => {
-            let dy = cx.arg(0);
-            let (n, h, w, c) = (out[0], out[1], out[2], out[3]);
-            let (sy, sx) = (scale[0], scale[1]);
-            let six = [n, h, sy, w, sx, c];
-            let dx = cx.temp("", numel);
-            let mut l = cx.new_loop("", &six);
-            let v = l.leaf(Access::identity(dy.vt, &six));
-            let dst = Access {
-                vt: dx,
-                offset: 0,
-                strides: vec![(h * w * c) as isize, (w * c) as isize, 0, c as isize, 0, 1],
-            };
-            l.reduce(v, RedKind::Sum, 0.0, 1.0, dst);
-            cx.push(Inst::Loop(l));
-            dx
-        }
-        other => unreachable!("{} is not a pool", other.name()),
+    let v = {
+        let x = cx.arg(0);
+        let y = cx.temp("", numel);
+        cx.kernel(Pool {
+            name,
+            x: x.vt,
+            y,
+            c: x.shape[3],
+            g: geom(p, &x.shape),
+            max,
+        });
+        y
+    };
+    Ok(Val { vt: v, shape: out })
+}
+
+/// `max_pool2d_grad`: each window's dy to its first maximum.
+pub fn max_pool2d_grad(cx: &mut Lower, p: &PoolAttrs) -> Result<Val> {
+    let out = cx.out_shape();
+    let numel: usize = out.iter().product();
+    let name = cx.name().to_string();
+    let v = {
+        let (dy, x) = (cx.arg(0), cx.arg(1));
+        let dx = cx.temp("", numel);
+        cx.kernel(MaxPoolGrad {
+            name,
+            dy: dy.vt,
+            x: x.vt,
+            dx,
+            c: x.shape[3],
+            g: geom(p, &x.shape),
+        });
+        dx
+    };
+    Ok(Val { vt: v, shape: out })
+}
+
+/// `avg_pool2d_grad`: each window's dy spread over its taps.
+pub fn avg_pool2d_grad(cx: &mut Lower, pool: &PoolAttrs, input_shape: &[usize]) -> Result<Val> {
+    let out = cx.out_shape();
+    let numel: usize = out.iter().product();
+    let name = cx.name().to_string();
+    let v = {
+        let dy = cx.arg(0);
+        let dx = cx.temp("", numel);
+        cx.kernel(AvgPoolGrad {
+            name,
+            dy: dy.vt,
+            dx,
+            c: input_shape[3],
+            g: geom(pool, input_shape),
+        });
+        dx
+    };
+    Ok(Val { vt: v, shape: out })
+}
+
+/// `global_max_pool_grad`: each channel's dy to its first maximum.
+pub fn global_max_pool_grad(cx: &mut Lower) -> Result<Val> {
+    let out = cx.out_shape();
+    let numel: usize = out.iter().product();
+    let name = cx.name().to_string();
+    let v = {
+        let (dy, x) = (cx.arg(0), cx.arg(1));
+        let dx = cx.temp("", numel);
+        cx.kernel(GlobalMaxPoolGrad {
+            name,
+            dy: dy.vt,
+            x: x.vt,
+            dx,
+            shape: x.shape.clone(),
+        });
+        dx
+    };
+    Ok(Val { vt: v, shape: out })
+}
+
+/// `upsample_nearest`: a loop reading each pixel `scale` times.
+pub fn upsample_nearest(cx: &mut Lower, scale: &[usize; 2]) -> Result<Val> {
+    let out = cx.out_shape();
+    let numel: usize = out.iter().product();
+    let _name = cx.name().to_string();
+    let v = {
+        let x = cx.arg(0);
+        let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+        let (sy, sx) = (scale[0], scale[1]);
+        let six = [n, h, sy, w, sx, c];
+        let y = cx.temp("", numel);
+        let mut l = cx.new_loop("", &six);
+        let src = Access {
+            vt: x.vt,
+            offset: 0,
+            strides: vec![(h * w * c) as isize, (w * c) as isize, 0, c as isize, 0, 1],
+        };
+        let v = l.leaf(src);
+        l.store(v, Access::identity(y, &six));
+        cx.push(Inst::Loop(l));
+        y
+    };
+    Ok(Val { vt: v, shape: out })
+}
+
+/// `upsample_nearest_grad`: each `scale` window summed back to one pixel.
+pub fn upsample_nearest_grad(cx: &mut Lower, scale: &[usize; 2]) -> Result<Val> {
+    let out = cx.out_shape();
+    let numel: usize = out.iter().product();
+    let _name = cx.name().to_string();
+    let v = {
+        let dy = cx.arg(0);
+        let (n, h, w, c) = (out[0], out[1], out[2], out[3]);
+        let (sy, sx) = (scale[0], scale[1]);
+        let six = [n, h, sy, w, sx, c];
+        let dx = cx.temp("", numel);
+        let mut l = cx.new_loop("", &six);
+        let v = l.leaf(Access::identity(dy.vt, &six));
+        let dst = Access {
+            vt: dx,
+            offset: 0,
+            strides: vec![(h * w * c) as isize, (w * c) as isize, 0, c as isize, 0, 1],
+        };
+        l.reduce(v, RedKind::Sum, 0.0, 1.0, dst);
+        cx.push(Inst::Loop(l));
+        dx
     };
     Ok(Val { vt: v, shape: out })
 }

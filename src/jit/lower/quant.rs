@@ -9,7 +9,7 @@
 use super::{reduced, same, Lower, Val};
 use crate::error::Result;
 use crate::ir::op::Activation;
-use crate::ir::op::{FakeQuantAttrs, Op, RangeSource};
+use crate::ir::op::{FakeQuantAttrs, GradOp, Op, RangeSource};
 use crate::ir::{Graph, NodeId};
 use crate::jit::codegen::Cg;
 use crate::jit::lir::{Access, CmpOp, Inst, Kernel, Loop, NodeIx, RedKind, UnOp, VtId};
@@ -95,9 +95,9 @@ fn nudge_runtime(cx: &mut Lower, q: &FakeQuantAttrs, min: VtId, max: VtId, n: us
 }
 
 /// The range of fake-quant `q` on input `x` (`range=operands`: operands 1 and 2).
-fn range(cx: &mut Lower, q: &FakeQuantAttrs, x: &Val) -> Range {
+fn range(cx: &mut Lower, q: &FakeQuantAttrs, x: &Val) -> Result<Range> {
     let n = channels(q, &x.shape);
-    match &q.range {
+    Ok(match &q.range {
         RangeSource::Fixed { min, max } => Range::Const(nudged_row(&nudged_for(q, min.0, max.0))),
         RangeSource::LastValue => {
             // min(min(x), 0) and max(max(x), 0) per channel: one pass
@@ -112,11 +112,20 @@ fn range(cx: &mut Lower, q: &FakeQuantAttrs, x: &Val) -> Range {
             cx.push(Inst::Loop(l));
             nudge_runtime(cx, q, lo, hi, n)
         }
-        _ => {
+        RangeSource::Operands => {
             let (lo, hi) = (cx.arg(1), cx.arg(2));
             nudge_runtime(cx, q, lo.vt, hi.vt, n)
         }
-    }
+        RangeSource::Ema { state, .. }
+        | RangeSource::AllValues { state }
+        | RangeSource::Tied { state } => {
+            return Err(cx.unsupported(&format!(
+                "fake_quant with range source reading state `{state}` must be made explicit \
+                 first: lower the graph with autodiff (`autodiff::train_step` for training, \
+                 `autodiff::eval_graph` for evaluation), which turns it into `range=operands`"
+            )))
+        }
+    })
 }
 
 /// Leaves of the nudged range: min, max, scale, 1/scale, zero level.
@@ -161,11 +170,8 @@ fn quantize_clamped(l: &mut Loop, c: NodeIx, r: [NodeIx; NUDGED]) -> NodeIx {
 
 /// The ReLU or ReLU6 that computes node `id`, and its input.
 fn activation_of(g: &Graph, id: NodeId) -> Option<(Activation, NodeId)> {
-    match g.node(id).op {
-        Op::Relu => Some((Activation::Relu, g.operands(id)[0])),
-        Op::Relu6 => Some((Activation::Relu6, g.operands(id)[0])),
-        _ => None,
-    }
+    let act = g.node(id).op.as_fusable_activation()?;
+    Some((act, g.operands(id)[0]))
 }
 
 /// Nudged ranges always contain 0 (`nmin <= 0 <= nmax`), which makes two compositions with
@@ -183,7 +189,7 @@ fn active_upper(l: &mut Loop, act: Activation, nmax: NodeIx) -> NodeIx {
             let six = l.c(6.0);
             l.min(six, nmax)
         }
-        _ => nmax,
+        Activation::None | Activation::Relu => nmax,
     }
 }
 
@@ -194,7 +200,7 @@ pub fn activation_grad_through_fake_quant(cx: &mut Lower, act: Activation) -> Op
     let g = cx.g;
     let me = cx.node_id();
     let ops = g.operands(me);
-    let Op::FakeQuantGrad(q) = &g.node(ops[0]).op else {
+    let Op::Grad(GradOp::FakeQuantGrad(q)) = &g.node(ops[0]).op else {
         return None;
     };
     let fq_ops = g.operands(ops[0]);
@@ -230,49 +236,47 @@ pub fn activation_grad_through_fake_quant(cx: &mut Lower, act: Activation) -> Op
     }))
 }
 
-pub fn lower(cx: &mut Lower, op: &Op) -> Result<Val> {
+/// `fake_quant` with its range as operands, or from the input itself (`last_value`) or a
+/// constant; after a ReLU/ReLU6 the two clamps merge into one.
+pub fn fake_quant_op(cx: &mut Lower, q: &FakeQuantAttrs) -> Result<Val> {
     let s = cx.out_shape();
-    let v = match op {
-        Op::FakeQuant(q) => {
-            let x = cx.arg(0);
-            let r = range(cx, q, &x);
-            let x_id = cx.g.operands(cx.node_id())[0];
-            match activation_of(cx.g, x_id) {
-                // clamp(act(z), nmin, nmax) in one clamp of z (see `active_upper`)
-                Some((act, z_id)) => {
-                    let z = cx.val_of(z_id);
-                    cx.map("", &s, |l| {
-                        let zl = l.leaf(same(&z, &s));
-                        let rl = range_leaves(l, &r, q, &s);
-                        let hi = active_upper(l, act, rl[1]);
-                        let zero = l.c(0.0);
-                        let c = l.clamp(zl, zero, hi);
-                        quantize_clamped(l, c, rl)
-                    })
-                }
-                None => cx.map("", &s, |l| {
-                    let xv = l.leaf(same(&x, &s));
-                    let rl = range_leaves(l, &r, q, &s);
-                    fake_quant(l, xv, rl)
-                }),
-            }
-        }
-        Op::FakeQuantGrad(q) => {
-            // the gradient always takes its range as operands 2 and 3
-            let (dy, x, lo, hi) = (cx.arg(0), cx.arg(1), cx.arg(2), cx.arg(3));
-            let n = channels(q, &x.shape);
-            let r = nudge_runtime(cx, q, lo.vt, hi.vt, n);
+    let x = cx.arg(0);
+    let r = range(cx, q, &x)?;
+    let x_id = cx.g.operands(cx.node_id())[0];
+    Ok(match activation_of(cx.g, x_id) {
+        // clamp(act(z), nmin, nmax) in one clamp of z (see `active_upper`)
+        Some((act, z_id)) => {
+            let z = cx.val_of(z_id);
             cx.map("", &s, |l| {
-                let d = l.leaf(same(&dy, &s));
-                let xv = l.leaf(same(&x, &s));
-                let [nmin, nmax, ..] = range_leaves(l, &r, q, &s);
-                let m1 = l.cmp(CmpOp::Ge, xv, nmin);
-                let m2 = l.cmp(CmpOp::Le, xv, nmax);
-                let m = l.and(m1, m2);
-                l.keep(m, d)
+                let zl = l.leaf(same(&z, &s));
+                let rl = range_leaves(l, &r, q, &s);
+                let hi = active_upper(l, act, rl[1]);
+                let zero = l.c(0.0);
+                let c = l.clamp(zl, zero, hi);
+                quantize_clamped(l, c, rl)
             })
         }
-        other => unreachable!("{} is not a fake-quant op", other.name()),
-    };
-    Ok(v)
+        None => cx.map("", &s, |l| {
+            let xv = l.leaf(same(&x, &s));
+            let rl = range_leaves(l, &r, q, &s);
+            fake_quant(l, xv, rl)
+        }),
+    })
+}
+
+/// `fake_quant_grad(dy, x, min, max)`: `dy` inside the nudged range, 0 outside.
+pub fn fake_quant_grad(cx: &mut Lower, q: &FakeQuantAttrs) -> Result<Val> {
+    let s = cx.out_shape();
+    let (dy, x, lo, hi) = (cx.arg(0), cx.arg(1), cx.arg(2), cx.arg(3));
+    let n = channels(q, &x.shape);
+    let r = nudge_runtime(cx, q, lo.vt, hi.vt, n);
+    Ok(cx.map("", &s, |l| {
+        let d = l.leaf(same(&dy, &s));
+        let xv = l.leaf(same(&x, &s));
+        let [nmin, nmax, ..] = range_leaves(l, &r, q, &s);
+        let m1 = l.cmp(CmpOp::Ge, xv, nmin);
+        let m2 = l.cmp(CmpOp::Le, xv, nmax);
+        let m = l.and(m1, m2);
+        l.keep(m, d)
+    }))
 }

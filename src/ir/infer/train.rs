@@ -1,0 +1,51 @@
+//! Shape rules of the training forward ops.
+
+use super::geometry::*;
+use crate::ir::op::*;
+use crate::ir::types::*;
+
+fn f32t(shape: Shape) -> Result<TensorType, String> {
+    Ok(TensorType::f32(shape))
+}
+
+pub(super) fn infer(op: &TrainOp, ins: &[&TensorType]) -> Result<TensorType, String> {
+    use TrainOp::*;
+    match op {
+        SoftmaxCrossEntropy => {
+            logits_and_labels(ins)?;
+            f32t(vec![])
+        }
+        BatchNormTrain { epsilon } => {
+            let x = ins[0];
+            want_epsilon(*epsilon)?;
+            let c = channels(x)?;
+            want_vec(ins[1], c, "gamma")?;
+            want_vec(ins[2], c, "beta")?;
+            f32t(x.shape.clone())
+        }
+        BatchMean | BatchVar { .. } => {
+            let x = ins[0];
+            if x.rank() == 0 {
+                return Err("the input must have a channel axis".into());
+            }
+            f32t(vec![*x.shape.last().unwrap()])
+        }
+        DropoutMask { rate, shape, .. } => {
+            want_scalar(ins[0], "step")?;
+            if !(0.0..1.0).contains(&rate.0) {
+                return Err(format!("rate must be in [0, 1), found {}", rate.0));
+            }
+            f32t(shape.clone())
+        }
+    }
+}
+
+/// Checks the `(logits[n,c], labels i32[n])` operands of the loss and its gradient.
+pub(super) fn logits_and_labels(ins: &[&TensorType]) -> Result<(), String> {
+    let (l, y) = (ins[0], ins[1]);
+    want_rank(l, 2, "the logits")?;
+    if y.dtype != DType::I32 || y.shape != [l.shape[0]] {
+        return Err(format!("labels must be i32[{}], found {y}", l.shape[0]));
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The f32 reference interpreter: plain, obviously-correct loops for every op. It is the
+//! oracle the JIT and the exporter are checked against, so it favours clarity over speed.
+//!
+//! Shapes come from the values actually fed (any batch size), re-inferred node by node.
+
+mod grad;
+mod kernels;
+mod model;
+mod train;
+mod update;
+
+pub use kernels::{dropout_keep, fq_ranges, sigmoid, state_range};
+
+use super::graph::{Graph, NodeId};
+use super::infer::infer_type;
+use super::op::Op;
+use super::params::{ParamStore, Tensor};
+use super::types::{DType, Shape, TensorType};
+use crate::error::{Error, Result};
+use crate::ir::op::ModelOp;
+use std::collections::HashMap;
+
+/// A runtime value: f32 tensors, or i32 tensors (class labels).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    F32(Tensor),
+    I32 { shape: Shape, data: Vec<i32> },
+}
+
+impl Value {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::F32(t) => &t.shape,
+            Value::I32 { shape, .. } => shape,
+        }
+    }
+
+    pub fn ty(&self) -> TensorType {
+        match self {
+            Value::F32(t) => TensorType::f32(t.shape.clone()),
+            Value::I32 { shape, .. } => TensorType::new(DType::I32, shape.clone()),
+        }
+    }
+
+    pub fn f32(&self) -> Option<&Tensor> {
+        match self {
+            Value::F32(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn into_f32(self) -> Option<Tensor> {
+        match self {
+            Value::F32(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn labels(labels: &[i32]) -> Value {
+        Value::I32 {
+            shape: vec![labels.len()],
+            data: labels.to_vec(),
+        }
+    }
+}
+
+impl From<Tensor> for Value {
+    fn from(t: Tensor) -> Value {
+        Value::F32(t)
+    }
+}
+
+/// What a run produces: named outputs, and new values for updated params.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub outputs: Vec<(String, Value)>,
+    pub updates: Vec<(String, Tensor)>,
+}
+
+impl RunResult {
+    pub fn output(&self, name: &str) -> Option<&Value> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+/// Runs `g` on `inputs` (by input node name) with weights from `params`.
+pub fn run(g: &Graph, params: &ParamStore, inputs: &[(&str, Value)]) -> Result<RunResult> {
+    let values = run_all(g, params, inputs)?;
+    Ok(RunResult {
+        outputs: g
+            .outputs()
+            .iter()
+            .map(|o| (o.name.clone(), values[&o.node].clone()))
+            .collect(),
+        updates: g
+            .updates()
+            .iter()
+            .map(|u| {
+                (
+                    u.param.clone(),
+                    values[&u.node].f32().cloned().expect("f32 update"),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Runs `g` and returns the value of every live node (for comparing intermediates).
+pub fn run_all(
+    g: &Graph,
+    params: &ParamStore,
+    inputs: &[(&str, Value)],
+) -> Result<HashMap<NodeId, Value>> {
+    let mut env: HashMap<NodeId, Value> = HashMap::new();
+    for &i in g.inputs() {
+        let node = g.node(i);
+        let v = inputs
+            .iter()
+            .find(|(n, _)| *n == node.name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| Error::node(&node.name, "input", "no value was fed for this input"))?;
+        let got = v.ty();
+        let same_sample = got.shape.len() == node.ty.shape.len()
+            && got.shape.iter().skip(1).eq(node.ty.shape.iter().skip(1));
+        if got.dtype != node.ty.dtype || !same_sample {
+            return Err(Error::node(
+                &node.name,
+                "input",
+                format!("fed {got} but the graph expects {} (any batch)", node.ty),
+            ));
+        }
+        env.insert(i, v);
+    }
+    for id in g.canonical_order() {
+        if env.contains_key(&id) {
+            continue;
+        }
+        let node = g.node(id);
+        let v = if node.op == Op::Model(ModelOp::Param) {
+            // a param that updates only write (nothing reads it) needs no value yet
+            if g.use_count(id) == 0 {
+                continue;
+            }
+            Value::F32(params.require(&node.name)?.clone())
+        } else {
+            let args: Vec<&Value> = g.operands(id).iter().map(|o| &env[o]).collect();
+            eval(&node.op, &args, params).map_err(|m| Error::node(&node.name, node.op.name(), m))?
+        };
+        env.insert(id, v);
+    }
+    Ok(env)
+}
+
+/// What an op's evaluation sees: its operand values, the params (quantizer states) and the
+/// inferred output shape.
+struct Cx<'a> {
+    args: &'a [&'a Value],
+    params: &'a ParamStore,
+    out_shape: Shape,
+}
+
+impl Cx<'_> {
+    /// Operand `i` as an f32 tensor (`infer_type` checked the dtypes).
+    fn f(&self, i: usize) -> &Tensor {
+        self.args[i]
+            .f32()
+            .expect("infer_type checks that operands are f32")
+    }
+
+    /// The output value from its elements.
+    fn t(&self, data: Vec<f32>) -> std::result::Result<Value, String> {
+        Ok(Value::F32(Tensor::new(self.out_shape.clone(), data)))
+    }
+}
+
+/// Evaluates one op on values. The error is a message; the caller names the node.
+pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Result<Value, String> {
+    let tys: Vec<TensorType> = args.iter().map(|a| a.ty()).collect();
+    let ty_refs: Vec<&TensorType> = tys.iter().collect();
+    let out_ty = infer_type(op, &ty_refs)?;
+    let cx = Cx {
+        args,
+        params,
+        out_shape: out_ty.shape,
+    };
+    match op {
+        Op::Model(op) => model::eval(op, &cx),
+        Op::Pass(op) => model::eval_pass(op, &cx),
+        Op::Train(op) => train::eval(op, &cx),
+        Op::Grad(op) => grad::eval(op, &cx),
+        Op::Update(op) => update::eval(op, &cx),
+    }
+}
