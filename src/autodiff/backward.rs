@@ -148,7 +148,7 @@ pub fn backward(
     // values that depend differentiably on some `wrt`
     let mut from_wrt: HashSet<NodeId> = wrt.iter().copied().collect();
     for &n in &order {
-        if from_wrt.contains(&n) || matches!(rule(g.node(n).op.kind()), Rule::NoGradient) {
+        if from_wrt.contains(&n) || matches!(rule(&g.node(n).op), Rule::NoGradient) {
             continue;
         }
         if g.operands(n).iter().any(|o| from_wrt.contains(o)) {
@@ -199,7 +199,7 @@ pub fn backward(
             continue;
         }
         let op = e.g.node(n).op.clone();
-        let grad_fn = match rule(op.kind()) {
+        let grad_fn = match rule(&op) {
             Rule::Grad(f) => f,
             Rule::NoGradient => continue,
             Rule::Unsupported(hint) => {
@@ -213,7 +213,6 @@ pub fn backward(
         };
         let site = Site {
             name: name.clone(),
-            op: op.clone(),
             needs: operands.iter().map(&relevant).collect(),
             x: operands.clone(),
             y: n,

@@ -24,11 +24,12 @@ use crate::ir::NodeId;
 pub type Grads = Vec<Option<Contrib>>;
 
 /// A rule: emits the operand gradients of one forward node.
-pub type GradFn = fn(&mut Emit, &Site) -> Result<Grads>;
+pub type GradFn<'a> = Box<dyn Fn(&mut Emit, &Site) -> Result<Grads> + 'a>;
 
 /// How gradients pass through an op.
-pub enum Rule {
-    Grad(GradFn),
+pub enum Rule<'a> {
+    /// The op's rule (its attributes captured).
+    Grad(GradFn<'a>),
     /// Gradients stop here: the op's value is treated as a constant (observers, statistics,
     /// state updates, masks — TFMOT's ranges and Keras' moving statistics get no gradient
     /// either). Inputs and params are leaves.
@@ -41,7 +42,6 @@ pub enum Rule {
 pub struct Site {
     /// The forward node's name (gradient nodes are named after it).
     pub name: String,
-    pub op: Op,
     /// Operand values.
     pub x: Vec<NodeId>,
     /// The forward output.
@@ -66,82 +66,100 @@ impl Site {
     }
 }
 
-/// The gradient rule of each op kind.
-pub fn rule(kind: OpKind) -> Rule {
-    use OpKind::*;
-    use Rule::*;
-    match kind {
-        Input | Param => NoGradient,
-        Conv2d => Grad(conv2d),
-        DepthwiseConv2d => Grad(depthwise_conv2d),
-        Conv2dTranspose => Grad(conv2d_transpose),
-        Dense => Grad(dense),
-        BatchNormTrain => Grad(batch_norm_train),
-        BatchNorm => Unsupported(
+/// The gradient rule of each op: exhaustive per family, so a new op does not compile until
+/// it has a decision here. Rules capture the op's attributes.
+pub fn rule(op: &Op) -> Rule<'_> {
+    match op {
+        Op::Model(op) => model_rule(op),
+        Op::Pass(PassOp::Quant(_)) => {
+            Rule::Unsupported("a `quant` marker is left: run the `quantize` pass first")
+        }
+        Op::Pass(PassOp::BnScale { .. } | PassOp::ScaleChannels { .. }) => Rule::Unsupported(
+            "fold_bn helpers belong to export graphs: train the QAT graph, fold afterwards",
+        ),
+        Op::Train(op) => train_rule(op),
+        Op::Grad(_) => Rule::Unsupported(
+            "gradient ops are not differentiated again (no second-order gradients)",
+        ),
+        // observers, optimizer slots and moving statistics are state, not functions of it
+        Op::Update(_) => Rule::NoGradient,
+    }
+}
+
+fn grad<'a>(f: impl Fn(&mut Emit, &Site) -> Result<Grads> + 'a) -> Rule<'a> {
+    Rule::Grad(Box::new(f))
+}
+
+fn model_rule(op: &ModelOp) -> Rule<'_> {
+    use ModelOp::*;
+    match op {
+        Input | Param => Rule::NoGradient,
+        Conv2d(c) => grad(move |e, s| conv2d(e, s, c)),
+        DepthwiseConv2d(c) => grad(move |e, s| depthwise_conv2d(e, s, c)),
+        Conv2dTranspose(c) => grad(move |e, s| conv2d_transpose(e, s, c)),
+        Dense { activation } => grad(move |e, s| dense(e, s, *activation)),
+        BatchNorm { .. } => Rule::Unsupported(
             "batch_norm in inference form has no gradient; train_step lowers it to \
              batch_norm_train with batch statistics",
         ),
-        Relu => Grad(relu),
-        Relu6 => Grad(relu6),
-        LeakyRelu => Grad(leaky_relu),
-        HardSwish => Grad(hard_swish),
-        Sigmoid => Grad(sigmoid),
-        Tanh => Grad(tanh),
-        Softmax => Grad(softmax),
-        Add => Grad(add),
-        Sub => Grad(sub),
-        Mul => Grad(mul),
-        Concat => Grad(concat),
-        MaxPool2d => Grad(max_pool2d),
-        AvgPool2d => Grad(avg_pool2d),
-        GlobalAvgPool => Grad(global_avg_pool),
-        GlobalMaxPool => Grad(global_max_pool),
-        Mean => Grad(mean),
-        Reshape | Flatten => Grad(reshape_back),
-        Transpose => Grad(transpose),
-        Pad => Grad(pad),
-        Crop => Grad(crop),
-        UpsampleNearest => Grad(upsample_nearest),
-        // the interpreter's dropout node is the identity; train_step lowers it to a mask
-        Dropout => Grad(identity),
-        FakeQuant => Grad(fake_quant),
-        SoftmaxCrossEntropy => Grad(softmax_cross_entropy),
-        Quant => Unsupported("a `quant` marker is left: run the `quantize` pass first"),
-        BnScale | ScaleChannels => Unsupported(
-            "fold_bn helpers belong to export graphs: train the QAT graph, fold afterwards",
-        ),
-        DropoutMask | ObserveMin | ObserveMax | EmaUpdate | RunningMin | RunningMax | BatchMean
-        | BatchVar | MovingAverage | SgdVelocity | AdamMoment | AdamMomentSq | AdamApply => {
-            NoGradient
+        Relu => grad(|e, s| elementwise(e, s, GradOp::ReluGrad, false)),
+        Relu6 => grad(|e, s| elementwise(e, s, GradOp::Relu6Grad, false)),
+        LeakyRelu { alpha } => {
+            grad(move |e, s| elementwise(e, s, GradOp::LeakyReluGrad { alpha: *alpha }, false))
         }
-        SoftmaxCrossEntropyGrad
-        | ReluGrad
-        | Relu6Grad
-        | LeakyReluGrad
-        | HardSwishGrad
-        | SigmoidGrad
-        | TanhGrad
-        | SoftmaxGrad
-        | FakeQuantGrad
-        | Conv2dGradInput
-        | Conv2dGradFilter
-        | DepthwiseConv2dGradInput
-        | DepthwiseConv2dGradFilter
-        | Conv2dTransposeGradInput
-        | Conv2dTransposeGradFilter
-        | DenseGradInput
-        | DenseGradWeight
-        | ReduceSum
-        | BatchNormGradInput
-        | BatchNormGradGamma
-        | MaxPool2dGrad
-        | AvgPool2dGrad
-        | GlobalAvgPoolGrad
-        | GlobalMaxPoolGrad
-        | MeanGrad
-        | Slice
-        | UpsampleNearestGrad => {
-            Unsupported("gradient ops are not differentiated again (no second-order gradients)")
+        HardSwish => grad(|e, s| elementwise(e, s, GradOp::HardSwishGrad, false)),
+        Sigmoid => grad(|e, s| elementwise(e, s, GradOp::SigmoidGrad, true)),
+        Tanh => grad(|e, s| elementwise(e, s, GradOp::TanhGrad, true)),
+        Softmax => grad(|e, s| elementwise(e, s, GradOp::SoftmaxGrad, true)),
+        Add { activation } => grad(move |e, s| add_sub(e, s, *activation, false)),
+        Sub { activation } => grad(move |e, s| add_sub(e, s, *activation, true)),
+        Mul { activation } => grad(move |e, s| mul(e, s, *activation)),
+        Concat { axis } => grad(move |e, s| concat(e, s, *axis)),
+        MaxPool2d(p) => {
+            grad(move |e, s| elementwise(e, s, GradOp::MaxPool2dGrad(p.clone()), false))
+        }
+        AvgPool2d(p) => grad(move |e, s| avg_pool2d(e, s, p)),
+        GlobalAvgPool { .. } => grad(global_avg_pool),
+        GlobalMaxPool { .. } => grad(|e, s| elementwise(e, s, GradOp::GlobalMaxPoolGrad, false)),
+        Mean(r) => grad(move |e, s| mean(e, s, r)),
+        Reshape { .. } | Flatten => grad(reshape_back),
+        Transpose { perm } => grad(move |e, s| transpose(e, s, perm)),
+        Pad { pads } => grad(move |e, s| {
+            from_dy(
+                e,
+                s,
+                ModelOp::Crop {
+                    crops: pads.clone(),
+                }
+                .into(),
+            )
+        }),
+        Crop { crops } => grad(move |e, s| {
+            from_dy(
+                e,
+                s,
+                ModelOp::Pad {
+                    pads: crops.clone(),
+                }
+                .into(),
+            )
+        }),
+        UpsampleNearest { scale } => {
+            grad(move |e, s| from_dy(e, s, GradOp::UpsampleNearestGrad { scale: *scale }.into()))
+        }
+        // the interpreter's dropout node is the identity; train_step lowers it to a mask
+        Dropout { .. } => grad(identity),
+        FakeQuant(q) => grad(move |e, s| fake_quant(e, s, q)),
+    }
+}
+
+fn train_rule(op: &TrainOp) -> Rule<'_> {
+    match op {
+        TrainOp::SoftmaxCrossEntropy => grad(softmax_cross_entropy),
+        TrainOp::BatchNormTrain { epsilon } => grad(move |e, s| batch_norm_train(e, s, *epsilon)),
+        // batch statistics and dropout masks are treated as constants (as in Keras)
+        TrainOp::BatchMean | TrainOp::BatchVar { .. } | TrainOp::DropoutMask { .. } => {
+            Rule::NoGradient
         }
     }
 }
@@ -150,15 +168,11 @@ pub fn rule(kind: OpKind) -> Rule {
 
 /// `dy` through the activation fused into `y`'s op (`relu_grad`/`relu6_grad` read the
 /// output, which is positive / inside (0, 6) exactly where the pre-activation is).
-fn through_fused_activation(e: &mut Emit, s: &Site) -> Result<NodeId> {
-    match s.op.activation().unwrap_or(Activation::None) {
+fn through_fused_activation(e: &mut Emit, s: &Site, act: Activation) -> Result<NodeId> {
+    match act {
         Activation::None => Ok(s.dy),
-        Activation::Relu => e.op(Op::Grad(GradOp::ReluGrad), &s.n("activation"), &[s.dy, s.y]),
-        Activation::Relu6 => e.op(
-            Op::Grad(GradOp::Relu6Grad),
-            &s.n("activation"),
-            &[s.dy, s.y],
-        ),
+        Activation::Relu => e.op(GradOp::ReluGrad.into(), &s.n("activation"), &[s.dy, s.y]),
+        Activation::Relu6 => e.op(GradOp::Relu6Grad.into(), &s.n("activation"), &[s.dy, s.y]),
     }
 }
 
@@ -175,18 +189,18 @@ fn unbroadcast(e: &mut Emit, g: NodeId, shape: &[usize], name: &str) -> Result<N
         .collect();
     let mut g = g;
     if !kept.is_empty() {
-        let op = Op::Grad(GradOp::ReduceSum(ReduceAttrs {
+        let op = GradOp::ReduceSum(ReduceAttrs {
             axes: kept,
             keepdims: true,
-        }));
-        g = e.op(op, name, &[g])?;
+        });
+        g = e.op(op.into(), name, &[g])?;
     }
     if lead > 0 {
-        let op = Op::Grad(GradOp::ReduceSum(ReduceAttrs {
+        let op = GradOp::ReduceSum(ReduceAttrs {
             axes: (0..lead).collect(),
             keepdims: false,
-        }));
-        g = e.op(op, name, &[g])?;
+        });
+        g = e.op(op.into(), name, &[g])?;
     }
     Ok(g)
 }
@@ -194,11 +208,11 @@ fn unbroadcast(e: &mut Emit, g: NodeId, shape: &[usize], name: &str) -> Result<N
 /// `reduce_sum` over every axis but the last (a bias or BatchNorm beta gradient).
 fn sum_to_channels(e: &mut Emit, g: NodeId, name: &str) -> Result<NodeId> {
     let rank = e.shape(g).len();
-    let op = Op::Grad(GradOp::ReduceSum(ReduceAttrs {
+    let op = GradOp::ReduceSum(ReduceAttrs {
         axes: (0..rank - 1).collect(),
         keepdims: false,
-    }));
-    e.op(op, name, &[g])
+    });
+    e.op(op.into(), name, &[g])
 }
 
 fn no_activation(c: &ConvAttrs) -> ConvAttrs {
@@ -208,125 +222,55 @@ fn no_activation(c: &ConvAttrs) -> ConvAttrs {
     }
 }
 
-/// `(dy, x)`-style elementwise gradient op `op` for operand 0, reading operand 0 (or the
-/// output when `use_output`).
-fn elementwise(e: &mut Emit, s: &Site, op: Op, use_output: bool) -> Result<Grads> {
+/// `(dy, x)`-style gradient op `op` for operand 0, reading operand 0 (or the output when
+/// `use_output`).
+fn elementwise(e: &mut Emit, s: &Site, op: GradOp, use_output: bool) -> Result<Grads> {
     let mut out = s.grads();
     if s.needs(0) {
         let other = if use_output { s.y } else { s.x[0] };
-        out[0] = Some(Contrib::pos(e.op(op, &s.n("input"), &[s.dy, other])?));
+        out[0] = Some(Contrib::pos(e.op(
+            op.into(),
+            &s.n("input"),
+            &[s.dy, other],
+        )?));
+    }
+    Ok(out)
+}
+
+/// `op(dy)` for operand 0 (ops whose gradient only needs shapes).
+fn from_dy(e: &mut Emit, s: &Site, op: Op) -> Result<Grads> {
+    let mut out = s.grads();
+    if s.needs(0) {
+        out[0] = Some(Contrib::pos(e.op(op, &s.n("input"), &[s.dy])?));
     }
     Ok(out)
 }
 
 // ---- layers --------------------------------------------------------------------------------
 
-/// Shared by the three convolutions: input and filter gradients by the matching training
-/// ops, bias gradient by summing over batch and space.
+/// The three convolutions: input and filter gradients by the matching gradient ops, bias
+/// gradient by summing over batch and space.
 fn conv_like(
     e: &mut Emit,
     s: &Site,
-    grad_input: impl Fn(Vec<usize>) -> Op,
-    grad_filter: impl Fn(Vec<usize>) -> Op,
+    act: Activation,
+    grad_input: impl Fn(Vec<usize>) -> GradOp,
+    grad_filter: impl Fn(Vec<usize>) -> GradOp,
 ) -> Result<Grads> {
-    let dz = through_fused_activation(e, s)?;
+    let dz = through_fused_activation(e, s, act)?;
     let mut out = s.grads();
     if s.needs(0) {
         let op = grad_input(e.shape(s.x[0]));
-        out[0] = Some(Contrib::pos(e.op(op, &s.n("input"), &[dz, s.x[1]])?));
-    }
-    if s.needs(1) {
-        let op = grad_filter(e.shape(s.x[1]));
-        out[1] = Some(Contrib::pos(e.op(op, &s.n("kernel"), &[dz, s.x[0]])?));
-    }
-    if s.x.len() > 2 && s.needs(2) {
-        out[2] = Some(Contrib::pos(sum_to_channels(e, dz, &s.n("bias"))?));
-    }
-    Ok(out)
-}
-
-fn conv2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::Conv2d(c)) = &s.op else {
-        unreachable!()
-    };
-    let conv = no_activation(c);
-    conv_like(
-        e,
-        s,
-        |input_shape| {
-            Op::Grad(GradOp::Conv2dGradInput {
-                conv: conv.clone(),
-                input_shape,
-            })
-        },
-        |filter_shape| {
-            Op::Grad(GradOp::Conv2dGradFilter {
-                conv: conv.clone(),
-                filter_shape,
-            })
-        },
-    )
-}
-
-fn depthwise_conv2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::DepthwiseConv2d(c)) = &s.op else {
-        unreachable!()
-    };
-    let conv = no_activation(c);
-    conv_like(
-        e,
-        s,
-        |input_shape| {
-            Op::Grad(GradOp::DepthwiseConv2dGradInput {
-                conv: conv.clone(),
-                input_shape,
-            })
-        },
-        |filter_shape| {
-            Op::Grad(GradOp::DepthwiseConv2dGradFilter {
-                conv: conv.clone(),
-                filter_shape,
-            })
-        },
-    )
-}
-
-fn conv2d_transpose(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::Conv2dTranspose(c)) = &s.op else {
-        unreachable!()
-    };
-    let conv = no_activation(c);
-    conv_like(
-        e,
-        s,
-        |input_shape| {
-            Op::Grad(GradOp::Conv2dTransposeGradInput {
-                conv: conv.clone(),
-                input_shape,
-            })
-        },
-        |filter_shape| {
-            Op::Grad(GradOp::Conv2dTransposeGradFilter {
-                conv: conv.clone(),
-                filter_shape,
-            })
-        },
-    )
-}
-
-fn dense(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let dz = through_fused_activation(e, s)?;
-    let mut out = s.grads();
-    if s.needs(0) {
         out[0] = Some(Contrib::pos(e.op(
-            Op::Grad(GradOp::DenseGradInput),
+            op.into(),
             &s.n("input"),
             &[dz, s.x[1]],
         )?));
     }
     if s.needs(1) {
+        let op = grad_filter(e.shape(s.x[1]));
         out[1] = Some(Contrib::pos(e.op(
-            Op::Grad(GradOp::DenseGradWeight),
+            op.into(),
             &s.n("kernel"),
             &[dz, s.x[0]],
         )?));
@@ -337,22 +281,84 @@ fn dense(e: &mut Emit, s: &Site) -> Result<Grads> {
     Ok(out)
 }
 
-/// Through batch statistics: `dx` includes the paths through the batch mean and variance.
-fn batch_norm_train(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Train(TrainOp::BatchNormTrain { epsilon }) = s.op else {
-        unreachable!()
-    };
+fn conv2d(e: &mut Emit, s: &Site, c: &ConvAttrs) -> Result<Grads> {
+    let conv = no_activation(c);
+    conv_like(
+        e,
+        s,
+        c.activation,
+        |input_shape| GradOp::Conv2dGradInput {
+            conv: conv.clone(),
+            input_shape,
+        },
+        |filter_shape| GradOp::Conv2dGradFilter {
+            conv: conv.clone(),
+            filter_shape,
+        },
+    )
+}
+
+fn depthwise_conv2d(e: &mut Emit, s: &Site, c: &ConvAttrs) -> Result<Grads> {
+    let conv = no_activation(c);
+    conv_like(
+        e,
+        s,
+        c.activation,
+        |input_shape| GradOp::DepthwiseConv2dGradInput {
+            conv: conv.clone(),
+            input_shape,
+        },
+        |filter_shape| GradOp::DepthwiseConv2dGradFilter {
+            conv: conv.clone(),
+            filter_shape,
+        },
+    )
+}
+
+fn conv2d_transpose(e: &mut Emit, s: &Site, c: &ConvAttrs) -> Result<Grads> {
+    let conv = no_activation(c);
+    conv_like(
+        e,
+        s,
+        c.activation,
+        |input_shape| GradOp::Conv2dTransposeGradInput {
+            conv: conv.clone(),
+            input_shape,
+        },
+        |filter_shape| GradOp::Conv2dTransposeGradFilter {
+            conv: conv.clone(),
+            filter_shape,
+        },
+    )
+}
+
+fn dense(e: &mut Emit, s: &Site, act: Activation) -> Result<Grads> {
+    let dz = through_fused_activation(e, s, act)?;
     let mut out = s.grads();
     if s.needs(0) {
-        let op = Op::Grad(GradOp::BatchNormGradInput { epsilon });
-        out[0] = Some(Contrib::pos(e.op(
-            op,
-            &s.n("input"),
-            &[s.dy, s.x[0], s.x[1]],
-        )?));
+        let op = GradOp::DenseGradInput.into();
+        out[0] = Some(Contrib::pos(e.op(op, &s.n("input"), &[dz, s.x[1]])?));
     }
     if s.needs(1) {
-        let op = Op::Grad(GradOp::BatchNormGradGamma { epsilon });
+        let op = GradOp::DenseGradWeight.into();
+        out[1] = Some(Contrib::pos(e.op(op, &s.n("kernel"), &[dz, s.x[0]])?));
+    }
+    if s.x.len() > 2 && s.needs(2) {
+        out[2] = Some(Contrib::pos(sum_to_channels(e, dz, &s.n("bias"))?));
+    }
+    Ok(out)
+}
+
+/// Through batch statistics: `dx` includes the paths through the batch mean and variance.
+fn batch_norm_train(e: &mut Emit, s: &Site, epsilon: F32) -> Result<Grads> {
+    let mut out = s.grads();
+    if s.needs(0) {
+        let op = GradOp::BatchNormGradInput { epsilon }.into();
+        let dx = e.op(op, &s.n("input"), &[s.dy, s.x[0], s.x[1]])?;
+        out[0] = Some(Contrib::pos(dx));
+    }
+    if s.needs(1) {
+        let op = GradOp::BatchNormGradGamma { epsilon }.into();
         out[1] = Some(Contrib::pos(e.op(op, &s.n("gamma"), &[s.dy, s.x[0]])?));
     }
     if s.needs(2) {
@@ -361,51 +367,10 @@ fn batch_norm_train(e: &mut Emit, s: &Site) -> Result<Grads> {
     Ok(out)
 }
 
-// ---- activations ---------------------------------------------------------------------------
-
-fn relu(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::Grad(GradOp::ReluGrad), false)
-}
-
-fn relu6(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::Grad(GradOp::Relu6Grad), false)
-}
-
-fn leaky_relu(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::LeakyRelu { alpha }) = s.op else {
-        unreachable!()
-    };
-    elementwise(e, s, Op::Grad(GradOp::LeakyReluGrad { alpha }), false)
-}
-
-fn hard_swish(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::Grad(GradOp::HardSwishGrad), false)
-}
-
-fn sigmoid(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::Grad(GradOp::SigmoidGrad), true)
-}
-
-fn tanh(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::Grad(GradOp::TanhGrad), true)
-}
-
-fn softmax(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise(e, s, Op::Grad(GradOp::SoftmaxGrad), true)
-}
-
 // ---- elementwise arithmetic with broadcasting ----------------------------------------------
 
-fn add(e: &mut Emit, s: &Site) -> Result<Grads> {
-    add_sub(e, s, false)
-}
-
-fn sub(e: &mut Emit, s: &Site) -> Result<Grads> {
-    add_sub(e, s, true)
-}
-
-fn add_sub(e: &mut Emit, s: &Site, negate_b: bool) -> Result<Grads> {
-    let dz = through_fused_activation(e, s)?;
+fn add_sub(e: &mut Emit, s: &Site, act: Activation, negate_b: bool) -> Result<Grads> {
+    let dz = through_fused_activation(e, s, act)?;
     let mut out = s.grads();
     for (i, what) in ["a", "b"].into_iter().enumerate() {
         if s.needs(i) {
@@ -420,16 +385,16 @@ fn add_sub(e: &mut Emit, s: &Site, negate_b: bool) -> Result<Grads> {
     Ok(out)
 }
 
-fn mul(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let dz = through_fused_activation(e, s)?;
+fn mul(e: &mut Emit, s: &Site, act: Activation) -> Result<Grads> {
+    let dz = through_fused_activation(e, s, act)?;
     let mut out = s.grads();
     for (i, what) in ["a", "b"].into_iter().enumerate() {
         if s.needs(i) {
             let other = s.x[1 - i];
-            let op = Op::Model(ModelOp::Mul {
+            let op = ModelOp::Mul {
                 activation: Activation::None,
-            });
-            let prod = e.op(op, &s.n(what), &[dz, other])?;
+            };
+            let prod = e.op(op.into(), &s.n(what), &[dz, other])?;
             let shape = e.shape(s.x[i]);
             out[i] = Some(Contrib::pos(unbroadcast(e, prod, &shape, &s.n(what))?));
         }
@@ -440,10 +405,7 @@ fn mul(e: &mut Emit, s: &Site) -> Result<Grads> {
 // ---- layout and pooling --------------------------------------------------------------------
 
 /// Each operand's gradient is its slice of `dy` along the concat axis.
-fn concat(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::Concat { axis }) = s.op else {
-        unreachable!()
-    };
+fn concat(e: &mut Emit, s: &Site, axis: usize) -> Result<Grads> {
     let mut out = s.grads();
     if s.x.len() == 1 {
         out[0] = s.needs(0).then_some(Contrib::pos(s.dy));
@@ -455,123 +417,53 @@ fn concat(e: &mut Emit, s: &Site) -> Result<Grads> {
         if s.needs(i) {
             let mut begin = vec![0; size.len()];
             begin[axis] = offset;
-            let op = Op::Grad(GradOp::Slice {
+            let op = GradOp::Slice {
                 begin,
                 size: size.clone(),
-            });
-            *slot = Some(Contrib::pos(e.op(
-                op,
-                &s.n(&format!("input{i}")),
-                &[s.dy],
-            )?));
+            };
+            let g = e.op(op.into(), &s.n(&format!("input{i}")), &[s.dy])?;
+            *slot = Some(Contrib::pos(g));
         }
         offset += size[axis];
     }
     Ok(out)
 }
 
-fn max_pool2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::MaxPool2d(p)) = &s.op else {
-        unreachable!()
-    };
-    elementwise_xy(e, s, Op::Grad(GradOp::MaxPool2dGrad(p.clone())))
-}
-
-/// `op(dy, x)` for operand 0 (ops whose gradient reads the forward input).
-fn elementwise_xy(e: &mut Emit, s: &Site, op: Op) -> Result<Grads> {
-    elementwise(e, s, op, false)
-}
-
-/// `op(dy)` for operand 0 (ops whose gradient only needs shapes).
-fn from_dy(e: &mut Emit, s: &Site, op: Op) -> Result<Grads> {
-    let mut out = s.grads();
-    if s.needs(0) {
-        out[0] = Some(Contrib::pos(e.op(op, &s.n("input"), &[s.dy])?));
-    }
-    Ok(out)
-}
-
-fn avg_pool2d(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::AvgPool2d(p)) = &s.op else {
-        unreachable!()
-    };
-    let op = Op::Grad(GradOp::AvgPool2dGrad {
+fn avg_pool2d(e: &mut Emit, s: &Site, p: &PoolAttrs) -> Result<Grads> {
+    let op = GradOp::AvgPool2dGrad {
         pool: p.clone(),
         input_shape: e.shape(s.x[0]),
-    });
-    from_dy(e, s, op)
+    };
+    from_dy(e, s, op.into())
 }
 
 fn global_avg_pool(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let op = Op::Grad(GradOp::GlobalAvgPoolGrad {
+    let op = GradOp::GlobalAvgPoolGrad {
         input_shape: e.shape(s.x[0]),
-    });
-    from_dy(e, s, op)
-}
-
-fn global_max_pool(e: &mut Emit, s: &Site) -> Result<Grads> {
-    elementwise_xy(e, s, Op::Grad(GradOp::GlobalMaxPoolGrad))
-}
-
-fn mean(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::Mean(r)) = &s.op else {
-        unreachable!()
     };
-    let op = Op::Grad(GradOp::MeanGrad {
+    from_dy(e, s, op.into())
+}
+
+fn mean(e: &mut Emit, s: &Site, r: &ReduceAttrs) -> Result<Grads> {
+    let op = GradOp::MeanGrad {
         axes: r.axes.clone(),
         input_shape: e.shape(s.x[0]),
-    });
-    from_dy(e, s, op)
+    };
+    from_dy(e, s, op.into())
 }
 
 /// `reshape` and `flatten`: `dy` reshaped back to the input's per-sample shape.
 fn reshape_back(e: &mut Emit, s: &Site) -> Result<Grads> {
     let shape = e.shape(s.x[0])[1..].iter().map(|&d| d as i64).collect();
-    from_dy(e, s, Op::Model(ModelOp::Reshape { shape }))
+    from_dy(e, s, ModelOp::Reshape { shape }.into())
 }
 
-fn transpose(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::Transpose { perm }) = &s.op else {
-        unreachable!()
-    };
+fn transpose(e: &mut Emit, s: &Site, perm: &[usize]) -> Result<Grads> {
     let mut inverse = vec![0; perm.len()];
     for (i, &p) in perm.iter().enumerate() {
         inverse[p] = i;
     }
-    from_dy(e, s, Op::Model(ModelOp::Transpose { perm: inverse }))
-}
-
-fn pad(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::Pad { pads }) = &s.op else {
-        unreachable!()
-    };
-    from_dy(
-        e,
-        s,
-        Op::Model(ModelOp::Crop {
-            crops: pads.clone(),
-        }),
-    )
-}
-
-fn crop(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::Crop { crops }) = &s.op else {
-        unreachable!()
-    };
-    from_dy(
-        e,
-        s,
-        Op::Model(ModelOp::Pad {
-            pads: crops.clone(),
-        }),
-    )
-}
-
-fn upsample_nearest(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::UpsampleNearest { scale }) = s.op else {
-        unreachable!()
-    };
-    from_dy(e, s, Op::Grad(GradOp::UpsampleNearestGrad { scale }))
+    from_dy(e, s, ModelOp::Transpose { perm: inverse }.into())
 }
 
 fn identity(_: &mut Emit, s: &Site) -> Result<Grads> {
@@ -584,10 +476,7 @@ fn identity(_: &mut Emit, s: &Site) -> Result<Grads> {
 
 /// Straight-through estimator: `dy` passes where the input lies inside the nudged range
 /// (per channel for per-axis quantizers), zero outside. The range gets no gradient.
-fn fake_quant(e: &mut Emit, s: &Site) -> Result<Grads> {
-    let Op::Model(ModelOp::FakeQuant(q)) = &s.op else {
-        unreachable!()
-    };
+fn fake_quant(e: &mut Emit, s: &Site, q: &FakeQuantAttrs) -> Result<Grads> {
     if q.range != RangeSource::Operands {
         return Err(crate::error::Error::Unsupported {
             node: s.name.clone(),
@@ -600,12 +489,9 @@ fn fake_quant(e: &mut Emit, s: &Site) -> Result<Grads> {
     }
     let mut out = s.grads();
     if s.needs(0) {
-        let op = Op::Grad(GradOp::FakeQuantGrad(q.clone()));
-        out[0] = Some(Contrib::pos(e.op(
-            op,
-            &s.n("input"),
-            &[s.dy, s.x[0], s.x[1], s.x[2]],
-        )?));
+        let op = GradOp::FakeQuantGrad(q.clone()).into();
+        let dx = e.op(op, &s.n("input"), &[s.dy, s.x[0], s.x[1], s.x[2]])?;
+        out[0] = Some(Contrib::pos(dx));
     }
     Ok(out)
 }
@@ -615,14 +501,14 @@ fn softmax_cross_entropy(e: &mut Emit, s: &Site) -> Result<Grads> {
     let mut out = s.grads();
     if s.needs(0) {
         let g = e.op(
-            Op::Grad(GradOp::SoftmaxCrossEntropyGrad),
+            GradOp::SoftmaxCrossEntropyGrad.into(),
             &s.n("logits"),
             &[s.x[0], s.x[1]],
         )?;
-        let op = Op::Model(ModelOp::Mul {
+        let op = ModelOp::Mul {
             activation: Activation::None,
-        });
-        out[0] = Some(Contrib::pos(e.op(op, &s.n("logits"), &[g, s.dy])?));
+        };
+        out[0] = Some(Contrib::pos(e.op(op.into(), &s.n("logits"), &[g, s.dy])?));
     }
     Ok(out)
 }
