@@ -10,10 +10,10 @@
 //! the interpreter used here, bit for bit).
 
 use qatc::data::mnist::{self, Split};
+use qatc::export::{export, ExportOptions};
 use qatc::int8::Interpreter;
 use qatc::jit::Jit;
 use qatc::pass::{run_pipeline, PipelineOptions};
-use qatc::tflite::export::{export, ExportOptions};
 use qatc::train::{fit, FitConfig};
 use std::time::Instant;
 

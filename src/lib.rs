@@ -10,6 +10,8 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod exec;
+pub mod export;
+pub mod import;
 pub mod int8;
 pub mod ir;
 pub mod jit;

@@ -115,7 +115,7 @@ fn a_qat_graph_goes_through_the_export_pipeline() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("running the `export` pipeline"), "{text}");
-    let m = qatc::tflite::model::read(&std::fs::read(dir.join("m.tflite")).unwrap()).unwrap();
+    let m = qatc::tflite::read(&std::fs::read(dir.join("m.tflite")).unwrap()).unwrap();
     assert!(m.operators.iter().any(|o| o.name() == "DEPTHWISE_CONV_2D"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,10 +8,10 @@ mod support;
 
 use qatc::data::mnist::{self, Split};
 use qatc::data::Dataset;
+use qatc::export::{export, ExportOptions};
 use qatc::int8::{argmax_rows, Array, Interpreter};
 use qatc::jit::Jit;
 use qatc::pass::{run_pipeline, PipelineOptions};
-use qatc::tflite::export::{export, ExportOptions};
 use qatc::train::{fit, predict, FitConfig};
 use support::{litert, Job, Resolver};
 

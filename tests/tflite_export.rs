@@ -4,8 +4,8 @@
 
 mod support;
 
+use qatc::export::{export, ExportOptions};
 use qatc::int8::Interpreter;
-use qatc::tflite::export::{export, ExportOptions};
 use support::*;
 
 #[test]
@@ -68,7 +68,7 @@ fn constant_buffers_are_16_byte_aligned_and_the_model_verifies() {
         constants += 1;
     }
     assert!(constants >= 3, "weights, bias and metadata buffers");
-    let info = qatc::tflite::model::read(&bytes).unwrap();
+    let info = qatc::tflite::read(&bytes).unwrap();
     // opcodes: deprecated_builtin_code mirrors the code (< 127) and versions are the converter's
     let conv = model
         .operator_codes()
@@ -89,7 +89,7 @@ fn int8_weights_are_the_fake_quant_levels() {
         .unwrap();
     let (g, p) = prepare(&case, 1);
     let bytes = export(&g, &p, &ExportOptions::default()).unwrap();
-    let info = qatc::tflite::model::read(&bytes).unwrap();
+    let info = qatc::tflite::read(&bytes).unwrap();
     let op = info
         .operators
         .iter()
@@ -98,7 +98,9 @@ fn int8_weights_are_the_fake_quant_levels() {
     let w = &info.tensors[op.inputs[1].unwrap()];
     let q = w.quant.as_ref().unwrap();
     assert_eq!((q.axis, q.scale.len()), (3, w.shape[3]));
-    let values = w.constant.as_ref().unwrap().as_i8().unwrap();
+    let Some(qatc::tflite::model::Data::I8(values)) = w.values() else {
+        panic!("the depthwise kernel is not int8")
+    };
     // the fake-quantized kernel, from the f32 reference interpreter
     let fq = g
         .node_ids()

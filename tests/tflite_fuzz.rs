@@ -4,15 +4,15 @@
 
 mod support;
 
+use qatc::export::{export, ExportOptions};
 use qatc::int8::{Array, Data, Interpreter};
-use qatc::tflite::export::{export, ExportOptions};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use support::*;
 
 /// Everything a user can do with untrusted bytes.
 fn exercise(bytes: &[u8]) {
-    let _ = qatc::tflite::model::read(bytes);
-    let _ = qatc::tflite::import::import(bytes);
+    let _ = qatc::tflite::read(bytes);
+    let _ = qatc::import::tflite::import(bytes);
     if let Ok(it) = Interpreter::new(bytes) {
         let inputs: Vec<Array> = it
             .inputs()
@@ -89,7 +89,7 @@ fn truncation_at_every_offset_is_an_error_not_a_panic() {
                 &mut failures,
             );
             assert!(
-                qatc::tflite::model::read(&bytes[..len]).is_err(),
+                qatc::tflite::read(&bytes[..len]).is_err(),
                 "{name}: a truncation to {len} bytes reads"
             );
         }

@@ -5,12 +5,12 @@
 
 mod support;
 
+use qatc::import::tflite::import;
 use qatc::int8::Array;
 use qatc::ir::interp::{self, Value};
 use qatc::ir::op::ModelOp;
 use qatc::ir::op::Op;
 use qatc::ir::Tensor;
-use qatc::tflite::import::import;
 use qatc::tflite::model::Options;
 use qatc::tflite::schema::BuiltinOperator as B;
 use support::float::{keras_mixed, keras_mnist, Asm};

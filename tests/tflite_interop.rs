@@ -10,11 +10,11 @@
 
 mod support;
 
+use qatc::export::{export, ExportOptions};
 use qatc::int8::{Array, Interpreter};
 use qatc::ir::builder::Model;
 use qatc::ir::params::Tensor;
 use qatc::ir::{Graph, ParamStore};
-use qatc::tflite::export::{export, ExportOptions};
 use rand::RngExt;
 use support::*;
 

@@ -4,10 +4,10 @@
 
 mod support;
 
+use qatc::export::{export, ExportOptions};
+use qatc::import::tflite::import;
 use qatc::int8::Interpreter;
-use qatc::tflite::export::{export, ExportOptions};
-use qatc::tflite::import::import;
-use qatc::tflite::model::{read, ModelInfo};
+use qatc::tflite::{read, Model as ModelInfo};
 use support::*;
 
 fn same_structure(name: &str, a: &ModelInfo, b: &ModelInfo) {
@@ -54,7 +54,7 @@ fn same_structure(name: &str, a: &ModelInfo, b: &ModelInfo) {
                 }
                 _ => panic!("{what}: quantization present in one model only"),
             }
-            assert_eq!(ta.constant, tb.constant, "{what}: constant data");
+            assert_eq!(ta.data, tb.data, "{what}: constant data");
         }
     }
 }

@@ -44,8 +44,8 @@ pub(crate) struct Lowering<'m> {
     mode: Mode,
     /// model node -> lowered value
     pub map: HashMap<NodeId, NodeId>,
-    /// quantizer state -> the model `fake_quant` observing it
-    observers: HashMap<String, NodeId>,
+    /// quantizer state -> the model `fake_quant` observing it, and its spec
+    observers: HashMap<String, (NodeId, FakeQuantAttrs)>,
     /// quantizer state -> model nodes at or downstream of a quantizer tied to it
     tied_downstream: HashMap<String, HashSet<NodeId>>,
     ranges: HashMap<String, (NodeId, NodeId)>,
@@ -73,7 +73,7 @@ impl<'m> Lowering<'m> {
             match &node.op {
                 Op::Model(ModelOp::FakeQuant(q)) => match &q.range {
                     RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
-                        if let Some(other) = observers.insert(state.clone(), id) {
+                        if let Some((other, _)) = observers.insert(state.clone(), (id, q.clone())) {
                             return Err(Error::node(
                                 &node.name,
                                 "fake_quant",
@@ -299,13 +299,14 @@ impl<'m> Lowering<'m> {
         if let Some(&r) = self.ranges.get(state) {
             return Ok(r);
         }
-        let &obs = self.observers.get(state).ok_or_else(|| Error::Graph {
-            graph: self.m.name.clone(),
-            msg: format!("range=tied reads state `{state}` but no quantizer observes it"),
-        })?;
-        let Op::Model(ModelOp::FakeQuant(q)) = self.m.node(obs).op.clone() else {
-            unreachable!("observers are fake_quant nodes")
-        };
+        let (obs, q) = self
+            .observers
+            .get(state)
+            .cloned()
+            .ok_or_else(|| Error::Graph {
+                graph: self.m.name.clone(),
+                msg: format!("range=tied reads state `{state}` but no quantizer observes it"),
+            })?;
         let x_model = self
             .m
             .operand(obs, 0)

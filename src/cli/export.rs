@@ -1,12 +1,12 @@
 //! `qatc export`: an export-ready `.qir` model (and its `.safetensors`) to an int8 `.tflite`.
 
 use crate::error::{write_atomic, Error, Result};
+use crate::export::{export, ExportOptions};
 use crate::ir::graph::Graph;
 use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::op::{Op, RangeSource};
 use crate::ir::text;
 use crate::pass::{run_pipeline, PipelineOptions};
-use crate::tflite::export::{export, ExportOptions};
 use std::path::PathBuf;
 
 /// Arguments of `qatc export`.
@@ -84,7 +84,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.model.with_extension("tflite"));
     write_atomic(&out, &bytes)?;
-    let info = crate::tflite::model::read(&bytes)?;
+    let info = crate::tflite::read(&bytes)?;
     println!(
         "wrote {} ({} bytes, {} operators, min runtime {})",
         out.display(),

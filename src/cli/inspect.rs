@@ -2,7 +2,7 @@
 //! shapes, types, quantization (per tensor or per axis) and sizes.
 
 use crate::error::{read_file, Result};
-use crate::tflite::model::{self, ModelInfo, TensorInfo};
+use crate::tflite::model::{Model, Tensor};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ pub struct InspectArgs {
     pub model: PathBuf,
 }
 
-fn quant_str(t: &TensorInfo) -> String {
+fn quant_str(t: &Tensor) -> String {
     match &t.quant {
         None => "-".into(),
         Some(q) if !q.is_per_axis() => {
@@ -44,7 +44,7 @@ fn quant_str(t: &TensorInfo) -> String {
     }
 }
 
-fn shape_str(t: &TensorInfo) -> String {
+fn shape_str(t: &Tensor) -> String {
     let dims: Vec<String> = match &t.signature {
         Some(sig) => sig
             .iter()
@@ -55,16 +55,12 @@ fn shape_str(t: &TensorInfo) -> String {
     format!("[{}]", dims.join(","))
 }
 
-/// The human-readable report `qatc inspect` prints.
-pub fn report(m: &ModelInfo) -> String {
+/// The human-readable report `qatc inspect` prints for a file of `file_bytes` bytes.
+pub fn report(m: &Model, file_bytes: usize) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "TFLite model: {} bytes, schema version {}",
-        m.file_bytes, m.version
-    );
-    if let Some(d) = &m.description {
-        let _ = writeln!(s, "description: {d}");
+    let _ = writeln!(s, "TFLite model: {file_bytes} bytes, schema version 3");
+    if !m.description.is_empty() {
+        let _ = writeln!(s, "description: {}", m.description);
     }
     if let Some(v) = m.min_runtime_version() {
         let _ = writeln!(s, "min_runtime_version: {v}");
@@ -117,9 +113,10 @@ pub fn report(m: &ModelInfo) -> String {
     let _ = writeln!(s, "\ntensors ({}):", m.tensors.len());
     let mut const_bytes = 0;
     for (i, t) in m.tensors.iter().enumerate() {
-        const_bytes += t.buffer_bytes;
-        let kind = if t.buffer_bytes > 0 {
-            format!("const {} B", t.buffer_bytes)
+        let buffer_bytes = t.data.as_ref().map_or(0, Vec::len);
+        const_bytes += buffer_bytes;
+        let kind = if buffer_bytes > 0 {
+            format!("const {buffer_bytes} B")
         } else {
             let bytes = t.dtype.size().map(|b| b * t.numel());
             bytes.map_or("activation".into(), |b| format!("activation {b} B"))
@@ -140,8 +137,8 @@ pub fn report(m: &ModelInfo) -> String {
 
 pub fn run(args: &InspectArgs) -> Result<()> {
     let bytes = read_file(&args.model)?;
-    let m =
-        model::read(&bytes).map_err(|e| crate::error::Error::file(&args.model, e.to_string()))?;
-    print!("{}", report(&m));
+    let m = crate::tflite::read(&bytes)
+        .map_err(|e| crate::error::Error::file(&args.model, e.to_string()))?;
+    print!("{}", report(&m, bytes.len()));
     Ok(())
 }

@@ -29,7 +29,7 @@ pub fn load_model(spec: &str, seed: u64) -> Result<Model> {
         }
         Some("tflite") => {
             let bytes = crate::error::read_file(path)?;
-            let (mut graph, params) = crate::tflite::import::import(&bytes)
+            let (mut graph, params) = crate::import::tflite::import(&bytes)
                 .map_err(|e| Error::file(path, format!("cannot import: {e}")))?;
             let quantized = graph.canonical_order().into_iter().any(|n| {
                 matches!(

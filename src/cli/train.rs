@@ -5,12 +5,12 @@
 use super::report::{training_curve_svg, ModelFigures, Report, Stage};
 use crate::data::mnist::{self, Split};
 use crate::error::{write_atomic, Error, Result};
+use crate::export::{self, ExportOptions};
 use crate::int8;
 use crate::ir::builder::Model;
 use crate::ir::{dot, text, Graph, ParamStore};
 use crate::pass::{run_pipeline, DumpHook, PipelineOptions};
 use crate::quant::scheme::{LayerOverride, Scheme};
-use crate::tflite::{self, export::ExportOptions};
 use crate::train::{self, fit, Backend, FitConfig, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -422,7 +422,7 @@ fn job(cfg: &JobConfig, backend: &dyn Backend, model: Model) -> Result<Report> {
         opts.hooks
             .push(ir_dump_hook(ir_dir.clone(), DEFAULT_8BIT_EVENTS));
         let ready = run_pipeline(qat_graph.clone(), &mut params, "export", &opts)?;
-        let bytes = tflite::export::export(&ready, &params, &ExportOptions::default())?;
+        let bytes = export::export(&ready, &params, &ExportOptions::default())?;
         write_atomic(&tflite_path, &bytes)?;
         Ok(bytes)
     })?;

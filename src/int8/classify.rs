@@ -5,11 +5,11 @@
 use super::{Array, Data, Interpreter};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::tflite::model::{ElemType, TensorInfo};
+use crate::tflite::model::{ElemType, Tensor};
 
 /// Adapts an array to a model input: float data is quantized for an int8 input (TFLite's
 /// QUANTIZE arithmetic), anything else must already have the input's type.
-pub fn adapt_input(a: Array, info: &TensorInfo) -> Result<Array> {
+pub fn adapt_input(a: Array, info: &Tensor) -> Result<Array> {
     match (&a.data, info.dtype) {
         (Data::F32(v), ElemType::I8) => {
             let (s, z) = info.quant.as_ref().map(|q| q.first()).ok_or_else(|| {

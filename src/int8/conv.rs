@@ -13,11 +13,11 @@ use super::{
     activation_range, checked_numel, constant, int8_params, multiplier, positive, window_geometry,
     Array, Ctx, PResult,
 };
-use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, TensorInfo};
+use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, Tensor};
 
 /// The per-channel filter scales of a weight tensor quantized along `axis` (or per tensor,
 /// broadcast to `channels`), with every zero point 0.
-pub(crate) fn filter_scales(w: &TensorInfo, axis: usize, channels: usize) -> PResult<Vec<f32>> {
+pub(crate) fn filter_scales(w: &Tensor, axis: usize, channels: usize) -> PResult<Vec<f32>> {
     if w.dtype != ElemType::I8 {
         return Err(format!(
             "the filter `{}` is {}; int8 kernels need INT8 weights",
@@ -52,7 +52,7 @@ pub(crate) fn filter_scales(w: &TensorInfo, axis: usize, channels: usize) -> PRe
 }
 
 /// Checks an optional int32 bias of `channels` entries.
-pub(crate) fn check_bias(b: Option<&TensorInfo>, channels: usize) -> PResult<()> {
+pub(crate) fn check_bias(b: Option<&Tensor>, channels: usize) -> PResult<()> {
     if let Some(b) = b {
         if b.dtype != ElemType::I32 {
             return Err(format!(

@@ -30,7 +30,7 @@ pub use array::{Array, Data};
 pub use classify::{adapt_input, argmax_rows, predict};
 
 use crate::error::{Error, Result};
-use crate::tflite::model::{self, ElemType, FusedActivation, ModelInfo, OpInfo, TensorInfo};
+use crate::tflite::model::{ElemType, FusedActivation, Model, Operator, Tensor};
 use crate::tflite::schema::BuiltinOperator as B;
 
 /// How FULLY_CONNECTED requantizes its int32 accumulator.
@@ -181,8 +181,8 @@ impl Kernel {
 
 /// The operator being prepared, with helpers that check its tensors and name it in errors.
 pub(crate) struct Ctx<'m> {
-    pub model: &'m ModelInfo,
-    pub op: &'m OpInfo,
+    pub model: &'m Model,
+    pub op: &'m Operator,
     pub index: usize,
 }
 
@@ -204,7 +204,7 @@ impl<'m> Ctx<'m> {
         ))
     }
 
-    pub fn input(&self, i: usize) -> PResult<&'m TensorInfo> {
+    pub fn input(&self, i: usize) -> PResult<&'m Tensor> {
         match self.op.inputs.get(i) {
             Some(Some(t)) => Ok(&self.model.tensors[*t]),
             Some(None) => Err(format!("input {i} is omitted but required")),
@@ -215,7 +215,7 @@ impl<'m> Ctx<'m> {
         }
     }
 
-    pub fn opt_input(&self, i: usize) -> Option<&'m TensorInfo> {
+    pub fn opt_input(&self, i: usize) -> Option<&'m Tensor> {
         self.op
             .inputs
             .get(i)
@@ -224,7 +224,7 @@ impl<'m> Ctx<'m> {
             .map(|t| &self.model.tensors[t])
     }
 
-    pub fn output(&self) -> PResult<&'m TensorInfo> {
+    pub fn output(&self) -> PResult<&'m Tensor> {
         match self.op.outputs.as_slice() {
             [t] => Ok(&self.model.tensors[*t]),
             other => Err(format!("has {} outputs, expected 1", other.len())),
@@ -245,7 +245,7 @@ impl<'m> Ctx<'m> {
 }
 
 /// `(scale, zero_point)` of a per-tensor int8 tensor, checked.
-pub(crate) fn int8_params(t: &TensorInfo) -> PResult<(f32, i32)> {
+pub(crate) fn int8_params(t: &Tensor) -> PResult<(f32, i32)> {
     if t.dtype != ElemType::I8 {
         return Err(format!(
             "tensor `{}` is {}; this kernel computes on INT8",
@@ -273,15 +273,15 @@ pub(crate) fn int8_params(t: &TensorInfo) -> PResult<(f32, i32)> {
     Ok((s, zp))
 }
 
-/// A constant operand (weights, bias, shape, axes), checked.
-pub(crate) fn constant<'a>(t: &'a TensorInfo, what: &str) -> PResult<&'a Array> {
+/// A constant operand (weights, bias, shape, axes), checked and decoded.
+pub(crate) fn constant(t: &Tensor, what: &str) -> PResult<Array> {
     if t.is_sparse {
         return Err(format!(
             "the {what} `{}` is sparse; qatc reads dense tensors only",
             t.name
         ));
     }
-    t.constant.as_ref().ok_or_else(|| {
+    let data = t.values().ok_or_else(|| {
         if t.dtype.size().is_none() {
             format!(
                 "the {what} `{}` has unsupported type {}",
@@ -294,11 +294,15 @@ pub(crate) fn constant<'a>(t: &'a TensorInfo, what: &str) -> PResult<&'a Array> 
                 t.name
             )
         }
+    })?;
+    Ok(Array {
+        shape: t.shape.clone(),
+        data,
     })
 }
 
 /// Integer values of a constant index tensor (INT32 or INT64).
-pub(crate) fn const_ints(t: &TensorInfo, what: &str) -> PResult<Vec<i64>> {
+pub(crate) fn const_ints(t: &Tensor, what: &str) -> PResult<Vec<i64>> {
     let a = constant(t, what)?;
     match a.elem_type() {
         ElemType::I32 | ElemType::I64 => Ok(a.data.to_i64().unwrap_or_default()),
@@ -344,7 +348,7 @@ pub(crate) fn activation_range(act: FusedActivation, scale: f32, zp: i32) -> PRe
 /// TFLite's padding rule along one axis (`padding.h`): the output size and the padding
 /// before. Errors when the output would be empty.
 pub(crate) fn window_geometry(
-    padding: model::PaddingMode,
+    padding: crate::tflite::model::PaddingMode,
     input: usize,
     kernel: usize,
     stride: usize,
@@ -355,9 +359,11 @@ pub(crate) fn window_geometry(
     }
     let eff = (kernel - 1) * dilation + 1;
     let out = match padding {
-        model::PaddingMode::Same => input.div_ceil(stride),
-        model::PaddingMode::Valid => (input + stride).saturating_sub(eff) / stride,
-        model::PaddingMode::Other(v) => return Err(format!("unknown padding mode {v}")),
+        crate::tflite::model::PaddingMode::Same => input.div_ceil(stride),
+        crate::tflite::model::PaddingMode::Valid => (input + stride).saturating_sub(eff) / stride,
+        crate::tflite::model::PaddingMode::Other(v) => {
+            return Err(format!("unknown padding mode {v}"))
+        }
     };
     if out == 0 {
         return Err(format!(
@@ -378,7 +384,9 @@ pub(crate) fn positive(v: i32, what: &str) -> PResult<usize> {
 
 /// The loaded, prepared model.
 pub struct Interpreter {
-    model: ModelInfo,
+    model: Model,
+    /// Every tensor's constant value, decoded once.
+    constants: Vec<Option<Array>>,
     steps: Vec<Step>,
     options: Options,
 }
@@ -399,11 +407,11 @@ impl Interpreter {
     }
 
     pub fn with_options(bytes: &[u8], options: Options) -> Result<Interpreter> {
-        Interpreter::from_model(model::read(bytes)?, options)
+        Interpreter::from_model(crate::tflite::read(bytes)?, options)
     }
 
     /// Prepares an already-read model.
-    pub fn from_model(model: ModelInfo, options: Options) -> Result<Interpreter> {
+    pub fn from_model(model: Model, options: Options) -> Result<Interpreter> {
         let mut steps = Vec::with_capacity(model.operators.len());
         for (index, op) in model.operators.iter().enumerate() {
             let cx = Ctx {
@@ -420,8 +428,19 @@ impl Interpreter {
                 output,
             });
         }
+        let constants = model
+            .tensors
+            .iter()
+            .map(|t| {
+                t.values().map(|data| Array {
+                    shape: t.shape.clone(),
+                    data,
+                })
+            })
+            .collect();
         let interp = Interpreter {
             model,
+            constants,
             steps,
             options,
         };
@@ -429,12 +448,12 @@ impl Interpreter {
         Ok(interp)
     }
 
-    pub fn model(&self) -> &ModelInfo {
+    pub fn model(&self) -> &Model {
         &self.model
     }
 
     /// The graph inputs, in order.
-    pub fn inputs(&self) -> Vec<&TensorInfo> {
+    pub fn inputs(&self) -> Vec<&Tensor> {
         self.model
             .inputs
             .iter()
@@ -443,7 +462,7 @@ impl Interpreter {
     }
 
     /// The graph outputs, in order.
-    pub fn outputs(&self) -> Vec<&TensorInfo> {
+    pub fn outputs(&self) -> Vec<&Tensor> {
         self.model
             .outputs
             .iter()
@@ -488,7 +507,7 @@ impl Interpreter {
             .map(|&t| {
                 env[t]
                     .take()
-                    .or_else(|| self.model.tensors[t].constant.clone())
+                    .or_else(|| self.constants[t].clone())
                     .ok_or_else(|| {
                         Error::Tflite(format!(
                             "graph output `{}` is never computed",
@@ -500,7 +519,7 @@ impl Interpreter {
     }
 
     /// Runs the model and returns the value of every tensor (constants excluded), indexed
-    /// like [`ModelInfo::tensors`]: for comparing intermediate results.
+    /// like [`Model::tensors`]: for comparing intermediate results.
     pub fn run_all(&self, inputs: &[Array]) -> Result<Vec<Option<Array>>> {
         self.evaluate(inputs)
     }
@@ -559,7 +578,7 @@ impl Interpreter {
                         Some(t) => Some(
                             env[*t]
                                 .as_ref()
-                                .or(self.model.tensors[*t].constant.as_ref())
+                                .or(self.constants[*t].as_ref())
                                 .ok_or_else(|| {
                                     cx.error(format!(
                                         "input tensor `{}` has no value: it is neither a graph \
@@ -651,6 +670,6 @@ pub(crate) fn checked_numel(shape: &[usize]) -> PResult<usize> {
     shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .filter(|&n| n <= model::MAX_ELEMENTS)
+        .filter(|&n| n <= crate::tflite::model::MAX_ELEMENTS)
         .ok_or_else(|| format!("shape {shape:?} has too many elements"))
 }

@@ -2,47 +2,31 @@
 //! [`crate::tflite::write`]. (Bit-exactness against LiteRT itself is `tests/tflite_interop.rs`.)
 
 use super::{Array, Interpreter};
-use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, QuantParams};
+use crate::tflite::model::{
+    Data, ElemType, FusedActivation, Model, Operator, Options, PaddingMode, QuantParams, Tensor,
+};
 use crate::tflite::schema::{BuiltinOperator as B, BuiltinOptions};
-use crate::tflite::write::{le_bytes_i32, write, ModelDef, OpDef, TensorDef};
+use crate::tflite::write;
 
-fn int8(name: &str, shape: &[i32], scale: f32, zp: i32) -> TensorDef {
-    TensorDef {
-        name: name.into(),
-        shape: shape.to_vec(),
-        signature: None,
-        dtype: ElemType::I8,
+fn int8(name: &str, shape: &[usize], scale: f32, zp: i32) -> Tensor {
+    Tensor {
         quant: Some(QuantParams::per_tensor(scale, zp)),
-        data: None,
+        ..Tensor::new(name, shape.to_vec(), ElemType::I8)
     }
 }
 
-fn ints(name: &str, v: &[i32]) -> TensorDef {
-    TensorDef {
-        name: name.into(),
-        shape: vec![v.len() as i32],
-        signature: None,
-        dtype: ElemType::I32,
-        quant: None,
-        data: Some(le_bytes_i32(v)),
-    }
+fn ints(name: &str, v: &[i32]) -> Tensor {
+    Tensor::constant(name, vec![v.len()], &Data::I32(v.to_vec()))
 }
 
 /// A model of one operator: `inputs` are graph inputs (activations) or constants.
-fn one_op(code: B, tensors: Vec<TensorDef>, options: Options) -> Interpreter {
-    let n = tensors.len() as i32;
-    let inputs: Vec<i32> = (0..n - 1)
-        .filter(|&i| tensors[i as usize].data.is_none())
-        .collect();
-    let m = ModelDef {
+fn one_op(code: B, tensors: Vec<Tensor>, options: Options) -> Interpreter {
+    let n = tensors.len();
+    let inputs: Vec<usize> = (0..n - 1).filter(|&i| tensors[i].data.is_none()).collect();
+    let op_inputs: Vec<usize> = (0..n - 1).collect();
+    let m = Model {
         tensors,
-        ops: vec![OpDef {
-            code,
-            version: 2,
-            inputs: (0..n - 1).collect(),
-            outputs: vec![n - 1],
-            options,
-        }],
+        operators: vec![Operator::new(code, 2, &op_inputs, &[n - 1], options)],
         inputs,
         outputs: vec![n - 1],
         ..Default::default()
@@ -203,17 +187,13 @@ fn shape_mismatches_are_errors() {
 /// accumulators: `1·1 + 1·2 = 3` and `2·3 − 1·4 = 2` (reading the wrong group would give 0).
 #[test]
 fn grouped_conv_reads_its_own_group() {
-    let filter = TensorDef {
-        name: "w".into(),
-        shape: vec![2, 1, 1, 2],
-        signature: None,
-        dtype: ElemType::I8,
+    let filter = Tensor {
         quant: Some(QuantParams {
             scale: vec![1.0, 1.0],
             zero_point: vec![0, 0],
             axis: 0,
         }),
-        data: Some(crate::tflite::write::le_bytes_i8(&[1, 1, 2, -1])),
+        ..Tensor::constant("w", vec![2, 1, 1, 2], &Data::I8(vec![1, 1, 2, -1]))
     };
     let it = one_op(
         B::CONV_2D,

@@ -562,16 +562,68 @@ impl Functional {
 /// Keras' Glorot fans `(fan_in, fan_out)` of `op`'s kernel of shape `kernel` (TFLite
 /// layouts) reading `in_channels` channels; `None` for an op without such a kernel.
 fn kernel_fans(op: &Op, kernel: &[usize], in_channels: usize) -> Option<(usize, usize)> {
-    match (op, kernel) {
-        (Op::Model(ModelOp::Conv2d(_)), &[o, kh, kw, i]) => Some((kh * kw * i, kh * kw * o)),
-        (Op::Model(ModelOp::Conv2dTranspose(_)), &[o, kh, kw, i]) => {
-            Some((kh * kw * o, kh * kw * i))
-        }
-        (Op::Model(ModelOp::DepthwiseConv2d(_)), &[_, kh, kw, cm]) => {
+    match (op.as_model()?, kernel) {
+        (ModelOp::Conv2d(_), &[o, kh, kw, i]) => Some((kh * kw * i, kh * kw * o)),
+        (ModelOp::Conv2dTranspose(_), &[o, kh, kw, i]) => Some((kh * kw * o, kh * kw * i)),
+        (ModelOp::DepthwiseConv2d(_), &[_, kh, kw, cm]) => {
             Some((kh * kw * in_channels, kh * kw * (cm / in_channels.max(1))))
         }
-        (Op::Model(ModelOp::Dense { .. }), &[units, fan_in]) => Some((fan_in, units)),
+        (ModelOp::Dense { .. }, &[units, fan_in]) => Some((fan_in, units)),
         _ => None,
+    }
+}
+
+/// Keras' default initializer of a weight operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Init {
+    /// Glorot-uniform from the kernel's fans.
+    Glorot,
+    Zeros,
+    Ones,
+}
+
+/// Keras' default initializer of operand `operand` of `op`, when that operand is a weight
+/// Keras creates (kernels, biases, BatchNorm's four vectors).
+fn default_init(op: &ModelOp, operand: usize) -> Option<Init> {
+    use ModelOp::*;
+    match op {
+        Conv2d(_) | DepthwiseConv2d(_) | Conv2dTranspose(_) | Dense { .. } => match operand {
+            1 => Some(Init::Glorot),
+            2 => Some(Init::Zeros),
+            _ => None,
+        },
+        // gamma, beta, moving mean, moving variance
+        BatchNorm { .. } => match operand {
+            1 | 4 => Some(Init::Ones),
+            2 | 3 => Some(Init::Zeros),
+            _ => None,
+        },
+        Input
+        | Param
+        | Relu
+        | Relu6
+        | LeakyRelu { .. }
+        | HardSwish
+        | Sigmoid
+        | Tanh
+        | Softmax
+        | Add { .. }
+        | Sub { .. }
+        | Mul { .. }
+        | Concat { .. }
+        | MaxPool2d(_)
+        | AvgPool2d(_)
+        | GlobalAvgPool { .. }
+        | GlobalMaxPool { .. }
+        | Mean(_)
+        | Reshape { .. }
+        | Flatten
+        | Transpose { .. }
+        | Pad { .. }
+        | Crop { .. }
+        | UpsampleNearest { .. }
+        | Dropout { .. }
+        | FakeQuant(_) => None,
     }
 }
 
@@ -592,31 +644,20 @@ pub fn init_params(graph: &Graph, seed: u64) -> Result<ParamStore> {
         let shape = |i: usize| graph.node(operands[i]).ty.shape.clone();
         for (i, &p) in operands.iter().enumerate() {
             let pn = graph.node(p);
-            if pn.op != Op::Model(ModelOp::Param) || params.contains(&pn.name) {
+            if !pn.op.is_param() || params.contains(&pn.name) {
                 continue;
             }
             let ps = pn.ty.shape.clone();
-            let init = match (&node.op, i) {
-                (
-                    op @ (Op::Model(ModelOp::Conv2d(_))
-                    | Op::Model(ModelOp::DepthwiseConv2d(_))
-                    | Op::Model(ModelOp::Conv2dTranspose(_))
-                    | Op::Model(ModelOp::Dense { .. })),
-                    1,
-                ) => {
+            let init = node.op.as_model().and_then(|op| default_init(op, i));
+            let init = match init {
+                Some(Init::Glorot) => {
                     let cin = *shape(0).last().unwrap_or(&1);
-                    kernel_fans(op, &ps, cin).map(|(fan_in, fan_out)| f.glorot(ps, fan_in, fan_out))
+                    kernel_fans(&node.op, &ps, cin)
+                        .map(|(fan_in, fan_out)| f.glorot(ps, fan_in, fan_out))
                 }
-                (
-                    Op::Model(ModelOp::Conv2d(_))
-                    | Op::Model(ModelOp::DepthwiseConv2d(_))
-                    | Op::Model(ModelOp::Conv2dTranspose(_))
-                    | Op::Model(ModelOp::Dense { .. }),
-                    2,
-                ) => Some(Tensor::zeros(ps)),
-                (Op::Model(ModelOp::BatchNorm { .. }), 1 | 4) => Some(Tensor::full(ps, 1.0)),
-                (Op::Model(ModelOp::BatchNorm { .. }), 2 | 3) => Some(Tensor::zeros(ps)),
-                _ => None,
+                Some(Init::Zeros) => Some(Tensor::zeros(ps)),
+                Some(Init::Ones) => Some(Tensor::full(ps, 1.0)),
+                None => None,
             };
             let t = init.ok_or_else(|| {
                 crate::Error::param(

@@ -1,7 +1,8 @@
-//! TFLite flatbuffers: the schema code generated from `tflite_schema/schema.fbs`, a verified
-//! reader ([`model`]), export of export-ready graphs to int8 models ([`export`]), import of
-//! float (and qatc's own int8) models ([`import`]), and the one table of how each op maps
-//! to a TFLite builtin ([`ops`]).
+//! The TFLite file format: the schema code generated from `tflite_schema/schema.fbs`, the
+//! in-memory [`Model`] with its verified reader ([`read()`]) and writer ([`write()`]), the
+//! one table of how model ops map to TFLite operators ([`mapping`]), and the operator
+//! versions the converter writes ([`versions`]). [`crate::export`] and
+//! [`crate::import::tflite`] translate between graphs and models; [`crate::int8`] runs them.
 
 /// The code `flatc` generates from `tflite_schema/schema.fbs` (see its README). Included
 /// rather than declared as a module file so that `cargo fmt` leaves the committed
@@ -27,9 +28,12 @@ mod generated {
 
 pub use generated::tflite as schema;
 
-pub mod export;
-pub mod import;
+pub mod mapping;
 pub mod model;
-pub mod ops;
-pub mod quantize;
+pub mod read;
+pub mod versions;
 pub mod write;
+
+pub use model::Model;
+pub use read::read;
+pub use write::write;

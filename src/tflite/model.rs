@@ -1,13 +1,9 @@
-//! Reading `.tflite` files: the flatbuffer is checked by the flatbuffers verifier first,
-//! then copied into owned, validated structures ([`ModelInfo`]) that the int8 interpreter,
-//! the importer and `qatc inspect` share. After [`read`] returns, every tensor index is in
-//! range, every shape is bounded, every constant buffer holds the bytes its type and shape
-//! need, and every quantization table is consistent; malformed input is an error naming the
-//! culprit, never a panic.
+//! The in-memory TFLite model: one owned type that [`super::read`] fills from a file and
+//! [`super::write`] serializes, and that the exporter builds, the importer and the int8
+//! interpreter consume, and `qatc inspect` prints. `write(read(bytes))` keeps every field
+//! this type holds, and `read(write(m)) == m` for a model the writer accepts.
 
 use super::schema as fb;
-use crate::error::{Error, Result};
-use crate::int8::array::{Array, Data};
 
 /// The largest tensor qatc accepts (elements), and the largest rank: bounds that keep every
 /// size computation in range for inputs that are well-formed flatbuffers but nonsense.
@@ -103,26 +99,146 @@ impl QuantParams {
     }
 }
 
+/// The elements of a constant tensor, decoded from its little-endian buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    /// `FLOAT32`
+    F32(Vec<f32>),
+    /// `INT8`
+    I8(Vec<i8>),
+    /// `INT32`
+    I32(Vec<i32>),
+    /// `INT64`
+    I64(Vec<i64>),
+}
+
+impl Data {
+    /// Decodes `bytes` (exactly `n` elements' worth) as `dtype`; `None` for a type qatc
+    /// does not compute with.
+    pub fn decode(dtype: ElemType, bytes: &[u8]) -> Option<Data> {
+        Some(match dtype {
+            ElemType::F32 => Data::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            ElemType::I8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
+            ElemType::I32 => Data::I32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            ElemType::I64 => Data::I64(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            ),
+            ElemType::Other(_) => return None,
+        })
+    }
+
+    /// The little-endian bytes a buffer holds for these elements.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::I8(v) => v.len(),
+            Data::I32(v) => v.len(),
+            Data::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type.
+    pub fn elem_type(&self) -> ElemType {
+        match self {
+            Data::F32(_) => ElemType::F32,
+            Data::I8(_) => ElemType::I8,
+            Data::I32(_) => ElemType::I32,
+            Data::I64(_) => ElemType::I64,
+        }
+    }
+
+    /// Integer elements widened to i64 (index tensors: shapes, axes, paddings).
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        match self {
+            Data::I32(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Data::I64(v) => Some(v.clone()),
+            Data::I8(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Data::F32(_) => None,
+        }
+    }
+}
+
 /// One tensor of the (single) subgraph.
-#[derive(Clone, Debug)]
-pub struct TensorInfo {
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// The tensor's name.
     pub name: String,
+    /// The static shape.
     pub shape: Vec<usize>,
     /// `shape_signature`: `-1` where a dimension may change (the batch).
     pub signature: Option<Vec<i32>>,
+    /// The element type.
     pub dtype: ElemType,
+    /// Affine quantization, if any.
     pub quant: Option<QuantParams>,
-    /// The constant value, for tensors backed by a non-empty buffer of a type qatc reads.
-    pub constant: Option<Array>,
-    /// Bytes of the backing buffer (0 for activations).
-    pub buffer_bytes: usize,
+    /// The constant value as its buffer holds it (little-endian, `numel · size` bytes for the
+    /// types qatc computes with); `None` for activations.
+    pub data: Option<Vec<u8>>,
+    /// A variable tensor (state TFLite keeps between invocations).
     pub is_variable: bool,
+    /// A sparse tensor (qatc reads dense tensors only).
     pub is_sparse: bool,
 }
 
-impl TensorInfo {
+impl Tensor {
+    /// A tensor without data or quantization.
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, dtype: ElemType) -> Tensor {
+        Tensor {
+            name: name.into(),
+            shape,
+            signature: None,
+            dtype,
+            quant: None,
+            data: None,
+            is_variable: false,
+            is_sparse: false,
+        }
+    }
+
+    /// A constant tensor holding `data`.
+    pub fn constant(name: impl Into<String>, shape: Vec<usize>, data: &Data) -> Tensor {
+        Tensor {
+            data: Some(data.to_le_bytes()),
+            ..Tensor::new(name, shape, data.elem_type())
+        }
+    }
+
+    /// The number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// The constant's elements, for the types qatc computes with.
+    pub fn values(&self) -> Option<Data> {
+        Data::decode(self.dtype, self.data.as_deref()?)
     }
 }
 
@@ -139,7 +255,8 @@ pub enum FusedActivation {
 }
 
 impl FusedActivation {
-    fn from_fb(a: fb::ActivationFunctionType) -> FusedActivation {
+    /// From the schema's enum.
+    pub fn from_fb(a: fb::ActivationFunctionType) -> FusedActivation {
         match a {
             fb::ActivationFunctionType::NONE => FusedActivation::None,
             fb::ActivationFunctionType::RELU => FusedActivation::Relu,
@@ -151,6 +268,20 @@ impl FusedActivation {
         }
     }
 
+    /// To the schema's enum.
+    pub fn to_fb(self) -> fb::ActivationFunctionType {
+        match self {
+            FusedActivation::None => fb::ActivationFunctionType::NONE,
+            FusedActivation::Relu => fb::ActivationFunctionType::RELU,
+            FusedActivation::ReluN1To1 => fb::ActivationFunctionType::RELU_N1_TO_1,
+            FusedActivation::Relu6 => fb::ActivationFunctionType::RELU6,
+            FusedActivation::Tanh => fb::ActivationFunctionType::TANH,
+            FusedActivation::SignBit => fb::ActivationFunctionType::SIGN_BIT,
+            FusedActivation::Other(v) => fb::ActivationFunctionType(v),
+        }
+    }
+
+    /// TFLite's name for the activation.
     pub fn name(self) -> String {
         match self {
             FusedActivation::None => "NONE".into(),
@@ -173,11 +304,21 @@ pub enum PaddingMode {
 }
 
 impl PaddingMode {
-    fn from_fb(p: fb::Padding) -> PaddingMode {
+    /// From the schema's enum.
+    pub fn from_fb(p: fb::Padding) -> PaddingMode {
         match p {
             fb::Padding::SAME => PaddingMode::Same,
             fb::Padding::VALID => PaddingMode::Valid,
             other => PaddingMode::Other(other.0),
+        }
+    }
+
+    /// To the schema's enum.
+    pub fn to_fb(self) -> fb::Padding {
+        match self {
+            PaddingMode::Same => fb::Padding::SAME,
+            PaddingMode::Valid => fb::Padding::VALID,
+            PaddingMode::Other(v) => fb::Padding(v),
         }
     }
 }
@@ -282,20 +423,43 @@ pub enum Options {
 }
 
 /// One operator, in execution order.
-#[derive(Clone, Debug)]
-pub struct OpInfo {
+/// One operator of the subgraph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Operator {
+    /// The builtin operator (`CUSTOM` for custom ones).
     pub code: fb::BuiltinOperator,
-    /// The custom code of a CUSTOM op.
+    /// The custom operator's name.
     pub custom_code: Option<String>,
+    /// The operator version (what the runtime's kernel registration selects).
     pub version: i32,
-    /// Tensor indices; `None` for an omitted optional input (`-1`).
+    /// Input tensor indices; `None` for an omitted optional input (`-1` in the file).
     pub inputs: Vec<Option<usize>>,
+    /// Output tensor indices.
     pub outputs: Vec<usize>,
+    /// The builtin options.
     pub options: Options,
 }
 
-impl OpInfo {
-    /// `CONV_2D`, or the custom code of a custom op.
+impl Operator {
+    /// A builtin operator with all inputs present.
+    pub fn new(
+        code: fb::BuiltinOperator,
+        version: i32,
+        inputs: &[usize],
+        outputs: &[usize],
+        options: Options,
+    ) -> Operator {
+        Operator {
+            code,
+            custom_code: None,
+            version,
+            inputs: inputs.iter().map(|&i| Some(i)).collect(),
+            outputs: outputs.to_vec(),
+            options,
+        }
+    }
+
+    /// The operator's name (`CONV_2D`, `CUSTOM(name)`).
     pub fn name(&self) -> String {
         match &self.custom_code {
             Some(c) if self.code == fb::BuiltinOperator::CUSTOM => format!("CUSTOM({c})"),
@@ -304,34 +468,40 @@ impl OpInfo {
     }
 }
 
-/// The `serving_default`-style signature: names for the subgraph's inputs and outputs.
-#[derive(Clone, Debug, Default)]
+/// A signature: named inputs and outputs of the subgraph.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Signature {
+    /// The signature key (`serving_default`).
     pub key: String,
+    /// `(name, tensor index)` per input.
     pub inputs: Vec<(String, usize)>,
+    /// `(name, tensor index)` per output.
     pub outputs: Vec<(String, usize)>,
 }
 
-/// A verified, owned view of a single-subgraph `.tflite` model.
-#[derive(Clone, Debug)]
-pub struct ModelInfo {
-    pub version: u32,
-    pub description: Option<String>,
-    pub subgraph_name: Option<String>,
-    pub tensors: Vec<TensorInfo>,
-    pub operators: Vec<OpInfo>,
+/// A single-subgraph TFLite model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Model {
+    /// The model description.
+    pub description: String,
+    /// The subgraph's name.
+    pub subgraph_name: String,
+    /// Every tensor of the subgraph.
+    pub tensors: Vec<Tensor>,
+    /// The operators in execution order.
+    pub operators: Vec<Operator>,
+    /// The subgraph inputs (tensor indices).
     pub inputs: Vec<usize>,
+    /// The subgraph outputs (tensor indices).
     pub outputs: Vec<usize>,
+    /// The signatures.
     pub signatures: Vec<Signature>,
-    /// Metadata entries: name and the bytes of the buffer they point at.
+    /// Metadata entries: name and the bytes of their buffer.
     pub metadata: Vec<(String, Vec<u8>)>,
-    /// Operator codes with their versions, in the file's order.
-    pub opcodes: Vec<(fb::BuiltinOperator, i32)>,
-    pub file_bytes: usize,
 }
 
-impl ModelInfo {
-    /// The `min_runtime_version` metadata string, if present.
+impl Model {
+    /// The `min_runtime_version` metadata, if present.
     pub fn min_runtime_version(&self) -> Option<String> {
         self.metadata
             .iter()
@@ -341,560 +511,17 @@ impl ModelInfo {
                 String::from_utf8_lossy(&b[..end]).into_owned()
             })
     }
-}
 
-fn bad(msg: impl Into<String>) -> Error {
-    Error::Tflite(msg.into())
-}
-
-/// The builtin code of an `OperatorCode`: `max(builtin_code, deprecated_builtin_code)`.
-fn builtin_code(oc: &fb::OperatorCode) -> fb::BuiltinOperator {
-    fb::BuiltinOperator(oc.builtin_code().0.max(oc.deprecated_builtin_code() as i32))
-}
-
-/// Verifies and reads a `.tflite` file.
-pub fn read(bytes: &[u8]) -> Result<ModelInfo> {
-    if bytes.len() < 8 {
-        return Err(bad(format!(
-            "the file is {} bytes long, too short to be a TFLite model",
-            bytes.len()
-        )));
-    }
-    if !fb::model_buffer_has_identifier(bytes) {
-        return Err(bad(format!(
-            "not a TFLite model: the file identifier is {:?}, expected \"TFL3\"",
-            String::from_utf8_lossy(&bytes[4..8])
-        )));
-    }
-    let opts = flatbuffers::VerifierOptions {
-        max_tables: 1 << 22,
-        ..Default::default()
-    };
-    let model = fb::root_as_model_with_opts(&opts, bytes).map_err(|e| {
-        // the verifier's message is a trace over several lines; keep it on one
-        let trace = e.to_string();
-        let why: Vec<&str> = trace
-            .lines()
-            .map(|l| l.trim().trim_end_matches('.'))
-            .filter(|l| !l.is_empty())
-            .collect();
-        bad(format!(
-            "malformed TFLite flatbuffer (the verifier says: {}); the file is truncated or \
-             corrupt, export or download it again",
-            why.join(", ")
-        ))
-    })?;
-    if model.version() != 3 {
-        return Err(bad(format!(
-            "schema version {} is not supported (TFLite models are version 3)",
-            model.version()
-        )));
-    }
-
-    // buffers
-    let buffers: Vec<(&[u8], bool)> = match model.buffers() {
-        Some(bs) => bs
-            .iter()
-            .map(|b| {
-                let data = b.data().map(|d| d.bytes()).unwrap_or(&[]);
-                (data, b.offset() > 1)
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-
-    let opcodes: Vec<(fb::BuiltinOperator, i32, Option<String>)> = model
-        .operator_codes()
-        .map(|v| {
-            v.iter()
-                .map(|oc| {
-                    (
-                        builtin_code(&oc),
-                        oc.version(),
-                        oc.custom_code().map(str::to_string),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-
-    let subgraphs = model
-        .subgraphs()
-        .ok_or_else(|| bad("the model has no subgraphs"))?;
-    if subgraphs.len() != 1 {
-        return Err(bad(format!(
-            "the model has {} subgraphs; qatc supports single-subgraph models (no control flow)",
-            subgraphs.len()
-        )));
-    }
-    let sg = subgraphs.get(0);
-
-    let fb_tensors = sg
-        .tensors()
-        .ok_or_else(|| bad("the subgraph has no tensors"))?;
-    let mut tensors = Vec::with_capacity(fb_tensors.len());
-    for (i, t) in fb_tensors.iter().enumerate() {
-        tensors.push(read_tensor(i, &t, &buffers)?);
-    }
-    let n_tensors = tensors.len();
-    let tensor_index = |what: &str, v: i32| -> Result<usize> {
-        usize::try_from(v)
-            .ok()
-            .filter(|&i| i < n_tensors)
-            .ok_or_else(|| {
-                bad(format!(
-                    "{what} refers to tensor {v}, but the subgraph has {n_tensors} tensors"
-                ))
-            })
-    };
-
-    let mut operators = Vec::new();
-    if let Some(ops) = sg.operators() {
-        for (k, op) in ops.iter().enumerate() {
-            let oi = op.opcode_index() as usize;
-            let (code, version, custom) = opcodes.get(oi).cloned().ok_or_else(|| {
-                bad(format!(
-                    "operator #{k} uses operator code {oi}, but the model has {}",
-                    opcodes.len()
-                ))
-            })?;
-            let what = format!("operator #{k} ({})", op_name(code));
-            let inputs = op
-                .inputs()
-                .map(|v| {
-                    v.iter()
-                        .map(|i| {
-                            if i == -1 {
-                                Ok(None)
-                            } else {
-                                tensor_index(&format!("{what} input"), i).map(Some)
-                            }
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-                .transpose()?
-                .unwrap_or_default();
-            let outputs = op
-                .outputs()
-                .map(|v| {
-                    v.iter()
-                        .map(|i| tensor_index(&format!("{what} output"), i))
-                        .collect::<Result<Vec<_>>>()
-                })
-                .transpose()?
-                .unwrap_or_default();
-            operators.push(OpInfo {
-                code,
-                custom_code: custom,
-                version,
-                inputs,
-                outputs,
-                options: read_options(&op),
-            });
-        }
-    }
-
-    let index_list = |what: &str, v: Option<flatbuffers::Vector<'_, i32>>| -> Result<Vec<usize>> {
-        v.map(|v| v.iter().map(|i| tensor_index(what, i)).collect())
-            .unwrap_or_else(|| Ok(Vec::new()))
-    };
-    let inputs = index_list("a subgraph input", sg.inputs())?;
-    let outputs = index_list("a subgraph output", sg.outputs())?;
-
-    let mut signatures = Vec::new();
-    if let Some(sigs) = model.signature_defs() {
-        for s in sigs.iter() {
-            if s.subgraph_index() != 0 {
-                return Err(bad(format!(
-                    "signature {:?} refers to subgraph {}",
-                    s.signature_key().unwrap_or(""),
-                    s.subgraph_index()
-                )));
+    /// The operator codes and versions in order of first use (the file's operator-code
+    /// table).
+    pub fn opcodes(&self) -> Vec<(fb::BuiltinOperator, i32)> {
+        let mut codes = Vec::new();
+        for op in &self.operators {
+            let key = (op.code, op.version);
+            if !codes.contains(&key) {
+                codes.push(key);
             }
-            let maps = |v: Option<
-                flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::TensorMap<'_>>>,
-            >|
-             -> Result<Vec<(String, usize)>> {
-                v.map(|v| {
-                    v.iter()
-                        .map(|m| {
-                            let idx = tensor_index("a signature entry", m.tensor_index() as i32)?;
-                            Ok((m.name().unwrap_or("").to_string(), idx))
-                        })
-                        .collect()
-                })
-                .unwrap_or_else(|| Ok(Vec::new()))
-            };
-            signatures.push(Signature {
-                key: s.signature_key().unwrap_or("").to_string(),
-                inputs: maps(s.inputs())?,
-                outputs: maps(s.outputs())?,
-            });
         }
-    }
-
-    let mut metadata = Vec::new();
-    if let Some(md) = model.metadata() {
-        for m in md.iter() {
-            let b = m.buffer() as usize;
-            let data = buffers.get(b).ok_or_else(|| {
-                bad(format!(
-                    "metadata {:?} refers to buffer {b}, but the model has {}",
-                    m.name().unwrap_or(""),
-                    buffers.len()
-                ))
-            })?;
-            metadata.push((m.name().unwrap_or("").to_string(), data.0.to_vec()));
-        }
-    }
-
-    Ok(ModelInfo {
-        version: model.version(),
-        description: model.description().map(str::to_string),
-        subgraph_name: sg.name().map(str::to_string),
-        tensors,
-        operators,
-        inputs,
-        outputs,
-        signatures,
-        metadata,
-        opcodes: opcodes.iter().map(|(c, v, _)| (*c, *v)).collect(),
-        file_bytes: bytes.len(),
-    })
-}
-
-fn read_tensor(index: usize, t: &fb::Tensor<'_>, buffers: &[(&[u8], bool)]) -> Result<TensorInfo> {
-    let name = t.name().unwrap_or("").to_string();
-    let what = || {
-        if name.is_empty() {
-            format!("tensor {index}")
-        } else {
-            format!("tensor {index} `{name}`")
-        }
-    };
-    let raw_shape: Vec<i32> = t.shape().map(|s| s.iter().collect()).unwrap_or_default();
-    if raw_shape.len() > MAX_RANK {
-        return Err(bad(format!(
-            "{} has rank {}; qatc supports up to {MAX_RANK}",
-            what(),
-            raw_shape.len()
-        )));
-    }
-    let mut shape = Vec::with_capacity(raw_shape.len());
-    let mut numel: usize = 1;
-    for &d in &raw_shape {
-        let d = usize::try_from(d).map_err(|_| {
-            bad(format!(
-                "{} has a negative dimension in shape {raw_shape:?}",
-                what()
-            ))
-        })?;
-        numel = numel
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .ok_or_else(|| {
-                bad(format!(
-                    "{} has shape {raw_shape:?}, more than {MAX_ELEMENTS} elements",
-                    what()
-                ))
-            })?;
-        shape.push(d);
-    }
-    let signature: Option<Vec<i32>> = t.shape_signature().map(|s| s.iter().collect());
-    if let Some(sig) = &signature {
-        let consistent = sig.len() == shape.len()
-            && sig
-                .iter()
-                .zip(&shape)
-                .all(|(&s, &d)| s == -1 || s as i64 == d as i64);
-        if !consistent {
-            return Err(bad(format!(
-                "{} has shape_signature {sig:?} that does not match its shape {raw_shape:?}",
-                what()
-            )));
-        }
-    }
-    let dtype = ElemType::from_fb(t.type_());
-
-    let quant = match t.quantization() {
-        Some(q) => read_quant(&q, &shape, &what)?,
-        None => None,
-    };
-
-    let b = t.buffer() as usize;
-    let (bytes, external) = *buffers.get(b).ok_or_else(|| {
-        bad(format!(
-            "{} refers to buffer {b}, but the model has {} buffers",
-            what(),
-            buffers.len()
-        ))
-    })?;
-    if external {
-        return Err(bad(format!(
-            "{} keeps its data outside the flatbuffer (a model over 2 GB); qatc does not read those",
-            what()
-        )));
-    }
-    let constant = if bytes.is_empty() {
-        None
-    } else if let Some(size) = dtype.size() {
-        let need = numel * size;
-        if bytes.len() < need {
-            return Err(bad(format!(
-                "{} ({} {raw_shape:?}) needs {need} bytes but its buffer {b} holds {}",
-                what(),
-                dtype.name(),
-                bytes.len()
-            )));
-        }
-        let bytes = &bytes[..need];
-        let data = match dtype {
-            ElemType::F32 => Data::F32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
-            ElemType::I8 => Data::I8(bytes.iter().map(|&b| b as i8).collect()),
-            ElemType::I32 => Data::I32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
-            ElemType::I64 => Data::I64(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                    .collect(),
-            ),
-            ElemType::Other(_) => unreachable!("size() is None for other types"),
-        };
-        Some(Array {
-            shape: shape.clone(),
-            data,
-        })
-    } else {
-        None
-    };
-
-    Ok(TensorInfo {
-        name,
-        shape,
-        signature,
-        dtype,
-        quant,
-        constant,
-        buffer_bytes: bytes.len(),
-        is_variable: t.is_variable(),
-        is_sparse: t.sparsity().is_some(),
-    })
-}
-
-fn read_quant(
-    q: &fb::QuantizationParameters<'_>,
-    shape: &[usize],
-    what: &dyn Fn() -> String,
-) -> Result<Option<QuantParams>> {
-    let scale: Vec<f32> = q.scale().map(|s| s.iter().collect()).unwrap_or_default();
-    if scale.is_empty() {
-        // no scale: "not quantized" (min/max alone are informational)
-        return Ok(None);
-    }
-    let zero_point: Vec<i64> = q
-        .zero_point()
-        .map(|z| z.iter().collect())
-        .unwrap_or_default();
-    if zero_point.len() != scale.len() {
-        return Err(bad(format!(
-            "{} has {} quantization scales but {} zero points",
-            what(),
-            scale.len(),
-            zero_point.len()
-        )));
-    }
-    let axis = q.quantized_dimension();
-    if scale.len() > 1 {
-        let ok_axis = usize::try_from(axis).ok().filter(|&a| a < shape.len());
-        let Some(a) = ok_axis else {
-            return Err(bad(format!(
-                "{} has quantized_dimension {axis} outside its rank {}",
-                what(),
-                shape.len()
-            )));
-        };
-        if shape[a] != scale.len() {
-            return Err(bad(format!(
-                "{} has {} per-axis scales but dimension {a} has size {}",
-                what(),
-                scale.len(),
-                shape[a]
-            )));
-        }
-    }
-    if let Some(s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-        return Err(bad(format!(
-            "{} has quantization scale {s}; scales must be positive and finite",
-            what()
-        )));
-    }
-    if let Some(z) = zero_point
-        .iter()
-        .find(|&&z| z < i32::MIN as i64 || z > i32::MAX as i64)
-    {
-        return Err(bad(format!(
-            "{} has zero point {z} outside the i32 range",
-            what()
-        )));
-    }
-    Ok(Some(QuantParams {
-        scale,
-        zero_point,
-        axis: axis.max(0) as usize,
-    }))
-}
-
-fn read_options(op: &fb::Operator<'_>) -> Options {
-    use FusedActivation as A;
-    let t = op.builtin_options_type();
-    if t == fb::BuiltinOptions::NONE {
-        return Options::None;
-    }
-    if let Some(o) = op.builtin_options_as_conv_2_doptions() {
-        return Options::Conv2d {
-            padding: PaddingMode::from_fb(o.padding()),
-            stride_h: o.stride_h(),
-            stride_w: o.stride_w(),
-            dilation_h: o.dilation_h_factor(),
-            dilation_w: o.dilation_w_factor(),
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_depthwise_conv_2_doptions() {
-        return Options::DepthwiseConv2d {
-            padding: PaddingMode::from_fb(o.padding()),
-            stride_h: o.stride_h(),
-            stride_w: o.stride_w(),
-            dilation_h: o.dilation_h_factor(),
-            dilation_w: o.dilation_w_factor(),
-            depth_multiplier: o.depth_multiplier(),
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_pool_2_doptions() {
-        return Options::Pool2d {
-            padding: PaddingMode::from_fb(o.padding()),
-            stride_h: o.stride_h(),
-            stride_w: o.stride_w(),
-            filter_h: o.filter_height(),
-            filter_w: o.filter_width(),
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_fully_connected_options() {
-        return Options::FullyConnected {
-            activation: A::from_fb(o.fused_activation_function()),
-            shuffled_weights: o.weights_format() != fb::FullyConnectedOptionsWeightsFormat::DEFAULT,
-            keep_num_dims: o.keep_num_dims(),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_softmax_options() {
-        return Options::Softmax { beta: o.beta() };
-    }
-    if let Some(o) = op.builtin_options_as_concatenation_options() {
-        return Options::Concatenation {
-            axis: o.axis(),
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_add_options() {
-        return Options::Add {
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_sub_options() {
-        return Options::Sub {
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_mul_options() {
-        return Options::Mul {
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_reshape_options() {
-        return Options::Reshape {
-            new_shape: o.new_shape().map(|s| s.iter().collect()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_reducer_options() {
-        return Options::Reducer {
-            keep_dims: o.keep_dims(),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_strided_slice_options() {
-        return Options::StridedSlice {
-            begin_mask: o.begin_mask(),
-            end_mask: o.end_mask(),
-            ellipsis_mask: o.ellipsis_mask(),
-            new_axis_mask: o.new_axis_mask(),
-            shrink_axis_mask: o.shrink_axis_mask(),
-            offset: o.offset(),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_transpose_conv_options() {
-        return Options::TransposeConv {
-            padding: PaddingMode::from_fb(o.padding()),
-            stride_h: o.stride_h(),
-            stride_w: o.stride_w(),
-            activation: A::from_fb(o.fused_activation_function()),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_resize_nearest_neighbor_options() {
-        return Options::ResizeNearestNeighbor {
-            align_corners: o.align_corners(),
-            half_pixel_centers: o.half_pixel_centers(),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_leaky_relu_options() {
-        return Options::LeakyRelu { alpha: o.alpha() };
-    }
-    if let Some(o) = op.builtin_options_as_pack_options() {
-        return Options::Pack {
-            values_count: o.values_count(),
-            axis: o.axis(),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_squeeze_options() {
-        return Options::Squeeze {
-            dims: o
-                .squeeze_dims()
-                .map(|s| s.iter().collect())
-                .unwrap_or_default(),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_gather_options() {
-        return Options::Gather {
-            axis: o.axis(),
-            batch_dims: o.batch_dims(),
-        };
-    }
-    if let Some(o) = op.builtin_options_as_shape_options() {
-        return Options::Shape {
-            out_type: ElemType::from_fb(o.out_type()),
-        };
-    }
-    let empty = op.builtin_options_as_pad_options().is_some()
-        || op.builtin_options_as_pad_v2_options().is_some()
-        || op.builtin_options_as_transpose_options().is_some()
-        || op.builtin_options_as_dequantize_options().is_some()
-        || op.builtin_options_as_quantize_options().is_some()
-        || op.builtin_options_as_maximum_minimum_options().is_some()
-        || op.builtin_options_as_slice_options().is_some()
-        || op.builtin_options_as_hard_swish_options().is_some();
-    if empty {
-        Options::Empty(t)
-    } else {
-        Options::Unknown(t.0)
+        codes
     }
 }

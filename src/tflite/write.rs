@@ -1,5 +1,4 @@
-//! Writing `.tflite` flatbuffers from an owned description ([`ModelDef`]). The exporter
-//! builds a `ModelDef`; tests build small ones by hand.
+//! Writing a [`Model`] as a `.tflite` flatbuffer.
 //!
 //! What every written file has (the TFLite format's rules, see `tflite_schema/README.md`):
 //! schema version 3 and identifier `TFL3`; buffer 0 empty; constant data sized exactly and
@@ -7,50 +6,10 @@
 //! min(code, 127)`, `builtin_code` and `version` all set; every operator's options table
 //! written (LiteRT zero-fills missing ones); metadata buffers as given.
 
-use super::model::{ElemType, FusedActivation, Options, PaddingMode, QuantParams};
+use super::model::{Model, Options, QuantParams};
 use super::schema as fb;
 use crate::error::{Error, Result};
 use flatbuffers::{FlatBufferBuilder, Push, PushAlignment, WIPOffset};
-
-/// One tensor to write.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorDef {
-    pub name: String,
-    pub shape: Vec<i32>,
-    pub signature: Option<Vec<i32>>,
-    pub dtype: ElemType,
-    pub quant: Option<QuantParams>,
-    /// Constant data, little-endian, exactly `numel · size(dtype)` bytes.
-    pub data: Option<Vec<u8>>,
-}
-
-/// One operator to write.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OpDef {
-    pub code: fb::BuiltinOperator,
-    pub version: i32,
-    /// Tensor indices; -1 for an omitted optional input.
-    pub inputs: Vec<i32>,
-    pub outputs: Vec<i32>,
-    pub options: Options,
-}
-
-/// A signature: `(key, inputs, outputs)` with `(name, tensor index)` entries.
-pub type SignatureDef = (String, Vec<(String, i32)>, Vec<(String, i32)>);
-
-/// A single-subgraph model to write.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ModelDef {
-    pub description: String,
-    pub subgraph_name: String,
-    pub tensors: Vec<TensorDef>,
-    pub ops: Vec<OpDef>,
-    pub inputs: Vec<i32>,
-    pub outputs: Vec<i32>,
-    pub signature: Option<SignatureDef>,
-    /// Metadata entries: name and the bytes of their buffer.
-    pub metadata: Vec<(String, Vec<u8>)>,
-}
 
 /// A byte pushed with 16-byte alignment: a vector of these starts 16-byte aligned in the
 /// finished buffer (the schema's `force_align: 16` on `Buffer.data`).
@@ -66,26 +25,6 @@ impl Push for AlignedByte {
 
     fn alignment() -> PushAlignment {
         PushAlignment::new(16)
-    }
-}
-
-fn activation(a: FusedActivation) -> fb::ActivationFunctionType {
-    match a {
-        FusedActivation::None => fb::ActivationFunctionType::NONE,
-        FusedActivation::Relu => fb::ActivationFunctionType::RELU,
-        FusedActivation::ReluN1To1 => fb::ActivationFunctionType::RELU_N1_TO_1,
-        FusedActivation::Relu6 => fb::ActivationFunctionType::RELU6,
-        FusedActivation::Tanh => fb::ActivationFunctionType::TANH,
-        FusedActivation::SignBit => fb::ActivationFunctionType::SIGN_BIT,
-        FusedActivation::Other(v) => fb::ActivationFunctionType(v),
-    }
-}
-
-fn padding(p: PaddingMode) -> fb::Padding {
-    match p {
-        PaddingMode::Same => fb::Padding::SAME,
-        PaddingMode::Valid => fb::Padding::VALID,
-        PaddingMode::Other(v) => fb::Padding(v),
     }
 }
 
@@ -110,10 +49,10 @@ fn write_options(
             let t = fb::Conv2DOptions::create(
                 fbb,
                 &fb::Conv2DOptionsArgs {
-                    padding: padding(*p),
+                    padding: p.to_fb(),
                     stride_w: *stride_w,
                     stride_h: *stride_h,
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                     dilation_w_factor: *dilation_w,
                     dilation_h_factor: *dilation_h,
                     quantized_bias_type: fb::TensorType::FLOAT32,
@@ -133,11 +72,11 @@ fn write_options(
             let t = fb::DepthwiseConv2DOptions::create(
                 fbb,
                 &fb::DepthwiseConv2DOptionsArgs {
-                    padding: padding(*p),
+                    padding: p.to_fb(),
                     stride_w: *stride_w,
                     stride_h: *stride_h,
                     depth_multiplier: *depth_multiplier,
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                     dilation_w_factor: *dilation_w,
                     dilation_h_factor: *dilation_h,
                 },
@@ -155,12 +94,12 @@ fn write_options(
             let t = fb::Pool2DOptions::create(
                 fbb,
                 &fb::Pool2DOptionsArgs {
-                    padding: padding(*p),
+                    padding: p.to_fb(),
                     stride_w: *stride_w,
                     stride_h: *stride_h,
                     filter_width: *filter_w,
                     filter_height: *filter_h,
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                 },
             );
             (U::Pool2DOptions, Some(t.as_union_value()))
@@ -173,7 +112,7 @@ fn write_options(
             let t = fb::FullyConnectedOptions::create(
                 fbb,
                 &fb::FullyConnectedOptionsArgs {
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                     weights_format: if *shuffled_weights {
                         fb::FullyConnectedOptionsWeightsFormat::SHUFFLED4x16INT8
                     } else {
@@ -198,7 +137,7 @@ fn write_options(
                 fbb,
                 &fb::ConcatenationOptionsArgs {
                     axis: *axis,
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                 },
             );
             (U::ConcatenationOptions, Some(t.as_union_value()))
@@ -207,7 +146,7 @@ fn write_options(
             let t = fb::AddOptions::create(
                 fbb,
                 &fb::AddOptionsArgs {
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                     pot_scale_int16: true,
                 },
             );
@@ -217,7 +156,7 @@ fn write_options(
             let t = fb::SubOptions::create(
                 fbb,
                 &fb::SubOptionsArgs {
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                     pot_scale_int16: true,
                 },
             );
@@ -227,7 +166,7 @@ fn write_options(
             let t = fb::MulOptions::create(
                 fbb,
                 &fb::MulOptionsArgs {
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                 },
             );
             (U::MulOptions, Some(t.as_union_value()))
@@ -276,10 +215,10 @@ fn write_options(
             let t = fb::TransposeConvOptions::create(
                 fbb,
                 &fb::TransposeConvOptionsArgs {
-                    padding: padding(*p),
+                    padding: p.to_fb(),
                     stride_w: *stride_w,
                     stride_h: *stride_h,
-                    fused_activation_function: activation(*a),
+                    fused_activation_function: a.to_fb(),
                     quantized_bias_type: fb::TensorType::FLOAT32,
                 },
             );
@@ -371,27 +310,50 @@ fn write_quant<'a>(
     )
 }
 
-/// Serializes a model. Checks only what the flatbuffer layout needs (indices in range);
-/// the semantic checks are the exporter's and the reader's.
-pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
-    let n = m.tensors.len() as i32;
-    let check = |what: &str, i: i32, optional: bool| -> Result<()> {
-        if (0..n).contains(&i) || (optional && i == -1) {
-            Ok(())
+/// Serializes a model. Checks only what the flatbuffer layout needs (indices in range,
+/// signatures of subgraph 0); the semantic checks are the exporter's and the reader's.
+pub fn write(m: &Model) -> Result<Vec<u8>> {
+    let n = m.tensors.len();
+    let check = |what: &str, i: usize| -> Result<i32> {
+        if i < n {
+            Ok(i as i32)
         } else {
             Err(Error::Tflite(format!("{what} refers to tensor {i} of {n}")))
         }
     };
-    for (k, op) in m.ops.iter().enumerate() {
-        for &i in &op.inputs {
-            check(&format!("operator #{k} input"), i, true)?;
-        }
-        for &i in &op.outputs {
-            check(&format!("operator #{k} output"), i, false)?;
+    let mut op_io = Vec::with_capacity(m.operators.len());
+    for (k, op) in m.operators.iter().enumerate() {
+        let inputs = op
+            .inputs
+            .iter()
+            .map(|i| match i {
+                Some(i) => check(&format!("operator #{k} input"), *i),
+                None => Ok(-1),
+            })
+            .collect::<Result<Vec<i32>>>()?;
+        let outputs = op
+            .outputs
+            .iter()
+            .map(|&i| check(&format!("operator #{k} output"), i))
+            .collect::<Result<Vec<i32>>>()?;
+        op_io.push((inputs, outputs));
+    }
+    let io = |v: &[usize]| -> Result<Vec<i32>> {
+        v.iter()
+            .map(|&i| check("a subgraph input or output", i))
+            .collect()
+    };
+    let (sg_inputs, sg_outputs) = (io(&m.inputs)?, io(&m.outputs)?);
+    for s in &m.signatures {
+        for (_, i) in s.inputs.iter().chain(&s.outputs) {
+            check(&format!("signature `{}`", s.key), *i)?;
         }
     }
-    for &i in m.inputs.iter().chain(&m.outputs) {
-        check("a subgraph input or output", i, false)?;
+    if let Some(t) = m.tensors.iter().find(|t| t.is_sparse) {
+        return Err(Error::Tflite(format!(
+            "tensor `{}` is sparse; qatc writes dense tensors only",
+            t.name
+        )));
     }
 
     let mut fbb = FlatBufferBuilder::with_capacity(1 << 16);
@@ -440,7 +402,8 @@ pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
     // tensors
     let mut tensors = Vec::with_capacity(m.tensors.len());
     for (i, t) in m.tensors.iter().enumerate() {
-        let shape = fbb.create_vector(&t.shape);
+        let dims: Vec<i32> = t.shape.iter().map(|&d| d as i32).collect();
+        let shape = fbb.create_vector(&dims);
         let signature = t.signature.as_ref().map(|s| fbb.create_vector(s));
         let name = fbb.create_string(&t.name);
         let quant = t.quant.as_ref().map(|q| write_quant(&mut fbb, q));
@@ -453,16 +416,17 @@ pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
                 name: Some(name),
                 quantization: quant,
                 shape_signature: signature,
+                is_variable: t.is_variable,
                 ..Default::default()
             },
         ));
     }
 
     // operator codes, deduplicated in order of first use
-    let mut codes: Vec<(fb::BuiltinOperator, i32)> = Vec::new();
-    let mut ops = Vec::with_capacity(m.ops.len());
-    for op in &m.ops {
-        let key = (op.code, op.version);
+    let mut codes: Vec<(fb::BuiltinOperator, i32, Option<&str>)> = Vec::new();
+    let mut ops = Vec::with_capacity(m.operators.len());
+    for (op, (op_inputs, op_outputs)) in m.operators.iter().zip(&op_io) {
+        let key = (op.code, op.version, op.custom_code.as_deref());
         let index = match codes.iter().position(|c| *c == key) {
             Some(i) => i,
             None => {
@@ -471,8 +435,8 @@ pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
             }
         };
         let (options_type, options) = write_options(&mut fbb, &op.options)?;
-        let inputs = fbb.create_vector(&op.inputs);
-        let outputs = fbb.create_vector(&op.outputs);
+        let inputs = fbb.create_vector(op_inputs);
+        let outputs = fbb.create_vector(op_outputs);
         ops.push(fb::Operator::create(
             &mut fbb,
             &fb::OperatorArgs {
@@ -487,12 +451,13 @@ pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
     }
     let opcodes: Vec<WIPOffset<fb::OperatorCode>> = codes
         .iter()
-        .map(|&(code, version)| {
+        .map(|&(code, version, custom)| {
+            let custom_code = custom.map(|c| fbb.create_string(c));
             fb::OperatorCode::create(
                 &mut fbb,
                 &fb::OperatorCodeArgs {
                     deprecated_builtin_code: code.0.min(127) as i8,
-                    custom_code: None,
+                    custom_code,
                     version,
                     builtin_code: code,
                 },
@@ -501,8 +466,8 @@ pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
         .collect();
 
     let tensors = fbb.create_vector(&tensors);
-    let inputs = fbb.create_vector(&m.inputs);
-    let outputs = fbb.create_vector(&m.outputs);
+    let inputs = fbb.create_vector(&sg_inputs);
+    let outputs = fbb.create_vector(&sg_outputs);
     let operators = fbb.create_vector(&ops);
     let sg_name = fbb.create_string(&m.subgraph_name);
     let subgraph = fb::SubGraph::create(
@@ -516,41 +481,39 @@ pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
         },
     );
 
-    let signature_defs = match &m.signature {
-        None => None,
-        Some((key, ins, outs)) => {
-            let mut maps = |entries: &[(String, i32)]| -> Vec<WIPOffset<fb::TensorMap>> {
-                entries
-                    .iter()
-                    .map(|(name, t)| {
-                        let name = fbb.create_string(name);
-                        fb::TensorMap::create(
-                            &mut fbb,
-                            &fb::TensorMapArgs {
-                                name: Some(name),
-                                tensor_index: *t as u32,
-                            },
-                        )
-                    })
-                    .collect()
-            };
-            let ins = maps(ins);
-            let outs = maps(outs);
-            let ins = fbb.create_vector(&ins);
-            let outs = fbb.create_vector(&outs);
-            let key = fbb.create_string(key);
-            let sig = fb::SignatureDef::create(
-                &mut fbb,
-                &fb::SignatureDefArgs {
-                    inputs: Some(ins),
-                    outputs: Some(outs),
-                    signature_key: Some(key),
-                    subgraph_index: 0,
-                },
-            );
-            Some(fbb.create_vector(&[sig]))
-        }
-    };
+    let mut sigs = Vec::with_capacity(m.signatures.len());
+    for s in &m.signatures {
+        let mut maps = |entries: &[(String, usize)]| -> Vec<WIPOffset<fb::TensorMap>> {
+            entries
+                .iter()
+                .map(|(name, t)| {
+                    let name = fbb.create_string(name);
+                    fb::TensorMap::create(
+                        &mut fbb,
+                        &fb::TensorMapArgs {
+                            name: Some(name),
+                            tensor_index: *t as u32,
+                        },
+                    )
+                })
+                .collect()
+        };
+        let ins = maps(&s.inputs);
+        let outs = maps(&s.outputs);
+        let ins = fbb.create_vector(&ins);
+        let outs = fbb.create_vector(&outs);
+        let key = fbb.create_string(&s.key);
+        sigs.push(fb::SignatureDef::create(
+            &mut fbb,
+            &fb::SignatureDefArgs {
+                inputs: Some(ins),
+                outputs: Some(outs),
+                signature_key: Some(key),
+                subgraph_index: 0,
+            },
+        ));
+    }
+    let signature_defs = (!sigs.is_empty()).then(|| fbb.create_vector(&sigs));
 
     let opcodes = fbb.create_vector(&opcodes);
     let subgraphs = fbb.create_vector(&[subgraph]);
@@ -572,17 +535,4 @@ pub fn write(m: &ModelDef) -> Result<Vec<u8>> {
     );
     fb::finish_model_buffer(&mut fbb, model);
     Ok(fbb.finished_data().to_vec())
-}
-
-/// Little-endian bytes of typed values (constant tensor data).
-pub fn le_bytes_i32(v: &[i32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub fn le_bytes_f32(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub fn le_bytes_i8(v: &[i8]) -> Vec<u8> {
-    v.iter().map(|&x| x as u8).collect()
 }

@@ -2,20 +2,27 @@
 //! with qatc's flatbuffer writer (there is no TensorFlow here to run the converter).
 
 use super::uniform;
-use qatc::tflite::model::{ElemType, FusedActivation, Options, PaddingMode};
+use qatc::tflite::model::{
+    Data, ElemType, FusedActivation, Model, Operator, Options, PaddingMode, Signature, Tensor,
+};
 use qatc::tflite::schema::{BuiltinOperator as B, BuiltinOptions};
-use qatc::tflite::write::{le_bytes_f32, le_bytes_i32, write, ModelDef, OpDef, TensorDef};
+use qatc::tflite::write;
 
-/// A little assembler for float `.tflite` models.
+/// A little assembler for float `.tflite` models (shapes and tensor indices as the file
+/// holds them, i32).
 pub struct Asm {
-    m: ModelDef,
+    m: Model,
     seed: u64,
+}
+
+fn dims(shape: &[i32]) -> Vec<usize> {
+    shape.iter().map(|&d| d as usize).collect()
 }
 
 impl Asm {
     pub fn new() -> Asm {
         Asm {
-            m: ModelDef {
+            m: Model {
                 description: "MLIR Converted.".into(),
                 subgraph_name: "main".into(),
                 ..Default::default()
@@ -24,7 +31,7 @@ impl Asm {
         }
     }
 
-    fn push(&mut self, t: TensorDef) -> i32 {
+    fn push(&mut self, t: Tensor) -> i32 {
         self.m.tensors.push(t);
         self.m.tensors.len() as i32 - 1
     }
@@ -35,13 +42,9 @@ impl Asm {
         if !sig.is_empty() {
             sig[0] = -1;
         }
-        self.push(TensorDef {
-            name: name.into(),
-            shape: shape.to_vec(),
+        self.push(Tensor {
             signature: Some(sig),
-            dtype: ElemType::F32,
-            quant: None,
-            data: None,
+            ..Tensor::new(name, dims(shape), ElemType::F32)
         })
     }
 
@@ -49,57 +52,33 @@ impl Asm {
         let n: usize = shape.iter().map(|&d| d as usize).product();
         self.seed += 1;
         let t = uniform(&[n], -0.5, 0.5, self.seed);
-        self.push(TensorDef {
-            name: name.into(),
-            shape: shape.to_vec(),
-            signature: None,
-            dtype: ElemType::F32,
-            quant: None,
-            data: Some(le_bytes_f32(&t.data)),
-        })
+        self.push(Tensor::constant(name, dims(shape), &Data::F32(t.data)))
     }
 
     pub fn ints(&mut self, name: &str, shape: &[i32], v: &[i32]) -> i32 {
-        self.push(TensorDef {
-            name: name.into(),
-            shape: shape.to_vec(),
-            signature: None,
-            dtype: ElemType::I32,
-            quant: None,
-            data: Some(le_bytes_i32(v)),
-        })
+        self.push(Tensor::constant(name, dims(shape), &Data::I32(v.to_vec())))
     }
 
     /// An int32 tensor computed by glue ops.
     fn int_act(&mut self, name: &str, shape: &[i32]) -> i32 {
-        self.push(TensorDef {
-            name: name.into(),
-            shape: shape.to_vec(),
-            signature: None,
-            dtype: ElemType::I32,
-            quant: None,
-            data: None,
-        })
+        self.push(Tensor::new(name, dims(shape), ElemType::I32))
     }
 
     pub fn op(&mut self, code: B, inputs: &[i32], output: i32, options: Options) {
-        self.m.ops.push(OpDef {
-            code,
-            version: 1,
-            inputs: inputs.to_vec(),
-            outputs: vec![output],
-            options,
-        });
+        let mut op = Operator::new(code, 1, &[], &[output as usize], options);
+        op.inputs = inputs.iter().map(|&i| usize::try_from(i).ok()).collect();
+        self.m.operators.push(op);
     }
 
     pub fn finish(mut self, input: i32, output: i32) -> Vec<u8> {
+        let (input, output) = (input as usize, output as usize);
         self.m.inputs = vec![input];
         self.m.outputs = vec![output];
-        self.m.signature = Some((
-            "serving_default".into(),
-            vec![("input_1".into(), input)],
-            vec![("output_0".into(), output)],
-        ));
+        self.m.signatures = vec![Signature {
+            key: "serving_default".into(),
+            inputs: vec![("input_1".into(), input)],
+            outputs: vec![("output_0".into(), output)],
+        }];
         write(&self.m).unwrap()
     }
 }

@@ -1,85 +1,20 @@
-//! The one table of how qatc's ops map to TFLite builtins, and the versions the TFLite
-//! converter writes for them (`versioning/op_version.cc`) with the minimum runtime each
-//! needs (`versioning/runtime_version.cc`).
-//!
-//! | qatc op | TFLite (int8 export) | TFLite (float import) |
-//! |---|---|---|
-//! | `conv2d` | CONV_2D (per-axis dim 0, int32 bias always present) | CONV_2D |
-//! | `depthwise_conv2d` | DEPTHWISE_CONV_2D (per-axis dim 3) | DEPTHWISE_CONV_2D |
-//! | `conv2d_transpose` | TRANSPOSE_CONV (+ RELU/RELU6, never fused) | TRANSPOSE_CONV |
-//! | `dense` | FULLY_CONNECTED (per-axis dim 0) | FULLY_CONNECTED (+ `flatten` when rank > 2) |
-//! | `add` / `sub` / `mul` | ADD / SUB / MUL | same |
-//! | `max_pool2d` / `avg_pool2d` | MAX_POOL_2D / AVERAGE_POOL_2D | same |
-//! | `global_avg_pool` / `mean` | MEAN | MEAN |
-//! | `global_max_pool` | REDUCE_MAX over H, W | — |
-//! | `relu` / `relu6` / `leaky_relu` / `hard_swish` | RELU / RELU6 / LEAKY_RELU / HARD_SWISH | same |
-//! | `sigmoid` / `tanh` / `softmax` | LOGISTIC / TANH / SOFTMAX (fixed output params) | same |
-//! | `reshape` / `flatten` | RESHAPE (batch -1) | RESHAPE (+ SHAPE/STRIDED_SLICE/PACK glue folded) |
-//! | `transpose` / `pad` / `concat` | TRANSPOSE / PAD / CONCATENATION | same |
-//! | `crop` | STRIDED_SLICE (batch masked) | — |
-//! | `upsample_nearest` | RESIZE_NEAREST_NEIGHBOR (half-pixel centers) | RESIZE_NEAREST_NEIGHBOR |
-//! | `fake_quant` | QUANTIZE at a float input, requantizing QUANTIZE, MINIMUM/MAXIMUM clamps for n-bit grids | — |
-//! | graph output | DEQUANTIZE (float I/O) | — |
+//! The operator versions the TFLite converter writes (`versioning/op_version.cc`) and the
+//! minimum runtime each needs (`versioning/runtime_version.cc`), for the operators and
+//! signatures qatc writes.
 
-use super::model::{ElemType, FusedActivation, PaddingMode};
+use super::model::{ElemType, Options};
 use super::schema::BuiltinOperator as B;
-use crate::ir::op::{Activation, Padding};
-
-/// The fused activation of an IR activation.
-pub fn fused(a: Activation) -> FusedActivation {
-    match a {
-        Activation::None => FusedActivation::None,
-        Activation::Relu => FusedActivation::Relu,
-        Activation::Relu6 => FusedActivation::Relu6,
-    }
-}
-
-/// The IR activation of a fused TFLite activation, if the IR has it.
-pub fn ir_activation(a: FusedActivation) -> Option<Activation> {
-    match a {
-        FusedActivation::None => Some(Activation::None),
-        FusedActivation::Relu => Some(Activation::Relu),
-        FusedActivation::Relu6 => Some(Activation::Relu6),
-        _ => None,
-    }
-}
-
-/// TFLite's padding mode for an IR padding, when the geometry is the same. Explicit
-/// padding maps only when it equals what SAME or VALID computes; otherwise `None`.
-pub fn padding_mode(
-    p: Padding,
-    input: [usize; 2],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    dilation: [usize; 2],
-) -> Option<PaddingMode> {
-    match p {
-        Padding::Same => Some(PaddingMode::Same),
-        Padding::Valid => Some(PaddingMode::Valid),
-        Padding::Explicit(e) => {
-            if e == [0; 4] {
-                return Some(PaddingMode::Valid);
-            }
-            let same = |axis: usize| -> [usize; 2] {
-                let eff = (kernel[axis] - 1) * dilation[axis] + 1;
-                let out = input[axis].div_ceil(stride[axis]);
-                let total = ((out - 1) * stride[axis] + eff).saturating_sub(input[axis]);
-                [total / 2, total - total / 2]
-            };
-            let s = [same(0), same(1)];
-            (e == [s[0][0], s[0][1], s[1][0], s[1][1]]).then_some(PaddingMode::Same)
-        }
-    }
-}
 
 /// What decides an operator's version: the types and options the converter looks at.
 #[derive(Clone, Debug, Default)]
 pub struct OpSig {
+    /// The first input's element type.
     pub input_type: Option<ElemType>,
     /// Number of inputs, counting omitted (-1) ones.
     pub inputs: usize,
     /// Rank of the first input.
     pub rank: usize,
+    /// A fused activation other than NONE.
     pub fused_activation: bool,
     /// TRANSPOSE_CONV: a bias is present.
     pub has_bias: bool,
@@ -87,9 +22,36 @@ pub struct OpSig {
     pub mul_multiplier_ge_one: bool,
     /// RESIZE_NEAREST_NEIGHBOR: align_corners or half_pixel_centers.
     pub resize_flags: bool,
+    /// FULLY_CONNECTED: `keep_num_dims`.
     pub keep_num_dims: bool,
     /// QUANTIZE / DEQUANTIZE per channel.
     pub per_channel: bool,
+}
+
+impl OpSig {
+    /// The signature of an operator with these options reading `inputs` inputs of rank
+    /// `rank`, the first of type `input_type`: the option-dependent fields are read from the
+    /// options.
+    pub fn new(input_type: ElemType, inputs: usize, rank: usize, options: &Options) -> OpSig {
+        let mut sig = OpSig {
+            input_type: Some(input_type),
+            inputs,
+            rank,
+            ..OpSig::default()
+        };
+        match options {
+            Options::ResizeNearestNeighbor {
+                align_corners,
+                half_pixel_centers,
+            } => sig.resize_flags = *align_corners || *half_pixel_centers,
+            Options::FullyConnected { keep_num_dims, .. } => sig.keep_num_dims = *keep_num_dims,
+            Options::TransposeConv { activation, .. } => {
+                sig.fused_activation = *activation != super::model::FusedActivation::None
+            }
+            _ => {}
+        }
+        sig
+    }
 }
 
 /// The version the TFLite converter writes for an operator (`op_version.cc`, for the
@@ -235,14 +197,5 @@ mod tests {
         assert_eq!(max_version(["1.14.0", "1.5.0"]), Some("1.14.0"));
         assert_eq!(min_runtime(B::RELU, 2), Some("2.1.0"));
         assert_eq!(min_runtime(B::CONV_2D, 3), Some("1.14.0"));
-    }
-
-    #[test]
-    fn explicit_padding_maps_when_it_equals_same() {
-        // 5x5 input, 3x3 kernel, stride 1: SAME pads 1 on every side
-        let g = |p| padding_mode(p, [5, 5], [3, 3], [1, 1], [1, 1]);
-        assert_eq!(g(Padding::Explicit([1, 1, 1, 1])), Some(PaddingMode::Same));
-        assert_eq!(g(Padding::Explicit([0, 0, 0, 0])), Some(PaddingMode::Valid));
-        assert_eq!(g(Padding::Explicit([2, 0, 1, 1])), None);
     }
 }

@@ -1,0 +1,3 @@
+//! Frontends: model files to qatc graphs and their parameters.
+
+pub mod tflite;
