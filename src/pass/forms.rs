@@ -124,11 +124,8 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                 }
                 // conv [-> batch_norm] [-> relu/relu6] -> fake_quant, nothing quantized inside
                 let mut v = id;
-                loop {
-                    let next = match g.users(v).as_slice() {
-                        [(u, 0)] => *u,
-                        _ => break,
-                    };
+                while let [(next, 0)] = g.users(v).as_slice() {
+                    let next = *next;
                     let Some(next_op) = g.node(next).op.as_model() else {
                         break;
                     };

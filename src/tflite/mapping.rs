@@ -884,3 +884,17 @@ fn decode_crop(code: B, op: &Operator, input: &[usize]) -> Result<ModelOp, Strin
     }
     Ok(ModelOp::Crop { crops })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_padding_maps_when_it_equals_same() {
+        // 5x5 input, 3x3 kernel, stride 1: SAME pads 1 on every side
+        let g = |p| padding_mode(p, [5, 5], [3, 3], [1, 1], [1, 1]);
+        assert_eq!(g(Padding::Explicit([1, 1, 1, 1])), Some(PaddingMode::Same));
+        assert_eq!(g(Padding::Explicit([0, 0, 0, 0])), Some(PaddingMode::Valid));
+        assert_eq!(g(Padding::Explicit([2, 0, 1, 1])), None);
+    }
+}

@@ -259,12 +259,11 @@ pub(super) fn infer_pass(op: &PassOp, ins: &[&TensorType]) -> Result<TensorType,
     }
 }
 
+/// A convolution's output shape from its input and kernel shapes.
+type ConvShape = fn(&ConvAttrs, &[usize], &[usize]) -> Result<Shape, String>;
+
 /// A convolution's output: `shape` of its input and kernel, checked against the bias.
-fn conv_like(
-    c: &ConvAttrs,
-    ins: &[&TensorType],
-    shape: fn(&ConvAttrs, &[usize], &[usize]) -> Result<Shape, String>,
-) -> Result<TensorType, String> {
+fn conv_like(c: &ConvAttrs, ins: &[&TensorType], shape: ConvShape) -> Result<TensorType, String> {
     check_conv(c)?;
     let (x, w) = (ins[0], ins[1]);
     want_rank(x, 4, "the input")?;

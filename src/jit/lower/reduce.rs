@@ -250,8 +250,8 @@ pub fn global_avg_pool_grad(cx: &mut Lower, input_shape: &[usize]) -> Result<Val
         let dy = cx.arg(0);
         let s = input_shape;
         let inv = 1.0 / (s[1] * s[2]) as f32;
-        cx.map("", &s, |l| {
-            let d = l.leaf(reduced(dy.vt, &s, &[0, 3]));
+        cx.map("", s, |l| {
+            let d = l.leaf(reduced(dy.vt, s, &[0, 3]));
             let c = l.c(inv);
             l.mul(d, c)
         })
@@ -271,8 +271,8 @@ pub fn mean_grad(cx: &mut Lower, axes: &[usize], input_shape: &[usize]) -> Resul
         let count: usize = axes.iter().map(|&a| s[a]).product();
         let inv = 1.0 / count.max(1) as f32;
         let keep: Vec<usize> = (0..s.len()).filter(|d| !axes.contains(d)).collect();
-        cx.map("", &s, |l| {
-            let d = l.leaf(reduced(dy.vt, &s, &keep));
+        cx.map("", s, |l| {
+            let d = l.leaf(reduced(dy.vt, s, &keep));
             let c = l.c(inv);
             l.mul(d, c)
         })
