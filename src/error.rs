@@ -58,6 +58,18 @@ pub enum Error {
     #[error("training step {step}: {msg}")]
     Training { step: u64, msg: String },
 
+    /// A pipeline step left the graph in another form than it promises.
+    #[error("after pass `{pass}` the graph is not in {form}: {source}")]
+    Form {
+        /// The pass that just ran.
+        pass: String,
+        /// The form it promises.
+        form: &'static str,
+        /// What is wrong, naming the node.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The rewriting engine (rules, saturation).
     #[error("rewrite: {0}")]
     Rewrite(String),

@@ -16,10 +16,10 @@
 //! rounding step (the straight-through gradient is then exactly the difference quotient).
 
 use qatc::autodiff::backward;
+use qatc::ir::fake_quant::nudged_for;
 use qatc::ir::interp::{self, Value};
 use qatc::ir::op::*;
 use qatc::ir::{Graph, NodeId, Op, ParamStore, Tensor, TensorType};
-use qatc::quant::fake::nudged_for;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -5,10 +5,10 @@
 use qatc::autodiff::{eval_graph, Optimizer};
 use qatc::data::Dataset;
 use qatc::ir::builder::{Act, Layer, Model, Sequential};
+use qatc::ir::fake_quant::{fake_quant, nudged_for};
 use qatc::ir::text::parse;
 use qatc::ir::ParamStore;
 use qatc::pass::{run_pipeline, PipelineOptions};
-use qatc::quant::fake::{fake_quant, nudged_for};
 use qatc::train::{evaluate, fit, Checkpoint, FitConfig, Interpreter, LrSchedule};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;

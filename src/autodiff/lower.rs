@@ -21,7 +21,7 @@
 //! the tied quantizers bypassed (TFMOT observes the unquantized concat too). Only stateless
 //! ops may sit between the tied quantizers and their observer.
 
-use super::backward::Emit;
+use super::emit::Emit;
 use crate::error::{Error, Result};
 use crate::ir::infer::range_shape;
 use crate::ir::op::*;

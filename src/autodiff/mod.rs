@@ -33,6 +33,7 @@
 //! ```
 
 pub mod backward;
+mod emit;
 mod lower;
 mod optim;
 pub mod rules;
@@ -45,7 +46,7 @@ use crate::ir::op::{GradOp, ModelOp, TrainOp};
 use crate::ir::types::DType;
 use crate::ir::verify::verify;
 use crate::ir::{Graph, NodeId, Op, ParamStore, TensorType};
-use backward::Emit;
+use emit::Emit;
 use lower::{Lowering, Mode};
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -1,6 +1,6 @@
 //! Optimizers with Keras semantics, emitted as update ops of the train-step graph.
 
-use super::backward::Emit;
+use super::emit::Emit;
 use crate::error::{Error, Result};
 use crate::ir::op::{Activation, F32};
 use crate::ir::op::{ModelOp, UpdateOp};

@@ -15,7 +15,7 @@
 //! Adding a layer: write `fn my_op(e: &mut Emit, s: &Site) -> Result<Grads>`, add its arm to
 //! [`rule`], add a finite-difference check to `tests/gradcheck.rs`.
 
-use super::backward::{Contrib, Emit};
+use super::emit::{Contrib, Emit};
 use crate::error::Result;
 use crate::ir::op::*;
 use crate::ir::NodeId;

@@ -11,9 +11,9 @@
 //!   `[-127, 127]` (TFLite's weight range), true for every narrow-range quantizer and for
 //!   any quantizer of at most 7 bits.
 
+use crate::ir::fake_quant::{nudged_for, observe_range, Nudged};
 use crate::ir::op::{FakeQuantAttrs, RangeSource};
 use crate::ir::params::{ParamStore, Tensor};
-use crate::quant::fake::{nudged_for, observe_range, Nudged};
 
 /// The int8 quantization of an activation fake-quant.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,7 +103,7 @@ pub fn activation_quant(
 }
 
 /// The fake-quant's level of `x` relative to its zero point, `q - zp`: the integer
-/// [`crate::quant::fake::fake_quant`] multiplies by the scale, computed with the same float
+/// [`crate::ir::fake_quant::fake_quant`] multiplies by the scale, computed with the same float
 /// operations (TF's current formula), so `signed_level(x)·scale == fake_quant(x)` exactly.
 #[inline]
 pub fn signed_level(x: f32, n: &Nudged) -> i32 {
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(qw.scales.len(), 2);
         // each int8 value times its scale is the fake-quantized weight
         let n = nudged_for(&q, -0.5, 0.5);
-        let fq = crate::quant::fake::fake_quant(0.25, &n);
+        let fq = crate::ir::fake_quant::fake_quant(0.25, &n);
         assert_eq!(qw.data[1] as f32 * qw.scales[0], fq);
     }
 

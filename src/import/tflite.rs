@@ -81,7 +81,7 @@ fn fixed_quantizer(scale: f32, zero_point: i32) -> FakeQuantAttrs {
         for dmin in [0, 1, -1, 2, -2, 3, -3] {
             let (lo, hi) = (step(min, dmin), step(max, dmax));
             let q = with(lo, hi);
-            let n = crate::quant::fake::nudged_for(&q, lo, hi);
+            let n = crate::ir::fake_quant::nudged_for(&q, lo, hi);
             if n.scale == scale && n.zero_point - 128 == zero_point {
                 return q;
             }

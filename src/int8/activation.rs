@@ -4,12 +4,13 @@
 //! table, `LUTPopulateInt8`, in both the reference and the optimized resolver) and SOFTMAX
 //! (`reference_ops::Softmax`: gemmlowp fixed-point exp and reciprocal).
 
+use super::array::Array;
+use super::context::{multiplier, unary_int8, Ctx, PResult};
 use super::fixed::{
     downscale_multiplier_to_i16, exp_on_negative_values_q5_26, mul_by_quantized,
     mul_by_quantized_greater_than_one, quantize_multiplier, rdbp, rdbp16, reciprocal,
     saturating_shl16, sdhm16_truncating, srdhm, srdhm16,
 };
-use super::{multiplier, unary_int8, Array, Ctx, PResult};
 use crate::tflite::model::Options;
 use crate::tflite::schema::BuiltinOperator as B;
 

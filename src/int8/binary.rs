@@ -3,8 +3,9 @@
 //! (`mul.cc`, `reference_integer_ops::MulElementwise`), MAXIMUM and MINIMUM
 //! (`maximum_minimum.cc`: raw comparisons, no requantization).
 
+use super::array::Array;
+use super::context::{activation_range, checked_numel, int8_params, multiplier, Ctx, PResult};
 use super::fixed::{mul_by_quantized, mul_by_quantized_smaller_than_one};
-use super::{activation_range, checked_numel, int8_params, multiplier, Array, Ctx, PResult};
 use crate::tflite::model::{FusedActivation, Options};
 use crate::tflite::schema::BuiltinOperator as B;
 
@@ -46,7 +47,7 @@ pub(crate) fn broadcast_map<T: Copy, U>(
     let rank = out.len();
     // per output dimension, the step in `a` and `b` (0 where broadcast)
     let steps = |s: &[usize]| -> Vec<usize> {
-        let st = super::strides(s);
+        let st = super::context::strides(s);
         (0..rank)
             .map(|d| {
                 let off = rank - s.len();

@@ -2,7 +2,8 @@
 //! input's parameters when the model takes int8), the predicted class of each out. Both
 //! cores, in batches when the model's batch dimension is resizable.
 
-use super::{Array, Data, Interpreter};
+use super::array::{Array, Data};
+use super::interpreter::Interpreter;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::tflite::model::{ElemType, Tensor};

@@ -8,11 +8,12 @@
 //! skipped, which equals padding with the input zero point), adds the bias, requantizes
 //! with double rounding, adds the output zero point and clamps to the fused activation.
 
-use super::fixed::mul_by_quantized;
-use super::{
+use super::array::Array;
+use super::context::{
     activation_range, checked_numel, constant, int8_params, multiplier, positive, window_geometry,
-    Array, Ctx, PResult,
+    Ctx, PResult,
 };
+use super::fixed::mul_by_quantized;
 use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, Tensor};
 
 /// The per-channel filter scales of a weight tensor quantized along `axis` (or per tensor,
@@ -485,7 +486,7 @@ impl TransposeConv {
             return Err("has no TransposeConvOptions".into());
         };
         let shape_t = cx.input(0)?;
-        let dims = super::const_ints(shape_t, "output shape")?;
+        let dims = super::context::const_ints(shape_t, "output shape")?;
         if dims.len() != 4 || dims.iter().any(|&d| d <= 0 || d > i32::MAX as i64) {
             return Err(format!(
                 "the output shape {dims:?} must be 4 positive sizes"

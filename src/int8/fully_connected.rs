@@ -11,12 +11,12 @@
 //!   tensor `QuantizeMultiplier((double)(in_s·w_s as float) / out_s)`, per channel
 //!   `QuantizeMultiplier((double)in_s·w_s[c]/out_s)`.
 
+use super::array::Array;
+use super::context::{
+    activation_range, checked_numel, constant, int8_params, multiplier, Ctx, FcRequant, PResult,
+};
 use super::conv::check_bias;
 use super::fixed::mul_by_quantized;
-use super::{
-    activation_range, checked_numel, constant, int8_params, multiplier, Array, Ctx, FcRequant,
-    PResult,
-};
 use crate::tflite::model::{ElemType, Options};
 
 #[derive(Clone, Debug)]

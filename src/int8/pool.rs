@@ -6,8 +6,9 @@
 //! with truncating division (halves away from zero), `n` the number of in-image taps.
 //! Both clamp to the fused activation range.
 
-use super::{
-    activation_range, checked_numel, int8_params, positive, window_geometry, Array, Ctx, PResult,
+use super::array::Array;
+use super::context::{
+    activation_range, checked_numel, int8_params, positive, window_geometry, Ctx, PResult,
 };
 use crate::tflite::model::{Options, PaddingMode};
 

@@ -2,24 +2,31 @@
 //! float32): LiteRT `quantize.cc` / `reference_ops::AffineQuantize`, `Requantize`,
 //! `dequantize.cc` / `reference_ops::Dequantize`.
 
+use super::array::Array;
+use super::context::{int8_params, multiplier, Ctx, PResult};
 use super::fixed::mul_by_quantized;
-use super::{int8_params, multiplier, Array, Ctx, Kernel, PResult};
 use crate::tflite::model::ElemType;
 
+/// A prepared QUANTIZE: from float, or between two int8 quantizations.
+pub(crate) enum QuantizeKernel {
+    Quantize(Quantize),
+    Requantize(Requantize),
+}
+
 /// Prepares QUANTIZE: a float input quantizes, an int8 input requantizes.
-pub(crate) fn prepare_quantize(cx: &Ctx) -> PResult<Kernel> {
+pub(crate) fn prepare_quantize(cx: &Ctx) -> PResult<QuantizeKernel> {
     cx.inputs_between(1, 1)?;
     let x = cx.input(0)?;
     let (out_s, out_zp) = int8_params(cx.output()?)?;
     match x.dtype {
-        ElemType::F32 => Ok(Kernel::Quantize(Quantize {
+        ElemType::F32 => Ok(QuantizeKernel::Quantize(Quantize {
             scale: out_s,
             zero_point: out_zp,
         })),
         ElemType::I8 => {
             let (in_s, in_zp) = int8_params(x)?;
             let (mult, shift) = multiplier(in_s as f64 / out_s as f64, "requantization")?;
-            Ok(Kernel::Requantize(Requantize {
+            Ok(QuantizeKernel::Requantize(Requantize {
                 in_zp,
                 out_zp,
                 mult,

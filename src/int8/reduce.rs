@@ -2,8 +2,9 @@
 //! `reference_ops::QuantizedMeanOrSum`, which the reference resolver uses for every int8
 //! mean, including the 4-D spatial means the optimized kernel special-cases).
 
+use super::array::Array;
+use super::context::{checked_numel, const_ints, int8_params, multiplier, strides, Ctx, PResult};
 use super::fixed::mul_by_quantized;
-use super::{checked_numel, const_ints, int8_params, multiplier, strides, Array, Ctx, PResult};
 use crate::tflite::model::Options;
 
 /// The reduced axes (normalized, deduplicated, in first-seen order) and `keep_dims`.

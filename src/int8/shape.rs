@@ -4,7 +4,8 @@
 //! its constant, and CONCATENATION requires all int8 operands to share the output's
 //! quantization (LiteRT `concatenation.cc`).
 
-use super::{checked_numel, const_ints, constant, int8_params, strides, Array, Ctx, Data, PResult};
+use super::array::{Array, Data};
+use super::context::{checked_numel, const_ints, constant, int8_params, strides, Ctx, PResult};
 use crate::tflite::model::{ElemType, FusedActivation, Options, MAX_RANK};
 use crate::tflite::schema::BuiltinOperator as B;
 

@@ -4,6 +4,7 @@
 pub mod attrs;
 pub mod builder;
 pub mod dot;
+pub mod fake_quant;
 pub mod graph;
 pub mod infer;
 pub mod interp;

@@ -13,7 +13,7 @@
 //! Lowering is in `lower/`, fusion in `fuse.rs`, buffers in `plan.rs`, Cranelift in
 //! `codegen.rs` and `loops.rs`.
 
-use super::codegen::Cg;
+use super::cg::Cg;
 use crate::error::Result;
 use crate::ir::DType;
 use std::collections::HashMap;

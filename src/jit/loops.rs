@@ -4,7 +4,7 @@
 //! splatted; reductions accumulate in registers when the innermost dimension is reduced and
 //! in memory otherwise, into per-thread partials that thread 0 combines after a barrier.
 
-use super::codegen::{Cg, LANES};
+use super::cg::{Cg, LANES};
 use super::lir::{Access, BinOp, CmpOp, ENode, Loop, RedKind, UnOp};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4};
@@ -153,7 +153,7 @@ fn finalize_partials(cg: &mut Cg, l: &Loop) {
 
 /// The number of elements a reduction writes: its whole output vt.
 fn red_numel(cg: &Cg, vt: usize, _l: &Loop) -> usize {
-    cg.vts[vt].numel
+    cg.numels[vt]
 }
 
 fn finalize(cg: &mut Cg, kind: RedKind, scale: f32, part: usize, out: usize, numel: usize) {

@@ -37,6 +37,7 @@
 //! assert_eq!(out[0].shape, vec![1, 3]);
 //! ```
 
+pub mod cg;
 pub mod codegen;
 pub mod fuse;
 pub mod isa;
@@ -50,13 +51,13 @@ use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
 use crate::ir::op::{GradOp, TrainOp};
 use crate::ir::{DType, Graph, Op, ParamStore, Tensor};
-use codegen::{Cg, Helpers};
+use cg::{Cg, Helpers, Loc};
 use cranelift_codegen::ir::types::{F32, I64};
 use cranelift_codegen::ir::{AbiParam, Signature};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
-use plan::Loc;
+
 use runtime::{AlignedBuf, Barrier, Ctx, Pool, StepFn};
 use std::time::{Duration, Instant};
 
@@ -232,9 +233,8 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
                 .profile
                 .then(|| module.declare_func_in_func(prof_id, b.func)),
         };
-        let mut cg = Cg::new(
-            &mut b, ctxp, threads, use_fma, &plan.locs, &prog.vts, helpers,
-        );
+        let numels: Vec<usize> = prog.vts.iter().map(|v| v.numel).collect();
+        let mut cg = Cg::new(&mut b, ctxp, threads, use_fma, &plan.locs, &numels, helpers);
         codegen::emit_program(&mut cg, &prog, &plan)?;
         use cranelift_codegen::ir::InstBuilder;
         b.ins().return_(&[]);

@@ -11,6 +11,7 @@
 //!   read), largest first. The planner also decides which instructions run on all threads and
 //!   gives their reductions per-thread partial buffers.
 
+use super::cg::Loc;
 use super::lir::{Access, Inst, Loop, Program, Storage, VtId};
 use super::loops::loop_parallel;
 use crate::error::{Error, Result};
@@ -27,15 +28,6 @@ const GEMM_PAR_MIN_FLOPS: usize = 1 << 18;
 
 fn align(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN
-}
-
-/// Where a vt lives, as a byte offset into its memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Loc {
-    None,
-    Arena(usize),
-    State(usize),
-    Input(usize),
 }
 
 pub struct Plan {

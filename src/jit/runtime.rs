@@ -186,9 +186,9 @@ pub unsafe extern "C" fn qatc_gemm(
 }
 
 /// Nudges `n` raw ranges `[min[i], max[i]]` exactly as the reference does
-/// ([`crate::quant::fake::nudged_for`]) and writes `[nudged min | nudged max | scale |
+/// ([`crate::ir::fake_quant::nudged_for`]) and writes `[nudged min | nudged max | scale |
 /// 1/scale | quant_zero]`, `n` floats each, to `out` (`quant_zero = floor(-min/scale + 0.5)`,
-/// [`crate::quant::fake::fake_quant`]'s zero level). `flags`: bit 0 narrow, bit 1 symmetric.
+/// [`crate::ir::fake_quant::fake_quant`]'s zero level). `flags`: bit 0 narrow, bit 1 symmetric.
 ///
 /// # Safety
 /// `min` and `max` must hold `n` floats and `out` `NUDGED * n`.
@@ -208,7 +208,7 @@ pub unsafe extern "C" fn qatc_nudge(
         range: crate::ir::op::RangeSource::Operands,
     };
     for i in 0..n {
-        let r = crate::quant::fake::nudged_for(&q, *min.add(i), *max.add(i));
+        let r = crate::ir::fake_quant::nudged_for(&q, *min.add(i), *max.add(i));
         for (k, v) in nudged_row(&r).into_iter().enumerate() {
             *out.add(k * n + i) = v;
         }
@@ -219,7 +219,7 @@ pub unsafe extern "C" fn qatc_nudge(
 pub const NUDGED: usize = 5;
 
 /// What the compiled fake-quant reads of one nudged range.
-pub fn nudged_row(r: &crate::quant::fake::Nudged) -> [f32; NUDGED] {
+pub fn nudged_row(r: &crate::ir::fake_quant::Nudged) -> [f32; NUDGED] {
     // the reference's own expression for the zero level
     let quant_zero = (-r.min * r.inv_scale + 0.5).floor();
     [r.min, r.max, r.scale, r.inv_scale, quant_zero]

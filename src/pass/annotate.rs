@@ -15,7 +15,7 @@
 //! fused TFLite kernel does not need. An op the scheme cannot quantize is an error that
 //! names the node and the override that handles it.
 
-use super::{Markers, Pass, PassContext};
+use super::context::{Markers, Pass, PassContext};
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::op::{FakeQuantAttrs, ModelOp, Op, PassOp};

@@ -2,7 +2,7 @@
 //! reshape∘reshape, flatten/reshape compositions and identities, identity transposes, pads
 //! and crops.
 
-use super::{Pass, PassContext};
+use super::context::{Pass, PassContext};
 use crate::error::Result;
 use crate::ir::graph::Graph;
 

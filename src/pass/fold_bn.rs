@@ -13,7 +13,7 @@
 //! interpreter into new params named after their root: `<op>.folded_kernel`,
 //! `<op>.folded_bias`.
 
-use super::{Pass, PassContext};
+use super::context::{Pass, PassContext};
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::interp::{eval, Value};

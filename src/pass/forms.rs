@@ -1,13 +1,82 @@
-//! Checks that a graph has the form (README, Graph forms) a pass promises: form 2 (the QAT graph
-//! `default_8bit` makes) and form 3 (the export-ready graph `export` makes, what
-//! `tflite::export` takes). Each error names the node and what is wrong with it.
+//! The graph forms (README, "Graph forms") a pass promises to leave, and their checks: form
+//! 1 (model ops only), the annotated form between `annotate` and `quantize`, form 2 (the
+//! QAT graph `default_8bit` makes) and form 3 (the export-ready graph `export` makes, what
+//! [`crate::export`] takes). Each error names the node and what is wrong with it; the pass
+//! manager checks the form every pipeline step declares.
 
 use crate::error::{Error, Result};
 use crate::ir::graph::{Graph, NodeId};
-use crate::ir::op::{Activation, FakeQuantAttrs, ModelOp, RangeSource};
+use crate::ir::op::{Activation, FakeQuantAttrs, ModelOp, Op, PassOp, RangeSource};
 use crate::ir::params::ParamStore;
 use crate::ir::verify::kernel_quant_axis;
 use crate::quant::scheme::{policy, state_params, Policy};
+
+/// A graph form a pipeline step must leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Form 1: model ops only (fake-quants included).
+    Model,
+    /// Model ops and `quant` markers (after `annotate`, before `quantize`).
+    Annotated,
+    /// Form 2: the QAT graph `default_8bit` makes.
+    Qat,
+    /// Form 3: the export-ready graph `export` makes.
+    ExportReady,
+}
+
+impl Form {
+    /// The form's name in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Form::Model => "form 1 (a model graph: model ops only)",
+            Form::Annotated => "the annotated form (model ops and `quant` markers)",
+            Form::Qat => "form 2 (a QAT graph)",
+            Form::ExportReady => "form 3 (an export-ready graph)",
+        }
+    }
+
+    /// Whether checking the form walks the graph's structure (users, neighbours,
+    /// quantizer states) rather than looking at each node once.
+    pub fn is_costly(self) -> bool {
+        match self {
+            Form::Model | Form::Annotated => false,
+            Form::Qat | Form::ExportReady => true,
+        }
+    }
+
+    /// Checks that `g` (with `params`) has this form.
+    pub fn check(self, g: &Graph, params: &ParamStore) -> Result<()> {
+        match self {
+            Form::Model => check_families(g, false),
+            Form::Annotated => check_families(g, true),
+            Form::Qat => check_qat_graph(g, params),
+            Form::ExportReady => check_export_ready(g),
+        }
+    }
+}
+
+/// Every node is a model op (or, with `markers`, a `quant` marker).
+fn check_families(g: &Graph, markers: bool) -> Result<()> {
+    for id in g.canonical_order() {
+        let op = &g.node(id).op;
+        let ok = match op {
+            Op::Model(_) => true,
+            Op::Pass(PassOp::Quant(_)) => markers,
+            Op::Pass(PassOp::BnScale { .. } | PassOp::ScaleChannels { .. })
+            | Op::Train(_)
+            | Op::Grad(_)
+            | Op::Update(_) => false,
+        };
+        if !ok {
+            return Err(fail(
+                g,
+                id,
+                format!("{} has no place here", op.family().describe()),
+            ));
+        }
+    }
+    Ok(())
+}
 
 fn fail(g: &Graph, id: NodeId, msg: impl Into<String>) -> Error {
     Error::node(&g.node(id).name, g.node(id).op.name(), msg)
@@ -101,6 +170,29 @@ fn model_op<'g>(g: &'g Graph, id: NodeId, form: &str) -> Result<&'g ModelOp> {
     })
 }
 
+/// The last node of the group TFLite fuses into op `id`: `id` [-> batch_norm, when it folds
+/// into `id`] [-> relu/relu6, when `id` or that BatchNorm has an activation slot], each the
+/// sole user of the one before. Nothing may be quantized inside the group.
+fn group_end(g: &Graph, id: NodeId) -> NodeId {
+    let mut v = id;
+    while let [(next, 0)] = g.users(v).as_slice() {
+        let next = *next;
+        let (Some(here), Some(next_op)) = (g.node(v).op.as_model(), g.node(next).op.as_model())
+        else {
+            break;
+        };
+        if matches!(next_op, ModelOp::BatchNorm { .. }) && here.folds_batch_norm() {
+            v = next;
+        } else if next_op.as_fusable_activation().is_some() && fuses_into(here) {
+            v = next;
+            break;
+        } else {
+            break;
+        }
+    }
+    v
+}
+
 /// A ReLU/ReLU6 fuses into its producer when the producer has an activation slot, or is a
 /// BatchNorm (which joins the kernel op before it).
 fn fuses_into(producer: &ModelOp) -> bool {
@@ -122,23 +214,7 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                 if op.activation() != Some(Activation::None) {
                     return Err(fail(g, id, "QAT graphs keep activations as separate nodes"));
                 }
-                // conv [-> batch_norm] [-> relu/relu6] -> fake_quant, nothing quantized inside
-                let mut v = id;
-                while let [(next, 0)] = g.users(v).as_slice() {
-                    let next = *next;
-                    let Some(next_op) = g.node(next).op.as_model() else {
-                        break;
-                    };
-                    let at_bn = matches!(g.node(v).op.as_model(), Some(ModelOp::BatchNorm { .. }));
-                    if matches!(next_op, ModelOp::BatchNorm { .. }) && !at_bn {
-                        v = next;
-                    } else if next_op.as_fusable_activation().is_some() {
-                        v = next;
-                        break;
-                    } else {
-                        break;
-                    }
-                }
+                let v = group_end(g, id);
                 if !quantized_after(g, v) {
                     return Err(fail(
                         g,
@@ -196,8 +272,10 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
                         ));
                     }
                 }
-                if !quantized_after(g, id) {
-                    return Err(fail(g, id, "its output must be fake-quantized"));
+                // an op with an activation slot is quantized after the activation it fuses
+                let v = group_end(g, id);
+                if !quantized_after(g, v) {
+                    return Err(fail(g, v, "its output must be fake-quantized"));
                 }
             }
             Policy::SameScale | Policy::Fixed { .. } => {

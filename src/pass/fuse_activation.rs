@@ -4,7 +4,7 @@
 //! `fused_activation_function`). The fake-quant that followed the activation follows the
 //! fused op. Export pipeline only: QAT graphs keep activations as nodes.
 
-use super::{Pass, PassContext};
+use super::context::{Pass, PassContext};
 use crate::error::Result;
 use crate::ir::graph::Graph;
 

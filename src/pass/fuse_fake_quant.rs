@@ -4,7 +4,7 @@
 //! flatten, transpose, pad, crop). The quantizer states of dropped observers leave the
 //! ParamStore with them.
 
-use super::{Pass, PassContext};
+use super::context::{Pass, PassContext};
 use crate::error::Result;
 use crate::ir::graph::Graph;
 

@@ -8,9 +8,10 @@ use super::forms::{check_export_ready, check_qat_graph};
 use super::*;
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::op::ModelOp;
-use crate::ir::op::{Op, OpKind};
+use crate::ir::op::{Op, OpKind, RangeSource};
 use crate::ir::text::print;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// `(quantized value, range kind, axis)` of every fake-quant.
 fn quantization_points(g: &Graph) -> BTreeSet<(String, String, Option<usize>)> {
@@ -331,4 +332,64 @@ fn state_params_follow_the_observers() {
     // and the graph evaluates with them
     let x = crate::ir::params::Tensor::full(vec![1, 28, 28, 1], 0.5);
     crate::ir::interp::run(&qat, &m.params, &[("input", x.into())]).unwrap();
+}
+
+/// A chain of 100 residual blocks: each block's input is used twice, so a term's kernel count
+/// doubles per block. 64-bit extraction costs saturated there and every local choice tied, so
+/// `fuse_activation` left ReLUs unfused (found by the pipeline's form check); the 128-bit
+/// costs keep the choice exact, and the export pipeline reaches form 3.
+#[test]
+fn a_hundred_residual_blocks_still_fuse_every_activation() {
+    use crate::ir::builder::{Functional, Layer};
+    let mut f = Functional::new("residual_chain", 0);
+    let x = f.input("input", &[4, 4, 2]).unwrap();
+    let mut h = f.layer(x, Layer::conv2d(2, 1)).unwrap();
+    for _ in 0..100 {
+        let y = f.layer(h, Layer::conv2d(2, 1)).unwrap();
+        let y = f.add(h, y).unwrap();
+        h = f.layer(y, Layer::relu()).unwrap();
+    }
+    f.output("output", h);
+    let m = f.build().unwrap();
+    let mut p = m.params.clone();
+    let qat = run_pipeline(m.graph, &mut p, "default_8bit", &PipelineOptions::eval()).unwrap();
+    let export = run_pipeline(qat, &mut p, "export", &PipelineOptions::eval()).unwrap();
+    check_export_ready(&export).unwrap();
+    let relus = export
+        .node_ids()
+        .filter(|&n| matches!(export.node(n).op, Op::Model(ModelOp::Relu)))
+        .count();
+    assert_eq!(relus, 0, "every ReLU fuses into its add");
+}
+
+/// A step that does not leave the form its pipeline promises fails with an error naming
+/// the pass, the form and the node: here `fuse_activation` with a rule file that fuses
+/// nothing leaves mnist_cnn's ReLU standing where form 3 wants it fused.
+#[test]
+fn a_step_that_breaks_its_form_is_named() {
+    let dir = std::env::temp_dir().join(format!("qatc-forms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("passes");
+    for stem in ["canonicalize", "quantize", "fuse_fake_quant", "fold_bn"] {
+        let f = format!("{stem}.rules");
+        std::fs::copy(src.join(&f), dir.join(&f)).unwrap();
+    }
+    std::fs::write(dir.join("fuse_activation.rules"), "# fuses nothing\n").unwrap();
+    let mut m = crate::models::mnist_cnn(0).unwrap();
+    let opts = PipelineOptions {
+        rules_dir: Some(dir.clone()),
+        check_forms: true,
+        ..PipelineOptions::eval()
+    };
+    let qat = run_pipeline(m.graph, &mut m.params, "default_8bit", &opts).unwrap();
+    let err = run_pipeline(qat, &mut m.params, "export", &opts).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    let crate::Error::Form { pass, source, .. } = &err else {
+        panic!("not a form error: {err}");
+    };
+    assert_eq!(pass, "fuse_activation");
+    let msg = err.to_string();
+    assert!(msg.contains("form 3") && msg.contains("conv2d"), "{msg}");
+    assert!(matches!(**source, crate::Error::Node { .. }), "{source:?}");
+    assert!(std::error::Error::source(&err).is_some());
 }

@@ -5,7 +5,7 @@
 //! between that BatchNorm and its ReLU — when the intermediate value has a single use. The
 //! quantizer states (`S.min`, `S.max`) of the new observers are added to the ParamStore.
 
-use super::{Markers, Pass, PassContext};
+use super::context::{Markers, Pass, PassContext};
 use crate::error::{Error, Result};
 use crate::ir::graph::Graph;
 use crate::ir::op::Op;

@@ -7,7 +7,7 @@
 //! To add one: a variant, its name and arity in [`AttrFn::ALL`]/[`AttrFn::name`], its doc,
 //! and an arm in [`AttrFn::eval`]; `passes/README.md` lists them.
 
-use super::lang::AttrLeaf;
+use super::attr_leaf::AttrLeaf;
 use crate::ir::op::{Activation, Op};
 use crate::ir::op::{ModelOp, PassOp};
 use std::fmt;

@@ -11,7 +11,10 @@
 //!
 //! Costs add up over the term (shared classes count once per use), which is exact for the
 //! local choices the rules offer. Ties are broken by the e-node order, so extraction is
-//! deterministic.
+//! deterministic. A value used twice (a residual block's input) doubles its term's count,
+//! so costs grow as `2^blocks` along a chain of residual blocks: the counts are 128-bit,
+//! which keeps every local difference exact up to about 120 chained residual blocks (the
+//! pass manager's form check catches a graph beyond that).
 
 use super::analysis::{is_foldable, EGraph};
 use super::lang::QNode;
@@ -22,9 +25,12 @@ use std::collections::HashMap;
 /// The cost of a form (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cost {
-    pub infinite: u64,
-    pub kernels: u64,
-    pub nodes: u64,
+    /// Markers and attribute functions in the term.
+    pub infinite: u128,
+    /// TFLite kernels and fake-quants in the term.
+    pub kernels: u128,
+    /// Nodes in the term.
+    pub nodes: u128,
 }
 
 impl Cost {
@@ -47,13 +53,13 @@ pub fn node_cost(egraph: &EGraph, node: &QNode) -> Cost {
             nodes: 1,
         },
         QNode::Op(kind, _) => {
-            let infinite = u64::from(*kind == OpKind::Quant);
+            let infinite = u128::from(*kind == OpKind::Quant);
             let folded = is_foldable(*kind)
                 && !node.operands().is_empty()
                 && node.operands().iter().all(|&o| egraph[o].data.constant);
             Cost {
                 infinite,
-                kernels: u64::from(!folded),
+                kernels: u128::from(!folded),
                 nodes: 1,
             }
         }

@@ -8,50 +8,12 @@
 //! attribute leaves on the right side of a rule; the analysis evaluates them.
 
 use super::attr_fns::AttrFn;
+pub use super::attr_leaf::AttrLeaf;
 use crate::ir::op::{Op, OpKind};
 use crate::ir::types::TensorType;
 use egg::{Id, Language};
 use std::fmt;
 use std::sync::Arc;
-
-/// The attributes and name of one op node.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AttrLeaf {
-    /// The op whose attributes this is. Its kind need not be the kind of the node using the
-    /// leaf: `(fake_quant ?q ?x)` reuses the attributes of a `quant` marker.
-    pub op: Op,
-    /// The graph node's name.
-    pub name: String,
-}
-
-impl AttrLeaf {
-    pub fn new(op: Op, name: impl Into<String>) -> AttrLeaf {
-        AttrLeaf {
-            op,
-            name: name.into(),
-        }
-    }
-
-    /// The op of kind `kind` with these attributes (the leaf's own op when the kinds agree).
-    pub fn op_of_kind(&self, kind: OpKind) -> Result<Op, String> {
-        if self.op.kind() == kind {
-            return Ok(self.op.clone());
-        }
-        let attrs = self
-            .op
-            .attrs()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        Op::from_attrs(kind, attrs).map_err(|m| {
-            format!(
-                "the attributes of {} `{}` do not fit a {kind} node: {m}",
-                self.op.name(),
-                self.name
-            )
-        })
-    }
-}
 
 /// Whether a named leaf is a graph input or a param.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

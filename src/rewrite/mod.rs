@@ -15,6 +15,7 @@
 
 pub mod analysis;
 pub mod attr_fns;
+pub mod attr_leaf;
 pub mod conditions;
 pub mod convert;
 pub mod cost;

@@ -1,10 +1,10 @@
 //! Reference semantics of the gradient ops.
 
 use super::kernels::*;
-use super::{Cx, Value};
+use super::value::{Cx, Value};
+use crate::ir::fake_quant::fake_quant_mask;
 use crate::ir::op::GradOp;
 use crate::ir::types::{numel, strides};
-use crate::quant::fake::fake_quant_mask;
 
 pub(super) fn eval(op: &GradOp, cx: &Cx) -> Result<Value, String> {
     use GradOp::*;

@@ -1,12 +1,12 @@
 //! The numeric kernels of the reference interpreter: convolutions, pools, reductions,
 //! broadcasting, fake-quant ranges. Plain loops, written to be obviously right.
 
-use super::Value;
+use super::value::Value;
+use crate::ir::fake_quant::{nudged_for, observe_range, Nudged};
 use crate::ir::infer::{conv_axis, conv_transpose_axis, range_shape, AxisGeometry};
 use crate::ir::op::*;
 use crate::ir::params::{ParamStore, Tensor};
 use crate::ir::types::{broadcast_shapes, numel, shape_str, strides};
-use crate::quant::fake::{nudged_for, observe_range, Nudged};
 
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())

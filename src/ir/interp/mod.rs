@@ -8,80 +8,21 @@ mod kernels;
 mod model;
 mod train;
 mod update;
+mod value;
+
+use value::Cx;
+pub use value::{RunResult, Value};
 
 pub use kernels::{dropout_keep, fq_ranges, sigmoid, state_range};
 
 use super::graph::{Graph, NodeId};
 use super::infer::infer_type;
 use super::op::Op;
-use super::params::{ParamStore, Tensor};
-use super::types::{DType, Shape, TensorType};
+use super::params::ParamStore;
+use super::types::TensorType;
 use crate::error::{Error, Result};
 use crate::ir::op::ModelOp;
 use std::collections::HashMap;
-
-/// A runtime value: f32 tensors, or i32 tensors (class labels).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    F32(Tensor),
-    I32 { shape: Shape, data: Vec<i32> },
-}
-
-impl Value {
-    pub fn shape(&self) -> &[usize] {
-        match self {
-            Value::F32(t) => &t.shape,
-            Value::I32 { shape, .. } => shape,
-        }
-    }
-
-    pub fn ty(&self) -> TensorType {
-        match self {
-            Value::F32(t) => TensorType::f32(t.shape.clone()),
-            Value::I32 { shape, .. } => TensorType::new(DType::I32, shape.clone()),
-        }
-    }
-
-    pub fn f32(&self) -> Option<&Tensor> {
-        match self {
-            Value::F32(t) => Some(t),
-            _ => None,
-        }
-    }
-
-    pub fn into_f32(self) -> Option<Tensor> {
-        match self {
-            Value::F32(t) => Some(t),
-            _ => None,
-        }
-    }
-
-    pub fn labels(labels: &[i32]) -> Value {
-        Value::I32 {
-            shape: vec![labels.len()],
-            data: labels.to_vec(),
-        }
-    }
-}
-
-impl From<Tensor> for Value {
-    fn from(t: Tensor) -> Value {
-        Value::F32(t)
-    }
-}
-
-/// What a run produces: named outputs, and new values for updated params.
-#[derive(Clone, Debug)]
-pub struct RunResult {
-    pub outputs: Vec<(String, Value)>,
-    pub updates: Vec<(String, Tensor)>,
-}
-
-impl RunResult {
-    pub fn output(&self, name: &str) -> Option<&Value> {
-        self.outputs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
-    }
-}
 
 /// Runs `g` on `inputs` (by input node name) with weights from `params`.
 pub fn run(g: &Graph, params: &ParamStore, inputs: &[(&str, Value)]) -> Result<RunResult> {
@@ -149,28 +90,6 @@ pub fn run_all(
         env.insert(id, v);
     }
     Ok(env)
-}
-
-/// What an op's evaluation sees: its operand values, the params (quantizer states) and the
-/// inferred output shape.
-struct Cx<'a> {
-    args: &'a [&'a Value],
-    params: &'a ParamStore,
-    out_shape: Shape,
-}
-
-impl Cx<'_> {
-    /// Operand `i` as an f32 tensor (`infer_type` checked the dtypes).
-    fn f(&self, i: usize) -> &Tensor {
-        self.args[i]
-            .f32()
-            .expect("infer_type checks that operands are f32")
-    }
-
-    /// The output value from its elements.
-    fn t(&self, data: Vec<f32>) -> std::result::Result<Value, String> {
-        Ok(Value::F32(Tensor::new(self.out_shape.clone(), data)))
-    }
 }
 
 /// Evaluates one op on values. The error is a message; the caller names the node.

@@ -1,10 +1,10 @@
 //! Reference semantics of model ops and pass helpers.
 
 use super::kernels::*;
-use super::{Cx, Value};
+use super::value::{Cx, Value};
+use crate::ir::fake_quant::fake_quant;
 use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::types::{numel, strides};
-use crate::quant::fake::fake_quant;
 
 pub(super) fn eval(op: &ModelOp, cx: &Cx) -> Result<Value, String> {
     use ModelOp::*;

@@ -1,7 +1,7 @@
 //! Reference semantics of the training forward ops.
 
 use super::kernels::*;
-use super::{Cx, Value};
+use super::value::{Cx, Value};
 use crate::ir::op::TrainOp;
 use crate::ir::types::numel;
 

@@ -1,9 +1,9 @@
 //! Reference semantics of the state updates.
 
 use super::kernels::*;
-use super::{Cx, Value};
+use super::value::{Cx, Value};
+use crate::ir::fake_quant::observe_range;
 use crate::ir::op::UpdateOp;
-use crate::quant::fake::observe_range;
 
 pub(super) fn eval(op: &UpdateOp, cx: &Cx) -> Result<Value, String> {
     use UpdateOp::*;

@@ -3,7 +3,7 @@
 //! moves a gradient back to an operand's shape (`reduce_sum`, `slice`).
 
 use super::common::*;
-use super::OpKind;
+use super::kind::OpKind;
 
 /// A gradient op with its attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

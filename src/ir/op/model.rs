@@ -5,7 +5,7 @@
 //! an arm for it.
 
 use super::common::*;
-use super::OpKind;
+use super::kind::OpKind;
 
 /// A model op with its attributes. Operands are graph edges; weights are `param` nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

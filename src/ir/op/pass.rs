@@ -2,7 +2,7 @@
 //! the pass that consumes them. No finished graph form (1 to 5) holds them.
 
 use super::common::*;
-use super::OpKind;
+use super::kind::OpKind;
 
 /// A pass helper with its attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -3,7 +3,7 @@
 //! graphs (form 4) hold them.
 
 use super::common::*;
-use super::OpKind;
+use super::kind::OpKind;
 
 /// A training forward op with its attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -3,7 +3,7 @@
 //! Their values feed `update @param = %N` lines; nothing differentiates through them.
 
 use super::common::*;
-use super::OpKind;
+use super::kind::OpKind;
 
 /// A state update op with its attributes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -12,14 +12,14 @@
 //! Depthwise convolutions are direct sliding-window kernels vectorized over channels
 //! (`window.rs`); the filter gradient reduces into per-thread partials.
 
+use super::context::{along, same, Lower, Val};
 use super::elementwise::activation;
 use super::rows::{self, RowBody, Rows, Tap};
 use super::window::{for_channels, mask_value, pixel, WinGeom};
-use super::{along, same, Lower, Val};
 use crate::error::Result;
 use crate::ir::infer::{conv_axis, conv_transpose_axis};
 use crate::ir::op::{Activation, ConvAttrs};
-use crate::jit::codegen::Cg;
+use crate::jit::cg::Cg;
 use crate::jit::lir::{Access, Gemm, GemmSplit, Inst, Kernel, Mat, VtId};
 use cranelift_codegen::ir::types::F32;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};

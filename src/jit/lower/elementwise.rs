@@ -6,7 +6,7 @@
 //! rounding, hard-swish's `x * c / 6`), the same order is kept so results match bit for
 //! bit; `Fma` nodes mark where a fused multiply-add may change the last bit.
 
-use super::{along, bcast, same, scalar, Lower, Val};
+use super::context::{along, bcast, same, scalar, Lower, Val};
 use crate::error::Result;
 use crate::ir::op::{Activation, F32};
 use crate::jit::lir::{CmpOp, ENode, Loop, NodeIx, UnOp};

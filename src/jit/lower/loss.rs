@@ -3,9 +3,9 @@
 //! vector passes; large row counts split over threads. The loss reads i32 labels, which the
 //! executor validates against the class count before running.
 
-use super::{Lower, Val};
+use super::context::{Lower, Val};
 use crate::error::Result;
-use crate::jit::codegen::{Cg, LANES};
+use crate::jit::cg::{Cg, LANES};
 use crate::jit::lir::{Kernel, VtId};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
@@ -176,9 +176,7 @@ impl Kernel for Rows {
                             softmax_row(cg, x, y, c);
                             // y[label] -= 1, then y /= n
                             let la = cg.elem_addr(bb.unwrap(), r);
-                            let label =
-                                cg.b.ins()
-                                    .load(I32, crate::jit::codegen::data_flags(), la, 0);
+                            let label = cg.b.ins().load(I32, crate::jit::cg::data_flags(), la, 0);
                             let label = cg.b.ins().sextend(I64, label);
                             let pa = cg.elem_addr(y, label);
                             let p = cg.load(F32, pa, 0);
@@ -231,9 +229,7 @@ impl Kernel for Rows {
                     let ln = cg.call(f, &[s])[0];
                     let lse = cg.fadd(m, ln);
                     let la = cg.elem_addr(labels, r);
-                    let label =
-                        cg.b.ins()
-                            .load(I32, crate::jit::codegen::data_flags(), la, 0);
+                    let label = cg.b.ins().load(I32, crate::jit::cg::data_flags(), la, 0);
                     let label = cg.b.ins().sextend(I64, label);
                     let xa = cg.elem_addr(x, label);
                     let xl = cg.load(F32, xa, 0);

@@ -3,32 +3,11 @@
 //! and shared between `batch_norm_train`, `batch_mean`/`batch_var`, `batch_norm_grad_input`,
 //! `batch_norm_grad_gamma` and the beta gradient's `reduce_sum`.
 
-use super::reduce::moments;
-use super::{along, reduced, same, Lower, Val};
+use super::context::{along, reduced, same, Lower, Val};
+use super::stats::{inv_std, train_affine};
 use crate::error::Result;
 use crate::ir::op::F32;
-use crate::jit::lir::{Access, Inst, RedKind, UnOp, VtId};
-
-/// `1 / sqrt(var + eps)` per channel, once per (tensor, epsilon).
-fn inv_std(cx: &mut Lower, x: &Val, eps: f32) -> (Val, Val, Val) {
-    let (mean, var) = moments(cx, x);
-    let key = format!("invstd:{}:{}", x.vt, eps.to_bits());
-    let c = mean.shape.clone();
-    if let Some(v) = cx.memo.get(&key) {
-        let inv = Val { vt: v[0], shape: c };
-        return (mean, var, inv);
-    }
-    let inv = cx.map("invstd", &c, |l| {
-        let v = l.leaf(same(&var, &c));
-        let e = l.c(eps);
-        let t = l.add(v, e);
-        let s = l.un(UnOp::Sqrt, t);
-        let one = l.c(1.0);
-        l.div(one, s)
-    });
-    cx.memo.insert(key, vec![inv.vt]);
-    (mean, var, inv)
-}
+use crate::jit::lir::{Access, Inst, RedKind, UnOp};
 
 /// Per-channel `sum(dy)` and `sum(dy * x_hat)` for the BatchNorm gradients.
 fn grad_sums(cx: &mut Lower, dy: &Val, x: &Val, eps: f32) -> (Val, Val) {
@@ -76,45 +55,6 @@ fn grad_sums(cx: &mut Lower, dy: &Val, x: &Val, eps: f32) -> (Val, Val) {
         },
         Val { vt: sdyx, shape: c },
     )
-}
-
-/// `batch_norm_train(x, gamma, beta)` as a per-channel affine map `fma(x, a_c, b_c)`:
-/// `[a | b]` with `a = gamma * inv_std`, `b = beta - mean * a`; once per operands.
-pub fn train_affine(cx: &mut Lower, x: &Val, gamma: &Val, beta: &Val, eps: f32) -> VtId {
-    let key = format!(
-        "bnaffine:{}:{}:{}:{}",
-        x.vt,
-        gamma.vt,
-        beta.vt,
-        eps.to_bits()
-    );
-    if let Some(v) = cx.memo.get(&key) {
-        return v[0];
-    }
-    let (mean, _, inv) = inv_std(cx, x, eps);
-    let c = mean.shape.clone();
-    let n = c[0];
-    let coef = cx.temp("coef", 2 * n);
-    let mut l = cx.new_loop("coef", &c);
-    let g = l.leaf(same(gamma, &c));
-    let b = l.leaf(same(beta, &c));
-    let m = l.leaf(same(&mean, &c));
-    let i = l.leaf(same(&inv, &c));
-    let sg = l.mul(i, g);
-    let ms = l.mul(m, sg);
-    let sh = l.sub(b, ms);
-    l.store(sg, Access::identity(coef, &c));
-    l.store(
-        sh,
-        Access {
-            vt: coef,
-            offset: n,
-            strides: vec![1],
-        },
-    );
-    cx.push(Inst::Loop(l));
-    cx.memo.insert(key, vec![coef]);
-    coef
 }
 
 /// `batch_norm` (inference): one fused multiply-add per element with per-channel coefficients.

@@ -7,12 +7,12 @@
 //! overlapping windows scatter per batch sample, so threads never share a pixel. Upsampling
 //! and its gradient are plain loops over a 6-d view `[n, h, sy, w, sx, c]` of the large side.
 
+use super::context::{Lower, Val};
 use super::window::{for_channels, mask_value, pixel, WinGeom};
-use super::{Lower, Val};
 use crate::error::Result;
 use crate::ir::infer::conv_axis;
 use crate::ir::op::PoolAttrs;
-use crate::jit::codegen::Cg;
+use crate::jit::cg::Cg;
 use crate::jit::lir::{Access, Inst, Kernel, RedKind, VtId};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, I64, I8};

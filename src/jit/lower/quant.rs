@@ -6,15 +6,15 @@
 //! (TF's current formula: levels relative to the zero level, times the scale), so the JIT's
 //! fake-quant output matches the oracle bit for bit on the same input.
 
-use super::{reduced, same, Lower, Val};
+use super::context::{reduced, same, Lower, Val};
 use crate::error::Result;
+use crate::ir::fake_quant::nudged_for;
 use crate::ir::op::Activation;
 use crate::ir::op::{FakeQuantAttrs, GradOp, Op, RangeSource};
 use crate::ir::{Graph, NodeId};
-use crate::jit::codegen::Cg;
+use crate::jit::cg::Cg;
 use crate::jit::lir::{Access, CmpOp, Inst, Kernel, Loop, NodeIx, RedKind, UnOp, VtId};
 use crate::jit::runtime::{nudged_row, NUDGED};
-use crate::quant::fake::nudged_for;
 
 /// Calls `qatc_nudge` on `n` ranges: writes `[nmin | nmax | scale | inv_scale | zero]` to
 /// `out`.

@@ -3,123 +3,12 @@
 //! gradients. A reduction is a [`Loop`](crate::jit::lir::Loop) with a [`Red`](crate::jit::lir::Red): it fuses with
 //! the elementwise loop producing its input, so an activation and its observer are one pass.
 
-use super::{along, reduced, same, Lower, Val};
+use super::context::{reduced, same, Lower, Val};
+use super::stats::{moments, reduce, stats, train_affine};
 use crate::error::Result;
 use crate::ir::op::{Activation, Op};
 use crate::ir::op::{ReduceAttrs, TrainOp};
 use crate::jit::lir::{Access, Inst, RedKind};
-
-/// Reduces `x` over every axis not in `keep` into a new vt.
-pub fn reduce(
-    cx: &mut Lower,
-    suffix: &str,
-    x: &Val,
-    keep: &[usize],
-    kind: RedKind,
-    init: f32,
-    scale: f32,
-) -> Val {
-    let s = x.shape.clone();
-    let out_numel: usize = keep.iter().map(|&d| s[d]).product();
-    let vt = cx.temp(suffix, out_numel);
-    let mut l = cx.new_loop(suffix, &s);
-    let xv = l.leaf(same(x, &s));
-    l.reduce(xv, kind, init, scale, reduced(vt, &s, keep));
-    cx.push(Inst::Loop(l));
-    Val {
-        vt,
-        shape: keep.iter().map(|&d| s[d]).collect(),
-    }
-}
-
-/// Per-channel (last axis) statistics of a tensor, computed in one pass.
-pub struct Stats {
-    pub mean: Val,
-    /// Biased variance.
-    pub var: Val,
-    pub min: Val,
-    pub max: Val,
-}
-
-/// Per-channel batch statistics of `x`, once per tensor (`batch_norm_train`, `batch_mean`,
-/// `batch_var`, the BatchNorm gradients and the observers of BatchNorm outputs share them).
-///
-/// One pass accumulates `sum(x - s)` and `sum((x - s)^2)` with `s` the channel's first
-/// value, a shift close enough to the mean that `E[(x-s)^2] - E[x-s]^2` does not cancel
-/// badly, plus the channel's min and max. Reductions nobody reads are dropped later.
-pub fn stats(cx: &mut Lower, x: &Val) -> Stats {
-    let c = *x.shape.last().unwrap_or(&1);
-    let cs = vec![c];
-    let key = format!("stats:{}:{c}", x.vt);
-    let val = |vt| Val {
-        vt,
-        shape: cs.clone(),
-    };
-    if let Some(v) = cx.memo.get(&key) {
-        return Stats {
-            mean: val(v[0]),
-            var: val(v[1]),
-            min: val(v[2]),
-            max: val(v[3]),
-        };
-    }
-    let s = x.shape.clone();
-    let r = s.len();
-    let m = (x.numel() / c.max(1)) as f32;
-    let (s1, s2) = (cx.temp("sum", c), cx.temp("sumsq", c));
-    let (lo, hi) = (cx.temp("min", c), cx.temp("max", c));
-    let mut l = cx.new_loop("stats", &s);
-    let xv = l.leaf(same(x, &s));
-    let shift = l.leaf(along(x.vt, 0, &s, r - 1));
-    let d = l.sub(xv, shift);
-    let d2 = l.mul(d, d);
-    let keep = [r - 1];
-    l.reduce(d, RedKind::Sum, 0.0, 1.0, reduced(s1, &s, &keep));
-    l.reduce(d2, RedKind::Sum, 0.0, 1.0, reduced(s2, &s, &keep));
-    l.reduce(xv, RedKind::Min, f32::INFINITY, 1.0, reduced(lo, &s, &keep));
-    l.reduce(
-        xv,
-        RedKind::Max,
-        f32::NEG_INFINITY,
-        1.0,
-        reduced(hi, &s, &keep),
-    );
-    cx.push(Inst::Loop(l));
-    // mean = s + sum/m, var = max(sumsq/m - (sum/m)^2, 0)
-    let (mean, var) = (cx.temp("mean", c), cx.temp("var", c));
-    let mut l = cx.new_loop("moments", &cs);
-    let sh = l.leaf(Access {
-        vt: x.vt,
-        offset: 0,
-        strides: vec![1],
-    });
-    let a = l.leaf(Access::identity(s1, &cs));
-    let b = l.leaf(Access::identity(s2, &cs));
-    let inv_m = l.c(1.0 / m);
-    let q = l.mul(a, inv_m);
-    let mu = l.add(sh, q);
-    let e2 = l.mul(b, inv_m);
-    let q2 = l.mul(q, q);
-    let v = l.sub(e2, q2);
-    let z = l.c(0.0);
-    let v = l.max(v, z);
-    l.store(mu, Access::identity(mean, &cs));
-    l.store(v, Access::identity(var, &cs));
-    cx.push(Inst::Loop(l));
-    cx.memo.insert(key, vec![mean, var, lo, hi]);
-    Stats {
-        mean: val(mean),
-        var: val(var),
-        min: val(lo),
-        max: val(hi),
-    }
-}
-
-/// Per-channel batch mean and biased variance of `x`.
-pub fn moments(cx: &mut Lower, x: &Val) -> (Val, Val) {
-    let st = stats(cx, x);
-    (st.mean, st.var)
-}
 
 /// `observe_min/max` (per tensor) of `act(batch_norm_train(y))`: the activation and the
 /// normalization `fma(y, a_c, b_c)` are monotone per channel, so the extreme of the observed
@@ -138,7 +27,7 @@ fn observe_batch_norm(cx: &mut Lower, is_min: bool) -> Option<Val> {
     };
     let ops = g.operands(z_id);
     let (y, gamma, beta) = (cx.val_of(ops[0]), cx.val_of(ops[1]), cx.val_of(ops[2]));
-    let coef = super::norm::train_affine(cx, &y, &gamma, &beta, epsilon.0);
+    let coef = train_affine(cx, &y, &gamma, &beta, epsilon.0);
     let st = stats(cx, &y);
     let c = st.min.shape.clone();
     let n = c[0];

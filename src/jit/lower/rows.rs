@@ -11,7 +11,7 @@
 //! the loop order is row → class → channel vector → column, so per-channel-vector state
 //! (the weights, or the filter-gradient accumulators) stays in registers along the row.
 
-use crate::jit::codegen::{Cg, LANES};
+use crate::jit::cg::{Cg, LANES};
 use crate::jit::lir::VtId;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4};

@@ -2,7 +2,7 @@
 //! leaf or store access carries the index arithmetic (permuted strides, offsets);
 //! `reshape`, `flatten` and inference-mode `dropout` are views and emit nothing.
 
-use super::{same, Lower, Val};
+use super::context::{same, Lower, Val};
 use crate::error::Result;
 use crate::jit::lir::{row_major, Access, Inst};
 

@@ -10,7 +10,7 @@
 //!   pixel collects the source pixels whose forward window touched it (input gradients
 //!   without scatter, so threads never write the same pixel).
 
-use crate::jit::codegen::{Cg, LANES};
+use crate::jit::cg::{Cg, LANES};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
