@@ -10,7 +10,7 @@
 
 use qatc::data::mnist::{self, Split};
 use qatc::pass::{run_pipeline, PipelineOptions};
-use qatc::train::{fit, FitConfig, Interpreter};
+use qatc::train::{fit, FitConfig, ReferenceBackend};
 
 fn main() -> qatc::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,7 +41,7 @@ fn main() -> qatc::Result<()> {
         &train,
         Some(&test),
         &float_cfg,
-        &Interpreter,
+        &ReferenceBackend,
     )?;
     let f = float.history.last().expect("one epoch");
 
@@ -56,7 +56,14 @@ fn main() -> qatc::Result<()> {
         progress,
         ..FitConfig::qat_fine_tune()
     };
-    let tuned = fit(&qat, &params, &train, Some(&test), &qat_cfg, &Interpreter)?;
+    let tuned = fit(
+        &qat,
+        &params,
+        &train,
+        Some(&test),
+        &qat_cfg,
+        &ReferenceBackend,
+    )?;
     let q = tuned.history.last().expect("one epoch");
 
     println!(

@@ -21,6 +21,7 @@ pub mod quant;
 pub mod rewrite;
 pub mod tflite;
 pub mod train;
+pub mod workflow;
 
 pub use error::{Error, Result};
 

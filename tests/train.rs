@@ -9,7 +9,7 @@ use qatc::ir::fake_quant::{fake_quant, nudged_for};
 use qatc::ir::text::parse;
 use qatc::ir::ParamStore;
 use qatc::pass::{run_pipeline, PipelineOptions};
-use qatc::train::{evaluate, fit, Checkpoint, FitConfig, Interpreter, LrSchedule};
+use qatc::train::{evaluate, fit, Checkpoint, FitConfig, LrSchedule, ReferenceBackend};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
@@ -123,7 +123,7 @@ fn loss_falls_on_a_tiny_model() {
         &train,
         Some(&test),
         &cfg,
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap();
     let e = &r.history.epochs;
@@ -146,7 +146,7 @@ fn loss_falls_on_a_tiny_model() {
     );
     assert!(r.state.contains("dense.kernel.adam_m"));
     // evaluate() on the result agrees with the last epoch's test metrics
-    let m = evaluate(&model.graph, &r.params, &test, 16, None, &Interpreter).unwrap();
+    let m = evaluate(&model.graph, &r.params, &test, 16, None, &ReferenceBackend).unwrap();
     assert_eq!(Some(m.accuracy), e[7].test_accuracy);
     assert_eq!(Some(m.loss), e[7].test_loss);
 }
@@ -157,8 +157,24 @@ fn loss_falls_on_a_tiny_model() {
 fn evaluation_pads_the_last_batch() {
     let model = float_model(3);
     let data = quadrants(10, 3);
-    let by4 = evaluate(&model.graph, &model.params, &data, 4, None, &Interpreter).unwrap();
-    let by1 = evaluate(&model.graph, &model.params, &data, 1, None, &Interpreter).unwrap();
+    let by4 = evaluate(
+        &model.graph,
+        &model.params,
+        &data,
+        4,
+        None,
+        &ReferenceBackend,
+    )
+    .unwrap();
+    let by1 = evaluate(
+        &model.graph,
+        &model.params,
+        &data,
+        1,
+        None,
+        &ReferenceBackend,
+    )
+    .unwrap();
     assert_eq!(by4.samples, 10);
     assert_eq!(by4, by1);
 }
@@ -175,7 +191,7 @@ fn resume_from_a_checkpoint_is_bit_identical() {
         seed: 11,
         ..quiet(8, 2)
     };
-    let whole = fit(&qat, &params, &train, Some(&test), &cfg, &Interpreter).unwrap();
+    let whole = fit(&qat, &params, &train, Some(&test), &cfg, &ReferenceBackend).unwrap();
     assert_eq!(
         whole.steps, 10,
         "42 samples: 5 full batches of 8 per epoch, 2 dropped"
@@ -187,7 +203,15 @@ fn resume_from_a_checkpoint_is_bit_identical() {
         stop_after: Some(7),
         ..cfg.clone()
     };
-    let part = fit(&qat, &params, &train, Some(&test), &first, &Interpreter).unwrap();
+    let part = fit(
+        &qat,
+        &params,
+        &train,
+        Some(&test),
+        &first,
+        &ReferenceBackend,
+    )
+    .unwrap();
     assert!(part.stopped_early);
     assert_eq!(part.steps, 7);
     let ck = Checkpoint::load(&path).unwrap();
@@ -214,7 +238,7 @@ fn resume_from_a_checkpoint_is_bit_identical() {
         &train,
         Some(&test),
         &second,
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap();
     assert_eq!(resumed.steps, 10);
@@ -248,7 +272,7 @@ fn resume_from_a_checkpoint_is_bit_identical() {
         resume: Some(path.clone()),
         ..quiet(4, 2)
     };
-    let err = fit(&qat, &params, &train, None, &wrong, &Interpreter)
+    let err = fit(&qat, &params, &train, None, &wrong, &ReferenceBackend)
         .unwrap_err()
         .to_string();
     assert!(err.contains("batch size 8"), "{err}");
@@ -272,7 +296,7 @@ fn checkpoints_are_written_periodically() {
         &train,
         None,
         &cfg,
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap();
     let ck = Checkpoint::load(&path).unwrap();
@@ -299,7 +323,7 @@ fn nan_stops_the_run_naming_the_tensor() {
         &train,
         None,
         &cfg,
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap_err()
     .to_string();
@@ -318,7 +342,7 @@ fn nan_stops_the_run_naming_the_tensor() {
         &train,
         None,
         &cfg,
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap_err()
     .to_string();
@@ -337,9 +361,16 @@ fn nan_stops_the_run_naming_the_tensor() {
         checkpoint: Some(path.clone()),
         ..quiet(16, 1)
     };
-    let err = fit(&model.graph, &model.params, &bad, None, &cfg, &Interpreter)
-        .unwrap_err()
-        .to_string();
+    let err = fit(
+        &model.graph,
+        &model.params,
+        &bad,
+        None,
+        &cfg,
+        &ReferenceBackend,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(!path.exists(), "a checkpoint with NaN state was written");
     assert!(
         err.starts_with("training step 0: NaN or Inf in updated param `conv2d.kernel`"),
@@ -364,7 +395,7 @@ fn float_training_then_qat_fine_tuning() {
         &train,
         Some(&test),
         &float_cfg,
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap();
     let float_acc = float.history.last().unwrap().test_accuracy.unwrap();
@@ -389,7 +420,7 @@ fn float_training_then_qat_fine_tuning() {
         &train,
         Some(&test),
         &qat_cfg,
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap();
     let qat_acc = tuned.history.last().unwrap().test_accuracy.unwrap();
@@ -423,7 +454,7 @@ fn float_training_then_qat_fine_tuning() {
     // and the eval graph of the fine-tuned QAT model runs on the result
     let eg = eval_graph(&qat).unwrap();
     assert!(qatc::ir::text::print(&eg).contains("range=operands"));
-    let m = evaluate(&qat, &tuned.params, &test, 16, None, &Interpreter).unwrap();
+    let m = evaluate(&qat, &tuned.params, &test, 16, None, &ReferenceBackend).unwrap();
     assert_eq!(
         Some(m.accuracy),
         tuned.history.last().unwrap().test_accuracy
@@ -431,7 +462,7 @@ fn float_training_then_qat_fine_tuning() {
     // the export pipeline (BatchNorm folded, activations fused) keeps the accuracy
     let mut export_params = tuned.params.clone();
     let ready = run_pipeline(qat, &mut export_params, "export", &PipelineOptions::eval()).unwrap();
-    let e = evaluate(&ready, &export_params, &test, 16, None, &Interpreter).unwrap();
+    let e = evaluate(&ready, &export_params, &test, 16, None, &ReferenceBackend).unwrap();
     assert!(
         (e.accuracy - m.accuracy).abs() <= 1.0 / 32.0,
         "{e:?} vs {m:?}"
@@ -448,7 +479,7 @@ fn bad_datasets_are_refused_clearly() {
         &small,
         None,
         &quiet(8, 1),
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap_err()
     .to_string();
@@ -461,7 +492,7 @@ fn bad_datasets_are_refused_clearly() {
         &wrong,
         None,
         &quiet(8, 1),
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap_err()
     .to_string();
@@ -477,7 +508,7 @@ fn bad_datasets_are_refused_clearly() {
         &shape,
         None,
         &quiet(8, 1),
-        &Interpreter,
+        &ReferenceBackend,
     )
     .unwrap_err()
     .to_string();

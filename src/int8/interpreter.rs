@@ -3,7 +3,7 @@
 
 use super::array::Array;
 use super::context::{Ctx, Options, PResult};
-use super::{activation, binary, conv, fully_connected, pool, quantize, reduce, shape};
+use super::{activation, binary, conv, fully_connected, pool, quantize_ops, reduce, shape};
 use crate::error::{Error, Result};
 use crate::tflite::model::{Model, Tensor};
 use crate::tflite::schema::BuiltinOperator as B;
@@ -35,9 +35,9 @@ pub(crate) enum Kernel {
     Relu(activation::Relu),
     LeakyRelu(activation::LeakyRelu),
     HardSwish(activation::HardSwish),
-    Quantize(quantize::Quantize),
-    Requantize(quantize::Requantize),
-    Dequantize(quantize::Dequantize),
+    Quantize(quantize_ops::Quantize),
+    Requantize(quantize_ops::Requantize),
+    Dequantize(quantize_ops::Dequantize),
     Reshape(shape::Reshape),
     Concat(shape::Concat),
     Pad(shape::Pad),
@@ -377,11 +377,11 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
         B::RELU | B::RELU6 | B::RELU_N1_TO_1 => Kernel::Relu(activation::Relu::prepare(cx)?),
         B::LEAKY_RELU => Kernel::LeakyRelu(activation::LeakyRelu::prepare(cx)?),
         B::HARD_SWISH => Kernel::HardSwish(activation::HardSwish::prepare(cx)?),
-        B::QUANTIZE => match quantize::prepare_quantize(cx)? {
-            quantize::QuantizeKernel::Quantize(k) => Kernel::Quantize(k),
-            quantize::QuantizeKernel::Requantize(k) => Kernel::Requantize(k),
+        B::QUANTIZE => match quantize_ops::prepare_quantize(cx)? {
+            quantize_ops::QuantizeKernel::Quantize(k) => Kernel::Quantize(k),
+            quantize_ops::QuantizeKernel::Requantize(k) => Kernel::Requantize(k),
         },
-        B::DEQUANTIZE => Kernel::Dequantize(quantize::Dequantize::prepare(cx)?),
+        B::DEQUANTIZE => Kernel::Dequantize(quantize_ops::Dequantize::prepare(cx)?),
         B::RESHAPE | B::SQUEEZE => Kernel::Reshape(shape::Reshape::prepare(cx)?),
         B::CONCATENATION => Kernel::Concat(shape::Concat::prepare(cx)?),
         B::PAD | B::PADV2 => Kernel::Pad(shape::Pad::prepare(cx)?),

@@ -22,7 +22,7 @@ pub mod fully_connected;
 mod interpreter;
 pub mod npy;
 pub mod pool;
-pub mod quantize;
+pub mod quantize_ops;
 pub mod reduce;
 pub mod shape;
 #[cfg(test)]

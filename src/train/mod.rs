@@ -16,7 +16,7 @@
 //! ```
 //! use qatc::data::Dataset;
 //! use qatc::ir::builder::{Layer, Sequential};
-//! use qatc::train::{fit, FitConfig, Interpreter};
+//! use qatc::train::{fit, FitConfig, ReferenceBackend};
 //!
 //! // two classes: bright and dark 4x4 images
 //! let images: Vec<f32> = (0..64 * 16).map(|i| if (i / 16) % 2 == 0 { 0.9 } else { 0.1 }).collect();
@@ -28,7 +28,7 @@
 //!     .build()
 //!     .unwrap();
 //! let cfg = FitConfig { batch_size: 16, epochs: 3, progress: false, ..FitConfig::default() };
-//! let result = fit(&model.graph, &model.params, &data, Some(&data), &cfg, &Interpreter).unwrap();
+//! let result = fit(&model.graph, &model.params, &data, Some(&data), &cfg, &ReferenceBackend).unwrap();
 //! assert_eq!(result.history.epochs.len(), 3);
 //! assert!(result.history.last().unwrap().loss < result.history.epochs[0].loss);
 //! ```
@@ -54,7 +54,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// Turns a graph and its initial state into an [`Executor`]: the interpreter
-/// ([`Interpreter`]), the JIT, or any closure `Fn(&Graph, ParamStore) -> Result<Box<dyn
+/// ([`ReferenceBackend`]), the JIT, or any closure `Fn(&Graph, ParamStore) -> Result<Box<dyn
 /// Executor>>`:
 ///
 /// ```
@@ -72,9 +72,9 @@ pub trait Backend {
 
 /// The reference interpreter as a backend (slow, exact: the oracle).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Interpreter;
+pub struct ReferenceBackend;
 
-impl Backend for Interpreter {
+impl Backend for ReferenceBackend {
     fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>> {
         Ok(Box::new(InterpExecutor::new(graph.clone(), state)?))
     }
