@@ -6,6 +6,45 @@ use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Defines a context-free error of one domain: what is wrong, in a sentence, before the
+/// caller says where (which node, operator, file). `From<String>` and `From<&str>` let a
+/// function build it from a message; the caller wraps it with `#[source]` into [`Error`].
+#[macro_export]
+macro_rules! message_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $name(pub String);
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl ::std::error::Error for $name {}
+
+        impl From<String> for $name {
+            fn from(msg: String) -> $name {
+                $name(msg)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(msg: &str) -> $name {
+                $name(msg.to_string())
+            }
+        }
+    };
+}
+
+message_error! {
+    /// What is wrong with an op's operands, attributes or values, before the caller names
+    /// the node ([`Error::Op`] wraps it). The IR's shape rules, reference semantics and
+    /// attribute parser return it (`qatc::ir::op::OpError`).
+    OpError
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Malformed text input (`.qir`, `.rules`, TOML config).
@@ -23,6 +62,18 @@ pub enum Error {
         node: String,
         op: String,
         msg: String,
+    },
+
+    /// An op of a node that is wrong (shapes, attributes, values), from the op's rules.
+    #[error("node `{node}` ({op}): {source}")]
+    Op {
+        /// The node's name.
+        node: String,
+        /// The op's spelling.
+        op: String,
+        /// What is wrong.
+        #[source]
+        source: OpError,
     },
 
     /// A graph-level problem (no outputs, a cycle, a dangling name).
@@ -78,6 +129,21 @@ pub enum Error {
     #[error("jit: {0}")]
     Jit(String),
 
+    /// An operator of a TFLite model that the int8 interpreter cannot prepare or run, or
+    /// that the importer cannot read.
+    #[error("tflite: operator #{index} {op}{output}: {source}")]
+    Operator {
+        /// The operator's index in the subgraph.
+        index: usize,
+        /// The operator's name (`CONV_2D`).
+        op: String,
+        /// ` (output `name`)`, naming its output tensor, or empty.
+        output: String,
+        /// What is wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A TFLite model that cannot be read, written or run.
     #[error("tflite: {0}")]
     Tflite(String),
@@ -107,6 +173,15 @@ impl Error {
             node: node.into(),
             op: op.into(),
             msg: msg.into(),
+        }
+    }
+
+    /// An op error of node `node`.
+    pub fn op(node: impl Into<String>, op: impl Into<String>, source: OpError) -> Error {
+        Error::Op {
+            node: node.into(),
+            op: op.into(),
+            source,
         }
     }
 

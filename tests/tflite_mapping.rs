@@ -76,7 +76,7 @@ fn decode_inverts_encode_for_every_golden_op() {
                 Ok(e) => e,
                 // an attribute TFLite cannot express: the exporter refuses it by name
                 Err(why) => {
-                    assert!(!why.is_empty(), "{what}");
+                    assert!(!why.0.is_empty(), "{what}");
                     continue;
                 }
             };
@@ -113,7 +113,7 @@ fn decode_inverts_encode_for_every_golden_op() {
                 inputs
                     .get(i)
                     .and_then(|(_, v)| v.clone())
-                    .ok_or_else(|| format!("input {i} is not constant"))
+                    .ok_or_else(|| format!("input {i} is not constant").into())
             };
             let decoded = decode(
                 code,

@@ -15,6 +15,12 @@ use crate::ir::fake_quant::{nudged_for, observe_range, Nudged};
 use crate::ir::op::{FakeQuantAttrs, RangeSource};
 use crate::ir::params::{ParamStore, Tensor};
 
+crate::message_error! {
+    /// Why a quantizer's range or values have no int8 form (a missing or non-finite
+    /// state, a grid wider than int8), before the exporter names the node.
+    QuantParamError
+}
+
 /// The int8 quantization of an activation fake-quant.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ActivationQuant {
@@ -34,19 +40,22 @@ impl ActivationQuant {
     }
 }
 
-fn state_value(params: &ParamStore, name: &str) -> Result<Vec<f32>, String> {
+fn state_value(params: &ParamStore, name: &str) -> Result<Vec<f32>, QuantParamError> {
     let t = params.get(name).ok_or_else(|| {
         format!("the quantizer state `{name}` is missing: train or calibrate the model first")
     })?;
     if let Some(v) = t.data.iter().find(|v| !v.is_finite()) {
-        return Err(format!("the quantizer state `{name}` holds {v}"));
+        return Err(format!("the quantizer state `{name}` holds {v}").into());
     }
     Ok(t.data.clone())
 }
 
 /// The raw `(min, max)` ranges of a quantizer that reads a fixed or observed range (one
 /// per channel for per-axis state).
-fn stored_ranges(q: &FakeQuantAttrs, params: &ParamStore) -> Result<Vec<(f32, f32)>, String> {
+fn stored_ranges(
+    q: &FakeQuantAttrs,
+    params: &ParamStore,
+) -> Result<Vec<(f32, f32)>, QuantParamError> {
     match &q.range {
         RangeSource::Fixed { min, max } => Ok(vec![(min.0, max.0)]),
         RangeSource::Ema { state, .. }
@@ -55,9 +64,7 @@ fn stored_ranges(q: &FakeQuantAttrs, params: &ParamStore) -> Result<Vec<(f32, f3
             let lo = state_value(params, &format!("{state}.min"))?;
             let hi = state_value(params, &format!("{state}.max"))?;
             if lo.len() != hi.len() || lo.is_empty() {
-                return Err(format!(
-                    "the quantizer state `{state}` has mismatched min/max"
-                ));
+                return Err(format!("the quantizer state `{state}` has mismatched min/max").into());
             }
             Ok(lo.into_iter().zip(hi).collect())
         }
@@ -78,7 +85,7 @@ fn stored_ranges(q: &FakeQuantAttrs, params: &ParamStore) -> Result<Vec<(f32, f3
 pub fn activation_quant(
     q: &FakeQuantAttrs,
     params: &ParamStore,
-) -> Result<ActivationQuant, String> {
+) -> Result<ActivationQuant, QuantParamError> {
     if q.axis.is_some() {
         return Err(
             "activations are quantized per tensor in TFLite; this quantizer is per axis".into(),
@@ -89,7 +96,8 @@ pub fn activation_quant(
         return Err(format!(
             "an activation quantizer needs one range, found {}",
             ranges.len()
-        ));
+        )
+        .into());
     }
     let n = nudged_for(q, ranges[0].0, ranges[0].1);
     let (qmin, qmax) = q.quant_range();
@@ -127,9 +135,9 @@ pub fn quantize_weights(
     w: &Tensor,
     q: &FakeQuantAttrs,
     params: &ParamStore,
-) -> Result<QuantizedWeights, String> {
+) -> Result<QuantizedWeights, QuantParamError> {
     if let Some(v) = w.data.iter().find(|v| !v.is_finite()) {
-        return Err(format!("the weights hold {v}"));
+        return Err(format!("the weights hold {v}").into());
     }
     let raw = match q.range {
         RangeSource::LastValue => observe_range(&w.data, &w.shape, q.axis),
@@ -140,7 +148,8 @@ pub fn quantize_weights(
         return Err(format!(
             "the quantizer has {} ranges for {channels} channels",
             raw.len()
-        ));
+        )
+        .into());
     }
     let nudged: Vec<Nudged> = raw.iter().map(|&(lo, hi)| nudged_for(q, lo, hi)).collect();
     let (qmin, qmax) = q.quant_range();
@@ -152,7 +161,8 @@ pub fn quantize_weights(
                  TFLite's symmetric int8 weight range [-127, 127]; use a narrow-range (or \
                  at most 7-bit) weight quantizer",
                 q.bits
-            ));
+            )
+            .into());
         }
     }
     let inner: usize = match q.axis {
@@ -184,7 +194,7 @@ pub fn quantize_bias(
     bias: &[f32],
     input_scale: f32,
     weight_scales: &[f32],
-) -> Result<(Vec<i32>, Vec<f32>), String> {
+) -> Result<(Vec<i32>, Vec<f32>), QuantParamError> {
     let channels = bias.len();
     let scale_of = |c: usize| -> f32 {
         let ws = if weight_scales.len() == 1 {
@@ -203,7 +213,8 @@ pub fn quantize_bias(
                 "bias {b} of channel {c} does not fit int32 at scale {} (input scale × weight \
                  scale); the weights' range is too small for this bias",
                 scales[c]
-            ));
+            )
+            .into());
         }
         q.push(v as i32);
     }
@@ -268,7 +279,7 @@ mod tests {
         let mut q = FakeQuantAttrs::weight(None);
         q.narrow = false;
         let err = quantize_weights(&w, &q, &ParamStore::new()).unwrap_err();
-        assert!(err.contains("[-127, 127]"), "{err}");
+        assert!(err.0.contains("[-127, 127]"), "{err}");
         // 4-bit asymmetric weights fit: levels -15..15 at most
         q.bits = 4;
         q.symmetric = false;

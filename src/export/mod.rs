@@ -88,13 +88,13 @@ struct Exporter<'a> {
     dynamic_batch: bool,
 }
 
-fn unsupported(g: &Graph, id: NodeId, hint: impl Into<String>) -> Error {
+fn unsupported(g: &Graph, id: NodeId, hint: impl std::fmt::Display) -> Error {
     let n = g.node(id);
     Error::Unsupported {
         node: n.name.clone(),
         op: n.op.name().to_string(),
         what: "the TFLite exporter".into(),
-        hint: hint.into(),
+        hint: hint.to_string(),
     }
 }
 
@@ -274,7 +274,7 @@ impl<'a> Exporter<'a> {
         }
         // asymmetric int8: the same mapping as activations
         let ranges = crate::ir::interp::fq_ranges(q, w, &[], self.params)
-            .map_err(|m| unsupported(self.g, fq, m))?;
+            .map_err(|e| unsupported(self.g, fq, e))?;
         let n = *ranges
             .first()
             .ok_or_else(|| unsupported(self.g, fq, "the quantizer has no range"))?;
@@ -627,7 +627,7 @@ impl<'a> Exporter<'a> {
 
     /// The clamp range of a fused activation on an int8 output.
     fn act_range(&self, id: NodeId, a: FusedActivation, q: (f32, i32)) -> Result<(i32, i32)> {
-        crate::int8::activation_range(a, q.0, q.1).map_err(|m| unsupported(self.g, id, m))
+        crate::int8::activation_range(a, q.0, q.1).map_err(|e| unsupported(self.g, id, e))
     }
 }
 

@@ -34,7 +34,7 @@ impl Exporter<'_> {
             kernel: kernel.as_deref(),
             output: &out,
         };
-        let enc = mapping::encode(op, &shapes).map_err(|m| unsupported(self.g, id, m))?;
+        let enc = mapping::encode(op, &shapes).map_err(|e| unsupported(self.g, id, e))?;
         match (operands, output) {
             (Operands::Kernel { axis }, _) => self.kernel_op(id, code, axis, enc),
             (Operands::TransposeConv, _) => self.transpose_conv(id, enc),

@@ -18,7 +18,7 @@ use crate::ir::graph::{Graph, NodeId};
 use crate::ir::op::{Activation, FakeQuantAttrs, ModelOp, Op, RangeSource, F32};
 use crate::ir::params::{ParamStore, Tensor};
 use crate::ir::types::TensorType;
-use crate::tflite::mapping::{self, Mapping, Operands, Output};
+use crate::tflite::mapping::{self, Mapping, MappingError, Operands, Output};
 use crate::tflite::model::{Data, ElemType, Model, Operator, Options, Tensor as TfTensor};
 use crate::tflite::schema::BuiltinOperator as B;
 use std::collections::HashMap;
@@ -39,8 +39,13 @@ struct Importer<'m> {
     ints: HashMap<usize, Vec<i64>>,
 }
 
-fn op_error(index: usize, op: &Operator, msg: impl std::fmt::Display) -> Error {
-    Error::Tflite(format!("operator #{index} {}: {msg}", op.name()))
+fn op_error(index: usize, op: &Operator, e: MappingError) -> Error {
+    Error::Operator {
+        index,
+        op: op.name(),
+        output: String::new(),
+        source: Box::new(e),
+    }
 }
 
 /// A readable node name from a tensor name: the converter joins the names of fused ops
@@ -103,7 +108,7 @@ fn int8_params(t: &TfTensor) -> Option<(f32, i32)> {
         .filter(|(_, z)| (-128..=127).contains(z))
 }
 
-type R<T> = std::result::Result<T, String>;
+type R<T> = std::result::Result<T, MappingError>;
 
 impl<'m> Importer<'m> {
     fn new(m: &'m Model) -> Importer<'m> {
@@ -208,7 +213,7 @@ impl<'m> Importer<'m> {
             .get(i)
             .copied()
             .flatten()
-            .ok_or_else(|| format!("input {i} is missing"))
+            .ok_or_else(|| MappingError(format!("input {i} is missing")))
     }
 
     /// The IR value of operand `i`: a computed value, or a constant as a param (behind a
@@ -223,7 +228,8 @@ impl<'m> Importer<'m> {
             return Err(format!(
                 "input tensor `{}` is not computed by an earlier operator",
                 info.name
-            ));
+            )
+            .into());
         };
         let name = self.unique(&base_name(info, "constant"));
         let (data, fq) = match (&c, int8_params(info)) {
@@ -237,18 +243,19 @@ impl<'m> Importer<'m> {
                     "the constant `{}` ({}) is not a float or int8 value",
                     info.name,
                     info.dtype.name()
-                ))
+                )
+                .into())
             }
         };
         let mut v = self
             .param(&name, Tensor::new(info.shape.clone(), data))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| MappingError(e.to_string()))?;
         if let Some(q) = fq {
             let n = self.unique(&format!("{name}/quant"));
             v = self
                 .g
                 .add(Op::Model(ModelOp::FakeQuant(q)), n, &[v])
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| MappingError(e.to_string()))?;
         }
         self.vals.insert(t, v);
         Ok(v)
@@ -272,7 +279,8 @@ impl<'m> Importer<'m> {
             _ => Err(format!(
                 "input `{}` must be a constant integer tensor (qatc imports static graphs)",
                 info.name
-            )),
+            )
+            .into()),
         }
     }
 
@@ -283,19 +291,18 @@ impl<'m> Importer<'m> {
         let info = self.tensor(t);
         let c = info
             .values()
-            .ok_or_else(|| format!("the weights `{}` must be constant", info.name))?;
+            .ok_or_else(|| MappingError(format!("the weights `{}` must be constant", info.name)))?;
         let shape = info.shape.clone();
         let name = self.unique(&format!("{layer}.kernel"));
         match (&c, &info.quant) {
             (Data::F32(v), _) => self
                 .param(&name, Tensor::new(shape, v.clone()))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| MappingError(e.to_string())),
             (Data::I8(v), Some(q)) => {
                 if q.zero_point.iter().any(|&z| z != 0) {
-                    return Err(format!(
-                        "the int8 weights `{}` are not symmetric",
-                        info.name
-                    ));
+                    return Err(
+                        format!("the int8 weights `{}` are not symmetric", info.name).into(),
+                    );
                 }
                 // the reader checked that a per-axis dimension exists and matches the scales
                 let (inner, n) = if q.is_per_axis() {
@@ -310,7 +317,7 @@ impl<'m> Importer<'m> {
                     .collect();
                 let k = self
                     .param(&name, Tensor::new(shape, data))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| MappingError(e.to_string()))?;
                 // qatc writes a per-tensor TRANSPOSE_CONV filter as per-axis with one repeated
                 // scale (XNNPACK wants per-channel filters): read it back as per tensor
                 let repeated =
@@ -319,13 +326,14 @@ impl<'m> Importer<'m> {
                 let n = self.unique(&format!("{name}/quant"));
                 self.g
                     .add(Op::Model(ModelOp::FakeQuant(fq)), n, &[k])
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| MappingError(e.to_string()))
             }
             _ => Err(format!(
                 "the weights `{}` are {}; expected FLOAT32 or INT8",
                 info.name,
                 info.dtype.name()
-            )),
+            )
+            .into()),
         }
     }
 
@@ -337,7 +345,7 @@ impl<'m> Importer<'m> {
         let info = self.tensor(t);
         let c = info
             .values()
-            .ok_or_else(|| format!("the bias `{}` must be constant", info.name))?;
+            .ok_or_else(|| MappingError(format!("the bias `{}` must be constant", info.name)))?;
         let data: Vec<f32> = match (&c, &info.quant) {
             (Data::F32(v), _) => v.clone(),
             (Data::I32(v), Some(q)) => v
@@ -353,14 +361,15 @@ impl<'m> Importer<'m> {
                     "the bias `{}` is {} without quantization",
                     info.name,
                     info.dtype.name()
-                ))
+                )
+                .into())
             }
         };
         let name = self.unique(&format!("{layer}.bias"));
         let n = data.len();
         self.param(&name, Tensor::new(vec![n], data))
             .map(Some)
-            .map_err(|e| e.to_string())
+            .map_err(|e| MappingError(e.to_string()))
     }
 
     // ---- results ------------------------------------------------------------------------
@@ -390,10 +399,10 @@ impl<'m> Importer<'m> {
                             n,
                             &[node],
                         )
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| MappingError(e.to_string()))?
                 }
             }
-            other => return Err(format!("output `{}` is {}", info.name, other.name())),
+            other => return Err(format!("output `{}` is {}", info.name, other.name()).into()),
         };
         self.vals.insert(t, v);
         Ok(())
@@ -417,7 +426,9 @@ impl<'m> Importer<'m> {
     }
 
     fn add(&mut self, op: Op, name: &str, operands: &[NodeId]) -> R<NodeId> {
-        self.g.add(op, name, operands).map_err(|e| e.to_string())
+        self.g
+            .add(op, name, operands)
+            .map_err(|e| MappingError(e.to_string()))
     }
 
     /// A separate `relu`/`relu6` node for activation `a` after `node` (none for
@@ -439,7 +450,8 @@ impl<'m> Importer<'m> {
             return Err(format!(
                 "has {} outputs; qatc imports single-output operators",
                 op.outputs.len()
-            ));
+            )
+            .into());
         }
         let fallback = format!("op_{index}");
         match op.code {
@@ -523,7 +535,7 @@ impl<'m> Importer<'m> {
             output, operands, ..
         } = mapping::mapping(&model_op)
         else {
-            return Err(format!("{} is not an operator", model_op.kind()));
+            return Err(format!("{} is not an operator", model_op.kind()).into());
         };
         // float models keep activations as nodes of their own (graph form 1)
         let mut then = decoded.then;
@@ -572,7 +584,8 @@ impl<'m> Importer<'m> {
                 return Err(format!(
                     "the output shape {want:?} differs from the {got:?} qatc's conv2d_transpose \
                      computes with this padding"
-                ));
+                )
+                .into());
             }
         }
         let y = self.split_activation(y, then)?;
@@ -667,7 +680,7 @@ impl<'m> Importer<'m> {
                 }
                 v
             }
-            _ => return Err(format!("{} is not shape glue", op.name())),
+            _ => return Err(format!("{} is not shape glue", op.name()).into()),
         };
         self.ints.insert(out_t, v);
         Ok(())

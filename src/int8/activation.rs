@@ -128,11 +128,12 @@ impl HardSwish {
                 "the output multiplier {} exceeds 1 (output scale {out_s} is too small for \
                  input scale {in_s})",
                 hires / out_s
-            ));
+            )
+            .into());
         }
         let (rm, re) = quantize_multiplier((hires / (3.0f32 / 32768.0)) as f64);
         if re > 30 {
-            return Err(format!("the input scale {in_s} is too large"));
+            return Err(format!("the input scale {in_s} is too large").into());
         }
         if om < 0 || rm < 0 {
             return Err("negative multipliers".into());
@@ -195,7 +196,8 @@ impl Lut {
             if out_s != 1.0 / 256.0 {
                 return Err(format!(
                     "the output scale is {out_s}; LOGISTIC's int8 output scale must be 1/256"
-                ));
+                )
+                .into());
             }
             logistic
         } else {
@@ -246,7 +248,8 @@ impl Softmax {
             return Err(format!(
                 "the output quantization is (scale {out_s}, zero point {out_zp}); SOFTMAX's \
                  int8 output must be (1/256, -128)"
-            ));
+            )
+            .into());
         }
         // PreprocessSoftmaxScaling
         let real = (beta as f64 * in_s as f64 * (1i64 << (31 - SCALED_DIFF_INTEGER_BITS)) as f64)
@@ -256,7 +259,8 @@ impl Softmax {
             return Err(format!(
                 "the input scale {in_s} (beta {beta}) gives a softmax multiplier outside the \
                  kernel's range"
-            ));
+            )
+            .into());
         }
         // CalculateInputRadius(5, left_shift, 31)
         let radius = (((1i64 << SCALED_DIFF_INTEGER_BITS) - 1) as f64
@@ -298,9 +302,9 @@ impl Softmax {
             let (inv, bits_over_unit) = reciprocal(sum, ACCUMULATION_INTEGER_BITS);
             let exponent = bits_over_unit + 31 - 8;
             if !(0..=31).contains(&exponent) {
-                return Err(format!(
-                    "softmax normalization exponent {exponent} out of range"
-                ));
+                return Err(
+                    format!("softmax normalization exponent {exponent} out of range").into(),
+                );
             }
             for (&v, o) in row.iter().zip(dst.iter_mut()) {
                 if let Some(e) = exp_of(v) {

@@ -25,7 +25,7 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> PResult<Vec<usize>> {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+            _ => return Err(format!("shapes {a:?} and {b:?} do not broadcast").into()),
         });
     }
     checked_numel(&out)?;
@@ -134,7 +134,8 @@ impl AddSub {
             return Err(format!(
                 "the output scale {so} is too small for the input scales {s1} and {s2} \
                  (output multiplier {mo} >= 1, which LiteRT's int8 kernel cannot apply)"
-            ));
+            )
+            .into());
         }
         let q1 = multiplier(m1, "input 1")?;
         let q2 = multiplier(m2, "input 2")?;

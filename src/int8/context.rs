@@ -34,32 +34,39 @@ pub(crate) struct Ctx<'m> {
     pub index: usize,
 }
 
-pub(crate) type PResult<T> = std::result::Result<T, String>;
+crate::message_error! {
+    /// Why an operator cannot be prepared or run (what LiteRT's `Prepare` would refuse),
+    /// before the interpreter names the operator ([`crate::Error::Operator`]).
+    KernelError
+}
+
+/// The result of preparing or running one operator.
+pub(crate) type PResult<T> = std::result::Result<T, KernelError>;
 
 impl<'m> Ctx<'m> {
     /// The error for this operator: `operator #3 CONV_2D (output `name`): msg`.
-    pub fn error(&self, msg: impl std::fmt::Display) -> Error {
-        let out = self
+    pub fn error(&self, e: impl Into<KernelError>) -> Error {
+        let output = self
             .op
             .outputs
             .first()
             .map(|&t| format!(" (output `{}`)", self.model.tensors[t].name))
             .unwrap_or_default();
-        Error::Tflite(format!(
-            "operator #{} {}{out}: {msg}",
-            self.index,
-            self.op.name()
-        ))
+        Error::Operator {
+            index: self.index,
+            op: self.op.name(),
+            output,
+            source: Box::new(e.into()),
+        }
     }
 
     pub fn input(&self, i: usize) -> PResult<&'m Tensor> {
         match self.op.inputs.get(i) {
             Some(Some(t)) => Ok(&self.model.tensors[*t]),
-            Some(None) => Err(format!("input {i} is omitted but required")),
-            None => Err(format!(
-                "has {} inputs, input {i} is required",
-                self.op.inputs.len()
-            )),
+            Some(None) => Err(format!("input {i} is omitted but required").into()),
+            None => {
+                Err(format!("has {} inputs, input {i} is required", self.op.inputs.len()).into())
+            }
         }
     }
 
@@ -75,18 +82,18 @@ impl<'m> Ctx<'m> {
     pub fn output(&self) -> PResult<&'m Tensor> {
         match self.op.outputs.as_slice() {
             [t] => Ok(&self.model.tensors[*t]),
-            other => Err(format!("has {} outputs, expected 1", other.len())),
+            other => Err(format!("has {} outputs, expected 1", other.len()).into()),
         }
     }
 
     pub fn inputs_between(&self, lo: usize, hi: usize) -> PResult<()> {
         let n = self.op.inputs.len();
         if n < lo || n > hi {
-            return Err(if lo == hi {
+            return Err(KernelError(if lo == hi {
                 format!("has {n} inputs, expected {lo}")
             } else {
                 format!("has {n} inputs, expected {lo} to {hi}")
-            });
+            }));
         }
         Ok(())
     }
@@ -99,24 +106,29 @@ pub(crate) fn int8_params(t: &Tensor) -> PResult<(f32, i32)> {
             "tensor `{}` is {}; this kernel computes on INT8",
             t.name,
             t.dtype.name()
-        ));
+        )
+        .into());
     }
-    let q = t
-        .quant
-        .as_ref()
-        .ok_or_else(|| format!("INT8 tensor `{}` has no quantization parameters", t.name))?;
+    let q = t.quant.as_ref().ok_or_else(|| {
+        KernelError(format!(
+            "INT8 tensor `{}` has no quantization parameters",
+            t.name
+        ))
+    })?;
     if q.is_per_axis() {
         return Err(format!(
             "tensor `{}` is quantized per axis; this kernel needs per-tensor quantization",
             t.name
-        ));
+        )
+        .into());
     }
     let (s, zp) = q.first();
     if !(-128..=127).contains(&zp) {
         return Err(format!(
             "INT8 tensor `{}` has zero point {zp} outside [-128, 127]",
             t.name
-        ));
+        )
+        .into());
     }
     Ok((s, zp))
 }
@@ -127,7 +139,8 @@ pub(crate) fn constant(t: &Tensor, what: &str) -> PResult<Array> {
         return Err(format!(
             "the {what} `{}` is sparse; qatc reads dense tensors only",
             t.name
-        ));
+        )
+        .into());
     }
     let data = t.values().ok_or_else(|| {
         if t.dtype.size().is_none() {
@@ -158,21 +171,23 @@ pub(crate) fn const_ints(t: &Tensor, what: &str) -> PResult<Vec<i64>> {
             "the {what} `{}` is {}; expected INT32 or INT64",
             t.name,
             other.name()
-        )),
+        )
+        .into()),
     }
 }
 
 /// A real multiplier as `(q, shift)`, refusing ones the fixed-point kernels cannot apply.
 pub(crate) fn multiplier(m: f64, what: &str) -> PResult<(i32, i32)> {
     if !m.is_finite() {
-        return Err(format!("the {what} multiplier is {m}"));
+        return Err(format!("the {what} multiplier is {m}").into());
     }
     let (q, shift) = fixed::quantize_multiplier(m);
     if shift > 30 {
         return Err(format!(
             "the {what} multiplier {m:e} is too large for fixed-point requantization \
              (check the quantization scales)"
-        ));
+        )
+        .into());
     }
     Ok((q, shift))
 }
@@ -182,8 +197,11 @@ pub(crate) fn multiplier(m: f64, what: &str) -> PResult<(i32, i32)> {
 /// clamp (TANH and SIGN_BIT are ignored by the quantized kernels).
 pub(crate) fn activation_range(act: FusedActivation, scale: f32, zp: i32) -> PResult<(i32, i32)> {
     let q = |f: f32| {
-        fixed::quantize_f32(f, scale, zp)
-            .ok_or_else(|| format!("the activation bound {f} overflows with scale {scale}"))
+        fixed::quantize_f32(f, scale, zp).ok_or_else(|| {
+            KernelError(format!(
+                "the activation bound {f} overflows with scale {scale}"
+            ))
+        })
     };
     Ok(match act {
         FusedActivation::Relu => (q(0.0)?.max(-128), 127),
@@ -210,13 +228,13 @@ pub(crate) fn window_geometry(
         crate::tflite::model::PaddingMode::Same => input.div_ceil(stride),
         crate::tflite::model::PaddingMode::Valid => (input + stride).saturating_sub(eff) / stride,
         crate::tflite::model::PaddingMode::Other(v) => {
-            return Err(format!("unknown padding mode {v}"))
+            return Err(format!("unknown padding mode {v}").into())
         }
     };
     if out == 0 {
         return Err(format!(
             "a window of {eff} (kernel {kernel}, dilation {dilation}) leaves no output for an input of {input}"
-        ));
+        ).into());
     }
     let total = ((out - 1) * stride + eff).saturating_sub(input);
     Ok((out, total / 2))
@@ -225,7 +243,7 @@ pub(crate) fn window_geometry(
 /// A positive option value (stride, dilation, filter size) bounded like LiteRT bounds them.
 pub(crate) fn positive(v: i32, what: &str) -> PResult<usize> {
     if v <= 0 || v > i16::MAX as i32 {
-        return Err(format!("{what} is {v}; it must be in 1..={}", i16::MAX));
+        return Err(format!("{what} is {v}; it must be in 1..={}", i16::MAX).into());
     }
     Ok(v as usize)
 }
@@ -254,5 +272,5 @@ pub(crate) fn checked_numel(shape: &[usize]) -> PResult<usize> {
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .filter(|&n| n <= crate::tflite::model::MAX_ELEMENTS)
-        .ok_or_else(|| format!("shape {shape:?} has too many elements"))
+        .ok_or_else(|| KernelError(format!("shape {shape:?} has too many elements")))
 }

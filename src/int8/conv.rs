@@ -11,7 +11,7 @@
 use super::array::Array;
 use super::context::{
     activation_range, checked_numel, constant, int8_params, multiplier, positive, window_geometry,
-    Ctx, PResult,
+    Ctx, KernelError, PResult,
 };
 use super::fixed::mul_by_quantized;
 use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, Tensor};
@@ -24,17 +24,21 @@ pub(crate) fn filter_scales(w: &Tensor, axis: usize, channels: usize) -> PResult
             "the filter `{}` is {}; int8 kernels need INT8 weights",
             w.name,
             w.dtype.name()
-        ));
+        )
+        .into());
     }
-    let q = w
-        .quant
-        .as_ref()
-        .ok_or_else(|| format!("the filter `{}` has no quantization parameters", w.name))?;
+    let q = w.quant.as_ref().ok_or_else(|| {
+        KernelError(format!(
+            "the filter `{}` has no quantization parameters",
+            w.name
+        ))
+    })?;
     if q.zero_point.iter().any(|&z| z != 0) {
         return Err(format!(
             "the filter `{}` has a non-zero zero point; int8 weights are symmetric",
             w.name
-        ));
+        )
+        .into());
     }
     if q.is_per_axis() {
         if q.axis != axis || q.scale.len() != channels {
@@ -44,7 +48,8 @@ pub(crate) fn filter_scales(w: &Tensor, axis: usize, channels: usize) -> PResult
                 w.name,
                 q.axis,
                 q.scale.len()
-            ));
+            )
+            .into());
         }
         Ok(q.scale.clone())
     } else {
@@ -60,18 +65,20 @@ pub(crate) fn check_bias(b: Option<&Tensor>, channels: usize) -> PResult<()> {
                 "the bias `{}` is {}; int8 kernels need an INT32 bias",
                 b.name,
                 b.dtype.name()
-            ));
+            )
+            .into());
         }
         if b.numel() != channels {
             return Err(format!(
                 "the bias `{}` has {} entries for {channels} output channels",
                 b.name,
                 b.numel()
-            ));
+            )
+            .into());
         }
         if let Some(q) = &b.quant {
             if q.zero_point.iter().any(|&z| z != 0) {
-                return Err(format!("the bias `{}` has a non-zero zero point", b.name));
+                return Err(format!("the bias `{}` has a non-zero zero point", b.name).into());
             }
         }
     }
@@ -82,14 +89,16 @@ fn bias_values(b: Option<&Array>, channels: usize) -> PResult<Vec<i32>> {
     match b {
         None => Ok(vec![0; channels]),
         Some(b) => {
-            let v = b
-                .as_i32()
-                .ok_or_else(|| format!("the bias is {}, expected INT32", b.elem_type().name()))?;
+            let v = b.as_i32().ok_or_else(|| {
+                KernelError(format!(
+                    "the bias is {}, expected INT32",
+                    b.elem_type().name()
+                ))
+            })?;
             if v.len() != channels {
-                return Err(format!(
-                    "the bias has {} entries for {channels} channels",
-                    v.len()
-                ));
+                return Err(
+                    format!("the bias has {} entries for {channels} channels", v.len()).into(),
+                );
             }
             Ok(v.to_vec())
         }
@@ -114,18 +123,20 @@ fn requantize(acc: i32, m: i32, s: i32, out_zp: i32, act: (i32, i32)) -> i8 {
 }
 
 fn rank4(x: &[usize], what: &str) -> PResult<[usize; 4]> {
-    <[usize; 4]>::try_from(x).map_err(|_| format!("the {what} must have rank 4, found {x:?}"))
+    <[usize; 4]>::try_from(x)
+        .map_err(|_| KernelError(format!("the {what} must have rank 4, found {x:?}")))
 }
 
 fn check_filter(w: &Array, want: [usize; 4]) -> PResult<&[i8]> {
     if w.shape != want {
-        return Err(format!(
-            "the filter has shape {:?}, prepared for {want:?}",
-            w.shape
-        ));
+        return Err(format!("the filter has shape {:?}, prepared for {want:?}", w.shape).into());
     }
-    w.as_i8()
-        .ok_or_else(|| format!("the filter is {}, expected INT8", w.elem_type().name()))
+    w.as_i8().ok_or_else(|| {
+        KernelError(format!(
+            "the filter is {}, expected INT8",
+            w.elem_type().name()
+        ))
+    })
 }
 
 /// Shared geometry and requantization parameters of CONV_2D and DEPTHWISE_CONV_2D.
@@ -178,7 +189,7 @@ fn window_params(
     check_bias(cx.opt_input(2), channels)?;
     let (mult, shift) = channel_multipliers(in_s, &w_s, out_s)?;
     if let PaddingMode::Other(p) = padding {
-        return Err(format!("unknown padding mode {p}"));
+        return Err(format!("unknown padding mode {p}").into());
     }
     Ok(Window {
         padding,
@@ -239,14 +250,16 @@ impl Conv {
         if filter[3] == 0 || in_channels % filter[3] != 0 || filter[0] == 0 {
             return Err(format!(
                 "the filter {filter:?} does not fit an input with {in_channels} channels"
-            ));
+            )
+            .into());
         }
         let groups = in_channels / filter[3];
         if filter[0] % groups != 0 {
             return Err(format!(
                 "{} output channels do not split into {groups} groups",
                 filter[0]
-            ));
+            )
+            .into());
         }
         let win = window_params(
             cx, padding, stride_h, stride_w, dilation_h, dilation_w, activation, 0, filter[0],
@@ -264,7 +277,8 @@ impl Conv {
             return Err(format!(
                 "the input has {} channels, the filter expects {}",
                 x[3], self.in_channels
-            ));
+            )
+            .into());
         }
         let ([n, oh, ow], _) = self.win.geometry(x, self.filter[1], self.filter[2])?;
         let out = vec![n, oh, ow, self.filter[0]];
@@ -372,7 +386,8 @@ impl DepthwiseConv {
             return Err(format!(
                 "the filter {filter:?} must be [1, kh, kw, {}·multiplier]",
                 x[3]
-            ));
+            )
+            .into());
         }
         let win = window_params(
             cx, padding, stride_h, stride_w, dilation_h, dilation_w, activation, 3, filter[3],
@@ -390,7 +405,8 @@ impl DepthwiseConv {
             return Err(format!(
                 "the input has {} channels, the filter expects {}",
                 x[3], self.in_channels
-            ));
+            )
+            .into());
         }
         let ([n, oh, ow], _) = self.win.geometry(x, self.filter[1], self.filter[2])?;
         let out = vec![n, oh, ow, self.filter[3]];
@@ -488,9 +504,7 @@ impl TransposeConv {
         let shape_t = cx.input(0)?;
         let dims = super::context::const_ints(shape_t, "output shape")?;
         if dims.len() != 4 || dims.iter().any(|&d| d <= 0 || d > i32::MAX as i64) {
-            return Err(format!(
-                "the output shape {dims:?} must be 4 positive sizes"
-            ));
+            return Err(format!("the output shape {dims:?} must be 4 positive sizes").into());
         }
         let output_shape = [
             dims[0] as usize,
@@ -508,7 +522,8 @@ impl TransposeConv {
             return Err(format!(
                 "the filter {filter:?} does not map {} input channels to the {} output channels",
                 x[3], output_shape[3]
-            ));
+            )
+            .into());
         }
         // window_params reads the input at index 0 and the bias at 2; TRANSPOSE_CONV keeps
         // them at 2 and 3, so set the parameters up here.
@@ -519,7 +534,7 @@ impl TransposeConv {
         check_bias(cx.opt_input(3), filter[0])?;
         let (mult, shift) = channel_multipliers(in_s, &w_s, out_s)?;
         if let PaddingMode::Other(p) = padding {
-            return Err(format!("unknown padding mode {p}"));
+            return Err(format!("unknown padding mode {p}").into());
         }
         let win = Window {
             padding,
@@ -552,7 +567,8 @@ impl TransposeConv {
             return Err(format!(
                 "the output shape {:?} corresponds to a {ih}x{iw} input, not {}x{}",
                 self.output_shape, x[1], x[2]
-            ));
+            )
+            .into());
         }
         Ok([ph, pw])
     }
@@ -563,14 +579,16 @@ impl TransposeConv {
             return Err(format!(
                 "the input has {} channels, the filter expects {}",
                 x[3], self.filter[3]
-            ));
+            )
+            .into());
         }
         if x[0] != self.output_shape[0] {
             return Err(format!(
                 "the input batch {} differs from the batch {} of the constant output shape \
                  (TRANSPOSE_CONV models have a fixed batch)",
                 x[0], self.output_shape[0]
-            ));
+            )
+            .into());
         }
         self.padding(x)?;
         Ok(self.output_shape.to_vec())

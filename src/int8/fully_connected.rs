@@ -13,7 +13,8 @@
 
 use super::array::Array;
 use super::context::{
-    activation_range, checked_numel, constant, int8_params, multiplier, Ctx, FcRequant, PResult,
+    activation_range, checked_numel, constant, int8_params, multiplier, Ctx, FcRequant,
+    KernelError, PResult,
 };
 use super::conv::check_bias;
 use super::fixed::mul_by_quantized;
@@ -63,31 +64,35 @@ impl FullyConnected {
                 "the weights `{}` are {}; qatc runs int8 FULLY_CONNECTED only (no hybrid models)",
                 w.name,
                 w.dtype.name()
-            ));
+            )
+            .into());
         }
-        let [units, depth] = <[usize; 2]>::try_from(w.shape.as_slice())
-            .map_err(|_| format!("the weights must have rank 2, found {:?}", w.shape))?;
+        let [units, depth] = <[usize; 2]>::try_from(w.shape.as_slice()).map_err(|_| {
+            KernelError(format!("the weights must have rank 2, found {:?}", w.shape))
+        })?;
         if depth == 0 || units == 0 {
-            return Err(format!("the weights {:?} are empty", w.shape));
+            return Err(format!("the weights {:?} are empty", w.shape).into());
         }
         let bias = cx.opt_input(2);
         check_bias(bias, units)?;
-        let q = w
-            .quant
-            .as_ref()
-            .ok_or_else(|| format!("the weights `{}` have no quantization parameters", w.name))?;
+        let q = w.quant.as_ref().ok_or_else(|| {
+            KernelError(format!(
+                "the weights `{}` have no quantization parameters",
+                w.name
+            ))
+        })?;
         let (w_s, w_offset, mult, shift) = if q.is_per_axis() {
             if q.axis != 0 || q.scale.len() != units {
                 return Err(format!(
                     "the weights `{}` are quantized along dimension {}; FULLY_CONNECTED needs 0",
                     w.name, q.axis
-                ));
+                )
+                .into());
             }
             if q.zero_point.iter().any(|&z| z != 0) {
-                return Err(format!(
-                    "the per-channel weights `{}` must be symmetric",
-                    w.name
-                ));
+                return Err(
+                    format!("the per-channel weights `{}` must be symmetric", w.name).into(),
+                );
             }
             let mut mult = Vec::with_capacity(units);
             let mut shift = Vec::with_capacity(units);
@@ -100,7 +105,7 @@ impl FullyConnected {
         } else {
             let (ws, wzp) = q.first();
             if !(-128..=127).contains(&wzp) {
-                return Err(format!("the weights `{}` have zero point {wzp}", w.name));
+                return Err(format!("the weights `{}` have zero point {wzp}", w.name).into());
             }
             // `GetQuantizedConvolutionMultipler`: the input·filter scale is a float product
             let product = (in_s * ws) as f64;
@@ -112,7 +117,8 @@ impl FullyConnected {
                             "the bias scale {} does not match input scale × weight scale {}",
                             bq.scale[0],
                             in_s as f64 * ws as f64
-                        ));
+                        )
+                        .into());
                     }
                 }
             }
@@ -143,7 +149,8 @@ impl FullyConnected {
                 return Err(format!(
                     "with keep_num_dims the input's last dimension must be {}, found {x:?}",
                     self.depth
-                ));
+                )
+                .into());
             }
             let mut out = x.to_vec();
             *out.last_mut().expect("non-empty") = self.units;
@@ -153,7 +160,8 @@ impl FullyConnected {
                 return Err(format!(
                     "the input {x:?} does not flatten into rows of {}",
                     self.depth
-                ));
+                )
+                .into());
             }
             Ok(vec![numel / self.depth, self.units])
         }
@@ -163,7 +171,7 @@ impl FullyConnected {
         let out_shape = self.out_shape(&x.shape)?;
         let xd = x.as_i8().ok_or("the input is not INT8")?;
         if w.shape != [self.units, self.depth] {
-            return Err(format!("the weights have shape {:?}", w.shape));
+            return Err(format!("the weights have shape {:?}", w.shape).into());
         }
         let wd = w.as_i8().ok_or("the weights are not INT8")?;
         let bias: Option<&[i32]> = match b {

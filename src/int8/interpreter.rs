@@ -2,7 +2,7 @@
 //! running a model.
 
 use super::array::Array;
-use super::context::{Ctx, Options, PResult};
+use super::context::{Ctx, KernelError, Options, PResult};
 use super::{activation, binary, conv, fully_connected, pool, quantize_ops, reduce, shape};
 use crate::error::{Error, Result};
 use crate::tflite::model::{Model, Tensor};
@@ -50,12 +50,12 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// The output shape for the given input shapes (the op's operands in order; `None` for
     /// omitted optional inputs).
-    fn out_shape(&self, ins: &[Option<&[usize]>]) -> std::result::Result<Vec<usize>, String> {
-        let x = |i: usize| -> std::result::Result<&[usize], String> {
+    fn out_shape(&self, ins: &[Option<&[usize]>]) -> std::result::Result<Vec<usize>, KernelError> {
+        let x = |i: usize| -> std::result::Result<&[usize], KernelError> {
             ins.get(i)
                 .copied()
                 .flatten()
-                .ok_or_else(|| format!("input {i} is missing"))
+                .ok_or_else(|| KernelError(format!("input {i} is missing")))
         };
         match self {
             Kernel::Conv(k) => k.out_shape(x(0)?),
@@ -91,12 +91,12 @@ impl Kernel {
         }
     }
 
-    fn run(&self, ins: &[Option<&Array>]) -> std::result::Result<Array, String> {
-        let x = |i: usize| -> std::result::Result<&Array, String> {
+    fn run(&self, ins: &[Option<&Array>]) -> std::result::Result<Array, KernelError> {
+        let x = |i: usize| -> std::result::Result<&Array, KernelError> {
             ins.get(i)
                 .copied()
                 .flatten()
-                .ok_or_else(|| format!("input {i} is missing"))
+                .ok_or_else(|| KernelError(format!("input {i} is missing")))
         };
         let opt = |i: usize| ins.get(i).copied().flatten();
         match self {
@@ -355,7 +355,7 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
     let op = cx.op;
     let code = op.code;
     if op.outputs.len() != 1 {
-        return Err(format!("has {} outputs, expected 1", op.outputs.len()));
+        return Err(format!("has {} outputs, expected 1", op.outputs.len()).into());
     }
     Ok(match code {
         B::CONV_2D => Kernel::Conv(conv::Conv::prepare(cx)?),
@@ -398,7 +398,8 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
                  DEQUANTIZE, RESHAPE, SQUEEZE, CONCATENATION, PAD, PADV2, TRANSPOSE, SLICE, \
                  STRIDED_SLICE, RESIZE_NEAREST_NEIGHBOR)",
                 op.name()
-            ))
+            )
+            .into())
         }
     })
 }

@@ -32,5 +32,5 @@ pub use array::{Array, Data};
 pub use classify::{adapt_input, argmax_rows, predict};
 
 pub(crate) use context::activation_range;
-pub use context::{FcRequant, Options};
+pub use context::{FcRequant, KernelError, Options};
 pub use interpreter::Interpreter;

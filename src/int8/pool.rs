@@ -8,7 +8,8 @@
 
 use super::array::Array;
 use super::context::{
-    activation_range, checked_numel, int8_params, positive, window_geometry, Ctx, PResult,
+    activation_range, checked_numel, int8_params, positive, window_geometry, Ctx, KernelError,
+    PResult,
 };
 use crate::tflite::model::{Options, PaddingMode};
 
@@ -41,7 +42,8 @@ impl Pool {
                 "input (scale {}, zero point {}) and output (scale {}, zero point {}) must \
                  share their quantization",
                 x.0, x.1, y.0, y.1
-            ));
+            )
+            .into());
         }
         Ok(Pool {
             padding,
@@ -59,7 +61,7 @@ impl Pool {
 
     fn geometry(&self, x: &[usize]) -> PResult<([usize; 4], [usize; 2])> {
         let [n, h, w, c] = <[usize; 4]>::try_from(x)
-            .map_err(|_| format!("the input must have rank 4, found {x:?}"))?;
+            .map_err(|_| KernelError(format!("the input must have rank 4, found {x:?}")))?;
         let (oh, ph) = window_geometry(self.padding, h, self.filter[0], self.stride[0], 1)?;
         let (ow, pw) = window_geometry(self.padding, w, self.filter[1], self.stride[1], 1)?;
         Ok(([n, oh, ow, c], [ph, pw]))

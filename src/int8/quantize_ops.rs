@@ -36,7 +36,8 @@ pub(crate) fn prepare_quantize(cx: &Ctx) -> PResult<QuantizeKernel> {
         other => Err(format!(
             "quantizing from {} is not supported (FLOAT32 or INT8 inputs only)",
             other.name()
-        )),
+        )
+        .into()),
     }
 }
 
@@ -103,10 +104,7 @@ impl Dequantize {
         let (scale, zero_point) = int8_params(cx.input(0)?)?;
         let y = cx.output()?;
         if y.dtype != ElemType::F32 {
-            return Err(format!(
-                "dequantizing to {} is not supported",
-                y.dtype.name()
-            ));
+            return Err(format!("dequantizing to {} is not supported", y.dtype.name()).into());
         }
         Ok(Dequantize {
             scale: scale as f64,

@@ -24,7 +24,7 @@ impl Axes {
         for a in raw {
             let r = if a < 0 { a + rank as i64 } else { a };
             if r < 0 || r >= rank as i64 {
-                return Err(format!("axis {a} is out of range for rank {rank}"));
+                return Err(format!("axis {a} is out of range for rank {rank}").into());
             }
             if !axes.contains(&(r as usize)) {
                 axes.push(r as usize);
@@ -44,7 +44,7 @@ impl Axes {
 
     fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         if x.len() != self.rank {
-            return Err(format!("the input {x:?} does not have rank {}", self.rank));
+            return Err(format!("the input {x:?} does not have rank {}", self.rank).into());
         }
         Ok(x.iter()
             .enumerate()

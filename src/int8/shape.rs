@@ -5,7 +5,9 @@
 //! quantization (LiteRT `concatenation.cc`).
 
 use super::array::{Array, Data};
-use super::context::{checked_numel, const_ints, constant, int8_params, strides, Ctx, PResult};
+use super::context::{
+    checked_numel, const_ints, constant, int8_params, strides, Ctx, KernelError, PResult,
+};
 use crate::tflite::model::{ElemType, FusedActivation, Options, MAX_RANK};
 use crate::tflite::schema::BuiltinOperator as B;
 
@@ -54,7 +56,7 @@ fn window_indices(
 fn axis_of(axis: i64, rank: usize) -> PResult<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     if a < 0 || a >= rank as i64 {
-        return Err(format!("axis {axis} is out of range for rank {rank}"));
+        return Err(format!("axis {axis} is out of range for rank {rank}").into());
     }
     Ok(a as usize)
 }
@@ -86,7 +88,7 @@ impl Reshape {
         let target = match (cx.opt_input(1), &cx.op.options) {
             (Some(t), _) => {
                 if t.shape.len() > 1 {
-                    return Err(format!("the shape tensor must be 1-D, found {:?}", t.shape));
+                    return Err(format!("the shape tensor must be 1-D, found {:?}", t.shape).into());
                 }
                 const_ints(t, "shape")?
             }
@@ -96,9 +98,7 @@ impl Reshape {
             _ => return Err("has neither a shape input nor ReshapeOptions.new_shape".into()),
         };
         if target.len() > MAX_RANK {
-            return Err(format!(
-                "the target shape {target:?} has too many dimensions"
-            ));
+            return Err(format!("the target shape {target:?} has too many dimensions").into());
         }
         Ok(Reshape {
             target: Some(target),
@@ -121,7 +121,7 @@ impl Reshape {
                     continue;
                 }
                 if !dims.is_empty() && dims.contains(&i) {
-                    return Err(format!("cannot squeeze dimension {i} of size {d}"));
+                    return Err(format!("cannot squeeze dimension {i} of size {d}").into());
                 }
                 out.push(d);
             }
@@ -129,13 +129,13 @@ impl Reshape {
         };
         let unknown = target.iter().filter(|&&d| d == -1).count();
         if unknown > 1 || target.iter().any(|&d| d < -1) {
-            return Err(format!("invalid target shape {target:?}"));
+            return Err(format!("invalid target shape {target:?}").into());
         }
         let known: usize = target
             .iter()
             .filter(|&&d| d >= 0)
             .try_fold(1usize, |n, &d| n.checked_mul(d as usize))
-            .ok_or_else(|| format!("target shape {target:?} overflows"))?;
+            .ok_or_else(|| KernelError(format!("target shape {target:?} overflows")))?;
         let out: Vec<usize> = target
             .iter()
             .map(|&d| {
@@ -147,9 +147,7 @@ impl Reshape {
             })
             .collect();
         if checked_numel(&out)? != numel {
-            return Err(format!(
-                "cannot reshape {x:?} ({numel} elements) to {target:?}"
-            ));
+            return Err(format!("cannot reshape {x:?} ({numel} elements) to {target:?}").into());
         }
         Ok(out)
     }
@@ -180,7 +178,8 @@ impl Concat {
             return Err(format!(
                 "a fused {} activation on CONCATENATION is not supported",
                 activation.name()
-            ));
+            )
+            .into());
         }
         let y = cx.output()?;
         if y.dtype == ElemType::I8 {
@@ -192,7 +191,8 @@ impl Concat {
                         "input `{}` is quantized differently from the output; int8 \
                          CONCATENATION needs identical scales and zero points",
                         t.name
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -210,9 +210,9 @@ impl Concat {
                     .enumerate()
                     .all(|(d, (a, b))| d == axis || a == b);
             if !same {
-                return Err(format!(
-                    "inputs {x:?} and {first:?} differ outside axis {axis}"
-                ));
+                return Err(
+                    format!("inputs {x:?} and {first:?} differ outside axis {axis}").into(),
+                );
             }
             out[axis] += x[axis];
         }
@@ -281,12 +281,13 @@ impl Pad {
                 "the paddings have shape {:?}, expected [{}, 2]",
                 p.shape,
                 x.shape.len()
-            ));
+            )
+            .into());
         }
         let mut pads = Vec::new();
         for pair in raw.chunks_exact(2) {
             if pair.iter().any(|&v| !(0..=(1 << 24)).contains(&v)) {
-                return Err(format!("padding {pair:?} must be non-negative"));
+                return Err(format!("padding {pair:?} must be non-negative").into());
             }
             pads.push([pair[0] as usize, pair[1] as usize]);
         }
@@ -316,10 +317,7 @@ impl Pad {
 
     pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         if x.len() != self.pads.len() {
-            return Err(format!(
-                "the input {x:?} does not have rank {}",
-                self.pads.len()
-            ));
+            return Err(format!("the input {x:?} does not have rank {}", self.pads.len()).into());
         }
         let out: Vec<usize> = x
             .iter()
@@ -373,17 +371,14 @@ impl Transpose {
         let mut sorted = perm.clone();
         sorted.sort_unstable();
         if sorted != (0..rank).collect::<Vec<_>>() {
-            return Err(format!("{raw:?} is not a permutation of {rank} axes"));
+            return Err(format!("{raw:?} is not a permutation of {rank} axes").into());
         }
         Ok(Transpose { perm })
     }
 
     pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         if x.len() != self.perm.len() {
-            return Err(format!(
-                "the input {x:?} does not have rank {}",
-                self.perm.len()
-            ));
+            return Err(format!("the input {x:?} does not have rank {}", self.perm.len()).into());
         }
         Ok(self.perm.iter().map(|&p| x[p]).collect())
     }
@@ -437,10 +432,7 @@ impl Slice {
 
     pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         if x.len() != self.begin.len() {
-            return Err(format!(
-                "the input {x:?} does not have rank {}",
-                self.begin.len()
-            ));
+            return Err(format!("the input {x:?} does not have rank {}", self.begin.len()).into());
         }
         let mut out = Vec::new();
         for d in 0..x.len() {
@@ -450,7 +442,8 @@ impl Slice {
                 return Err(format!(
                     "slice begin {} size {} exceeds dimension {d} of {x:?}",
                     self.begin[d], self.size[d]
-                ));
+                )
+                .into());
             }
             out.push(s as usize);
         }
@@ -522,7 +515,8 @@ impl StridedSlice {
             return Err(format!(
                 "the input {x:?} has fewer than {} dimensions",
                 self.begin.len()
-            ));
+            )
+            .into());
         }
         let mut out = Vec::new();
         for (d, &size) in x.iter().enumerate() {
@@ -583,10 +577,9 @@ impl StridedSlice {
                 0
             };
             if shrink && (count != 1 || start < 0 || start >= n) {
-                return Err(format!(
-                    "cannot shrink dimension {d} at index {}",
-                    self.begin[d]
-                ));
+                return Err(
+                    format!("cannot shrink dimension {d} at index {}", self.begin[d]).into(),
+                );
             }
             out.push((start, count as usize, shrink));
         }
@@ -632,7 +625,7 @@ impl ResizeNearest {
         cx.inputs_between(2, 2)?;
         let size = const_ints(cx.input(1)?, "size")?;
         if size.len() != 2 || size.iter().any(|&s| s <= 0 || s > 1 << 24) {
-            return Err(format!("the size {size:?} must be two positive sizes"));
+            return Err(format!("the size {size:?} must be two positive sizes").into());
         }
         let (align_corners, half_pixel_centers) = match cx.op.options {
             Options::ResizeNearestNeighbor {
@@ -651,7 +644,7 @@ impl ResizeNearest {
 
     pub(crate) fn out_shape(&self, x: &[usize]) -> PResult<Vec<usize>> {
         let [n, _, _, c] = <[usize; 4]>::try_from(x)
-            .map_err(|_| format!("the input must have rank 4, found {x:?}"))?;
+            .map_err(|_| KernelError(format!("the input must have rank 4, found {x:?}")))?;
         let out = vec![n, self.size[0], self.size[1], c];
         checked_numel(&out)?;
         Ok(out)

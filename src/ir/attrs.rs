@@ -290,7 +290,7 @@ impl Op {
     }
 
     /// Builds an op from its kind and parsed attributes; the error names the attribute.
-    pub fn from_attrs(kind: OpKind, attrs: Vec<(String, AttrValue)>) -> Result<Op, String> {
+    pub fn from_attrs(kind: OpKind, attrs: Vec<(String, AttrValue)>) -> Result<Op, OpError> {
         let mut r = AttrReader {
             kind,
             attrs,
@@ -317,43 +317,43 @@ impl AttrReader {
             .map(|(_, v)| v.clone())
     }
 
-    fn req(&mut self, key: &'static str) -> Result<AttrValue, String> {
+    fn req(&mut self, key: &'static str) -> Result<AttrValue, OpError> {
         self.get(key)
-            .ok_or_else(|| format!("{} needs attribute `{key}`", self.kind.name()))
+            .ok_or_else(|| OpError(format!("{} needs attribute `{key}`", self.kind.name())))
     }
 
-    fn bad(&self, key: &str, want: &str, got: &AttrValue) -> String {
-        format!(
+    fn bad(&self, key: &str, want: &str, got: &AttrValue) -> OpError {
+        OpError(format!(
             "attribute `{key}` of {} must be {want}, found `{got}`",
             self.kind.name()
-        )
+        ))
     }
 
-    fn int_of(&self, key: &str, v: &AttrValue) -> Result<i64, String> {
+    fn int_of(&self, key: &str, v: &AttrValue) -> Result<i64, OpError> {
         match v {
             AttrValue::Int(i) => Ok(*i),
             _ => Err(self.bad(key, "an integer", v)),
         }
     }
 
-    fn usize_of(&self, key: &str, v: &AttrValue) -> Result<usize, String> {
+    fn usize_of(&self, key: &str, v: &AttrValue) -> Result<usize, OpError> {
         let i = self.int_of(key, v)?;
         usize::try_from(i).map_err(|_| self.bad(key, "a non-negative integer", v))
     }
 
-    fn usize_or(&mut self, key: &'static str, default: usize) -> Result<usize, String> {
+    fn usize_or(&mut self, key: &'static str, default: usize) -> Result<usize, OpError> {
         match self.get(key) {
             Some(v) => self.usize_of(key, &v),
             None => Ok(default),
         }
     }
 
-    fn req_usize(&mut self, key: &'static str) -> Result<usize, String> {
+    fn req_usize(&mut self, key: &'static str) -> Result<usize, OpError> {
         let v = self.req(key)?;
         self.usize_of(key, &v)
     }
 
-    fn float_or(&mut self, key: &'static str, default: f32) -> Result<F32, String> {
+    fn float_or(&mut self, key: &'static str, default: f32) -> Result<F32, OpError> {
         match self.get(key) {
             Some(AttrValue::Float(f)) => Ok(F32(f)),
             Some(AttrValue::Int(i)) => Ok(F32(i as f32)),
@@ -362,14 +362,14 @@ impl AttrReader {
         }
     }
 
-    fn req_float(&mut self, key: &'static str) -> Result<F32, String> {
+    fn req_float(&mut self, key: &'static str) -> Result<F32, OpError> {
         if self.attrs.iter().all(|(k, _)| k != key) {
-            return Err(format!("{} needs attribute `{key}`", self.kind.name()));
+            return Err(format!("{} needs attribute `{key}`", self.kind.name()).into());
         }
         self.float_or(key, 0.0)
     }
 
-    fn bool_or(&mut self, key: &'static str, default: bool) -> Result<bool, String> {
+    fn bool_or(&mut self, key: &'static str, default: bool) -> Result<bool, OpError> {
         match self.get(key) {
             Some(AttrValue::Bool(b)) => Ok(b),
             Some(v) => Err(self.bad(key, "true or false", &v)),
@@ -377,26 +377,26 @@ impl AttrReader {
         }
     }
 
-    fn list_of(&self, key: &str, v: &AttrValue) -> Result<Vec<AttrValue>, String> {
+    fn list_of(&self, key: &str, v: &AttrValue) -> Result<Vec<AttrValue>, OpError> {
         match v {
             AttrValue::List(items) => Ok(items.clone()),
             _ => Err(self.bad(key, "a list", v)),
         }
     }
 
-    fn usizes_of(&self, key: &str, v: &AttrValue) -> Result<Vec<usize>, String> {
+    fn usizes_of(&self, key: &str, v: &AttrValue) -> Result<Vec<usize>, OpError> {
         self.list_of(key, v)?
             .iter()
             .map(|x| self.usize_of(key, x))
             .collect()
     }
 
-    fn req_usizes(&mut self, key: &'static str) -> Result<Vec<usize>, String> {
+    fn req_usizes(&mut self, key: &'static str) -> Result<Vec<usize>, OpError> {
         let v = self.req(key)?;
         self.usizes_of(key, &v)
     }
 
-    fn pair_or(&mut self, key: &'static str, default: [usize; 2]) -> Result<[usize; 2], String> {
+    fn pair_or(&mut self, key: &'static str, default: [usize; 2]) -> Result<[usize; 2], OpError> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => {
@@ -410,7 +410,7 @@ impl AttrReader {
         }
     }
 
-    fn pairs_req(&mut self, key: &'static str) -> Result<Vec<[usize; 2]>, String> {
+    fn pairs_req(&mut self, key: &'static str) -> Result<Vec<[usize; 2]>, OpError> {
         let v = self.req(key)?;
         let rows = self.list_of(key, &v)?;
         rows.iter()
@@ -421,7 +421,7 @@ impl AttrReader {
             .collect()
     }
 
-    fn ident_or(&mut self, key: &'static str, default: &str) -> Result<String, String> {
+    fn ident_or(&mut self, key: &'static str, default: &str) -> Result<String, OpError> {
         match self.get(key) {
             Some(AttrValue::Ident(s)) => Ok(s),
             Some(v) => Err(self.bad(key, "a word", &v)),
@@ -429,7 +429,7 @@ impl AttrReader {
         }
     }
 
-    fn str_req(&mut self, key: &'static str) -> Result<String, String> {
+    fn str_req(&mut self, key: &'static str) -> Result<String, OpError> {
         match self.req(key)? {
             AttrValue::Str(s) => Ok(s),
             v => Err(self.bad(key, "a quoted string", &v)),
@@ -438,14 +438,14 @@ impl AttrReader {
 
     /// A `u64` seed; seeds above `i64::MAX` print as their two's-complement `i64`, so
     /// negative values are read back bit for bit.
-    fn seed(&mut self) -> Result<u64, String> {
+    fn seed(&mut self) -> Result<u64, OpError> {
         match self.get("seed") {
             None => Ok(0),
             Some(v) => Ok(self.int_of("seed", &v)? as u64),
         }
     }
 
-    fn padding(&mut self) -> Result<Padding, String> {
+    fn padding(&mut self) -> Result<Padding, OpError> {
         match self.get("padding") {
             None => Ok(Padding::Valid),
             Some(AttrValue::Ident(s)) if s == "same" => Ok(Padding::Same),
@@ -458,7 +458,7 @@ impl AttrReader {
         }
     }
 
-    fn activation(&mut self) -> Result<Activation, String> {
+    fn activation(&mut self) -> Result<Activation, OpError> {
         match self.ident_or("activation", "none")?.as_str() {
             "none" => Ok(Activation::None),
             "relu" => Ok(Activation::Relu),
@@ -466,11 +466,12 @@ impl AttrReader {
             other => Err(format!(
                 "attribute `activation` of {} must be none, relu or relu6, found `{other}`",
                 self.kind.name()
-            )),
+            )
+            .into()),
         }
     }
 
-    fn conv(&mut self) -> Result<ConvAttrs, String> {
+    fn conv(&mut self) -> Result<ConvAttrs, OpError> {
         Ok(ConvAttrs {
             stride: self.pair_or("stride", [1, 1])?,
             padding: self.padding()?,
@@ -479,7 +480,7 @@ impl AttrReader {
         })
     }
 
-    fn pool(&mut self) -> Result<PoolAttrs, String> {
+    fn pool(&mut self) -> Result<PoolAttrs, OpError> {
         let size = self.pair_or("size", [2, 2])?;
         Ok(PoolAttrs {
             size,
@@ -488,14 +489,14 @@ impl AttrReader {
         })
     }
 
-    fn reduce(&mut self) -> Result<ReduceAttrs, String> {
+    fn reduce(&mut self) -> Result<ReduceAttrs, OpError> {
         Ok(ReduceAttrs {
             axes: self.req_usizes("axes")?,
             keepdims: self.bool_or("keepdims", false)?,
         })
     }
 
-    fn opt_axis(&mut self) -> Result<Option<usize>, String> {
+    fn opt_axis(&mut self) -> Result<Option<usize>, OpError> {
         match self.get("axis") {
             None => Ok(None),
             Some(AttrValue::Ident(s)) if s == "none" => Ok(None),
@@ -503,7 +504,7 @@ impl AttrReader {
         }
     }
 
-    fn fake_quant(&mut self) -> Result<FakeQuantAttrs, String> {
+    fn fake_quant(&mut self) -> Result<FakeQuantAttrs, OpError> {
         let bits = self.usize_or("bits", 8)?;
         let bits = u8::try_from(bits).map_err(|_| {
             format!(
@@ -536,7 +537,8 @@ impl AttrReader {
                     "attribute `range` of {} must be last_value, ema, all_values, tied, fixed \
                      or operands, found `{other}`",
                     self.kind.name()
-                ))
+                )
+                .into())
             }
         };
         Ok(FakeQuantAttrs {
@@ -548,7 +550,7 @@ impl AttrReader {
         })
     }
 
-    fn build(&mut self) -> Result<Op, String> {
+    fn build(&mut self) -> Result<Op, OpError> {
         use OpKind as K;
         Ok(match self.kind {
             K::Input => ModelOp::Input.into(),
@@ -773,12 +775,12 @@ impl AttrReader {
         })
     }
 
-    fn finish(&self) -> Result<(), String> {
+    fn finish(&self) -> Result<(), OpError> {
         for (k, _) in &self.attrs {
             if !self.used.contains(&k.as_str()) {
                 let mut known: Vec<&str> = self.used.clone();
                 known.dedup();
-                return Err(if known.is_empty() {
+                return Err(OpError(if known.is_empty() {
                     format!("{} takes no attributes, found `{k}`", self.kind.name())
                 } else {
                     format!(
@@ -786,7 +788,7 @@ impl AttrReader {
                         self.kind.name(),
                         known.join(", ")
                     )
-                });
+                }));
             }
         }
         Ok(())

@@ -86,7 +86,7 @@ impl Graph {
     pub fn add(&mut self, op: Op, name: impl Into<String>, operands: &[NodeId]) -> Result<NodeId> {
         let name = name.into();
         let tys: Vec<&TensorType> = operands.iter().map(|&o| &self.g[o].ty).collect();
-        let ty = infer_type(&op, &tys).map_err(|msg| Error::node(&name, op.name(), msg))?;
+        let ty = infer_type(&op, &tys).map_err(|e| Error::op(&name, op.name(), e))?;
         self.add_typed(op, name, operands, ty)
     }
 
@@ -376,8 +376,8 @@ impl Graph {
             }
             let operands = self.operands(id);
             let tys: Vec<&TensorType> = operands.iter().map(|&o| &self.g[o].ty).collect();
-            let ty = infer_type(&node.op, &tys)
-                .map_err(|msg| Error::node(&node.name, node.op.name(), msg))?;
+            let ty =
+                infer_type(&node.op, &tys).map_err(|e| Error::op(&node.name, node.op.name(), e))?;
             self.g[id].ty = ty;
         }
         Ok(())

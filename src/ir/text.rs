@@ -745,7 +745,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                         p.expect_separator('}')?;
                     }
                 }
-                let op = Op::from_attrs(kind, attrs).map_err(|m| p.err_at(attrs_at, m))?;
+                let op = Op::from_attrs(kind, attrs).map_err(|e| p.err_at(attrs_at, e.0))?;
                 let ty = if p.eat_punct(':') {
                     Some(p.ty()?)
                 } else {

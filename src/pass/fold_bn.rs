@@ -154,7 +154,7 @@ fn on_weight_grid(
     let operands = g.operands(root);
     let fq = Op::Model(ModelOp::FakeQuant(q.clone()));
     let node = g.node(root);
-    let err = |m: String| Error::node(&node.name, node.op.name(), m);
+    let err = |e| Error::op(&node.name, node.op.name(), e);
     let quantized = eval(&fq, &[&values[&operands[0]]], params).map_err(err)?;
     let scaled = eval(&node.op, &[&quantized, &values[&operands[1]]], params).map_err(err)?;
     Ok(scaled.into_f32())
@@ -199,7 +199,7 @@ pub fn fold_constants(g: &mut Graph, params: &mut ParamStore) -> Result<Vec<Stri
             Value::F32(params.require(&node.name)?.clone())
         } else {
             let args: Vec<&Value> = g.operands(id).iter().map(|o| &values[o]).collect();
-            eval(&node.op, &args, params).map_err(|m| Error::node(&node.name, node.op.name(), m))?
+            eval(&node.op, &args, params).map_err(|e| Error::op(&node.name, node.op.name(), e))?
         };
         values.insert(id, v);
     }

@@ -7,6 +7,7 @@
 //!   their result leaf added to their class);
 //! - the whole e-graph: the train/eval mode and pass options conditions read.
 
+use super::attr_leaf::AttrError;
 use super::lang::{AttrLeaf, LeafKind, QNode};
 use crate::ir::infer::infer_type;
 use crate::ir::op::OpKind;
@@ -104,8 +105,8 @@ fn make_op(egraph: &EGraph, kind: OpKind, ch: &[Id]) -> Data {
     };
     let op = match attr.op_of_kind(kind) {
         Ok(op) => op,
-        Err(m) => {
-            data.error = Some(m);
+        Err(e) => {
+            data.error = Some(e.0);
             return data;
         }
     };
@@ -152,7 +153,10 @@ impl egg::Analysis<QNode> for QAnalysis {
                         let refs: Vec<&AttrLeaf> = args.iter().map(|a| a.as_ref()).collect();
                         f.eval(&refs)
                     }
-                    None => Err(format!("an argument of {} is not an attribute", f.name())),
+                    None => Err(AttrError(format!(
+                        "an argument of {} is not an attribute",
+                        f.name()
+                    ))),
                 };
                 match result {
                     Ok(leaf) => Data {
@@ -160,8 +164,8 @@ impl egg::Analysis<QNode> for QAnalysis {
                         uses: 1,
                         ..Data::default()
                     },
-                    Err(m) => Data {
-                        error: Some(m),
+                    Err(e) => Data {
+                        error: Some(e.0),
                         uses: 1,
                         ..Data::default()
                     },

@@ -7,7 +7,7 @@
 //! To add one: a variant, its name and arity in [`AttrFn::ALL`]/[`AttrFn::name`], its doc,
 //! and an arm in [`AttrFn::eval`]; `passes/README.md` lists them.
 
-use super::attr_leaf::AttrLeaf;
+use super::attr_leaf::{AttrError, AttrLeaf};
 use crate::ir::op::{Activation, Op};
 use crate::ir::op::{ModelOp, PassOp};
 use std::fmt;
@@ -66,14 +66,15 @@ impl AttrFn {
     }
 
     /// Evaluates the function; the error says why the arguments do not fit.
-    pub fn eval(self, args: &[&AttrLeaf]) -> Result<AttrLeaf, String> {
+    pub fn eval(self, args: &[&AttrLeaf]) -> Result<AttrLeaf, AttrError> {
         if args.len() != self.arity() {
             return Err(format!(
                 "{} takes {} arguments, found {}",
                 self.name(),
                 self.arity(),
                 args.len()
-            ));
+            )
+            .into());
         }
         let a = args[0];
         match self {
@@ -93,13 +94,15 @@ impl AttrFn {
                             "with_activation: `{}` already has activation {}",
                             a.name,
                             other.name()
-                        ))
+                        )
+                        .into())
                     }
                     None => {
                         return Err(format!(
                             "with_activation: a {} has no fused activation",
                             a.op.name()
-                        ))
+                        )
+                        .into())
                     }
                 }
                 op.set_activation(act);
@@ -110,11 +113,12 @@ impl AttrFn {
                     Op::Pass(PassOp::BnScale { epsilon: *epsilon }),
                     format!("{}.scale", a.name),
                 )),
-                other => Err(format!("bn_scale_of: `{}` is a {}", a.name, other.name())),
+                other => Err(format!("bn_scale_of: `{}` is a {}", a.name, other.name()).into()),
             },
             AttrFn::KernelScaling => {
-                let axis = crate::ir::verify::kernel_quant_axis(&a.op)
-                    .ok_or_else(|| format!("kernel_scaling: a {} has no kernel", a.op.name()))?;
+                let axis = crate::ir::verify::kernel_quant_axis(&a.op).ok_or_else(|| {
+                    AttrError(format!("kernel_scaling: a {} has no kernel", a.op.name()))
+                })?;
                 Ok(AttrLeaf::new(
                     Op::Pass(PassOp::ScaleChannels { axis }),
                     format!("{}.folded_kernel", a.name),
@@ -124,11 +128,9 @@ impl AttrFn {
                 op @ Op::Model(ModelOp::BatchNorm { .. }) => {
                     Ok(AttrLeaf::new(op.clone(), format!("{}.folded_bias", a.name)))
                 }
-                other => Err(format!(
-                    "bias_through_bn: `{}` is a {}",
-                    args[1].name,
-                    other.name()
-                )),
+                other => {
+                    Err(format!("bias_through_bn: `{}` is a {}", args[1].name, other.name()).into())
+                }
             },
             AttrFn::BiasFromMean => Ok(AttrLeaf::new(
                 Op::Model(ModelOp::Sub {
@@ -179,11 +181,11 @@ mod tests {
         let err = AttrFn::WithActivation
             .eval(&[&fused, &leaf(Op::Model(ModelOp::Relu), "r")])
             .unwrap_err();
-        assert!(err.contains("already"), "{err}");
+        assert!(err.0.contains("already"), "{err}");
         let err = AttrFn::WithActivation
             .eval(&[&conv, &leaf(Op::Model(ModelOp::Sigmoid), "s")])
             .unwrap_err();
-        assert!(err.contains("not relu"), "{err}");
+        assert!(err.0.contains("not relu"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,12 @@
 
 use crate::ir::op::{Op, OpKind};
 
+crate::message_error! {
+    /// Why an attribute leaf or attribute function cannot make the attributes a rule
+    /// asks for.
+    AttrError
+}
+
 /// The attributes and name of one op node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttrLeaf {
@@ -22,7 +28,7 @@ impl AttrLeaf {
     }
 
     /// The op of kind `kind` with these attributes (the leaf's own op when the kinds agree).
-    pub fn op_of_kind(&self, kind: OpKind) -> Result<Op, String> {
+    pub fn op_of_kind(&self, kind: OpKind) -> Result<Op, AttrError> {
         if self.op.kind() == kind {
             return Ok(self.op.clone());
         }
@@ -33,11 +39,11 @@ impl AttrLeaf {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         Op::from_attrs(kind, attrs).map_err(|m| {
-            format!(
+            AttrError(format!(
                 "the attributes of {} `{}` do not fit a {kind} node: {m}",
                 self.op.name(),
                 self.name
-            )
+            ))
         })
     }
 }

@@ -164,7 +164,7 @@ fn build(
                         )))
                     }
                 };
-                let op = leaf.op_of_kind(*kind).map_err(Error::Rewrite)?;
+                let op = leaf.op_of_kind(*kind).map_err(|e| Error::Rewrite(e.0))?;
                 let operands: Vec<NodeId> = ch[1..].iter().map(|o| built[&eg.find(*o)]).collect();
                 let name = g.unique_name(&leaf.name);
                 g.add(op, name, &operands)?

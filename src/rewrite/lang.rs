@@ -226,6 +226,6 @@ mod tests {
             "a",
         );
         let err = relu.op_of_kind(OpKind::Concat).unwrap_err();
-        assert!(err.contains("`a`"), "{err}");
+        assert!(err.0.contains("`a`"), "{err}");
     }
 }

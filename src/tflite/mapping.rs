@@ -33,6 +33,11 @@ use super::model::{ElemType, FusedActivation, Options, PaddingMode};
 use super::schema::{BuiltinOperator as B, BuiltinOptions};
 use crate::ir::op::{Activation, ConvAttrs, ModelOp, Padding, PoolAttrs, ReduceAttrs, F32};
 
+crate::message_error! {
+    /// Why an op has no TFLite form with these attributes, or an operator no qatc op.
+    MappingError
+}
+
 /// How an op's int8 output is quantized.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Output {
@@ -230,7 +235,7 @@ pub fn fused(a: Activation) -> FusedActivation {
 }
 
 /// The IR activation of a fused TFLite activation, if the IR has it.
-pub fn ir_activation(a: FusedActivation) -> Result<Activation, String> {
+pub fn ir_activation(a: FusedActivation) -> Result<Activation, MappingError> {
     match a {
         FusedActivation::None => Ok(Activation::None),
         FusedActivation::Relu => Ok(Activation::Relu),
@@ -238,10 +243,9 @@ pub fn ir_activation(a: FusedActivation) -> Result<Activation, String> {
         FusedActivation::ReluN1To1
         | FusedActivation::Tanh
         | FusedActivation::SignBit
-        | FusedActivation::Other(_) => Err(format!(
-            "the fused activation {} is not supported",
-            a.name()
-        )),
+        | FusedActivation::Other(_) => {
+            Err(format!("the fused activation {} is not supported", a.name()).into())
+        }
     }
 }
 
@@ -282,11 +286,11 @@ pub fn padding_mode(
     }
 }
 
-fn ir_padding(p: PaddingMode) -> Result<Padding, String> {
+fn ir_padding(p: PaddingMode) -> Result<Padding, MappingError> {
     match p {
         PaddingMode::Same => Ok(Padding::Same),
         PaddingMode::Valid => Ok(Padding::Valid),
-        PaddingMode::Other(v) => Err(format!("unknown padding mode {v}")),
+        PaddingMode::Other(v) => Err(format!("unknown padding mode {v}").into()),
     }
 }
 
@@ -295,7 +299,10 @@ fn i32s(v: &[usize]) -> Vec<i32> {
 }
 
 /// A convolution's options and explicit padding.
-fn conv_geometry(c: &ConvAttrs, s: &Shapes) -> Result<(PaddingMode, Option<[usize; 4]>), String> {
+fn conv_geometry(
+    c: &ConvAttrs,
+    s: &Shapes,
+) -> Result<(PaddingMode, Option<[usize; 4]>), MappingError> {
     let k = s.kernel.ok_or("the kernel shape is missing")?;
     let input = [s.input[1], s.input[2]];
     match padding_mode(c.padding, input, [k[1], k[2]], c.stride, c.dilation) {
@@ -310,12 +317,12 @@ fn conv_geometry(c: &ConvAttrs, s: &Shapes) -> Result<(PaddingMode, Option<[usiz
 
 /// The operator options and constant operands of `op` (one whose [`mapping`] is a
 /// builtin); an error says why TFLite cannot express these attributes.
-pub fn encode(op: &ModelOp, s: &Shapes) -> Result<Encoded, String> {
+pub fn encode(op: &ModelOp, s: &Shapes) -> Result<Encoded, MappingError> {
     use ModelOp::*;
     let empty = |t| Encoded::new(Options::Empty(t));
     Ok(match op {
         Input | Param | FakeQuant(_) | BatchNorm { .. } | Dropout { .. } => {
-            return Err(format!("{} is not an operator", op.kind()))
+            return Err(format!("{} is not an operator", op.kind()).into())
         }
         Conv2d(c) => {
             let (padding, pad_first) = conv_geometry(c, s)?;
@@ -526,27 +533,27 @@ pub struct Operator<'a> {
     /// Shape of input `i` (`None` when omitted).
     pub input_shape: &'a dyn Fn(usize) -> Option<Vec<usize>>,
     /// Integer values of a constant (or folded) input `i`.
-    pub ints: &'a dyn Fn(usize) -> Result<Vec<i64>, String>,
+    pub ints: &'a dyn Fn(usize) -> Result<Vec<i64>, MappingError>,
     /// The output's shape.
     pub output_shape: &'a [usize],
     /// The output's element type.
     pub output_type: ElemType,
 }
 
-fn positive(v: i32, what: &str) -> Result<usize, String> {
+fn positive(v: i32, what: &str) -> Result<usize, MappingError> {
     if v <= 0 || v > i16::MAX as i32 {
-        return Err(format!("{what} is {v}"));
+        return Err(format!("{what} is {v}").into());
     }
     Ok(v as usize)
 }
 
 /// An axis list of a rank-`rank` tensor, negative axes counted from the end.
-fn axes(raw: &[i64], rank: usize) -> Result<Vec<usize>, String> {
+fn axes(raw: &[i64], rank: usize) -> Result<Vec<usize>, MappingError> {
     let mut out: Vec<usize> = Vec::new();
     for &a in raw {
         let a = if a < 0 { a + rank as i64 } else { a };
         if !(0..rank as i64).contains(&a) {
-            return Err(format!("axis {a} is out of range"));
+            return Err(format!("axis {a} is out of range").into());
         }
         if !out.contains(&(a as usize)) {
             out.push(a as usize);
@@ -567,7 +574,7 @@ pub struct Decoded {
 
 /// The model op an operator is, with its attributes (the inverse of [`encode`]). Operators
 /// this table has no row for are named in the error.
-pub fn decode(code: B, op: &Operator) -> Result<Decoded, String> {
+pub fn decode(code: B, op: &Operator) -> Result<Decoded, MappingError> {
     let mut then = Activation::None;
     let o = op.options;
     let input = (op.input_shape)(0).unwrap_or_default();
@@ -727,7 +734,8 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, String> {
             if beta != 1.0 {
                 return Err(format!(
                     "softmax with beta {beta} is not supported (qatc's softmax has beta 1)"
-                ));
+                )
+                .into());
             }
             ModelOp::Softmax
         }
@@ -748,9 +756,9 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, String> {
             }
             let out = op.output_shape;
             if out.first() != input.first() || out.is_empty() {
-                return Err(format!(
-                    "reshaping {input:?} to {out:?} moves the batch dimension"
-                ));
+                return Err(
+                    format!("reshaping {input:?} to {out:?} moves the batch dimension").into(),
+                );
             }
             if out.len() == 2 {
                 ModelOp::Flatten
@@ -774,9 +782,9 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, String> {
                 .chunks(2)
                 .map(|p| match p {
                     [a, b] if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
-                    _ => Err(format!("invalid paddings {raw:?}")),
+                    _ => Err(format!("invalid paddings {raw:?}").into()),
                 })
-                .collect::<Result<_, String>>()?;
+                .collect::<Result<_, MappingError>>()?;
             ModelOp::Pad { pads }
         }
         B::TRANSPOSE => {
@@ -784,8 +792,10 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, String> {
             let perm = (op.ints)(1)?
                 .into_iter()
                 .map(|p| if p < 0 { p + rank } else { p })
-                .map(|p| usize::try_from(p).map_err(|_| "negative permutation entry".to_string()))
-                .collect::<Result<_, String>>()?;
+                .map(|p| {
+                    usize::try_from(p).map_err(|_| MappingError::from("negative permutation entry"))
+                })
+                .collect::<Result<_, MappingError>>()?;
             ModelOp::Transpose { perm }
         }
         B::RESIZE_NEAREST_NEIGHBOR => {
@@ -806,9 +816,9 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, String> {
             for a in 0..2 {
                 let (n_in, n_out) = (input[1 + a], size[a].max(0) as usize);
                 if n_in == 0 || n_out % n_in != 0 {
-                    return Err(format!(
-                        "resizing {n_in} to {n_out} is not an integer upsampling"
-                    ));
+                    return Err(
+                        format!("resizing {n_in} to {n_out} is not an integer upsampling").into(),
+                    );
                 }
                 scale[a] = n_out / n_in;
                 if !nearest_is_exact(n_in, n_out, scale[a], half_pixel_centers) {
@@ -822,14 +832,15 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, String> {
             return Err(format!(
                 "{} is not supported by the TFLite importer",
                 super::model::op_name(code)
-            ))
+            )
+            .into())
         }
     };
     Ok(Decoded { op: model_op, then })
 }
 
 /// STRIDED_SLICE / SLICE on an activation: a crop (unit strides, the batch kept whole).
-fn decode_crop(code: B, op: &Operator, input: &[usize]) -> Result<ModelOp, String> {
+fn decode_crop(code: B, op: &Operator, input: &[usize]) -> Result<ModelOp, MappingError> {
     let out = op.output_shape;
     let rank = input.len();
     let begin = (op.ints)(1)?;
@@ -872,10 +883,7 @@ fn decode_crop(code: B, op: &Operator, input: &[usize]) -> Result<ModelOp, Strin
         };
         let b = if b < 0 { b + input[d] as i64 } else { b };
         if b < 0 || b as usize + out[d] > input[d] {
-            return Err(format!(
-                "slice begin {b} size {} exceeds dimension {d}",
-                out[d]
-            ));
+            return Err(format!("slice begin {b} size {} exceeds dimension {d}", out[d]).into());
         }
         crops.push([b as usize, input[d] - b as usize - out[d]]);
     }

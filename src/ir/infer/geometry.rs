@@ -22,7 +22,7 @@ pub fn conv_axis(
     dilation: usize,
     padding: Padding,
     axis: usize,
-) -> Result<AxisGeometry, String> {
+) -> Result<AxisGeometry, OpError> {
     let eff_k = effective_kernel(kernel, stride, dilation)?;
     match padding {
         Padding::Same => {
@@ -44,7 +44,8 @@ pub fn conv_axis(
                     "the (dilated) kernel of size {eff_k} does not fit the input {} of {input} \
                      with valid padding; use padding=same or a smaller kernel",
                     axis_name(axis)
-                ));
+                )
+                .into());
             }
             Ok(AxisGeometry {
                 out: (input - eff_k) / stride + 1,
@@ -67,7 +68,8 @@ pub fn conv_axis(
                     "the (dilated) kernel of size {eff_k} does not fit the padded input {} of \
                      {padded}",
                     axis_name(axis)
-                ));
+                )
+                .into());
             }
             Ok(AxisGeometry {
                 out: (padded - eff_k) / stride + 1,
@@ -93,8 +95,10 @@ pub(super) fn axis_name(axis: usize) -> &'static str {
     }
 }
 
-pub(super) fn too_big(what: &str) -> String {
-    format!("{what} is too large (more than 2^32 elements per tensor)")
+pub(super) fn too_big(what: &str) -> OpError {
+    OpError(format!(
+        "{what} is too large (more than 2^32 elements per tensor)"
+    ))
 }
 
 /// The extent of a dilated kernel, `(kernel - 1) * dilation + 1`, after checking that
@@ -103,7 +107,7 @@ pub(super) fn effective_kernel(
     kernel: usize,
     stride: usize,
     dilation: usize,
-) -> Result<usize, String> {
+) -> Result<usize, OpError> {
     if stride == 0 || dilation == 0 || kernel == 0 {
         return Err("kernel size, stride and dilation must be at least 1".into());
     }
@@ -122,7 +126,7 @@ pub fn conv_transpose_axis(
     dilation: usize,
     padding: Padding,
     axis: usize,
-) -> Result<AxisGeometry, String> {
+) -> Result<AxisGeometry, OpError> {
     let eff_k = effective_kernel(kernel, stride, dilation)?;
     if input == 0 {
         return Err("the input is empty".into());
@@ -147,9 +151,9 @@ pub fn conv_transpose_axis(
                 (p[2], p[3])
             };
             if b.saturating_add(a) >= full {
-                return Err(format!(
-                    "padding {b}+{a} removes the whole output of size {full}"
-                ));
+                return Err(
+                    format!("padding {b}+{a} removes the whole output of size {full}").into(),
+                );
             }
             (full - b - a, b)
         }
@@ -170,59 +174,60 @@ pub(super) fn checked_numel(shape: &[usize]) -> Option<usize> {
 }
 
 /// A tensor has no empty dimension and at most [`MAX_ELEMENTS`] elements.
-pub(super) fn check_size(t: &TensorType) -> Result<(), String> {
+pub(super) fn check_size(t: &TensorType) -> Result<(), OpError> {
     if t.shape.contains(&0) {
-        return Err(format!("{t} has an empty dimension"));
+        return Err(format!("{t} has an empty dimension").into());
     }
     match checked_numel(&t.shape) {
         Some(n) if n <= MAX_ELEMENTS => Ok(()),
-        _ => Err(format!("{t} has more than 2^32 elements")),
+        _ => Err(format!("{t} has more than 2^32 elements").into()),
     }
 }
 
-pub(super) fn want_rank(t: &TensorType, rank: usize, what: &str) -> Result<(), String> {
+pub(super) fn want_rank(t: &TensorType, rank: usize, what: &str) -> Result<(), OpError> {
     if t.rank() != rank {
-        return Err(format!("{what} must have rank {rank}, found {t}"));
+        return Err(format!("{what} must have rank {rank}, found {t}").into());
     }
     Ok(())
 }
 
-pub(super) fn want_f32(t: &TensorType, what: &str) -> Result<(), String> {
+pub(super) fn want_f32(t: &TensorType, what: &str) -> Result<(), OpError> {
     if t.dtype != DType::F32 {
-        return Err(format!("{what} must be f32, found {t}"));
+        return Err(format!("{what} must be f32, found {t}").into());
     }
     Ok(())
 }
 
-pub(super) fn want_same(a: &TensorType, b: &TensorType, what: &str) -> Result<(), String> {
+pub(super) fn want_same(a: &TensorType, b: &TensorType, what: &str) -> Result<(), OpError> {
     if a.shape != b.shape {
         return Err(format!(
             "{what}: shapes {} and {} differ",
             shape_str(&a.shape),
             shape_str(&b.shape)
-        ));
+        )
+        .into());
     }
     Ok(())
 }
 
-pub(super) fn want_vec(t: &TensorType, len: usize, what: &str) -> Result<(), String> {
+pub(super) fn want_vec(t: &TensorType, len: usize, what: &str) -> Result<(), OpError> {
     if t.shape != [len] {
-        return Err(format!("{what} must have shape [{len}], found {t}"));
+        return Err(format!("{what} must have shape [{len}], found {t}").into());
     }
     Ok(())
 }
 
 /// A decay, momentum or beta coefficient: in `[0, 1]`.
-pub(super) fn want_unit(name: &str, v: f32) -> Result<(), String> {
+pub(super) fn want_unit(name: &str, v: f32) -> Result<(), OpError> {
     if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{name} must be in [0, 1], found {v}"));
+        return Err(format!("{name} must be in [0, 1], found {v}").into());
     }
     Ok(())
 }
 
-pub(super) fn want_scalar(t: &TensorType, what: &str) -> Result<(), String> {
+pub(super) fn want_scalar(t: &TensorType, what: &str) -> Result<(), OpError> {
     if !t.shape.is_empty() && t.shape != [1] {
-        return Err(format!("{what} must be a scalar, found {t}"));
+        return Err(format!("{what} must be a scalar, found {t}").into());
     }
     Ok(())
 }
@@ -234,42 +239,43 @@ pub fn conv_out_hw(
     stride: [usize; 2],
     dilation: [usize; 2],
     padding: Padding,
-) -> Result<[AxisGeometry; 2], String> {
+) -> Result<[AxisGeometry; 2], OpError> {
     Ok([
         conv_axis(x[1], kernel[0], stride[0], dilation[0], padding, 0)?,
         conv_axis(x[2], kernel[1], stride[1], dilation[1], padding, 1)?,
     ])
 }
 
-pub(super) fn check_conv(c: &ConvAttrs) -> Result<(), String> {
+pub(super) fn check_conv(c: &ConvAttrs) -> Result<(), OpError> {
     if c.stride.contains(&0) || c.dilation.contains(&0) {
         return Err(format!(
             "stride {} and dilation {} must be at least 1",
             shape_str(&c.stride),
             shape_str(&c.dilation)
-        ));
+        )
+        .into());
     }
     Ok(())
 }
 
 /// `epsilon > 0` (BatchNorm and its folds and gradients).
-pub(super) fn want_epsilon(epsilon: F32) -> Result<(), String> {
+pub(super) fn want_epsilon(epsilon: F32) -> Result<(), OpError> {
     if epsilon.0 <= 0.0 {
-        return Err(format!("epsilon must be > 0, found {}", epsilon.0));
+        return Err(format!("epsilon must be > 0, found {}", epsilon.0).into());
     }
     Ok(())
 }
 
 /// The channel count (last axis) of a BatchNorm-like input.
-pub(super) fn channels(x: &TensorType) -> Result<usize, String> {
+pub(super) fn channels(x: &TensorType) -> Result<usize, OpError> {
     x.shape
         .last()
         .copied()
-        .ok_or_else(|| format!("the input {x} has no channel axis"))
+        .ok_or_else(|| OpError(format!("the input {x} has no channel axis")))
 }
 
 /// conv2d: x [n,h,w,cin], kernel [cout,kh,kw,cin].
-pub(super) fn conv2d_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Shape, String> {
+pub(super) fn conv2d_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Shape, OpError> {
     if x[3] != w[3] {
         return Err(format!(
             "kernel {} expects {} input channels but the input {} has {}",
@@ -277,20 +283,22 @@ pub(super) fn conv2d_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Sh
             w[3],
             shape_str(x),
             x[3]
-        ));
+        )
+        .into());
     }
     let g = conv_out_hw(x, [w[1], w[2]], c.stride, c.dilation, c.padding)?;
     Ok(vec![x[0], g[0].out, g[1].out, w[0]])
 }
 
 /// depthwise_conv2d: x [n,h,w,cin], kernel [1,kh,kw,cin*mult].
-pub(super) fn depthwise_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Shape, String> {
+pub(super) fn depthwise_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Shape, OpError> {
     if w[0] != 1 || x[3] == 0 || w[3] % x[3] != 0 {
         return Err(format!(
             "depthwise kernel {} must be [1,kh,kw,in*multiplier] for an input with {} channels",
             shape_str(w),
             x[3]
-        ));
+        )
+        .into());
     }
     let g = conv_out_hw(x, [w[1], w[2]], c.stride, c.dilation, c.padding)?;
     Ok(vec![x[0], g[0].out, g[1].out, w[3]])
@@ -301,7 +309,7 @@ pub(super) fn conv_transpose_shape(
     c: &ConvAttrs,
     x: &[usize],
     w: &[usize],
-) -> Result<Shape, String> {
+) -> Result<Shape, OpError> {
     if x[3] != w[3] {
         return Err(format!(
             "kernel {} expects {} input channels but the input {} has {}",
@@ -309,26 +317,27 @@ pub(super) fn conv_transpose_shape(
             w[3],
             shape_str(x),
             x[3]
-        ));
+        )
+        .into());
     }
     let h = conv_transpose_axis(x[1], w[1], c.stride[0], c.dilation[0], c.padding, 0)?;
     let ww = conv_transpose_axis(x[2], w[2], c.stride[1], c.dilation[1], c.padding, 1)?;
     Ok(vec![x[0], h.out, ww.out, w[0]])
 }
 
-pub(super) fn check_axes(axes: &[usize], rank: usize) -> Result<(), String> {
+pub(super) fn check_axes(axes: &[usize], rank: usize) -> Result<(), OpError> {
     for (i, &a) in axes.iter().enumerate() {
         if a >= rank {
-            return Err(format!("axis {a} is out of range for rank {rank}"));
+            return Err(format!("axis {a} is out of range for rank {rank}").into());
         }
         if axes[..i].contains(&a) {
-            return Err(format!("axis {a} is listed twice"));
+            return Err(format!("axis {a} is listed twice").into());
         }
     }
     Ok(())
 }
 
-pub(super) fn reduce_shape(x: &[usize], axes: &[usize], keepdims: bool) -> Result<Shape, String> {
+pub(super) fn reduce_shape(x: &[usize], axes: &[usize], keepdims: bool) -> Result<Shape, OpError> {
     check_axes(axes, x.len())?;
     Ok(x.iter()
         .enumerate()
@@ -340,19 +349,19 @@ pub(super) fn reduce_shape(x: &[usize], axes: &[usize], keepdims: bool) -> Resul
         .collect())
 }
 
-pub(super) fn check_fake_quant(q: &FakeQuantAttrs, x: &TensorType) -> Result<(), String> {
+pub(super) fn check_fake_quant(q: &FakeQuantAttrs, x: &TensorType) -> Result<(), OpError> {
     if !(2..=8).contains(&q.bits) {
-        return Err(format!("bits must be in 2..=8, found {}", q.bits));
+        return Err(format!("bits must be in 2..=8, found {}", q.bits).into());
     }
     if let Some(a) = q.axis {
         if a >= x.rank() {
-            return Err(format!("quantization axis {a} is out of range for {x}"));
+            return Err(format!("quantization axis {a} is out of range for {x}").into());
         }
     }
     match &q.range {
         RangeSource::Ema { decay, state } => {
             if !(0.0..1.0).contains(&decay.0) {
-                return Err(format!("ema decay must be in [0, 1), found {}", decay.0));
+                return Err(format!("ema decay must be in [0, 1), found {}", decay.0).into());
             }
             if state.is_empty() {
                 return Err("the quantizer state name is empty".into());
@@ -362,7 +371,8 @@ pub(super) fn check_fake_quant(q: &FakeQuantAttrs, x: &TensorType) -> Result<(),
             return Err(format!(
                 "a fixed range must contain 0 and be non-empty, found [{}, {}]",
                 min.0, max.0
-            ));
+            )
+            .into());
         }
         _ => {}
     }
@@ -382,18 +392,15 @@ pub(super) fn check_range_operand(
     x: &TensorType,
     r: &TensorType,
     what: &str,
-) -> Result<(), String> {
+) -> Result<(), OpError> {
     let want = range_shape(q, &x.shape);
     if r.shape != want && !(want.is_empty() && r.shape == [1]) {
-        return Err(format!(
-            "{what} must have shape {}, found {r}",
-            shape_str(&want)
-        ));
+        return Err(format!("{what} must have shape {}, found {r}", shape_str(&want)).into());
     }
     Ok(())
 }
 
-pub(super) fn pool_shape(p: &PoolAttrs, x: &TensorType) -> Result<Shape, String> {
+pub(super) fn pool_shape(p: &PoolAttrs, x: &TensorType) -> Result<Shape, OpError> {
     want_rank(x, 4, "the input")?;
     if let Padding::Explicit(pad) = p.padding {
         if pad[0] >= p.size[0] || pad[1] >= p.size[0] || pad[2] >= p.size[1] || pad[3] >= p.size[1]
@@ -403,7 +410,8 @@ pub(super) fn pool_shape(p: &PoolAttrs, x: &TensorType) -> Result<Shape, String>
                  or a window could cover padding only",
                 shape_str(&pad),
                 shape_str(&p.size)
-            ));
+            )
+            .into());
         }
     }
     let g = conv_out_hw(&x.shape, p.size, p.stride, [1, 1], p.padding)?;

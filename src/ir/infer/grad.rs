@@ -4,11 +4,11 @@ use super::geometry::*;
 use crate::ir::op::*;
 use crate::ir::types::*;
 
-fn f32t(shape: Shape) -> Result<TensorType, String> {
+fn f32t(shape: Shape) -> Result<TensorType, OpError> {
     Ok(TensorType::f32(shape))
 }
 
-pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, String> {
+pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, OpError> {
     use GradOp::*;
     match op {
         SoftmaxCrossEntropyGrad => {
@@ -36,7 +36,8 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
             if dy.shape != [n, c] && dy.shape != [n, 1, 1, c] {
                 return Err(format!(
                     "dy {dy} does not match the pool output [{n},{c}] of input {x}"
-                ));
+                )
+                .into());
             }
             f32t(x.shape.clone())
         }
@@ -68,7 +69,7 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
             want_rank(dy, 2, "dy")?;
             want_rank(w, 2, "the kernel")?;
             if dy.shape[1] != w.shape[0] {
-                return Err(format!("dy {dy} does not match the kernel {w}"));
+                return Err(format!("dy {dy} does not match the kernel {w}").into());
             }
             f32t(vec![dy.shape[0], w.shape[1]])
         }
@@ -77,7 +78,7 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
             want_rank(dy, 2, "dy")?;
             want_rank(x, 2, "the input")?;
             if dy.shape[0] != x.shape[0] {
-                return Err(format!("dy {dy} and the input {x} have different batches"));
+                return Err(format!("dy {dy} and the input {x} have different batches").into());
             }
             f32t(vec![dy.shape[1], x.shape[1]])
         }
@@ -99,7 +100,8 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
                     "dy {} does not match the pool output {}",
                     ins[0],
                     shape_str(&fwd)
-                ));
+                )
+                .into());
             }
             f32t(ins[1].shape.clone())
         }
@@ -110,7 +112,8 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
                     "dy {} does not match the pool output {}",
                     ins[0],
                     shape_str(&fwd)
-                ));
+                )
+                .into());
             }
             f32t(input_shape.clone())
         }
@@ -124,7 +127,8 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
                     "dy {} is neither [{n},{c}] nor [{n},1,1,{c}], the pool output of input {}",
                     ins[0],
                     shape_str(input_shape)
-                ));
+                )
+                .into());
             }
             f32t(input_shape.clone())
         }
@@ -139,14 +143,15 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
                     shape_str(&b),
                     shape_str(input_shape),
                     shape_str(axes)
-                ));
+                )
+                .into());
             }
             f32t(input_shape.clone())
         }
         Slice { begin, size } => {
             let x = ins[0];
             if begin.len() != x.rank() || size.len() != x.rank() {
-                return Err(format!("begin and size must have {} entries", x.rank()));
+                return Err(format!("begin and size must have {} entries", x.rank()).into());
             }
             for i in 0..x.rank() {
                 if begin[i].saturating_add(size[i]) > x.shape[i] {
@@ -154,7 +159,8 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
                         "slice {}..{} exceeds axis {i} of {x}",
                         begin[i],
                         begin[i].saturating_add(size[i])
-                    ));
+                    )
+                    .into());
                 }
             }
             f32t(size.clone())
@@ -163,10 +169,9 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
             let dy = ins[0];
             want_rank(dy, 4, "dy")?;
             if scale.contains(&0) || dy.shape[1] % scale[0] != 0 || dy.shape[2] % scale[1] != 0 {
-                return Err(format!(
-                    "dy {dy} is not a multiple of scale {}",
-                    shape_str(scale)
-                ));
+                return Err(
+                    format!("dy {dy} is not a multiple of scale {}", shape_str(scale)).into(),
+                );
             }
             f32t(vec![
                 dy.shape[0],
@@ -179,7 +184,7 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, Stri
 }
 
 /// The forward output shape of a convolution from its input and kernel shapes.
-type ConvShape = fn(&ConvAttrs, &[usize], &[usize]) -> Result<Shape, String>;
+type ConvShape = fn(&ConvAttrs, &[usize], &[usize]) -> Result<Shape, OpError>;
 
 /// `(dy, kernel) -> dx`: dy must be the forward output of `input_shape`.
 fn grad_input(
@@ -187,7 +192,7 @@ fn grad_input(
     input_shape: &[usize],
     ins: &[&TensorType],
     forward: ConvShape,
-) -> Result<TensorType, String> {
+) -> Result<TensorType, OpError> {
     let (dy, w) = (ins[0], ins[1]);
     want_rank(w, 4, "the kernel")?;
     if input_shape.len() != 4 {
@@ -199,7 +204,8 @@ fn grad_input(
             "dy {dy} does not match the forward output {} of input {}",
             shape_str(&fwd),
             shape_str(input_shape)
-        ));
+        )
+        .into());
     }
     f32t(input_shape.to_vec())
 }
@@ -210,7 +216,7 @@ fn grad_filter(
     filter_shape: &[usize],
     ins: &[&TensorType],
     forward: ConvShape,
-) -> Result<TensorType, String> {
+) -> Result<TensorType, OpError> {
     let (dy, x) = (ins[0], ins[1]);
     want_rank(x, 4, "the input")?;
     if filter_shape.len() != 4 {
@@ -221,7 +227,8 @@ fn grad_filter(
         return Err(format!(
             "dy {dy} does not match the forward output {} of input {x}",
             shape_str(&fwd)
-        ));
+        )
+        .into());
     }
     f32t(filter_shape.to_vec())
 }

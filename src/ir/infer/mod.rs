@@ -15,7 +15,7 @@ use geometry::{check_size, want_f32};
 
 /// Infers the output type of `op` applied to operands of types `ins`. The error message
 /// names the operands and shapes involved; the caller adds the node.
-pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
+pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
     let (lo, hi) = op.arity();
     if ins.len() < lo || ins.len() > hi {
         let want = if lo == hi {
@@ -26,7 +26,7 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             format!("{lo} or {hi}")
         };
         let s = if want == "1" { "" } else { "s" };
-        return Err(format!("takes {want} operand{s}, found {}", ins.len()));
+        return Err(format!("takes {want} operand{s}, found {}", ins.len()).into());
     }
     for (i, t) in ins.iter().enumerate() {
         let label_ok = matches!(
@@ -40,16 +40,15 @@ pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, String> {
             return Err(format!(
                 "operand {i} ({}) must be f32, found {t}",
                 op.operand_name(i)
-            ));
+            )
+            .into());
         }
         check_size(t).map_err(|m| format!("operand {i} ({}) {m}", op.operand_name(i)))?;
     }
     for (key, value) in op.attrs() {
         if let AttrValue::Float(v) = value {
             if !v.is_finite() {
-                return Err(format!(
-                    "attribute `{key}` must be a finite number, found {v}"
-                ));
+                return Err(format!("attribute `{key}` must be a finite number, found {v}").into());
             }
         }
     }

@@ -4,11 +4,11 @@ use super::geometry::*;
 use crate::ir::op::*;
 use crate::ir::types::*;
 
-fn f32t(shape: Shape) -> Result<TensorType, String> {
+fn f32t(shape: Shape) -> Result<TensorType, OpError> {
     Ok(TensorType::f32(shape))
 }
 
-pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, String> {
+pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, OpError> {
     use ModelOp::*;
     match op {
         Input | Param => Err("an input or param has no operands to infer a type from".into()),
@@ -27,7 +27,8 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                     shape_str(&w.shape),
                     w.shape[1],
                     x.shape[1]
-                ));
+                )
+                .into());
             }
             if let Some(b) = ins.get(2) {
                 want_vec(b, w.shape[0], "the bias")?;
@@ -49,7 +50,7 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
         }
         Dropout { rate } => {
             if !(0.0..1.0).contains(&rate.0) {
-                return Err(format!("rate must be in [0, 1), found {}", rate.0));
+                return Err(format!("rate must be in [0, 1), found {}", rate.0).into());
             }
             f32t(ins[0].shape.clone())
         }
@@ -66,13 +67,14 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                     "shapes {} and {} do not broadcast",
                     shape_str(&ins[0].shape),
                     shape_str(&ins[1].shape)
-                )),
+                )
+                .into()),
             }
         }
         Concat { axis } => {
             let first = ins[0];
             if *axis >= first.rank() {
-                return Err(format!("axis {axis} is out of range for {first}"));
+                return Err(format!("axis {axis} is out of range for {first}").into());
             }
             let mut out = first.shape.clone();
             for (i, t) in ins.iter().enumerate().skip(1) {
@@ -85,7 +87,8 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                 if !same_rest {
                     return Err(format!(
                         "operand {i} {t} does not match operand 0 {first} outside axis {axis}"
-                    ));
+                    )
+                    .into());
                 }
                 out[*axis] += t.shape[*axis];
             }
@@ -112,7 +115,8 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                 return Err(format!(
                     "shape {} must hold positive sizes and at most one -1",
                     int_list(shape)
-                ));
+                )
+                .into());
             }
             let known = shape
                 .iter()
@@ -135,7 +139,8 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                 return Err(format!(
                     "cannot reshape {x} to per-sample shape {}: {per_sample} elements per sample",
                     int_list(shape)
-                ));
+                )
+                .into());
             }
             f32t(out)
         }
@@ -154,24 +159,22 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                 return Err(format!(
                     "perm {} is not a permutation of the axes of {x}",
                     shape_str(perm)
-                ));
+                )
+                .into());
             }
             if perm.first() != Some(&0) {
-                return Err(format!(
-                    "perm {} must keep the batch axis 0 first",
-                    shape_str(perm)
-                ));
+                return Err(
+                    format!("perm {} must keep the batch axis 0 first", shape_str(perm)).into(),
+                );
             }
             f32t(perm.iter().map(|&p| x.shape[p]).collect())
         }
         Pad { pads } => {
             let x = ins[0];
             if pads.len() != x.rank() {
-                return Err(format!(
-                    "pads has {} rows for {x} of rank {}",
-                    pads.len(),
-                    x.rank()
-                ));
+                return Err(
+                    format!("pads has {} rows for {x} of rank {}", pads.len(), x.rank()).into(),
+                );
             }
             if pads.first().is_some_and(|p| *p != [0, 0]) {
                 return Err("the batch axis cannot be padded".into());
@@ -191,7 +194,8 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                     "crops has {} rows for {x} of rank {}",
                     crops.len(),
                     x.rank()
-                ));
+                )
+                .into());
             }
             if crops.first().is_some_and(|p| *p != [0, 0]) {
                 return Err("the batch axis cannot be cropped".into());
@@ -202,7 +206,8 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
                     return Err(format!(
                         "crop {} removes all of axis {i} (size {d}) of {x}",
                         shape_str(c)
-                    ));
+                    )
+                    .into());
                 }
                 out.push(d - c[0] - c[1]);
             }
@@ -235,7 +240,7 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, Str
     }
 }
 
-pub(super) fn infer_pass(op: &PassOp, ins: &[&TensorType]) -> Result<TensorType, String> {
+pub(super) fn infer_pass(op: &PassOp, ins: &[&TensorType]) -> Result<TensorType, OpError> {
     use PassOp::*;
     match op {
         Quant(q) => {
@@ -251,7 +256,7 @@ pub(super) fn infer_pass(op: &PassOp, ins: &[&TensorType]) -> Result<TensorType,
         ScaleChannels { axis } => {
             let w = ins[0];
             if *axis >= w.rank() {
-                return Err(format!("axis {axis} is out of range for {w}"));
+                return Err(format!("axis {axis} is out of range for {w}").into());
             }
             want_vec(ins[1], w.shape[*axis], "the scale")?;
             f32t(w.shape.clone())
@@ -260,10 +265,10 @@ pub(super) fn infer_pass(op: &PassOp, ins: &[&TensorType]) -> Result<TensorType,
 }
 
 /// A convolution's output shape from its input and kernel shapes.
-type ConvShape = fn(&ConvAttrs, &[usize], &[usize]) -> Result<Shape, String>;
+type ConvShape = fn(&ConvAttrs, &[usize], &[usize]) -> Result<Shape, OpError>;
 
 /// A convolution's output: `shape` of its input and kernel, checked against the bias.
-fn conv_like(c: &ConvAttrs, ins: &[&TensorType], shape: ConvShape) -> Result<TensorType, String> {
+fn conv_like(c: &ConvAttrs, ins: &[&TensorType], shape: ConvShape) -> Result<TensorType, OpError> {
     check_conv(c)?;
     let (x, w) = (ins[0], ins[1]);
     want_rank(x, 4, "the input")?;

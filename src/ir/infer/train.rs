@@ -4,11 +4,11 @@ use super::geometry::*;
 use crate::ir::op::*;
 use crate::ir::types::*;
 
-fn f32t(shape: Shape) -> Result<TensorType, String> {
+fn f32t(shape: Shape) -> Result<TensorType, OpError> {
     Ok(TensorType::f32(shape))
 }
 
-pub(super) fn infer(op: &TrainOp, ins: &[&TensorType]) -> Result<TensorType, String> {
+pub(super) fn infer(op: &TrainOp, ins: &[&TensorType]) -> Result<TensorType, OpError> {
     use TrainOp::*;
     match op {
         SoftmaxCrossEntropy => {
@@ -33,7 +33,7 @@ pub(super) fn infer(op: &TrainOp, ins: &[&TensorType]) -> Result<TensorType, Str
         DropoutMask { rate, shape, .. } => {
             want_scalar(ins[0], "step")?;
             if !(0.0..1.0).contains(&rate.0) {
-                return Err(format!("rate must be in [0, 1), found {}", rate.0));
+                return Err(format!("rate must be in [0, 1), found {}", rate.0).into());
             }
             f32t(shape.clone())
         }
@@ -41,11 +41,11 @@ pub(super) fn infer(op: &TrainOp, ins: &[&TensorType]) -> Result<TensorType, Str
 }
 
 /// Checks the `(logits[n,c], labels i32[n])` operands of the loss and its gradient.
-pub(super) fn logits_and_labels(ins: &[&TensorType]) -> Result<(), String> {
+pub(super) fn logits_and_labels(ins: &[&TensorType]) -> Result<(), OpError> {
     let (l, y) = (ins[0], ins[1]);
     want_rank(l, 2, "the logits")?;
     if y.dtype != DType::I32 || y.shape != [l.shape[0]] {
-        return Err(format!("labels must be i32[{}], found {y}", l.shape[0]));
+        return Err(format!("labels must be i32[{}], found {y}", l.shape[0]).into());
     }
     Ok(())
 }

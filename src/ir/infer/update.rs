@@ -4,11 +4,11 @@ use super::geometry::*;
 use crate::ir::op::*;
 use crate::ir::types::*;
 
-fn f32t(shape: Shape) -> Result<TensorType, String> {
+fn f32t(shape: Shape) -> Result<TensorType, OpError> {
     Ok(TensorType::f32(shape))
 }
 
-pub(super) fn infer(op: &UpdateOp, ins: &[&TensorType]) -> Result<TensorType, String> {
+pub(super) fn infer(op: &UpdateOp, ins: &[&TensorType]) -> Result<TensorType, OpError> {
     use UpdateOp::*;
     match op {
         MovingAverage { momentum: k } | AdamMoment { beta: k } | AdamMomentSq { beta: k } => {
@@ -29,7 +29,7 @@ pub(super) fn infer(op: &UpdateOp, ins: &[&TensorType]) -> Result<TensorType, St
         }
         AdamApply { epsilon } => {
             if epsilon.0 < 0.0 {
-                return Err(format!("epsilon must be >= 0, found {}", epsilon.0));
+                return Err(format!("epsilon must be >= 0, found {}", epsilon.0).into());
             }
             want_same(ins[0], ins[1], "param and m")?;
             want_same(ins[0], ins[2], "param and v")?;
@@ -39,7 +39,9 @@ pub(super) fn infer(op: &UpdateOp, ins: &[&TensorType]) -> Result<TensorType, St
         ObserveMin { axis } | ObserveMax { axis } => {
             let x = ins[0];
             match axis {
-                Some(a) if *a >= x.rank() => Err(format!("axis {a} is out of range for {x}")),
+                Some(a) if *a >= x.rank() => {
+                    Err(format!("axis {a} is out of range for {x}").into())
+                }
                 Some(a) => f32t(vec![x.shape[*a]]),
                 None => f32t(vec![]),
             }

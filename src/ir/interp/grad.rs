@@ -4,9 +4,10 @@ use super::kernels::*;
 use super::value::{Cx, Value};
 use crate::ir::fake_quant::fake_quant_mask;
 use crate::ir::op::GradOp;
+use crate::ir::op::OpError;
 use crate::ir::types::{numel, strides};
 
-pub(super) fn eval(op: &GradOp, cx: &Cx) -> Result<Value, String> {
+pub(super) fn eval(op: &GradOp, cx: &Cx) -> Result<Value, OpError> {
     use GradOp::*;
     match op {
         SoftmaxCrossEntropyGrad => {

@@ -42,7 +42,7 @@ pub fn fq_ranges(
     x: &Tensor,
     args: &[&Value],
     params: &ParamStore,
-) -> std::result::Result<Vec<Nudged>, String> {
+) -> std::result::Result<Vec<Nudged>, OpError> {
     match &q.range {
         RangeSource::LastValue => Ok(observe_range(&x.data, &x.shape, q.axis)
             .into_iter()
@@ -70,7 +70,8 @@ pub fn fq_ranges(
                          needs {} ({per})",
                         shape_str(&t.shape),
                         shape_str(&want),
-                    ));
+                    )
+                    .into());
                 }
             }
             Ok(explicit_ranges(q, lo, hi))
@@ -82,7 +83,7 @@ pub fn fq_ranges(
 pub fn state_range<'p>(
     params: &'p ParamStore,
     state: &str,
-) -> std::result::Result<(&'p Tensor, &'p Tensor), String> {
+) -> std::result::Result<(&'p Tensor, &'p Tensor), OpError> {
     let lo = params.get(&format!("{state}.min"));
     let hi = params.get(&format!("{state}.max"));
     match (lo, hi) {
@@ -90,7 +91,7 @@ pub fn state_range<'p>(
         _ => Err(format!(
             "quantizer state `{state}` has no observed range yet (params `{state}.min`/`{state}.max`): \
              train or calibrate the model first"
-        )),
+        ).into()),
     }
 }
 

@@ -10,6 +10,7 @@ mod train;
 mod update;
 mod value;
 
+use crate::ir::op::OpError;
 use value::Cx;
 pub use value::{RunResult, Value};
 
@@ -85,7 +86,7 @@ pub fn run_all(
             Value::F32(params.require(&node.name)?.clone())
         } else {
             let args: Vec<&Value> = g.operands(id).iter().map(|o| &env[o]).collect();
-            eval(&node.op, &args, params).map_err(|m| Error::node(&node.name, node.op.name(), m))?
+            eval(&node.op, &args, params).map_err(|e| Error::op(&node.name, node.op.name(), e))?
         };
         env.insert(id, v);
     }
@@ -93,7 +94,7 @@ pub fn run_all(
 }
 
 /// Evaluates one op on values. The error is a message; the caller names the node.
-pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Result<Value, String> {
+pub fn eval(op: &Op, args: &[&Value], params: &ParamStore) -> std::result::Result<Value, OpError> {
     let tys: Vec<TensorType> = args.iter().map(|a| a.ty()).collect();
     let ty_refs: Vec<&TensorType> = tys.iter().collect();
     let out_ty = infer_type(op, &ty_refs)?;

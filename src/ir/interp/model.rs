@@ -3,10 +3,11 @@
 use super::kernels::*;
 use super::value::{Cx, Value};
 use crate::ir::fake_quant::fake_quant;
+use crate::ir::op::OpError;
 use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::types::{numel, strides};
 
-pub(super) fn eval(op: &ModelOp, cx: &Cx) -> Result<Value, String> {
+pub(super) fn eval(op: &ModelOp, cx: &Cx) -> Result<Value, OpError> {
     use ModelOp::*;
     match op {
         Input | Param => Err("inputs and params are not evaluated".into()),
@@ -166,7 +167,7 @@ pub(super) fn eval(op: &ModelOp, cx: &Cx) -> Result<Value, String> {
     }
 }
 
-pub(super) fn eval_pass(op: &PassOp, cx: &Cx) -> Result<Value, String> {
+pub(super) fn eval_pass(op: &PassOp, cx: &Cx) -> Result<Value, OpError> {
     match op {
         PassOp::Quant(_) => cx.t(cx.f(0).data.clone()),
         PassOp::BnScale { epsilon } => {

@@ -2,10 +2,11 @@
 
 use super::kernels::*;
 use super::value::{Cx, Value};
+use crate::ir::op::OpError;
 use crate::ir::op::TrainOp;
 use crate::ir::types::numel;
 
-pub(super) fn eval(op: &TrainOp, cx: &Cx) -> Result<Value, String> {
+pub(super) fn eval(op: &TrainOp, cx: &Cx) -> Result<Value, OpError> {
     use TrainOp::*;
     match op {
         SoftmaxCrossEntropy => {
@@ -59,14 +60,14 @@ pub(super) fn eval(op: &TrainOp, cx: &Cx) -> Result<Value, String> {
 /// The logits and the checked labels of `softmax_cross_entropy` and its gradient.
 pub(super) fn logits_and_labels<'a>(
     cx: &'a Cx,
-) -> Result<(&'a crate::ir::params::Tensor, &'a [i32]), String> {
+) -> Result<(&'a crate::ir::params::Tensor, &'a [i32]), OpError> {
     let logits = cx.f(0);
     let Value::I32 { data: labels, .. } = cx.args[1] else {
         return Err("labels must be i32".into());
     };
     let c = logits.shape[1];
     if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= c) {
-        return Err(format!("label {bad} is outside the {c} classes"));
+        return Err(format!("label {bad} is outside the {c} classes").into());
     }
     Ok((logits, labels))
 }

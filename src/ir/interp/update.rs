@@ -3,9 +3,10 @@
 use super::kernels::*;
 use super::value::{Cx, Value};
 use crate::ir::fake_quant::observe_range;
+use crate::ir::op::OpError;
 use crate::ir::op::UpdateOp;
 
-pub(super) fn eval(op: &UpdateOp, cx: &Cx) -> Result<Value, String> {
+pub(super) fn eval(op: &UpdateOp, cx: &Cx) -> Result<Value, OpError> {
     use UpdateOp::*;
     match op {
         MovingAverage { momentum } => {

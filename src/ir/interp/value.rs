@@ -1,5 +1,6 @@
 //! Runtime values of the reference interpreter, and what one op's evaluation sees.
 
+use crate::ir::op::OpError;
 use crate::ir::params::{ParamStore, Tensor};
 use crate::ir::types::{DType, Shape, TensorType};
 
@@ -83,7 +84,7 @@ impl Cx<'_> {
     }
 
     /// The output value from its elements.
-    pub(super) fn t(&self, data: Vec<f32>) -> std::result::Result<Value, String> {
+    pub(super) fn t(&self, data: Vec<f32>) -> std::result::Result<Value, OpError> {
         Ok(Value::F32(Tensor::new(self.out_shape.clone(), data)))
     }
 }

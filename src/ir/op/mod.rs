@@ -35,6 +35,8 @@ pub use pass::PassOp;
 pub use train::TrainOp;
 pub use update::UpdateOp;
 
+pub use crate::error::OpError;
+
 /// An op with its attributes: one of the five families.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
