@@ -6,7 +6,10 @@
 
 mod context;
 pub mod conv;
+mod conv_geom;
+mod depthwise;
 pub mod elementwise;
+mod im2col;
 pub mod loss;
 pub mod norm;
 pub mod pool;

@@ -1,0 +1,236 @@
+//! Rule files (`passes/<pass>.rules`): the rewrite rules as data.
+//!
+//! ```text
+//! # comments run to the end of the line; every rule carries an identity comment
+//! name: lhs => rhs
+//! name: lhs => rhs if condition(?var, ...), condition2(?var)
+//! ```
+//!
+//! Patterns are s-expressions over the op spellings of `.qir`, with the attribute child
+//! first: `(relu ?r (conv2d ?c ?x ?w ?b))`. `?var` matches any class; `?m@(quant ?q ?y)`
+//! matches the sub-pattern and also binds its class to `?m` (for conditions such as
+//! `single_use(?m)`). Right sides may call attribute functions
+//! ([`super::attr_fns`]) where an attribute child goes. Conditions are named Rust predicates
+//! ([`super::conditions`]). A rule may span lines; errors carry `file:line:col`.
+
+mod check;
+mod lexer;
+mod parser;
+mod search;
+
+pub use search::RuleSearcher;
+
+use crate::error::{Error, Result};
+use crate::ir::op::OpKind;
+use crate::rewrite::conditions::Condition;
+use check::Checker;
+use lexer::{lex, Tok};
+use parser::Parser;
+use std::collections::BTreeSet;
+
+/// A position in a rule file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// A parsed pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pat {
+    /// `?x`
+    Var(String, Pos),
+    /// `?m@(...)`: the sub-pattern, its class also bound to `?m`.
+    Bind(String, Box<Pat>, Pos),
+    /// `(head child...)`: an op (attribute child first) or an attribute function.
+    Node(String, Vec<Pat>, Pos),
+}
+
+impl Pat {
+    fn pos(&self) -> Pos {
+        match self {
+            Pat::Var(_, p) | Pat::Bind(_, _, p) | Pat::Node(_, _, p) => *p,
+        }
+    }
+
+    /// Every variable the pattern mentions (binding names included).
+    fn vars(&self, out: &mut BTreeSet<String>) {
+        match self {
+            Pat::Var(v, _) => {
+                out.insert(v.clone());
+            }
+            Pat::Bind(v, p, _) => {
+                out.insert(v.clone());
+                p.vars(out);
+            }
+            Pat::Node(_, ch, _) => ch.iter().for_each(|c| c.vars(out)),
+        }
+    }
+
+    /// The op kinds the pattern mentions.
+    pub fn op_kinds(&self, out: &mut BTreeSet<OpKind>) {
+        match self {
+            Pat::Var(..) => {}
+            Pat::Bind(_, p, _) => p.op_kinds(out),
+            Pat::Node(h, ch, _) => {
+                if let Some(k) = OpKind::from_name(h) {
+                    out.insert(k);
+                }
+                ch.iter().for_each(|c| c.op_kinds(out));
+            }
+        }
+    }
+}
+
+/// A condition call in an `if` clause.
+#[derive(Clone, Debug)]
+pub struct CondCall {
+    pub condition: &'static Condition,
+    pub args: Vec<String>,
+    pub pos: Pos,
+}
+
+/// One rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    pub pos: Pos,
+    pub lhs: Pat,
+    pub rhs: Pat,
+    pub conditions: Vec<CondCall>,
+    /// The comment lines right above the rule (its identity).
+    pub comment: String,
+}
+
+/// A parsed rule file.
+#[derive(Clone, Debug)]
+pub struct RuleFile {
+    /// The file name used in errors (`passes/quantize.rules`).
+    pub file: String,
+    pub rules: Vec<Rule>,
+}
+
+/// Parses and checks a rule file. `file` names it in errors.
+pub fn parse_rules(src: &str, file: &str) -> Result<RuleFile> {
+    let toks = lex(src, file)?;
+    let mut p = Parser { file, toks, at: 0 };
+    let mut rules: Vec<Rule> = Vec::new();
+    let checker = Checker { file };
+    while *p.peek() != Tok::Eof {
+        let r = p.rule()?;
+        if let Some(prev) = rules.iter().find(|x| x.name == r.name) {
+            return Err(p.err(
+                r.pos,
+                format!(
+                    "rule `{}` is defined twice (first at line {})",
+                    r.name, prev.pos.line
+                ),
+            ));
+        }
+        checker.rule(&r)?;
+        rules.push(r);
+    }
+    Ok(RuleFile {
+        file: file.to_string(),
+        rules,
+    })
+}
+
+/// The rule files compiled into qatc: `(stem, text)`.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "canonicalize",
+        include_str!("../../../passes/canonicalize.rules"),
+    ),
+    ("quantize", include_str!("../../../passes/quantize.rules")),
+    (
+        "fuse_fake_quant",
+        include_str!("../../../passes/fuse_fake_quant.rules"),
+    ),
+    ("fold_bn", include_str!("../../../passes/fold_bn.rules")),
+    (
+        "fuse_activation",
+        include_str!("../../../passes/fuse_activation.rules"),
+    ),
+];
+
+/// The built-in rule file of pass `stem`, parsed once.
+pub fn builtin(stem: &str) -> Result<&'static RuleFile> {
+    use std::sync::OnceLock;
+    static PARSED: OnceLock<Vec<(String, Result<RuleFile>)>> = OnceLock::new();
+    let all = PARSED.get_or_init(|| {
+        BUILTIN
+            .iter()
+            .map(|(stem, src)| {
+                let file = format!("passes/{stem}.rules");
+                (stem.to_string(), parse_rules(src, &file))
+            })
+            .collect()
+    });
+    match all.iter().find(|(s, _)| s == stem) {
+        Some((_, Ok(f))) => Ok(f),
+        Some((_, Err(e))) => Err(Error::Rewrite(e.to_string())),
+        None => Err(Error::Rewrite(format!("no rule file passes/{stem}.rules"))),
+    }
+}
+
+/// Reads `dir/<stem>.rules` (rule development without rebuilding qatc).
+pub fn load(dir: &std::path::Path, stem: &str) -> Result<RuleFile> {
+    let path = dir.join(format!("{stem}.rules"));
+    let bytes = crate::error::read_file(&path)?;
+    let src = String::from_utf8(bytes).map_err(|_| Error::file(&path, "not UTF-8 text"))?;
+    parse_rules(&src, &path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> String {
+        parse_rules(src, "t.rules").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_rules_with_bindings_conditions_and_comments() {
+        let f = parse_rules(
+            "# file header\n\n# relu(q(y)) = relu(y)\nfused: (relu ?r ?m@(quant ?q ?y))\n  => (relu ?r ?y)\n  if single_use(?m), fuses_activation(?y)\n\n# second\nr2: (dropout ?d ?x) => ?x if eval_mode()\n",
+            "t.rules",
+        )
+        .unwrap();
+        assert_eq!(f.rules.len(), 2);
+        let r = &f.rules[0];
+        assert_eq!(r.name, "fused");
+        assert_eq!(r.comment, "relu(q(y)) = relu(y)");
+        assert_eq!(r.conditions.len(), 2);
+        assert_eq!(f.rules[1].pos, Pos { line: 9, col: 1 });
+        assert_eq!(f.rules[1].comment, "second");
+        f.rewrites().unwrap();
+    }
+
+    #[test]
+    fn errors_point_at_file_line_col() {
+        assert_eq!(
+            err("a: (relu ?r ?x) => (relu ?r ?y)"),
+            "t.rules:1:29: `?y` is not bound by the left side"
+        );
+        assert_eq!(
+            err("\n  a: (rellu ?r ?x) => ?x"),
+            "t.rules:2:6: unknown op `rellu` (ops are spelled as in src/ir/op.rs; attribute functions: with_activation, bn_scale_of, kernel_scaling, bias_through_bn, bias_from_mean, mean_scaling)"
+        );
+        assert!(err("a: (relu ?r ?x) => ?x if nope(?x)")
+            .starts_with("t.rules:1:26: unknown condition `nope`"));
+        assert!(err("a: (relu ?r ?x) => ?x if single_use(?x, ?r)").contains("takes 1 argument"));
+        assert!(err("a: (relu ?r ?x ?y) => ?x").contains("relu takes 1 operand(s)"));
+        assert!(err("a: (relu ?r ?x => ?x").contains("expected a pattern, found `=>`"));
+        assert!(err("a: ?x => ?x").contains("left side must be an op pattern"));
+        assert!(
+            err("a: (relu ?r ?x) => (relu (with_activation ?r) ?x)").contains("takes 2 argument")
+        );
+        assert!(err("a: (relu ?r ?x) => ?x\na: (relu ?r ?x) => ?x").contains("defined twice"));
+        assert!(err("a: (relu ?r ?m@(relu ?s ?m)) => ?m").contains("binding"));
+        assert!(err("a: (relu ?r ?x) => ?m@(relu ?r ?x)").contains("left side"));
+        assert!(err("a: (relu) => ?x").contains("attribute child first"));
+        assert!(err("a: (relu ?r (param ?p)) => ?r").contains("leaves"));
+        assert!(err("a: (relu ?r $) => ?r").starts_with("t.rules:1:13: unexpected character `$`"));
+    }
+}
