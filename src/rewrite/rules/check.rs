@@ -1,7 +1,7 @@
 //! The checks a rule must pass besides parsing: arities, bound variables, conditions that
 //! exist, right sides that only use what the left side binds.
 
-use super::{Pat, Pos, Rule};
+use super::ast::{Pat, Pos, Rule};
 use crate::error::{Error, Result};
 use crate::ir::op::OpKind;
 use crate::rewrite::attr_fns::AttrFn;

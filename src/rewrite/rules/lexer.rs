@@ -1,6 +1,6 @@
 //! Tokens of a rule file, with their positions.
 
-use super::Pos;
+use super::ast::Pos;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,7 +1,7 @@
 //! Rules from tokens: names, patterns, conditions; errors at `file:line:col`.
 
+use super::ast::{CondCall, Pat, Pos, Rule};
 use super::lexer::{Spanned, Tok};
-use super::{CondCall, Pat, Pos, Rule};
 use crate::error::{Error, Result};
 use crate::rewrite::conditions::condition;
 

@@ -1,7 +1,7 @@
 //! Rules as egg rewrites: patterns lowered to egg's, and a searcher that applies the rule's
 //! conditions to every match.
 
-use super::{Pat, Rule, RuleFile};
+use super::ast::{Pat, Rule, RuleFile};
 use crate::error::{Error, Result};
 use crate::ir::op::OpKind;
 use crate::rewrite::analysis::{EGraph, QAnalysis};
