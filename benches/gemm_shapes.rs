@@ -98,7 +98,7 @@ fn main() {
         let (lrs, lcs) = if lt { (1, m as isize) } else { (k as isize, 1) };
         let (rrs, rcs) = if rt { (1, k as isize) } else { (n as isize, 1) };
         let run = |dst: &mut Vec<f32>| unsafe {
-            qatc::jit::runtime::qatc_gemm(
+            qatc::jit::qatc_gemm(
                 m,
                 n,
                 k,

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+/// qatc's result: [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Defines a context-free error of one domain: what is wrong, in a sentence, before the
@@ -45,22 +46,30 @@ message_error! {
     OpError
 }
 
+/// Everything that can go wrong in qatc, each naming its culprit.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Malformed text input (`.qir`, `.rules`, TOML config).
     #[error("{file}:{line}:{col}: {msg}")]
     Parse {
+        /// The file (or the name the text was given).
         file: String,
+        /// 1-based line.
         line: usize,
+        /// 1-based column.
         col: usize,
+        /// What was found and what was expected.
         msg: String,
     },
 
     /// A node that is wrong: bad arity, shapes, dtypes, attributes, quantization params.
     #[error("node `{node}` ({op}): {msg}")]
     Node {
+        /// The node's name.
         node: String,
+        /// The op's spelling.
         op: String,
+        /// What is wrong.
         msg: String,
     },
 
@@ -78,36 +87,62 @@ pub enum Error {
 
     /// A graph-level problem (no outputs, a cycle, a dangling name).
     #[error("graph `{graph}`: {msg}")]
-    Graph { graph: String, msg: String },
+    Graph {
+        /// The graph's name.
+        graph: String,
+        /// What is wrong.
+        msg: String,
+    },
 
     /// A layer or op a pass, the JIT or the exporter does not handle, with what to do.
     #[error("node `{node}` ({op}) is not supported by {what}: {hint}")]
     Unsupported {
+        /// The node's name.
         node: String,
+        /// The op's spelling.
         op: String,
+        /// What refuses it (`the JIT`, `the TFLite exporter`, a scheme).
         what: String,
+        /// Why, and what to do instead.
         hint: String,
     },
 
     /// A parameter that is missing or has the wrong shape.
     #[error("parameter `{name}`: {msg}")]
-    Param { name: String, msg: String },
+    Param {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong.
+        msg: String,
+    },
 
     /// A file that exists but whose contents are wrong (IDX, safetensors, .tflite, .npy).
     #[error("{}: {msg}", path.display())]
-    File { path: PathBuf, msg: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
 
     /// A file that cannot be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
     /// Training diverged or failed at a step.
     #[error("training step {step}: {msg}")]
-    Training { step: u64, msg: String },
+    Training {
+        /// The step (0-based, counted over the whole run).
+        step: u64,
+        /// What happened.
+        msg: String,
+    },
 
     /// A pipeline step left the graph in another form than it promises.
     #[error("after pass `{pass}` the graph is not in {form}: {source}")]
@@ -154,6 +189,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.as_ref().to_path_buf(),
@@ -161,6 +197,7 @@ impl Error {
         }
     }
 
+    /// A file whose contents are wrong.
     pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Error {
         Error::File {
             path: path.as_ref().to_path_buf(),
@@ -168,6 +205,7 @@ impl Error {
         }
     }
 
+    /// A node that is wrong.
     pub fn node(node: impl Into<String>, op: impl Into<String>, msg: impl Into<String>) -> Error {
         Error::Node {
             node: node.into(),
@@ -185,6 +223,7 @@ impl Error {
         }
     }
 
+    /// A parameter that is missing or wrong.
     pub fn param(name: impl Into<String>, msg: impl Into<String>) -> Error {
         Error::Param {
             name: name.into(),

@@ -5,7 +5,11 @@
 //! BatchNorm; a Cranelift JIT compiles the whole training step; codegen writes a per-axis
 //! int8 TFLite file that LiteRT runs bit-exactly like qatc's own integer interpreter.
 
+#![warn(missing_docs)]
+
 pub mod autodiff;
+/// The `qatc` command line (the binary's commands; not a library interface).
+#[doc(hidden)]
 pub mod cli;
 pub mod data;
 pub mod error;
@@ -18,7 +22,7 @@ pub mod jit;
 pub mod models;
 pub mod pass;
 pub mod quant;
-pub mod rewrite;
+mod rewrite;
 pub mod tflite;
 pub mod train;
 pub mod workflow;

@@ -11,20 +11,20 @@
 //! One file per kernel family; the fixed-point arithmetic they share is in [`fixed`].
 //! Every kernel documents the LiteRT source it follows.
 
-pub mod activation;
+mod activation;
 pub mod array;
-pub mod binary;
+mod binary;
 pub mod classify;
 mod context;
-pub mod conv;
-pub mod fixed;
-pub mod fully_connected;
+mod conv;
+mod fixed;
+mod fully_connected;
 mod interpreter;
 pub mod npy;
-pub mod pool;
-pub mod quantize_ops;
-pub mod reduce;
-pub mod shape;
+mod pool;
+mod quantize_ops;
+mod reduce;
+mod shape;
 #[cfg(test)]
 mod tests;
 

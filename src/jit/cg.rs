@@ -5,7 +5,7 @@
 
 use super::runtime::{CTX_ARENA, CTX_INPUTS, CTX_STATE, CTX_TID};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64, I8};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
 use cranelift_codegen::ir::{
     BlockArg, ConstantData, FuncRef, InstBuilder, MemFlagsData, Type, Value,
 };
@@ -423,10 +423,5 @@ impl<'a, 'f> Cg<'a, 'f> {
         let bytes: Vec<u8> = lanes.iter().flat_map(|v| v.to_le_bytes()).collect();
         let c = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
         self.b.ins().vconst(I32X4, c)
-    }
-
-    pub fn bool_to_i64(&mut self, c: Value) -> Value {
-        debug_assert_eq!(self.ty(c), I8);
-        self.b.ins().uextend(I64, c)
     }
 }

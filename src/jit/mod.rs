@@ -37,15 +37,19 @@
 //! assert_eq!(out[0].shape, vec![1, 3]);
 //! ```
 
-pub mod cg;
-pub mod codegen;
-pub mod fuse;
-pub mod isa;
-pub mod lir;
-pub mod loops;
-pub mod lower;
-pub mod plan;
-pub mod runtime;
+mod cg;
+mod codegen;
+mod fuse;
+mod isa;
+mod lir;
+mod loops;
+mod lower;
+mod plan;
+mod runtime;
+
+pub use isa::Features;
+#[doc(hidden)]
+pub use runtime::qatc_gemm;
 
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};

@@ -309,14 +309,6 @@ impl AlignedBuf {
         self.ptr
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The f32s at byte `offset`.
     pub fn f32s(&self, offset: usize, n: usize) -> &[f32] {
         assert!(offset % 4 == 0 && offset + 4 * n <= self.len.max(Self::ALIGN));

@@ -21,17 +21,17 @@
 //! assert!(qatc::pass::forms::check_export_ready(&export).is_ok());
 //! ```
 
-pub mod annotate;
-pub mod canonicalize;
+mod annotate;
+mod canonicalize;
 mod context;
-pub mod fold_bn;
+mod fold_bn;
 pub mod forms;
-pub mod fuse_activation;
-pub mod fuse_fake_quant;
+mod fuse_activation;
+mod fuse_fake_quant;
 #[cfg(test)]
 mod model_tests;
 mod pipeline;
-pub mod quantize;
+mod quantize;
 #[cfg(test)]
 mod rule_tests;
 

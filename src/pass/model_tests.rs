@@ -304,7 +304,7 @@ fn hooks_see_every_pass_and_reports_say_why_saturation_stopped() {
     let (_, report) =
         run_pipeline_with_report(m.graph, &mut m.params, "annotate,quantize", &opts).unwrap();
     let q = report.passes[1].saturation.as_ref().unwrap();
-    assert_eq!(q.stop, crate::rewrite::Stop::IterationLimit(1));
+    assert_eq!(q.stop, crate::rewrite::saturate::Stop::IterationLimit(1));
     assert!(
         report.passes[1].warnings[0].contains("did not saturate"),
         "{:?}",

@@ -24,6 +24,4 @@ pub mod rules;
 pub mod saturate;
 
 pub use analysis::{Mode, QAnalysis};
-pub use lang::QNode;
-pub use rules::{parse_rules, RuleFile};
-pub use saturate::{saturate, Limits, SaturationReport, Stop};
+pub use saturate::{saturate, Limits, SaturationReport};

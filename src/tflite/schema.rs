@@ -4,6 +4,7 @@
 /// Included rather than declared as a module file so that `cargo fmt` leaves the committed
 /// generator output byte-identical.
 #[allow(
+    missing_docs,
     clippy::all,
     clippy::pedantic,
     dead_code,

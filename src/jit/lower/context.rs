@@ -94,11 +94,6 @@ impl<'g> Lower<'g> {
         self.g.operands(self.node.unwrap()).len()
     }
 
-    pub fn arg_dtype(&self, i: usize) -> DType {
-        let o = self.g.operands(self.node.unwrap())[i];
-        self.g.node(o).ty.dtype
-    }
-
     /// A new temporary for the current node (`suffix` distinguishes helpers).
     pub fn temp(&mut self, suffix: &str, numel: usize) -> VtId {
         let name = if suffix.is_empty() {

@@ -19,8 +19,7 @@ mod lexer;
 mod parser;
 mod search;
 
-pub use ast::{CondCall, Pat, Pos, Rule, RuleFile};
-pub use search::RuleSearcher;
+pub use ast::{Rule, RuleFile};
 
 use crate::error::{Error, Result};
 use check::Checker;
@@ -119,7 +118,7 @@ mod tests {
         assert_eq!(r.name, "fused");
         assert_eq!(r.comment, "relu(q(y)) = relu(y)");
         assert_eq!(r.conditions.len(), 2);
-        assert_eq!(f.rules[1].pos, Pos { line: 9, col: 1 });
+        assert_eq!(f.rules[1].pos, ast::Pos { line: 9, col: 1 });
         assert_eq!(f.rules[1].comment, "second");
         f.rewrites().unwrap();
     }
