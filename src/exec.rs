@@ -13,10 +13,14 @@ use crate::ir::{Graph, ParamStore, Tensor};
 /// One input value; its shape is the one the graph declares for that input.
 #[derive(Clone, Copy, Debug)]
 pub enum Feed<'a> {
+    /// f32 elements, row-major (images, the step's `lr` and `step` scalars).
     F32(&'a [f32]),
+    /// i32 elements (a train step's class `labels`).
     I32(&'a [i32]),
 }
 
+/// A graph compiled or prepared once and run many times, owning its param state; see the
+/// module docs. Implemented by [`InterpExecutor`] and the JIT's executor.
 pub trait Executor {
     /// Runs the graph once and applies its updates to the state.
     fn run(&mut self, feeds: &[(&str, Feed)]) -> Result<Vec<Tensor>>;
@@ -33,6 +37,8 @@ pub struct InterpExecutor {
 }
 
 impl InterpExecutor {
+    /// An executor for `graph` owning `params`; errors if a param the graph declares is missing
+    /// or has another shape.
     pub fn new(graph: Graph, params: ParamStore) -> Result<InterpExecutor> {
         params.check_graph(&graph)?;
         Ok(InterpExecutor { graph, params })

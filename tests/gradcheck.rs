@@ -397,6 +397,23 @@ fn leaky_relu() {
     );
 }
 
+/// PReLU's input and slope gradients; the slope is per channel (summed over batch and space)
+/// or one per element of a sample.
+#[test]
+fn prelu() {
+    for (name, alpha_shape) in [
+        ("prelu_channels", &[1, 1, 3][..]),
+        ("prelu_full", &[2, 2, 3]),
+    ] {
+        let mut c = Check::new(name, 14);
+        let data = c.uniform(24, -2.0, 2.0);
+        let x = c.var("x", &[2, 2, 2, 3], away(data, &[0.0], 3.0 * H));
+        let alpha = c.rand("alpha", alpha_shape);
+        let y = c.op(Op::Model(ModelOp::PRelu), "y", &[x, alpha]);
+        c.check(y);
+    }
+}
+
 #[test]
 fn hard_swish() {
     unary(

@@ -105,6 +105,11 @@ fn activations() {
         &[F(s, -2.0, 2.0)],
     );
     run(
+        "prelu",
+        Op::Model(ModelOp::PRelu),
+        &[F(&[2, 3, 3, 4], -2.0, 2.0), F(&[1, 1, 4], -0.5, 0.5)],
+    );
+    run(
         "hard_swish",
         Op::Model(ModelOp::HardSwish),
         &[F(s, -5.0, 5.0)],
@@ -172,6 +177,20 @@ fn gradients_of_activations() {
         "leaky_relu_grad",
         Op::Grad(GradOp::LeakyReluGrad { alpha: F32(0.3) }),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
+    );
+    run(
+        "prelu_grad_input",
+        Op::Grad(GradOp::PReluGradInput),
+        &[
+            F(&[2, 3, 3, 4], -1.0, 1.0),
+            F(&[2, 3, 3, 4], -2.0, 2.0),
+            F(&[1, 1, 4], -0.5, 0.5),
+        ],
+    );
+    run(
+        "prelu_grad_alpha",
+        Op::Grad(GradOp::PReluGradAlpha),
+        &[F(&[2, 3, 3, 4], -1.0, 1.0), F(&[2, 3, 3, 4], -2.0, 2.0)],
     );
     run(
         "hard_swish_grad",

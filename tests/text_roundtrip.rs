@@ -429,6 +429,23 @@ impl Gen {
                 });
                 self.add(op, &[x]);
             }
+            K::PRelu | K::PReluGradInput => {
+                let x = self.xany();
+                let sx = self.shape(x);
+                // a per-sample slope: a suffix of one sample's shape with some dims set to 1
+                let keep = self.rng.int(0, sx.len().saturating_sub(1));
+                let sa: Vec<usize> = sx[sx.len() - keep..]
+                    .iter()
+                    .map(|&d| if self.rng.coin() { d } else { 1 })
+                    .collect();
+                let alpha = self.operand(&sa);
+                if kind == K::PRelu {
+                    self.add(Op::Model(ModelOp::PRelu), &[x, alpha]);
+                } else {
+                    let dy = self.operand(&sx);
+                    self.add(Op::Grad(GradOp::PReluGradInput), &[dy, x, alpha]);
+                }
+            }
             K::Add | K::Sub | K::Mul => {
                 let a = self.xany();
                 let sa = self.shape(a);
@@ -629,6 +646,7 @@ impl Gen {
             K::ReluGrad
             | K::Relu6Grad
             | K::LeakyReluGrad
+            | K::PReluGradAlpha
             | K::HardSwishGrad
             | K::SigmoidGrad
             | K::TanhGrad
@@ -648,6 +666,7 @@ impl Gen {
                         alpha: F32(self.rng.float()),
                     }),
                     K::HardSwishGrad => Op::Grad(GradOp::HardSwishGrad),
+                    K::PReluGradAlpha => Op::Grad(GradOp::PReluGradAlpha),
                     K::SigmoidGrad => Op::Grad(GradOp::SigmoidGrad),
                     K::TanhGrad => Op::Grad(GradOp::TanhGrad),
                     K::SoftmaxGrad => Op::Grad(GradOp::SoftmaxGrad),

@@ -226,3 +226,24 @@ fn bad_parameters_are_errors_not_panics() {
         .to_string();
     assert!(err.contains("inf"), "{err}");
 }
+
+/// A fresh Keras PReLU starts with an all-zero slope; it still exports (its per-tensor
+/// weight grid keeps zero point 0) and computes a plain ReLU.
+#[test]
+fn a_fresh_prelu_exports_as_relu() {
+    use qatc::ir::builder::{Layer, Sequential};
+    let model = Sequential::new("fresh_prelu", &[4, 4, 3], 0)
+        .add(Layer::prelu_per_channel())
+        .build()
+        .unwrap();
+    let x = uniform(&[2, 4, 4, 3], -1.0, 1.0, 5);
+    let (g, p) = through_pipelines(&model, &x);
+    let bytes = export(&g, &p, &ExportOptions::default()).unwrap();
+    let it = Interpreter::new(&bytes).unwrap();
+    let got = it.run(&input_arrays(&g, &x)).unwrap();
+    let got = got[0].as_f32().unwrap();
+    let step = 1.0 / 255.0 * 1.01;
+    for (y, &v) in got.iter().zip(&x.data) {
+        assert!((y - v.max(0.0)).abs() <= 2.0 * step, "{y} vs relu({v})");
+    }
+}

@@ -5,6 +5,7 @@
 use qatc::ir::op::{Activation, ModelOp, Op, Padding, ReduceAttrs};
 use qatc::tflite::mapping::{self, decode, encode, Mapping, Operands, Shapes};
 use qatc::tflite::model::ElemType;
+use qatc::tflite::versions::{self, OpSig};
 use std::path::Path;
 
 /// What an op looks like after a trip through TFLite: RESHAPE reads back with its static
@@ -103,11 +104,19 @@ fn decode_inverts_encode_for_every_golden_op() {
                     inputs.push(d[0].clone()); // x
                     inputs.extend(d.into_iter().skip(2)); // bias
                 }
-                Operands::Kernel { .. } | Operands::Data => {
+                Operands::Kernel { .. } | Operands::Slope | Operands::Data => {
                     inputs.extend(data);
                     inputs.extend(consts);
                 }
             }
+            // the converter's version of the operator, and the runtime that version needs
+            let sig = OpSig::new(ElemType::I8, inputs.len(), input.len(), &enc.options);
+            let version = versions::version(code, &sig);
+            assert!(
+                versions::min_runtime(code, version).is_some(),
+                "{what}: no minimum runtime for {code:?} version {version} in \
+                 src/tflite/versions.rs"
+            );
             let input_shape = |i: usize| inputs.get(i).map(|(s, _)| s.clone());
             let ints = |i: usize| {
                 inputs

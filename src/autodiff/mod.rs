@@ -55,6 +55,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub struct TrainSpec {
     /// The static batch size of the step (the model graph is rebatched to it).
     pub batch_size: usize,
+    /// The update rule; its slots become state params of the step.
     pub optimizer: Optimizer,
     /// The model output holding the logits; `None`: the model's only output. An output
     /// computed by `softmax` is differentiated from the softmax's input (as Keras does for
@@ -78,6 +79,7 @@ impl TrainSpec {
         }
     }
 
+    /// The same spec with optimizer `o`.
     pub fn optimizer(mut self, o: Optimizer) -> TrainSpec {
         self.optimizer = o;
         self
@@ -88,6 +90,8 @@ impl TrainSpec {
 /// static (gradient ops carry shapes): build another step for another batch size.
 #[derive(Clone, Debug)]
 pub struct TrainStep {
+    /// The step: inputs `input`, `labels` (i32 `[batch]`), `step` and `lr` (f32 scalars);
+    /// outputs `loss` and `logits`; one update per trained param and state tensor.
     pub graph: Graph,
     /// Initial values of the state the model's ParamStore lacks: optimizer slots (zeros),
     /// observer ranges (zeros; the first step overwrites them with the batch's range) and

@@ -13,13 +13,20 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Optimizer {
     /// `keras.optimizers.SGD(momentum=m)`: `v = m*v - lr*g; p = p + v` (no Nesterov).
-    Sgd { momentum: f32 },
+    Sgd {
+        /// The velocity's decay `m`, in `[0, 1)`; 0 is plain SGD. The velocity is slot
+        /// `<param>.velocity`.
+        momentum: f32,
+    },
     /// `keras.optimizers.Adam`: `m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
     /// p = p - lr_t * m / (sqrt(v) + epsilon)` with the bias correction folded into
     /// `lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`, `t = step + 1` (epsilon not corrected).
     Adam {
+        /// Decay of the first moment `m` (slot `<param>.adam_m`); Keras' default 0.9.
         beta1: f32,
+        /// Decay of the second moment `v` (slot `<param>.adam_v`); Keras' default 0.999.
         beta2: f32,
+        /// Added to `sqrt(v)` to keep the step finite; Keras' default 1e-7.
         epsilon: f32,
     },
 }

@@ -107,6 +107,7 @@ fn model_rule(op: &ModelOp) -> Rule<'_> {
         LeakyRelu { alpha } => {
             grad(move |e, s| elementwise(e, s, GradOp::LeakyReluGrad { alpha: *alpha }, false))
         }
+        PRelu => grad(prelu),
         HardSwish => grad(|e, s| elementwise(e, s, GradOp::HardSwishGrad, false)),
         Sigmoid => grad(|e, s| elementwise(e, s, GradOp::SigmoidGrad, true)),
         Tanh => grad(|e, s| elementwise(e, s, GradOp::TanhGrad, true)),
@@ -398,6 +399,26 @@ fn mul(e: &mut Emit, s: &Site, act: Activation) -> Result<Grads> {
             let shape = e.shape(s.x[i]);
             out[i] = Some(Contrib::pos(unbroadcast(e, prod, &shape, &s.n(what))?));
         }
+    }
+    Ok(out)
+}
+
+/// `dx` by `prelu_grad_input`; `dalpha` is `dy * min(x, 0)` summed to the slope's shape.
+fn prelu(e: &mut Emit, s: &Site) -> Result<Grads> {
+    let mut out = s.grads();
+    if s.needs(0) {
+        let op = GradOp::PReluGradInput;
+        let g = e.op(op.into(), &s.n("input"), &[s.dy, s.x[0], s.x[1]])?;
+        out[0] = Some(Contrib::pos(g));
+    }
+    if s.needs(1) {
+        let full = e.op(
+            GradOp::PReluGradAlpha.into(),
+            &s.n("alpha"),
+            &[s.dy, s.x[0]],
+        )?;
+        let shape = e.shape(s.x[1]);
+        out[1] = Some(Contrib::pos(unbroadcast(e, full, &shape, &s.n("alpha"))?));
     }
     Ok(out)
 }

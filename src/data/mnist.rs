@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 /// Which half of MNIST.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
+    /// The 60,000 training images (`train-*-ubyte.gz`).
     Train,
+    /// The 10,000 test images (`t10k-*-ubyte.gz`).
     Test,
 }
 

@@ -7,20 +7,27 @@ pub mod mnist;
 pub struct Dataset {
     /// Per-sample shape, e.g. `[28, 28, 1]`.
     pub sample_shape: Vec<usize>,
+    /// All samples' pixels back to back, `len() × sample_len()` values, each sample NHWC
+    /// row-major.
     pub images: Vec<f32>,
+    /// One class index per sample, in `0..classes`.
     pub labels: Vec<i32>,
+    /// The number of classes (10 for MNIST).
     pub classes: usize,
 }
 
 impl Dataset {
+    /// The number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Values per sample: the product of `sample_shape` (784 for MNIST).
     pub fn sample_len(&self) -> usize {
         self.sample_shape.iter().product()
     }

@@ -24,12 +24,15 @@ crate::message_error! {
 /// The int8 quantization of an activation fake-quant.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ActivationQuant {
+    /// Real value of one int8 step: the fake-quant's nudged `(max - min) / (qmax - qmin)`.
     pub scale: f32,
+    /// The int8 value representing 0.0: `zp + (-128 - qmin)`, in `[-128, 127]`.
     pub zero_point: i32,
     /// The int8 values the fake-quant's grid covers: `[-128, -128 + qmax - qmin]`.
     pub grid: (i32, i32),
     /// The nudged float range (for messages and `min`/`max` metadata).
     pub min: f32,
+    /// The nudged float maximum (`min` plus `(qmax - qmin)` steps).
     pub max: f32,
 }
 
@@ -123,9 +126,12 @@ pub fn signed_level(x: f32, n: &Nudged) -> i32 {
 /// Per-axis (or per-tensor) int8 weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedWeights {
+    /// The int8 values in the tensor's own layout (OHWI, 1HWO, `[out, in]`), symmetric with zero
+    /// point 0, each in `[-127, 127]`.
     pub data: Vec<i8>,
     /// One scale per channel of `axis`, or one for per-tensor weights.
     pub scales: Vec<f32>,
+    /// The quantized dimension of per-axis weights; `None` for per-tensor.
     pub axis: Option<usize>,
 }
 

@@ -38,6 +38,7 @@ impl Exporter<'_> {
         match (operands, output) {
             (Operands::Kernel { axis }, _) => self.kernel_op(id, code, axis, enc),
             (Operands::TransposeConv, _) => self.transpose_conv(id, enc),
+            (Operands::Slope, _) => self.slope_op(id, code, enc),
             (Operands::Data, Output::Requantized) => self.requantized(id, code, enc, true),
             (Operands::Data, Output::RequantizedOrInput) => self.requantized(id, code, enc, false),
             (Operands::Data, Output::SharedScale) => self.shared_scale(id, code, enc),
@@ -179,6 +180,27 @@ impl Exporter<'_> {
         self.push_op(code, sig, &[xt, w, b], out, enc.options);
         let range = self.act_range(id, enc.activation, out_q)?;
         self.define(id, Some((claimed_fq, aq)), out, out_q, range);
+        Ok(())
+    }
+
+    /// PRELU `[x, alpha]`: the slope is the weight of operand 1, quantized per tensor.
+    fn slope_op(&mut self, id: NodeId, code: B, enc: Encoded) -> Result<()> {
+        let x = self.operand(id, 0)?;
+        let (claimed_fq, aq) = self.require_claim(id)?;
+        let out_q = aq.params();
+        let (alpha, scales, _) = self.kernel(id, 0, false)?;
+        if scales.len() != 1 {
+            return Err(unsupported(
+                self.g,
+                id,
+                "TFLite's PRELU reads one scale for its slope: quantize alpha per tensor",
+            ));
+        }
+        let (xt, _, _) = Self::int8_of(x);
+        let out = self.out_tensor(id, out_q);
+        let sig = self.int8_sig(id, 2, &enc.options);
+        self.push_op(code, sig, &[xt, alpha], out, enc.options);
+        self.define(id, Some((claimed_fq, aq)), out, out_q, (-128, 127));
         Ok(())
     }
 

@@ -284,16 +284,17 @@ impl<'m> Importer<'m> {
         }
     }
 
-    /// A kernel: float weights as a param, int8 weights dequantized behind TFMOT's weight
-    /// quantizer (per axis as stored).
-    fn kernel(&mut self, op: &Operator, layer: &str) -> R<NodeId> {
+    /// Operand 1, a constant weight (a kernel, PRELU's slope), as the param
+    /// `<layer>.<what>`: float weights as they are, int8 weights dequantized behind TFMOT's
+    /// weight quantizer (per axis as stored).
+    fn weight(&mut self, op: &Operator, layer: &str, what: &str) -> R<NodeId> {
         let t = self.input_index(op, 1)?;
         let info = self.tensor(t);
         let c = info
             .values()
             .ok_or_else(|| MappingError(format!("the weights `{}` must be constant", info.name)))?;
         let shape = info.shape.clone();
-        let name = self.unique(&format!("{layer}.kernel"));
+        let name = self.unique(&format!("{layer}.{what}"));
         match (&c, &info.quant) {
             (Data::F32(v), _) => self
                 .param(&name, Tensor::new(shape, v.clone()))
@@ -554,15 +555,20 @@ impl<'m> Importer<'m> {
                     let fname = self.unique(&format!("{name}/flatten"));
                     x = self.add(ModelOp::Flatten.into(), &fname, &[x])?;
                 }
-                let k = self.kernel(op, &name)?;
+                let k = self.weight(op, &name, "kernel")?;
                 let b = self.bias(op, 2, &name)?;
                 [x, k].into_iter().chain(b).collect()
             }
             Operands::TransposeConv => {
                 let x = self.value(op, 2)?;
-                let k = self.kernel(op, &name)?;
+                let k = self.weight(op, &name, "kernel")?;
                 let b = self.bias(op, 3, &name)?;
                 [x, k].into_iter().chain(b).collect()
+            }
+            Operands::Slope => {
+                let x = self.value(op, 0)?;
+                let alpha = self.weight(op, &name, "alpha")?;
+                vec![x, alpha]
             }
             Operands::Data => {
                 let n = match Op::Model(model_op.clone()).arity() {

@@ -1,11 +1,13 @@
 //! Activations on int8 (LiteRT `activations.cc` and the reference kernels it calls):
-//! RELU / RELU6 / RELU_N1_TO_1 (`ReluX`), LEAKY_RELU (`QuantizeLeakyRelu`), HARD_SWISH
+//! RELU / RELU6 / RELU_N1_TO_1 (`ReluX`), LEAKY_RELU (`QuantizeLeakyRelu`), PRELU
+//! (`reference_ops::BroadcastPrelu4DSlow`), HARD_SWISH
 //! (`reference_ops::HardSwish`, 16-bit fixed point), LOGISTIC and TANH (a float lookup
 //! table, `LUTPopulateInt8`, in both the reference and the optimized resolver) and SOFTMAX
 //! (`reference_ops::Softmax`: gemmlowp fixed-point exp and reciprocal).
 
 use super::array::Array;
-use super::context::{multiplier, unary_int8, Ctx, PResult};
+use super::binary::broadcast_map;
+use super::context::{constant, int8_params, multiplier, unary_int8, Ctx, PResult};
 use super::fixed::{
     downscale_multiplier_to_i16, exp_on_negative_values_q5_26, mul_by_quantized,
     mul_by_quantized_greater_than_one, quantize_multiplier, rdbp, rdbp16, reciprocal,
@@ -102,6 +104,65 @@ impl LeakyRelu {
             };
             self.out_zp.wrapping_add(delta).clamp(-128, 127) as i8
         })
+    }
+}
+
+/// PRELU `(x, alpha)`: for `x - in_zp >= 0` requantize by `in_s/out_s`, else multiply by
+/// `alpha - alpha_zp` and requantize by `in_s·alpha_s/out_s` (float32 products, as LiteRT's
+/// `PreluPrepare`); the slope broadcasts against the input.
+#[derive(Clone, Debug)]
+pub struct Prelu {
+    in_zp: i32,
+    alpha_zp: i32,
+    out_zp: i32,
+    positive: (i32, i32),
+    negative: (i32, i32),
+    /// The constant slope, as stored.
+    alpha: Array,
+}
+
+impl Prelu {
+    pub(crate) fn prepare(cx: &Ctx) -> PResult<Prelu> {
+        cx.inputs_between(2, 2)?;
+        let (in_s, in_zp) = int8_params(cx.input(0)?)?;
+        let (out_s, out_zp) = int8_params(cx.output()?)?;
+        let alpha_t = cx.input(1)?;
+        let (alpha_s, alpha_zp) = int8_params(alpha_t)?;
+        let alpha = constant(alpha_t, "alpha")?;
+        if alpha.as_i8().is_none() {
+            return Err("the alpha tensor is not INT8".into());
+        }
+        Ok(Prelu {
+            in_zp,
+            alpha_zp,
+            out_zp,
+            positive: multiplier((in_s / out_s) as f64, "positive")?,
+            negative: multiplier((in_s * alpha_s / out_s) as f64, "negative")?,
+            alpha,
+        })
+    }
+
+    pub(crate) fn run(&self, x: &Array) -> PResult<Array> {
+        let xd = x.as_i8().ok_or("the input is not INT8")?;
+        let ad = self.alpha.as_i8().ok_or("the alpha tensor is not INT8")?;
+        let (shape, data) = broadcast_map(xd, &x.shape, ad, &self.alpha.shape, |v, a| {
+            let input = v as i32 - self.in_zp;
+            let y = if input >= 0 {
+                mul_by_quantized(input, self.positive.0, self.positive.1)
+            } else {
+                let slope = a as i32 - self.alpha_zp;
+                mul_by_quantized(input * slope, self.negative.0, self.negative.1)
+            };
+            (y + self.out_zp).clamp(-128, 127) as i8
+        })?;
+        if shape != x.shape {
+            return Err(format!(
+                "alpha {:?} does not broadcast to the input {:?}",
+                self.alpha.shape, x.shape
+            )
+            .into());
+        }
+        Ok(Array::i8(shape, data).expect("one value per element"))
     }
 }
 

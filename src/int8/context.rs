@@ -24,6 +24,8 @@ pub enum FcRequant {
 /// Interpreter settings.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
+    /// How FULLY_CONNECTED requantizes its int32 accumulators (double-precision or fixed-point
+    /// multiplier); the default matches current LiteRT reference kernels.
     pub fc_requant: FcRequant,
 }
 

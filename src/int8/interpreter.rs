@@ -34,6 +34,7 @@ pub(crate) enum Kernel {
     Lut(activation::Lut),
     Relu(activation::Relu),
     LeakyRelu(activation::LeakyRelu),
+    Prelu(activation::Prelu),
     HardSwish(activation::HardSwish),
     Quantize(quantize_ops::Quantize),
     Requantize(quantize_ops::Requantize),
@@ -72,6 +73,7 @@ impl Kernel {
             | Kernel::Lut(_)
             | Kernel::Relu(_)
             | Kernel::LeakyRelu(_)
+            | Kernel::Prelu(_)
             | Kernel::HardSwish(_)
             | Kernel::Quantize(_)
             | Kernel::Requantize(_)
@@ -115,6 +117,7 @@ impl Kernel {
             Kernel::Lut(k) => k.run(x(0)?),
             Kernel::Relu(k) => k.run(x(0)?),
             Kernel::LeakyRelu(k) => k.run(x(0)?),
+            Kernel::Prelu(k) => k.run(x(0)?),
             Kernel::HardSwish(k) => k.run(x(0)?),
             Kernel::Quantize(k) => k.run(x(0)?),
             Kernel::Requantize(k) => k.run(x(0)?),
@@ -159,6 +162,7 @@ impl Interpreter {
         Interpreter::with_options(bytes, Options::default())
     }
 
+    /// Reads, verifies and prepares a `.tflite` model with `options`.
     pub fn with_options(bytes: &[u8], options: Options) -> Result<Interpreter> {
         Interpreter::from_model(crate::tflite::read(bytes)?, options)
     }
@@ -201,6 +205,7 @@ impl Interpreter {
         Ok(interp)
     }
 
+    /// The model the interpreter runs, as read from the file.
     pub fn model(&self) -> &Model {
         &self.model
     }
@@ -376,6 +381,7 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
         B::LOGISTIC | B::TANH => Kernel::Lut(activation::Lut::prepare(cx)?),
         B::RELU | B::RELU6 | B::RELU_N1_TO_1 => Kernel::Relu(activation::Relu::prepare(cx)?),
         B::LEAKY_RELU => Kernel::LeakyRelu(activation::LeakyRelu::prepare(cx)?),
+        B::PRELU => Kernel::Prelu(activation::Prelu::prepare(cx)?),
         B::HARD_SWISH => Kernel::HardSwish(activation::HardSwish::prepare(cx)?),
         B::QUANTIZE => match quantize_ops::prepare_quantize(cx)? {
             quantize_ops::QuantizeKernel::Quantize(k) => Kernel::Quantize(k),
@@ -394,7 +400,7 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
                 "{} is not supported by qatc's int8 interpreter (supported: CONV_2D, \
                  DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED, AVERAGE_POOL_2D, \
                  MAX_POOL_2D, ADD, SUB, MUL, MAXIMUM, MINIMUM, MEAN, REDUCE_MAX, SOFTMAX, \
-                 LOGISTIC, TANH, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH, QUANTIZE, \
+                 LOGISTIC, TANH, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, PRELU, HARD_SWISH, QUANTIZE, \
                  DEQUANTIZE, RESHAPE, SQUEEZE, CONCATENATION, PAD, PADV2, TRANSPOSE, SLICE, \
                  STRIDED_SLICE, RESIZE_NEAREST_NEIGHBOR)",
                 op.name()

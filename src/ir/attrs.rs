@@ -8,12 +8,17 @@ use std::fmt;
 /// One attribute value as written in `.qir`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
+    /// An integer: `axis=3`, `bits=8`.
     Int(i64),
+    /// A float, printed so it reads back bit-exact: `epsilon=0.001`.
     Float(f32),
+    /// `true` or `false`.
     Bool(bool),
     /// A bare word: `same`, `relu6`, `ema`, `none`.
     Ident(String),
+    /// A quoted string (state names such as `"conv2d/act"`), printed with escapes.
     Str(String),
+    /// A bracketed list: `stride=[2,2]`, `pads=[[0,0],[1,1],[1,1],[0,0]]`.
     List(Vec<AttrValue>),
 }
 
@@ -185,7 +190,7 @@ fn model_attrs(op: &ModelOp, a: &mut Vec<(&'static str, AttrValue)>) {
         UpsampleNearest { scale } => a.push(("scale", usizes(scale))),
         Dropout { rate } => a.push(("rate", f(*rate))),
         FakeQuant(q) => push_fq(a, q),
-        Input | Param | Relu | Relu6 | HardSwish | Sigmoid | Tanh | Softmax | Flatten => {}
+        Input | Param | Relu | Relu6 | PRelu | HardSwish | Sigmoid | Tanh | Softmax | Flatten => {}
     }
 }
 
@@ -253,6 +258,8 @@ fn grad_attrs(op: &GradOp, a: &mut Vec<(&'static str, AttrValue)>) {
         SoftmaxCrossEntropyGrad
         | ReluGrad
         | Relu6Grad
+        | PReluGradInput
+        | PReluGradAlpha
         | HardSwishGrad
         | SigmoidGrad
         | TanhGrad
@@ -573,6 +580,7 @@ impl AttrReader {
                 alpha: self.float_or("alpha", 0.3)?,
             }
             .into(),
+            K::PRelu => ModelOp::PRelu.into(),
             K::HardSwish => ModelOp::HardSwish.into(),
             K::Sigmoid => ModelOp::Sigmoid.into(),
             K::Tanh => ModelOp::Tanh.into(),
@@ -648,6 +656,8 @@ impl AttrReader {
             K::SoftmaxCrossEntropyGrad => GradOp::SoftmaxCrossEntropyGrad.into(),
             K::ReluGrad => GradOp::ReluGrad.into(),
             K::Relu6Grad => GradOp::Relu6Grad.into(),
+            K::PReluGradInput => GradOp::PReluGradInput.into(),
+            K::PReluGradAlpha => GradOp::PReluGradAlpha.into(),
             K::LeakyReluGrad => GradOp::LeakyReluGrad {
                 alpha: self.float_or("alpha", 0.3)?,
             }

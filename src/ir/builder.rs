@@ -28,19 +28,28 @@ use std::collections::HashMap;
 /// A graph with its initialized weights.
 #[derive(Clone, Debug)]
 pub struct Model {
+    /// The verified graph: NHWC input(s) with batch 1, one `param` node per weight.
     pub graph: Graph,
+    /// Initial weights keyed by param name (`conv2d.kernel`, `batch_normalization.gamma`, …).
     pub params: ParamStore,
 }
 
 /// Activations a layer can apply (Keras' `activation=` argument).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Act {
+    /// `max(x, 0)`.
     Relu,
+    /// `min(max(x, 0), 6)`.
     Relu6,
+    /// `1 / (1 + e^-x)`.
     Sigmoid,
+    /// `tanh(x)`.
     Tanh,
+    /// Softmax over the last axis.
     Softmax,
+    /// `x · relu6(x + 3) / 6`.
     HardSwish,
+    /// `x` for `x >= 0`, `alpha · x` below, with this `alpha`.
     LeakyRelu(f32),
 }
 
@@ -61,51 +70,101 @@ impl Act {
 /// One Keras layer's configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
+    /// Keras' Conv2D: a `conv2d` node with kernel param `[filters, kh, kw, in]` (OHWI) and,
+    /// with `use_bias`, bias `[filters]`.
     Conv2d {
+        /// Output channels.
         filters: usize,
+        /// `[kh, kw]` kernel size.
         kernel: [usize; 2],
+        /// Stride, padding and dilation (its `activation` stays `None`; see `act`).
         conv: ConvAttrs,
+        /// Whether a zero-initialized bias param is added.
         use_bias: bool,
+        /// An activation added as a separate node after the conv; `None` for linear.
         act: Option<Act>,
     },
+    /// Keras' DepthwiseConv2D: kernel param `[1, kh, kw, in · multiplier]`, bias
+    /// `[in · multiplier]`.
     DepthwiseConv2d {
+        /// `[kh, kw]` kernel size.
         kernel: [usize; 2],
+        /// Output channels per input channel (Keras' `depth_multiplier`).
         multiplier: usize,
+        /// Stride, padding and dilation (its `activation` stays `None`; see `act`).
         conv: ConvAttrs,
+        /// Whether a zero-initialized bias param is added.
         use_bias: bool,
+        /// An activation added as a separate node after the conv; `None` for linear.
         act: Option<Act>,
     },
+    /// Keras' Conv2DTranspose: kernel param `[filters, kh, kw, in]` (OHWI, TFLite's
+    /// `TRANSPOSE_CONV` layout), bias `[filters]`.
     Conv2dTranspose {
+        /// Output channels.
         filters: usize,
+        /// `[kh, kw]` kernel size.
         kernel: [usize; 2],
+        /// Stride, padding and dilation (its `activation` stays `None`; see `act`).
         conv: ConvAttrs,
+        /// Whether a zero-initialized bias param is added.
         use_bias: bool,
+        /// An activation added as a separate node after the conv; `None` for linear.
         act: Option<Act>,
     },
+    /// Keras' Dense on the last axis: kernel param `[units, in]`, bias `[units]`.
     Dense {
+        /// Output features.
         units: usize,
+        /// Whether a zero-initialized bias param is added.
         use_bias: bool,
+        /// An activation added as a separate node after the matmul; `None` for linear.
         act: Option<Act>,
     },
+    /// Keras' BatchNormalization over the last (channel) axis, with params gamma, beta,
+    /// moving_mean and moving_variance of shape `[c]`.
     BatchNorm {
+        /// Added to the variance before the square root.
         epsilon: f32,
+        /// Weight of the old value when training updates the moving statistics.
         momentum: f32,
     },
+    /// A standalone activation layer (`re_lu`, `leaky_re_lu`, `softmax` or `activation`).
     Activation(Act),
+    /// Keras' PReLU (`p_re_lu`): a learned slope below zero, param `alpha` of one sample's
+    /// shape with the `shared_axes` (numbered from 1, without the batch) set to 1; zeros at
+    /// first, as Keras initializes it.
+    PRelu {
+        /// Axes that share one slope (`[1, 2]`: one slope per channel of an image).
+        shared_axes: Vec<usize>,
+    },
+    /// Keras' MaxPooling2D over H and W of an NHWC input.
     MaxPool(PoolAttrs),
+    /// Keras' AveragePooling2D over H and W of an NHWC input.
     AvgPool(PoolAttrs),
+    /// Mean over H and W: `[n, h, w, c] -> [n, c]`.
     GlobalAvgPool,
+    /// Maximum over H and W: `[n, h, w, c] -> [n, c]`.
     GlobalMaxPool,
+    /// `[n, ...] -> [n, prod(...)]`.
     Flatten,
+    /// Keras' Reshape: the per-sample target shape (batch excluded), one entry may be -1.
     Reshape(Vec<i64>),
+    /// Keras' Dropout with this drop rate (identity at inference).
     Dropout(f32),
+    /// Keras' ZeroPadding2D: `[[top, bottom], [left, right]]` zero rows and columns.
     ZeroPadding([[usize; 2]; 2]),
+    /// Keras' Cropping2D: `[[top, bottom], [left, right]]` rows and columns removed.
     Cropping([[usize; 2]; 2]),
+    /// Keras' UpSampling2D (nearest): `[h, w]` integer factors.
     UpSampling([usize; 2]),
+    /// Keras' Permute: a permutation of the non-batch axes, numbered from 1.
     Permute(Vec<usize>),
 }
 
 impl Layer {
+    /// A Conv2D with `filters` output channels and a square `kernel × kernel` window; stride 1,
+    /// `valid` padding, bias, no activation (Keras' defaults).
     pub fn conv2d(filters: usize, kernel: usize) -> Layer {
         Layer::Conv2d {
             filters,
@@ -116,6 +175,8 @@ impl Layer {
         }
     }
 
+    /// A DepthwiseConv2D with a square `kernel × kernel` window, multiplier 1, stride 1, `valid`
+    /// padding, bias, no activation.
     pub fn depthwise_conv2d(kernel: usize) -> Layer {
         Layer::DepthwiseConv2d {
             kernel: [kernel, kernel],
@@ -126,6 +187,8 @@ impl Layer {
         }
     }
 
+    /// A Conv2DTranspose with `filters` output channels and a square `kernel × kernel` window;
+    /// stride 1, `valid` padding, bias, no activation.
     pub fn conv2d_transpose(filters: usize, kernel: usize) -> Layer {
         Layer::Conv2dTranspose {
             filters,
@@ -136,6 +199,7 @@ impl Layer {
         }
     }
 
+    /// A Dense layer with `units` outputs over the last axis, with bias and no activation.
     pub fn dense(units: usize) -> Layer {
         Layer::Dense {
             units,
@@ -152,14 +216,24 @@ impl Layer {
         }
     }
 
+    /// A standalone ReLU layer (Keras' `ReLU`, named `re_lu`).
     pub fn relu() -> Layer {
         Layer::Activation(Act::Relu)
     }
 
+    /// A standalone ReLU6 layer (Keras' `ReLU(max_value=6)`, named `re_lu`).
     pub fn relu6() -> Layer {
         Layer::Activation(Act::Relu6)
     }
 
+    /// Keras' `PReLU(shared_axes=[1, 2])` on an image: one learned slope per channel.
+    pub fn prelu_per_channel() -> Layer {
+        Layer::PRelu {
+            shared_axes: vec![1, 2],
+        }
+    }
+
+    /// A `size × size` max pool with stride `size` and `valid` padding (Keras' defaults).
     pub fn max_pool(size: usize) -> Layer {
         Layer::MaxPool(PoolAttrs {
             size: [size, size],
@@ -168,6 +242,7 @@ impl Layer {
         })
     }
 
+    /// A `size × size` average pool with stride `size` and `valid` padding (Keras' defaults).
     pub fn avg_pool(size: usize) -> Layer {
         Layer::AvgPool(PoolAttrs {
             size: [size, size],
@@ -176,6 +251,7 @@ impl Layer {
         })
     }
 
+    /// Keras' Flatten: `[n, ...] -> [n, prod(...)]`.
     pub fn flatten() -> Layer {
         Layer::Flatten
     }
@@ -215,6 +291,7 @@ impl Layer {
         self
     }
 
+    /// Sets the `[d, d]` dilation rate of a conv-like layer; other layers are unchanged.
     pub fn dilation(mut self, d: usize) -> Layer {
         if let Some(c) = self.conv_mut() {
             c.dilation = [d, d];
@@ -234,6 +311,8 @@ impl Layer {
         self
     }
 
+    /// Sets the depth multiplier of a depthwise conv (output channels `in · m`); other layers
+    /// are unchanged.
     pub fn depth_multiplier(mut self, m: usize) -> Layer {
         if let Layer::DepthwiseConv2d { multiplier, .. } = &mut self {
             *multiplier = m;
@@ -263,6 +342,8 @@ pub struct Functional {
 }
 
 impl Functional {
+    /// An empty graph named `name`; `seed` seeds the ChaCha8 generator that draws every
+    /// Glorot-uniform kernel, so the same seed and layers give the same weights.
     pub fn new(name: &str, seed: u64) -> Functional {
         Functional {
             graph: Graph::new(name),
@@ -416,6 +497,24 @@ impl Functional {
                 let name = self.layer_name(base);
                 self.graph.add(a.op(), name, &[x])
             }
+            Layer::PRelu { shared_axes } => {
+                let name = self.layer_name("p_re_lu");
+                let mut shape = xs.get(1..).unwrap_or_default().to_vec();
+                for &a in &shared_axes {
+                    match shape.get_mut(a.wrapping_sub(1)) {
+                        Some(d) => *d = 1,
+                        None => {
+                            return Err(crate::Error::Usage(format!(
+                                "{name}: shared axis {a} is not an axis of one sample {:?} \
+                                 (axes are numbered from 1, without the batch)",
+                                &xs[1..]
+                            )))
+                        }
+                    }
+                }
+                let alpha = self.new_param(format!("{name}.alpha"), Tensor::zeros(shape))?;
+                self.graph.add(Op::Model(ModelOp::PRelu), name, &[x, alpha])
+            }
             Layer::MaxPool(p) => {
                 let name = self.layer_name("max_pooling2d");
                 self.graph.add(Op::Model(ModelOp::MaxPool2d(p)), name, &[x])
@@ -545,6 +644,7 @@ impl Functional {
             .add(Op::Model(ModelOp::Concat { axis }), name, xs)
     }
 
+    /// Marks `x` as a graph output named `name`.
     pub fn output(&mut self, name: &str, x: NodeId) {
         self.graph.add_output(name, x);
     }
@@ -598,6 +698,8 @@ fn default_init(op: &ModelOp, operand: usize) -> Option<Init> {
             2 | 3 => Some(Init::Zeros),
             _ => None,
         },
+        // Keras' PReLU starts as a plain ReLU
+        PRelu => (operand == 1).then_some(Init::Zeros),
         Input
         | Param
         | Relu
@@ -700,6 +802,8 @@ impl Sequential {
         self
     }
 
+    /// Marks the last layer's result as the output `output` and verifies the graph; the first
+    /// error of any layer added surfaces here.
     pub fn build(mut self) -> Result<Model> {
         let x = self.x?;
         self.f.output("output", x);

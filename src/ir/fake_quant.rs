@@ -15,9 +15,13 @@ use crate::ir::op::FakeQuantAttrs;
 /// A nudged range: what one fake-quant channel computes with, and what TFLite stores.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Nudged {
+    /// The nudged minimum, `(qmin - zero_point) · scale`: the lowest representable value.
     pub min: f32,
+    /// The nudged maximum, `(qmax - zero_point) · scale`: the highest representable value.
     pub max: f32,
+    /// The step between levels, `(max - min) / (qmax - qmin)` of the range before nudging.
     pub scale: f32,
+    /// `(qmax - qmin) / (max - min)`, computed directly as TF does (not `1 / scale`).
     pub inv_scale: f32,
     /// The integer level of 0.0, in `[qmin, qmax]`.
     pub zero_point: i32,
@@ -27,7 +31,9 @@ pub struct Nudged {
 /// a zero scale (which TFLite rejects and TF turns into NaN).
 pub const MIN_RANGE: f32 = 1e-6;
 
-/// Widens `[min, max]` to the symmetric range TFMOT uses for symmetric quantizers.
+/// Widens `[min, max]` to the symmetric range TFMOT uses for symmetric quantizers. A range
+/// narrower than [`MIN_RANGE`] (an all-zero weight, such as a fresh PReLU slope) becomes
+/// `±MIN_RANGE`, so that zero stays the middle level (TFLite's weights need zero point 0).
 pub fn symmetric_range(min: f32, max: f32, bits: u8, narrow: bool) -> (f32, f32) {
     let ratio = if narrow {
         -1.0f32
@@ -35,7 +41,11 @@ pub fn symmetric_range(min: f32, max: f32, bits: u8, narrow: bool) -> (f32, f32)
         let levels = (1u32 << bits) as f32;
         -(levels - 2.0) / levels
     };
-    (min.min(max / ratio), max.max(min / ratio))
+    let (lo, hi) = (min.min(max / ratio), max.max(min / ratio));
+    if hi - lo < MIN_RANGE {
+        return symmetric_range(-MIN_RANGE, MIN_RANGE, bits, narrow);
+    }
+    (lo, hi)
 }
 
 /// TF's `Nudge` with `quant_min = qmin`, `quant_max = qmax`.
@@ -214,6 +224,17 @@ mod tests {
     #[test]
     fn degenerate_range_is_widened_not_nan() {
         let n = nudged_for(&act8(), 0.0, 0.0);
+        assert!(n.scale > 0.0 && n.scale.is_finite());
+        assert_eq!(fake_quant(0.0, &n), 0.0);
+    }
+
+    /// A fresh PReLU's slope is all zeros: its symmetric weight grid must stay centred on
+    /// zero (zero point 0), or TFLite's weight range check refuses the export.
+    #[test]
+    fn an_all_zero_weight_keeps_zero_point_zero() {
+        let w = FakeQuantAttrs::weight(None);
+        let n = nudged_for(&w, 0.0, 0.0);
+        assert_eq!(n.zero_point, 0);
         assert!(n.scale > 0.0 && n.scale.is_finite());
         assert_eq!(fake_quant(0.0, &n), 0.0);
     }

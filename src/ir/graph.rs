@@ -13,20 +13,29 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// A node's index in its graph: stays valid when other nodes are removed (a
+/// `StableDiGraph` index), and means nothing in another graph.
 pub type NodeId = NodeIndex;
 
 /// One op with its name and output type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
+    /// The operation and its attributes; operands are the node's incoming edges.
     pub op: Op,
+    /// The node's name, unique in the graph (a layer name, or the param name for `param` nodes).
+    /// Change it with [`Graph::rename`], which keeps the name index in step.
     pub name: String,
+    /// The static type of the node's single output.
     pub ty: TensorType,
 }
 
 /// A named graph output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
+    /// The output's name (the `.qir` output name and the exported signature output); it
+    /// need not match the node's name.
     pub name: String,
+    /// The node whose value the output returns.
     pub node: NodeId,
 }
 
@@ -34,12 +43,17 @@ pub struct Output {
 /// of `node` (new weights, optimizer moments, observer ranges, BatchNorm statistics).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Update {
+    /// The name of the param (in the graph and the [`crate::ir::ParamStore`]) that is overwritten.
     pub param: String,
+    /// The node computing the param's new value; it has the param's type.
     pub node: NodeId,
 }
 
+/// A dataflow graph of [`Node`]s with ordered operands, named inputs (in declaration order),
+/// named outputs and, for train-step graphs, [`Update`]s. Node names are unique.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
+    /// The model's name (errors name it; `.qir` and exports carry it).
     pub name: String,
     g: StableDiGraph<Node, usize>,
     inputs: Vec<NodeId>,
@@ -49,6 +63,7 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// An empty graph named `name`.
     pub fn new(name: impl Into<String>) -> Graph {
         Graph {
             name: name.into(),
@@ -126,6 +141,7 @@ impl Graph {
         Ok(id)
     }
 
+    /// Appends an output named `name` returning `node`; outputs keep insertion order.
     pub fn add_output(&mut self, name: impl Into<String>, node: NodeId) {
         self.outputs.push(Output {
             name: name.into(),
@@ -133,6 +149,7 @@ impl Graph {
         });
     }
 
+    /// Appends a state write-back: after a step, param `param` takes `node`'s value.
     pub fn add_update(&mut self, param: impl Into<String>, node: NodeId) {
         self.updates.push(Update {
             param: param.into(),
@@ -153,38 +170,49 @@ impl Graph {
 
     // ---- reading -----------------------------------------------------------------------
 
+    /// The node `id`; panics if it was removed or belongs to another graph.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.g[id]
     }
 
+    /// The node `id`, mutably (to edit its op or type; call [`Graph::reinfer`] after an attribute
+    /// change). Panics if `id` was removed.
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
         &mut self.g[id]
     }
 
+    /// Whether `id` is a node of this graph (not removed).
     pub fn contains(&self, id: NodeId) -> bool {
         self.g.contains_node(id)
     }
 
+    /// The node named `name`, if any.
     pub fn find(&self, name: &str) -> Option<NodeId> {
         self.by_name.get(name).copied()
     }
 
+    /// The input nodes in declaration order (the order executors and exports take them).
     pub fn inputs(&self) -> &[NodeId] {
         &self.inputs
     }
 
+    /// The named outputs in declaration order.
     pub fn outputs(&self) -> &[Output] {
         &self.outputs
     }
 
+    /// The state write-backs of a train-step graph; empty for inference graphs.
     pub fn updates(&self) -> &[Update] {
         &self.updates
     }
 
+    /// Every node, live or dead, in index order (see [`Graph::canonical_order`] for a stable,
+    /// dependency-respecting order).
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.g.node_indices()
     }
 
+    /// The number of nodes, including dead ones [`Graph::dce`] would remove.
     pub fn node_count(&self) -> usize {
         self.g.node_count()
     }

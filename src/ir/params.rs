@@ -13,7 +13,9 @@ use std::path::Path;
 /// A dense row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
+    /// The dimensions, outermost first (`[]` for a scalar).
     pub shape: Shape,
+    /// The elements in row-major order; exactly `numel(shape)` of them.
     pub data: Vec<f32>,
 }
 
@@ -29,6 +31,7 @@ impl Tensor {
         Tensor { shape, data }
     }
 
+    /// A tensor of shape `shape` filled with 0 (Keras' default bias).
     pub fn zeros(shape: impl Into<Shape>) -> Tensor {
         let shape = shape.into();
         let n = numel(&shape);
@@ -38,6 +41,7 @@ impl Tensor {
         }
     }
 
+    /// A tensor of shape `shape` with every element `v`.
     pub fn full(shape: impl Into<Shape>, v: f32) -> Tensor {
         let shape = shape.into();
         let n = numel(&shape);
@@ -47,6 +51,7 @@ impl Tensor {
         }
     }
 
+    /// A rank-0 tensor holding `v` (a quantizer's `min` or `max`, say).
     pub fn scalar(v: f32) -> Tensor {
         Tensor {
             shape: vec![],
@@ -54,6 +59,7 @@ impl Tensor {
         }
     }
 
+    /// The number of elements (1 for a scalar).
     pub fn numel(&self) -> usize {
         self.data.len()
     }
@@ -91,18 +97,22 @@ pub struct ParamStore {
 }
 
 impl ParamStore {
+    /// An empty store.
     pub fn new() -> ParamStore {
         ParamStore::default()
     }
 
+    /// Stores `t` as `name`, replacing any tensor of that name.
     pub fn insert(&mut self, name: impl Into<String>, t: Tensor) {
         self.map.insert(name.into(), t);
     }
 
+    /// The tensor `name`, if stored (see [`ParamStore::require`] for an error instead).
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.map.get(name)
     }
 
+    /// The tensor `name`, mutably, if stored.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Tensor> {
         self.map.get_mut(name)
     }
@@ -114,26 +124,32 @@ impl ParamStore {
         })
     }
 
+    /// Removes the tensor `name` and returns it, if stored.
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {
         self.map.remove(name)
     }
 
+    /// Whether a tensor named `name` is stored.
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
     }
 
+    /// Every `(name, tensor)`, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
         self.map.iter()
     }
 
+    /// Every name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.map.keys()
     }
 
+    /// The number of tensors (not elements; see [`ParamStore::total_elements`]).
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no tensor is stored.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

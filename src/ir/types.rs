@@ -9,12 +9,17 @@ use std::fmt;
 /// Element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
+    /// 32-bit float: activations, weights and quantizer states.
     F32,
+    /// Signed 8-bit integer: a `.qir` type no IR op computes with (int8 inference runs on
+    /// TFLite models, in [`crate::int8`]).
     I8,
+    /// 32-bit signed integer: the class labels of train-step graphs.
     I32,
 }
 
 impl DType {
+    /// The `.qir` spelling: `f32`, `i8`, `i32`.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -23,6 +28,7 @@ impl DType {
         }
     }
 
+    /// Parses the `.qir` spelling; `None` for anything else.
     pub fn from_name(s: &str) -> Option<DType> {
         match s {
             "f32" => Some(DType::F32),
@@ -32,6 +38,7 @@ impl DType {
         }
     }
 
+    /// Bytes per element.
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
@@ -57,11 +64,14 @@ pub fn shape_str(shape: &[usize]) -> String {
 /// The type of one IR value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorType {
+    /// The element type (f32 for every model value).
     pub dtype: DType,
+    /// The static shape, outermost first (NHWC for images, `[]` for a scalar).
     pub shape: Shape,
 }
 
 impl TensorType {
+    /// A type of `dtype` elements with shape `shape`.
     pub fn new(dtype: DType, shape: impl Into<Shape>) -> TensorType {
         TensorType {
             dtype,
@@ -69,22 +79,27 @@ impl TensorType {
         }
     }
 
+    /// An f32 tensor of shape `shape` (what every model value is).
     pub fn f32(shape: impl Into<Shape>) -> TensorType {
         TensorType::new(DType::F32, shape)
     }
 
+    /// A rank-0 type (one element), e.g. a quantizer's `min` state.
     pub fn scalar(dtype: DType) -> TensorType {
         TensorType::new(dtype, Vec::new())
     }
 
+    /// The number of dimensions.
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
 
+    /// The number of elements (1 for a scalar).
     pub fn numel(&self) -> usize {
         numel(&self.shape)
     }
 
+    /// Bytes of a dense buffer of this type.
     pub fn size_bytes(&self) -> usize {
         self.numel() * self.dtype.size_bytes()
     }

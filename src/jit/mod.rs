@@ -100,14 +100,20 @@ pub struct CompileStats {
     pub instructions: usize,
     /// Of which loops, GEMMs and special kernels.
     pub loops: usize,
+    /// GEMM instructions (dense layers, 1x1 and im2col convolutions, their gradients).
     pub gemms: usize,
+    /// Special kernels that emit their own code (im2col, depthwise, pools, softmax rows, …).
     pub kernels: usize,
     /// Bytes of machine code.
     pub code_bytes: usize,
+    /// Bytes of the temporaries' arena; temporaries whose lifetimes do not overlap share space.
     pub arena_bytes: usize,
+    /// Bytes of the state memory: params, optimizer slots and observer ranges, kept between
+    /// steps.
     pub state_bytes: usize,
     /// Params updated in place / copied back at the end of the step.
     pub updates_in_place: usize,
+    /// Params whose new value is computed elsewhere and copied back at the end of the step.
     pub updates_copied: usize,
 }
 
@@ -391,6 +397,7 @@ fn describe(prog: &lir::Program, plan: &plan::Plan) -> String {
 }
 
 impl JitExecutor {
+    /// What compiling this executor produced (time, instruction counts, memory).
     pub fn stats(&self) -> &CompileStats {
         &self.stats
     }
@@ -400,6 +407,7 @@ impl JitExecutor {
         &self.listing
     }
 
+    /// The threads each step runs on ([`JitOptions::threads`], at least 1).
     pub fn threads(&self) -> usize {
         self.threads
     }

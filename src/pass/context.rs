@@ -20,7 +20,9 @@ pub struct PassEvent<'a> {
     pub index: usize,
     /// The pass that just ran (`input` for the pipeline's input).
     pub pass: &'a str,
+    /// The graph after the pass (verified when [`PipelineOptions::verify`] is on).
     pub graph: &'a Graph,
+    /// The pass's report; `None` for the pipeline's input (index 0).
     pub report: Option<&'a PassReport>,
 }
 
@@ -48,6 +50,8 @@ pub struct PipelineOptions {
     pub allow_inexact_bn_fold: bool,
     /// Read `<dir>/<pass>.rules` instead of the rule files compiled into qatc.
     pub rules_dir: Option<PathBuf>,
+    /// Callbacks run on the input and after every pass (`qatc dump`'s per-pass files); a hook's
+    /// error aborts the pipeline.
     pub hooks: Vec<DumpHook>,
 }
 
@@ -97,16 +101,19 @@ impl PipelineOptions {
         PipelineOptions::default()
     }
 
+    /// The same options with `scheme` for `annotate`.
     pub fn with_scheme(mut self, scheme: Scheme) -> PipelineOptions {
         self.scheme = scheme;
         self
     }
 
+    /// The same options with `o` appended to the overrides (so it wins over earlier matches).
     pub fn with_override(mut self, o: LayerOverride) -> PipelineOptions {
         self.overrides.push(o);
         self
     }
 
+    /// The same options with `hook` appended to the dump hooks.
     pub fn with_hook(mut self, hook: DumpHook) -> PipelineOptions {
         self.hooks.push(hook);
         self
@@ -116,13 +123,17 @@ impl PipelineOptions {
 /// What one pass did.
 #[derive(Clone, Debug, Default)]
 pub struct PassReport {
+    /// The pass's name.
     pub pass: String,
     /// The saturation of a rewriting pass.
     pub saturation: Option<SaturationReport>,
     /// Things the user should know (an inexact fold, a BatchNorm left unfolded).
     pub warnings: Vec<String>,
+    /// [`Graph::node_count`] before the pass ran.
     pub nodes_before: usize,
+    /// [`Graph::node_count`] after the pass and its checks.
     pub nodes_after: usize,
+    /// Wall time of the pass, including the verification and form check after it.
     pub time: Duration,
 }
 
@@ -149,10 +160,12 @@ impl fmt::Display for PassReport {
 /// What a pipeline did, pass by pass.
 #[derive(Clone, Debug, Default)]
 pub struct PipelineReport {
+    /// One report per pass, in pipeline order.
     pub passes: Vec<PassReport>,
 }
 
 impl PipelineReport {
+    /// Every pass's warnings, in pipeline order.
     pub fn warnings(&self) -> impl Iterator<Item = &String> {
         self.passes.iter().flat_map(|p| &p.warnings)
     }
@@ -171,8 +184,11 @@ pub enum Markers {
 
 /// What a pass sees besides its graph.
 pub struct PassContext<'a> {
+    /// The weights and quantizer states; passes that fold or create params edit them here.
     pub params: &'a mut ParamStore,
+    /// The options the pipeline runs with (mode, scheme, overrides, limits, rules dir).
     pub opts: &'a PipelineOptions,
+    /// The running pass's report, for saturation results and warnings.
     pub report: &'a mut PassReport,
 }
 
@@ -207,6 +223,7 @@ impl PassContext<'_> {
         Ok(out)
     }
 
+    /// Records a warning in the pass's report (`qatc dump` prints them).
     pub fn warn(&mut self, msg: impl Into<String>) {
         self.report.warnings.push(msg.into());
     }
@@ -218,8 +235,12 @@ pub trait Pass: Send + Sync {
     fn name(&self) -> &'static str;
     /// One line for `--help` and the docs.
     fn description(&self) -> &'static str;
+    /// What the pass does to `quant` markers, so the verifier knows whether the next graph may
+    /// hold them; by default it leaves them as they are.
     fn markers(&self) -> Markers {
         Markers::Keep
     }
+    /// Rewrites `graph` into the pass's output; the pipeline verifies it and keeps quantizer
+    /// states in `cx.params` in step afterwards.
     fn run(&self, graph: Graph, cx: &mut PassContext<'_>) -> Result<Graph>;
 }

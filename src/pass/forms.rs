@@ -211,7 +211,7 @@ pub fn check_qat_graph(g: &Graph, params: &ParamStore) -> Result<()> {
         match policy(op) {
             Policy::Kernel { .. } => {
                 check_kernel(g, id)?;
-                if op.activation() != Some(Activation::None) {
+                if op.activation().is_some_and(|a| a != Activation::None) {
                     return Err(fail(g, id, "QAT graphs keep activations as separate nodes"));
                 }
                 let v = group_end(g, id);

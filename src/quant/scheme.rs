@@ -25,7 +25,10 @@ use crate::ir::op::{FakeQuantAttrs, ModelOp, RangeSource, F32};
 /// Weights per output channel or per tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Granularity {
+    /// One scale per output channel, on the op's kernel channel axis (axis 0 of OHWI conv and
+    /// dense kernels, axis 3 of depthwise kernels).
     PerAxis,
+    /// One scale for the whole kernel.
     PerTensor,
 }
 
@@ -45,7 +48,12 @@ pub enum Policy {
     /// TFLite gives the output its input's scale: no quantizer.
     SameScale,
     /// TFLite's fixed output parameters: no quantizer in training (TFMOT does the same).
-    Fixed { scale: f32, zero_point: i32 },
+    Fixed {
+        /// The output scale (1/256 for softmax and sigmoid, 1/128 for tanh).
+        scale: f32,
+        /// The output zero point (-128 for softmax and sigmoid, 0 for tanh).
+        zero_point: i32,
+    },
     /// Inputs and output share one scale: the output observes, the inputs are `tied` to it.
     SharedScale,
     /// Only after a conv2d / depthwise_conv2d / dense, whose quantization it joins (folded at
@@ -54,7 +62,10 @@ pub enum Policy {
     /// Already an explicit quantizer: left as is.
     Explicit,
     /// The scheme has no int8 mapping for the op.
-    Unsupported { why: &'static str },
+    Unsupported {
+        /// Why, as a clause for the error message (`it is a training op, …`).
+        why: &'static str,
+    },
 }
 
 /// The policy table: one row per model op, with the TFMOT registry entry it corresponds to.
@@ -70,6 +81,8 @@ pub fn policy(op: &ModelOp) -> Policy {
         M::Conv2dTranspose(_) => Kernel { per_axis: false },
         // Dense: per axis (TFMOT: per tensor)
         M::Dense { .. } => Kernel { per_axis: true },
+        // PReLU: the slope is a weight; TFLite's PRELU reads one scale for it
+        M::PRelu => Kernel { per_axis: false },
         // BatchNormalization after Conv2D / DepthwiseConv2D / Dense
         M::BatchNorm { .. } => FoldedBatchNorm,
         // ReLU, Activation(relu/relu6), LeakyReLU, hard swish: output quantized
@@ -145,10 +158,18 @@ pub fn state_params(state: &str) -> (String, String) {
 /// A quantization scheme: bits, granularity and observers, applied by the policy table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scheme {
+    /// The spelling [`Scheme::parse`] accepts for this scheme (`default_8bit`, `nbit:4,8`, …);
+    /// error messages name the scheme by it.
     pub name: String,
+    /// Bits of weight quantizers, in `2..=8` (narrow symmetric range).
     pub weight_bits: u8,
+    /// Bits of activation quantizers, in `2..=8` (asymmetric range).
     pub activation_bits: u8,
+    /// Kernel granularity for ops whose policy allows per-axis; per-tensor forces every kernel
+    /// per tensor.
     pub granularity: Granularity,
+    /// Decay of the EMA activation observers (0.999): each batch moves the range by
+    /// `1 - ema_decay` of the way towards the batch's min/max.
     pub ema_decay: f32,
 }
 
@@ -272,8 +293,12 @@ impl Scheme {
 /// One layer's quantize config (TFMOT's `QuantizeConfig`): `None` fields keep the scheme's.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QuantConfig {
+    /// Bits of the layer's weight quantizer (`2..=8`).
     pub weight_bits: Option<u8>,
+    /// Bits of the layer's output quantizer (`2..=8`).
     pub activation_bits: Option<u8>,
+    /// Kernel granularity; unlike the scheme's, `PerAxis` here also makes a Conv2DTranspose
+    /// kernel per axis (its policy default is per tensor).
     pub granularity: Option<Granularity>,
     /// Quantize the output (true) or not (false) whatever the scheme says; `true` makes an
     /// op the scheme does not know quantizable.
@@ -293,11 +318,14 @@ pub enum LayerConfig {
 /// characters, `?` one character) get `config`. When several match, the last one wins.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerOverride {
+    /// A glob over node names (`conv2d*`, `dense_?`).
     pub pattern: String,
+    /// What matching layers get.
     pub config: LayerConfig,
 }
 
 impl LayerOverride {
+    /// Leaves the layers matching `pattern` float (`PATTERN=skip`).
     pub fn skip(pattern: impl Into<String>) -> LayerOverride {
         LayerOverride {
             pattern: pattern.into(),
@@ -305,6 +333,7 @@ impl LayerOverride {
         }
     }
 
+    /// Quantizes the layers matching `pattern` with `config` over the scheme's defaults.
     pub fn quantize(pattern: impl Into<String>, config: QuantConfig) -> LayerOverride {
         LayerOverride {
             pattern: pattern.into(),
@@ -358,6 +387,7 @@ impl LayerOverride {
         Ok(LayerOverride::quantize(pattern, c))
     }
 
+    /// Whether node name `name` matches the pattern (see [`glob_match`]).
     pub fn matches(&self, name: &str) -> bool {
         glob_match(&self.pattern, name)
     }

@@ -26,6 +26,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Parses `train` or `eval` (`qatc dump --mode`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Mode> {
         match s {
             "train" => Some(Mode::Train),
@@ -34,6 +35,7 @@ impl Mode {
         }
     }
 
+    /// The spelling [`Mode::parse`] reads: `train` or `eval`.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Train => "train",

@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 /// stopped it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
+    /// Most rule-application rounds (egg iterations); default 100.
     pub iterations: usize,
+    /// Most e-nodes the e-graph may grow to; default 1,000,000.
     pub nodes: usize,
+    /// Most wall time spent saturating; default 10 s.
     pub time: Duration,
 }
 
@@ -57,20 +60,27 @@ impl fmt::Display for Stop {
 /// What one saturation did.
 #[derive(Clone, Debug)]
 pub struct SaturationReport {
+    /// The rule file's name (`passes/quantize.rules`).
     pub rule_file: String,
+    /// Why saturation stopped; anything but [`Stop::Saturated`] means a limit cut it short.
     pub stop: Stop,
+    /// Rule-application rounds run.
     pub iterations: usize,
+    /// E-nodes in the final e-graph.
     pub egraph_nodes: usize,
+    /// E-classes (sets of equal forms) in the final e-graph.
     pub egraph_classes: usize,
     /// How often each rule changed the e-graph, by rule name (rules that never fired are
     /// absent).
     pub applied: BTreeMap<String, usize>,
     /// Time to build the e-graph, saturate and extract.
     pub time: Duration,
+    /// Time in the rule-application rounds alone (part of `time`).
     pub saturation_time: Duration,
 }
 
 impl SaturationReport {
+    /// Whether the rules reached a fixpoint rather than a limit.
     pub fn saturated(&self) -> bool {
         self.stop == Stop::Saturated
     }

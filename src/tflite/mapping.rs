@@ -12,6 +12,7 @@
 //! | `conv2d_transpose` | TRANSPOSE_CONV (+ RELU/RELU6) | requantized | output shape, kernel, x, bias |
 //! | `add` / `sub` / `mul` | ADD / SUB / MUL | requantized | — |
 //! | `leaky_relu` / `hard_swish` | LEAKY_RELU / HARD_SWISH | requantized | — |
+//! | `prelu` | PRELU | requantized | alpha int8 per tensor |
 //! | `concat` | CONCATENATION | one scale for inputs and output | — |
 //! | `relu` / `relu6` | RELU / RELU6 | requantized, or the input's | — |
 //! | `mean` / `global_avg_pool` | MEAN | requantized, or the input's | axes |
@@ -71,6 +72,8 @@ pub enum Operands {
         /// The kernel's output-channel axis.
         axis: usize,
     },
+    /// PRELU's `(x, alpha)`: the slope int8 per tensor (LiteRT reads one scale for it).
+    Slope,
     /// TRANSPOSE_CONV's `[output_shape, kernel, x, bias?]`, its per-tensor kernel written
     /// per axis with the scale repeated (XNNPACK takes per-channel filters only).
     TransposeConv,
@@ -131,6 +134,7 @@ pub fn mapping(op: &ModelOp) -> Mapping {
         Relu6 => builtin(B::RELU6, RequantizedOrInput, Data),
         LeakyRelu { .. } => builtin(B::LEAKY_RELU, Requantized, Data),
         HardSwish => builtin(B::HARD_SWISH, Requantized, Data),
+        PRelu => builtin(B::PRELU, Requantized, Operands::Slope),
         Sigmoid => builtin(B::LOGISTIC, FIXED_UNIT, Data),
         Tanh => builtin(
             B::TANH,
@@ -398,6 +402,7 @@ pub fn encode(op: &ModelOp, s: &Shapes) -> Result<Encoded, MappingError> {
         Relu6 => Encoded::new(Options::None).with_activation(FusedActivation::Relu6),
         LeakyRelu { alpha } => Encoded::new(Options::LeakyRelu { alpha: alpha.0 }),
         HardSwish => empty(BuiltinOptions::HardSwishOptions),
+        PRelu => Encoded::new(Options::None),
         Sigmoid | Tanh => Encoded::new(Options::None),
         Softmax => Encoded::new(Options::Softmax { beta: 1.0 }),
         Add { activation } => Encoded::new(Options::Add {
@@ -744,6 +749,7 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, MappingError> {
         B::RELU => ModelOp::Relu,
         B::RELU6 => ModelOp::Relu6,
         B::HARD_SWISH => ModelOp::HardSwish,
+        B::PRELU => ModelOp::PRelu,
         B::LEAKY_RELU => match *o {
             Options::LeakyRelu { alpha } => ModelOp::LeakyRelu { alpha: F32(alpha) },
             _ => return Err("has no LeakyReluOptions".into()),

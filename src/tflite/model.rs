@@ -8,20 +8,27 @@ use super::schema as fb;
 /// The largest tensor qatc accepts (elements), and the largest rank: bounds that keep every
 /// size computation in range for inputs that are well-formed flatbuffers but nonsense.
 pub const MAX_ELEMENTS: usize = 1 << 28;
+/// The largest tensor rank qatc accepts; [`super::read`] rejects deeper shapes and the int8
+/// interpreter's reshape checks its target against it.
 pub const MAX_RANK: usize = 8;
 
 /// A tensor element type (TFLite's `TensorType`); the ones qatc computes with have names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElemType {
+    /// `FLOAT32`: 4-byte IEEE floats.
     F32,
+    /// `INT8`: signed bytes, the quantized type of the int8 path.
     I8,
+    /// `INT32`: biases of quantized kernels and index tensors.
     I32,
+    /// `INT64`: index tensors (shapes, axes) some converters emit.
     I64,
     /// Another TFLite type (its `TensorType` value).
     Other(i8),
 }
 
 impl ElemType {
+    /// From the schema's enum; unnamed types become [`ElemType::Other`].
     pub fn from_fb(t: fb::TensorType) -> ElemType {
         match t {
             fb::TensorType::FLOAT32 => ElemType::F32,
@@ -32,6 +39,7 @@ impl ElemType {
         }
     }
 
+    /// To the schema's enum (the inverse of [`ElemType::from_fb`]).
     pub fn to_fb(self) -> fb::TensorType {
         match self {
             ElemType::F32 => fb::TensorType::FLOAT32,
@@ -74,12 +82,18 @@ pub fn op_name(code: fb::BuiltinOperator) -> String {
 /// `axis` (one entry per index of that dimension).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantParams {
+    /// Real value of one quantization step, one entry per channel along `axis` (or a single one).
     pub scale: Vec<f32>,
+    /// The quantized value representing real zero; same length as `scale` and within the i32
+    /// range (the reader rejects wider values).
     pub zero_point: Vec<i64>,
+    /// The quantized dimension for per-axis parameters (TFLite's `quantized_dimension`, e.g. 0 for
+    /// OHWI conv filters, 3 for 1HWO depthwise filters); 0 and unused when per-tensor.
     pub axis: usize,
 }
 
 impl QuantParams {
+    /// Per-tensor parameters: a single `(scale, zero_point)` pair, `axis` 0.
     pub fn per_tensor(scale: f32, zero_point: i32) -> QuantParams {
         QuantParams {
             scale: vec![scale],
@@ -94,6 +108,7 @@ impl QuantParams {
         (self.scale[0], self.zero_point[0] as i32)
     }
 
+    /// Whether there is more than one scale, i.e. the parameters vary along `axis`.
     pub fn is_per_axis(&self) -> bool {
         self.scale.len() > 1
     }
@@ -245,12 +260,19 @@ impl Tensor {
 /// TFLite's fused activation functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FusedActivation {
+    /// No activation: the output is the operator's raw result.
     None,
+    /// Clamps to `[0, ∞)`.
     Relu,
+    /// Clamps to `[-1, 1]`.
     ReluN1To1,
+    /// Clamps to `[0, 6]`.
     Relu6,
+    /// Hyperbolic tangent; the int8 kernels ignore it (no clamp), as LiteRT's do.
     Tanh,
+    /// TFLite's `SIGN_BIT`; the int8 kernels ignore it (no clamp), as LiteRT's do.
     SignBit,
+    /// Another activation code (its `ActivationFunctionType` value).
     Other(i8),
 }
 
@@ -298,8 +320,12 @@ impl FusedActivation {
 /// TFLite's padding modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaddingMode {
+    /// Pad so the output has `ceil(input / stride)` positions per spatial dimension, the extra
+    /// padding going to the end (bottom/right).
     Same,
+    /// No padding: only windows that fit entirely inside the input.
     Valid,
+    /// Another padding code (its `Padding` value).
     Other(i8),
 }
 
@@ -329,91 +355,168 @@ impl PaddingMode {
 pub enum Options {
     /// No options table.
     None,
+    /// `Conv2DOptions` (`CONV_2D`: NHWC input, OHWI filter, per-channel bias).
     Conv2d {
+        /// How the spatial borders are padded.
         padding: PaddingMode,
+        /// Vertical stride, in input rows.
         stride_h: i32,
+        /// Horizontal stride, in input columns.
         stride_w: i32,
+        /// Vertical dilation factor (1 for a dense filter).
         dilation_h: i32,
+        /// Horizontal dilation factor (1 for a dense filter).
         dilation_w: i32,
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `DepthwiseConv2DOptions` (`DEPTHWISE_CONV_2D`: NHWC input, 1HWO filter).
     DepthwiseConv2d {
+        /// How the spatial borders are padded.
         padding: PaddingMode,
+        /// Vertical stride, in input rows.
         stride_h: i32,
+        /// Horizontal stride, in input columns.
         stride_w: i32,
+        /// Vertical dilation factor (1 for a dense filter).
         dilation_h: i32,
+        /// Horizontal dilation factor (1 for a dense filter).
         dilation_w: i32,
+        /// Output channels per input channel; the filter's last dimension is
+        /// `in_channels · depth_multiplier`. The int8 interpreter derives it from the shapes
+        /// instead, as LiteRT does.
         depth_multiplier: i32,
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `Pool2DOptions` (`AVERAGE_POOL_2D`, `MAX_POOL_2D`, NHWC).
     Pool2d {
+        /// How the spatial borders are padded (padded cells are excluded, not zeros).
         padding: PaddingMode,
+        /// Vertical stride, in input rows.
         stride_h: i32,
+        /// Horizontal stride, in input columns.
         stride_w: i32,
+        /// Window height, in input rows.
         filter_h: i32,
+        /// Window width, in input columns.
         filter_w: i32,
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `FullyConnectedOptions` (`FULLY_CONNECTED`: weights `[out, in]`, output `x · Wᵀ + b`).
     FullyConnected {
+        /// The activation fused into the output.
         activation: FusedActivation,
+        /// The weights use a non-default `weights_format` (`SHUFFLED4x16INT8`), which qatc
+        /// does not compute with.
         shuffled_weights: bool,
+        /// Keep the input's leading dimensions in the output instead of flattening it to
+        /// `[batch, out]`.
         keep_num_dims: bool,
     },
+    /// `SoftmaxOptions` (`SOFTMAX` over the last dimension).
     Softmax {
+        /// Input multiplier: the output is `softmax(beta · x)`.
         beta: f32,
     },
+    /// `ConcatenationOptions` (`CONCATENATION`).
     Concatenation {
+        /// The joined dimension; negative counts from the end.
         axis: i32,
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `AddOptions` (`ADD`, with broadcasting).
     Add {
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `SubOptions` (`SUB`, with broadcasting).
     Sub {
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `MulOptions` (`MUL`, with broadcasting).
     Mul {
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `ReshapeOptions` (`RESHAPE`).
     Reshape {
+        /// The target shape (one `-1` allowed) when stored as an option; `None` when the
+        /// table omits it and the second input (a shape tensor) gives it.
         new_shape: Option<Vec<i32>>,
     },
+    /// `ReducerOptions` (`MEAN`, `SUM`, `REDUCE_MAX`, …; the axes are the second input).
     Reducer {
+        /// Keep reduced dimensions as size 1 instead of dropping them.
         keep_dims: bool,
     },
+    /// `StridedSliceOptions` (`STRIDED_SLICE`); each mask has bit `i` for dimension `i`.
     StridedSlice {
+        /// Dimensions whose `begin` is ignored (the slice starts at the first element).
         begin_mask: i32,
+        /// Dimensions whose `end` is ignored (the slice runs to the last element).
         end_mask: i32,
+        /// The position of the ellipsis (`...`) that stands for all unlisted dimensions.
         ellipsis_mask: i32,
+        /// Positions where a new size-1 dimension is inserted.
         new_axis_mask: i32,
+        /// Dimensions that are indexed (size 1) and removed from the output.
         shrink_axis_mask: i32,
+        /// `end` is relative to `begin` (`end = begin + end`) rather than absolute.
         offset: bool,
     },
+    /// `TransposeConvOptions` (`TRANSPOSE_CONV`: inputs output shape, OHWI filter, NHWC
+    /// input, optional bias).
     TransposeConv {
+        /// How the output is cropped relative to the full transposed convolution.
         padding: PaddingMode,
+        /// Vertical stride: output rows per input row.
         stride_h: i32,
+        /// Horizontal stride: output columns per input column.
         stride_w: i32,
+        /// The activation fused into the output.
         activation: FusedActivation,
     },
+    /// `ResizeNearestNeighborOptions` (`RESIZE_NEAREST_NEIGHBOR`, NHWC; the output size is
+    /// the second input).
     ResizeNearestNeighbor {
+        /// Map the corner pixels of input and output onto each other (scale
+        /// `(in - 1) / (out - 1)` instead of `in / out`).
         align_corners: bool,
+        /// Sample at pixel centres (offset by 0.5), as TF2's resize does.
         half_pixel_centers: bool,
     },
+    /// `LeakyReluOptions` (`LEAKY_RELU`).
     LeakyRelu {
+        /// The slope for negative inputs: `x < 0 ? alpha · x : x`.
         alpha: f32,
     },
+    /// `PackOptions` (`PACK`: stacks equal-shaped inputs along a new dimension).
     Pack {
+        /// The number of inputs stacked.
         values_count: i32,
+        /// Where the new dimension is inserted in the output; negative counts from the end.
         axis: i32,
     },
+    /// `SqueezeOptions` (`SQUEEZE`).
     Squeeze {
+        /// The size-1 dimensions to remove (negative counts from the end); empty removes every
+        /// size-1 dimension.
         dims: Vec<i32>,
     },
+    /// `GatherOptions` (`GATHER`: inputs params, indices).
     Gather {
+        /// The dimension of params that the indices select along; negative counts from the end.
         axis: i32,
+        /// The number of leading dimensions params and indices share as batch dimensions.
         batch_dims: i32,
     },
+    /// `ShapeOptions` (`SHAPE`).
     Shape {
+        /// The element type of the output shape tensor (`INT32` or `INT64`).
         out_type: ElemType,
     },
     /// An options table without fields (PAD, QUANTIZE, HARD_SWISH, …), by its union type.

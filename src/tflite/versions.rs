@@ -151,6 +151,7 @@ pub fn min_runtime(code: B, version: i32) -> Option<&'static str> {
         (B::TRANSPOSE_CONV, 3) => "2.3.0",
         (B::TRANSPOSE_CONV, 4) => "2.13.0",
         (B::HARD_SWISH, 1) => "1.15.0",
+        (B::PRELU, 1) => "1.8.0",
         (B::PAD | B::PADV2 | B::STRIDED_SLICE, 4) => "2.6.0",
         _ => return None,
     })

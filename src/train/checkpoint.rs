@@ -22,24 +22,35 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The `format` metadata value of the checkpoints this version writes and reads; a file
+/// with another value is refused.
 pub const FORMAT: &str = "qatc-checkpoint-1";
 
 /// Where a run is: `step` steps done; the next one is batch `batch` of epoch `epoch`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
+    /// Optimizer steps done since the run started (over all epochs).
     pub step: u64,
+    /// The epoch in progress, 0-based.
     pub epoch: usize,
+    /// The index of the next batch within `epoch`; 0 at an epoch boundary.
     pub batch: usize,
 }
 
 /// What a run must share with the run that wrote a checkpoint to resume from it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunKey {
+    /// The graph's name.
     pub model: String,
+    /// Samples per training batch.
     pub batch_size: usize,
+    /// The seed of the shuffling order and the dropout masks.
     pub seed: u64,
+    /// Whether each epoch visits the samples in a shuffled order.
     pub shuffle: bool,
+    /// The optimizer and its hyperparameters (its slots are in the checkpoint's tensors).
     pub optimizer: Optimizer,
+    /// The number of training samples (batches per epoch follow from it).
     pub samples: usize,
 }
 
@@ -88,9 +99,14 @@ impl RunKey {
 /// A training state on disk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
+    /// Every tensor the train step reads or updates: model params, optimizer slots, quantizer
+    /// ranges and BatchNorm moving statistics, by their param names.
     pub state: ParamStore,
+    /// Where training stopped; a resumed run continues from here.
     pub position: Position,
+    /// The settings a resuming run must repeat ([`RunKey::check_resumable`]).
     pub run: RunKey,
+    /// Metrics of the finished epochs and the per-step losses so far.
     pub history: History,
     pub(crate) sums: EpochSums,
 }

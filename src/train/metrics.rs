@@ -9,25 +9,31 @@ use std::fmt::Write as _;
 pub struct EpochMetrics {
     /// 1-based.
     pub epoch: usize,
+    /// Training steps (batches) in the epoch.
     pub steps: u64,
+    /// Training samples seen in the epoch (steps × batch size).
     pub samples: u64,
     /// Mean training loss over the epoch's steps (Keras' running mean at epoch end).
     pub loss: f64,
     /// Training accuracy over the epoch's batches, as the model was while training.
     pub accuracy: f64,
+    /// Mean cross-entropy on the test set after the epoch; `None` without a test set.
     pub test_loss: Option<f64>,
+    /// Top-1 accuracy on the test set after the epoch, in `[0, 1]`; `None` without a test set.
     pub test_accuracy: Option<f64>,
     /// The learning rate of the epoch's last step.
     pub lr: f32,
     /// Wall time of the epoch's training steps (batch assembly, the step, the NaN/Inf
     /// checks; evaluation and checkpoints excluded).
     pub seconds: f64,
+    /// Training throughput: `samples / seconds` (0 if no time was measured).
     pub samples_per_s: f64,
 }
 
 /// The metrics of a run; kept in checkpoints, so a resumed run reports the whole history.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
+    /// The finished epochs in order.
     pub epochs: Vec<EpochMetrics>,
     /// The training loss of every step, in step order.
     pub step_loss: Vec<f32>,
@@ -109,7 +115,11 @@ impl EpochSums {
 /// Loss and accuracy of a model on a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
+    /// Mean sparse categorical cross-entropy per sample (from logits, or from probabilities
+    /// when the output is a softmax).
     pub loss: f64,
+    /// Top-1 accuracy, as a fraction in `[0, 1]`.
     pub accuracy: f64,
+    /// Samples evaluated (the whole dataset).
     pub samples: usize,
 }

@@ -67,6 +67,8 @@ use std::time::Instant;
 /// let _: &dyn Backend = &backend;
 /// ```
 pub trait Backend {
+    /// An executor for `graph` (a train-step or inference graph) that owns `state`, every param
+    /// the graph reads or updates.
     fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>>;
 }
 
@@ -93,12 +95,17 @@ where
 /// Adam 1e-3, batch 64, one epoch, shuffled.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FitConfig {
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Samples per training step; a last partial batch of each epoch is dropped.
     pub batch_size: usize,
+    /// The update rule (Adam, SGD with momentum) and its hyperparameters.
     pub optimizer: Optimizer,
+    /// The learning rate per step, over `epochs × batches per epoch` steps.
     pub lr: LrSchedule,
     /// Seeds the shuffling and the dropout masks.
     pub seed: u64,
+    /// Visit the samples in a fresh seeded order each epoch (else in dataset order).
     pub shuffle: bool,
     /// Batch size of evaluation (default: `batch_size`).
     pub eval_batch_size: Option<usize>,
@@ -111,6 +118,8 @@ pub struct FitConfig {
     /// Checkpoint file, written at the end of every epoch, every `checkpoint_every` steps
     /// and when the run stops early.
     pub checkpoint: Option<PathBuf>,
+    /// Also write the checkpoint every this many steps; `None` writes it only at epoch ends and
+    /// early stops.
     pub checkpoint_every: Option<u64>,
     /// Continue from this checkpoint (same model, data, batch size, seed, optimizer); the
     /// state comes from the checkpoint, not from `fit`'s `params`.
@@ -164,6 +173,7 @@ pub struct FitResult {
     pub params: ParamStore,
     /// The complete state (with optimizer slots), as a checkpoint holds it.
     pub state: ParamStore,
+    /// Per-epoch metrics and per-step losses, resumed runs' included.
     pub history: History,
     /// Steps done since the start of training (including resumed ones).
     pub steps: u64,

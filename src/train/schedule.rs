@@ -7,15 +7,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LrSchedule {
+    /// The same rate at every step.
     Constant {
+        /// The rate of every step (Keras' Adam default is 1e-3).
         lr: f32,
     },
     /// `keras.optimizers.schedules.CosineDecay(initial, decay_steps, alpha)`:
     /// `initial * ((1 - alpha) * (1 + cos(pi * min(step, decay_steps) / decay_steps)) / 2
     /// + alpha)`. `decay_steps: None` decays over the whole run.
     Cosine {
+        /// The rate at step 0.
         initial: f32,
+        /// Steps over which the rate decays (it stays at the floor after); `None` is the whole run.
         decay_steps: Option<u64>,
+        /// The floor, as a fraction of `initial`.
         alpha: f32,
     },
 }
@@ -28,6 +33,7 @@ impl Default for LrSchedule {
 }
 
 impl LrSchedule {
+    /// A constant learning rate `lr`.
     pub fn constant(lr: f32) -> LrSchedule {
         LrSchedule::Constant { lr }
     }

@@ -37,25 +37,44 @@ use std::time::Instant;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Job {
+    /// The model: a reference-model name (`mnist_cnn`, `mbv2_tiny`), a `.qir` file or a float
+    /// `.tflite` file (see [`load_model`]).
     pub model: String,
+    /// Float training epochs; 0 keeps the given weights untrained.
     pub epochs: usize,
+    /// QAT fine-tuning epochs; at least 1, since QAT calibrates the int8 ranges.
     pub qat_epochs: usize,
+    /// Batch size of training and evaluation (at least 1).
     pub batch: usize,
+    /// Initial learning rate of float training (Adam).
     pub lr: f32,
+    /// Initial learning rate of QAT fine-tuning, usually 10× below `lr`.
     pub qat_lr: f32,
     /// `constant` or `cosine` (cosine decay to zero over each phase).
     pub lr_schedule: String,
+    /// Seeds the initial weights and the batch shuffling, so a job is reproducible.
     pub seed: u64,
+    /// The output directory (created if missing): `.qir` models, `ir/` pass dumps, the
+    /// `.tflite`, `report.json`, `history.csv` and the training curve.
     pub out: PathBuf,
+    /// The quantization scheme, as [`Scheme::parse`] reads it (`default_8bit`, `nbit:4,8`, …).
     pub scheme: String,
+    /// Per-layer overrides as [`LayerOverride::parse`] reads them (`conv2d_1=skip`); the last
+    /// match wins.
     pub overrides: Vec<String>,
+    /// The training backend: `jit` (compiled, the default) or `interpreter` (the reference
+    /// interpreter, alias `reference`).
     pub backend: String,
+    /// The directory holding MNIST's gzipped IDX files (default: the copy shipped in
+    /// `<crate>/data/mnist`).
     pub data: PathBuf,
     /// Use only the first N training / test images (all when unset).
     pub train_samples: Option<usize>,
+    /// Use only the first N test images (all when unset).
     pub test_samples: Option<usize>,
     /// See `--allow-inexact-fold`.
     pub allow_inexact_fold: bool,
+    /// Progress bars and stage headers on stderr; `false` is quiet.
     pub progress: bool,
 }
 
@@ -124,6 +143,8 @@ impl Job {
         opts
     }
 
+    /// The learning-rate schedule of one phase starting at `lr`, from `lr_schedule`; an error
+    /// names an unknown schedule.
     pub fn schedule(&self, lr: f32) -> Result<LrSchedule> {
         match self.lr_schedule.as_str() {
             "constant" => Ok(LrSchedule::Constant { lr }),
@@ -138,6 +159,7 @@ impl Job {
         }
     }
 
+    /// The training backend named by `backend`; an error names an unknown one.
     pub fn backend(&self) -> Result<Box<dyn Backend>> {
         match self.backend.as_str() {
             "interpreter" | "reference" => Ok(Box::new(train::ReferenceBackend)),

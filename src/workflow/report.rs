@@ -9,13 +9,16 @@ use std::path::Path;
 /// One stage of the job and how long it took.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stage {
+    /// The stage's name as the console shows it (`float training`, `int8 export`, …).
     pub name: String,
+    /// Wall time of the stage, in seconds.
     pub seconds: f64,
 }
 
 /// Accuracy and size figures of one model form (float, QAT, int8).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ModelFigures {
+    /// Top-1 accuracy on the test set, as a fraction in `[0, 1]`.
     pub test_accuracy: f64,
     /// Bytes of the file qatc wrote (weights for float/QAT, the `.tflite` for int8).
     pub bytes: u64,
@@ -24,24 +27,38 @@ pub struct ModelFigures {
 /// Everything the job measured, written as `report.json`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
+    /// The model's graph name (`mnist_cnn`, or a file's stem).
     pub model: String,
+    /// The training backend as the job named it (`jit`, `interpreter`).
     pub backend: String,
+    /// The job's seed.
     pub seed: u64,
+    /// The training and evaluation batch size.
     pub batch: usize,
+    /// Float training epochs run (0: the given weights were used as is).
     pub float_epochs: usize,
+    /// QAT fine-tuning epochs run.
     pub qat_epochs: usize,
+    /// The float model after float training.
     pub float: ModelFigures,
+    /// The fake-quantized model after QAT fine-tuning.
     pub qat: ModelFigures,
+    /// The exported int8 `.tflite`, run in qatc's int8 interpreter.
     pub int8: ModelFigures,
     /// Share of test samples where the int8 model predicts the same class as the QAT model.
     pub int8_qat_agreement: f64,
+    /// Mean training throughput of the float epochs, in samples per second (0 without epochs).
     pub float_train_samples_per_s: f64,
+    /// Mean training throughput of the QAT epochs, in samples per second.
     pub qat_train_samples_per_s: f64,
+    /// The job's stages in the order they ran, with their times.
     pub stages: Vec<Stage>,
+    /// The paths the job wrote (directories end with `/`).
     pub files: Vec<String>,
 }
 
 impl Report {
+    /// Writes the report as pretty-printed JSON to `path`, atomically.
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("a report serializes");
         write_atomic(path, text.as_bytes())

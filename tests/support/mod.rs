@@ -12,6 +12,7 @@ use qatc::ir::op::ModelOp;
 use qatc::ir::op::{FakeQuantAttrs, Op, RangeSource, F32};
 use qatc::ir::params::{ParamStore, Tensor};
 use qatc::ir::types::TensorType;
+use qatc::quant::scheme::{policy, Policy};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, HashSet};
@@ -40,6 +41,9 @@ pub fn randomize_params(params: &mut ParamStore, seed: u64) {
         let t = params.get_mut(&name).unwrap();
         let (lo, hi) = if name.ends_with(".bias") || name.ends_with(".beta") {
             (-0.3, 0.3)
+        } else if name.ends_with(".alpha") {
+            // PReLU slopes, some negative (a sign the int8 kernel must keep)
+            (-0.2, 0.6)
         } else if name.ends_with(".gamma") {
             (0.5, 1.5)
         } else if name.ends_with(".moving_mean") {
@@ -76,36 +80,24 @@ impl Default for Qat {
     }
 }
 
-fn kernel_axis(op: &Op) -> Option<usize> {
-    match op {
-        Op::Model(ModelOp::Conv2d(_)) | Op::Model(ModelOp::Dense { .. }) => Some(0),
-        Op::Model(ModelOp::DepthwiseConv2d(_)) => Some(3),
-        // default_8bit quantizes conv2d_transpose kernels per tensor
+/// The weight quantizer axis of a kernel op under `default_8bit`, if it has a kernel: the
+/// scheme's policy says (per axis, or `Some(None)` for per tensor).
+fn kernel_axis(op: &Op) -> Option<Option<usize>> {
+    let m = op.as_model()?;
+    match policy(m) {
+        Policy::Kernel { per_axis } => Some(m.kernel_channel_axis().filter(|_| per_axis)),
         _ => None,
     }
 }
 
 /// Ops whose output gets an activation quantizer in an export-ready graph.
 fn needs_quantizer(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Model(ModelOp::Conv2d(_))
-            | Op::Model(ModelOp::DepthwiseConv2d(_))
-            | Op::Model(ModelOp::Conv2dTranspose(_))
-            | Op::Model(ModelOp::Dense { .. })
-            | Op::Model(ModelOp::Add { .. })
-            | Op::Model(ModelOp::Sub { .. })
-            | Op::Model(ModelOp::Mul { .. })
-            | Op::Model(ModelOp::AvgPool2d(_))
-            | Op::Model(ModelOp::GlobalAvgPool { .. })
-            | Op::Model(ModelOp::Mean(_))
-            | Op::Model(ModelOp::UpsampleNearest { .. })
-            | Op::Model(ModelOp::Relu)
-            | Op::Model(ModelOp::Relu6)
-            | Op::Model(ModelOp::LeakyRelu { .. })
-            | Op::Model(ModelOp::HardSwish)
-            | Op::Model(ModelOp::Concat { .. })
-    )
+    op.as_model().is_some_and(|m| {
+        matches!(
+            policy(m),
+            Policy::Kernel { .. } | Policy::Output | Policy::SharedScale
+        )
+    })
 }
 
 fn sole_user(g: &Graph, id: NodeId) -> Option<NodeId> {
@@ -351,19 +343,13 @@ pub fn export_ready(
                 }
             }
         }
-        if matches!(
-            node.op,
-            Op::Model(ModelOp::Conv2d(_))
-                | Op::Model(ModelOp::DepthwiseConv2d(_))
-                | Op::Model(ModelOp::Dense { .. })
-                | Op::Model(ModelOp::Conv2dTranspose(_))
-        ) {
-            let mut w = FakeQuantAttrs::weight(kernel_axis(&node.op));
+        if let Some(axis) = kernel_axis(&node.op) {
+            let mut w = FakeQuantAttrs::weight(axis);
             w.bits = q.weight_bits;
             let fq = g
                 .add(
                     Op::Model(ModelOp::FakeQuant(w)),
-                    format!("{}.kernel/quant", node.name),
+                    format!("{}/quant", f.node(ops[1]).name),
                     &[xs[1]],
                 )
                 .unwrap();
@@ -640,6 +626,7 @@ pub fn one_layer_cases() -> Vec<Case> {
         c("relu6", seq("relu6", &img, vec![Layer::Activation(Act::Relu6)])),
         c("leaky_relu", seq("leaky_relu", &img, vec![Layer::Activation(Act::LeakyRelu(0.2))])),
         c("hard_swish", seq("hard_swish", &img, vec![Layer::Activation(Act::HardSwish)])),
+        c("prelu", seq("prelu", &img, vec![Layer::prelu_per_channel()])),
         c("sigmoid", seq("sigmoid", &img, vec![Layer::Activation(Act::Sigmoid)])),
         c("tanh", seq("tanh", &img, vec![Layer::Activation(Act::Tanh)])),
         c("softmax", seq("softmax", &[16], vec![Layer::Activation(Act::Softmax)])),

@@ -7,9 +7,11 @@ use crate::ir::types::{shape_str, DType, Shape, TensorType};
 /// Output size and padding of one spatial axis of a convolution or pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AxisGeometry {
+    /// Output positions along the axis.
     pub out: usize,
     /// Padding before (top/left); the odd extra pixel of SAME padding goes after.
     pub pad_before: usize,
+    /// Padding after (bottom/right), including SAME's odd extra pixel.
     pub pad_after: usize,
 }
 

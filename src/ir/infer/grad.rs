@@ -16,9 +16,14 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, OpEr
             f32t(ins[0].shape.clone())
         }
         ReduceSum(r) => f32t(reduce_shape(&ins[0].shape, &r.axes, r.keepdims)?),
+        PReluGradInput => {
+            want_same(ins[0], ins[1], "dy and the forward input")?;
+            super::model::infer(&ModelOp::PRelu, &[ins[1], ins[2]])
+        }
         ReluGrad
         | Relu6Grad
         | LeakyReluGrad { .. }
+        | PReluGradAlpha
         | HardSwishGrad
         | SigmoidGrad
         | TanhGrad

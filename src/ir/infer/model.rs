@@ -60,6 +60,19 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, OpE
             }
             f32t(ins[0].shape.clone())
         }
+        PRelu => {
+            let (x, alpha) = (ins[0], ins[1]);
+            let per_sample = alpha.rank() < x.rank();
+            if !per_sample || broadcast_shapes(&x.shape, &alpha.shape).as_ref() != Some(&x.shape) {
+                return Err(format!(
+                    "alpha {} must broadcast against one sample of {x} (one slope per \
+                     channel is alpha[1, 1, c])",
+                    shape_str(&alpha.shape)
+                )
+                .into());
+            }
+            f32t(x.shape.clone())
+        }
         Add { .. } | Sub { .. } | Mul { .. } => {
             match broadcast_shapes(&ins[0].shape, &ins[1].shape) {
                 Some(s) => f32t(s),

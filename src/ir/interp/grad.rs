@@ -47,6 +47,23 @@ pub(super) fn eval(op: &GradOp, cx: &Cx) -> Result<Value, OpError> {
                 0.0
             }
         })),
+        PReluGradInput => {
+            let slope = broadcast(cx.f(1), cx.f(2), &cx.out_shape, |x, a| {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    a
+                }
+            });
+            cx.t(cx
+                .f(0)
+                .data
+                .iter()
+                .zip(slope)
+                .map(|(&d, s)| s * d)
+                .collect())
+        }
+        PReluGradAlpha => cx.t(zip(cx.f(0), cx.f(1), |dy, x| dy * x.min(0.0))),
         LeakyReluGrad { alpha } => cx.t(zip(cx.f(0), cx.f(1), |dy, x| {
             if x > 0.0 {
                 dy

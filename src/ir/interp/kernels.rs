@@ -8,6 +8,7 @@ use crate::ir::op::*;
 use crate::ir::params::{ParamStore, Tensor};
 use crate::ir::types::{broadcast_shapes, numel, shape_str, strides};
 
+/// The logistic function `1 / (1 + e^-x)` in f32, as the reference `sigmoid` op computes it.
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }

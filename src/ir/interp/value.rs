@@ -7,11 +7,19 @@ use crate::ir::types::{DType, Shape, TensorType};
 /// A runtime value: f32 tensors, or i32 tensors (class labels).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// An f32 tensor: every model value, param and quantizer state.
     F32(Tensor),
-    I32 { shape: Shape, data: Vec<i32> },
+    /// An i32 tensor: the `labels` input of a train-step graph.
+    I32 {
+        /// The static shape (`[batch]` for labels).
+        shape: Shape,
+        /// The elements, row-major; `shape`'s product of them.
+        data: Vec<i32>,
+    },
 }
 
 impl Value {
+    /// The value's shape, whatever its element type.
     pub fn shape(&self) -> &[usize] {
         match self {
             Value::F32(t) => &t.shape,
@@ -19,6 +27,7 @@ impl Value {
         }
     }
 
+    /// The IR type of the value, to compare with the node's inferred type.
     pub fn ty(&self) -> TensorType {
         match self {
             Value::F32(t) => TensorType::f32(t.shape.clone()),
@@ -26,6 +35,7 @@ impl Value {
         }
     }
 
+    /// The f32 tensor; `None` for an i32 value.
     pub fn f32(&self) -> Option<&Tensor> {
         match self {
             Value::F32(t) => Some(t),
@@ -33,6 +43,7 @@ impl Value {
         }
     }
 
+    /// The f32 tensor, by value; `None` for an i32 value.
     pub fn into_f32(self) -> Option<Tensor> {
         match self {
             Value::F32(t) => Some(t),
@@ -40,6 +51,7 @@ impl Value {
         }
     }
 
+    /// A `[n]` i32 value of class labels, for a train-step graph's `labels` input.
     pub fn labels(labels: &[i32]) -> Value {
         Value::I32 {
             shape: vec![labels.len()],
@@ -57,11 +69,15 @@ impl From<Tensor> for Value {
 /// What a run produces: named outputs, and new values for updated params.
 #[derive(Clone, Debug)]
 pub struct RunResult {
+    /// `(output name, value)` per graph output, in the graph's output order.
     pub outputs: Vec<(String, Value)>,
+    /// `(param name, new value)` per update of a train-step graph, in the graph's update order;
+    /// the caller writes them back into its [`ParamStore`].
     pub updates: Vec<(String, Tensor)>,
 }
 
 impl RunResult {
+    /// The value of the output named `name`, if the graph has one.
     pub fn output(&self, name: &str) -> Option<&Value> {
         self.outputs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }

@@ -19,6 +19,11 @@ pub enum GradOp {
         /// The forward slope below zero.
         alpha: F32,
     },
+    /// `(dy, x, alpha) -> dx`: `dy` for `x > 0`, `alpha * dy` elsewhere (`alpha` broadcasts).
+    PReluGradInput,
+    /// `(dy, x)`: `dy * min(x, 0)`, the slope's gradient before it is summed to `alpha`'s
+    /// shape.
+    PReluGradAlpha,
     /// `(dy, x)`; 0 for `x <= -3`, `dy` for `x >= 3` (relu6's gradient is 0 at its kinks).
     HardSwishGrad,
     /// `(dy, y)` with `y` the forward output.
@@ -157,6 +162,8 @@ impl GradOp {
             MeanGrad { .. } => OpKind::MeanGrad,
             Slice { .. } => OpKind::Slice,
             UpsampleNearestGrad { .. } => OpKind::UpsampleNearestGrad,
+            PReluGradInput => OpKind::PReluGradInput,
+            PReluGradAlpha => OpKind::PReluGradAlpha,
         }
     }
 
@@ -165,7 +172,10 @@ impl GradOp {
         use GradOp::*;
         match self {
             SoftmaxCrossEntropyGrad => &["logits", "labels"],
-            ReluGrad | Relu6Grad | LeakyReluGrad { .. } | HardSwishGrad => &["dy", "input"],
+            ReluGrad | Relu6Grad | LeakyReluGrad { .. } | HardSwishGrad | PReluGradAlpha => {
+                &["dy", "input"]
+            }
+            PReluGradInput => &["dy", "input", "alpha"],
             SigmoidGrad | TanhGrad | SoftmaxGrad => &["dy", "output"],
             FakeQuantGrad(_) => &["dy", "input", "min", "max"],
             Conv2dGradInput { .. }

@@ -99,6 +99,7 @@ op_kinds! {
     UpsampleNearest = "upsample_nearest",
     Dropout = "dropout",
     FakeQuant = "fake_quant",
+    PRelu = "prelu",
     ;
     Pass:
     Quant = "quant",
@@ -143,6 +144,8 @@ op_kinds! {
     MeanGrad = "mean_grad",
     Slice = "slice",
     UpsampleNearestGrad = "upsample_nearest_grad",
+    PReluGradInput = "prelu_grad_input",
+    PReluGradAlpha = "prelu_grad_alpha",
     ;
     Train:
     DropoutMask = "dropout_mask",

@@ -42,6 +42,9 @@ pub enum ModelOp {
         /// The slope below zero.
         alpha: F32,
     },
+    /// `(x, alpha)`: `x` for `x >= 0`, `alpha * x` below, with a learned slope `alpha` that
+    /// broadcasts against `x` (Keras' `PReLU`: one slope per channel is `alpha[1, 1, c]`).
+    PRelu,
     /// `x * relu6(x + 3) / 6`
     HardSwish,
     /// `1 / (1 + e^-x)`
@@ -138,6 +141,7 @@ impl ModelOp {
             Relu => OpKind::Relu,
             Relu6 => OpKind::Relu6,
             LeakyRelu { .. } => OpKind::LeakyRelu,
+            PRelu => OpKind::PRelu,
             HardSwish => OpKind::HardSwish,
             Sigmoid => OpKind::Sigmoid,
             Tanh => OpKind::Tanh,
@@ -173,6 +177,7 @@ impl ModelOp {
             }
             BatchNorm { .. } => &["input", "gamma", "beta", "moving_mean", "moving_var"],
             Add { .. } | Sub { .. } | Mul { .. } => &["input", "other"],
+            PRelu => &["input", "alpha"],
             Concat { .. } => &["inputs*"],
             FakeQuant(q) if q.range == RangeSource::Operands => &["input", "min", "max"],
             FakeQuant(_) => &["input"],
@@ -212,6 +217,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | PRelu
             | HardSwish
             | Sigmoid
             | Tanh
@@ -247,6 +253,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | PRelu
             | HardSwish
             | Sigmoid
             | Tanh
@@ -283,6 +290,7 @@ impl ModelOp {
             | Dense { .. }
             | BatchNorm { .. }
             | LeakyRelu { .. }
+            | PRelu
             | HardSwish
             | Sigmoid
             | Tanh
@@ -320,6 +328,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | PRelu
             | HardSwish
             | Sigmoid
             | Tanh
@@ -359,6 +368,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | PRelu
             | HardSwish
             | Sigmoid
             | Tanh

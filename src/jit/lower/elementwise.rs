@@ -126,6 +126,45 @@ pub fn leaky_relu(cx: &mut Lower, alpha: &F32) -> Result<Val> {
     Ok(v)
 }
 
+/// `prelu(x, alpha)`: `x` for `x >= 0`, `alpha * x` below; the slope broadcasts.
+pub fn prelu(cx: &mut Lower) -> Result<Val> {
+    let s = cx.out_shape();
+    let (x, alpha) = (cx.arg(0), cx.arg(1));
+    Ok(cx.map("", &s, |l| {
+        let xv = l.leaf(same(&x, &s));
+        let av = l.leaf(bcast(&alpha, &s));
+        let z = l.c(0.0);
+        let ge = l.cmp(CmpOp::Ge, xv, z);
+        let ax = l.mul(av, xv);
+        l.select(ge, xv, ax)
+    }))
+}
+
+/// `prelu_grad_input(dy, x, alpha)`: `dy` for `x > 0`, `alpha * dy` elsewhere.
+pub fn prelu_grad_input(cx: &mut Lower) -> Result<Val> {
+    let s = cx.out_shape();
+    let (dy, x, alpha) = (cx.arg(0), cx.arg(1), cx.arg(2));
+    Ok(cx.map("", &s, |l| {
+        let d = l.leaf(same(&dy, &s));
+        let xv = l.leaf(same(&x, &s));
+        let av = l.leaf(bcast(&alpha, &s));
+        let z = l.c(0.0);
+        let gt = l.cmp(CmpOp::Gt, xv, z);
+        let ad = l.mul(av, d);
+        l.select(gt, d, ad)
+    }))
+}
+
+/// `prelu_grad_alpha(dy, x)`: `dy * min(x, 0)`.
+pub fn prelu_grad_alpha(cx: &mut Lower) -> Result<Val> {
+    let s = cx.out_shape();
+    Ok(grad(cx, &s, &|l, d, x| {
+        let z = l.c(0.0);
+        let neg = l.min(x, z);
+        l.mul(d, neg)
+    }))
+}
+
 /// `hard_swish`: `x * clamp(x + 3, 0, 6) / 6`, in the reference's operation order.
 pub fn hard_swish(cx: &mut Lower) -> Result<Val> {
     let s = cx.out_shape();
