@@ -234,7 +234,9 @@ mod tests {
     fn an_all_zero_weight_keeps_zero_point_zero() {
         let w = FakeQuantAttrs::weight(None);
         let n = nudged_for(&w, 0.0, 0.0);
-        assert_eq!(n.zero_point, 0);
+        // the same zero level as any symmetric weight range, i.e. int8 zero point 0
+        assert_eq!(n.zero_point, nudged_for(&w, -1.0, 1.0).zero_point);
+        assert_eq!(n.min, -n.max);
         assert!(n.scale > 0.0 && n.scale.is_finite());
         assert_eq!(fake_quant(0.0, &n), 0.0);
     }
