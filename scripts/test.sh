@@ -28,3 +28,5 @@ export QATC_REQUIRE_FLATC=1
 
 cargo test --all-targets
 cargo test --doc
+# every public item documented, every doc link resolved
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet

@@ -3,7 +3,7 @@
 //! [`rule`] maps each [`OpKind`] to how gradients flow through it (the match is exhaustive,
 //! so a new op does not compile until it has a decision here). A rule receives the forward
 //! node ([`Site`]: op, operand values `x`, output `y`, incoming gradient `dy`, which operands
-//! need a gradient) and returns one optional [`Contrib`] per operand, built from the
+//! need a gradient) and returns one optional `Contrib` per operand, built from the
 //! training ops of [`crate::ir::op`] whose semantics [`crate::ir::interp`] defines.
 //!
 //! Rules see the explicit training form that [`super::train_step`] lowers a model to:

@@ -8,7 +8,7 @@
 //! ([`Interpreter::run`]) evaluates the operators in order; shapes are recomputed from the
 //! inputs actually fed, so models whose batch dimension is resizable run any batch.
 //!
-//! One file per kernel family; the fixed-point arithmetic they share is in [`fixed`].
+//! One file per kernel family; the fixed-point arithmetic they share is in `fixed.rs`.
 //! Every kernel documents the LiteRT source it follows.
 
 mod activation;

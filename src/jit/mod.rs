@@ -4,7 +4,7 @@
 //!
 //! The way through:
 //! 1. `plan::schedule` orders the ops (updates of a param after its last other reader);
-//! 2. `lower/` turns each op into LIR (`lir.rs`): elementwise/reduction [`lir::Loop`]s,
+//! 2. `lower/` turns each op into LIR (`lir.rs`): elementwise/reduction `lir::Loop`s,
 //!    GEMMs for the host GEMM, and special kernels (im2col, depthwise, pools, softmax rows);
 //! 3. `fuse.rs` merges consecutive loops over the same space (elementwise chains and the
 //!    reductions that read them become single passes) and drops dead stores;

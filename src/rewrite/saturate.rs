@@ -62,7 +62,7 @@ impl fmt::Display for Stop {
 pub struct SaturationReport {
     /// The rule file's name (`passes/quantize.rules`).
     pub rule_file: String,
-    /// Why saturation stopped; anything but [`Stop::Saturated`] means a limit cut it short.
+    /// Why saturation stopped; anything but `Stop::Saturated` means a limit cut it short.
     pub stop: Stop,
     /// Rule-application rounds run.
     pub iterations: usize,

@@ -1,5 +1,5 @@
-//! The in-memory TFLite model: one owned type that [`super::read`] fills from a file and
-//! [`super::write`] serializes, and that the exporter builds, the importer and the int8
+//! The in-memory TFLite model: one owned type that [`super::read()`] fills from a file and
+//! [`super::write()`] serializes, and that the exporter builds, the importer and the int8
 //! interpreter consume, and `qatc inspect` prints. `write(read(bytes))` keeps every field
 //! this type holds, and `read(write(m)) == m` for a model the writer accepts.
 
@@ -8,7 +8,7 @@ use super::schema as fb;
 /// The largest tensor qatc accepts (elements), and the largest rank: bounds that keep every
 /// size computation in range for inputs that are well-formed flatbuffers but nonsense.
 pub const MAX_ELEMENTS: usize = 1 << 28;
-/// The largest tensor rank qatc accepts; [`super::read`] rejects deeper shapes and the int8
+/// The largest tensor rank qatc accepts; [`super::read()`] rejects deeper shapes and the int8
 /// interpreter's reshape checks its target against it.
 pub const MAX_RANK: usize = 8;
 

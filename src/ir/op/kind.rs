@@ -3,18 +3,18 @@
 
 use std::fmt;
 
-/// The family of an op (see the module docs).
+/// The family of an op: which of the five enums under [`Op`](super::Op) it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
-    /// [`ModelOp`]
+    /// [`ModelOp`](super::ModelOp): what users write.
     Model,
-    /// [`PassOp`]
+    /// [`PassOp`](super::PassOp): helpers that only passes create.
     Pass,
-    /// [`TrainOp`]
+    /// [`TrainOp`](super::TrainOp): forward ops of train-step graphs.
     Train,
-    /// [`GradOp`]
+    /// [`GradOp`](super::GradOp): gradient ops autodiff emits.
     Grad,
-    /// [`UpdateOp`]
+    /// [`UpdateOp`](super::UpdateOp): state updates (optimizers, observers, statistics).
     Update,
 }
 
