@@ -299,3 +299,45 @@ fn fully_connected_requantizes_in_double_precision_like_litert() {
         "the model does not tell the two requantizations apart"
     );
 }
+
+/// `keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3))` from its `.keras`
+/// file: imported, quantized by `default_8bit`, one QAT step on the JIT, the `export`
+/// pipeline, and the int8 file bit-exact in LiteRT's reference kernels.
+#[test]
+fn keras_mobilenet_v2_quantizes_trains_and_matches_litert() {
+    use qatc::data::Dataset;
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    use qatc::train::{fit, FitConfig};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keras/mobilenetv2.keras");
+    let model = qatc::import::keras::load(&path).unwrap();
+    let mut p = model.params.clone();
+    let qat = run_pipeline(
+        model.graph.clone(),
+        &mut p,
+        "default_8bit",
+        &PipelineOptions::train(),
+    )
+    .unwrap();
+    let x = uniform(&[8, 96, 96, 3], 0.0, 1.0, 31);
+    let data = Dataset {
+        sample_shape: vec![96, 96, 3],
+        images: x.data.clone(),
+        labels: (0..8).map(|i| i % 10).collect(),
+        classes: 10,
+    };
+    let cfg = FitConfig {
+        epochs: 1,
+        batch_size: 8,
+        progress: false,
+        ..FitConfig::qat_fine_tune()
+    };
+    let trained = fit(&qat, &p, &data, None, &cfg, &qatc::jit::Jit::default()).unwrap();
+    assert!(trained.steps == 1 && trained.history.step_loss.iter().all(|l| l.is_finite()));
+    let mut p = trained.params.clone();
+    let g = run_pipeline(qat, &mut p, "export", &PipelineOptions::eval()).unwrap();
+    let x = uniform(&[2, 96, 96, 3], 0.0, 1.0, 32);
+    let mut m = exported("keras mobilenet_v2", &g, &p, &x, false);
+    m.check_default_resolver = false;
+    check_against_litert(&[m]);
+}

@@ -1,3 +1,4 @@
 //! Frontends: model files to qatc graphs and their parameters.
 
+pub mod keras;
 pub mod tflite;

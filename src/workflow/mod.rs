@@ -37,7 +37,7 @@ use std::time::Instant;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Job {
-    /// The model: a reference-model name (`mnist_cnn`, `mbv2_tiny`), a `.qir` file or a float
+    /// The model: a reference-model name (`mnist_cnn`, `mbv2_tiny`), a Keras `.keras`/`.h5` file, a `.qir` file or a float
     /// `.tflite` file (see [`load_model`]).
     pub model: String,
     /// Float training epochs; 0 keeps the given weights untrained.
@@ -476,9 +476,16 @@ pub fn load_model(spec: &str, seed: u64) -> Result<Model> {
             }
             Ok(Model { graph, params })
         }
+        Some("keras" | "h5") => {
+            let mut m = crate::import::keras::load(path)?;
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                m.graph.name = stem.to_string();
+            }
+            Ok(m)
+        }
         Some(ext) => Err(Error::Usage(format!(
-            "{spec}: unsupported model file type `.{ext}` (use a .qir or float .tflite file, or \
-             one of {})",
+            "{spec}: unsupported model file type `.{ext}` (use a .keras, .h5, .qir or float \
+             .tflite file, or one of {})",
             crate::models::NAMES.join(", ")
         ))),
         None => crate::models::by_name(spec, seed),
