@@ -364,3 +364,59 @@ fn an_inexact_fold_is_refused_before_training_unless_allowed() {
     assert!(out.join("mbv2_tiny_int8.tflite").exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `qatc train --model model.keras|h5 --epochs 0 --qat-epochs 1` on a Keras model trained in
+/// TF with `Rescaling(1/255)` inside: with `--input-scale raw` the float accuracy is Keras'
+/// own (0.9617 on the 10 000 test images).
+#[test]
+fn a_keras_model_trains_from_the_command_line_with_keras_accuracy() {
+    for ext in ["keras", "h5"] {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/keras/mnist_cnn.{ext}"));
+        let out = scratch(&format!("keras-{ext}"));
+        let run = qatc()
+            .args(["train", "--model"])
+            .arg(&model)
+            .args([
+                "--epochs",
+                "0",
+                "--qat-epochs",
+                "1",
+                "--train-samples",
+                "1024",
+            ])
+            .args(["--input-scale", "raw", "--quiet", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        let float = report["float"]["test_accuracy"].as_f64().unwrap();
+        assert!(
+            (float - 0.9617).abs() <= 0.0005,
+            "{ext}: float accuracy {float}"
+        );
+        assert!(report["int8"]["test_accuracy"].as_f64().unwrap() > 0.94);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    // a bad scale is a usage error, before anything is trained
+    let run = qatc()
+        .args([
+            "train",
+            "--model",
+            "mnist_cnn",
+            "--input-scale",
+            "1/0",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("input_scale"));
+}

@@ -59,6 +59,11 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_samples: Option<usize>,
+    /// Pixels as the model takes them: `raw` (0..255, for a model with its own Rescaling), or
+    /// a factor such as `1/255` added to the model as its first op (so the int8 file takes
+    /// raw pixels); unset: scaled to [0, 1] by the loader.
+    #[arg(long)]
+    pub input_scale: Option<String>,
     /// Fold BatchNorm into per-tensor quantized kernels although the folded kernel then
     /// quantizes differently from the trained one (TFMOT #1131; per-axis kernels fold exactly).
     #[arg(long)]
@@ -88,6 +93,9 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     c.overrides.extend(args.overrides.iter().cloned());
     if args.quiet {
         c.progress = false;
+    }
+    if args.input_scale.is_some() {
+        c.input_scale = args.input_scale.clone();
     }
     if args.allow_inexact_fold {
         c.allow_inexact_fold = true;

@@ -74,6 +74,11 @@ pub struct Job {
     pub test_samples: Option<usize>,
     /// See `--allow-inexact-fold`.
     pub allow_inexact_fold: bool,
+    /// How pixels reach the model. Unset: scaled to `[0, 1]` by the loader (the reference
+    /// models' convention). `raw`: the raw 0..255 values, for models that scale themselves
+    /// (a Keras `Rescaling` layer). A number or fraction (`1/255`): raw values, and a `mul`
+    /// by that factor is added as the model's first op, so the int8 file takes raw pixels.
+    pub input_scale: Option<String>,
     /// Progress bars and stage headers on stderr; `false` is quiet.
     pub progress: bool,
 }
@@ -97,6 +102,7 @@ impl Default for Job {
             train_samples: None,
             test_samples: None,
             allow_inexact_fold: false,
+            input_scale: None,
             progress: true,
         }
     }
@@ -123,7 +129,38 @@ impl Job {
             ));
         }
         self.schedule(1.0)?;
+        self.input_scale()?;
         Ok(())
+    }
+
+    /// The parsed `input_scale`: `None` for the loader's `[0, 1]` pixels, `Some(None)` for raw
+    /// pixels, `Some(Some(s))` for raw pixels scaled by `s` inside the model.
+    pub fn input_scale(&self) -> Result<Option<Option<f32>>> {
+        let Some(s) = self.input_scale.as_deref() else {
+            return Ok(None);
+        };
+        if s == "raw" {
+            return Ok(Some(None));
+        }
+        let bad = || {
+            Error::Usage(format!(
+                "input_scale `{s}`: expected `raw`, a number or a fraction such as 1/255"
+            ))
+        };
+        let v = match s.split_once('/') {
+            Some((a, b)) => {
+                let (a, b): (f32, f32) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                a / b
+            }
+            None => s.trim().parse().map_err(|_| bad())?,
+        };
+        if !(v.is_finite() && v != 0.0) {
+            return Err(bad());
+        }
+        Ok(Some(Some(v)))
     }
 
     /// The options of the `default_8bit` pipeline: scheme and overrides.
@@ -231,7 +268,10 @@ fn render_svg(dot_path: &Path) -> Option<PathBuf> {
 pub fn run(cfg: &Job) -> Result<Report> {
     // everything that can be checked is checked before anything is written
     let backend = cfg.backend()?;
-    let model = load_model(&cfg.model, cfg.seed)?;
+    let mut model = load_model(&cfg.model, cfg.seed)?;
+    if let Some(Some(s)) = cfg.input_scale()? {
+        scale_input(&mut model, s)?;
+    }
     check_pipelines(cfg, &model)?;
     let fresh = !cfg.out.exists();
     let result = job(cfg, backend.as_ref(), model);
@@ -240,6 +280,45 @@ pub fn run(cfg: &Job) -> Result<Report> {
         let _ = std::fs::remove_dir(&cfg.out);
     }
     result
+}
+
+/// The param `--input-scale` adds (frozen in training).
+const INPUT_SCALE: &str = "input_scale";
+
+/// Adds `input * scale` (a scalar param `input_scale`) as the model's first op.
+fn scale_input(model: &mut Model, scale: f32) -> Result<()> {
+    use crate::ir::op::{Activation, ModelOp};
+    let g = &mut model.graph;
+    let [x] = g.inputs()[..] else {
+        return Err(Error::Usage(
+            "input_scale needs a model with exactly one input".into(),
+        ));
+    };
+    if g.outputs().iter().any(|o| o.node == x) {
+        return Err(Error::Usage(
+            "input_scale on a model whose output is its input".into(),
+        ));
+    }
+    let users = g.users(x);
+    if g.find(INPUT_SCALE).is_some() {
+        return Err(Error::Usage(format!(
+            "the model already has a node `{INPUT_SCALE}`"
+        )));
+    }
+    let name = INPUT_SCALE.to_string();
+    let s = g.param(name.clone(), crate::ir::TensorType::f32(vec![]))?;
+    model.params.insert(name, crate::ir::Tensor::scalar(scale));
+    let y = g.add(
+        crate::ir::Op::Model(ModelOp::Mul {
+            activation: Activation::None,
+        }),
+        g.unique_name("input_scale.mul"),
+        &[x, s],
+    )?;
+    for (u, i) in users {
+        g.set_operand(u, i, y);
+    }
+    Ok(())
 }
 
 /// Runs both pipelines on the untrained model, so a layer the scheme cannot quantize or a
@@ -274,7 +353,19 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let mut files = Vec::new();
 
     let (train_set, test_set) = stages.run("load MNIST", || {
-        let limit = |d: crate::data::Dataset, n: Option<usize>| n.map_or(d.clone(), |n| d.take(n));
+        let raw = cfg.input_scale()?.is_some();
+        let limit = |d: crate::data::Dataset, n: Option<usize>| {
+            let d = n.map_or(d.clone(), |n| d.take(n));
+            if raw {
+                // the loader's v/255 back to the exact 0..255 integers
+                crate::data::Dataset {
+                    images: d.images.iter().map(|v| (v * 255.0).round()).collect(),
+                    ..d
+                }
+            } else {
+                d
+            }
+        };
         Ok((
             limit(mnist::load(&cfg.data, Split::Train)?, cfg.train_samples),
             limit(mnist::load(&cfg.data, Split::Test)?, cfg.test_samples),
@@ -284,6 +375,13 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let stem = model.graph.name.clone();
 
     // 1. float training
+    // the input scale is a constant of the data, not a weight
+    let frozen: Vec<String> = model
+        .params
+        .names()
+        .filter(|n| n.as_str() == INPUT_SCALE)
+        .cloned()
+        .collect();
     let fit_cfg = |epochs: usize, lr: f32| -> Result<FitConfig> {
         Ok(FitConfig {
             epochs,
@@ -291,6 +389,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             lr: cfg.schedule(lr)?,
             seed: cfg.seed,
             progress: cfg.progress,
+            frozen: frozen.clone(),
             ..FitConfig::default()
         })
     };
