@@ -372,6 +372,18 @@ def m_nested_functional(K):
     return K.Model(i, L.Dense(5, activation="softmax", name="head")(x), name="nested_functional")
 
 
+def m_frozen_base(K):
+    """Transfer learning as users do it: the backbone frozen (`base.trainable = False`), a new
+    trainable head. qatc must keep the base's weights fixed while it fine-tunes."""
+    L = K.layers
+    base = base_model(K)
+    base.trainable = False
+    i = K.Input((8, 8, 3), name="input")
+    x = base(i)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return K.Model(i, L.Dense(5, name="head")(x), name="frozen_base")
+
+
 def m_nested_in_sequential(K):
     """The same backbone as the first layer of a Sequential model with a new head."""
     L = K.layers
@@ -467,6 +479,7 @@ FIXTURES = {
     "functional_branches": (m_functional_branches, (8, 8, 3), "normal", ("keras", "h5")),
     "shared_layer": (m_shared_layer, (6, 6, 3), "normal", ("keras", "h5")),
     "nested_functional": (m_nested_functional, (8, 8, 3), "normal", ("keras", "h5")),
+    "frozen_base": (m_frozen_base, (8, 8, 3), "normal", ("keras", "h5")),
     "nested_in_sequential": (m_nested_in_sequential, (8, 8, 3), "normal", ("keras", "h5")),
     "nested_shared_sequential": (m_nested_shared_sequential, (8, 8, 3), "normal", ("keras", "h5")),
     # The nested_functional model again, saved as .h5 by Keras 3 instead of tf_keras.

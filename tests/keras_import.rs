@@ -137,3 +137,34 @@ fn garbage_and_truncated_files_are_errors() {
     let r = std::panic::catch_unwind(|| qatc::import::keras::load_bytes(&good[..good.len() - 1]));
     assert!(r.is_ok());
 }
+
+/// Preprocessing constants (Rescaling, Normalization, tensor arithmetic by constants) are
+/// frozen params; trainable weights are not. The `frozen` mark survives `.qir` text.
+#[test]
+fn preprocessing_constants_are_frozen() {
+    let m = qatc::import::keras::load(&dir().join("preprocessing.keras")).unwrap();
+    let frozen: Vec<&str> = m.graph.frozen().collect();
+    assert!(!frozen.is_empty());
+    for (name, _) in m.graph.params() {
+        let weight = name.ends_with(".kernel") || name.ends_with(".bias");
+        assert_eq!(m.graph.is_frozen(&name), !weight, "{name}");
+    }
+    let text = qatc::ir::text::print(&m.graph);
+    assert!(text.contains(" frozen\n"), "{text}");
+    let back = qatc::ir::text::parse(&text, "preprocessing.qir").unwrap();
+    assert_eq!(back.frozen().collect::<Vec<_>>(), frozen);
+    assert_eq!(qatc::ir::text::print(&back), text);
+}
+
+/// A frozen backbone (`base.trainable = False`, the usual transfer-learning shape) keeps its
+/// weights frozen in qatc; the new head trains.
+#[test]
+fn a_frozen_base_stays_frozen() {
+    for ext in ["keras", "h5"] {
+        let m = qatc::import::keras::load(&dir().join(format!("frozen_base.{ext}"))).unwrap();
+        for (name, _) in m.graph.params() {
+            let head = name.starts_with("head.");
+            assert_eq!(m.graph.is_frozen(&name), !head, "{ext}: {name}");
+        }
+    }
+}

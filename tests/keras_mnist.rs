@@ -58,7 +58,19 @@ fn a_trained_keras_model_keeps_its_accuracy_and_exports_bit_exact() {
             progress: false,
             ..FitConfig::qat_fine_tune()
         };
+        // Rescaling's factor is a constant in Keras: frozen through the passes and training
+        assert!(model.graph.is_frozen("scale.scale") && qat.is_frozen("scale.scale"));
         let tuned = fit(&qat, &p, &train, None, &cfg, &Jit::default()).unwrap();
+        assert_eq!(
+            tuned.params.get("scale.scale"),
+            model.params.get("scale.scale"),
+            "{file}: the frozen Rescaling factor moved"
+        );
+        assert_ne!(
+            tuned.params.get("conv1.kernel"),
+            model.params.get("conv1.kernel"),
+            "{file}: the kernels must train"
+        );
         let mut p = tuned.params.clone();
         let ready = run_pipeline(qat, &mut p, "export", &PipelineOptions::eval()).unwrap();
         let bytes = export(&ready, &p, &ExportOptions::default()).unwrap();

@@ -220,7 +220,12 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
     }
 
     // trained params: used as a differentiable operand somewhere, not frozen
-    let frozen: HashSet<&str> = spec.frozen.iter().map(|s| s.as_str()).collect();
+    let frozen: HashSet<&str> = spec
+        .frozen
+        .iter()
+        .map(|s| s.as_str())
+        .chain(m.frozen())
+        .collect();
     let candidates: BTreeMap<String, NodeId> = params
         .iter()
         .filter(|(name, &id)| {

@@ -11,7 +11,7 @@ use crate::ir::op::ModelOp;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A node's index in its graph: stays valid when other nodes are removed (a
 /// `StableDiGraph` index), and means nothing in another graph.
@@ -60,6 +60,9 @@ pub struct Graph {
     outputs: Vec<Output>,
     updates: Vec<Update>,
     by_name: HashMap<String, NodeId>,
+    /// Params training leaves as they are (Keras' non-trainable weights, preprocessing
+    /// constants); `.qir` marks them `frozen`.
+    frozen: BTreeSet<String>,
 }
 
 impl Graph {
@@ -95,6 +98,31 @@ impl Graph {
             return Ok(id);
         }
         self.insert(Op::Model(ModelOp::Param), name, ty)
+    }
+
+    /// Marks param `name` as frozen: training leaves it as it is (it is still quantized and
+    /// exported like any weight).
+    pub fn freeze(&mut self, name: &str) -> Result<()> {
+        match self.by_name.get(name) {
+            Some(&id) if self.g[id].op == Op::Model(ModelOp::Param) => {
+                self.frozen.insert(name.to_string());
+                Ok(())
+            }
+            _ => Err(self.graph_err(format!("cannot freeze `{name}`: it is not a param"))),
+        }
+    }
+
+    /// Whether param `name` is frozen.
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.contains(name)
+    }
+
+    /// The frozen params that are still in the graph, by name.
+    pub fn frozen(&self) -> impl Iterator<Item = &str> {
+        self.frozen
+            .iter()
+            .filter(|n| self.by_name.contains_key(n.as_str()))
+            .map(String::as_str)
     }
 
     /// Adds an op, inferring its type from its operands.

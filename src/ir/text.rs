@@ -69,7 +69,12 @@ pub fn print(g: &Graph) -> String {
     }
     for &id in &params {
         let node = g.node(id);
-        let _ = writeln!(out, "param {} : {}", param_ref(&node.name), node.ty);
+        let frozen = if g.is_frozen(&node.name) {
+            " frozen"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "param {} : {}{frozen}", param_ref(&node.name), node.ty);
     }
     for &id in &order {
         let node = g.node(id);
@@ -640,6 +645,10 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                     return Err(p.err_at(name_at, format!("param @{name} is declared twice")));
                 }
                 let id = g.param(&name, ty).map_err(|e| p.err_at(at, e.to_string()))?;
+                if matches!(p.peek(), Tok::Ident(w) if w == "frozen") {
+                    p.advance();
+                    g.freeze(&name).map_err(|e| p.err_at(at, e.to_string()))?;
+                }
                 params.insert(name, id);
                 p.end_of_line()?;
             }

@@ -22,6 +22,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Roots {
     pub graph_name: String,
+    /// The graph's frozen params (kept frozen in the rebuilt graph).
+    pub frozen: Vec<String>,
     /// Graph inputs in declaration order (kept even when unused).
     pub inputs: Vec<(String, TensorType)>,
     pub outputs: Vec<(String, Id)>,
@@ -70,6 +72,7 @@ pub fn to_egraph(g: &Graph, analysis: QAnalysis) -> Result<(EGraph, Roots)> {
     eg.rebuild();
     let roots = Roots {
         graph_name: g.name.clone(),
+        frozen: g.frozen().map(str::to_string).collect(),
         inputs: g
             .inputs()
             .iter()
@@ -111,6 +114,12 @@ pub fn from_egraph(eg: &EGraph, roots: &Roots) -> Result<Graph> {
     }
     for (param, id) in &roots.updates {
         g.add_update(param.clone(), built[&eg.find(*id)]);
+    }
+    for name in &roots.frozen {
+        // a frozen param the rewrites removed (folded away) stays gone
+        if g.find(name).is_some() {
+            g.freeze(name)?;
+        }
     }
     Ok(g)
 }

@@ -282,7 +282,7 @@ pub fn run(cfg: &Job) -> Result<Report> {
     result
 }
 
-/// The param `--input-scale` adds (frozen in training).
+/// The param `--input-scale` adds (frozen: training leaves it as it is).
 const INPUT_SCALE: &str = "input_scale";
 
 /// Adds `input * scale` (a scalar param `input_scale`) as the model's first op.
@@ -318,6 +318,7 @@ fn scale_input(model: &mut Model, scale: f32) -> Result<()> {
     for (u, i) in users {
         g.set_operand(u, i, y);
     }
+    g.freeze(INPUT_SCALE)?;
     Ok(())
 }
 
@@ -375,13 +376,6 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let stem = model.graph.name.clone();
 
     // 1. float training
-    // the input scale is a constant of the data, not a weight
-    let frozen: Vec<String> = model
-        .params
-        .names()
-        .filter(|n| n.as_str() == INPUT_SCALE)
-        .cloned()
-        .collect();
     let fit_cfg = |epochs: usize, lr: f32| -> Result<FitConfig> {
         Ok(FitConfig {
             epochs,
@@ -389,7 +383,6 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             lr: cfg.schedule(lr)?,
             seed: cfg.seed,
             progress: cfg.progress,
-            frozen: frozen.clone(),
             ..FitConfig::default()
         })
     };

@@ -29,6 +29,8 @@ pub(super) struct Emitter<'a> {
     made: HashMap<String, Vec<NodeId>>,
     /// A Keras 2 (tf_keras) model: its `hard_sigmoid` is another formula.
     keras2: bool,
+    /// Inside a nested model marked `trainable: false` (a frozen base): its weights are frozen.
+    frozen_scope: bool,
 }
 
 fn num(cfg: &Value, key: &str) -> Option<f64> {
@@ -234,6 +236,7 @@ impl<'a> Emitter<'a> {
             weights,
             made: HashMap::new(),
             keras2,
+            frozen_scope: false,
         }
     }
 
@@ -273,10 +276,16 @@ impl<'a> Emitter<'a> {
             return Ok(ids.clone());
         }
         let raw = self.weights.vars(layer, names)?;
+        let frozen = self.frozen_scope || !flag(&layer.config, "trainable", true);
         let mut ids = Vec::with_capacity(raw.len());
         for (i, (t, n)) in raw.into_iter().zip(names).enumerate() {
             let t = convert(i, t).map_err(|m| format!("weight `{n}`: {m}"))?;
-            ids.push(self.param(&format!("{base}.{n}"), t)?);
+            let id = if frozen {
+                self.constant(&format!("{base}.{n}"), t)?
+            } else {
+                self.param(&format!("{base}.{n}"), t)?
+            };
+            ids.push(id);
         }
         self.made.insert(key, ids.clone());
         Ok(ids)
@@ -321,8 +330,17 @@ impl<'a> Emitter<'a> {
         self.op(ModelOp::Mul { activation: none }, base, &[r, sixth])
     }
 
+    /// A constant of the model (a preprocessing factor, an operand of tensor arithmetic):
+    /// a frozen param, so training leaves it as Keras does.
+    fn constant(&mut self, name: &str, t: Tensor) -> R<NodeId> {
+        let id = self.param(name, t)?;
+        let name = self.g.node(id).name.clone();
+        self.g.freeze(&name).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
     fn scalar(&mut self, name: &str, v: f64) -> R<NodeId> {
-        self.param(name, Tensor::scalar(v as f32))
+        self.constant(name, Tensor::scalar(v as f32))
     }
 
     /// Calls a model on `inputs` (graph nodes); returns its outputs. `prefix` names its nodes.
@@ -451,7 +469,11 @@ impl<'a> Emitter<'a> {
                     .nested
                     .as_ref()
                     .ok_or("a nested model without its config")?;
-                let outs = self.call_model(inner, &nodes, &format!("{base}/"))?;
+                let outer = self.frozen_scope;
+                self.frozen_scope |= !flag(cfg, "trainable", true);
+                let outs = self.call_model(inner, &nodes, &format!("{base}/"));
+                self.frozen_scope = outer;
+                let outs = outs?;
                 match outs.as_slice() {
                     [y] => Ok(*y),
                     _ => Err("nested models with several outputs are not supported".into()),
@@ -929,7 +951,9 @@ impl<'a> Emitter<'a> {
                     .iter()
                     .map(|x| x.as_f64().map(|f| f as f32).ok_or("a non-number"))
                     .collect::<Result<_, _>>()?;
-                Ok(Some(self.param(name, Tensor::new(vec![vals.len()], vals))?))
+                Ok(Some(
+                    self.constant(name, Tensor::new(vec![vals.len()], vals))?,
+                ))
             }
             Some(other) => Err(format!("{other} is not a number or a list of numbers")),
         }
@@ -970,8 +994,8 @@ impl<'a> Emitter<'a> {
         };
         let (mean, var) = (widen(mean)?, widen(var)?);
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / v.sqrt().max(1e-7)).collect();
-        let m = self.param(&format!("{base}.mean"), Tensor::new(vec![c], mean))?;
-        let s = self.param(&format!("{base}.inv_std"), Tensor::new(vec![c], inv))?;
+        let m = self.constant(&format!("{base}.mean"), Tensor::new(vec![c], mean))?;
+        let s = self.constant(&format!("{base}.inv_std"), Tensor::new(vec![c], inv))?;
         let centered = self.op(
             ModelOp::Sub {
                 activation: Activation::None,
