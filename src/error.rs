@@ -232,10 +232,31 @@ impl Error {
     }
 }
 
-/// Writes a file atomically: to a temporary sibling, then renamed over the target, so a
-/// crash or error never leaves a partial file behind.
+/// Writes a file atomically: to a temporary sibling, flushed to disk, then renamed over the
+/// target, so a crash or error never leaves a partial file behind (and a failed write, such
+/// as a full disk, removes the temporary file and names the path and the OS error).
+///
+/// What `path` names is respected: through a symlink the link's target is written (the link
+/// stays), a device or pipe (`/dev/stdout`) is written to directly, a directory is refused.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    let path = path.as_ref();
+    let path = resolve_output(path.as_ref())?;
+    let path = path.as_path();
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} is a directory: give a file path",
+                path.display()
+            )));
+        }
+        if !meta.is_file() {
+            // a device or a pipe: no rename, the bytes go where the user pointed
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+                .map_err(|e| Error::io(path, e));
+        }
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -247,15 +268,104 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         file_name.to_string_lossy(),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
 }
 
+/// The file a write to `path` should replace: `path` itself, or the end of its chain of
+/// symlinks (a dangling link's target included), so that links are written through, not
+/// replaced.
+fn resolve_output(path: &Path) -> Result<std::path::PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(Error::Usage(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
 /// Reads a whole file, naming it in the error.
 pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
     std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("qatc-write-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// `-o link` writes through the link into its target's directory; the link stays a link
+    /// (it used to be replaced by a plain file).
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_is_written_through_not_replaced() {
+        let d = scratch("link");
+        std::fs::create_dir_all(d.join("real")).unwrap();
+        std::fs::write(d.join("real/model.tflite"), b"old").unwrap();
+        std::os::unix::fs::symlink("real/model.tflite", d.join("link.tflite")).unwrap();
+        write_atomic(d.join("link.tflite"), b"new").unwrap();
+        let meta = std::fs::symlink_metadata(d.join("link.tflite")).unwrap();
+        assert!(meta.file_type().is_symlink());
+        assert_eq!(std::fs::read(d.join("real/model.tflite")).unwrap(), b"new");
+        // a dangling link creates its target
+        std::os::unix::fs::symlink("real/fresh.bin", d.join("dangling")).unwrap();
+        write_atomic(d.join("dangling"), b"x").unwrap();
+        assert_eq!(std::fs::read(d.join("real/fresh.bin")).unwrap(), b"x");
+        assert!(std::fs::symlink_metadata(d.join("dangling"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A device node is written to, never replaced by a regular file.
+    #[cfg(unix)]
+    #[test]
+    fn a_device_is_written_to_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        write_atomic("/dev/null", b"bytes").unwrap();
+        let meta = std::fs::metadata("/dev/null").unwrap();
+        assert!(meta.file_type().is_char_device());
+    }
+
+    #[test]
+    fn a_directory_is_refused_and_no_temp_file_is_left() {
+        let d = scratch("dir");
+        let err = write_atomic(&d, b"x").unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        // a write that fails (here: the parent is a file) leaves nothing behind
+        std::fs::write(d.join("file"), b"").unwrap();
+        assert!(write_atomic(d.join("file/child"), b"x").is_err());
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+        assert_eq!(left.len(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -219,3 +219,52 @@ fn usage_errors_come_from_clap() {
     assert!(o.status.success());
     assert!(stdout(&o).contains("--dot"));
 }
+
+/// A declared shape is only a claim: a param of 1e11 values (or params adding up to more than
+/// a TFLite file can hold) is an error naming it, before anything is allocated (it used to
+/// abort with `memory allocation of 432000000000 bytes failed`).
+#[test]
+fn huge_declared_params_are_refused_before_allocation() {
+    let s = scratch("huge");
+    for (dims, want) in [
+        ("12,3000000000,3,1", "more than 2^32 elements"),
+        ("12,30000000,3,1", "parameter `k`"),
+    ] {
+        let path = s.join("big.qir");
+        std::fs::write(
+            &path,
+            format!(
+                "model \"big\"\nparam @k : f32[{dims}]\n%0 = input \"x\" : f32[1,28,28,1]\n\
+                 %1 = conv2d \"c\" (%0, @k) : f32[1,26,26,12]\noutput \"y\" = %1\n"
+            ),
+        )
+        .unwrap();
+        let o = qatc(&["dump", path.to_str().unwrap()]);
+        let err = assert_user_error(&o);
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+/// An attribute list nested 40 000 deep used to overflow the stack (exit 134); it is a short
+/// error naming the place.
+#[test]
+fn deeply_nested_attributes_are_a_short_error() {
+    let s = scratch("deep");
+    let path = s.join("deep.qir");
+    let depth = 40_000;
+    std::fs::write(
+        &path,
+        format!(
+            "model \"m\"\n%0 = input \"x\" : f32[1,4]\n%1 = relu \"r\" (%0) {{a={}{}}} : f32[1,4]\noutput \"y\" = %1\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
+    )
+    .unwrap();
+    let err = assert_user_error(&qatc(&["dump", path.to_str().unwrap()]));
+    assert!(
+        err.contains("deep.qir:3:") && err.contains("nested more than"),
+        "{err}"
+    );
+    assert!(err.len() < 200, "{} bytes", err.len());
+}

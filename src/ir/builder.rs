@@ -738,6 +738,28 @@ fn default_init(op: &ModelOp, operand: usize) -> Option<Init> {
 ///
 /// A param with no default (a constant operand of `add`, say) is an error naming it.
 pub fn init_params(graph: &Graph, seed: u64) -> Result<ParamStore> {
+    // checked before anything is allocated: a declared shape is only a claim
+    let mut total = 0usize;
+    for (name, id) in graph.params() {
+        let n = graph
+            .node(id)
+            .ty
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d));
+        total = match n.and_then(|n| total.checked_add(n)) {
+            Some(t) if t <= MAX_INIT_ELEMENTS => t,
+            _ => {
+                return Err(crate::Error::param(
+                    &name,
+                    format!(
+                        "the params declared so far hold more than {MAX_INIT_ELEMENTS} values \
+                         (2 GiB of f32, more than a TFLite file can hold); check the shapes"
+                    ),
+                ))
+            }
+        };
+    }
     let mut f = Functional::new(&graph.name, seed);
     let mut params = ParamStore::new();
     for id in graph.canonical_order() {
@@ -777,6 +799,10 @@ pub fn init_params(graph: &Graph, seed: u64) -> Result<ParamStore> {
     }
     Ok(params)
 }
+
+/// The most weight values [`init_params`] creates for one graph (2^29, 2 GiB of f32: a
+/// TFLite flatbuffer cannot hold more).
+pub const MAX_INIT_ELEMENTS: usize = 1 << 29;
 
 /// A linear stack of layers (Keras' Sequential) with one input and one output.
 pub struct Sequential {

@@ -517,11 +517,24 @@ impl<'a> Parser<'a> {
                 self.expect_separator(']')?;
             }
         }
+        let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if numel.is_none_or(|n| n > crate::ir::infer::MAX_ELEMENTS) {
+            return Err(self.err_at(
+                at,
+                "the type has more than 2^32 elements (the most one tensor may hold)".into(),
+            ));
+        }
         Ok(TensorType { dtype, shape })
     }
 
-    fn attr_value(&mut self) -> Result<AttrValue> {
+    fn attr_value(&mut self, depth: usize) -> Result<AttrValue> {
         let at = self.here();
+        if depth > MAX_NESTING {
+            return Err(self.err_at(
+                at,
+                format!("attribute lists are nested more than {MAX_NESTING} deep"),
+            ));
+        }
         Ok(match self.advance() {
             Tok::Int(i) => AttrValue::Int(i),
             Tok::Float(f) => AttrValue::Float(f),
@@ -533,7 +546,7 @@ impl<'a> Parser<'a> {
                 let mut items = Vec::new();
                 if !self.eat_punct(']') {
                     loop {
-                        items.push(self.attr_value()?);
+                        items.push(self.attr_value(depth + 1)?);
                         if self.eat_punct(']') {
                             break;
                         }
@@ -554,6 +567,10 @@ impl<'a> Parser<'a> {
         })
     }
 }
+
+/// How deep attribute lists may nest (`pads=[[1,1],[2,2]]` is 2): enough for any op, and a
+/// bound that keeps the parser's recursion off the end of the stack.
+const MAX_NESTING: usize = 16;
 
 /// The op whose name is within edit distance 2 of `s` (the closest), for "did you mean".
 fn closest_op(s: &str) -> Option<OpKind> {
@@ -746,7 +763,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                             t => return Err(p.err_at(kat, format!("expected an attribute name, found {}", t.describe()))),
                         };
                         p.expect_punct('=')?;
-                        let v = p.attr_value()?;
+                        let v = p.attr_value(1)?;
                         attrs.push((key, v));
                         if p.eat_punct('}') {
                             break;

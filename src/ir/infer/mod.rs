@@ -6,7 +6,9 @@ mod model;
 mod train;
 mod update;
 
-pub use geometry::{conv_axis, conv_out_hw, conv_transpose_axis, range_shape, AxisGeometry};
+pub use geometry::{
+    conv_axis, conv_out_hw, conv_transpose_axis, range_shape, AxisGeometry, MAX_ELEMENTS,
+};
 
 use super::attrs::AttrValue;
 use super::op::*;

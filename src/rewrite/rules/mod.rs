@@ -106,6 +106,19 @@ mod tests {
         parse_rules(src, "t.rules").unwrap_err().to_string()
     }
 
+    /// Nesting 100 000 deep used to overflow the stack; now it is a short error.
+    #[test]
+    fn deeply_nested_patterns_are_an_error_not_a_stack_overflow() {
+        let deep = format!(
+            "r: {}?x{} => ?x\n",
+            "(relu ".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let e = err(&deep);
+        assert!(e.contains("nested more than"), "{e}");
+        assert!(e.len() < 200, "{} bytes", e.len());
+    }
+
     #[test]
     fn parses_rules_with_bindings_conditions_and_comments() {
         let f = parse_rules(

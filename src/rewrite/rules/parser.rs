@@ -11,6 +11,10 @@ pub(super) struct Parser<'a> {
     pub(super) at: usize,
 }
 
+/// How deep a rule's patterns may nest: far beyond any rule, and a bound that keeps the
+/// parser's recursion off the end of the stack.
+const MAX_PATTERN_DEPTH: usize = 64;
+
 impl Parser<'_> {
     pub(super) fn peek(&self) -> &Tok {
         &self.toks[self.at].tok
@@ -48,7 +52,17 @@ impl Parser<'_> {
     }
 
     fn pattern(&mut self) -> Result<Pat> {
+        self.pattern_at(0)
+    }
+
+    fn pattern_at(&mut self, depth: usize) -> Result<Pat> {
         let pos = self.pos();
+        if depth > MAX_PATTERN_DEPTH {
+            return Err(self.err(
+                pos,
+                format!("patterns are nested more than {MAX_PATTERN_DEPTH} deep"),
+            ));
+        }
         match self.next() {
             Tok::Var(v) => {
                 if *self.peek() == Tok::At {
@@ -60,7 +74,7 @@ impl Parser<'_> {
                             format!("expected `(` after `?{v}@`: a binding names a sub-pattern"),
                         ));
                     }
-                    let inner = self.pattern()?;
+                    let inner = self.pattern_at(depth + 1)?;
                     Ok(Pat::Bind(v, Box::new(inner), pos))
                 } else {
                     Ok(Pat::Var(v, pos))
@@ -82,7 +96,7 @@ impl Parser<'_> {
                     if *self.peek() == Tok::Eof {
                         return Err(self.err(pos, "this `(` is never closed".into()));
                     }
-                    children.push(self.pattern()?);
+                    children.push(self.pattern_at(depth + 1)?);
                 }
                 self.next();
                 Ok(Pat::Node(head, children, pos))
