@@ -1318,3 +1318,17 @@ fn hostile_shapes_and_numbers_are_errors_not_panics() {
         }
     }
 }
+
+/// Strings are read in time linear in their length: every character of a string literal
+/// used to re-validate the rest of the file as UTF-8, so a 1 MB model name took minutes
+/// (and a 200k-node chain over a minute in `qatc dump`). `benches/qir_scaling.rs` measures
+/// the front end's scaling; this only guards against the quadratic case coming back.
+#[test]
+fn long_strings_parse_in_linear_time() {
+    let name = "é".repeat(500_000);
+    let text = format!("model \"{name}\"\n%0 = input \"x\" : f32[1,4]\noutput \"y\" = %0\n");
+    let t = std::time::Instant::now();
+    let g = qatc::ir::text::parse(&text, "long.qir").unwrap();
+    assert_eq!(g.name, name);
+    assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
+}

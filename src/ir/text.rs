@@ -240,10 +240,10 @@ impl<'a> Lexer<'a> {
                     self.bump();
                 }
                 Some(_) => {
-                    // take one UTF-8 character
-                    let rest = std::str::from_utf8(&self.src[self.pos..])
-                        .map_err(|_| self.err(file, "invalid UTF-8 in string".into()))?;
-                    let ch = rest.chars().next().unwrap();
+                    // take one UTF-8 character (decoding only its bytes: decoding the rest of
+                    // the file for every character made long strings quadratic)
+                    let ch = next_char(&self.src[self.pos..])
+                        .ok_or_else(|| self.err(file, "invalid UTF-8 in string".into()))?;
                     for _ in 0..ch.len_utf8() {
                         self.bump();
                     }
@@ -370,9 +370,7 @@ impl<'a> Lexer<'a> {
                 Tok::Punct(c as char)
             }
             Some(c) => {
-                let ch = std::str::from_utf8(&self.src[self.pos..])
-                    .ok()
-                    .and_then(|rest| rest.chars().next());
+                let ch = next_char(&self.src[self.pos..]);
                 let shown = match ch {
                     Some(ch) if !ch.is_control() => format!("`{ch}`"),
                     _ => format!("byte 0x{c:02x}"),
@@ -566,6 +564,18 @@ impl<'a> Parser<'a> {
             }
         })
     }
+}
+
+/// The UTF-8 character at the start of `bytes`, decoding only its own bytes.
+fn next_char(bytes: &[u8]) -> Option<char> {
+    let len = match *bytes.first()? {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return None,
+    };
+    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
 }
 
 /// How deep attribute lists may nest (`pads=[[1,1],[2,2]]` is 2): enough for any op, and a
