@@ -420,3 +420,53 @@ fn a_keras_model_trains_from_the_command_line_with_keras_accuracy() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("input_scale"));
 }
+
+/// Values that used to be accepted silently are refused with the flag named: an endless
+/// `--epochs`, `--lr inf`, `eval --limit 0` / `--batch 0`, `bench --steps 0`, an unknown
+/// `dump --mode`.
+#[test]
+fn out_of_range_flags_are_named() {
+    for (args, want) in [
+        (vec!["train", "--epochs", "18446744073709551615"], "epochs"),
+        (vec!["train", "--lr", "inf"], "lr is inf"),
+        (vec!["train", "--qat-lr", "NaN"], "qat_lr"),
+        (vec!["eval", "x.tflite", "--limit", "0"], "--limit"),
+        (vec!["eval", "x.tflite", "--batch", "0"], "--batch"),
+        (vec!["bench", "--steps", "0"], "--steps"),
+        (vec!["dump", "mnist_cnn", "--mode", "bogus"], "--mode"),
+    ] {
+        let run = qatc().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} must fail");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("{ "),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// A run in a reused `--out` removes the earlier run's report first: a run that fails (or is
+/// killed) midway leaves no report that would describe other weights.
+#[test]
+fn a_stale_report_does_not_survive_a_new_run() {
+    let out = scratch("stale-report");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("report.json"), "{\"from\": \"an earlier run\"}").unwrap();
+    let run = qatc()
+        .args([
+            "train",
+            "--model",
+            "mnist_cnn",
+            "--data",
+            "/nonexistent/mnist",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(!out.join("report.json").exists());
+    std::fs::remove_dir_all(&out).unwrap();
+}

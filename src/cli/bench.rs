@@ -306,6 +306,11 @@ pub fn measure(
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.steps == 0 {
+        return Err(Error::Usage(
+            "--steps must be at least 1 (a throughput needs timed steps)".into(),
+        ));
+    }
     let mut opts = JitOptions::default();
     if let Some(t) = a.threads {
         opts.threads = t.max(1);

@@ -38,7 +38,7 @@ pub struct DumpArgs {
     #[arg(long, value_name = "PASS", requires = "pipeline")]
     pub print_after: Vec<String>,
     /// train or eval.
-    #[arg(long, default_value = "eval")]
+    #[arg(long, default_value = "eval", value_parser = ["train", "eval"])]
     pub mode: String,
     /// default_8bit, per_tensor, nbit:W,A or nbit:W,A,per_tensor.
     #[arg(long, default_value = "default_8bit")]

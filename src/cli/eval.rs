@@ -31,6 +31,12 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
+    if args.limit == Some(0) {
+        return Err(Error::Usage("--limit must be at least 1".into()));
+    }
+    if args.batch == 0 {
+        return Err(Error::Usage("--batch must be at least 1".into()));
+    }
     let bytes = read_file(&args.model)?;
     let it = Interpreter::with_options(&bytes, interpreter_options(args.fixed_point_fc))
         .map_err(|e| Error::file(&args.model, e.to_string()))?;

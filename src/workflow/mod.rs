@@ -120,8 +120,19 @@ impl Job {
         if self.batch == 0 {
             return Err(Error::Usage("batch must be at least 1".into()));
         }
-        if !(self.lr > 0.0 && self.qat_lr > 0.0) {
-            return Err(Error::Usage("learning rates must be positive".into()));
+        for (flag, lr) in [("lr", self.lr), ("qat_lr", self.qat_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(Error::Usage(format!(
+                    "{flag} is {lr}: a learning rate must be a finite positive number"
+                )));
+            }
+        }
+        for (flag, n) in [("epochs", self.epochs), ("qat_epochs", self.qat_epochs)] {
+            if n > MAX_EPOCHS {
+                return Err(Error::Usage(format!(
+                    "{flag} is {n}: at most {MAX_EPOCHS} (a run must end)"
+                )));
+            }
         }
         if self.qat_epochs == 0 {
             return Err(Error::Usage(
@@ -282,6 +293,9 @@ pub fn run(cfg: &Job) -> Result<Report> {
     result
 }
 
+/// The most epochs a job accepts per phase.
+pub const MAX_EPOCHS: usize = 10_000;
+
 /// The param `--input-scale` adds (frozen: training leaves it as it is).
 const INPUT_SCALE: &str = "input_scale";
 
@@ -339,6 +353,14 @@ fn check_pipelines(cfg: &Job, model: &Model) -> Result<()> {
 fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let out = &cfg.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // a report from an earlier run in this directory must not outlive it: until this run
+    // writes its own, there is none (a run killed midway leaves no report beside its weights)
+    let stale = out.join("report.json");
+    match std::fs::remove_file(&stale) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&stale, e)),
+    }
     let mut stages = Stages {
         done: Vec::new(),
         progress: cfg.progress,
