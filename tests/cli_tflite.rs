@@ -82,6 +82,18 @@ fn export_inspect_run_eval() {
         .unwrap();
     assert_eq!(y, want[0]);
 
+    // a NaN in the input is named (it used to pass through to an arbitrary int8 value)
+    let mut bad = test.images[..5 * 784].to_vec();
+    bad[789] = f32::NAN;
+    npy::write(&xin, &Array::f32(vec![5, 28, 28, 1], bad).unwrap()).unwrap();
+    let out = qatc(&["run", s(&tfl), "--input", s(&xin), "--output", s(&yout)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("x.npy") && err.contains("element 789") && err.contains("NaN"),
+        "{err}"
+    );
+
     let out = qatc(&["eval", s(&tfl), "--limit", "200"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -53,7 +53,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let mut inputs = Vec::new();
     for (path, info) in args.inputs.iter().zip(&want_in) {
-        inputs.push(adapt_input(npy::read(path)?, info)?);
+        let a = npy::read(path)?;
+        if let Some(i) = a
+            .as_f32()
+            .and_then(|v| v.iter().position(|x| !x.is_finite()))
+        {
+            let v = a.as_f32().map_or(0.0, |d| d[i]);
+            return Err(Error::file(
+                path,
+                format!("element {i} (flat index) is {v}: inputs must be finite numbers"),
+            ));
+        }
+        inputs.push(adapt_input(a, info)?);
     }
     let outputs = it.run(&inputs)?;
     for (path, a) in args.outputs.iter().zip(&outputs) {
