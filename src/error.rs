@@ -239,47 +239,94 @@ impl Error {
 /// What `path` names is respected: through a symlink the link's target is written (the link
 /// stays), a device or pipe (`/dev/stdout`) is written to directly, a directory is refused.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    let path = resolve_output(path.as_ref())?;
-    let path = path.as_path();
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.is_dir() {
-            return Err(Error::Usage(format!(
-                "{} is a directory: give a file path",
-                path.display()
-            )));
+    write_atomic_all(&[(path.as_ref(), bytes)])
+}
+
+/// Writes several files that belong together (a `.qir` and its `.safetensors`): every file
+/// is first written to a temporary sibling and flushed, and only when all of them are on
+/// disk are they renamed into place, so a full disk or a write error changes none of them
+/// (the temporary files are removed, the error names the path and the OS error). See
+/// [`write_atomic`] for symlinks, devices and directories.
+pub fn write_atomic_all(files: &[(&Path, &[u8])]) -> Result<()> {
+    enum Staged {
+        /// A device or pipe, written in the commit phase.
+        Direct(std::path::PathBuf, usize),
+        /// A temporary file to rename over the target.
+        Temp(std::path::PathBuf, std::path::PathBuf),
+    }
+    let mut staged: Vec<Staged> = Vec::with_capacity(files.len());
+    let cleanup = |staged: &[Staged]| {
+        for s in staged {
+            if let Staged::Temp(tmp, _) = s {
+                let _ = std::fs::remove_file(tmp);
+            }
         }
-        if !meta.is_file() {
-            // a device or a pipe: no rename, the bytes go where the user pointed
-            return std::fs::OpenOptions::new()
+    };
+    for (k, &(path, bytes)) in files.iter().enumerate() {
+        let path = match resolve_output(path) {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup(&staged);
+                return Err(e);
+            }
+        };
+        let stage = (|| -> Result<Staged> {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.is_dir() {
+                    return Err(Error::Usage(format!(
+                        "{} is a directory: give a file path",
+                        path.display()
+                    )));
+                }
+                if !meta.is_file() {
+                    // a device or a pipe: no rename, the bytes go where the user pointed
+                    return Ok(Staged::Direct(path.clone(), k));
+                }
+            }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            let file_name = path
+                .file_name()
+                .ok_or_else(|| Error::Usage(format!("{} is not a file path", path.display())))?;
+            let tmp = path.with_file_name(format!(
+                ".{}.tmp{}",
+                file_name.to_string_lossy(),
+                std::process::id()
+            ));
+            let written = std::fs::File::create(&tmp).and_then(|mut f| {
+                std::io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()
+            });
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::io(&path, e));
+            }
+            Ok(Staged::Temp(tmp, path.clone()))
+        })();
+        match stage {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                cleanup(&staged);
+                return Err(e);
+            }
+        }
+    }
+    for (i, s) in staged.iter().enumerate() {
+        let done = match s {
+            Staged::Direct(path, k) => std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
-                .map_err(|e| Error::io(path, e));
+                .and_then(|mut f| std::io::Write::write_all(&mut f, files[*k].1))
+                .map_err(|e| Error::io(path, e)),
+            Staged::Temp(tmp, path) => std::fs::rename(tmp, path).map_err(|e| Error::io(path, e)),
+        };
+        if let Err(e) = done {
+            cleanup(&staged[i..]);
+            return Err(e);
         }
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("{} is not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    Ok(())
 }
 
 /// The file a write to `path` should replace: `path` itself, or the end of its chain of
@@ -366,6 +413,42 @@ mod tests {
         assert!(write_atomic(d.join("file/child"), b"x").is_err());
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
         assert_eq!(left.len(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Files that belong together land together: when the second cannot be written (as on a
+    /// full disk), the first is not changed and no temporary file is left (a `.qir` used to
+    /// land without its `.safetensors`).
+    #[test]
+    fn a_pair_is_written_both_or_neither() {
+        let d = scratch("pair");
+        std::fs::write(d.join("m.safetensors"), b"old weights").unwrap();
+        std::fs::write(d.join("blocker"), b"").unwrap();
+        let bad = d.join("blocker/m.qir");
+        let err = write_atomic_all(&[
+            (d.join("m.safetensors").as_path(), b"new weights"),
+            (bad.as_path(), b"text"),
+        ]);
+        assert!(err.is_err());
+        assert_eq!(
+            std::fs::read(d.join("m.safetensors")).unwrap(),
+            b"old weights"
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["blocker", "m.safetensors"]);
+        write_atomic_all(&[
+            (d.join("m.safetensors").as_path(), b"new weights"),
+            (d.join("m.qir").as_path(), b"text"),
+        ])
+        .unwrap();
+        assert_eq!(
+            std::fs::read(d.join("m.safetensors")).unwrap(),
+            b"new weights"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

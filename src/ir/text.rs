@@ -26,7 +26,7 @@ use super::infer::infer_type;
 use super::op::{Op, OpKind};
 use super::params::ParamStore;
 use super::types::{DType, TensorType};
-use crate::error::{read_file, write_atomic, Error, Result};
+use crate::error::{read_file, Error, Result};
 use crate::ir::op::ModelOp;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -861,6 +861,11 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<(Graph, ParamStore)> {
 /// Saves a model as a `.qir` + `.safetensors` pair, each written atomically.
 pub fn save_model(g: &Graph, params: &ParamStore, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    write_atomic(path, print(g).as_bytes())?;
-    params.save(weights_path(path))
+    let weights = params.to_safetensors(None)?;
+    let text = print(g);
+    // both or neither: a .qir never lands without its weights
+    crate::error::write_atomic_all(&[
+        (weights_path(path).as_path(), &weights),
+        (path, text.as_bytes()),
+    ])
 }
