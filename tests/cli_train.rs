@@ -470,3 +470,55 @@ fn a_stale_report_does_not_survive_a_new_run() {
     assert!(!out.join("report.json").exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// Two runs on one `--out` at once: the second is refused while the first holds the lock; a
+/// lock left by a killed run (its process is gone) is taken over.
+#[test]
+fn a_second_run_on_the_same_out_is_refused() {
+    let out = scratch("lock");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(".qatc.lock"), std::process::id().to_string()).unwrap();
+    let run = quick_job_on("mnist_cnn", "jit", &out, "0");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(err.contains("another qatc run"), "{err}");
+    assert!(!out.join("mnist_cnn_int8.tflite").exists());
+    // a stale lock (no such process) does not block
+    std::fs::write(out.join(".qatc.lock"), "4000000000").unwrap();
+    let run = quick_job_on("mnist_cnn", "jit", &out, "0");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!out.join(".qatc.lock").exists(), "the lock is released");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// A model name from a file cannot make qatc write outside `--out`.
+#[test]
+fn a_model_name_cannot_escape_the_output_directory() {
+    let dir = scratch("escape");
+    std::fs::create_dir_all(&dir).unwrap();
+    let qir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mnist_cnn.qir");
+    let text = std::fs::read_to_string(qir)
+        .unwrap()
+        .replace("model \"mnist_cnn\"", "model \"../escaped\"");
+    let model = dir.join("evil.qir");
+    std::fs::write(&model, text).unwrap();
+    let out = dir.join("out");
+    let run = quick_job_on(model.to_str().unwrap(), "jit", &out, "0");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let outside: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("escaped"))
+        .collect();
+    assert!(outside.is_empty(), "{outside:?}");
+    assert!(out.join("_escaped_int8.tflite").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

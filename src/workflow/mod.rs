@@ -293,6 +293,79 @@ pub fn run(cfg: &Job) -> Result<Report> {
     result
 }
 
+/// `<out>/.qatc.lock`, held while a job writes into `out`: a second job on the same
+/// directory is refused while the first runs; a lock left by a killed run (its process is
+/// gone) is taken over.
+struct OutLock(PathBuf);
+
+impl OutLock {
+    fn take(out: &Path) -> Result<OutLock> {
+        let path = out.join(".qatc.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(OutLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid = pid.trim();
+                    let alive = !pid.is_empty()
+                        && pid.chars().all(|c| c.is_ascii_digit())
+                        && Path::new("/proc").join(pid).exists();
+                    if alive {
+                        return Err(Error::Usage(format!(
+                            "{}: another qatc run (process {pid}) is writing there; wait for it \
+                             or choose another --out",
+                            out.display()
+                        )));
+                    }
+                    // left by a run that was killed: take it over
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Usage(format!(
+            "{}: cannot take the lock {}",
+            out.display(),
+            path.display()
+        )))
+    }
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A model name made safe as the start of a file name in `--out`: a name read from a model
+/// file (`model "../../x"` in a `.qir`) never makes qatc write outside the output directory.
+pub fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches('.');
+    if s.is_empty() {
+        "model".to_string()
+    } else {
+        s.chars().take(100).collect()
+    }
+}
+
 /// The most epochs a job accepts per phase.
 pub const MAX_EPOCHS: usize = 10_000;
 
@@ -353,6 +426,7 @@ fn check_pipelines(cfg: &Job, model: &Model) -> Result<()> {
 fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let out = &cfg.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _lock = OutLock::take(out)?;
     // a report from an earlier run in this directory must not outlive it: until this run
     // writes its own, there is none (a run killed midway leaves no report beside its weights)
     let stale = out.join("report.json");
@@ -395,7 +469,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         ))
     })?;
     report.model = model.graph.name.clone();
-    let stem = model.graph.name.clone();
+    let stem = file_stem(&model.graph.name);
 
     // 1. float training
     let fit_cfg = |epochs: usize, lr: f32| -> Result<FitConfig> {
