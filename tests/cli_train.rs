@@ -104,7 +104,7 @@ fn the_job_writes_every_artifact_and_a_complete_report() {
     assert_eq!(
         stages,
         [
-            "load MNIST",
+            "load data",
             "float training",
             "quantize",
             "QAT fine-tuning",

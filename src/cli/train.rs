@@ -50,7 +50,8 @@ pub struct TrainArgs {
     /// Execution backend: jit (default) or interpreter (the slow reference).
     #[arg(long)]
     pub backend: Option<String>,
-    /// Directory holding the MNIST IDX files.
+    /// The data: a directory of MNIST-format IDX files (any image size), of CIFAR-10/100
+    /// binary batches, or an .npz with x_train, y_train, x_test, y_test [default: data/mnist].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Train on the first N training images only (quick runs).

@@ -1,11 +1,8 @@
-//! MNIST in its original IDX format, gzip-compressed (`data/mnist/`, see `data/README.md`).
-//! IDX: a big-endian u32 magic (0x00000803 images, 0x00000801 labels), one big-endian u32 per
-//! dimension, then the bytes row-major.
+//! MNIST in its original IDX format, gzip-compressed (`data/mnist/`, see `data/README.md`):
+//! the embedded default dataset, read by [`super::idx`].
 
 use super::Dataset;
-use crate::error::{read_file, Error, Result};
-use flate2::read::GzDecoder;
-use std::io::Read;
+use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// Which half of MNIST.
@@ -29,47 +26,7 @@ fn files(split: Split) -> (&'static str, &'static str) {
     }
 }
 
-/// Reads and un-gzips one IDX file: its dimensions and raw bytes.
-pub fn read_idx(path: &Path, want_magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
-    let gz = read_file(path)?;
-    let mut raw = Vec::new();
-    GzDecoder::new(&gz[..]).read_to_end(&mut raw).map_err(|e| {
-        Error::file(
-            path,
-            format!("not a valid gzip file ({e}); re-copy it from the MNIST distribution"),
-        )
-    })?;
-    let be32 = |at: usize| -> Result<u32> {
-        raw.get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or_else(|| Error::file(path, "truncated IDX header"))
-    };
-    let magic = be32(0)?;
-    if magic != want_magic {
-        return Err(Error::file(
-            path,
-            format!(
-                "IDX magic is 0x{magic:08x}, expected 0x{want_magic:08x} (is this the right file?)"
-            ),
-        ));
-    }
-    let ndim = (magic & 0xff) as usize;
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| be32(4 + 4 * i).map(|d| d as usize))
-        .collect::<Result<_>>()?;
-    let start = 4 + 4 * ndim;
-    let want: usize = dims.iter().product();
-    if raw.len() != start + want {
-        return Err(Error::file(
-            path,
-            format!(
-                "IDX dimensions {dims:?} need {want} bytes of data, the file has {}",
-                raw.len().saturating_sub(start)
-            ),
-        ));
-    }
-    Ok((dims, raw.split_off(start)))
-}
+pub use super::idx::read_idx;
 
 /// Loads one split from `dir`, pixels scaled to [0, 1].
 pub fn load(dir: &Path, split: Split) -> Result<Dataset> {

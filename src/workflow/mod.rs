@@ -19,7 +19,7 @@ mod report;
 
 pub use report::{training_curve_svg, ModelFigures, Report, Stage};
 
-use crate::data::mnist::{self, Split};
+use crate::data::{self, mnist, Pixels, Split};
 use crate::error::{write_atomic, Error, Result};
 use crate::export::{self, ExportOptions};
 use crate::int8;
@@ -65,8 +65,8 @@ pub struct Job {
     /// The training backend: `jit` (compiled, the default) or `interpreter` (the reference
     /// interpreter, alias `reference`).
     pub backend: String,
-    /// The directory holding MNIST's gzipped IDX files (default: the copy shipped in
-    /// `<crate>/data/mnist`).
+    /// The dataset ([`crate::data::load`]): a directory of MNIST-format IDX files, of CIFAR
+    /// binary batches, or an `.npz` file (default: the MNIST copy in `<crate>/data/mnist`).
     pub data: PathBuf,
     /// Use only the first N training / test images (all when unset).
     pub train_samples: Option<usize>,
@@ -345,6 +345,43 @@ impl Drop for OutLock {
     }
 }
 
+/// The data fits the model: the same per-sample input shape, and no label beyond the model's
+/// classes.
+fn check_data(model: &Model, data: &crate::data::Dataset, path: &Path) -> Result<()> {
+    let g = &model.graph;
+    let input = g
+        .inputs()
+        .first()
+        .map(|&x| g.node(x).ty.shape[1..].to_vec())
+        .unwrap_or_default();
+    if input != data.sample_shape {
+        return Err(Error::file(
+            path,
+            format!(
+                "the data's images are {:?} but model `{}` takes {:?} per sample",
+                data.sample_shape, g.name, input
+            ),
+        ));
+    }
+    if let Some(o) = g.outputs().first() {
+        let classes = g.node(o.node).ty.shape.last().copied().unwrap_or(0);
+        if let Some(i) = data
+            .labels
+            .iter()
+            .position(|&l| l < 0 || l as usize >= classes)
+        {
+            return Err(Error::file(
+                path,
+                format!(
+                    "training sample {i} has label {} but model `{}` outputs {classes} classes",
+                    data.labels[i], g.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A model name made safe as the start of a file name in `--out`: a name read from a model
 /// file (`model "../../x"` in a `.qir`) never makes qatc write outside the output directory.
 pub fn file_stem(name: &str) -> String {
@@ -449,25 +486,25 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     };
     let mut files = Vec::new();
 
-    let (train_set, test_set) = stages.run("load MNIST", || {
-        let raw = cfg.input_scale()?.is_some();
-        let limit = |d: crate::data::Dataset, n: Option<usize>| {
-            let d = n.map_or(d.clone(), |n| d.take(n));
-            if raw {
-                // the loader's v/255 back to the exact 0..255 integers
-                crate::data::Dataset {
-                    images: d.images.iter().map(|v| (v * 255.0).round()).collect(),
-                    ..d
-                }
-            } else {
-                d
-            }
+    let (train_set, test_set) = stages.run("load data", || {
+        let pixels = if cfg.input_scale()?.is_some() {
+            Pixels::Raw
+        } else {
+            Pixels::Unit
         };
+        let limit = |d: crate::data::Dataset, n: Option<usize>| n.map_or(d.clone(), |n| d.take(n));
         Ok((
-            limit(mnist::load(&cfg.data, Split::Train)?, cfg.train_samples),
-            limit(mnist::load(&cfg.data, Split::Test)?, cfg.test_samples),
+            limit(
+                data::load(&cfg.data, Split::Train, pixels)?,
+                cfg.train_samples,
+            ),
+            limit(
+                data::load(&cfg.data, Split::Test, pixels)?,
+                cfg.test_samples,
+            ),
         ))
     })?;
+    check_data(&model, &train_set, &cfg.data)?;
     report.model = model.graph.name.clone();
     let stem = file_stem(&model.graph.name);
 
