@@ -522,3 +522,58 @@ fn a_model_name_cannot_escape_the_output_directory() {
     assert!(out.join("_escaped_int8.tflite").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--augment crop:4,flip` is seeded: the same seed gives the same model bytes, and the
+/// augmented run differs from the plain one; the report says how long data loading took.
+#[test]
+fn augmentation_is_seeded() {
+    let run = |name: &str, augment: Option<&str>| -> Vec<u8> {
+        let out = scratch(name);
+        let mut c = qatc();
+        c.args([
+            "train",
+            "--model",
+            "mnist_cnn",
+            "--epochs",
+            "1",
+            "--qat-epochs",
+            "1",
+        ])
+        .args([
+            "--train-samples",
+            "256",
+            "--test-samples",
+            "64",
+            "--batch",
+            "32",
+            "--quiet",
+            "--seed",
+            "3",
+            "--out",
+        ])
+        .arg(&out);
+        if let Some(a) = augment {
+            c.args(["--augment", a]);
+        }
+        let r = c.output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        assert!(report["data_load_seconds"].as_f64().unwrap() >= 0.0);
+        let bytes = std::fs::read(out.join("mnist_cnn_int8.tflite")).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        bytes
+    };
+    let a = run("aug-a", Some("crop:4,flip"));
+    let b = run("aug-b", Some("crop:4,flip"));
+    let plain = run("aug-plain", None);
+    assert_eq!(a, b);
+    assert_ne!(a, plain);
+    let r = qatc()
+        .args(["train", "--augment", "rotate:5", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("rotate"));
+}

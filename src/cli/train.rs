@@ -65,6 +65,10 @@ pub struct TrainArgs {
     /// raw pixels); unset: scaled to [0, 1] by the loader.
     #[arg(long)]
     pub input_scale: Option<String>,
+    /// Augment the training images: crop:N (random crop after N pixels of zero padding)
+    /// and/or flip (horizontal), e.g. crop:4,flip; seeded by --seed.
+    #[arg(long)]
+    pub augment: Option<String>,
     /// Fold BatchNorm into per-tensor quantized kernels although the folded kernel then
     /// quantizes differently from the trained one (TFMOT #1131; per-axis kernels fold exactly).
     #[arg(long)]
@@ -97,6 +101,9 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     }
     if args.input_scale.is_some() {
         c.input_scale = args.input_scale.clone();
+    }
+    if args.augment.is_some() {
+        c.augment = args.augment.clone();
     }
     if args.allow_inexact_fold {
         c.allow_inexact_fold = true;

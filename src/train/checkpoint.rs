@@ -219,6 +219,8 @@ mod tests {
                 loss: 3.25,
                 correct: 7,
                 seconds: 0.5,
+                data_wait: 0.25,
+                data_build: 0.125,
             },
         }
     }

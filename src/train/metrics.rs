@@ -28,6 +28,13 @@ pub struct EpochMetrics {
     pub seconds: f64,
     /// Training throughput: `samples / seconds` (0 if no time was measured).
     pub samples_per_s: f64,
+    /// Seconds the training steps waited for the data loader (0 when prefetching keeps up).
+    #[serde(default)]
+    pub data_wait_seconds: f64,
+    /// Seconds the loader thread spent assembling (and augmenting) the epoch's batches,
+    /// overlapped with training.
+    #[serde(default)]
+    pub data_load_seconds: f64,
 }
 
 /// The metrics of a run; kept in checkpoints, so a resumed run reports the whole history.
@@ -87,6 +94,12 @@ pub(crate) struct EpochSums {
     pub loss: f64,
     pub correct: u64,
     pub seconds: f64,
+    /// Time the step waited for its batch (the loader was behind).
+    #[serde(default)]
+    pub data_wait: f64,
+    /// Time the loader spent gathering and augmenting batches (overlapping the steps).
+    #[serde(default)]
+    pub data_build: f64,
 }
 
 impl EpochSums {
@@ -108,6 +121,8 @@ impl EpochSums {
             } else {
                 0.0
             },
+            data_wait_seconds: self.data_wait,
+            data_load_seconds: self.data_build,
         }
     }
 }

@@ -33,11 +33,13 @@
 //! assert!(result.history.last().unwrap().loss < result.history.epochs[0].loss);
 //! ```
 
+pub mod augment;
 pub mod batches;
 pub mod checkpoint;
 pub mod metrics;
 pub mod schedule;
 
+pub use augment::Augment;
 pub use checkpoint::{Checkpoint, Position, RunKey};
 pub use metrics::{EpochMetrics, EvalMetrics, History};
 pub use schedule::LrSchedule;
@@ -131,6 +133,8 @@ pub struct FitConfig {
     /// every epoch and before every checkpoint (a checkpoint never holds NaN). `1` names
     /// the exact step of a bad update; checking copies the state out of the executor.
     pub check_state_every: u64,
+    /// Augmentation of the training batches (none by default).
+    pub augment: Augment,
 }
 
 impl Default for FitConfig {
@@ -151,6 +155,7 @@ impl Default for FitConfig {
             resume: None,
             stop_after: None,
             check_state_every: 10,
+            augment: Augment::default(),
         }
     }
 }
@@ -416,13 +421,55 @@ pub fn fit(
     while run.pos.epoch < cfg.epochs {
         let order = batches::epoch_order(train.len(), cfg.seed, run.pos.epoch, cfg.shuffle);
         let bar = progress_bar(cfg, run.pos, run.per_epoch);
-        while run.pos.batch < run.per_epoch {
-            if cfg.stop_after.is_some_and(|s| run.pos.step >= s) {
+        // the next batches are gathered (and augmented) on another thread while the backend
+        // runs the current step; the batches are the same as gathered in line
+        let stopped = std::thread::scope(|s| -> Result<bool> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+            let (first, last, epoch, b) =
+                (run.pos.batch, run.per_epoch, run.pos.epoch, cfg.batch_size);
+            let order = &order;
+            s.spawn(move || {
+                for bi in first..last {
+                    let t = Instant::now();
+                    let idx = &order[bi * b..(bi + 1) * b];
+                    let mut batch = Batch::default();
+                    batches::gather(train, idx, b, &mut batch.images, &mut batch.labels);
+                    if !cfg.augment.is_none() {
+                        let n = train.sample_len();
+                        for (r, &i) in idx.iter().enumerate() {
+                            let img = &mut batch.images[r * n..(r + 1) * n];
+                            cfg.augment
+                                .apply(img, &train.sample_shape, cfg.seed, epoch, i);
+                        }
+                    }
+                    batch.seconds = t.elapsed().as_secs_f64();
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            while run.pos.batch < run.per_epoch {
+                if cfg.stop_after.is_some_and(|s| run.pos.step >= s) {
+                    return Ok(true);
+                }
+                let wait = Instant::now();
+                let batch = rx
+                    .recv()
+                    .map_err(|_| Error::Usage("internal: the batch loader stopped".into()))?;
+                run.sums.data_wait += wait.elapsed().as_secs_f64();
+                run.sums.data_build += batch.seconds;
+                run.step(&batch, &bar)?;
+            }
+            Ok(false)
+        });
+        match stopped {
+            Ok(true) => {
                 bar.finish_and_clear();
                 run.save()?;
                 return Ok(run.finish(params, true));
             }
-            if let Err(e) = run.step(train, &order, &bar) {
+            Ok(false) => {}
+            Err(e) => {
                 bar.abandon();
                 return Err(e);
             }
@@ -450,8 +497,15 @@ struct Run<'a> {
     lr: f32,
     /// Steps after which the state was last verified finite.
     clean: u64,
+}
+
+/// One training batch, assembled by the loader thread.
+#[derive(Default)]
+struct Batch {
     images: Vec<f32>,
     labels: Vec<i32>,
+    /// Time spent gathering and augmenting it.
+    seconds: f64,
 }
 
 impl<'a> Run<'a> {
@@ -543,23 +597,19 @@ impl<'a> Run<'a> {
             classes,
             lr: cfg.lr.at(pos.step, (per_epoch * cfg.epochs) as u64),
             clean: pos.step,
-            images: Vec::new(),
-            labels: Vec::new(),
             step_graph,
         })
     }
 
     /// One training step on the next batch of `order`.
-    fn step(&mut self, train: &Dataset, order: &[usize], bar: &ProgressBar) -> Result<()> {
+    fn step(&mut self, batch: &Batch, bar: &ProgressBar) -> Result<()> {
         let (b, pos) = (self.cfg.batch_size, self.pos);
         let t0 = Instant::now();
-        let idx = &order[pos.batch * b..(pos.batch + 1) * b];
-        batches::gather(train, idx, b, &mut self.images, &mut self.labels);
         self.lr = self.cfg.lr.at(pos.step, self.total_steps);
         let lr_in = self.cfg.optimizer.lr_input(self.lr, pos.step);
         let outs = self.exec.run(&[
-            ("input", Feed::F32(&self.images)),
-            ("labels", Feed::I32(&self.labels)),
+            ("input", Feed::F32(&batch.images)),
+            ("labels", Feed::I32(&batch.labels)),
             ("step", Feed::F32(&[pos.step as f32])),
             ("lr", Feed::F32(&[lr_in])),
         ])?;
@@ -576,7 +626,7 @@ impl<'a> Run<'a> {
 
         let loss = outs[0].data[0];
         let c = self.classes;
-        let correct = self
+        let correct = batch
             .labels
             .iter()
             .enumerate()

@@ -79,6 +79,9 @@ pub struct Job {
     /// (a Keras `Rescaling` layer). A number or fraction (`1/255`): raw values, and a `mul`
     /// by that factor is added as the model's first op, so the int8 file takes raw pixels.
     pub input_scale: Option<String>,
+    /// Augmentation of the training batches: `crop:4,flip` (random crop after 4 pixels of
+    /// zero padding, horizontal flip), seeded by `seed`; none when unset.
+    pub augment: Option<String>,
     /// Progress bars and stage headers on stderr; `false` is quiet.
     pub progress: bool,
 }
@@ -103,6 +106,7 @@ impl Default for Job {
             test_samples: None,
             allow_inexact_fold: false,
             input_scale: None,
+            augment: None,
             progress: true,
         }
     }
@@ -141,6 +145,7 @@ impl Job {
         }
         self.schedule(1.0)?;
         self.input_scale()?;
+        crate::train::Augment::parse(self.augment.as_deref().unwrap_or("none"))?;
         Ok(())
     }
 
@@ -509,6 +514,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let stem = file_stem(&model.graph.name);
 
     // 1. float training
+    let augment = crate::train::Augment::parse(cfg.augment.as_deref().unwrap_or("none"))?;
     let fit_cfg = |epochs: usize, lr: f32| -> Result<FitConfig> {
         Ok(FitConfig {
             epochs,
@@ -516,6 +522,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             lr: cfg.schedule(lr)?,
             seed: cfg.seed,
             progress: cfg.progress,
+            augment,
             ..FitConfig::default()
         })
     };
@@ -587,6 +594,10 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         bytes: weights_bytes(&qat.params, &qat_graph),
     };
     report.qat_train_samples_per_s = mean_throughput(&qat.history);
+    for e in float.history.epochs.iter().chain(&qat.history.epochs) {
+        report.data_load_seconds += e.data_load_seconds;
+        report.data_wait_seconds += e.data_wait_seconds;
+    }
     let qat_path = out.join(format!("{stem}_qat.qir"));
     text::save_model(&qat_graph, &qat.params, &qat_path)?;
     files.push(qat_path.display().to_string());

@@ -51,6 +51,11 @@ pub struct Report {
     pub float_train_samples_per_s: f64,
     /// Mean training throughput of the QAT epochs, in samples per second.
     pub qat_train_samples_per_s: f64,
+    /// Seconds the data loader thread spent assembling (and augmenting) training batches,
+    /// both phases, overlapped with training.
+    pub data_load_seconds: f64,
+    /// Seconds training steps waited for their batch (0 when prefetching keeps up).
+    pub data_wait_seconds: f64,
     /// The job's stages in the order they ran, with their times.
     pub stages: Vec<Stage>,
     /// The paths the job wrote (directories end with `/`).
@@ -121,6 +126,11 @@ impl Report {
             s,
             "  training throughput: {float_speed}QAT {:.0} samples/s",
             self.qat_train_samples_per_s
+        );
+        let _ = writeln!(
+            s,
+            "  data loader: {:.1}s assembling batches beside training, steps waited {:.1}s",
+            self.data_load_seconds, self.data_wait_seconds
         );
         let total: f64 = self.stages.iter().map(|st| st.seconds).sum();
         let stages: Vec<String> = self
