@@ -4,7 +4,7 @@
 //! CIFAR-100: `train.bin`, `test.bin` (coarse then fine label; the fine one, 100 classes, is
 //! used).
 
-use super::{Dataset, Pixels, Split};
+use super::dataset::{Dataset, Pixels, Split};
 use crate::error::{read_file, Error, Result};
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! (`0x0000_08NN`: unsigned bytes, `NN` dimensions), one big-endian u32 per dimension, then
 //! the bytes row-major; plain or gzip-compressed.
 
-use super::{Dataset, Pixels, Split};
+use super::dataset::{Dataset, Pixels, Split};
 use crate::error::{read_file, Error, Result};
 use flate2::read::GzDecoder;
 use std::io::Read;

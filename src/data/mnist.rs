@@ -1,18 +1,10 @@
 //! MNIST in its original IDX format, gzip-compressed (`data/mnist/`, see `data/README.md`):
 //! the embedded default dataset, read by [`super::idx`].
 
-use super::Dataset;
+use super::dataset::Dataset;
+pub use super::dataset::Split;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
-
-/// Which half of MNIST.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Split {
-    /// The 60,000 training images (`train-*-ubyte.gz`).
-    Train,
-    /// The 10,000 test images (`t10k-*-ubyte.gz`).
-    Test,
-}
 
 /// The MNIST directory shipped with qatc (`<crate>/data/mnist`).
 pub fn default_dir() -> PathBuf {

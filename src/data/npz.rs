@@ -3,7 +3,7 @@
 //! labels of any integer type, `(n,)` or `(n, 1)`. The zip is read with `zip`, each array
 //! with `npyz`.
 
-use super::{Dataset, Pixels, Split};
+use super::dataset::{Dataset, Pixels, Split};
 use crate::error::{read_file, Error, Result};
 use std::io::Read;
 use std::path::Path;
