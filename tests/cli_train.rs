@@ -196,7 +196,7 @@ fn a_bad_config_is_named_and_nothing_is_trained() {
         "{err}"
     );
 
-    // a failure after the checks (here: no MNIST files) leaves no empty output directory
+    // a failure after the checks (here: no data) leaves no empty output directory
     let run = qatc()
         .args(["train", "--quiet", "--data"])
         .arg(dir.join("no-mnist-here"))
@@ -206,7 +206,7 @@ fn a_bad_config_is_named_and_nothing_is_trained() {
         .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
-        !run.status.success() && err.contains("train-images"),
+        !run.status.success() && err.contains("no-mnist-here"),
         "{err}"
     );
     assert!(
