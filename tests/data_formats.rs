@@ -359,3 +359,73 @@ fn qatc_train_reads_every_format() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// An image folder: class subfolders of PNG and JPEG files, split by `train/`+`test/` or by a
+/// seeded fifth; sizes differing need `--image-size`; a corrupt image is named.
+#[test]
+fn image_folders() {
+    use qatc::data::{folder, load_with};
+    let d = scratch("folder");
+    let make = |dir: &Path, n: usize, size: u32, gray: bool| {
+        for (k, class) in ["cat", "dog", "eel"].iter().enumerate() {
+            let c = dir.join(class);
+            std::fs::create_dir_all(&c).unwrap();
+            for i in 0..n {
+                let v = (k * 80 + i) as u8;
+                if gray {
+                    let img = image::GrayImage::from_pixel(size, size, image::Luma([v]));
+                    img.save(c.join(format!("{i}.png"))).unwrap();
+                } else {
+                    let img = image::RgbImage::from_pixel(size, size, image::Rgb([v, 0, 255 - v]));
+                    let ext = if i % 2 == 0 { "png" } else { "jpg" };
+                    img.save(c.join(format!("{i}.{ext}"))).unwrap();
+                }
+            }
+        }
+    };
+    // train/ and test/ splits, RGB, PNG and JPEG
+    let split = d.join("split");
+    make(&split.join("train"), 4, 8, false);
+    make(&split.join("test"), 2, 8, false);
+    assert!(folder::detect(&split));
+    let t = load_with(&split, Split::Train, Pixels::Raw, None, 0).unwrap();
+    assert_eq!(
+        (t.sample_shape.clone(), t.len(), t.classes),
+        (vec![8, 8, 3], 12, 3)
+    );
+    assert_eq!(t.labels[..4], [0, 0, 0, 0]);
+    assert_eq!(t.images[..3], [0.0, 0.0, 255.0]);
+    assert_eq!(
+        load_with(&split, Split::Test, Pixels::Raw, None, 0)
+            .unwrap()
+            .len(),
+        6
+    );
+    // one folder, grayscale, split by a seeded fifth; resized on request
+    let flat = d.join("flat");
+    make(&flat, 10, 6, true);
+    let tr = load_with(&flat, Split::Train, Pixels::Unit, Some([4, 4]), 1).unwrap();
+    let te = load_with(&flat, Split::Test, Pixels::Unit, Some([4, 4]), 1).unwrap();
+    assert_eq!(tr.sample_shape, [4, 4, 1]);
+    assert_eq!(tr.len() + te.len(), 30);
+    assert!(!te.is_empty() && te.len() < 15, "{}", te.len());
+    // a differently sized image needs --image-size; a corrupt one is named
+    image::GrayImage::new(5, 5)
+        .save(flat.join("cat/odd.png"))
+        .unwrap();
+    let e = load_with(&flat, Split::Train, Pixels::Unit, None, 1).err();
+    let e2 = load_with(&flat, Split::Test, Pixels::Unit, None, 1).err();
+    let msg = e
+        .or(e2)
+        .expect("a size mismatch in one of the splits")
+        .to_string();
+    assert!(msg.contains("--image-size"), "{msg}");
+    std::fs::write(flat.join("dog/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let errs: Vec<String> = [Split::Train, Split::Test]
+        .into_iter()
+        .filter_map(|s| load_with(&flat, s, Pixels::Unit, Some([4, 4]), 1).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errs.iter().any(|e| e.contains("broken.png")), "{errs:?}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

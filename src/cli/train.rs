@@ -69,6 +69,9 @@ pub struct TrainArgs {
     /// and/or flip (horizontal), e.g. crop:4,flip; seeded by --seed.
     #[arg(long)]
     pub augment: Option<String>,
+    /// H,W: resize the images of an image-folder dataset to this size.
+    #[arg(long)]
+    pub image_size: Option<String>,
     /// Fold BatchNorm into per-tensor quantized kernels although the folded kernel then
     /// quantizes differently from the trained one (TFMOT #1131; per-axis kernels fold exactly).
     #[arg(long)]
@@ -104,6 +107,9 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     }
     if args.augment.is_some() {
         c.augment = args.augment.clone();
+    }
+    if args.image_size.is_some() {
+        c.image_size = args.image_size.clone();
     }
     if args.allow_inexact_fold {
         c.allow_inexact_fold = true;

@@ -1,8 +1,10 @@
 //! Datasets: what `--data` reads (MNIST-format IDX of any image size, `.npz` as
-//! `keras.datasets` caches it, CIFAR-10/100 binary batches) into one in-memory [`Dataset`].
+//! `keras.datasets` caches it, CIFAR-10/100 binary batches, image folders) into one
+//! in-memory [`Dataset`].
 
 pub mod cifar;
 mod dataset;
+pub mod folder;
 pub mod idx;
 pub mod mnist;
 pub mod npz;
@@ -16,6 +18,18 @@ pub use dataset::{Dataset, Pixels, Split};
 /// directory of CIFAR-10 or CIFAR-100 binary batches, or a directory of MNIST-format IDX
 /// files (any image size: MNIST, Fashion-MNIST, KMNIST, EMNIST).
 pub fn load(path: &Path, split: Split, pixels: Pixels) -> Result<Dataset> {
+    load_with(path, split, pixels, None, 0)
+}
+
+/// [`load`], and for an image folder the `[h, w]` to resize to and the seed of its
+/// train/test split.
+pub fn load_with(
+    path: &Path,
+    split: Split,
+    pixels: Pixels,
+    image_size: Option<[usize; 2]>,
+    seed: u64,
+) -> Result<Dataset> {
     if path.is_file() {
         return match path.extension().and_then(|e| e.to_str()) {
             Some("npz") => npz::load(path, split, pixels),
@@ -35,10 +49,14 @@ pub fn load(path: &Path, split: Split, pixels: Pixels) -> Result<Dataset> {
     if idx::split_files(path, split).is_some() {
         return idx::load(path, split, pixels);
     }
+    if folder::detect(path) {
+        return folder::load(path, split, pixels, image_size, seed);
+    }
     Err(Error::file(
         path,
         "no dataset found: expected MNIST-format IDX files (train-images-idx3-ubyte[.gz], \
          train-labels-idx1-ubyte[.gz], t10k-…), CIFAR-10 (data_batch_1.bin … test_batch.bin) \
-         or CIFAR-100 (train.bin, test.bin) binaries, or an .npz file",
+         or CIFAR-100 (train.bin, test.bin) binaries, an image folder (one subfolder of PNG or \
+         JPEG files per class), or an .npz file",
     ))
 }

@@ -66,7 +66,7 @@ pub struct Job {
     /// interpreter, alias `reference`).
     pub backend: String,
     /// The dataset ([`crate::data::load`]): a directory of MNIST-format IDX files, of CIFAR
-    /// binary batches, or an `.npz` file (default: the MNIST copy in `<crate>/data/mnist`).
+    /// binary batches or of class folders of images, or an `.npz` file (default: the MNIST copy in `<crate>/data/mnist`).
     pub data: PathBuf,
     /// Use only the first N training / test images (all when unset).
     pub train_samples: Option<usize>,
@@ -82,6 +82,9 @@ pub struct Job {
     /// Augmentation of the training batches: `crop:4,flip` (random crop after 4 pixels of
     /// zero padding, horizontal flip), seeded by `seed`; none when unset.
     pub augment: Option<String>,
+    /// `H,W`: the size images of an image-folder dataset are resized to (needed when they
+    /// differ in size).
+    pub image_size: Option<String>,
     /// Progress bars and stage headers on stderr; `false` is quiet.
     pub progress: bool,
 }
@@ -107,6 +110,7 @@ impl Default for Job {
             allow_inexact_fold: false,
             input_scale: None,
             augment: None,
+            image_size: None,
             progress: true,
         }
     }
@@ -146,7 +150,25 @@ impl Job {
         self.schedule(1.0)?;
         self.input_scale()?;
         crate::train::Augment::parse(self.augment.as_deref().unwrap_or("none"))?;
+        self.image_size()?;
         Ok(())
+    }
+
+    /// The parsed `image_size` (`H,W`), if given.
+    pub fn image_size(&self) -> Result<Option<[usize; 2]>> {
+        let Some(s) = self.image_size.as_deref() else {
+            return Ok(None);
+        };
+        let bad = || Error::Usage(format!("image_size `{s}`: expected H,W such as 32,32"));
+        let (h, w) = s.split_once(',').ok_or_else(bad)?;
+        let dim = |v: &str| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&d| (1..=4096).contains(&d))
+                .ok_or_else(bad)
+        };
+        Ok(Some([dim(h)?, dim(w)?]))
     }
 
     /// The parsed `input_scale`: `None` for the loader's `[0, 1]` pixels, `Some(None)` for raw
@@ -492,6 +514,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let mut files = Vec::new();
 
     let (train_set, test_set) = stages.run("load data", || {
+        let size = cfg.image_size()?;
         let pixels = if cfg.input_scale()?.is_some() {
             Pixels::Raw
         } else {
@@ -500,11 +523,11 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         let limit = |d: crate::data::Dataset, n: Option<usize>| n.map_or(d.clone(), |n| d.take(n));
         Ok((
             limit(
-                data::load(&cfg.data, Split::Train, pixels)?,
+                data::load_with(&cfg.data, Split::Train, pixels, size, cfg.seed)?,
                 cfg.train_samples,
             ),
             limit(
-                data::load(&cfg.data, Split::Test, pixels)?,
+                data::load_with(&cfg.data, Split::Test, pixels, size, cfg.seed)?,
                 cfg.test_samples,
             ),
         ))
