@@ -222,6 +222,20 @@ def m_relu_variants(K):
     return K.Model(i, L.Concatenate(name="concat")(outs), name="relu_variants")  # (4, 4, 21)
 
 
+def m_thresholded_relu(K):
+    """tf_keras' ThresholdedReLU(theta) between two convolutions; Keras 3 dropped the class, so
+    its .keras twin uses ReLU(threshold=theta), which computes the same x * (x > theta)."""
+    L = K.layers
+    i = K.Input((6, 6, 3), name="input")
+    x = L.Conv2D(4, 3, padding="same", name="conv")(i)
+    if hasattr(L, "ThresholdedReLU"):
+        x = L.ThresholdedReLU(theta=0.3, name="thresholded")(x)
+    else:
+        x = L.ReLU(threshold=0.3, name="thresholded")(x)
+    x = L.Conv2D(2, 1, name="pointwise")(x)
+    return K.Model(i, L.Flatten(name="flatten")(x), name="thresholded_relu")
+
+
 def m_prelu(K):
     """PReLU with one alpha per element (not shared) and one per channel (shared_axes=[1, 2])."""
     L = K.layers
@@ -472,6 +486,7 @@ FIXTURES = {
     "activation_hard_silu": (m_activation_hard_silu, (4, 4, 3), "wide", ("keras",)),
     "relu_variants": (m_relu_variants, (4, 4, 3), "wide", ("keras", "h5")),
     "prelu": (m_prelu, (4, 4, 3), "normal", ("keras", "h5")),
+    "thresholded_relu": (m_thresholded_relu, (6, 6, 3), "normal", ("keras", "h5")),
     "merge": (m_merge, (4, 4, 3), "normal", ("keras", "h5")),
     "pooling": (m_pooling, (7, 7, 3), "normal", ("keras", "h5")),
     "shape_ops": (m_shape_ops, (4, 4, 3), "normal", ("keras", "h5")),

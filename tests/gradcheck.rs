@@ -366,6 +366,26 @@ fn batch_norm_train_through_batch_statistics() {
     }
 }
 
+/// The inference form, which a train step keeps for a frozen BatchNorm: `dx` only.
+#[test]
+fn batch_norm_frozen_passes_its_scale_back() {
+    let mut c = Check::new("bn_frozen", 19);
+    let x = c.rand("x", &[2, 3, 3, 2]);
+    let gamma = c.constant("gamma", &[2], vec![1.3, -0.6]);
+    let beta = c.constant("beta", &[2], vec![0.2, -0.1]);
+    let mean = c.constant("mean", &[2], vec![0.1, -0.4]);
+    let var = c.constant("var", &[2], vec![0.8, 2.5]);
+    let y = c.op(
+        Op::Model(ModelOp::BatchNorm {
+            epsilon: F32(1e-3),
+            momentum: F32(0.99),
+        }),
+        "y",
+        &[x, gamma, beta, mean, var],
+    );
+    c.check(y);
+}
+
 // ---- activations ---------------------------------------------------------------------------
 
 fn unary(name: &str, op: Op, lo: f32, hi: f32, kinks: &[f32]) {
@@ -394,6 +414,17 @@ fn leaky_relu() {
         -2.0,
         2.0,
         &[0.0],
+    );
+}
+
+#[test]
+fn thresholded_relu() {
+    unary(
+        "thresholded_relu",
+        Op::Model(ModelOp::ThresholdedRelu { theta: F32(0.4) }),
+        -2.0,
+        2.0,
+        &[0.4],
     );
 }
 

@@ -105,6 +105,11 @@ fn activations() {
         &[F(s, -2.0, 2.0)],
     );
     run(
+        "thresholded_relu",
+        Op::Model(ModelOp::ThresholdedRelu { theta: F32(0.5) }),
+        &[F(s, -2.0, 2.0)],
+    );
+    run(
         "prelu",
         Op::Model(ModelOp::PRelu),
         &[F(&[2, 3, 3, 4], -2.0, 2.0), F(&[1, 1, 4], -0.5, 0.5)],
@@ -176,6 +181,11 @@ fn gradients_of_activations() {
     run(
         "leaky_relu_grad",
         Op::Grad(GradOp::LeakyReluGrad { alpha: F32(0.3) }),
+        &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
+    );
+    run(
+        "thresholded_relu_grad",
+        Op::Grad(GradOp::ThresholdedReluGrad { theta: F32(-0.25) }),
         &[F(s, -1.0, 1.0), F(s, -1.0, 1.0)],
     );
     run(

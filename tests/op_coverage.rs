@@ -21,10 +21,6 @@ const NO_GRADCHECK: &[(&str, &str)] = &[
     ("input", "a leaf: no operands"),
     ("param", "a leaf: no operands"),
     (
-        "batch_norm",
-        "the inference form has no gradient; train steps use batch_norm_train, which is checked",
-    ),
-    (
         "dropout",
         "the identity in the interpreter; train steps multiply by dropout_mask, checked in \
          tests/train.rs",

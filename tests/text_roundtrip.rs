@@ -429,6 +429,13 @@ impl Gen {
                 });
                 self.add(op, &[x]);
             }
+            K::ThresholdedRelu => {
+                let x = self.xany();
+                let op = Op::Model(ModelOp::ThresholdedRelu {
+                    theta: F32(self.rng.float()),
+                });
+                self.add(op, &[x]);
+            }
             K::PRelu | K::PReluGradInput => {
                 let x = self.xany();
                 let sx = self.shape(x);
@@ -646,6 +653,7 @@ impl Gen {
             K::ReluGrad
             | K::Relu6Grad
             | K::LeakyReluGrad
+            | K::ThresholdedReluGrad
             | K::PReluGradAlpha
             | K::HardSwishGrad
             | K::SigmoidGrad
@@ -664,6 +672,9 @@ impl Gen {
                     K::Relu6Grad => Op::Grad(GradOp::Relu6Grad),
                     K::LeakyReluGrad => Op::Grad(GradOp::LeakyReluGrad {
                         alpha: F32(self.rng.float()),
+                    }),
+                    K::ThresholdedReluGrad => Op::Grad(GradOp::ThresholdedReluGrad {
+                        theta: F32(self.rng.float()),
                     }),
                     K::HardSwishGrad => Op::Grad(GradOp::HardSwishGrad),
                     K::PReluGradAlpha => Op::Grad(GradOp::PReluGradAlpha),

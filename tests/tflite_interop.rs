@@ -300,16 +300,16 @@ fn fully_connected_requantizes_in_double_precision_like_litert() {
     );
 }
 
-/// `keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3))` from its `.keras`
-/// file: imported, quantized by `default_8bit`, one QAT step on the JIT, the `export`
-/// pipeline, and the int8 file bit-exact in LiteRT's reference kernels.
-#[test]
-fn keras_mobilenet_v2_quantizes_trains_and_matches_litert() {
+/// A Keras fixture imported, quantized by `default_8bit`, one QAT step on the JIT (when its
+/// output is `[batch, classes]` logits), the `export` pipeline, and the int8 file bit-exact
+/// in LiteRT's reference kernels.
+fn keras_fixture_matches_litert(file: &str, sample: &[usize], seed: u64) {
     use qatc::data::Dataset;
     use qatc::pass::{run_pipeline, PipelineOptions};
     use qatc::train::{fit, FitConfig};
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/keras/mobilenetv2.keras");
+        .join("tests/fixtures/keras")
+        .join(file);
     let model = qatc::import::keras::load(&path).unwrap();
     let mut p = model.params.clone();
     let qat = run_pipeline(
@@ -319,25 +319,48 @@ fn keras_mobilenet_v2_quantizes_trains_and_matches_litert() {
         &PipelineOptions::train(),
     )
     .unwrap();
-    let x = uniform(&[8, 96, 96, 3], 0.0, 1.0, 31);
-    let data = Dataset {
-        sample_shape: vec![96, 96, 3],
-        images: x.data.clone(),
-        labels: (0..8).map(|i| i % 10).collect(),
-        classes: 10,
+    let out = &qat.node(qat.outputs()[0].node).ty.shape;
+    let mut p = if out.len() == 2 {
+        let classes = out[1];
+        let batch = [&[8][..], sample].concat();
+        let x = uniform(&batch, 0.0, 1.0, seed);
+        let data = Dataset {
+            sample_shape: sample.to_vec(),
+            images: x.data.clone(),
+            labels: (0..8).map(|i| (i % classes) as i32).collect(),
+            classes,
+        };
+        let cfg = FitConfig {
+            epochs: 1,
+            batch_size: 8,
+            progress: false,
+            ..FitConfig::qat_fine_tune()
+        };
+        let trained = fit(&qat, &p, &data, None, &cfg, &qatc::jit::Jit::default()).unwrap();
+        assert!(trained.steps == 1 && trained.history.step_loss.iter().all(|l| l.is_finite()));
+        trained.params.clone()
+    } else {
+        p
     };
-    let cfg = FitConfig {
-        epochs: 1,
-        batch_size: 8,
-        progress: false,
-        ..FitConfig::qat_fine_tune()
-    };
-    let trained = fit(&qat, &p, &data, None, &cfg, &qatc::jit::Jit::default()).unwrap();
-    assert!(trained.steps == 1 && trained.history.step_loss.iter().all(|l| l.is_finite()));
-    let mut p = trained.params.clone();
     let g = run_pipeline(qat, &mut p, "export", &PipelineOptions::eval()).unwrap();
-    let x = uniform(&[2, 96, 96, 3], 0.0, 1.0, 32);
-    let mut m = exported("keras mobilenet_v2", &g, &p, &x, false);
+    let x = uniform(&[&[2][..], sample].concat(), 0.0, 1.0, seed + 1);
+    let mut m = exported(file, &g, &p, &x, false);
     m.check_default_resolver = false;
     check_against_litert(&[m]);
+}
+
+/// `keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3))` from its `.keras`
+/// file.
+#[test]
+fn keras_mobilenet_v2_quantizes_trains_and_matches_litert() {
+    keras_fixture_matches_litert("mobilenetv2.keras", &[96, 96, 3], 31);
+}
+
+/// Keras' threshold layers (tf_keras `ThresholdedReLU`, `ReLU(threshold=…)` with its
+/// `max_value` and `negative_slope`), exported as GREATER + SELECT_V2 and the composed ops.
+#[test]
+fn keras_threshold_layers_quantize_train_and_match_litert() {
+    keras_fixture_matches_litert("thresholded_relu.h5", &[6, 6, 3], 41);
+    keras_fixture_matches_litert("thresholded_relu.keras", &[6, 6, 3], 43);
+    keras_fixture_matches_litert("relu_variants.keras", &[4, 4, 3], 45);
 }

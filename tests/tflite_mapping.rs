@@ -104,6 +104,12 @@ fn decode_inverts_encode_for_every_golden_op() {
                     inputs.push(d[0].clone()); // x
                     inputs.extend(d.into_iter().skip(2)); // bias
                 }
+                Operands::Select => {
+                    // the GREATER's condition, the value, its zero point
+                    inputs.push((output.clone(), None));
+                    inputs.extend(data);
+                    inputs.push((vec![1], None));
+                }
                 Operands::Kernel { .. } | Operands::Slope | Operands::Data => {
                     inputs.extend(data);
                     inputs.extend(consts);
@@ -132,6 +138,7 @@ fn decode_inverts_encode_for_every_golden_op() {
                     ints: &ints,
                     output_shape: &output,
                     output_type: ElemType::I8,
+                    greater_than: enc.greater_than,
                 },
             )
             .unwrap_or_else(|e| panic!("{what}: {e}"));

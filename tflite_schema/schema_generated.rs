@@ -1336,10 +1336,10 @@ pub struct QuantizationDetailsUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BUILTIN_OPTIONS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 91;
+pub const ENUM_MAX_BUILTIN_OPTIONS: u8 = 98;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 28] = [
+pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 30] = [
   BuiltinOptions::NONE,
   BuiltinOptions::Conv2DOptions,
   BuiltinOptions::DepthwiseConv2DOptions,
@@ -1360,6 +1360,7 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 28] = [
   BuiltinOptions::DequantizeOptions,
   BuiltinOptions::MaximumMinimumOptions,
   BuiltinOptions::PadV2Options,
+  BuiltinOptions::GreaterOptions,
   BuiltinOptions::SliceOptions,
   BuiltinOptions::TransposeConvOptions,
   BuiltinOptions::ShapeOptions,
@@ -1368,6 +1369,7 @@ pub const ENUM_VALUES_BUILTIN_OPTIONS: [BuiltinOptions; 28] = [
   BuiltinOptions::LeakyReluOptions,
   BuiltinOptions::QuantizeOptions,
   BuiltinOptions::HardSwishOptions,
+  BuiltinOptions::SelectV2Options,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1395,6 +1397,7 @@ impl BuiltinOptions {
   pub const DequantizeOptions: Self = Self(38);
   pub const MaximumMinimumOptions: Self = Self(39);
   pub const PadV2Options: Self = Self(43);
+  pub const GreaterOptions: Self = Self(44);
   pub const SliceOptions: Self = Self(48);
   pub const TransposeConvOptions: Self = Self(49);
   pub const ShapeOptions: Self = Self(55);
@@ -1403,9 +1406,10 @@ impl BuiltinOptions {
   pub const LeakyReluOptions: Self = Self(75);
   pub const QuantizeOptions: Self = Self(89);
   pub const HardSwishOptions: Self = Self(91);
+  pub const SelectV2Options: Self = Self(98);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 91;
+  pub const ENUM_MAX: u8 = 98;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Conv2DOptions,
@@ -1427,6 +1431,7 @@ impl BuiltinOptions {
     Self::DequantizeOptions,
     Self::MaximumMinimumOptions,
     Self::PadV2Options,
+    Self::GreaterOptions,
     Self::SliceOptions,
     Self::TransposeConvOptions,
     Self::ShapeOptions,
@@ -1435,6 +1440,7 @@ impl BuiltinOptions {
     Self::LeakyReluOptions,
     Self::QuantizeOptions,
     Self::HardSwishOptions,
+    Self::SelectV2Options,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1459,6 +1465,7 @@ impl BuiltinOptions {
       Self::DequantizeOptions => Some("DequantizeOptions"),
       Self::MaximumMinimumOptions => Some("MaximumMinimumOptions"),
       Self::PadV2Options => Some("PadV2Options"),
+      Self::GreaterOptions => Some("GreaterOptions"),
       Self::SliceOptions => Some("SliceOptions"),
       Self::TransposeConvOptions => Some("TransposeConvOptions"),
       Self::ShapeOptions => Some("ShapeOptions"),
@@ -1467,6 +1474,7 @@ impl BuiltinOptions {
       Self::LeakyReluOptions => Some("LeakyReluOptions"),
       Self::QuantizeOptions => Some("QuantizeOptions"),
       Self::HardSwishOptions => Some("HardSwishOptions"),
+      Self::SelectV2Options => Some("SelectV2Options"),
       _ => None,
     }
   }
@@ -5383,6 +5391,162 @@ impl ::core::fmt::Debug for HardSwishOptions<'_> {
       ds.finish()
   }
 }
+pub enum GreaterOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GreaterOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GreaterOptions<'a> {
+  type Inner = GreaterOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GreaterOptions<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GreaterOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args GreaterOptionsArgs
+  ) -> ::flatbuffers::WIPOffset<GreaterOptions<'bldr>> {
+    let mut builder = GreaterOptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for GreaterOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GreaterOptionsArgs {
+}
+impl<'a> Default for GreaterOptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    GreaterOptionsArgs {
+    }
+  }
+}
+
+pub struct GreaterOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GreaterOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GreaterOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GreaterOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GreaterOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GreaterOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GreaterOptions");
+      ds.finish()
+  }
+}
+pub enum SelectV2OptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SelectV2Options<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SelectV2Options<'a> {
+  type Inner = SelectV2Options<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SelectV2Options<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SelectV2Options { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args SelectV2OptionsArgs
+  ) -> ::flatbuffers::WIPOffset<SelectV2Options<'bldr>> {
+    let mut builder = SelectV2OptionsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for SelectV2Options<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SelectV2OptionsArgs {
+}
+impl<'a> Default for SelectV2OptionsArgs {
+  #[inline]
+  fn default() -> Self {
+    SelectV2OptionsArgs {
+    }
+  }
+}
+
+pub struct SelectV2OptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SelectV2OptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SelectV2OptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SelectV2OptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SelectV2Options<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SelectV2Options<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SelectV2Options");
+      ds.finish()
+  }
+}
 pub enum OperatorCodeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5947,6 +6111,21 @@ impl<'a> Operator<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn builtin_options_as_greater_options(&self) -> Option<GreaterOptions<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::GreaterOptions {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GreaterOptions::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn builtin_options_as_slice_options(&self) -> Option<SliceOptions<'a>> {
     if self.builtin_options_type() == BuiltinOptions::SliceOptions {
       self.builtin_options().map(|t| {
@@ -6065,6 +6244,21 @@ impl<'a> Operator<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn builtin_options_as_select_v2_options(&self) -> Option<SelectV2Options<'a>> {
+    if self.builtin_options_type() == BuiltinOptions::SelectV2Options {
+      self.builtin_options().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SelectV2Options::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Operator<'_> {
@@ -6097,6 +6291,7 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::DequantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DequantizeOptions>>("BuiltinOptions::DequantizeOptions", pos),
           BuiltinOptions::MaximumMinimumOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MaximumMinimumOptions>>("BuiltinOptions::MaximumMinimumOptions", pos),
           BuiltinOptions::PadV2Options => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PadV2Options>>("BuiltinOptions::PadV2Options", pos),
+          BuiltinOptions::GreaterOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GreaterOptions>>("BuiltinOptions::GreaterOptions", pos),
           BuiltinOptions::SliceOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SliceOptions>>("BuiltinOptions::SliceOptions", pos),
           BuiltinOptions::TransposeConvOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TransposeConvOptions>>("BuiltinOptions::TransposeConvOptions", pos),
           BuiltinOptions::ShapeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ShapeOptions>>("BuiltinOptions::ShapeOptions", pos),
@@ -6105,6 +6300,7 @@ impl ::flatbuffers::Verifiable for Operator<'_> {
           BuiltinOptions::LeakyReluOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeakyReluOptions>>("BuiltinOptions::LeakyReluOptions", pos),
           BuiltinOptions::QuantizeOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<QuantizeOptions>>("BuiltinOptions::QuantizeOptions", pos),
           BuiltinOptions::HardSwishOptions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HardSwishOptions>>("BuiltinOptions::HardSwishOptions", pos),
+          BuiltinOptions::SelectV2Options => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SelectV2Options>>("BuiltinOptions::SelectV2Options", pos),
           _ => Ok(()),
         }
      })?
@@ -6355,6 +6551,13 @@ impl ::core::fmt::Debug for Operator<'_> {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        BuiltinOptions::GreaterOptions => {
+          if let Some(x) = self.builtin_options_as_greater_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         BuiltinOptions::SliceOptions => {
           if let Some(x) = self.builtin_options_as_slice_options() {
             ds.field("builtin_options", &x)
@@ -6406,6 +6609,13 @@ impl ::core::fmt::Debug for Operator<'_> {
         },
         BuiltinOptions::HardSwishOptions => {
           if let Some(x) = self.builtin_options_as_hard_swish_options() {
+            ds.field("builtin_options", &x)
+          } else {
+            ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        BuiltinOptions::SelectV2Options => {
+          if let Some(x) = self.builtin_options_as_select_v2_options() {
             ds.field("builtin_options", &x)
           } else {
             ds.field("builtin_options", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -56,6 +56,10 @@ pub(crate) struct Lowering<'m> {
     pub init: ParamStore,
     pub observer_state: Vec<String>,
     pub statistics: Vec<String>,
+    /// Params training leaves as they are (the model's frozen ones and the spec's). A
+    /// `batch_norm` whose moving statistics are frozen normalizes with them in training too,
+    /// as Keras runs a BatchNormalization layer with `trainable = False` in inference mode.
+    pub frozen: HashSet<String>,
 }
 
 impl<'m> Lowering<'m> {
@@ -124,6 +128,7 @@ impl<'m> Lowering<'m> {
             init: ParamStore::new(),
             observer_state: Vec::new(),
             statistics: Vec::new(),
+            frozen: m.frozen().map(str::to_string).collect(),
         })
     }
 
@@ -166,7 +171,9 @@ impl<'m> Lowering<'m> {
                 hint: "the training step takes exactly one model input".into(),
             }),
             (Op::Model(ModelOp::Param), _) => self.g.param(name, node.ty.clone()),
-            (Op::Model(ModelOp::BatchNorm { epsilon, momentum }), Mode::Train { .. }) => {
+            (Op::Model(ModelOp::BatchNorm { epsilon, momentum }), Mode::Train { .. })
+                if !self.statistics_frozen(n) =>
+            {
                 self.batch_norm(n, *epsilon, *momentum, &xs)
             }
             (Op::Model(ModelOp::Dropout { rate }), Mode::Train { step, seed }) => {
@@ -188,6 +195,17 @@ impl<'m> Lowering<'m> {
             (Op::Model(ModelOp::FakeQuant(q)), _) => self.fake_quant(&name, q, &xs),
             (op, _) => self.emit(op.clone(), &name, &xs),
         }
+    }
+
+    /// Whether all four params of `batch_norm` node `n` are frozen (it then normalizes with
+    /// its moving statistics, as in inference, and updates nothing).
+    fn statistics_frozen(&self, n: NodeId) -> bool {
+        let operands = self.m.operands(n);
+        (1..=4).all(|i| {
+            operands
+                .get(i)
+                .is_some_and(|&o| self.frozen.contains(&self.m.node(o).name))
+        })
     }
 
     /// `batch_norm` in training: normalize with the batch's statistics and move the moving

@@ -202,6 +202,7 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
         seed: spec.seed,
     };
     let mut low = Lowering::new(&m, g, mode, HashMap::from([(model_input, input)]))?;
+    low.frozen.extend(spec.frozen.iter().cloned());
     for n in m.canonical_order() {
         low.ensure(n)?;
     }

@@ -7,7 +7,8 @@
 //! training ops of [`crate::ir::op`] whose semantics [`crate::ir::interp`] defines.
 //!
 //! Rules see the explicit training form that [`super::train_step`] lowers a model to:
-//! `batch_norm_train` instead of `batch_norm`, `fake_quant` with `range=operands`, dropout as
+//! `batch_norm_train` instead of `batch_norm` (a frozen BatchNorm keeps its inference form),
+//! `fake_quant` with `range=operands`, dropout as
 //! `mul` by a `dropout_mask`. Two invariants the sweep relies on: every rule is linear in
 //! `dy` (so signs can be carried instead of negated), and every contribution has its
 //! operand's shape (broadcasts are summed away with `reduce_sum`).
@@ -98,15 +99,15 @@ fn model_rule(op: &ModelOp) -> Rule<'_> {
         DepthwiseConv2d(c) => grad(move |e, s| depthwise_conv2d(e, s, c)),
         Conv2dTranspose(c) => grad(move |e, s| conv2d_transpose(e, s, c)),
         Dense { activation } => grad(move |e, s| dense(e, s, *activation)),
-        BatchNorm { .. } => Rule::Unsupported(
-            "batch_norm in inference form has no gradient; train_step lowers it to \
-             batch_norm_train with batch statistics",
-        ),
+        BatchNorm { epsilon, .. } => grad(move |e, s| frozen_batch_norm(e, s, *epsilon)),
         Relu => grad(|e, s| elementwise(e, s, GradOp::ReluGrad, false)),
         Relu6 => grad(|e, s| elementwise(e, s, GradOp::Relu6Grad, false)),
         LeakyRelu { alpha } => {
             grad(move |e, s| elementwise(e, s, GradOp::LeakyReluGrad { alpha: *alpha }, false))
         }
+        ThresholdedRelu { theta } => grad(move |e, s| {
+            elementwise(e, s, GradOp::ThresholdedReluGrad { theta: *theta }, false)
+        }),
         PRelu => grad(prelu),
         HardSwish => grad(|e, s| elementwise(e, s, GradOp::HardSwishGrad, false)),
         Sigmoid => grad(|e, s| elementwise(e, s, GradOp::SigmoidGrad, true)),
@@ -364,6 +365,39 @@ fn batch_norm_train(e: &mut Emit, s: &Site, epsilon: F32) -> Result<Grads> {
     }
     if s.needs(2) {
         out[2] = Some(Contrib::pos(sum_to_channels(e, s.dy, &s.n("beta"))?));
+    }
+    Ok(out)
+}
+
+/// The inference form, which a train step keeps only for a frozen BatchNorm (Keras'
+/// `trainable = False`): per channel `y = x · γ/√(σ² + ε) + β`, so `dx = dy · γ/√(σ² + ε)`.
+/// Its params are frozen (`train_step` keeps the inference form only then), so no other
+/// operand gets a gradient.
+fn frozen_batch_norm(e: &mut Emit, s: &Site, epsilon: F32) -> Result<Grads> {
+    let mut out = s.grads();
+    if let Some(i) = (1..s.x.len()).find(|&i| s.needs(i)) {
+        return Err(crate::error::Error::node(
+            &s.name,
+            "batch_norm",
+            format!(
+                "operand {i} needs a gradient, but a batch_norm in inference form trains \
+                 nothing: freeze all four of its params or none"
+            ),
+        ));
+    }
+    if s.needs(0) {
+        let scale = e.op(
+            PassOp::BnScale { epsilon }.into(),
+            &s.n("scale"),
+            &[s.x[1], s.x[4]],
+        )?;
+        let axis = e.shape(s.dy).len() - 1;
+        let dx = e.op(
+            PassOp::ScaleChannels { axis }.into(),
+            &s.n("input"),
+            &[s.dy, scale],
+        )?;
+        out[0] = Some(Contrib::pos(dx));
     }
     Ok(out)
 }

@@ -322,6 +322,47 @@ fn batch_norm_moves_its_statistics_like_keras() {
     }
 }
 
+/// Keras runs a BatchNormalization layer with `trainable = False` in inference mode, in
+/// training too (the frozen base of a transfer-learning model): its moving statistics
+/// normalize and stay as they are.
+#[test]
+fn a_frozen_batch_norm_normalizes_with_its_moving_statistics() {
+    let mut model = parse(TINY_QAT, "tiny_qat.qir").unwrap();
+    for p in ["bn.gamma", "bn.beta", "bn.moving_mean", "bn.moving_var"] {
+        model.freeze(p).unwrap();
+    }
+    let step = train_step(&model, &TrainSpec::new(2)).unwrap();
+    let g = &step.graph;
+    assert!(g.find("bn.batch_mean").is_none());
+    assert_eq!(
+        g.node(g.find("bn").unwrap()).op.kind(),
+        crate::ir::op::OpKind::BatchNorm,
+        "the inference form"
+    );
+    assert!(!g.updates().iter().any(|u| u.param.starts_with("bn.")));
+    let mut params = tiny_params();
+    params.insert("bn.moving_mean", Tensor::new(vec![2], vec![0.3, -0.2]));
+    params.insert("bn.moving_var", Tensor::new(vec![2], vec![2.0, 0.5]));
+    let mut run = Run::new(&step, &params);
+    run.step(&batch(2, -0.3), &[1, 2], 0, 0.01);
+    assert_eq!(run.param("bn.moving_mean").data, [0.3, -0.2]);
+    assert_eq!(run.param("bn.moving_var").data, [2.0, 0.5]);
+    assert_eq!(run.param("bn.gamma").data, [1.0, 0.5]);
+
+    // the same through the spec's frozen list
+    let model = parse(TINY_QAT, "tiny_qat.qir").unwrap();
+    let mut spec = TrainSpec::new(2);
+    spec.frozen = ["bn.gamma", "bn.beta", "bn.moving_mean", "bn.moving_var"]
+        .map(String::from)
+        .to_vec();
+    let step = train_step(&model, &spec).unwrap();
+    assert!(step.graph.find("bn.batch_mean").is_none());
+    // a frozen scale and offset with moving statistics still learning: training mode
+    spec.frozen.truncate(2);
+    let step = train_step(&model, &spec).unwrap();
+    assert!(step.graph.find("bn.batch_mean").is_some());
+}
+
 /// A dense layer with numbers worked out by hand (in f64): one SGD-momentum step, then a
 /// second one that uses the velocity.
 #[test]

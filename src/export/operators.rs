@@ -39,6 +39,7 @@ impl Exporter<'_> {
             (Operands::Kernel { axis }, _) => self.kernel_op(id, code, axis, enc),
             (Operands::TransposeConv, _) => self.transpose_conv(id, enc),
             (Operands::Slope, _) => self.slope_op(id, code, enc),
+            (Operands::Select, _) => self.select_op(id, code, enc),
             (Operands::Data, Output::Requantized) => self.requantized(id, code, enc, true),
             (Operands::Data, Output::RequantizedOrInput) => self.requantized(id, code, enc, false),
             (Operands::Data, Output::SharedScale) => self.shared_scale(id, code, enc),
@@ -346,6 +347,37 @@ impl Exporter<'_> {
         let sig = OpSig::new(ElemType::I8, inputs.len(), in_rank, &enc.options);
         self.push_op(code, sig, &inputs, out, enc.options);
         self.define(id, None, out, q, range);
+        Ok(())
+    }
+
+    /// `thresholded_relu`: `GREATER(x, theta)` writes the condition, then
+    /// `SELECT_V2(condition, x, zero point)` keeps `x` above the threshold and zero
+    /// elsewhere, in the input's quantization.
+    fn select_op(&mut self, id: NodeId, code: B, enc: Encoded) -> Result<()> {
+        let x = self.operand(id, 0)?;
+        let (xt, q, range) = Self::int8_of(x);
+        let name = self.g.node(id).name.clone();
+        let shape = self.shape_of(id);
+        let theta = enc
+            .greater_than
+            .ok_or_else(|| unsupported(self.g, id, "the threshold is missing"))?;
+        let (tq, tzp) = mapping::threshold_constant(theta, q.0, q.1);
+        let theta = self.push_tensor(Tensor {
+            quant: Some(QuantParams::per_tensor(q.0, tzp)),
+            ..Tensor::constant(format!("{name}.theta"), vec![1], &Data::I8(vec![tq]))
+        });
+        let cond = self.activation_tensor(&format!("{name}/greater"), &shape, ElemType::Bool, None);
+        let greater = Options::Empty(BuiltinOptions::GreaterOptions);
+        let sig = OpSig::new(ElemType::I8, 2, shape.len(), &greater);
+        self.push_op(B::GREATER, sig, &[xt, theta], cond, greater);
+        let zero = self.push_tensor(Tensor {
+            quant: Some(QuantParams::per_tensor(q.0, q.1)),
+            ..Tensor::constant(format!("{name}.zero"), vec![1], &Data::I8(vec![q.1 as i8]))
+        });
+        let out = self.out_tensor(id, q);
+        let sig = OpSig::new(ElemType::Bool, 3, shape.len(), &enc.options);
+        self.push_op(code, sig, &[cond, xt, zero], out, enc.options);
+        self.define(id, None, out, q, (range.0.min(q.1), range.1.max(q.1)));
         Ok(())
     }
 

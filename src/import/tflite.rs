@@ -37,6 +37,8 @@ struct Importer<'m> {
     vals: HashMap<usize, NodeId>,
     /// Integer tensors computed by shape glue (SHAPE, STRIDED_SLICE, PACK, …).
     ints: HashMap<usize, Vec<i64>>,
+    /// BOOL tensors written by `GREATER(x, constant)`: `x`'s tensor and the real threshold.
+    conditions: HashMap<usize, (usize, f32)>,
 }
 
 fn op_error(index: usize, op: &Operator, e: MappingError) -> Error {
@@ -122,6 +124,7 @@ impl<'m> Importer<'m> {
             p: ParamStore::new(),
             vals: HashMap::new(),
             ints: HashMap::new(),
+            conditions: HashMap::new(),
         }
     }
 
@@ -484,7 +487,52 @@ impl<'m> Importer<'m> {
                 self.check_zero_padding(op)?;
                 self.model_op(op, &fallback)
             }
+            B::GREATER => self.greater(op),
             _ => self.model_op(op, &fallback),
+        }
+    }
+
+    /// GREATER of a value against a one-element constant: the condition of a thresholded
+    /// ReLU's SELECT_V2, recorded rather than made a node.
+    fn greater(&mut self, op: &Operator) -> R<()> {
+        let x = self.input_index(op, 0)?;
+        let c = self.tensor(self.input_index(op, 1)?);
+        let theta = match (c.values(), int8_params(c)) {
+            (Some(Data::F32(v)), _) if v.len() == 1 => v[0],
+            // halfway to the next grid value: the same decisions on the grid, and robust
+            // to rounding when the threshold is put back on it
+            (Some(Data::I8(v)), Some((s, z))) if v.len() == 1 => {
+                ((v[0] as i32 - z) as f32 + 0.5) * s
+            }
+            _ => {
+                return Err(
+                    "GREATER is read only against a one-element constant (the condition \
+                            of a thresholded ReLU)"
+                        .into(),
+                )
+            }
+        };
+        self.conditions.insert(op.outputs[0], (x, theta));
+        Ok(())
+    }
+
+    /// SELECT_V2's threshold, if it is a thresholded ReLU: `(x > theta, x, zero)`.
+    fn select_threshold(&self, op: &Operator) -> R<f32> {
+        let cond = self.input_index(op, 0)?;
+        let x = self.input_index(op, 1)?;
+        let zero = self.tensor(self.input_index(op, 2)?);
+        let is_zero = match (zero.values(), int8_params(zero)) {
+            (Some(Data::F32(v)), _) => v.iter().all(|&z| z == 0.0),
+            (Some(Data::I8(v)), Some((_, z))) => v.iter().all(|&q| q as i32 == z),
+            _ => false,
+        };
+        match self.conditions.get(&cond) {
+            Some(&(gx, theta)) if gx == x && is_zero => Ok(theta),
+            _ => Err(
+                "SELECT_V2 is read only as a thresholded ReLU: `(GREATER(x, theta), x, \
+                      zero)`"
+                    .into(),
+            ),
         }
     }
 
@@ -520,6 +568,10 @@ impl<'m> Importer<'m> {
             };
             let ints = |i: usize| self.ints(op, i);
             let out = self.tensor(op.outputs[0]);
+            let greater_than = match op.code {
+                B::SELECT_V2 => Some(self.select_threshold(op)?),
+                _ => None,
+            };
             mapping::decode(
                 op.code,
                 &mapping::Operator {
@@ -528,6 +580,7 @@ impl<'m> Importer<'m> {
                     ints: &ints,
                     output_shape: &out.shape,
                     output_type: out.dtype,
+                    greater_than,
                 },
             )?
         };
@@ -570,6 +623,7 @@ impl<'m> Importer<'m> {
                 let alpha = self.weight(op, &name, "alpha")?;
                 vec![x, alpha]
             }
+            Operands::Select => vec![self.value(op, 1)?],
             Operands::Data => {
                 let n = match Op::Model(model_op.clone()).arity() {
                     (_, usize::MAX) => op.inputs.len(),
@@ -596,6 +650,7 @@ impl<'m> Importer<'m> {
         }
         let y = self.split_activation(y, then)?;
         let keep = match output {
+            Output::SameScale if operands == Operands::Select => self.in_params(op, 1),
             Output::SameScale => self.in_params(op, 0),
             Output::Fixed { scale, zero_point } => Some((scale, zero_point)),
             Output::Requantized | Output::SharedScale | Output::RequantizedOrInput => None,

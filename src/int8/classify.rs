@@ -39,6 +39,7 @@ pub fn argmax_rows(a: &Array) -> Vec<usize> {
             Data::I8(v) => v[r * classes + i] > v[r * classes + j],
             Data::I32(v) => v[r * classes + i] > v[r * classes + j],
             Data::I64(v) => v[r * classes + i] > v[r * classes + j],
+            Data::Bool(v) => v[r * classes + i] & !v[r * classes + j],
         };
         (1..classes).fold(0, |best, i| if better(i, best) { i } else { best })
     };

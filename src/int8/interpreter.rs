@@ -3,7 +3,7 @@
 
 use super::array::Array;
 use super::context::{Ctx, KernelError, Options, PResult};
-use super::{activation, binary, conv, fully_connected, pool, quantize_ops, reduce, shape};
+use super::{activation, binary, conv, fully_connected, pool, quantize_ops, reduce, select, shape};
 use crate::error::{Error, Result};
 use crate::tflite::model::{Model, Tensor};
 use crate::tflite::schema::BuiltinOperator as B;
@@ -46,6 +46,8 @@ pub(crate) enum Kernel {
     Slice(shape::Slice),
     StridedSlice(shape::StridedSlice),
     ResizeNearest(shape::ResizeNearest),
+    Greater(select::Greater),
+    SelectV2(select::SelectV2),
 }
 
 impl Kernel {
@@ -64,7 +66,8 @@ impl Kernel {
             Kernel::TransposeConv(k) => k.out_shape(x(2)?),
             Kernel::FullyConnected(k) => k.out_shape(x(0)?),
             Kernel::AveragePool(k) | Kernel::MaxPool(k) => k.out_shape(x(0)?),
-            Kernel::AddSub(_) | Kernel::Mul(_) | Kernel::MinMax(_) => {
+            Kernel::SelectV2(_) => select::SelectV2::out_shape(x(0)?, x(1)?, x(2)?),
+            Kernel::AddSub(_) | Kernel::Mul(_) | Kernel::MinMax(_) | Kernel::Greater(_) => {
                 binary::broadcast_shape(x(0)?, x(1)?)
             }
             Kernel::Mean(k) => k.out_shape(x(0)?),
@@ -111,6 +114,8 @@ impl Kernel {
             Kernel::AddSub(k) => k.run(x(0)?, x(1)?),
             Kernel::Mul(k) => k.run(x(0)?, x(1)?),
             Kernel::MinMax(k) => k.run(x(0)?, x(1)?),
+            Kernel::Greater(k) => k.run(x(0)?, x(1)?),
+            Kernel::SelectV2(k) => k.run(x(0)?, x(1)?, x(2)?),
             Kernel::Mean(k) => k.run(x(0)?),
             Kernel::ReduceMax(k) => k.run(x(0)?),
             Kernel::Softmax(k) => k.run(x(0)?),
@@ -375,6 +380,8 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
         B::ADD | B::SUB => Kernel::AddSub(binary::AddSub::prepare(cx)?),
         B::MUL => Kernel::Mul(binary::Mul::prepare(cx)?),
         B::MAXIMUM | B::MINIMUM => Kernel::MinMax(binary::MinMax::prepare(cx)?),
+        B::GREATER => Kernel::Greater(select::Greater::prepare(cx)?),
+        B::SELECT_V2 => Kernel::SelectV2(select::SelectV2::prepare(cx)?),
         B::MEAN => Kernel::Mean(reduce::Mean::prepare(cx)?),
         B::REDUCE_MAX => Kernel::ReduceMax(reduce::ReduceMax::prepare(cx)?),
         B::SOFTMAX => Kernel::Softmax(activation::Softmax::prepare(cx)?),

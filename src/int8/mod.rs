@@ -24,6 +24,7 @@ pub mod npy;
 mod pool;
 mod quantize_ops;
 mod reduce;
+mod select;
 mod shape;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use npyz::WriterBuilder;
 use std::path::Path;
 
-/// Parses `.npy` bytes: float32 (float64 is narrowed), int8, int32 or int64, C order.
+/// Parses `.npy` bytes: float32 (float64 is narrowed), int8, int32, int64 or bool, C order.
 pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Array> {
     let bad = |msg: String| Error::file(origin, msg);
     let npy = npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a valid .npy file: {e}")))?;
@@ -35,9 +35,10 @@ pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Array> {
         "'|i1'" => Data::I8(npy.into_vec::<i8>().map_err(read_err)?),
         "'<i4'" => Data::I32(npy.into_vec::<i32>().map_err(read_err)?),
         "'<i8'" => Data::I64(npy.into_vec::<i64>().map_err(read_err)?),
+        "'|b1'" => Data::Bool(npy.into_vec::<bool>().map_err(read_err)?),
         other => {
             return Err(bad(format!(
-                "dtype {other} is not supported (float32, float64, int8, int32 or int64)"
+                "dtype {other} is not supported (float32, float64, int8, int32, int64 or bool)"
             )))
         }
     };
@@ -78,6 +79,7 @@ pub fn to_bytes(a: &Array) -> Result<Vec<u8>> {
         Data::I8(v) => write_as!(i8, v),
         Data::I32(v) => write_as!(i32, v),
         Data::I64(v) => write_as!(i64, v),
+        Data::Bool(v) => write_as!(bool, v),
     }
     Ok(out)
 }

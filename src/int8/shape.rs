@@ -21,6 +21,7 @@ fn gather(data: &Data, idx: &[Option<usize>], fill: i64) -> Data {
         Data::I8(v) => Data::I8(pick(v, idx, fill as i8)),
         Data::I32(v) => Data::I32(pick(v, idx, fill as i32)),
         Data::I64(v) => Data::I64(pick(v, idx, fill)),
+        Data::Bool(v) => Data::Bool(pick(v, idx, fill != 0)),
     }
 }
 
@@ -249,6 +250,7 @@ impl Concat {
             Data::I8(_) => cat!(I8),
             Data::I32(_) => cat!(I32),
             Data::I64(_) => cat!(I64),
+            Data::Bool(_) => cat!(Bool),
         };
         Ok(Array {
             shape: out_shape,
@@ -307,6 +309,7 @@ impl Pad {
                 Data::I8(v) => v[0] as i64,
                 Data::I32(v) => v[0] as i64,
                 Data::I64(v) => v[0],
+                Data::Bool(v) => v[0] as i64,
             };
             if a.elem_type() == ElemType::F32 {
                 return Err("PADV2 with a float constant is not supported".into());

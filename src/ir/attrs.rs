@@ -179,6 +179,7 @@ fn model_attrs(op: &ModelOp, a: &mut Vec<(&'static str, AttrValue)>) {
             a.push(("momentum", f(*momentum)));
         }
         LeakyRelu { alpha } => a.push(("alpha", f(*alpha))),
+        ThresholdedRelu { theta } => a.push(("theta", f(*theta))),
         Concat { axis } => a.push(("axis", AttrValue::Int(*axis as i64))),
         MaxPool2d(p) | AvgPool2d(p) => push_pool(a, p),
         GlobalAvgPool { keepdims } | GlobalMaxPool { keepdims } => push_keepdims(a, *keepdims),
@@ -223,6 +224,7 @@ fn grad_attrs(op: &GradOp, a: &mut Vec<(&'static str, AttrValue)>) {
     use GradOp::*;
     match op {
         LeakyReluGrad { alpha } => a.push(("alpha", f(*alpha))),
+        ThresholdedReluGrad { theta } => a.push(("theta", f(*theta))),
         FakeQuantGrad(q) => push_fq(a, q),
         Conv2dGradInput { conv, input_shape }
         | DepthwiseConv2dGradInput { conv, input_shape }
@@ -581,6 +583,10 @@ impl AttrReader {
             }
             .into(),
             K::PRelu => ModelOp::PRelu.into(),
+            K::ThresholdedRelu => ModelOp::ThresholdedRelu {
+                theta: self.float_or("theta", 1.0)?,
+            }
+            .into(),
             K::HardSwish => ModelOp::HardSwish.into(),
             K::Sigmoid => ModelOp::Sigmoid.into(),
             K::Tanh => ModelOp::Tanh.into(),
@@ -660,6 +666,10 @@ impl AttrReader {
             K::PReluGradAlpha => GradOp::PReluGradAlpha.into(),
             K::LeakyReluGrad => GradOp::LeakyReluGrad {
                 alpha: self.float_or("alpha", 0.3)?,
+            }
+            .into(),
+            K::ThresholdedReluGrad => GradOp::ThresholdedReluGrad {
+                theta: self.float_or("theta", 1.0)?,
             }
             .into(),
             K::HardSwishGrad => GradOp::HardSwishGrad.into(),

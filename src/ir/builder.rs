@@ -705,6 +705,7 @@ fn default_init(op: &ModelOp, operand: usize) -> Option<Init> {
         | Relu
         | Relu6
         | LeakyRelu { .. }
+        | ThresholdedRelu { .. }
         | HardSwish
         | Sigmoid
         | Tanh

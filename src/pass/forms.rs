@@ -94,8 +94,13 @@ fn quantized_after(g: &Graph, id: NodeId) -> bool {
         && !g.outputs().iter().any(|o| o.node == id)
 }
 
+/// No use of `id` is a fake-quant, except one tied to a concat's shared scale: a same-scale
+/// op whose input has other users keeps that input's scale, and TFLite requantizes its
+/// output into the concat's (a QUANTIZE), as for any other concat input.
 fn no_fq_after(g: &Graph, id: NodeId) -> bool {
-    g.users(id).iter().all(|(u, _)| fq(g, *u).is_none())
+    g.users(id)
+        .iter()
+        .all(|(u, _)| fq(g, *u).is_none_or(|q| matches!(q.range, RangeSource::Tied { .. })))
 }
 
 /// The kernel operand of a kernel op is `fake_quant{last_value}` of a param, per axis on the

@@ -267,6 +267,12 @@ output "y" = %1"#,
             "{crops=[[0,0],[1,1],[0,0],[0,0]]}",
             "f32[1,4,4,2]",
         ),
+        (
+            "shared_thresholded_relu",
+            "thresholded_relu",
+            "{theta=0.5}",
+            "f32[1,4,4,2]",
+        ),
     ];
     for (rule, op, attrs, ty) in same_scale {
         let attrs = if attrs.is_empty() {

@@ -103,8 +103,10 @@ pub fn policy(op: &ModelOp) -> Policy {
         // Concatenate: one scale for all inputs and the output
         M::Concat { .. } => SharedScale,
         // MaxPooling, GlobalMaxPooling, Reshape, Flatten, Permute, ZeroPadding, Cropping,
-        // Dropout: pass-through
-        M::MaxPool2d(_)
+        // Dropout: pass-through; ThresholdedReLU (not in TFMOT's registry) keeps its input's
+        // values or zero, so its input's scale (GREATER + SELECT_V2 in TFLite)
+        M::ThresholdedRelu { .. }
+        | M::MaxPool2d(_)
         | M::GlobalMaxPool { .. }
         | M::Reshape { .. }
         | M::Flatten

@@ -13,6 +13,7 @@
 //! | `add` / `sub` / `mul` | ADD / SUB / MUL | requantized | — |
 //! | `leaky_relu` / `hard_swish` | LEAKY_RELU / HARD_SWISH | requantized | — |
 //! | `prelu` | PRELU | requantized | alpha int8 per tensor |
+//! | `thresholded_relu` | GREATER, then SELECT_V2 | the input's | theta on the input's grid, then x and its zero point |
 //! | `concat` | CONCATENATION | one scale for inputs and output | — |
 //! | `relu` / `relu6` | RELU / RELU6 | requantized, or the input's | — |
 //! | `mean` / `global_avg_pool` | MEAN | requantized, or the input's | axes |
@@ -77,6 +78,11 @@ pub enum Operands {
     /// TRANSPOSE_CONV's `[output_shape, kernel, x, bias?]`, its per-tensor kernel written
     /// per axis with the scale repeated (XNNPACK takes per-channel filters only).
     TransposeConv,
+    /// SELECT_V2's `(x > theta, x, zero)`: a GREATER first compares `x` with the int8
+    /// constant [`threshold_constant`] of [`Encoded::greater_than`] (the threshold on the
+    /// input's grid); the else value is the input's zero point, and the output keeps the
+    /// input's quantization.
+    Select,
 }
 
 /// The TFLite side of one model op.
@@ -133,6 +139,7 @@ pub fn mapping(op: &ModelOp) -> Mapping {
         Relu => builtin(B::RELU, RequantizedOrInput, Data),
         Relu6 => builtin(B::RELU6, RequantizedOrInput, Data),
         LeakyRelu { .. } => builtin(B::LEAKY_RELU, Requantized, Data),
+        ThresholdedRelu { .. } => builtin(B::SELECT_V2, SameScale, Operands::Select),
         HardSwish => builtin(B::HARD_SWISH, Requantized, Data),
         PRelu => builtin(B::PRELU, Requantized, Operands::Slope),
         Sigmoid => builtin(B::LOGISTIC, FIXED_UNIT, Data),
@@ -202,6 +209,9 @@ pub struct Encoded {
     /// Explicit convolution padding SAME/VALID cannot express, `[top, bottom, left, right]`:
     /// the exporter writes a PAD before the (VALID) convolution.
     pub pad_first: Option<[usize; 4]>,
+    /// SELECT_V2's threshold: the exporter writes `GREATER(x, theta)` first, whose output is
+    /// the condition.
+    pub greater_than: Option<f32>,
 }
 
 impl Encoded {
@@ -211,6 +221,7 @@ impl Encoded {
             consts: Vec::new(),
             activation: FusedActivation::None,
             pad_first: None,
+            greater_than: None,
         }
     }
 
@@ -227,6 +238,25 @@ impl Encoded {
         self.activation = a;
         self
     }
+}
+
+/// The int8 constant GREATER compares an input quantized with `(scale, zero_point)` against
+/// for threshold `theta`: `(q, zero_point_c)`, with the input's scale.
+///
+/// On the input's grid `x = scale · k` (`k = q_x - zero_point`), `x > theta` holds exactly
+/// for `k > kc` with `kc = floor(theta / scale)`, so the constant is the grid value
+/// `scale · kc` (its own zero point reaches the `kc` that fall outside int8 around the
+/// input's). LiteRT rescales both inputs of an int8 comparison by the same function of the
+/// scale, so GREATER then decides as the float model does while `256 · scale >= 1`; below
+/// that LiteRT resolves only 1/256 of a real unit and neighbouring values compare equal.
+pub fn threshold_constant(theta: f32, scale: f32, zero_point: i32) -> (i8, i32) {
+    let k = (theta as f64 / scale as f64).floor();
+    // beyond the input's values every decision is the same: stay in reach of int8
+    let lo = (-129 - zero_point).max(-255) as f64;
+    let hi = (127 - zero_point).min(255) as f64;
+    let kc = k.clamp(lo, hi) as i32;
+    let q = kc.clamp(-128, 127);
+    (q as i8, q - kc)
 }
 
 /// TFLite's fused activation of an IR activation.
@@ -403,6 +433,15 @@ pub fn encode(op: &ModelOp, s: &Shapes) -> Result<Encoded, MappingError> {
         LeakyRelu { alpha } => Encoded::new(Options::LeakyRelu { alpha: alpha.0 }),
         HardSwish => empty(BuiltinOptions::HardSwishOptions),
         PRelu => Encoded::new(Options::None),
+        ThresholdedRelu { theta } => {
+            if !theta.0.is_finite() {
+                return Err(format!("the threshold {} is not a number", theta.0).into());
+            }
+            Encoded {
+                greater_than: Some(theta.0),
+                ..empty(BuiltinOptions::SelectV2Options)
+            }
+        }
         Sigmoid | Tanh => Encoded::new(Options::None),
         Softmax => Encoded::new(Options::Softmax { beta: 1.0 }),
         Add { activation } => Encoded::new(Options::Add {
@@ -543,6 +582,9 @@ pub struct Operator<'a> {
     pub output_shape: &'a [usize],
     /// The output's element type.
     pub output_type: ElemType,
+    /// SELECT_V2: the real threshold of the `GREATER(x, constant)` that writes its condition
+    /// (the importer reads the pair as one op), if that is what writes it.
+    pub greater_than: Option<f32>,
 }
 
 fn positive(v: i32, what: &str) -> Result<usize, MappingError> {
@@ -750,6 +792,13 @@ pub fn decode(code: B, op: &Operator) -> Result<Decoded, MappingError> {
         B::RELU6 => ModelOp::Relu6,
         B::HARD_SWISH => ModelOp::HardSwish,
         B::PRELU => ModelOp::PRelu,
+        B::SELECT_V2 => {
+            let theta = op.greater_than.ok_or(
+                "SELECT_V2 is read only as a thresholded ReLU: its condition must be a GREATER \
+                 of its first value against a constant, its else value the zero point",
+            )?;
+            ModelOp::ThresholdedRelu { theta: F32(theta) }
+        }
         B::LEAKY_RELU => match *o {
             Options::LeakyRelu { alpha } => ModelOp::LeakyRelu { alpha: F32(alpha) },
             _ => return Err("has no LeakyReluOptions".into()),

@@ -23,6 +23,8 @@ pub enum ElemType {
     I32,
     /// `INT64`: index tensors (shapes, axes) some converters emit.
     I64,
+    /// `BOOL`: the condition of SELECT_V2, written by GREATER (one byte per element).
+    Bool,
     /// Another TFLite type (its `TensorType` value).
     Other(i8),
 }
@@ -35,6 +37,7 @@ impl ElemType {
             fb::TensorType::INT8 => ElemType::I8,
             fb::TensorType::INT32 => ElemType::I32,
             fb::TensorType::INT64 => ElemType::I64,
+            fb::TensorType::BOOL => ElemType::Bool,
             other => ElemType::Other(other.0),
         }
     }
@@ -46,6 +49,7 @@ impl ElemType {
             ElemType::I8 => fb::TensorType::INT8,
             ElemType::I32 => fb::TensorType::INT32,
             ElemType::I64 => fb::TensorType::INT64,
+            ElemType::Bool => fb::TensorType::BOOL,
             ElemType::Other(v) => fb::TensorType(v),
         }
     }
@@ -62,7 +66,7 @@ impl ElemType {
     pub fn size(self) -> Option<usize> {
         match self {
             ElemType::F32 | ElemType::I32 => Some(4),
-            ElemType::I8 => Some(1),
+            ElemType::I8 | ElemType::Bool => Some(1),
             ElemType::I64 => Some(8),
             ElemType::Other(_) => None,
         }
@@ -125,6 +129,8 @@ pub enum Data {
     I32(Vec<i32>),
     /// `INT64`
     I64(Vec<i64>),
+    /// `BOOL`
+    Bool(Vec<bool>),
 }
 
 impl Data {
@@ -151,6 +157,7 @@ impl Data {
                     .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                     .collect(),
             ),
+            ElemType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
             ElemType::Other(_) => return None,
         })
     }
@@ -162,6 +169,7 @@ impl Data {
             Data::I8(v) => v.iter().map(|&x| x as u8).collect(),
             Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
         }
     }
 
@@ -172,6 +180,7 @@ impl Data {
             Data::I8(v) => v.len(),
             Data::I32(v) => v.len(),
             Data::I64(v) => v.len(),
+            Data::Bool(v) => v.len(),
         }
     }
 
@@ -187,6 +196,7 @@ impl Data {
             Data::I8(_) => ElemType::I8,
             Data::I32(_) => ElemType::I32,
             Data::I64(_) => ElemType::I64,
+            Data::Bool(_) => ElemType::Bool,
         }
     }
 
@@ -196,7 +206,7 @@ impl Data {
             Data::I32(v) => Some(v.iter().map(|&x| x as i64).collect()),
             Data::I64(v) => Some(v.clone()),
             Data::I8(v) => Some(v.iter().map(|&x| x as i64).collect()),
-            Data::F32(_) => None,
+            Data::F32(_) | Data::Bool(_) => None,
         }
     }
 }

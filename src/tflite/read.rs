@@ -528,7 +528,9 @@ fn read_options(op: &fb::Operator<'_>) -> Options {
         || op.builtin_options_as_quantize_options().is_some()
         || op.builtin_options_as_maximum_minimum_options().is_some()
         || op.builtin_options_as_slice_options().is_some()
-        || op.builtin_options_as_hard_swish_options().is_some();
+        || op.builtin_options_as_hard_swish_options().is_some()
+        || op.builtin_options_as_greater_options().is_some()
+        || op.builtin_options_as_select_v2_options().is_some();
     if empty {
         Options::Empty(t)
     } else {

@@ -94,6 +94,7 @@ pub fn version(code: B, sig: &OpSig) -> i32 {
         | B::TRANSPOSE
         | B::MAXIMUM
         | B::MINIMUM
+        | B::GREATER
             if int8 =>
         {
             2
@@ -152,6 +153,8 @@ pub fn min_runtime(code: B, version: i32) -> Option<&'static str> {
         (B::TRANSPOSE_CONV, 4) => "2.13.0",
         (B::HARD_SWISH, 1) => "1.15.0",
         (B::PRELU, 1) => "1.8.0",
+        (B::GREATER, 1 | 2) => "1.14.0",
+        (B::SELECT_V2, 1) => "2.2.0",
         (B::PAD | B::PADV2 | B::STRIDED_SLICE, 4) => "2.6.0",
         _ => return None,
     })

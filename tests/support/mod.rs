@@ -613,6 +613,14 @@ pub fn one_layer_cases() -> Vec<Case> {
         c("mul", two_inputs("mul", |f, a, b| f.mul(a, b).unwrap())),
         c("concat", two_inputs("concat", |f, a, b| f.concat(&[a, b], 3).unwrap())),
         c("max_pool2d", seq("max_pool2d", &img, vec![Layer::max_pool(2)])),
+        // a same-scale op whose input has another user: its output is requantized into the
+        // concat's shared scale (once refused by the QAT form check)
+        c("max_pool2d_into_concat", {
+            let mut m = qir("model \"max_pool2d_into_concat\"\nparam @k : f32[4,3,3,3]\n%0 = input \"input\" : f32[1,6,6,3]\n%1 = conv2d \"conv\" (%0, @k) {padding=same}\n%2 = max_pool2d \"pool\" (%1) {size=[3,3], stride=[1,1], padding=same}\n%3 = concat \"concat\" (%1, %2) {axis=3}\noutput \"output\" = %3\n");
+            let k = (0..108).map(|i| ((i * 29 % 13) as f32 - 6.0) * 0.06).collect();
+            m.params.insert("k", Tensor::new(vec![4, 3, 3, 3], k));
+            m
+        }),
         c("avg_pool2d_same", seq("avg_pool2d_same", &[7, 7, 3], vec![Layer::avg_pool(3).stride(2).same()])),
         c("global_avg_pool", seq("global_avg_pool", &img, vec![Layer::GlobalAvgPool])),
         c("global_max_pool", seq("global_max_pool", &img, vec![Layer::GlobalMaxPool])),
@@ -627,6 +635,12 @@ pub fn one_layer_cases() -> Vec<Case> {
         c("leaky_relu", seq("leaky_relu", &img, vec![Layer::Activation(Act::LeakyRelu(0.2))])),
         c("hard_swish", seq("hard_swish", &img, vec![Layer::Activation(Act::HardSwish)])),
         c("prelu", seq("prelu", &img, vec![Layer::prelu_per_channel()])),
+        c("thresholded_relu", {
+            let mut m = qir("model \"thresholded_relu\"\nparam @k : f32[4,3,3,3]\n%0 = input \"input\" : f32[1,6,6,3]\n%1 = conv2d \"conv\" (%0, @k) {padding=same}\n%2 = thresholded_relu \"thresholded\" (%1) {theta=0.3}\noutput \"output\" = %2\n");
+            let k = (0..108).map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.05).collect();
+            m.params.insert("k", Tensor::new(vec![4, 3, 3, 3], k));
+            m
+        }),
         c("sigmoid", seq("sigmoid", &img, vec![Layer::Activation(Act::Sigmoid)])),
         c("tanh", seq("tanh", &img, vec![Layer::Activation(Act::Tanh)])),
         c("softmax", seq("softmax", &[16], vec![Layer::Activation(Act::Softmax)])),

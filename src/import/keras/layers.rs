@@ -163,7 +163,7 @@ fn nearest(class: &str) -> &'static str {
         _ => {
             "one of the supported classes: InputLayer, Conv2D, DepthwiseConv2D, \
               SeparableConv2D, Conv2DTranspose, Dense, BatchNormalization, Activation, ReLU, \
-              LeakyReLU, PReLU, Add, Subtract, Multiply, Concatenate, MaxPooling2D, \
+              ThresholdedReLU, LeakyReLU, PReLU, Add, Subtract, Multiply, Concatenate, MaxPooling2D, \
               AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, Flatten, Reshape, \
               ZeroPadding2D, Cropping2D, UpSampling2D, Dropout, Rescaling, Normalization"
         }
@@ -341,6 +341,63 @@ impl<'a> Emitter<'a> {
 
     fn scalar(&mut self, name: &str, v: f64) -> R<NodeId> {
         self.constant(name, Tensor::scalar(v as f32))
+    }
+
+    /// Keras' `ReLU(max_value=m, negative_slope=s, threshold=t)` with `t != 0`, as Keras
+    /// computes it: `y = x * (x > t)`, then `clip(y, 0, m)`, then `y - s * relu(t - x)`.
+    fn relu_with_threshold(
+        &mut self,
+        x: NodeId,
+        base: &str,
+        t: f64,
+        max: Option<f64>,
+        slope: f64,
+    ) -> R<NodeId> {
+        let none = Activation::None;
+        // the last op gets the layer's name
+        let last_is = |step: &str| match (max, slope != 0.0) {
+            (_, true) => step == "negative",
+            (Some(_), false) => step == "clip",
+            (None, false) => step == "step",
+        };
+        let name = |step: &str| {
+            if last_is(step) {
+                base.to_string()
+            } else {
+                format!("{base}.{step}")
+            }
+        };
+        let theta = F32(t as f32);
+        let mut y = self.op(ModelOp::ThresholdedRelu { theta }, &name("step"), &[x])?;
+        if let Some(m) = max {
+            if t < 0.0 {
+                // values between t and 0 pass the step; the clip takes them to 0
+                y = self.op(ModelOp::Relu, &format!("{base}.clip_low"), &[y])?;
+            }
+            // min(y, m) = y - relu(y - m)
+            let mc = self.scalar(&format!("{base}.max_value"), m)?;
+            let over = ModelOp::Sub {
+                activation: Activation::Relu,
+            };
+            let over = self.op(over, &format!("{base}.over"), &[y, mc])?;
+            y = self.op(ModelOp::Sub { activation: none }, &name("clip"), &[y, over])?;
+        }
+        if slope != 0.0 {
+            let tc = self.scalar(&format!("{base}.threshold"), t)?;
+            let below = ModelOp::Sub {
+                activation: Activation::Relu,
+            };
+            let below = self.op(below, &format!("{base}.below"), &[tc, x])?;
+            let sc = self.scalar(&format!("{base}.negative_slope"), slope)?;
+            let mul = ModelOp::Mul { activation: none };
+            let scaled = self.op(mul, &format!("{base}.scaled"), &[below, sc])?;
+            y = self.op(
+                ModelOp::Sub { activation: none },
+                &name("negative"),
+                &[y, scaled],
+            )?;
+        }
+        Ok(y)
     }
 
     /// Calls a model on `inputs` (graph nodes); returns its outputs. `prefix` names its nodes.
@@ -714,10 +771,10 @@ impl<'a> Emitter<'a> {
                 let max = num(cfg, "max_value");
                 let slope = num(cfg, "negative_slope").unwrap_or(0.0);
                 let threshold = num(cfg, "threshold").unwrap_or(0.0);
-                if threshold != 0.0 {
-                    return Err("ReLU with a threshold is not supported (use threshold=0)".into());
-                }
                 let x = x()?;
+                if threshold != 0.0 {
+                    return self.relu_with_threshold(x, &base, threshold, max, slope);
+                }
                 match (max, slope) {
                     (Some(m), s) if m == 6.0 && s == 0.0 => self.op(ModelOp::Relu6, &base, &[x]),
                     (max, s) => {
@@ -745,6 +802,14 @@ impl<'a> Emitter<'a> {
                         self.op(ModelOp::Sub { activation: none }, &base, &[y, over])
                     }
                 }
+            }
+            // tf_keras' `ThresholdedReLU(theta)`: `x * (x > theta)`
+            "ThresholdedReLU" => {
+                let theta = num(cfg, "theta").unwrap_or(1.0);
+                let op = ModelOp::ThresholdedRelu {
+                    theta: F32(theta as f32),
+                };
+                self.op(op, &base, &[x()?])
             }
             "LeakyReLU" => {
                 let a = num(cfg, "negative_slope")

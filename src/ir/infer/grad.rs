@@ -23,6 +23,7 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, OpEr
         ReluGrad
         | Relu6Grad
         | LeakyReluGrad { .. }
+        | ThresholdedReluGrad { .. }
         | PReluGradAlpha
         | HardSwishGrad
         | SigmoidGrad

@@ -12,7 +12,9 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, OpE
     use ModelOp::*;
     match op {
         Input | Param => Err("an input or param has no operands to infer a type from".into()),
-        Relu | Relu6 | LeakyRelu { .. } | HardSwish | Sigmoid | Tanh => f32t(ins[0].shape.clone()),
+        Relu | Relu6 | LeakyRelu { .. } | ThresholdedRelu { .. } | HardSwish | Sigmoid | Tanh => {
+            f32t(ins[0].shape.clone())
+        }
         Mean(r) => f32t(reduce_shape(&ins[0].shape, &r.axes, r.keepdims)?),
         Conv2d(c) => conv_like(c, ins, conv2d_shape),
         DepthwiseConv2d(c) => conv_like(c, ins, depthwise_shape),

@@ -64,6 +64,19 @@ pub(super) fn eval(op: &GradOp, cx: &Cx) -> Result<Value, OpError> {
                 .collect())
         }
         PReluGradAlpha => cx.t(zip(cx.f(0), cx.f(1), |dy, x| dy * x.min(0.0))),
+        ThresholdedReluGrad { theta } => {
+            cx.t(zip(
+                cx.f(0),
+                cx.f(1),
+                |dy, x| {
+                    if x > theta.0 {
+                        dy
+                    } else {
+                        0.0
+                    }
+                },
+            ))
+        }
         LeakyReluGrad { alpha } => cx.t(zip(cx.f(0), cx.f(1), |dy, x| {
             if x > 0.0 {
                 dy

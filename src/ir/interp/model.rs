@@ -68,6 +68,7 @@ pub(super) fn eval(op: &ModelOp, cx: &Cx) -> Result<Value, OpError> {
         Relu => cx.t(map(cx.f(0), |x| x.max(0.0))),
         Relu6 => cx.t(map(cx.f(0), |x| x.clamp(0.0, 6.0))),
         LeakyRelu { alpha } => cx.t(map(cx.f(0), |x| if x >= 0.0 { x } else { alpha.0 * x })),
+        ThresholdedRelu { theta } => cx.t(map(cx.f(0), |x| if x > theta.0 { x } else { 0.0 })),
         PRelu => cx.t(broadcast(cx.f(0), cx.f(1), &cx.out_shape, |x, a| {
             if x >= 0.0 {
                 x

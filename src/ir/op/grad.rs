@@ -19,6 +19,11 @@ pub enum GradOp {
         /// The forward slope below zero.
         alpha: F32,
     },
+    /// `(dy, x)`: `dy` where `x > theta`, `0` elsewhere.
+    ThresholdedReluGrad {
+        /// The forward threshold.
+        theta: F32,
+    },
     /// `(dy, x, alpha) -> dx`: `dy` for `x > 0`, `alpha * dy` elsewhere (`alpha` broadcasts).
     PReluGradInput,
     /// `(dy, x)`: `dy * min(x, 0)`, the slope's gradient before it is summed to `alpha`'s
@@ -164,6 +169,7 @@ impl GradOp {
             UpsampleNearestGrad { .. } => OpKind::UpsampleNearestGrad,
             PReluGradInput => OpKind::PReluGradInput,
             PReluGradAlpha => OpKind::PReluGradAlpha,
+            ThresholdedReluGrad { .. } => OpKind::ThresholdedReluGrad,
         }
     }
 
@@ -172,9 +178,12 @@ impl GradOp {
         use GradOp::*;
         match self {
             SoftmaxCrossEntropyGrad => &["logits", "labels"],
-            ReluGrad | Relu6Grad | LeakyReluGrad { .. } | HardSwishGrad | PReluGradAlpha => {
-                &["dy", "input"]
-            }
+            ReluGrad
+            | Relu6Grad
+            | LeakyReluGrad { .. }
+            | ThresholdedReluGrad { .. }
+            | HardSwishGrad
+            | PReluGradAlpha => &["dy", "input"],
             PReluGradInput => &["dy", "input", "alpha"],
             SigmoidGrad | TanhGrad | SoftmaxGrad => &["dy", "output"],
             FakeQuantGrad(_) => &["dy", "input", "min", "max"],

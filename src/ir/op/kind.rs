@@ -100,6 +100,7 @@ op_kinds! {
     Dropout = "dropout",
     FakeQuant = "fake_quant",
     PRelu = "prelu",
+    ThresholdedRelu = "thresholded_relu",
     ;
     Pass:
     Quant = "quant",
@@ -146,6 +147,7 @@ op_kinds! {
     UpsampleNearestGrad = "upsample_nearest_grad",
     PReluGradInput = "prelu_grad_input",
     PReluGradAlpha = "prelu_grad_alpha",
+    ThresholdedReluGrad = "thresholded_relu_grad",
     ;
     Train:
     DropoutMask = "dropout_mask",

@@ -42,6 +42,12 @@ pub enum ModelOp {
         /// The slope below zero.
         alpha: F32,
     },
+    /// `x` for `x > theta`, `0` at and below (Keras' `ThresholdedReLU`, and the step of
+    /// `ReLU(threshold=theta)`).
+    ThresholdedRelu {
+        /// The threshold.
+        theta: F32,
+    },
     /// `(x, alpha)`: `x` for `x >= 0`, `alpha * x` below, with a learned slope `alpha` that
     /// broadcasts against `x` (Keras' `PReLU`: one slope per channel is `alpha[1, 1, c]`).
     PRelu,
@@ -141,6 +147,7 @@ impl ModelOp {
             Relu => OpKind::Relu,
             Relu6 => OpKind::Relu6,
             LeakyRelu { .. } => OpKind::LeakyRelu,
+            ThresholdedRelu { .. } => OpKind::ThresholdedRelu,
             PRelu => OpKind::PRelu,
             HardSwish => OpKind::HardSwish,
             Sigmoid => OpKind::Sigmoid,
@@ -184,6 +191,7 @@ impl ModelOp {
             Relu
             | Relu6
             | LeakyRelu { .. }
+            | ThresholdedRelu { .. }
             | HardSwish
             | Sigmoid
             | Tanh
@@ -217,6 +225,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | ThresholdedRelu { .. }
             | PRelu
             | HardSwish
             | Sigmoid
@@ -253,6 +262,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | ThresholdedRelu { .. }
             | PRelu
             | HardSwish
             | Sigmoid
@@ -290,6 +300,7 @@ impl ModelOp {
             | Dense { .. }
             | BatchNorm { .. }
             | LeakyRelu { .. }
+            | ThresholdedRelu { .. }
             | PRelu
             | HardSwish
             | Sigmoid
@@ -328,6 +339,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | ThresholdedRelu { .. }
             | PRelu
             | HardSwish
             | Sigmoid
@@ -368,6 +380,7 @@ impl ModelOp {
             | Relu
             | Relu6
             | LeakyRelu { .. }
+            | ThresholdedRelu { .. }
             | PRelu
             | HardSwish
             | Sigmoid

@@ -126,6 +126,18 @@ pub fn leaky_relu(cx: &mut Lower, alpha: &F32) -> Result<Val> {
     Ok(v)
 }
 
+/// `thresholded_relu(x)`: `x` above `theta`, `0` at and below.
+pub fn thresholded_relu(cx: &mut Lower, theta: &F32) -> Result<Val> {
+    let s = cx.out_shape();
+    let t = theta.0;
+    Ok(unary(cx, &s, &|l, x| {
+        let th = l.c(t);
+        let gt = l.cmp(CmpOp::Gt, x, th);
+        let z = l.c(0.0);
+        l.select(gt, x, z)
+    }))
+}
+
 /// `prelu(x, alpha)`: `x` for `x >= 0`, `alpha * x` below; the slope broadcasts.
 pub fn prelu(cx: &mut Lower) -> Result<Val> {
     let s = cx.out_shape();
@@ -266,6 +278,18 @@ pub fn leaky_relu_grad(cx: &mut Lower, alpha: &F32) -> Result<Val> {
         })
     };
     Ok(v)
+}
+
+/// `thresholded_relu_grad(dy, x)`: `dy` where `x > theta`, else `0`.
+pub fn thresholded_relu_grad(cx: &mut Lower, theta: &F32) -> Result<Val> {
+    let s = cx.out_shape();
+    let t = theta.0;
+    Ok(grad(cx, &s, &|l, d, x| {
+        let th = l.c(t);
+        let m = l.cmp(CmpOp::Gt, x, th);
+        let z = l.c(0.0);
+        l.select(m, d, z)
+    }))
 }
 
 /// `hard_swish_grad(dy, x)`
