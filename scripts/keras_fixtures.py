@@ -166,6 +166,16 @@ def m_dense(K):
     return K.Model(i, L.Concatenate(name="concat")([flat(r), c]), name="dense")
 
 
+def m_dense_sequence(K):
+    """Dense on a sequence (batch, steps, features): it acts on the last axis, every step alike."""
+    L = K.layers
+    i = K.Input((5, 6), name="input")
+    x = L.Dense(4, activation="relu", name="dense_steps")(i)
+    x = L.Dense(3, use_bias=False, name="dense_steps_nobias")(x)
+    x = L.Flatten(name="flatten")(x)
+    return K.Model(i, L.Dense(2, name="head")(x), name="dense_sequence")
+
+
 def m_batchnorm(K):
     """BatchNormalization after a conv (the usual case), with center/scale turned off (then Keras
     drops the beta/gamma variable), a non-default epsilon, and BN on a Dense output."""
@@ -481,6 +491,7 @@ FIXTURES = {
     "depthwise_separable": (m_depthwise_separable, (8, 8, 3), "normal", ("keras", "h5")),
     "conv2d_transpose": (m_conv2d_transpose, (4, 4, 3), "normal", ("keras", "h5")),
     "dense": (m_dense, (6, 6, 3), "normal", ("keras", "h5")),
+    "dense_sequence": (m_dense_sequence, (5, 6), "normal", ("keras", "h5")),
     "batchnorm": (m_batchnorm, (8, 8, 3), "normal", ("keras", "h5")),
     "activations": (m_activations, (4, 4, 5), "wide", ("keras", "h5")),
     "activation_hard_silu": (m_activation_hard_silu, (4, 4, 3), "wide", ("keras",)),

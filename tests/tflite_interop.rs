@@ -364,3 +364,10 @@ fn keras_threshold_layers_quantize_train_and_match_litert() {
     keras_fixture_matches_litert("thresholded_relu.keras", &[6, 6, 3], 43);
     keras_fixture_matches_litert("relu_variants.keras", &[4, 4, 3], 45);
 }
+
+/// Dense on a `(steps, features)` sequence: a 1×1 convolution between two reshapes.
+#[test]
+fn keras_dense_on_a_sequence_quantizes_trains_and_matches_litert() {
+    keras_fixture_matches_litert("dense_sequence.keras", &[5, 6], 47);
+    keras_fixture_matches_litert("dense_sequence.h5", &[5, 6], 49);
+}

@@ -664,13 +664,20 @@ impl<'a> Emitter<'a> {
                 self.then_activation(y, &base, cfg.get("activation"))
             }
             "Dense" => {
-                let x = x()?;
+                let mut x = x()?;
                 let rank = self.shape(x).len();
-                if rank != 2 && rank != 4 {
+                if !(2..=4).contains(&rank) {
                     return Err(format!(
                         "Dense on a rank-{rank} input (it acts on the last axis only) is not \
                          supported: flatten or pool first"
                     ));
+                }
+                // on a sequence [n, t, c], Dense is a 1x1 convolution of the image [n, 1, t, c]
+                let sequence = self.shape(x)[1..].to_vec();
+                if rank == 3 {
+                    let shape = [1, sequence[0] as i64, sequence[1] as i64].to_vec();
+                    let op = ModelOp::Reshape { shape };
+                    x = self.op(op, &format!("{base}.to_image"), &[x])?;
                 }
                 let use_bias = flag(cfg, "use_bias", true);
                 let names: &[&str] = if use_bias {
@@ -683,7 +690,7 @@ impl<'a> Emitter<'a> {
                     if i == 0 {
                         want_rank(&t, 2, "the kernel")?;
                         let k = transpose2(&t);
-                        Ok(if rank == 4 {
+                        Ok(if rank >= 3 {
                             Tensor::new(vec![k.shape[0], 1, 1, k.shape[1]], k.data)
                         } else {
                             k
@@ -693,14 +700,20 @@ impl<'a> Emitter<'a> {
                     }
                 })?;
                 let ops: Vec<NodeId> = [x].into_iter().chain(w).collect();
-                let op = if rank == 4 {
+                let op = if rank >= 3 {
                     ModelOp::Conv2d(ConvAttrs::default())
                 } else {
                     ModelOp::Dense {
                         activation: Activation::None,
                     }
                 };
-                let y = self.op(op, &base, &ops)?;
+                let mut y = self.op(op, &base, &ops)?;
+                if rank == 3 {
+                    let units = *self.shape(y).last().ok_or("the Dense output has no axes")?;
+                    let shape = [sequence[0] as i64, units as i64].to_vec();
+                    let op = ModelOp::Reshape { shape };
+                    y = self.op(op, &format!("{base}.to_sequence"), &[y])?;
+                }
                 self.then_activation(y, &base, cfg.get("activation"))
             }
             "BatchNormalization" => {
