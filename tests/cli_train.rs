@@ -72,6 +72,7 @@ fn the_job_writes_every_artifact_and_a_complete_report() {
         "mnist_cnn_qat.safetensors",
         "mnist_cnn_qat.dot",
         "mnist_cnn_int8.tflite",
+        "mnist_cnn_ptq_int8.tflite",
         "ir/00_input.qir",
         "ir/03_quantize.qir",
         "ir/07_fold_bn.qir",
@@ -81,7 +82,8 @@ fn the_job_writes_every_artifact_and_a_complete_report() {
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-    for key in ["float", "qat", "int8"] {
+    assert!(stdout.contains("PTQ int8 (192 samples)"), "{stdout}");
+    for key in ["float", "ptq", "qat", "int8"] {
         let acc = report[key]["test_accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc), "{key}: {acc}");
         assert!(report[key]["bytes"].as_u64().unwrap() > 0, "{key} size");
@@ -107,6 +109,7 @@ fn the_job_writes_every_artifact_and_a_complete_report() {
             "load data",
             "float training",
             "quantize",
+            "post-training quantization",
             "QAT fine-tuning",
             "int8 export",
             "int8 evaluation"
@@ -123,6 +126,9 @@ fn the_job_writes_every_artifact_and_a_complete_report() {
         "{}",
         String::from_utf8_lossy(&dump.stderr)
     );
+    // the PTQ baseline's file is an int8 model the int8 interpreter runs
+    let ptq = std::fs::read(out.join("mnist_cnn_ptq_int8.tflite")).unwrap();
+    qatc::int8::Interpreter::new(&ptq).unwrap();
     std::fs::remove_dir_all(&out).unwrap();
 }
 

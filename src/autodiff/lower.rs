@@ -35,6 +35,11 @@ pub(crate) enum Mode {
         step: NodeId,
         seed: u64,
     },
+    /// Post-training calibration: the inference form, with the quantizers' observers
+    /// updating their ranges (`step` is the step input).
+    Calibrate {
+        step: NodeId,
+    },
     Eval,
 }
 
@@ -191,7 +196,7 @@ impl<'m> Lowering<'m> {
                 });
                 self.emit(mul, &name, &[xs[0], mask])
             }
-            (Op::Model(ModelOp::Dropout { .. }), Mode::Eval) => Ok(xs[0]),
+            (Op::Model(ModelOp::Dropout { .. }), Mode::Eval | Mode::Calibrate { .. }) => Ok(xs[0]),
             (Op::Model(ModelOp::FakeQuant(q)), _) => self.fake_quant(&name, q, &xs),
             (op, _) => self.emit(op.clone(), &name, &xs),
         }
@@ -336,7 +341,7 @@ impl<'m> Lowering<'m> {
         let hi = self.g.param(&pmax, ty)?;
         let r = match self.mode {
             Mode::Eval => (lo, hi),
-            Mode::Train { step, .. } => {
+            Mode::Train { step, .. } | Mode::Calibrate { step } => {
                 let tied = self
                     .tied_downstream
                     .get(state)

@@ -335,5 +335,69 @@ pub fn eval_graph(model: &Graph) -> Result<Graph> {
     Ok(g)
 }
 
+/// What [`calibration_step`] builds.
+#[derive(Clone, Debug)]
+pub struct CalibrationStep {
+    /// Inputs: the model input (its name kept) and `step` (f32[], 0-based); outputs: the
+    /// model's; one update per observed quantizer range.
+    pub graph: Graph,
+    /// Initial observer ranges (zeros; the first step overwrites them with the batch's).
+    pub init: ParamStore,
+    /// The quantizer range params (`S.min`, `S.max`) the step updates.
+    pub observer_state: Vec<String>,
+}
+
+/// Post-training calibration of a QAT graph (form 2): the inference form (BatchNorm with its
+/// moving statistics, no dropout, weights as they are) in which every stateful quantizer
+/// observes the batch as in training (`ema` averages, `all_values` keeps the running
+/// min/max). Run over a few batches, it gives the activation ranges of post-training
+/// quantization without changing a weight.
+pub fn calibration_step(model: &Graph) -> Result<CalibrationStep> {
+    verify(model)?;
+    let [model_input] = model.inputs() else {
+        return Err(Error::Graph {
+            graph: model.name.clone(),
+            msg: format!(
+                "calibration takes one model input, this model has {}",
+                model.inputs().len()
+            ),
+        });
+    };
+    let mut g = Graph::new(format!("{}.calibration", model.name));
+    let node = model.node(*model_input);
+    let input = g.add_input(node.name.clone(), node.ty.clone())?;
+    let step = g.add_input("step", TensorType::scalar(DType::F32))?;
+    let mode = Mode::Calibrate { step };
+    let mut low = Lowering::new(model, g, mode, HashMap::from([(*model_input, input)]))?;
+    for n in model.canonical_order() {
+        low.ensure(n)?;
+    }
+    let outputs: Vec<(String, NodeId)> = model
+        .outputs()
+        .iter()
+        .map(|o| (o.name.clone(), low.map[&o.node]))
+        .collect();
+    let Lowering {
+        g: mut graph,
+        updates,
+        init,
+        observer_state,
+        ..
+    } = low;
+    for (name, node) in outputs {
+        graph.add_output(name, node);
+    }
+    for (param, node) in updates {
+        graph.add_update(param, node);
+    }
+    graph.dce();
+    verify(&graph)?;
+    Ok(CalibrationStep {
+        graph,
+        init,
+        observer_state,
+    })
+}
+
 #[cfg(test)]
 mod tests;

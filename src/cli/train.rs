@@ -60,6 +60,10 @@ pub struct TrainArgs {
     /// Evaluate on the first N test images only (quick runs).
     #[arg(long)]
     pub test_samples: Option<usize>,
+    /// Training samples that calibrate the post-training-quantization baseline (the float
+    /// model's ranges, no weight updates), 0 to skip it [default: 512].
+    #[arg(long)]
+    pub ptq_samples: Option<usize>,
     /// Pixels as the model takes them: `raw` (0..255, for a model with its own Rescaling), or
     /// a factor such as `1/255` added to the model as its first op (so the int8 file takes
     /// raw pixels); unset: scaled to [0, 1] by the loader.
@@ -91,7 +95,20 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     macro_rules! take {
         ($($field:ident),*) => { $(if let Some(v) = &args.$field { c.$field = v.clone(); })* };
     }
-    take!(model, epochs, qat_epochs, batch, lr, qat_lr, seed, out, scheme, backend, data);
+    take!(
+        model,
+        epochs,
+        qat_epochs,
+        batch,
+        lr,
+        qat_lr,
+        seed,
+        out,
+        scheme,
+        backend,
+        data,
+        ptq_samples
+    );
     if args.train_samples.is_some() {
         c.train_samples = args.train_samples;
     }

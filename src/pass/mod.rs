@@ -43,3 +43,10 @@ pub use forms::Form;
 pub use pipeline::{
     expand, pass, run_pipeline, run_pipeline_with_report, steps, Step, PASSES, PIPELINES,
 };
+
+/// Parses and checks the text of a rule file as the passes load it from
+/// [`PipelineOptions::rules_dir`] (`file` names it in errors): for users writing their own
+/// rules, and for the fuzzer.
+pub fn check_rule_file(src: &str, file: &str) -> crate::Result<()> {
+    crate::rewrite::rules::parse_rules(src, file).map(|_| ())
+}

@@ -35,11 +35,13 @@
 
 pub mod augment;
 pub mod batches;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod metrics;
 pub mod schedule;
 
 pub use augment::Augment;
+pub use calibrate::{calibrate, RangeMethod};
 pub use checkpoint::{Checkpoint, Position, RunKey};
 pub use metrics::{EpochMetrics, EvalMetrics, History};
 pub use schedule::LrSchedule;

@@ -85,6 +85,10 @@ pub struct Job {
     /// `H,W`: the size images of an image-folder dataset are resized to (needed when they
     /// differ in size).
     pub image_size: Option<String>,
+    /// Training samples (the first ones, in batches of `batch`) that calibrate the
+    /// post-training-quantization baseline: the float model quantized with min/max ranges,
+    /// exported and evaluated beside the QAT result; 0 skips it.
+    pub ptq_samples: usize,
     /// Progress bars and stage headers on stderr; `false` is quiet.
     pub progress: bool,
 }
@@ -111,6 +115,7 @@ impl Default for Job {
             input_scale: None,
             augment: None,
             image_size: None,
+            ptq_samples: 512,
             progress: true,
         }
     }
@@ -597,7 +602,41 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     }
     files.push(format!("{}/", ir_dir.display()));
 
-    // 3. QAT fine-tuning
+    // 3. post-training quantization, the baseline QAT has to beat: the float model's
+    //    activation ranges observed (min/max) on calibration samples, no weight updates
+    if cfg.ptq_samples > 0 {
+        let ptq_path = out.join(format!("{stem}_ptq_int8.tflite"));
+        let figures = stages.run("post-training quantization", || {
+            let mut params = train::calibrate(
+                &qat_graph,
+                &qat_params,
+                &train_set,
+                cfg.ptq_samples,
+                cfg.batch,
+                train::RangeMethod::MinMax,
+                backend,
+            )?;
+            let ready = run_pipeline(
+                qat_graph.clone(),
+                &mut params,
+                "export",
+                &cfg.export_options(),
+            )?;
+            let bytes = export::export(&ready, &params, &ExportOptions::default())?;
+            write_atomic(&ptq_path, &bytes)?;
+            let it = int8::Interpreter::new(&bytes)?;
+            let preds = int8::predict(&it, &test_set, 100)?;
+            Ok(ModelFigures {
+                test_accuracy: accuracy(&preds, &test_set.labels),
+                bytes: bytes.len() as u64,
+            })
+        })?;
+        report.ptq = Some(figures);
+        report.ptq_samples = cfg.ptq_samples.min(train_set.len());
+        files.push(ptq_path.display().to_string());
+    }
+
+    // 4. QAT fine-tuning
     let qat = stages.run("QAT fine-tuning", || {
         fit(
             &qat_graph,
@@ -625,7 +664,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     text::save_model(&qat_graph, &qat.params, &qat_path)?;
     files.push(qat_path.display().to_string());
 
-    // 4. export: fold BatchNorm, fuse activations, write the int8 TFLite file
+    // 5. export: fold BatchNorm, fuse activations, write the int8 TFLite file
     let tflite_path = out.join(format!("{stem}_int8.tflite"));
     let tflite = stages.run("int8 export", || {
         let mut params = qat.params.clone();
@@ -639,7 +678,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     })?;
     files.push(tflite_path.display().to_string());
 
-    // 5. int8 accuracy (qatc's bit-exact integer interpreter) and agreement with QAT
+    // 6. int8 accuracy (qatc's bit-exact integer interpreter) and agreement with QAT
     let (int8_preds, qat_preds) = stages.run("int8 evaluation", || {
         let it = int8::Interpreter::new(&tflite)?;
         let int8_preds = int8::predict(&it, &test_set, 100)?;
@@ -648,23 +687,18 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         Ok((int8_preds, qat_preds))
     })?;
     let n = test_set.len().max(1) as f64;
-    let hits = int8_preds
-        .iter()
-        .zip(&test_set.labels)
-        .filter(|(&p, &l)| p as i32 == l)
-        .count();
     let same = int8_preds
         .iter()
         .zip(&qat_preds)
         .filter(|(a, b)| a == b)
         .count();
     report.int8 = ModelFigures {
-        test_accuracy: hits as f64 / n,
+        test_accuracy: accuracy(&int8_preds, &test_set.labels),
         bytes: tflite.len() as u64,
     };
     report.int8_qat_agreement = same as f64 / n;
 
-    // 6. the training curve and the metrics history
+    // 7. the training curve and the metrics history
     let curve = out.join("training_curve.svg");
     write_atomic(
         &curve,
@@ -684,6 +718,16 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     report.files = files;
     report.write_json(&out.join("report.json"))?;
     Ok(report)
+}
+
+/// The share of predictions equal to their label.
+fn accuracy(preds: &[usize], labels: &[i32]) -> f64 {
+    let hits = preds
+        .iter()
+        .zip(labels)
+        .filter(|(&p, &l)| p as i32 == l)
+        .count();
+    hits as f64 / preds.len().max(1) as f64
 }
 
 fn prefix_rows(phase: &str, csv: &str) -> String {

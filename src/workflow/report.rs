@@ -45,6 +45,12 @@ pub struct Report {
     pub qat: ModelFigures,
     /// The exported int8 `.tflite`, run in qatc's int8 interpreter.
     pub int8: ModelFigures,
+    /// The post-training-quantization baseline: the float model calibrated on
+    /// `ptq_samples` training samples, exported and run in the int8 interpreter (`None`
+    /// when the job skipped it).
+    pub ptq: Option<ModelFigures>,
+    /// Training samples that calibrated the PTQ baseline.
+    pub ptq_samples: usize,
     /// Share of test samples where the int8 model predicts the same class as the QAT model.
     pub int8_qat_agreement: f64,
     /// Mean training throughput of the float epochs, in samples per second (0 without epochs).
@@ -94,6 +100,15 @@ impl Report {
             100.0 * self.float.test_accuracy,
             kb(self.float.bytes)
         );
+        if let Some(ptq) = &self.ptq {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>8.2}% {:>9.1} KiB",
+                format!("PTQ int8 ({} samples)", self.ptq_samples),
+                100.0 * ptq.test_accuracy,
+                kb(ptq.bytes)
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<28} {:>8.2}% {:>9.1} KiB",

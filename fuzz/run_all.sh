@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS (default 150) on one core, one after the other, from
+# the seeds of fuzz/seeds.py; crashes land in fuzz/artifacts/<target>/, a log per target in
+# fuzz/logs/. Usage: fuzz/run_all.sh [SECONDS] [TARGET...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-150}; shift || true
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(qir rules tflite_import tflite_run safetensors checkpoint npy npz idx cifar keras h5 image config)
+mkdir -p fuzz/logs
+cargo +nightly fuzz build -O || exit 1
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
+for t in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+    "$bin/$t" "fuzz/corpus/$t" -artifact_prefix="fuzz/artifacts/$t/" \
+        -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
+        > "fuzz/logs/$t.log" 2>&1
+    echo "$t: exit $? $(grep -E '^stat::number_of_executed_units' fuzz/logs/$t.log)"
+done

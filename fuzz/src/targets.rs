@@ -1,0 +1,178 @@
+//! One function per fuzz target: each feeds bytes to one of qatc's readers the way a user's
+//! file reaches it (through the public API, from a file where the reader takes a path). A
+//! function may see the reader accept or refuse the input; it must never panic, abort, or
+//! run away in time or memory. The fuzz targets (`fuzz/fuzz_targets/`) and the replay of the
+//! committed regression inputs (`tests/fuzz_regressions.rs`) share this file.
+
+use qatc::data::{Pixels, Split};
+use std::path::{Path, PathBuf};
+
+/// A target's function: takes any bytes, must return.
+pub type Target = fn(&[u8]);
+
+/// Every target: its name (the directory of its seeds and regression inputs) and function.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("qir", qir),
+    ("rules", rules),
+    ("tflite_import", tflite_import),
+    ("tflite_run", tflite_run),
+    ("safetensors", safetensors),
+    ("checkpoint", checkpoint),
+    ("npy", npy),
+    ("npz", npz),
+    ("idx", idx),
+    ("cifar", cifar),
+    ("keras", keras),
+    ("h5", keras),
+    ("image", image),
+    ("config", config),
+];
+
+/// A fresh scratch directory of this process (emptied on every call).
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qatc-fuzz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn write(path: &Path, data: &[u8]) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("scratch directory");
+    }
+    std::fs::write(path, data).expect("scratch file");
+}
+
+/// `.qir` text: parse, verify, and on success print ∘ parse ∘ print is a fixed point.
+pub fn qir(data: &[u8]) {
+    let Ok(src) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(g) = qatc::ir::text::parse(src, "fuzz.qir") else {
+        return;
+    };
+    let _ = qatc::ir::verify::verify(&g);
+    let text = qatc::ir::text::print(&g);
+    let back = qatc::ir::text::parse(&text, "printed.qir")
+        .unwrap_or_else(|e| panic!("printed text does not parse: {e}\n{text}"));
+    assert_eq!(
+        qatc::ir::text::print(&back),
+        text,
+        "print∘parse changed the text"
+    );
+}
+
+/// A rule file (`passes/*.rules`, or a user's own under `rules_dir`).
+pub fn rules(data: &[u8]) {
+    if let Ok(src) = std::str::from_utf8(data) {
+        let _ = qatc::pass::check_rule_file(src, "fuzz.rules");
+    }
+}
+
+/// `.tflite` import (`qatc import`, `--model m.tflite`).
+pub fn tflite_import(data: &[u8]) {
+    let _ = qatc::import::tflite::import(data);
+}
+
+/// `.tflite` loaded by the int8 interpreter and run once on zeros (`qatc run`, `qatc eval`).
+pub fn tflite_run(data: &[u8]) {
+    use qatc::int8::array::{Array, Data};
+    use qatc::tflite::model::ElemType;
+    let Ok(it) = qatc::int8::Interpreter::new(data) else {
+        return;
+    };
+    let mut inputs = Vec::new();
+    for t in it.inputs() {
+        let n: usize = t.shape.iter().product();
+        if n > 1 << 16 {
+            return;
+        }
+        let data = match t.dtype {
+            ElemType::I8 => Data::I8(vec![0; n]),
+            ElemType::F32 => Data::F32(vec![0.0; n]),
+            _ => return,
+        };
+        inputs.push(Array::new(t.shape.clone(), data).expect("sized"));
+    }
+    let _ = it.run(&inputs);
+}
+
+/// `.safetensors` weights (`model.safetensors` beside a `.qir`).
+pub fn safetensors(data: &[u8]) {
+    let _ = qatc::ir::ParamStore::from_safetensors(data, Path::new("fuzz.safetensors"));
+}
+
+/// A training checkpoint.
+pub fn checkpoint(data: &[u8]) {
+    let path = scratch().join("checkpoint.safetensors");
+    write(&path, data);
+    let _ = qatc::train::Checkpoint::load(&path);
+}
+
+/// `.npy` arrays (`qatc run` inputs).
+pub fn npy(data: &[u8]) {
+    let _ = qatc::int8::npy::from_bytes(data, Path::new("fuzz.npy"));
+}
+
+/// An `.npz` dataset, both splits.
+pub fn npz(data: &[u8]) {
+    let path = scratch().join("data.npz");
+    write(&path, data);
+    for split in [Split::Train, Split::Test] {
+        let _ = qatc::data::load(&path, split, Pixels::Unit);
+    }
+}
+
+/// An IDX dataset directory: the first byte chooses plain or gzip file names and where the
+/// images end and the labels begin.
+pub fn idx(data: &[u8]) {
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let cut = (head as usize * rest.len()) / 255;
+    let (images, labels) = rest.split_at(cut.min(rest.len()));
+    let gz = if head & 1 == 1 { ".gz" } else { "" };
+    let dir = scratch();
+    write(&dir.join(format!("train-images-idx3-ubyte{gz}")), images);
+    write(&dir.join(format!("train-labels-idx1-ubyte{gz}")), labels);
+    let _ = qatc::data::load(&dir, Split::Train, Pixels::Unit);
+}
+
+/// A CIFAR binary batch directory (CIFAR-10 names, so both the 10- and 100-class layouts
+/// are tried by what the records hold).
+pub fn cifar(data: &[u8]) {
+    let dir = scratch();
+    write(&dir.join("data_batch_1.bin"), data);
+    write(&dir.join("test_batch.bin"), data);
+    for split in [Split::Train, Split::Test] {
+        let _ = qatc::data::load(&dir, split, Pixels::Unit);
+    }
+}
+
+/// A Keras model file, `.keras` (zip) or `.h5` (HDF5): told apart by content.
+pub fn keras(data: &[u8]) {
+    let _ = qatc::import::keras::load_bytes(data);
+}
+
+/// An image-folder dataset whose one image holds the input (PNG or JPEG by its name: the
+/// decoder is chosen by content either way), resized to 8×8.
+pub fn image(data: &[u8]) {
+    let dir = scratch();
+    let ext = if data.starts_with(b"\x89PNG") {
+        "png"
+    } else {
+        "jpg"
+    };
+    write(&dir.join(format!("a/one.{ext}")), data);
+    write(&dir.join(format!("b/two.{ext}")), data);
+    let _ = qatc::data::load_with(&dir, Split::Train, Pixels::Unit, Some([8, 8]), 0);
+}
+
+/// A `--config` TOML job file.
+pub fn config(data: &[u8]) {
+    let path = scratch().join("job.toml");
+    write(&path, data);
+    if let Ok(job) = qatc::workflow::Job::from_toml_file(&path) {
+        let _ = job.check();
+    }
+}

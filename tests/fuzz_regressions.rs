@@ -1,0 +1,46 @@
+//! The fuzz targets' functions (`fuzz/src/targets.rs`, shared with `cargo fuzz`) on the
+//! committed regression inputs: every file under `fuzz/regressions/<target>/` once made
+//! that target crash, hang or run out of memory, and must now be handled (accepted or
+//! refused with an error). Also a few trivial inputs per target, so each target runs in
+//! every `cargo test`.
+
+#[path = "../fuzz/src/targets.rs"]
+mod targets;
+
+use std::path::Path;
+
+#[test]
+fn every_regression_input_is_handled() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut replayed = 0;
+    for (name, run) in targets::TARGETS {
+        let dir = root.join(name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for file in files {
+            let bytes = std::fs::read(&file).unwrap();
+            eprintln!("{name}: {}", file.display());
+            run(&bytes);
+            replayed += 1;
+        }
+    }
+    eprintln!("{replayed} regression inputs replayed");
+}
+
+#[test]
+fn every_target_takes_trivial_inputs() {
+    for (_, run) in targets::TARGETS {
+        for input in [
+            &b""[..],
+            b"\0",
+            b"\xff\xff\xff\xff",
+            b"model \"m\"\n",
+            b"PK\x03\x04",
+        ] {
+            run(input);
+        }
+    }
+}
