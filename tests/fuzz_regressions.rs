@@ -44,3 +44,16 @@ fn every_target_takes_trivial_inputs() {
         }
     }
 }
+
+/// Found by the `npy` target: a header of 100 nested `{` sent `npyz`'s literal parser into
+/// exponential time (over 30 s); it is now refused before parsing, in both readers.
+#[test]
+fn a_deeply_nested_npy_header_is_refused_at_once() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/npy/nested_header_timeout");
+    let bytes = std::fs::read(&path).unwrap();
+    let t = std::time::Instant::now();
+    let err = qatc::int8::npy::from_bytes(&bytes, &path).unwrap_err();
+    assert!(err.to_string().contains("nests brackets"), "{err}");
+    assert!(t.elapsed().as_secs() < 1);
+}

@@ -36,10 +36,50 @@ fn member(
     Ok(out)
 }
 
+/// Checks a `.npy` header before `npyz` parses it: numpy writes a flat dict literal
+/// (`{'descr': …, 'fortran_order': …, 'shape': (…), }`), so brackets nest at most twice.
+/// `npyz`'s literal parser takes exponential time on deeply nested brackets (found by
+/// fuzzing: 100 `{` took over 30 s), so anything deeper is refused here.
+pub fn check_npy_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let (len_at, len_size) = match bytes.get(6) {
+        Some(1) => (8, 2),
+        Some(2 | 3) => (8, 4),
+        _ => return Ok(()), // not a .npy header: npyz names the fault
+    };
+    let Some(raw) = bytes.get(len_at..len_at + len_size) else {
+        return Ok(());
+    };
+    let len = raw.iter().rev().fold(0usize, |n, &b| (n << 8) | b as usize);
+    let start = len_at + len_size;
+    let header = &bytes[start.min(bytes.len())..(start + len).min(bytes.len())];
+    let (mut depth, mut quote) = (0usize, None::<u8>);
+    for &c in header {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(c),
+            (None, b'{' | b'(' | b'[') => {
+                depth += 1;
+                if depth > 3 {
+                    return Err(
+                        "the .npy header nests brackets deeper than numpy writes them \
+                                (a dict of a shape tuple)"
+                            .into(),
+                    );
+                }
+            }
+            (None, b'}' | b')' | b']') => depth = depth.saturating_sub(1),
+            (None, _) => {}
+        }
+    }
+    Ok(())
+}
+
 /// One array: its shape and values as f64 (every supported dtype converts exactly), and
 /// whether its elements are unsigned bytes.
 fn array(bytes: &[u8], what: &str, path: &Path) -> Result<(Vec<usize>, Vec<f64>, bool)> {
     let bad = |m: String| Error::file(path, format!("`{what}`: {m}"));
+    check_npy_header(bytes).map_err(bad)?;
     let npy = npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a valid .npy array: {e}")))?;
     if npy.order() != npyz::Order::C {
         return Err(bad("Fortran-ordered arrays are not supported".into()));

@@ -9,6 +9,7 @@ use std::path::Path;
 /// Parses `.npy` bytes: float32 (float64 is narrowed), int8, int32, int64 or bool, C order.
 pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Array> {
     let bad = |msg: String| Error::file(origin, msg);
+    crate::data::npz::check_npy_header(bytes).map_err(bad)?;
     let npy = npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a valid .npy file: {e}")))?;
     if npy.order() != npyz::Order::C {
         return Err(bad(

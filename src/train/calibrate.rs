@@ -2,7 +2,8 @@
 //! data in inference form, and nothing else changes (the TFLite converter's
 //! `representative_dataset`).
 
-use super::{batches, Backend};
+use super::backend::Backend;
+use super::batches;
 use crate::autodiff;
 use crate::data::Dataset;
 use crate::error::{Error, Result};

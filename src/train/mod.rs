@@ -34,6 +34,7 @@
 //! ```
 
 pub mod augment;
+mod backend;
 pub mod batches;
 pub mod calibrate;
 pub mod checkpoint;
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod schedule;
 
 pub use augment::Augment;
+pub use backend::{Backend, ReferenceBackend};
 pub use calibrate::{calibrate, RangeMethod};
 pub use checkpoint::{Checkpoint, Position, RunKey};
 pub use metrics::{EpochMetrics, EvalMetrics, History};
@@ -49,51 +51,13 @@ pub use schedule::LrSchedule;
 use crate::autodiff::{self, Optimizer, TrainSpec, TrainStep};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::exec::{Executor, Feed, InterpExecutor};
+use crate::exec::{Executor, Feed};
 use crate::ir::op::ModelOp;
 use crate::ir::{Graph, Op, ParamStore, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use metrics::EpochSums;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Turns a graph and its initial state into an [`Executor`]: the interpreter
-/// ([`ReferenceBackend`]), the JIT, or any closure `Fn(&Graph, ParamStore) -> Result<Box<dyn
-/// Executor>>`:
-///
-/// ```
-/// use qatc::exec::{Executor, InterpExecutor};
-/// use qatc::ir::{Graph, ParamStore};
-/// use qatc::train::Backend;
-/// let backend = |g: &Graph, state: ParamStore| -> qatc::Result<Box<dyn Executor>> {
-///     Ok(Box::new(InterpExecutor::new(g.clone(), state)?))
-/// };
-/// let _: &dyn Backend = &backend;
-/// ```
-pub trait Backend {
-    /// An executor for `graph` (a train-step or inference graph) that owns `state`, every param
-    /// the graph reads or updates.
-    fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>>;
-}
-
-/// The reference interpreter as a backend (slow, exact: the oracle).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ReferenceBackend;
-
-impl Backend for ReferenceBackend {
-    fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>> {
-        Ok(Box::new(InterpExecutor::new(graph.clone(), state)?))
-    }
-}
-
-impl<F> Backend for F
-where
-    F: Fn(&Graph, ParamStore) -> Result<Box<dyn Executor>>,
-{
-    fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>> {
-        self(graph, state)
-    }
-}
 
 /// How to train. `FitConfig::default()` is Keras' `fit` with `optimizer="adam"`:
 /// Adam 1e-3, batch 64, one epoch, shuffled.
