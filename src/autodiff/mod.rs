@@ -317,22 +317,23 @@ pub fn eval_graph(model: &Graph) -> Result<Graph> {
         let node = model.node(i);
         map.insert(i, g.add_input(node.name.clone(), node.ty.clone())?);
     }
-    let mut low = Lowering::new(model, g, Mode::Eval, map)?;
-    for n in model.canonical_order() {
-        low.ensure(n)?;
-    }
-    let outputs: Vec<(String, NodeId)> = model
-        .outputs()
-        .iter()
-        .map(|o| (o.name.clone(), low.map[&o.node]))
-        .collect();
+    let low = lower_with_outputs(model, Lowering::new(model, g, Mode::Eval, map)?)?;
     let mut g = low.g;
-    for (name, node) in outputs {
-        g.add_output(name, node);
-    }
     g.dce();
     verify(&g)?;
     Ok(g)
+}
+
+/// Lowers every node of `model` and gives the lowered graph the model's outputs, by name.
+fn lower_with_outputs<'m>(model: &'m Graph, mut low: Lowering<'m>) -> Result<Lowering<'m>> {
+    for n in model.canonical_order() {
+        low.ensure(n)?;
+    }
+    for o in model.outputs() {
+        let node = low.map[&o.node];
+        low.g.add_output(o.name.clone(), node);
+    }
+    Ok(low)
 }
 
 /// What [`calibration_step`] builds.
@@ -368,25 +369,14 @@ pub fn calibration_step(model: &Graph) -> Result<CalibrationStep> {
     let input = g.add_input(node.name.clone(), node.ty.clone())?;
     let step = g.add_input("step", TensorType::scalar(DType::F32))?;
     let mode = Mode::Calibrate { step };
-    let mut low = Lowering::new(model, g, mode, HashMap::from([(*model_input, input)]))?;
-    for n in model.canonical_order() {
-        low.ensure(n)?;
-    }
-    let outputs: Vec<(String, NodeId)> = model
-        .outputs()
-        .iter()
-        .map(|o| (o.name.clone(), low.map[&o.node]))
-        .collect();
+    let low = Lowering::new(model, g, mode, HashMap::from([(*model_input, input)]))?;
     let Lowering {
         g: mut graph,
         updates,
         init,
         observer_state,
         ..
-    } = low;
-    for (name, node) in outputs {
-        graph.add_output(name, node);
-    }
+    } = lower_with_outputs(model, low)?;
     for (param, node) in updates {
         graph.add_update(param, node);
     }

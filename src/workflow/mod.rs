@@ -510,6 +510,10 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     };
     let mut report = Report {
         backend: cfg.backend.clone(),
+        data: cfg.data.file_name().map_or_else(
+            || cfg.data.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        ),
         seed: cfg.seed,
         batch: cfg.batch,
         float_epochs: cfg.epochs,

@@ -29,6 +29,8 @@ pub struct ModelFigures {
 pub struct Report {
     /// The model's graph name (`mnist_cnn`, or a file's stem).
     pub model: String,
+    /// The dataset's name: the last component of the job's `data` path (`mnist`).
+    pub data: String,
     /// The training backend as the job named it (`jit`, `interpreter`).
     pub backend: String,
     /// The job's seed.
@@ -81,8 +83,8 @@ impl Report {
         let kb = |b: u64| b as f64 / 1024.0;
         let _ = writeln!(
             s,
-            "\n{} on MNIST ({} backend, seed {}, batch {})",
-            self.model, self.backend, self.seed, self.batch
+            "\n{} on {} ({} backend, seed {}, batch {})",
+            self.model, self.data, self.backend, self.seed, self.batch
         );
         let _ = writeln!(s, "  {:<28} {:>9} {:>12}", "", "accuracy", "size");
         let _ = writeln!(
