@@ -10,10 +10,11 @@ targets=("$@")
 mkdir -p fuzz/logs
 cargo +nightly fuzz build -O || exit 1
 bin=fuzz/target/x86_64-unknown-linux-gnu/release
+stamp=$(date +%Y%m%dT%H%M)
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     "$bin/$t" "fuzz/corpus/$t" -artifact_prefix="fuzz/artifacts/$t/" \
         -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
-        > "fuzz/logs/$t.log" 2>&1
-    echo "$t: exit $? $(grep -E '^stat::number_of_executed_units' fuzz/logs/$t.log)"
+        > "fuzz/logs/$t-$stamp.log" 2>&1
+    echo "$t: exit $? $(grep -E "^stat::number_of_executed_units" "fuzz/logs/$t-$stamp.log")"
 done

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod analyze;
 pub mod autodiff;
 /// The `qatc` command line (the binary's commands; not a library interface).
 #[doc(hidden)]

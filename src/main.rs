@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// The main job: float training, QAT fine-tuning, int8 TFLite export and a report.
     Train(cli::train::TrainArgs),
+    /// Post-training quantization: calibrate a trained float model, export and evaluate int8.
+    Ptq(cli::ptq::PtqArgs),
+    /// Per-layer quantization sensitivity: SQNR and accuracy drop per layer, CSV and SVG.
+    Analyze(cli::analyze::AnalyzeArgs),
     /// Print a model's verified canonical IR (.qir).
     Dump(cli::dump::DumpArgs),
     /// Export an export-ready .qir model to an int8 .tflite file.
@@ -44,6 +48,8 @@ fn main() {
     let result = match &cli.command {
         None => cli::train::run(&cli::train::TrainArgs::default()),
         Some(Command::Train(a)) => cli::train::run(a),
+        Some(Command::Ptq(a)) => cli::ptq::run(a),
+        Some(Command::Analyze(a)) => cli::analyze::run(a),
         Some(Command::Dump(a)) => cli::dump::run(a),
         Some(Command::Export(a)) => cli::export::run(a),
         Some(Command::Inspect(a)) => cli::inspect::run(a),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules, lowest first: each may use only the ones before it.
 const LAYERS: &[&str] = &[
     "error", "ir", "models", "data", "rewrite", "quant", "pass", "exec", "autodiff", "train",
-    "jit", "tflite", "int8", "export", "import", "workflow", "cli",
+    "jit", "tflite", "int8", "export", "import", "analyze", "workflow", "cli",
 ];
 
 type Module = Vec<String>;

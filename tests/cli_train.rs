@@ -132,6 +132,198 @@ fn the_job_writes_every_artifact_and_a_complete_report() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// `qatc ptq`: the job without QAT, on a float model `qatc train` saved; its int8 file is
+/// the one `qatc eval` measures, each range method writes its own ranges, and bad settings
+/// are refused by flag.
+#[test]
+fn ptq_quantizes_a_saved_float_model_without_training() {
+    let trained = scratch("ptq-float");
+    assert!(quick_job_on("mnist_cnn", "jit", &trained, "5")
+        .status
+        .success());
+    let float = trained.join("mnist_cnn_float.qir");
+    let ptq = |out: &Path, range: &str| {
+        qatc()
+            .args(["ptq", "--model"])
+            .arg(&float)
+            .args(["--calibration-samples", "128", "--train-samples", "192"])
+            .args(["--test-samples", "64", "--range", range, "--quiet", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let mut ranges = Vec::new();
+    for range in ["minmax", "percentile:99.9", "mse"] {
+        let out = scratch(&format!("ptq-{range}"));
+        let run = ptq(&out, range);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            stdout.contains("PTQ int8") && !stdout.contains("QAT"),
+            "{stdout}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        assert!(
+            report["qat"].is_null() && report["int8"].is_null(),
+            "{report}"
+        );
+        assert_eq!(report["ptq_range"], range);
+        assert_eq!(report["qat_epochs"], 0);
+        let stages: Vec<&str> = report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                "load data",
+                "float training",
+                "quantize",
+                "post-training quantization"
+            ]
+        );
+        assert!(!out.join("mnist_cnn_int8.tflite").exists());
+        let file = out.join("mnist_cnn_ptq_int8.tflite");
+        // the report's accuracy is the int8 interpreter's on the same test samples
+        let eval = qatc()
+            .arg("eval")
+            .arg(&file)
+            .args(["--limit", "64"])
+            .output()
+            .unwrap();
+        let eval_out = String::from_utf8_lossy(&eval.stdout);
+        let acc = report["ptq"]["test_accuracy"].as_f64().unwrap();
+        assert!(
+            eval_out.contains(&format!("{:.2}%", 100.0 * acc)),
+            "{eval_out} vs {acc}"
+        );
+        let it = qatc::int8::Interpreter::new(&std::fs::read(&file).unwrap()).unwrap();
+        let scales: Vec<f32> = it
+            .model()
+            .tensors
+            .iter()
+            .filter_map(|t| t.quant.as_ref().map(|q| q.scale[0]))
+            .collect();
+        ranges.push(scales);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    // MSE clips the ReLU outputs' long tails: some activation scale shrinks
+    assert_ne!(ranges[0], ranges[2]);
+
+    for (flags, culprit) in [
+        (&["--calibration-samples", "0"][..], "--calibration-samples"),
+        (&["--range", "kl"][..], "calibration range `kl`"),
+    ] {
+        let run = qatc()
+            .args(["ptq", "--model"])
+            .arg(&float)
+            .args(flags)
+            .args(["--out"])
+            .arg(scratch("ptq-bad"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(culprit), "{err}");
+    }
+    std::fs::remove_dir_all(&trained).unwrap();
+}
+
+/// `qatc train --analyze` adds the sensitivity table to the report; `qatc analyze` measures
+/// a saved QAT model with its own ranges, and a float one after calibrating it.
+#[test]
+fn analyze_measures_every_layer_of_a_trained_model() {
+    let out = scratch("analyze-train");
+    let run = qatc()
+        .args([
+            "train",
+            "--model",
+            "mbv2_tiny",
+            "--epochs",
+            "1",
+            "--qat-epochs",
+            "1",
+        ])
+        .args([
+            "--train-samples",
+            "192",
+            "--test-samples",
+            "64",
+            "--batch",
+            "32",
+        ])
+        .args(["--ptq-samples", "64", "--analyze", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("depthwise_conv2d_2"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let layers = report["sensitivity"]["layers"].as_array().unwrap();
+    // 12 weighted ops, the input, two adds and the pooling
+    assert_eq!(layers.len(), 16, "{layers:?}");
+    let csv = std::fs::read_to_string(out.join("sensitivity.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 17);
+    assert!(std::fs::read_to_string(out.join("sensitivity.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+
+    for (model, extra) in [
+        ("mbv2_tiny_qat.qir", &[][..]),
+        ("mbv2_tiny_float.qir", &["--scheme", "nbit:4,8"][..]),
+    ] {
+        let dir = scratch(&format!("analyze-{model}"));
+        let run = qatc()
+            .args(["analyze", "--model"])
+            .arg(out.join(model))
+            .args([
+                "--train-samples",
+                "64",
+                "--test-samples",
+                "64",
+                "--batch",
+                "32",
+            ])
+            .args(extra)
+            .args(["--quiet", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let bits = if extra.is_empty() { " 8/8 " } else { " 4/8 " };
+        assert!(stdout.contains(bits), "{model}: {stdout}");
+        let a: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("sensitivity.json")).unwrap()).unwrap();
+        let drops: Vec<f64> = a["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["accuracy_drop"].as_f64().unwrap())
+            .collect();
+        assert_eq!(drops.len(), 16);
+        assert!(drops.windows(2).all(|w| w[0] >= w[1]), "{drops:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn the_same_seed_gives_the_same_model_bytes() {
     let (a, b) = (scratch("seed-a"), scratch("seed-b"));

@@ -240,6 +240,53 @@ fn reference_models_match_litert() {
     check_against_litert(&models);
 }
 
+/// Post-training quantization with each range method: the calibrated reference models
+/// export to files LiteRT runs bit-exactly like qatc's interpreter.
+#[test]
+fn post_training_quantized_reference_models_match_litert() {
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    use qatc::train::{calibrate, RangeMethod};
+    let x = uniform(&[4, 28, 28, 1], 0.0, 1.0, 31);
+    let calib = qatc::data::Dataset {
+        sample_shape: vec![28, 28, 1],
+        images: uniform(&[48, 28, 28, 1], 0.0, 1.0, 32).data,
+        labels: vec![0; 48],
+        classes: 10,
+    };
+    let mut models = Vec::new();
+    for (name, model) in [
+        ("mnist_cnn", qatc::models::mnist_cnn(5).unwrap()),
+        ("mbv2_tiny", qatc::models::mbv2_tiny(5).unwrap()),
+    ] {
+        let mut params = model.params.clone();
+        randomize_params(&mut params, 33);
+        let qat = run_pipeline(
+            model.graph.clone(),
+            &mut params,
+            "default_8bit",
+            &PipelineOptions::train(),
+        )
+        .unwrap();
+        for method in [
+            RangeMethod::MinMax,
+            RangeMethod::Percentile { percent: 99.9 },
+            RangeMethod::Mse,
+        ] {
+            let jit = qatc::jit::Jit::default();
+            let mut p = calibrate(&qat, &params, &calib, 48, 16, method, &jit).unwrap();
+            let g = run_pipeline(qat.clone(), &mut p, "export", &PipelineOptions::eval()).unwrap();
+            models.push(exported(
+                &format!("{name} ptq {}", method.name()),
+                &g,
+                &p,
+                &x,
+                false,
+            ));
+        }
+    }
+    check_against_litert(&models);
+}
+
 /// Which FULLY_CONNECTED requantization `ai-edge-litert` 2.3 runs under BUILTIN_REF: qatc's
 /// `FcRequant::Double` (the reference kernel's double-precision requantization) matches it
 /// bit for bit, and the older fixed-point path demonstrably does not on the same model, so

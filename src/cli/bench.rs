@@ -199,8 +199,7 @@ pub struct Measure {
 
 /// Prints a line; a closed pipe (`qatc bench | head`) ends the output quietly.
 fn say(line: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "{line}");
+    let _ = super::say(&format!("{line}\n"));
 }
 
 /// Compiles `graph` and measures it: `warmup` untimed steps, then `steps` timed ones.

@@ -5,17 +5,8 @@ use crate::error::{write_atomic, Error, Result};
 use crate::ir::{dot, text, verify};
 use crate::pass::{self, DumpHook, Mode, PassEvent, PipelineOptions};
 use crate::quant::scheme::{LayerOverride, Scheme};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-/// Writes to stdout; a closed pipe (`qatc dump m.qir | head`) is an error, not a panic.
-fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("<stdout>", e))
-}
 
 /// Arguments of `qatc dump`.
 #[derive(clap::Args, Debug)]
@@ -73,7 +64,7 @@ pub fn run(args: &DumpArgs) -> Result<()> {
         if let Some(path) = &args.output {
             text::save_model(&model.graph, &model.params, path)?;
         }
-        return emit(&ir);
+        return super::say(&ir);
     };
     let passes = pass::expand(pipeline)?;
     for p in &args.print_after {
@@ -139,5 +130,5 @@ pub fn run(args: &DumpArgs) -> Result<()> {
         text::save_model(&graph, &model.params, path)?;
     }
     let keep = printed.len() - usize::from(skip_final);
-    emit(&printed[..keep].concat())
+    super::say(&printed[..keep].concat())
 }

@@ -53,10 +53,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .zip(&data.labels)
         .filter(|(&p, &l)| p as i32 == l)
         .count();
-    println!(
-        "accuracy {:.2}% ({correct}/{n}) on the MNIST test set, {:.1} s (qatc int8 interpreter)",
+    super::say(&format!(
+        "accuracy {:.2}% ({correct}/{n}) on the MNIST test set, {:.1} s (qatc int8 interpreter)\n",
         100.0 * correct as f64 / n.max(1) as f64,
         start.elapsed().as_secs_f64()
-    );
+    ))?;
     Ok(())
 }

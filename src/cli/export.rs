@@ -63,10 +63,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let (mut graph, mut params) = text::load_model(&args.model)?;
     if crate::pass::forms::check_qat_graph(&graph, &params).is_ok() {
         // a QAT graph (graph form 2): fold BatchNorm and fuse activations first
-        println!(
-            "{}: a QAT graph; running the `export` pipeline",
+        super::say(&format!(
+            "{}: a QAT graph; running the `export` pipeline\n",
             args.model.display()
-        );
+        ))?;
         graph = run_pipeline(graph, &mut params, "export", &PipelineOptions::eval())?;
     } else if let Some(why) = not_export_ready(&graph) {
         return Err(Error::Usage(format!(
@@ -85,12 +85,12 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         .unwrap_or_else(|| args.model.with_extension("tflite"));
     write_atomic(&out, &bytes)?;
     let info = crate::tflite::read(&bytes)?;
-    println!(
-        "wrote {} ({} bytes, {} operators, min runtime {})",
+    super::say(&format!(
+        "wrote {} ({} bytes, {} operators, min runtime {})\n",
         out.display(),
         bytes.len(),
         info.operators.len(),
         info.min_runtime_version().unwrap_or_default()
-    );
+    ))?;
     Ok(())
 }

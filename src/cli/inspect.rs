@@ -139,6 +139,6 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let bytes = read_file(&args.model)?;
     let m = crate::tflite::read(&bytes)
         .map_err(|e| crate::error::Error::file(&args.model, e.to_string()))?;
-    print!("{}", report(&m, bytes.len()));
+    super::say(&report(&m, bytes.len()))?;
     Ok(())
 }

@@ -69,12 +69,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let outputs = it.run(&inputs)?;
     for (path, a) in args.outputs.iter().zip(&outputs) {
         npy::write(path, a)?;
-        println!(
-            "wrote {} ({} {:?})",
+        super::say(&format!(
+            "wrote {} ({} {:?})\n",
             path.display(),
             a.elem_type().name(),
             a.shape
-        );
+        ))?;
     }
     Ok(())
 }

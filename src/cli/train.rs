@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// model's ranges, no weight updates), 0 to skip it [default: 512].
     #[arg(long)]
     pub ptq_samples: Option<usize>,
+    /// How the PTQ baseline chooses ranges: minmax (the TFLite converter's), percentile[:P]
+    /// (P % of the values inside, default 99.99) or mse (least squared error) [default: minmax].
+    #[arg(long)]
+    pub ptq_range: Option<String>,
     /// Pixels as the model takes them: `raw` (0..255, for a model with its own Rescaling), or
     /// a factor such as `1/255` added to the model as its first op (so the int8 file takes
     /// raw pixels); unset: scaled to [0, 1] by the loader.
@@ -80,12 +84,15 @@ pub struct TrainArgs {
     /// quantizes differently from the trained one (TFMOT #1131; per-axis kernels fold exactly).
     #[arg(long)]
     pub allow_inexact_fold: bool,
+    /// Also measure every layer's quantization sensitivity on the QAT result (a table in the
+    /// summary, sensitivity.csv/.svg/.json in --out).
+    #[arg(long)]
+    pub analyze: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
 }
 
-/// The config file (if any) with the flags applied over it.
 /// The job of `--config` (if any) with the flags applied over it.
 pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     let mut c = match &args.config {
@@ -107,7 +114,8 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
         scheme,
         backend,
         data,
-        ptq_samples
+        ptq_samples,
+        ptq_range
     );
     if args.train_samples.is_some() {
         c.train_samples = args.train_samples;
@@ -131,6 +139,9 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     if args.allow_inexact_fold {
         c.allow_inexact_fold = true;
     }
+    if args.analyze {
+        c.analyze = true;
+    }
     c.check()?;
     Ok(c)
 }
@@ -139,7 +150,10 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let job = job_from_args(args)?;
     let report = workflow::run(&job)?;
-    print!("{}", report.summary());
-    println!("  report: {}", job.out.join("report.json").display());
+    super::say(&report.summary())?;
+    super::say(&format!(
+        "  report: {}\n",
+        job.out.join("report.json").display()
+    ))?;
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! The main job as a library call: float training, the `default_8bit` passes, QAT
-//! fine-tuning, the `export` passes, the int8 `.tflite` file, its accuracy in the int8
-//! interpreter, and a [`Report`] — `qatc train` is [`run`] with settings from flags.
+//! The main job as a library call: float training, the `default_8bit` passes, the
+//! post-training-quantization baseline, QAT fine-tuning, the `export` passes, the int8
+//! `.tflite` file, its accuracy in the int8 interpreter, and a [`Report`] — `qatc train` is
+//! [`run`] with settings from flags. `qatc ptq` is the same job with `qat_epochs: 0`: it ends
+//! after the PTQ export.
 //!
 //! ```no_run
 //! let job = qatc::workflow::Job {
@@ -11,7 +13,9 @@
 //!     ..Default::default()
 //! };
 //! let report = qatc::workflow::run(&job)?;
-//! println!("int8 accuracy {:.2}%", 100.0 * report.int8.test_accuracy);
+//! if let Some(int8) = &report.int8 {
+//!     println!("int8 accuracy {:.2}%", 100.0 * int8.test_accuracy);
+//! }
 //! # Ok::<(), qatc::Error>(())
 //! ```
 
@@ -42,7 +46,8 @@ pub struct Job {
     pub model: String,
     /// Float training epochs; 0 keeps the given weights untrained.
     pub epochs: usize,
-    /// QAT fine-tuning epochs; at least 1, since QAT calibrates the int8 ranges.
+    /// QAT fine-tuning epochs; 0 makes a post-training-quantization job (`qatc ptq`: the
+    /// PTQ export is the result, and `ptq_samples` must be at least 1).
     pub qat_epochs: usize,
     /// Batch size of training and evaluation (at least 1).
     pub batch: usize,
@@ -89,6 +94,13 @@ pub struct Job {
     /// post-training-quantization baseline: the float model quantized with min/max ranges,
     /// exported and evaluated beside the QAT result; 0 skips it.
     pub ptq_samples: usize,
+    /// How the PTQ baseline turns the calibration activations into ranges, as
+    /// [`train::RangeMethod::parse`] reads it: `minmax` (the TFLite converter's),
+    /// `percentile[:P]` or `mse`.
+    pub ptq_range: String,
+    /// Run the per-layer sensitivity analysis ([`crate::analyze`]) on the QAT result and
+    /// add it to the report (`sensitivity.csv`, `sensitivity.svg`).
+    pub analyze: bool,
     /// Progress bars and stage headers on stderr; `false` is quiet.
     pub progress: bool,
 }
@@ -116,6 +128,8 @@ impl Default for Job {
             augment: None,
             image_size: None,
             ptq_samples: 512,
+            ptq_range: "minmax".into(),
+            analyze: false,
             progress: true,
         }
     }
@@ -147,11 +161,14 @@ impl Job {
                 )));
             }
         }
-        if self.qat_epochs == 0 {
+        if self.qat_epochs == 0 && self.ptq_samples == 0 {
             return Err(Error::Usage(
-                "qat_epochs must be at least 1: QAT is what calibrates the int8 ranges".into(),
+                "qat_epochs and ptq_samples are both 0: either QAT or post-training \
+                 calibration has to set the int8 ranges"
+                    .into(),
             ));
         }
+        self.ptq_range()?;
         self.schedule(1.0)?;
         self.input_scale()?;
         crate::train::Augment::parse(self.augment.as_deref().unwrap_or("none"))?;
@@ -206,6 +223,11 @@ impl Job {
         Ok(Some(Some(v)))
     }
 
+    /// The parsed `ptq_range`.
+    pub fn ptq_range(&self) -> Result<train::RangeMethod> {
+        train::RangeMethod::parse(&self.ptq_range)
+    }
+
     /// The options of the `default_8bit` pipeline: scheme and overrides.
     pub fn quantize_options(&self) -> Result<PipelineOptions> {
         let mut opts = PipelineOptions::train();
@@ -214,6 +236,16 @@ impl Job {
             opts.overrides.push(LayerOverride::parse(o)?);
         }
         Ok(opts)
+    }
+
+    /// The sensitivity analysis' settings: SQNRs on `ptq_samples` training samples (at least
+    /// one batch).
+    pub fn analyze_options(&self) -> crate::analyze::Options {
+        crate::analyze::Options {
+            calibration_samples: self.ptq_samples.max(self.batch),
+            batch: self.batch,
+            export: self.export_options(),
+        }
     }
 
     /// The options of the `export` pipeline.
@@ -377,6 +409,27 @@ impl Drop for OutLock {
     }
 }
 
+/// The job's training and test sets, limited to `train_samples` / `test_samples`.
+fn load_data(cfg: &Job) -> Result<(crate::data::Dataset, crate::data::Dataset)> {
+    let size = cfg.image_size()?;
+    let pixels = if cfg.input_scale()?.is_some() {
+        Pixels::Raw
+    } else {
+        Pixels::Unit
+    };
+    let limit = |d: crate::data::Dataset, n: Option<usize>| n.map_or(d.clone(), |n| d.take(n));
+    Ok((
+        limit(
+            data::load_with(&cfg.data, Split::Train, pixels, size, cfg.seed)?,
+            cfg.train_samples,
+        ),
+        limit(
+            data::load_with(&cfg.data, Split::Test, pixels, size, cfg.seed)?,
+            cfg.test_samples,
+        ),
+    ))
+}
+
 /// The data fits the model: the same per-sample input shape, and no label beyond the model's
 /// classes.
 fn check_data(model: &Model, data: &crate::data::Dataset, path: &Path) -> Result<()> {
@@ -522,25 +575,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     };
     let mut files = Vec::new();
 
-    let (train_set, test_set) = stages.run("load data", || {
-        let size = cfg.image_size()?;
-        let pixels = if cfg.input_scale()?.is_some() {
-            Pixels::Raw
-        } else {
-            Pixels::Unit
-        };
-        let limit = |d: crate::data::Dataset, n: Option<usize>| n.map_or(d.clone(), |n| d.take(n));
-        Ok((
-            limit(
-                data::load_with(&cfg.data, Split::Train, pixels, size, cfg.seed)?,
-                cfg.train_samples,
-            ),
-            limit(
-                data::load_with(&cfg.data, Split::Test, pixels, size, cfg.seed)?,
-                cfg.test_samples,
-            ),
-        ))
-    })?;
+    let (train_set, test_set) = stages.run("load data", || load_data(cfg))?;
     check_data(&model, &train_set, &cfg.data)?;
     report.model = model.graph.name.clone();
     let stem = file_stem(&model.graph.name);
@@ -617,7 +652,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
                 &train_set,
                 cfg.ptq_samples,
                 cfg.batch,
-                train::RangeMethod::MinMax,
+                cfg.ptq_range()?,
                 backend,
             )?;
             let ready = run_pipeline(
@@ -637,7 +672,16 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         })?;
         report.ptq = Some(figures);
         report.ptq_samples = cfg.ptq_samples.min(train_set.len());
+        report.ptq_range = cfg.ptq_range()?.name();
         files.push(ptq_path.display().to_string());
+    }
+    if cfg.qat_epochs == 0 {
+        // a post-training-quantization job ends with its int8 file
+        finish(out, &float.history, &Default::default(), &mut files)?;
+        report.stages = stages.done;
+        report.files = files;
+        report.write_json(&out.join("report.json"))?;
+        return Ok(report);
     }
 
     // 4. QAT fine-tuning
@@ -651,14 +695,14 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             backend,
         )
     })?;
-    report.qat = ModelFigures {
+    report.qat = Some(ModelFigures {
         test_accuracy: qat
             .history
             .last()
             .and_then(|e| e.test_accuracy)
             .unwrap_or_default(),
         bytes: weights_bytes(&qat.params, &qat_graph),
-    };
+    });
     report.qat_train_samples_per_s = mean_throughput(&qat.history);
     for e in float.history.epochs.iter().chain(&qat.history.epochs) {
         report.data_load_seconds += e.data_load_seconds;
@@ -696,32 +740,145 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         .zip(&qat_preds)
         .filter(|(a, b)| a == b)
         .count();
-    report.int8 = ModelFigures {
+    report.int8 = Some(ModelFigures {
         test_accuracy: accuracy(&int8_preds, &test_set.labels),
         bytes: tflite.len() as u64,
-    };
+    });
     report.int8_qat_agreement = same as f64 / n;
+    if cfg.analyze {
+        let analysis = stages.run("sensitivity analysis", || {
+            crate::analyze::analyze(
+                &qat_graph,
+                &qat.params,
+                &train_set,
+                &test_set,
+                &cfg.analyze_options(),
+                backend,
+            )
+        })?;
+        files.extend(write_analysis(out, &analysis)?);
+        report.sensitivity = Some(analysis);
+    }
 
     // 7. the training curve and the metrics history
-    let curve = out.join("training_curve.svg");
-    write_atomic(
-        &curve,
-        training_curve_svg(&float.history, &qat.history).as_bytes(),
-    )?;
-    let csv = format!(
-        "phase,{}",
-        float.history.epochs_csv().lines().next().unwrap_or("")
-    ) + "\n"
-        + &prefix_rows("float", &float.history.epochs_csv())
-        + &prefix_rows("qat", &qat.history.epochs_csv());
-    write_atomic(out.join("history.csv"), csv.as_bytes())?;
-    files.push(curve.display().to_string());
-    files.push(out.join("history.csv").display().to_string());
-
+    finish(out, &float.history, &qat.history, &mut files)?;
     report.stages = stages.done;
     report.files = files;
     report.write_json(&out.join("report.json"))?;
     Ok(report)
+}
+
+/// Writes an analysis as `sensitivity.csv`, `.svg` and `.json` into `out`; returns the paths.
+fn write_analysis(out: &Path, a: &crate::analyze::Analysis) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for (name, text) in [
+        ("sensitivity.csv", a.csv()),
+        ("sensitivity.svg", a.svg()),
+        (
+            "sensitivity.json",
+            serde_json::to_string_pretty(a).expect("an analysis serializes"),
+        ),
+    ] {
+        let path = out.join(name);
+        write_atomic(&path, text.as_bytes())?;
+        files.push(path.display().to_string());
+    }
+    Ok(files)
+}
+
+/// `qatc analyze`: the sensitivity of every layer of `cfg.model`. A model that is already
+/// quantized (a QAT `.qir` with its ranges) is analyzed as it is; a float model is first
+/// trained for `epochs` (if any), quantized with the job's scheme and calibrated like the
+/// PTQ baseline (`ptq_samples`, `ptq_range`). Writes `sensitivity.{csv,svg,json}` into
+/// `cfg.out`.
+pub fn analyze(cfg: &Job) -> Result<crate::analyze::Analysis> {
+    let backend = cfg.backend()?;
+    let mut model = load_model(&cfg.model, cfg.seed)?;
+    if let Some(Some(s)) = cfg.input_scale()? {
+        scale_input(&mut model, s)?;
+    }
+    let (train_set, test_set) = load_data(cfg)?;
+    check_data(&model, &train_set, &cfg.data)?;
+    let quantized = model.graph.node_ids().any(|n| {
+        matches!(
+            model.graph.node(n).op,
+            crate::ir::Op::Model(crate::ir::op::ModelOp::FakeQuant(_))
+        )
+    });
+    let (qat, params) = if quantized {
+        (model.graph, model.params)
+    } else {
+        check_pipelines(cfg, &model)?;
+        let mut params = if cfg.epochs > 0 {
+            let fit_cfg = FitConfig {
+                epochs: cfg.epochs,
+                batch_size: cfg.batch,
+                lr: cfg.schedule(cfg.lr)?,
+                seed: cfg.seed,
+                progress: cfg.progress,
+                ..FitConfig::default()
+            };
+            fit(
+                &model.graph,
+                &model.params,
+                &train_set,
+                None,
+                &fit_cfg,
+                backend.as_ref(),
+            )?
+            .params
+        } else {
+            model.params
+        };
+        let qat = run_pipeline(
+            model.graph,
+            &mut params,
+            "default_8bit",
+            &cfg.quantize_options()?,
+        )?;
+        let params = train::calibrate(
+            &qat,
+            &params,
+            &train_set,
+            cfg.ptq_samples.max(1),
+            cfg.batch,
+            cfg.ptq_range()?,
+            backend.as_ref(),
+        )?;
+        (qat, params)
+    };
+    let analysis = crate::analyze::analyze(
+        &qat,
+        &params,
+        &train_set,
+        &test_set,
+        &cfg.analyze_options(),
+        backend.as_ref(),
+    )?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let _lock = OutLock::take(&cfg.out)?;
+    write_analysis(&cfg.out, &analysis)?;
+    Ok(analysis)
+}
+
+/// Writes the training curve and the metrics history of both phases (an empty QAT history
+/// for a post-training-quantization job).
+fn finish(
+    out: &Path,
+    float: &train::metrics::History,
+    qat: &train::metrics::History,
+    files: &mut Vec<String>,
+) -> Result<()> {
+    let curve = out.join("training_curve.svg");
+    write_atomic(&curve, training_curve_svg(float, qat).as_bytes())?;
+    let csv = format!("phase,{}", float.epochs_csv().lines().next().unwrap_or(""))
+        + "\n"
+        + &prefix_rows("float", &float.epochs_csv())
+        + &prefix_rows("qat", &qat.epochs_csv());
+    write_atomic(out.join("history.csv"), csv.as_bytes())?;
+    files.push(curve.display().to_string());
+    files.push(out.join("history.csv").display().to_string());
+    Ok(())
 }
 
 /// The share of predictions equal to their label.

@@ -43,16 +43,20 @@ pub struct Report {
     pub qat_epochs: usize,
     /// The float model after float training.
     pub float: ModelFigures,
-    /// The fake-quantized model after QAT fine-tuning.
-    pub qat: ModelFigures,
-    /// The exported int8 `.tflite`, run in qatc's int8 interpreter.
-    pub int8: ModelFigures,
+    /// The fake-quantized model after QAT fine-tuning (`None` in a post-training-quantization
+    /// job).
+    pub qat: Option<ModelFigures>,
+    /// The exported QAT int8 `.tflite`, run in qatc's int8 interpreter (`None` in a
+    /// post-training-quantization job).
+    pub int8: Option<ModelFigures>,
     /// The post-training-quantization baseline: the float model calibrated on
     /// `ptq_samples` training samples, exported and run in the int8 interpreter (`None`
     /// when the job skipped it).
     pub ptq: Option<ModelFigures>,
     /// Training samples that calibrated the PTQ baseline.
     pub ptq_samples: usize,
+    /// How the PTQ ranges were chosen (`minmax`, `percentile:99.99`, `mse`).
+    pub ptq_range: String,
     /// Share of test samples where the int8 model predicts the same class as the QAT model.
     pub int8_qat_agreement: f64,
     /// Mean training throughput of the float epochs, in samples per second (0 without epochs).
@@ -64,6 +68,8 @@ pub struct Report {
     pub data_load_seconds: f64,
     /// Seconds training steps waited for their batch (0 when prefetching keeps up).
     pub data_wait_seconds: f64,
+    /// The per-layer sensitivity of the QAT result (with `analyze`).
+    pub sensitivity: Option<crate::analyze::Analysis>,
     /// The job's stages in the order they ran, with their times.
     pub stages: Vec<Stage>,
     /// The paths the job wrote (directories end with `/`).
@@ -86,10 +92,10 @@ impl Report {
             "\n{} on {} ({} backend, seed {}, batch {})",
             self.model, self.data, self.backend, self.seed, self.batch
         );
-        let _ = writeln!(s, "  {:<28} {:>9} {:>12}", "", "accuracy", "size");
+        let _ = writeln!(s, "  {:<32} {:>9} {:>12}", "", "accuracy", "size");
         let _ = writeln!(
             s,
-            "  {:<28} {:>8.2}% {:>9.1} KiB",
+            "  {:<32} {:>8.2}% {:>9.1} KiB",
             if self.float_epochs == 0 {
                 "given weights (not trained)".to_string()
             } else {
@@ -105,45 +111,61 @@ impl Report {
         if let Some(ptq) = &self.ptq {
             let _ = writeln!(
                 s,
-                "  {:<28} {:>8.2}% {:>9.1} KiB",
-                format!("PTQ int8 ({} samples)", self.ptq_samples),
+                "  {:<32} {:>8.2}% {:>9.1} KiB",
+                if self.ptq_range == "minmax" {
+                    format!("PTQ int8 ({} samples)", self.ptq_samples)
+                } else {
+                    format!("PTQ int8 ({}, {})", self.ptq_range, self.ptq_samples)
+                },
                 100.0 * ptq.test_accuracy,
                 kb(ptq.bytes)
             );
         }
-        let _ = writeln!(
-            s,
-            "  {:<28} {:>8.2}% {:>9.1} KiB",
-            format!(
-                "QAT fake-quant ({} epoch{})",
-                self.qat_epochs,
-                plural(self.qat_epochs)
-            ),
-            100.0 * self.qat.test_accuracy,
-            kb(self.qat.bytes)
-        );
-        let _ = writeln!(
-            s,
-            "  {:<28} {:>8.2}% {:>9.1} KiB",
-            "int8 TFLite (int8 interp.)",
-            100.0 * self.int8.test_accuracy,
-            kb(self.int8.bytes)
-        );
-        let _ = writeln!(
-            s,
-            "  int8 agrees with QAT on {:.2}% of the test set",
-            100.0 * self.int8_qat_agreement
-        );
+        if let (Some(qat), Some(int8)) = (&self.qat, &self.int8) {
+            let _ = writeln!(
+                s,
+                "  {:<32} {:>8.2}% {:>9.1} KiB",
+                format!(
+                    "QAT fake-quant ({} epoch{})",
+                    self.qat_epochs,
+                    plural(self.qat_epochs)
+                ),
+                100.0 * qat.test_accuracy,
+                kb(qat.bytes)
+            );
+            let _ = writeln!(
+                s,
+                "  {:<32} {:>8.2}% {:>9.1} KiB",
+                "int8 TFLite (int8 interp.)",
+                100.0 * int8.test_accuracy,
+                kb(int8.bytes)
+            );
+            let _ = writeln!(
+                s,
+                "  int8 agrees with QAT on {:.2}% of the test set",
+                100.0 * self.int8_qat_agreement
+            );
+        }
+        if let Some(a) = &self.sensitivity {
+            s.push_str(&a.table());
+        }
         let float_speed = if self.float_epochs == 0 {
             String::new()
         } else {
             format!("float {:.0} samples/s, ", self.float_train_samples_per_s)
         };
-        let _ = writeln!(
-            s,
-            "  training throughput: {float_speed}QAT {:.0} samples/s",
-            self.qat_train_samples_per_s
-        );
+        let qat_speed = if self.qat.is_none() {
+            String::new()
+        } else {
+            format!("QAT {:.0} samples/s", self.qat_train_samples_per_s)
+        };
+        if !(float_speed.is_empty() && qat_speed.is_empty()) {
+            let _ = writeln!(
+                s,
+                "  training throughput: {}",
+                format!("{float_speed}{qat_speed}").trim_end_matches([',', ' '])
+            );
+        }
         let _ = writeln!(
             s,
             "  data loader: {:.1}s assembling batches beside training, steps waited {:.1}s",
