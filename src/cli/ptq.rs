@@ -23,7 +23,7 @@ pub struct PtqArgs {
     /// representative dataset) [default: 512].
     #[arg(long)]
     pub calibration_samples: Option<usize>,
-    /// How ranges are chosen: minmax (the TFLite converter's), percentile[:P] (P % of the
+    /// How ranges are chosen: minmax (the TFLite converter's), percentile or percentile:P (P % of the
     /// values inside, default 99.99) or mse (least squared quantization error)
     /// [default: minmax].
     #[arg(long)]

@@ -64,7 +64,7 @@ pub struct TrainArgs {
     /// model's ranges, no weight updates), 0 to skip it [default: 512].
     #[arg(long)]
     pub ptq_samples: Option<usize>,
-    /// How the PTQ baseline chooses ranges: minmax (the TFLite converter's), percentile[:P]
+    /// How the PTQ baseline chooses ranges: minmax (the TFLite converter's), percentile:P
     /// (P % of the values inside, default 99.99) or mse (least squared error) [default: minmax].
     #[arg(long)]
     pub ptq_range: Option<String>,
