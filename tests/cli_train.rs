@@ -17,6 +17,16 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The names of a report's stages, in order.
+fn stage_names(report: &serde_json::Value) -> Vec<&str> {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
+
 fn quick_job(out: &Path, seed: &str) -> std::process::Output {
     quick_job_on("mnist_cnn", "interpreter", out, seed)
 }
@@ -97,12 +107,7 @@ fn the_job_writes_every_artifact_and_a_complete_report() {
         report["int8_qat_agreement"].as_f64().unwrap() >= 0.95,
         "{report}"
     );
-    let stages: Vec<&str> = report["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let stages = stage_names(&report);
     assert_eq!(
         stages,
         [
@@ -174,12 +179,7 @@ fn ptq_quantizes_a_saved_float_model_without_training() {
         );
         assert_eq!(report["ptq_range"], range);
         assert_eq!(report["qat_epochs"], 0);
-        let stages: Vec<&str> = report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap())
-            .collect();
+        let stages = stage_names(&report);
         assert_eq!(
             stages,
             [

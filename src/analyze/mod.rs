@@ -22,7 +22,7 @@ use crate::ir::fake_quant::{fake_quant, nudged_for, observe_range};
 use crate::ir::op::{FakeQuantAttrs, ModelOp, Op, RangeSource};
 use crate::ir::{Graph, NodeId, ParamStore};
 use crate::pass::{run_pipeline, PipelineOptions};
-use crate::train::calibrate::FloatActivations;
+use crate::train::calibrate::{calibration_batches, FloatActivations};
 use crate::train::{self, Backend};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -251,8 +251,9 @@ fn state_range(params: &ParamStore, state: &str) -> Result<(f32, f32)> {
     Ok((get("min")?, get("max")?))
 }
 
-/// The SQNR of param `name` against its fake-quant under `q` (its own range, per axis).
-fn weight_sqnr(params: &ParamStore, name: &str, q: &FakeQuantAttrs) -> Result<(f64, usize)> {
+/// The energies of param `name` and of its error under fake-quant `q` (its own range, per
+/// axis), and its element count.
+fn weight_sqnr(params: &ParamStore, name: &str, q: &FakeQuantAttrs) -> Result<(Sqnr, usize)> {
     let w = params.require(name)?;
     let ranges = observe_range(&w.data, &w.shape, q.axis);
     let nudged: Vec<_> = ranges
@@ -272,7 +273,7 @@ fn weight_sqnr(params: &ParamStore, name: &str, q: &FakeQuantAttrs) -> Result<(f
             .enumerate()
             .map(|(i, &x)| fake_quant(x, &nudged[(i / inner.max(1)) % channels])),
     );
-    Ok((s.db(), w.data.len()))
+    Ok((s, w.data.len()))
 }
 
 /// Settings of [`analyze`].
@@ -308,14 +309,14 @@ pub fn analyze(
     backend: &dyn Backend,
 ) -> Result<Analysis> {
     let (batch, export_options) = (opts.batch, &opts.export);
-    let samples = opts.calibration_samples.min(calibration.len());
-    if samples == 0 || batch == 0 || test.is_empty() {
+    if test.is_empty() || batch == 0 {
         return Err(Error::Usage(format!(
-            "sensitivity analysis needs calibration and test samples and a batch of at least \
-             one (have {samples} calibration samples, {} test samples, batch {batch})",
+            "sensitivity analysis needs test samples and a batch of at least one (have {} \
+             test samples, batch {batch})",
             test.len()
         )));
     }
+    let (calib_batch, indices) = calibration_batches(calibration, opts.calibration_samples, batch)?;
     let layers = layers_of(qat)?;
     let accuracy = |g: &Graph| -> Result<f64> {
         Ok(train::evaluate(g, params, test, batch, None, backend)?.accuracy)
@@ -329,16 +330,11 @@ pub fn analyze(
     let bytes = export::export(&ready, &export_params, &ExportOptions::default())?;
     let it = int8::Interpreter::new(&bytes)?;
     let preds = int8::predict(&it, test, 100)?;
-    let int8_accuracy = preds
-        .iter()
-        .zip(&test.labels)
-        .filter(|(&p, &l)| p as i32 == l)
-        .count() as f64
-        / test.len() as f64;
+    let int8_accuracy = int8::accuracy(&preds, &test.labels);
     let tensor_of = |name: &str| it.model().tensors.iter().position(|t| t.name == name);
 
     // SQNRs of the activations, over the calibration batches
-    let batch = batch.min(samples);
+    let batch = calib_batch;
     let mut float = FloatActivations::new(qat, params, batch, backend)?;
     let quantizer_layer: BTreeMap<String, usize> = layers
         .iter()
@@ -352,7 +348,6 @@ pub fn analyze(
     let mut act = vec![Sqnr::default(); layers.len()];
     let mut int8 = vec![None::<Sqnr>; layers.len()];
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let indices: Vec<usize> = (0..samples - samples % batch).collect();
     for chunk in indices.chunks(batch) {
         crate::train::batches::gather(calibration, chunk, batch, &mut images, &mut labels);
         let outs = float.run(&images)?;
@@ -398,17 +393,10 @@ pub fn analyze(
             let Some(p) = qat.operand(id, 0) else {
                 continue;
             };
-            let name = &qat.node(p).name;
-            let (db, n) = weight_sqnr(params, name, q)?;
-            // combine as energies: SQNR of the concatenation
-            let w = params.require(name)?;
-            let signal: f64 = w.data.iter().map(|&v| v as f64 * v as f64).sum();
-            weight.signal += signal;
-            weight.noise += if db.is_finite() {
-                signal / 10f64.powf(db / 10.0)
-            } else {
-                0.0
-            };
+            // several weight tensors add up as energies: the SQNR of their concatenation
+            let (s, n) = weight_sqnr(params, &qat.node(p).name, q)?;
+            weight.signal += s.signal;
+            weight.noise += s.noise;
             weights += n;
             weight_bits = Some(q.bits);
         }
@@ -444,7 +432,7 @@ pub fn analyze(
     });
     Ok(Analysis {
         model: qat.name.clone(),
-        calibration_samples: samples - samples % batch,
+        calibration_samples: indices.len(),
         test_samples: test.len(),
         float_accuracy,
         quantized_accuracy,
@@ -762,9 +750,6 @@ output "y" = %16
             &ReferenceBackend,
         )
         .unwrap_err();
-        assert!(
-            e.to_string().contains("calibration and test samples"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("at least one sample"), "{e}");
     }
 }

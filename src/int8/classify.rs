@@ -29,6 +29,16 @@ pub fn adapt_input(a: Array, info: &Tensor) -> Result<Array> {
     }
 }
 
+/// The share of `preds` equal to their label (0 for no predictions).
+pub fn accuracy(preds: &[usize], labels: &[i32]) -> f64 {
+    let hits = preds
+        .iter()
+        .zip(labels)
+        .filter(|(&p, &l)| p as i32 == l)
+        .count();
+    hits as f64 / preds.len().max(1) as f64
+}
+
 /// The index of the largest entry of each row.
 pub fn argmax_rows(a: &Array) -> Vec<usize> {
     let classes = *a.shape.last().unwrap_or(&1);

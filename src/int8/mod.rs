@@ -30,7 +30,7 @@ mod shape;
 mod tests;
 
 pub use array::{Array, Data};
-pub use classify::{adapt_input, argmax_rows, predict};
+pub use classify::{accuracy, adapt_input, argmax_rows, predict};
 
 pub(crate) use context::activation_range;
 pub use context::{FcRequant, KernelError, Options};

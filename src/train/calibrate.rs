@@ -140,6 +140,26 @@ pub fn calibrate(
     }
 }
 
+/// The batch size and the sample indices a calibration over the first `samples` samples of
+/// `data` runs: whole batches of `batch_size` (shrunk to `samples` if that is smaller), the
+/// samples beyond the last full batch left out.
+pub fn calibration_batches(
+    data: &Dataset,
+    samples: usize,
+    batch_size: usize,
+) -> Result<(usize, Vec<usize>)> {
+    let samples = samples.min(data.len());
+    if samples == 0 || batch_size == 0 {
+        return Err(Error::Usage(format!(
+            "calibration needs at least one sample and a batch of at least one (have {} \
+             samples, asked for {samples} in batches of {batch_size})",
+            data.len()
+        )));
+    }
+    let batch = batch_size.min(samples);
+    Ok((batch, (0..samples - samples % batch).collect()))
+}
+
 /// The observer pass of [`calibrate`]: min/max or the graph's own observers.
 fn observe(
     qat: &Graph,
@@ -150,15 +170,7 @@ fn observe(
     method: RangeMethod,
     backend: &dyn Backend,
 ) -> Result<ParamStore> {
-    let samples = samples.min(data.len());
-    if samples == 0 || batch_size == 0 {
-        return Err(Error::Usage(format!(
-            "calibration needs at least one sample and a batch of at least one (have {} \
-             samples, asked for {samples} in batches of {batch_size})",
-            data.len()
-        )));
-    }
-    let batch = batch_size.min(samples);
+    let (batch, indices) = calibration_batches(data, samples, batch_size)?;
     let mut m = match method {
         RangeMethod::AsTrained => qat.clone(),
         RangeMethod::MinMax | RangeMethod::Percentile { .. } | RangeMethod::Mse => {
@@ -178,7 +190,6 @@ fn observe(
     let input = step.graph.node(step.graph.inputs()[0]).name.clone();
     let mut exec = backend.executor(&step.graph, state)?;
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let indices: Vec<usize> = (0..samples - samples % batch).collect();
     for (i, chunk) in indices.chunks(batch).enumerate() {
         batches::gather(data, chunk, batch, &mut images, &mut labels);
         let step_no = [i as f32];
@@ -461,17 +472,8 @@ pub fn histograms(
     batch_size: usize,
     backend: &dyn Backend,
 ) -> Result<BTreeMap<String, StateHistogram>> {
-    let samples = samples.min(data.len());
-    if samples == 0 || batch_size == 0 {
-        return Err(Error::Usage(format!(
-            "calibration needs at least one sample and a batch of at least one (have {} \
-             samples, asked for {samples} in batches of {batch_size})",
-            data.len()
-        )));
-    }
-    let batch = batch_size.min(samples);
+    let (batch, indices) = calibration_batches(data, samples, batch_size)?;
     let mut float = FloatActivations::new(qat, params, batch, backend)?;
-    let indices: Vec<usize> = (0..samples - samples % batch).collect();
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     // pass 1: each state's span; pass 2: its histogram over that span
     let mut spans: BTreeMap<String, (f32, f32)> = BTreeMap::new();

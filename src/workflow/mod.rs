@@ -255,6 +255,20 @@ impl Job {
         opts
     }
 
+    /// The training settings of one phase: `epochs` at learning rate `lr` (with the job's
+    /// schedule), the job's batch, seed, augmentation and progress bars.
+    pub fn fit_config(&self, epochs: usize, lr: f32) -> Result<FitConfig> {
+        Ok(FitConfig {
+            epochs,
+            batch_size: self.batch,
+            lr: self.schedule(lr)?,
+            seed: self.seed,
+            progress: self.progress,
+            augment: crate::train::Augment::parse(self.augment.as_deref().unwrap_or("none"))?,
+            ..FitConfig::default()
+        })
+    }
+
     /// The learning-rate schedule of one phase starting at `lr`, from `lr_schedule`; an error
     /// names an unknown schedule.
     pub fn schedule(&self, lr: f32) -> Result<LrSchedule> {
@@ -581,25 +595,13 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
     let stem = file_stem(&model.graph.name);
 
     // 1. float training
-    let augment = crate::train::Augment::parse(cfg.augment.as_deref().unwrap_or("none"))?;
-    let fit_cfg = |epochs: usize, lr: f32| -> Result<FitConfig> {
-        Ok(FitConfig {
-            epochs,
-            batch_size: cfg.batch,
-            lr: cfg.schedule(lr)?,
-            seed: cfg.seed,
-            progress: cfg.progress,
-            augment,
-            ..FitConfig::default()
-        })
-    };
     let float = stages.run("float training", || {
         fit(
             &model.graph,
             &model.params,
             &train_set,
             Some(&test_set),
-            &fit_cfg(cfg.epochs, cfg.lr)?,
+            &cfg.fit_config(cfg.epochs, cfg.lr)?,
             backend,
         )
     })?;
@@ -666,7 +668,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             let it = int8::Interpreter::new(&bytes)?;
             let preds = int8::predict(&it, &test_set, 100)?;
             Ok(ModelFigures {
-                test_accuracy: accuracy(&preds, &test_set.labels),
+                test_accuracy: int8::accuracy(&preds, &test_set.labels),
                 bytes: bytes.len() as u64,
             })
         })?;
@@ -691,7 +693,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             &qat_params,
             &train_set,
             Some(&test_set),
-            &fit_cfg(cfg.qat_epochs, cfg.qat_lr)?,
+            &cfg.fit_config(cfg.qat_epochs, cfg.qat_lr)?,
             backend,
         )
     })?;
@@ -741,7 +743,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         .filter(|(a, b)| a == b)
         .count();
     report.int8 = Some(ModelFigures {
-        test_accuracy: accuracy(&int8_preds, &test_set.labels),
+        test_accuracy: int8::accuracy(&int8_preds, &test_set.labels),
         bytes: tflite.len() as u64,
     });
     report.int8_qat_agreement = same as f64 / n;
@@ -810,14 +812,7 @@ pub fn analyze(cfg: &Job) -> Result<crate::analyze::Analysis> {
     } else {
         check_pipelines(cfg, &model)?;
         let mut params = if cfg.epochs > 0 {
-            let fit_cfg = FitConfig {
-                epochs: cfg.epochs,
-                batch_size: cfg.batch,
-                lr: cfg.schedule(cfg.lr)?,
-                seed: cfg.seed,
-                progress: cfg.progress,
-                ..FitConfig::default()
-            };
+            let fit_cfg = cfg.fit_config(cfg.epochs, cfg.lr)?;
             fit(
                 &model.graph,
                 &model.params,
@@ -879,16 +874,6 @@ fn finish(
     files.push(curve.display().to_string());
     files.push(out.join("history.csv").display().to_string());
     Ok(())
-}
-
-/// The share of predictions equal to their label.
-fn accuracy(preds: &[usize], labels: &[i32]) -> f64 {
-    let hits = preds
-        .iter()
-        .zip(labels)
-        .filter(|(&p, &l)| p as i32 == l)
-        .count();
-    hits as f64 / preds.len().max(1) as f64
 }
 
 fn prefix_rows(phase: &str, csv: &str) -> String {
