@@ -63,6 +63,12 @@ def main():
     copy("h5", "tests/fixtures/keras/*.h5")
     copy("npy", "tests/fixtures/keras/*.npy")
     copy("config", "examples/*.toml")
+    # graph: the bytes are choices (input shape, then layer, operands, sizes per layer; see
+    # targets.rs): one seed per layer kind, applied to the input, and a few mixed chains
+    for kind in range(18):
+        out("graph", f"layer{kind}", bytes([3, 3, 1, 0, 0, 0, 1, 1, kind, 1, 1]))
+    out("graph", "conv_bn_relu", bytes([7, 7, 0, 2, 0, 0, 2, 0, 1, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 6]))
+    out("graph", "residual", bytes([5, 5, 1, 3, 0, 0, 2, 0, 1, 0, 1, 0, 0, 0, 6, 1, 2, 0, 0, 15]))
 
     # IDX: the idx target's first byte says where the images end and whether names are .gz
     images = idx(0x803, [4, 5, 5], bytes(range(100)))

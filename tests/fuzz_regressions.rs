@@ -57,3 +57,22 @@ fn a_deeply_nested_npy_header_is_refused_at_once() {
     assert!(err.to_string().contains("nests brackets"), "{err}");
     assert!(t.elapsed().as_secs() < 1);
 }
+
+/// The structure-aware `graph` target on 300 generated models, so every `cargo
+/// test` pushes some random architectures through print/parse, both pipelines, export and
+/// the int8 interpreter (the fuzz campaign does the same guided by coverage).
+#[test]
+fn generated_models_survive_the_pipeline() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..300 {
+        let bytes: Vec<u8> = (0..64)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        targets::graph(&bytes);
+    }
+}

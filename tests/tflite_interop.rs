@@ -418,3 +418,19 @@ fn keras_dense_on_a_sequence_quantizes_trains_and_matches_litert() {
     keras_fixture_matches_litert("dense_sequence.keras", &[5, 6], 47);
     keras_fixture_matches_litert("dense_sequence.h5", &[5, 6], 49);
 }
+
+/// Found by the `graph` fuzz target: a concat feeding a concat lost the first concat's
+/// output quantizer in `fuse_fake_quant` (its inputs are tied to it), and the pipeline
+/// stopped with a verifier error. The first concat now keeps its observer, and the file
+/// requantizes between the two scales as LiteRT does.
+#[test]
+fn a_concat_of_a_concat_quantizes_and_matches_litert() {
+    let mut f = qatc::ir::builder::Functional::new("nested_concat", 0);
+    let x = f.input("input", &[2, 5, 2]).unwrap();
+    let inner = f.concat(&[x, x], 3).unwrap();
+    let outer = f.concat(&[x, inner], 3).unwrap();
+    f.output("output", outer);
+    let model = f.build().unwrap();
+    let x = uniform(&[4, 2, 5, 2], 0.0, 1.0, 24);
+    check_against_litert(&[reference_model("nested_concat", model, &x)]);
+}

@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("h5", keras),
     ("image", image),
     ("config", config),
+    ("graph", graph),
 ];
 
 /// A fresh scratch directory of this process (emptied on every call).
@@ -175,4 +176,152 @@ pub fn config(data: &[u8]) {
     if let Ok(job) = qatc::workflow::Job::from_toml_file(&path) {
         let _ = job.check();
     }
+}
+
+/// Choices read from the fuzzer's bytes, one byte each (zeros once they run out).
+struct Choices<'a>(&'a [u8]);
+
+impl Choices<'_> {
+    /// A number in `0..n`.
+    fn pick(&mut self, n: usize) -> usize {
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        b as usize % n.max(1)
+    }
+
+    fn act(&mut self) -> Option<qatc::ir::builder::Act> {
+        use qatc::ir::builder::Act;
+        [
+            None,
+            Some(Act::Relu),
+            Some(Act::Relu6),
+            Some(Act::Sigmoid),
+            Some(Act::Tanh),
+            Some(Act::Softmax),
+            Some(Act::HardSwish),
+            Some(Act::LeakyRelu(0.2)),
+        ][self.pick(8)]
+    }
+}
+
+/// Structure-aware: the bytes choose a Keras-style model (input shape, then up to eight
+/// layers or merges, each applied to any earlier node) that the builder accepts; it must
+/// survive the whole pipeline a user's model goes through. Its printed `.qir` parses back to
+/// the same text and verifies; `default_8bit` and `export` either refuse it with an error
+/// or produce a graph the float interpreter runs; an exported `.tflite` loads and runs in
+/// the int8 interpreter. Any panic, or an export the interpreter refuses, is a finding.
+pub fn graph(data: &[u8]) {
+    use qatc::ir::builder::{Functional, Layer};
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    let mut c = Choices(data);
+    let mut f = Functional::new("fuzz", 0);
+    let shape = [1 + c.pick(8), 1 + c.pick(8), 1 + c.pick(4)];
+    let Ok(x) = f.input("input", &shape) else {
+        return;
+    };
+    let mut nodes = vec![x];
+    for _ in 0..1 + c.pick(8) {
+        let a = nodes[c.pick(nodes.len())];
+        let b = nodes[c.pick(nodes.len())];
+        let (k, s) = (1 + c.pick(3), 1 + c.pick(2));
+        let layer = match c.pick(18) {
+            0 => Layer::conv2d(1 + c.pick(4), k).stride(s),
+            1 => Layer::conv2d(1 + c.pick(4), k).stride(s).same(),
+            2 => Layer::depthwise_conv2d(k).depth_multiplier(1 + c.pick(2)),
+            3 => Layer::conv2d_transpose(1 + c.pick(4), k).stride(s),
+            4 => Layer::dense(1 + c.pick(4)),
+            5 => Layer::batch_norm(),
+            6 => Layer::relu(),
+            7 => Layer::relu6(),
+            8 => Layer::prelu_per_channel(),
+            9 => Layer::max_pool(1 + c.pick(2)),
+            10 => Layer::avg_pool(1 + c.pick(2)),
+            11 => Layer::flatten(),
+            12 => Layer::GlobalAvgPool,
+            13 => Layer::ZeroPadding([[c.pick(2), c.pick(2)], [c.pick(2), c.pick(2)]]),
+            14 => Layer::UpSampling([1 + c.pick(2), 1 + c.pick(2)]),
+            15 => {
+                if let Ok(y) = f.add(a, b) {
+                    nodes.push(y);
+                }
+                continue;
+            }
+            16 => {
+                if let Ok(y) = f.concat(&[a, b], 3) {
+                    nodes.push(y);
+                }
+                continue;
+            }
+            _ => match c.act() {
+                Some(act) => Layer::Activation(act),
+                None => Layer::Dropout(0.5),
+            },
+        };
+        let layer = match c.act() {
+            Some(act) if c.pick(2) == 0 => layer.activation(act),
+            _ => layer,
+        };
+        if let Ok(y) = f.layer(a, layer) {
+            nodes.push(y);
+        }
+    }
+    f.output("output", *nodes.last().expect("the input"));
+    let Ok(mut model) = f.build() else {
+        return;
+    };
+    let text = qatc::ir::text::print(&model.graph);
+    let back = qatc::ir::text::parse(&text, "built.qir")
+        .unwrap_or_else(|e| panic!("a built model's text does not parse: {e}\n{text}"));
+    assert_eq!(
+        qatc::ir::text::print(&back),
+        text,
+        "print∘parse changed the text"
+    );
+    qatc::ir::verify::verify(&back).unwrap_or_else(|e| panic!("{e}\n{text}"));
+
+    let input = qatc::ir::Tensor::new(
+        [1].iter().chain(&shape).copied().collect::<Vec<_>>(),
+        (0..shape.iter().product::<usize>())
+            .map(|i| (i % 7) as f32 * 0.3 - 1.0)
+            .collect(),
+    );
+    let feed = |g: &qatc::ir::Graph, p: &qatc::ir::ParamStore| {
+        let feed = [("input", qatc::ir::interp::Value::F32(input.clone()))];
+        if let Err(e) = qatc::ir::interp::run(g, p, &feed) {
+            panic!("the interpreter refuses a verified graph: {e}\n{text}");
+        }
+    };
+    // a pipeline may refuse a model (an unsupported layer), but a pass must never break
+    // the graph it was given
+    let refused = |e: qatc::Error| {
+        if let qatc::Error::Rewrite(msg) = e {
+            panic!("{msg}\n{text}");
+        }
+    };
+    let Ok(qat) = run_pipeline(
+        model.graph,
+        &mut model.params,
+        "default_8bit",
+        &PipelineOptions::train(),
+    )
+    .map_err(refused) else {
+        return;
+    };
+    feed(&qat, &model.params);
+    let Ok(ready) =
+        run_pipeline(qat, &mut model.params, "export", &PipelineOptions::eval()).map_err(refused)
+    else {
+        return;
+    };
+    feed(&ready, &model.params);
+    let opts = qatc::export::ExportOptions::default();
+    let Ok(bytes) = qatc::export::export(&ready, &model.params, &opts) else {
+        return;
+    };
+    let it = qatc::int8::Interpreter::new(&bytes)
+        .unwrap_or_else(|e| panic!("an exported file does not load: {e}\n{text}"));
+    tflite_run(&bytes);
+    drop(it);
 }

@@ -206,6 +206,7 @@ impl PassContext<'_> {
         QAnalysis {
             mode: self.opts.mode,
             allow_inexact_fold: self.opts.allow_inexact_bn_fold,
+            ..QAnalysis::default()
         }
     }
 

@@ -458,6 +458,7 @@ fn every_rule_rewrites_its_example() {
         let analysis = QAnalysis {
             mode: c.mode,
             allow_inexact_fold: false,
+            ..QAnalysis::default()
         };
         let (out, report) = saturate(&g, &rules, analysis, Limits::default()).unwrap();
         let got = print(&out);
@@ -532,6 +533,7 @@ fn train_mode_keeps_dropout() {
     let analysis = QAnalysis {
         mode: Mode::Train,
         allow_inexact_fold: false,
+        ..QAnalysis::default()
     };
     let (out, report) = saturate(&g, rules, analysis, Limits::default()).unwrap();
     assert!(report.applied.is_empty());

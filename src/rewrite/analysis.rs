@@ -51,6 +51,10 @@ pub struct QAnalysis {
     /// `fold_bn` may fold a BatchNorm into a kernel with a per-tensor weight quantizer
     /// (not exact: see `fold_bn`).
     pub allow_inexact_fold: bool,
+    /// The quantizer states some `range=tied` quantizer of the input graph reads (set by
+    /// [`super::saturate_egraph`] from the graph): removing the quantizer that observes one
+    /// of them would leave its tied readers without a range.
+    pub tied_states: std::collections::BTreeSet<String>,
 }
 
 /// What the analysis knows about one e-class.

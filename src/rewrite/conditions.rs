@@ -95,6 +95,23 @@ pub const CONDITIONS: &[Condition] = &[
         check: |eg, a| quant_attrs(eg, a[0]).is_some_and(|q| q.axis.is_none()),
     },
     Condition {
+        name: "untied",
+        arity: 1,
+        doc: "no `range=tied` quantizer of the pass's input graph reads the state of this \
+              fake-quant (a concat's output quantizer that its inputs share may not go)",
+        check: |eg, a| {
+            quant_attrs(eg, a[0]).is_some_and(|q| match &q.range {
+                RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
+                    !eg.analysis.tied_states.contains(state)
+                }
+                RangeSource::LastValue
+                | RangeSource::Tied { .. }
+                | RangeSource::Fixed { .. }
+                | RangeSource::Operands => true,
+            })
+        },
+    },
+    Condition {
         name: "scaling_commutes",
         arity: 2,
         doc: "scale_channels (second argument) commutes with the weight fake-quant (first): a \

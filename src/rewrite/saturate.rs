@@ -110,6 +110,20 @@ impl fmt::Display for SaturationReport {
     }
 }
 
+/// The states that `range=tied` quantizers of `g` read.
+fn tied_states(g: &Graph) -> std::collections::BTreeSet<String> {
+    use crate::ir::op::{ModelOp, Op, PassOp, RangeSource};
+    g.node_ids()
+        .filter_map(|id| match &g.node(id).op {
+            Op::Model(ModelOp::FakeQuant(q)) | Op::Pass(PassOp::Quant(q)) => match &q.range {
+                RangeSource::Tied { state } => Some(state.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 /// The saturated e-graph of one run, before extraction.
 pub struct Saturated {
     pub egraph: EGraph,
@@ -121,10 +135,11 @@ pub struct Saturated {
 pub fn saturate_egraph(
     g: &Graph,
     rules: &RuleFile,
-    analysis: QAnalysis,
+    mut analysis: QAnalysis,
     limits: Limits,
 ) -> Result<Saturated> {
     let start = Instant::now();
+    analysis.tied_states = tied_states(g);
     let rewrites: Vec<Rewrite<QNode, QAnalysis>> = rules.rewrites()?;
     let (egraph, roots) = to_egraph(g, analysis)?;
     let sat_start = Instant::now();
