@@ -44,6 +44,15 @@ enum Command {
 }
 
 fn main() {
+    // A write past the file-size limit (`ulimit -f`) then fails with EFBIG, an error that
+    // names the file and lets the temporary files be removed, instead of SIGXFSZ killing
+    // the process mid-write.
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition to "ignore" before any thread starts; no handler
+    // code runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         None => cli::train::run(&cli::train::TrainArgs::default()),

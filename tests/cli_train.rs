@@ -644,13 +644,15 @@ fn out_of_range_flags_are_named() {
     }
 }
 
-/// A run in a reused `--out` removes the earlier run's report first: a run that fails (or is
-/// killed) midway leaves no report that would describe other weights.
+/// A run in a reused `--out` that fails leaves the earlier run's files as they were: its
+/// outputs are staged in `<out>/.run` and only a finished run replaces the earlier set.
 #[test]
-fn a_stale_report_does_not_survive_a_new_run() {
-    let out = scratch("stale-report");
+fn a_failed_run_leaves_the_earlier_run_as_it_was() {
+    let out = scratch("failed-run");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("report.json"), "{\"from\": \"an earlier run\"}").unwrap();
+    let report = "{\"files\": [\"m_int8.tflite\"]}";
+    std::fs::write(out.join("report.json"), report).unwrap();
+    std::fs::write(out.join("m_int8.tflite"), "earlier").unwrap();
     let run = qatc()
         .args([
             "train",
@@ -665,7 +667,18 @@ fn a_stale_report_does_not_survive_a_new_run() {
         .output()
         .unwrap();
     assert!(!run.status.success());
-    assert!(!out.join("report.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.json")).unwrap(),
+        report
+    );
+    assert_eq!(
+        std::fs::read(out.join("m_int8.tflite")).unwrap(),
+        b"earlier"
+    );
+    assert!(
+        !out.join(".run").exists(),
+        "nothing to resume is left behind"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -76,3 +76,28 @@ fn generated_models_survive_the_pipeline() {
         targets::graph(&bytes);
     }
 }
+
+/// Found by the `image` target: a 406-byte JPEG declaring 1040 × 62991 pixels decoded for
+/// 18 s in the fuzzer (under the 2^26-pixel limit of the time); images over 4096 × 4096
+/// pixels are now refused from their header.
+#[test]
+fn a_jpeg_declaring_65_megapixels_is_refused_from_its_header() {
+    let bomb = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/image/slow_decode");
+    let dir = std::env::temp_dir().join(format!("qatc-bomb-{}", std::process::id()));
+    for class in ["train/a", "train/b", "test/a", "test/b"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        std::fs::copy(&bomb, dir.join(class).join("x.jpg")).unwrap();
+    }
+    let t = std::time::Instant::now();
+    let err = qatc::data::load_with(
+        &dir,
+        qatc::data::Split::Train,
+        qatc::data::Pixels::Unit,
+        None,
+        0,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("62991x1040 pixels"), "{err}");
+    assert!(t.elapsed().as_millis() < 500);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

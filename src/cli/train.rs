@@ -7,7 +7,7 @@ use crate::workflow::{self, Job};
 use std::path::PathBuf;
 
 /// Arguments of `qatc train`; each overrides the same key of `--config`.
-#[derive(clap::Args, Debug, Default, Clone)]
+#[derive(clap::Args, Debug, Default, Clone, PartialEq)]
 #[command(
     after_help = "Examples:\n  qatc train                                   # mbv2_tiny: float, QAT, int8 export into out/\n  qatc train --model mnist_cnn --epochs 1 --qat-epochs 1 --out out/cnn\n  qatc train --config job.toml --seed 3"
 )]
@@ -88,6 +88,15 @@ pub struct TrainArgs {
     /// summary, sensitivity.csv/.svg/.json in --out).
     #[arg(long)]
     pub analyze: bool,
+    /// Checkpoint the training state every N steps, besides every epoch's end (0: epoch
+    /// ends only) [default: 200].
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Continue the run that was killed (or failed) in output directory OUT from its last
+    /// checkpoint, with the settings it was started with (no other flag but --quiet); it
+    /// ends with the same files as a run never interrupted.
+    #[arg(long, value_name = "OUT")]
+    pub resume: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -115,7 +124,8 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
         backend,
         data,
         ptq_samples,
-        ptq_range
+        ptq_range,
+        checkpoint_every
     );
     if args.train_samples.is_some() {
         c.train_samples = args.train_samples;
@@ -148,12 +158,45 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
 
 /// Runs `qatc train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let job = job_from_args(args)?;
-    let report = workflow::run(&job)?;
+    let (result, out) = match &args.resume {
+        Some(out) => {
+            let only_resume = TrainArgs {
+                resume: args.resume.clone(),
+                quiet: args.quiet,
+                ..TrainArgs::default()
+            };
+            if *args != only_resume {
+                return Err(crate::Error::Usage(format!(
+                    "--resume continues the run in {} with the settings it was started with: \
+                     give no other flag but --quiet",
+                    out.display()
+                )));
+            }
+            (workflow::resume(out, !args.quiet), out.clone())
+        }
+        None => {
+            let job = job_from_args(args)?;
+            (workflow::run(&job), job.out)
+        }
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            if workflow::rundir::resumable(&out) {
+                eprintln!(
+                    "note: the run's checkpoints are kept in {}: `qatc train --resume {}` \
+                     continues it",
+                    out.join(workflow::rundir::STAGE).display(),
+                    out.display()
+                );
+            }
+            return Err(e);
+        }
+    };
     super::say(&report.summary())?;
     super::say(&format!(
         "  report: {}\n",
-        job.out.join("report.json").display()
+        out.join("report.json").display()
     ))?;
     Ok(())
 }

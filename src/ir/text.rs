@@ -390,20 +390,47 @@ impl<'a> Lexer<'a> {
 
 // ---- parsing -------------------------------------------------------------------------------
 
+/// Parses one line at a time: `toks` holds the tokens of the current line, through its
+/// newline (or the end of the file), so memory does not grow with the file's token count.
 struct Parser<'a> {
     file: &'a str,
+    lexer: Lexer<'a>,
     toks: Vec<Spanned>,
     pos: usize,
 }
 
 impl<'a> Parser<'a> {
+    /// The current token; past the end of the line, the line's last token (its newline).
+    fn current(&self) -> &Spanned {
+        &self.toks[self.pos.min(self.toks.len() - 1)]
+    }
+
     fn peek(&self) -> &Tok {
-        &self.toks[self.pos].tok
+        &self.current().tok
     }
 
     fn here(&self) -> (usize, usize) {
-        let t = &self.toks[self.pos];
+        let t = self.current();
         (t.line, t.col)
+    }
+
+    /// Whether the current line is consumed (its newline too).
+    fn line_done(&self) -> bool {
+        self.pos >= self.toks.len()
+    }
+
+    /// Lexes the next line into `toks`.
+    fn next_line(&mut self) -> Result<()> {
+        self.toks.clear();
+        self.pos = 0;
+        loop {
+            let t = self.lexer.next(self.file)?;
+            let end = matches!(t.tok, Tok::Newline | Tok::Eof);
+            self.toks.push(t);
+            if end {
+                return Ok(());
+            }
+        }
     }
 
     fn err_at(&self, (line, col): (usize, usize), msg: String) -> Error {
@@ -423,10 +450,8 @@ impl<'a> Parser<'a> {
     }
 
     fn advance(&mut self) -> Tok {
-        let t = self.toks[self.pos].tok.clone();
-        if self.pos + 1 < self.toks.len() {
-            self.pos += 1;
-        }
+        let t = self.peek().clone();
+        self.pos += 1;
         t
     }
 
@@ -608,22 +633,18 @@ fn closest_op(s: &str) -> Option<OpKind> {
 
 /// Parses `.qir` text; `file` names the source in errors.
 pub fn parse(src: &str, file: &str) -> Result<Graph> {
-    let mut lexer = Lexer {
+    let lexer = Lexer {
         src: src.as_bytes(),
         pos: 0,
         line: 1,
         col: 1,
     };
-    let mut toks = Vec::new();
-    loop {
-        let t = lexer.next(file)?;
-        let eof = t.tok == Tok::Eof;
-        toks.push(t);
-        if eof {
-            break;
-        }
-    }
-    let mut p = Parser { file, toks, pos: 0 };
+    let mut p = Parser {
+        file,
+        lexer,
+        toks: Vec::new(),
+        pos: 0,
+    };
     let stem = Path::new(file)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -635,6 +656,9 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
     let mut seen_model = false;
 
     loop {
+        if p.toks.is_empty() || p.line_done() {
+            p.next_line()?;
+        }
         let at = p.here();
         match p.peek().clone() {
             Tok::Eof => break,

@@ -20,8 +20,10 @@
 //! ```
 
 mod report;
+pub mod rundir;
 
 pub use report::{training_curve_svg, ModelFigures, Report, Stage};
+use rundir::{OutLock, RunDir};
 
 use crate::data::{self, mnist, Pixels, Split};
 use crate::error::{write_atomic, Error, Result};
@@ -101,6 +103,9 @@ pub struct Job {
     /// Run the per-layer sensitivity analysis ([`crate::analyze`]) on the QAT result and
     /// add it to the report (`sensitivity.csv`, `sensitivity.svg`).
     pub analyze: bool,
+    /// Also checkpoint the training state every this many steps (besides every epoch's
+    /// end), so `qatc train --resume` loses at most that much work; 0: epoch ends only.
+    pub checkpoint_every: u64,
     /// Progress bars and stage headers on stderr; `false` is quiet.
     pub progress: bool,
 }
@@ -130,6 +135,7 @@ impl Default for Job {
             ptq_samples: 512,
             ptq_range: "minmax".into(),
             analyze: false,
+            checkpoint_every: 200,
             progress: true,
         }
     }
@@ -339,22 +345,37 @@ fn weights_bytes(params: &ParamStore, graph: &Graph) -> u64 {
         .sum()
 }
 
-/// Renders `dot` to SVG with Graphviz when it is installed.
-fn render_svg(dot_path: &Path) -> Option<PathBuf> {
+/// Renders `dot` to SVG beside it with Graphviz when it is installed; whether it did.
+fn render_svg(dot_path: &Path) -> bool {
     let svg = dot_path.with_extension("svg");
-    let ok = std::process::Command::new("dot")
+    std::process::Command::new("dot")
         .arg("-Tsvg")
         .arg(dot_path)
         .arg("-o")
         .arg(&svg)
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(svg)
+        .is_ok_and(|s| s.success())
 }
 
-/// Runs the whole job and returns its report (also written to `<out>/report.json`).
+/// Runs the whole job and returns its report (also written to `<out>/report.json`). The
+/// outputs reach `<out>` together at the end ([`rundir`]): a run that fails or is killed
+/// leaves the previous run's files as they were.
 pub fn run(cfg: &Job) -> Result<Report> {
+    run_job(cfg, false)
+}
+
+/// Continues the run that was killed (or failed) in `out` from its last checkpoints, with
+/// the job it was started with; it ends with the same files as a run never interrupted.
+/// `progress` as in [`Job::progress`].
+pub fn resume(out: &Path, progress: bool) -> Result<Report> {
+    let mut job = Job::from_toml_file(&rundir::pending_job(out)?)?;
+    job.out = out.to_path_buf();
+    job.progress = progress;
+    run_job(&job, true)
+}
+
+fn run_job(cfg: &Job, resume: bool) -> Result<Report> {
     // everything that can be checked is checked before anything is written
     let backend = cfg.backend()?;
     let mut model = load_model(&cfg.model, cfg.seed)?;
@@ -363,64 +384,35 @@ pub fn run(cfg: &Job) -> Result<Report> {
     }
     check_pipelines(cfg, &model)?;
     let fresh = !cfg.out.exists();
-    let result = job(cfg, backend.as_ref(), model);
-    if result.is_err() && fresh {
-        // a job that fails before writing anything leaves no empty directory behind
-        let _ = std::fs::remove_dir(&cfg.out);
-    }
-    result
-}
-
-/// `<out>/.qatc.lock`, held while a job writes into `out`: a second job on the same
-/// directory is refused while the first runs; a lock left by a killed run (its process is
-/// gone) is taken over.
-struct OutLock(PathBuf);
-
-impl OutLock {
-    fn take(out: &Path) -> Result<OutLock> {
-        let path = out.join(".qatc.lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    let _ = write!(f, "{}", std::process::id());
-                    return Ok(OutLock(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
-                    let pid = pid.trim();
-                    let alive = !pid.is_empty()
-                        && pid.chars().all(|c| c.is_ascii_digit())
-                        && Path::new("/proc").join(pid).exists();
-                    if alive {
-                        return Err(Error::Usage(format!(
-                            "{}: another qatc run (process {pid}) is writing there; wait for it \
-                             or choose another --out",
-                            out.display()
-                        )));
-                    }
-                    // left by a run that was killed: take it over
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => return Err(Error::io(&path, e)),
-            }
+    let kept = toml::to_string(&job_to_keep(cfg))
+        .map_err(|e| Error::Usage(format!("the job does not serialize: {e}")))?;
+    let dir = RunDir::open(&cfg.out, &kept, resume, cfg.progress)?;
+    match job(cfg, backend.as_ref(), model, &dir, resume) {
+        Ok(report) => {
+            dir.commit(report.to_json().as_bytes())?;
+            Ok(report)
         }
-        Err(Error::Usage(format!(
-            "{}: cannot take the lock {}",
-            out.display(),
-            path.display()
-        )))
+        Err(e) => {
+            let resumable = dir.abandon();
+            if fresh && !resumable {
+                // a job that fails before training anything leaves no empty directory behind
+                let _ = std::fs::remove_dir(&cfg.out);
+            }
+            Err(e)
+        }
     }
 }
 
-impl Drop for OutLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// The job as `--resume` reads it back: paths made absolute, so a resumed run finds the
+/// model and the data from any working directory.
+fn job_to_keep(cfg: &Job) -> Job {
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut job = cfg.clone();
+    if Path::new(&job.model).exists() {
+        job.model = absolute(Path::new(&job.model)).display().to_string();
     }
+    job.data = absolute(&job.data);
+    job
 }
 
 /// The job's training and test sets, limited to `train_samples` / `test_samples`.
@@ -559,18 +551,23 @@ fn check_pipelines(cfg: &Job, model: &Model) -> Result<()> {
     Ok(())
 }
 
-fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
-    let out = &cfg.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let _lock = OutLock::take(out)?;
-    // a report from an earlier run in this directory must not outlive it: until this run
-    // writes its own, there is none (a run killed midway leaves no report beside its weights)
-    let stale = out.join("report.json");
-    match std::fs::remove_file(&stale) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&stale, e)),
-    }
+fn job(
+    cfg: &Job,
+    backend: &dyn Backend,
+    model: Model,
+    dir: &RunDir,
+    resume: bool,
+) -> Result<Report> {
+    // the checkpoint of a phase, and the one to continue from when resuming
+    let phase = |name: &str, epochs: usize, lr: f32| -> Result<FitConfig> {
+        let ckpt = dir.checkpoint(name);
+        Ok(FitConfig {
+            resume: (resume && ckpt.exists()).then(|| ckpt.clone()),
+            checkpoint: Some(ckpt),
+            checkpoint_every: (cfg.checkpoint_every > 0).then_some(cfg.checkpoint_every),
+            ..cfg.fit_config(epochs, lr)?
+        })
+    };
     let mut stages = Stages {
         done: Vec::new(),
         progress: cfg.progress,
@@ -587,7 +584,8 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         qat_epochs: cfg.qat_epochs,
         ..Report::default()
     };
-    let mut files = Vec::new();
+    // the outputs, by their names in `out`
+    let mut files: Vec<String> = Vec::new();
 
     let (train_set, test_set) = stages.run("load data", || load_data(cfg))?;
     check_data(&model, &train_set, &cfg.data)?;
@@ -601,7 +599,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             &model.params,
             &train_set,
             Some(&test_set),
-            &cfg.fit_config(cfg.epochs, cfg.lr)?,
+            &phase("float", cfg.epochs, cfg.lr)?,
             backend,
         )
     })?;
@@ -623,30 +621,32 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         bytes: weights_bytes(&float.params, &model.graph),
     };
     report.float_train_samples_per_s = mean_throughput(&float.history);
-    let float_path = out.join(format!("{stem}_float.qir"));
-    text::save_model(&model.graph, &float.params, &float_path)?;
-    files.push(float_path.display().to_string());
+    let float_name = format!("{stem}_float.qir");
+    text::save_model(&model.graph, &float.params, dir.path(&float_name))?;
+    files.extend([float_name, format!("{stem}_float.safetensors")]);
 
     // 2. quantize: the default_8bit pipeline, IR dumped after every pass
-    let ir_dir = out.join("ir");
+    let ir_dir = dir.path("ir");
     let mut qat_params = float.params.clone();
     let qat_graph = stages.run("quantize", || {
         let mut opts = cfg.quantize_options()?;
         opts.hooks.push(ir_dump_hook(ir_dir.clone(), 0));
         run_pipeline(model.graph.clone(), &mut qat_params, "default_8bit", &opts)
     })?;
-    let dot_path = out.join(format!("{stem}_qat.dot"));
+    let dot_name = format!("{stem}_qat.dot");
+    let dot_path = dir.path(&dot_name);
     write_atomic(&dot_path, dot::to_dot(&qat_graph).as_bytes())?;
-    files.push(dot_path.display().to_string());
-    if let Some(svg) = render_svg(&dot_path) {
-        files.push(svg.display().to_string());
+    files.push(dot_name);
+    if render_svg(&dot_path) {
+        files.push(format!("{stem}_qat.svg"));
     }
-    files.push(format!("{}/", ir_dir.display()));
+    files.push("ir/".into());
 
     // 3. post-training quantization, the baseline QAT has to beat: the float model's
     //    activation ranges observed (min/max) on calibration samples, no weight updates
     if cfg.ptq_samples > 0 {
-        let ptq_path = out.join(format!("{stem}_ptq_int8.tflite"));
+        let ptq_name = format!("{stem}_ptq_int8.tflite");
+        let ptq_path = dir.path(&ptq_name);
         let figures = stages.run("post-training quantization", || {
             let mut params = train::calibrate(
                 &qat_graph,
@@ -675,14 +675,13 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         report.ptq = Some(figures);
         report.ptq_samples = cfg.ptq_samples.min(train_set.len());
         report.ptq_range = cfg.ptq_range()?.name();
-        files.push(ptq_path.display().to_string());
+        files.push(ptq_name);
     }
     if cfg.qat_epochs == 0 {
         // a post-training-quantization job ends with its int8 file
-        finish(out, &float.history, &Default::default(), &mut files)?;
+        finish(dir, &float.history, &Default::default(), &mut files)?;
         report.stages = stages.done;
-        report.files = files;
-        report.write_json(&out.join("report.json"))?;
+        report.files = files.iter().map(|f| dir.listed(f)).collect();
         return Ok(report);
     }
 
@@ -693,7 +692,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
             &qat_params,
             &train_set,
             Some(&test_set),
-            &cfg.fit_config(cfg.qat_epochs, cfg.qat_lr)?,
+            &phase("qat", cfg.qat_epochs, cfg.qat_lr)?,
             backend,
         )
     })?;
@@ -710,12 +709,13 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         report.data_load_seconds += e.data_load_seconds;
         report.data_wait_seconds += e.data_wait_seconds;
     }
-    let qat_path = out.join(format!("{stem}_qat.qir"));
-    text::save_model(&qat_graph, &qat.params, &qat_path)?;
-    files.push(qat_path.display().to_string());
+    let qat_name = format!("{stem}_qat.qir");
+    text::save_model(&qat_graph, &qat.params, dir.path(&qat_name))?;
+    files.extend([qat_name, format!("{stem}_qat.safetensors")]);
 
     // 5. export: fold BatchNorm, fuse activations, write the int8 TFLite file
-    let tflite_path = out.join(format!("{stem}_int8.tflite"));
+    let tflite_name = format!("{stem}_int8.tflite");
+    let tflite_path = dir.path(&tflite_name);
     let tflite = stages.run("int8 export", || {
         let mut params = qat.params.clone();
         let mut opts = cfg.export_options();
@@ -726,7 +726,7 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
         write_atomic(&tflite_path, &bytes)?;
         Ok(bytes)
     })?;
-    files.push(tflite_path.display().to_string());
+    files.push(tflite_name);
 
     // 6. int8 accuracy (qatc's bit-exact integer interpreter) and agreement with QAT
     let (int8_preds, qat_preds) = stages.run("int8 evaluation", || {
@@ -758,20 +758,23 @@ fn job(cfg: &Job, backend: &dyn Backend, model: Model) -> Result<Report> {
                 backend,
             )
         })?;
-        files.extend(write_analysis(out, &analysis)?);
+        files.extend(write_analysis(&|name| dir.path(name), &analysis)?);
         report.sensitivity = Some(analysis);
     }
 
     // 7. the training curve and the metrics history
-    finish(out, &float.history, &qat.history, &mut files)?;
+    finish(dir, &float.history, &qat.history, &mut files)?;
     report.stages = stages.done;
-    report.files = files;
-    report.write_json(&out.join("report.json"))?;
+    report.files = files.iter().map(|f| dir.listed(f)).collect();
     Ok(report)
 }
 
-/// Writes an analysis as `sensitivity.csv`, `.svg` and `.json` into `out`; returns the paths.
-fn write_analysis(out: &Path, a: &crate::analyze::Analysis) -> Result<Vec<String>> {
+/// Writes an analysis as `sensitivity.csv`, `.svg` and `.json` at `path(name)`; returns the
+/// names.
+fn write_analysis(
+    path: &dyn Fn(&str) -> PathBuf,
+    a: &crate::analyze::Analysis,
+) -> Result<Vec<String>> {
     let mut files = Vec::new();
     for (name, text) in [
         ("sensitivity.csv", a.csv()),
@@ -781,9 +784,8 @@ fn write_analysis(out: &Path, a: &crate::analyze::Analysis) -> Result<Vec<String
             serde_json::to_string_pretty(a).expect("an analysis serializes"),
         ),
     ] {
-        let path = out.join(name);
-        write_atomic(&path, text.as_bytes())?;
-        files.push(path.display().to_string());
+        write_atomic(path(name), text.as_bytes())?;
+        files.push(name.to_string());
     }
     Ok(files)
 }
@@ -852,27 +854,28 @@ pub fn analyze(cfg: &Job) -> Result<crate::analyze::Analysis> {
     )?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let _lock = OutLock::take(&cfg.out)?;
-    write_analysis(&cfg.out, &analysis)?;
+    write_analysis(&|name| cfg.out.join(name), &analysis)?;
     Ok(analysis)
 }
 
 /// Writes the training curve and the metrics history of both phases (an empty QAT history
 /// for a post-training-quantization job).
 fn finish(
-    out: &Path,
+    dir: &RunDir,
     float: &train::metrics::History,
     qat: &train::metrics::History,
     files: &mut Vec<String>,
 ) -> Result<()> {
-    let curve = out.join("training_curve.svg");
-    write_atomic(&curve, training_curve_svg(float, qat).as_bytes())?;
+    write_atomic(
+        dir.path("training_curve.svg"),
+        training_curve_svg(float, qat).as_bytes(),
+    )?;
     let csv = format!("phase,{}", float.epochs_csv().lines().next().unwrap_or(""))
         + "\n"
         + &prefix_rows("float", &float.epochs_csv())
         + &prefix_rows("qat", &qat.epochs_csv());
-    write_atomic(out.join("history.csv"), csv.as_bytes())?;
-    files.push(curve.display().to_string());
-    files.push(out.join("history.csv").display().to_string());
+    write_atomic(dir.path("history.csv"), csv.as_bytes())?;
+    files.extend(["training_curve.svg".into(), "history.csv".into()]);
     Ok(())
 }
 

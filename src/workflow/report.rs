@@ -1,10 +1,8 @@
 //! The main job's report: `report.json`, the console summary and the training-curve SVG.
 
-use crate::error::{write_atomic, Result};
 use crate::train::metrics::History;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// One stage of the job and how long it took.
 #[derive(Clone, Debug, Serialize)]
@@ -77,10 +75,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// Writes the report as pretty-printed JSON to `path`, atomically.
-    pub fn write_json(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("a report serializes");
-        write_atomic(path, text.as_bytes())
+    /// The report as pretty-printed JSON (what `report.json` holds).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serializes")
     }
 
     /// The human summary printed at the end of the job.
