@@ -788,3 +788,42 @@ fn augmentation_is_seeded() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("rotate"));
 }
+
+/// NaN in a quantizer's observed range (a diverged run, a damaged file) used to train and
+/// export without a word; loading the weights now names the tensor and the element.
+#[test]
+fn nan_in_observer_state_is_refused_naming_the_tensor() {
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    let dir = scratch("nan-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut model = qatc::models::mnist_cnn(1).unwrap();
+    let qat = run_pipeline(
+        model.graph,
+        &mut model.params,
+        "default_8bit",
+        &PipelineOptions::train(),
+    )
+    .unwrap();
+    let state = "conv2d.relu/act.max";
+    model.params.get_mut(state).expect("an observer state").data[0] = f32::NAN;
+    let qir = dir.join("qat.qir");
+    qatc::ir::text::save_model(&qat, &model.params, &qir).unwrap();
+    let out = dir.join("out");
+    let (qir, out) = (qir.to_str().unwrap(), out.to_str().unwrap());
+    for args in [
+        vec!["export", qir, "-o", "/dev/null"],
+        vec![
+            "train", "--model", qir, "--epochs", "0", "--quiet", "--out", out,
+        ],
+        vec!["ptq", "--model", qir, "--quiet", "--out", out],
+    ] {
+        let run = qatc().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("tensor `{state}` holds NaN at element 0")),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

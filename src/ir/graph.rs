@@ -74,6 +74,19 @@ impl Graph {
         }
     }
 
+    /// An empty graph with room for `nodes` nodes and `edges` operand edges, so a graph of
+    /// known size (a parsed file) is built without the peaks of growing its tables.
+    pub fn with_capacity(name: impl Into<String>, nodes: usize, edges: usize) -> Graph {
+        let mut by_name = HashMap::new();
+        by_name.reserve(nodes);
+        Graph {
+            name: name.into(),
+            g: StableDiGraph::with_capacity(nodes, edges),
+            by_name,
+            ..Graph::default()
+        }
+    }
+
     // ---- building ----------------------------------------------------------------------
 
     /// Adds a graph input (its first dimension is the batch).

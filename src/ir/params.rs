@@ -204,6 +204,18 @@ impl ParamStore {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
+            // a NaN or Inf weight or quantizer range (a diverged run, a corrupt file) would
+            // train and export silently wrong numbers: refused here, named
+            if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(Error::file(
+                    origin,
+                    format!(
+                        "tensor `{name}` holds {v} at element {i} of {}: the weights come from a \
+                         run that diverged or the file is damaged; retrain or restore them",
+                        data.len()
+                    ),
+                ));
+            }
             store.insert(name, Tensor::new(view.shape().to_vec(), data));
         }
         Ok(store)

@@ -631,6 +631,13 @@ fn closest_op(s: &str) -> Option<OpKind> {
         .map(|(_, k)| k)
 }
 
+/// The param node `name`, if the graph declares one (params live in the graph's name
+/// index; the parser keeps no second table of them).
+fn declared_param(g: &Graph, name: &str) -> Option<NodeId> {
+    g.find(name)
+        .filter(|&id| g.node(id).op == Op::Model(ModelOp::Param))
+}
+
 /// Parses `.qir` text; `file` names the source in errors.
 pub fn parse(src: &str, file: &str) -> Result<Graph> {
     let lexer = Lexer {
@@ -649,9 +656,12 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let mut g = Graph::new(stem);
+    // every node and operand takes a line or a token: sized from the text up front, the
+    // tables never grow (growing doubles them, and the old copy is live meanwhile)
+    let lines = src.bytes().filter(|&b| b == b'\n').count() + 1;
+    let commas = src.bytes().filter(|&b| b == b',').count();
+    let mut g = Graph::with_capacity(stem, lines, lines.min(commas + lines));
     let mut values: HashMap<String, NodeId> = HashMap::new();
-    let mut params: HashMap<String, NodeId> = HashMap::new();
     let mut counters: HashMap<&'static str, usize> = HashMap::new();
     let mut seen_model = false;
 
@@ -692,15 +702,14 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                     return Err(p.unexpected("`:` and the param's type"));
                 }
                 let ty = p.ty()?;
-                if params.contains_key(&name) {
+                if declared_param(&g, &name).is_some() {
                     return Err(p.err_at(name_at, format!("param @{name} is declared twice")));
                 }
-                let id = g.param(&name, ty).map_err(|e| p.err_at(at, e.to_string()))?;
+                g.param(&name, ty).map_err(|e| p.err_at(at, e.to_string()))?;
                 if matches!(p.peek(), Tok::Ident(w) if w == "frozen") {
                     p.advance();
                     g.freeze(&name).map_err(|e| p.err_at(at, e.to_string()))?;
                 }
-                params.insert(name, id);
                 p.end_of_line()?;
             }
             Tok::Ident(kw) if kw == "output" || kw == "update" => {
@@ -721,7 +730,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                         .get(&v)
                         .ok_or_else(|| p.err_at(vat, format!("use of undefined value %{v}")))?,
                     // a param can be an output or the new value of another param as is
-                    Tok::Param(n) => *params.get(&n).ok_or_else(|| {
+                    Tok::Param(n) => declared_param(&g, &n).ok_or_else(|| {
                         p.err_at(vat, format!("param @{n} is not declared: add a line `param @{n} : f32[...]`"))
                     })?,
                     t => return Err(p.err_at(vat, format!("expected a value like %3 or @param, found {}", t.describe()))),
@@ -729,7 +738,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                 if kw == "output" {
                     g.add_output(target, node);
                 } else {
-                    if !params.contains_key(&target) {
+                    if declared_param(&g, &target).is_none() {
                         return Err(p.err_at(target_at, format!("update of undeclared param @{target}: declare it with `param @{target} : f32[...]`")));
                     }
                     g.add_update(target, node);
@@ -775,7 +784,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                             Tok::Value(v) => *values
                                 .get(&v)
                                 .ok_or_else(|| p.err_at(oat, format!("use of undefined value %{v} (values must be defined before use)")))?,
-                            Tok::Param(n) => *params.get(&n).ok_or_else(|| {
+                            Tok::Param(n) => declared_param(&g, &n).ok_or_else(|| {
                                 p.err_at(oat, format!("param @{n} is not declared: add a line `param @{n} : f32[...]`"))
                             })?,
                             t => return Err(p.err_at(oat, format!("expected an operand (%value or @param), found {}", t.describe()))),
