@@ -3,15 +3,17 @@
 # the seeds of fuzz/seeds.py; crashes land in fuzz/artifacts/<target>/, a log per target in
 # fuzz/logs/ ending with the CPU seconds the fuzzer used (GNU time). The fuzzers run at
 # nice 10 so that a build on the same machine keeps its speed; read CPU time, not wall time.
-# Usage: fuzz/run_all.sh [SECONDS] [TARGET...]
+# Usage: fuzz/run_all.sh [SECONDS] [TARGET...]; FUZZ_TARGET_DIR builds and runs from another
+# target directory (a second campaign while the first one's binaries run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-150}; shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(qir rules tflite_import tflite_run safetensors checkpoint npy npz idx cifar keras h5 image config)
+[ ${#targets[@]} -eq 0 ] && targets=(qir graph rules tflite_import tflite_run safetensors checkpoint npy npz idx cifar keras h5 image config)
 mkdir -p fuzz/logs
-cargo +nightly fuzz build -O || exit 1
-bin=fuzz/target/x86_64-unknown-linux-gnu/release
+target_dir=${FUZZ_TARGET_DIR:-fuzz/target}
+cargo +nightly fuzz build -O --target-dir "$target_dir" || exit 1
+bin=$target_dir/x86_64-unknown-linux-gnu/release
 stamp=$(date +%Y%m%dT%H%M)
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
