@@ -434,3 +434,36 @@ fn a_concat_of_a_concat_quantizes_and_matches_litert() {
     let x = uniform(&[4, 2, 5, 2], 0.0, 1.0, 24);
     check_against_litert(&[reference_model("nested_concat", model, &x)]);
 }
+
+/// A mixed-precision choice (4- and 2-bit weights in some layers, 8 in the rest, as
+/// `--mixed-precision` writes them as overrides) exports to an int8 file LiteRT runs
+/// bit-exactly like qatc's interpreter.
+#[test]
+fn mixed_precision_models_match_litert() {
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    use qatc::quant::scheme::LayerOverride;
+    use qatc::train::{calibrate, RangeMethod};
+    let x = uniform(&[4, 28, 28, 1], 0.0, 1.0, 41);
+    let calib = qatc::data::Dataset {
+        sample_shape: vec![28, 28, 1],
+        images: uniform(&[32, 28, 28, 1], 0.0, 1.0, 42).data,
+        labels: vec![0; 32],
+        classes: 10,
+    };
+    let model = qatc::models::mbv2_tiny(6).unwrap();
+    let mut params = model.params.clone();
+    randomize_params(&mut params, 43);
+    let mut opts = PipelineOptions::train();
+    for o in [
+        "conv2d_1=weight_bits:4",
+        "conv2d_3=weight_bits:2",
+        "dense=weight_bits:4",
+    ] {
+        opts.overrides.push(LayerOverride::parse(o).unwrap());
+    }
+    let qat = run_pipeline(model.graph.clone(), &mut params, "default_8bit", &opts).unwrap();
+    let jit = qatc::jit::Jit::default();
+    let mut p = calibrate(&qat, &params, &calib, 32, 16, RangeMethod::MinMax, &jit).unwrap();
+    let g = run_pipeline(qat, &mut p, "export", &PipelineOptions::eval()).unwrap();
+    check_against_litert(&[exported("mbv2_tiny mixed 8/4/2", &g, &p, &x, false)]);
+}

@@ -13,6 +13,7 @@
 //! [`Analysis`] prints as a table sorted by accuracy drop, a CSV and an SVG bar chart.
 
 mod chart;
+pub mod mixed;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};

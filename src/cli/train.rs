@@ -88,6 +88,11 @@ pub struct TrainArgs {
     /// summary, sensitivity.csv/.svg/.json in --out).
     #[arg(long)]
     pub analyze: bool,
+    /// Per-layer weight widths (8, 4 or 2 bits) chosen from measurements under a budget:
+    /// size=KiB (the weights at their widths) or accuracy-drop=POINTS; the choice is written
+    /// as overrides into the report and run.toml.
+    #[arg(long, value_name = "BUDGET")]
+    pub mixed_precision: Option<String>,
     /// Checkpoint the training state every N steps, besides every epoch's end (0: epoch
     /// ends only) [default: 200].
     #[arg(long, value_name = "N")]
@@ -151,6 +156,9 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     }
     if args.analyze {
         c.analyze = true;
+    }
+    if args.mixed_precision.is_some() {
+        c.mixed_precision = args.mixed_precision.clone();
     }
     c.check()?;
     Ok(c)

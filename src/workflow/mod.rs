@@ -25,6 +25,7 @@ pub mod rundir;
 pub use report::{training_curve_svg, ModelFigures, Report, Stage};
 use rundir::{OutLock, RunDir};
 
+use crate::analyze::mixed;
 use crate::data::{self, mnist, Pixels, Split};
 use crate::error::{write_atomic, Error, Result};
 use crate::export::{self, ExportOptions};
@@ -103,6 +104,12 @@ pub struct Job {
     /// Run the per-layer sensitivity analysis ([`crate::analyze`]) on the QAT result and
     /// add it to the report (`sensitivity.csv`, `sensitivity.svg`).
     pub analyze: bool,
+    /// Per-layer weight widths (8, 4 or 2 bits) chosen under a budget, as
+    /// [`crate::analyze::mixed::Budget::parse`] reads it: `size=KiB` (the weights at their
+    /// widths) or `accuracy-drop=POINTS`. Measured on the calibrated model with the first
+    /// [`MIXED_PRECISION_SAMPLES`] training samples; the choice becomes overrides, written
+    /// into the report and `run.toml`.
+    pub mixed_precision: Option<String>,
     /// Also checkpoint the training state every this many steps (besides every epoch's
     /// end), so `qatc train --resume` loses at most that much work; 0: epoch ends only.
     pub checkpoint_every: u64,
@@ -136,6 +143,7 @@ impl Default for Job {
             ptq_range: "minmax".into(),
             analyze: false,
             checkpoint_every: 200,
+            mixed_precision: None,
             progress: true,
         }
     }
@@ -175,11 +183,20 @@ impl Job {
             ));
         }
         self.ptq_range()?;
+        self.mixed_precision()?;
         self.schedule(1.0)?;
         self.input_scale()?;
         crate::train::Augment::parse(self.augment.as_deref().unwrap_or("none"))?;
         self.image_size()?;
         Ok(())
+    }
+
+    /// The parsed `mixed_precision` budget, if given.
+    pub fn mixed_precision(&self) -> Result<Option<crate::analyze::mixed::Budget>> {
+        self.mixed_precision
+            .as_deref()
+            .map(crate::analyze::mixed::Budget::parse)
+            .transpose()
     }
 
     /// The parsed `image_size` (`H,W`), if given.
@@ -302,6 +319,10 @@ impl Job {
         }
     }
 }
+
+/// Training samples (the first ones) that measure the mixed-precision candidates: training
+/// data, so the test set stays out of the choice it reports on.
+pub const MIXED_PRECISION_SAMPLES: usize = 1000;
 
 /// Dump files the `default_8bit` pipeline writes (its input and four passes); the export
 /// pipeline's dumps are numbered after them.
@@ -628,11 +649,51 @@ fn job(
     // 2. quantize: the default_8bit pipeline, IR dumped after every pass
     let ir_dir = dir.path("ir");
     let mut qat_params = float.params.clone();
-    let qat_graph = stages.run("quantize", || {
+    let mut qat_graph = stages.run("quantize", || {
         let mut opts = cfg.quantize_options()?;
         opts.hooks.push(ir_dump_hook(ir_dir.clone(), 0));
         run_pipeline(model.graph.clone(), &mut qat_params, "default_8bit", &opts)
     })?;
+    // the job as it runs; with mixed precision, its chosen overrides added (`qatc train
+    // --config run.toml` runs it again)
+    let mut as_run = cfg.clone();
+
+    // 2b. mixed precision: each layer's weights at lower widths, measured on the model
+    //     calibrated like the PTQ baseline; the choice is quantized again as overrides
+    if let Some(budget) = cfg.mixed_precision()? {
+        let choice = stages.run("mixed precision", || {
+            let calibrated = train::calibrate(
+                &qat_graph,
+                &qat_params,
+                &train_set,
+                cfg.ptq_samples.max(1),
+                cfg.batch,
+                cfg.ptq_range()?,
+                backend,
+            )?;
+            let validation = train_set.take(MIXED_PRECISION_SAMPLES);
+            let m = mixed::measure(
+                &qat_graph,
+                &calibrated,
+                &validation,
+                &[4, 2],
+                cfg.batch,
+                backend,
+            )?;
+            mixed::choose(&m, budget)
+        })?;
+        as_run.overrides.extend(choice.overrides.iter().cloned());
+        as_run.mixed_precision = None;
+        let mut opts = as_run.quantize_options()?;
+        opts.hooks.push(ir_dump_hook(ir_dir.clone(), 0));
+        qat_params = float.params.clone();
+        qat_graph = run_pipeline(model.graph.clone(), &mut qat_params, "default_8bit", &opts)?;
+        report.mixed_precision = Some(choice);
+    }
+    let run_toml = toml::to_string(&job_to_keep(&as_run))
+        .map_err(|e| Error::Usage(format!("the job does not serialize: {e}")))?;
+    write_atomic(dir.path("run.toml"), run_toml.as_bytes())?;
+    files.push("run.toml".into());
     let dot_name = format!("{stem}_qat.dot");
     let dot_path = dir.path(&dot_name);
     write_atomic(&dot_path, dot::to_dot(&qat_graph).as_bytes())?;

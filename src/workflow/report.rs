@@ -68,6 +68,9 @@ pub struct Report {
     pub data_wait_seconds: f64,
     /// The per-layer sensitivity of the QAT result (with `analyze`).
     pub sensitivity: Option<crate::analyze::Analysis>,
+    /// The per-layer weight widths chosen under the `mixed_precision` budget, and the
+    /// overrides that make them (also in `run.toml`).
+    pub mixed_precision: Option<crate::analyze::mixed::Choice>,
     /// The job's stages in the order they ran, with their times.
     pub stages: Vec<Stage>,
     /// The paths the job wrote (directories end with `/`).
@@ -142,6 +145,9 @@ impl Report {
                 "  int8 agrees with QAT on {:.2}% of the test set",
                 100.0 * self.int8_qat_agreement
             );
+        }
+        if let Some(c) = &self.mixed_precision {
+            s.push_str(&c.summary());
         }
         if let Some(a) = &self.sensitivity {
             s.push_str(&a.table());
