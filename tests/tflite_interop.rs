@@ -436,8 +436,8 @@ fn a_concat_of_a_concat_quantizes_and_matches_litert() {
 }
 
 /// A mixed-precision choice (4- and 2-bit weights in some layers, 8 in the rest, as
-/// `--mixed-precision` writes them as overrides) exports to an int8 file LiteRT runs
-/// bit-exactly like qatc's interpreter.
+/// `--mixed-precision` writes them as overrides) exports to an int8 file with those kernels
+/// packed as INT4, which LiteRT runs bit-exactly like qatc's interpreter.
 #[test]
 fn mixed_precision_models_match_litert() {
     use qatc::pass::{run_pipeline, PipelineOptions};
@@ -456,6 +456,7 @@ fn mixed_precision_models_match_litert() {
     let mut opts = PipelineOptions::train();
     for o in [
         "conv2d_1=weight_bits:4",
+        "depthwise_conv2d_1=weight_bits:4",
         "conv2d_3=weight_bits:2",
         "dense=weight_bits:4",
     ] {
@@ -465,5 +466,24 @@ fn mixed_precision_models_match_litert() {
     let jit = qatc::jit::Jit::default();
     let mut p = calibrate(&qat, &params, &calib, 32, 16, RangeMethod::MinMax, &jit).unwrap();
     let g = run_pipeline(qat, &mut p, "export", &PipelineOptions::eval()).unwrap();
-    check_against_litert(&[exported("mbv2_tiny mixed 8/4/2", &g, &p, &x, false)]);
+    let mixed = exported("mbv2_tiny mixed 8/4/2", &g, &p, &x, false);
+    // the 4- and 2-bit kernels of CONV_2D and FULLY_CONNECTED are stored packed, two weights
+    // per byte; LiteRT has no INT4 DEPTHWISE_CONV_2D, whose 4-bit kernel stays INT8
+    let m = qatc::tflite::read(&mixed.bytes).unwrap();
+    let mut int4: Vec<&str> = m
+        .tensors
+        .iter()
+        .filter(|t| t.dtype == qatc::tflite::model::ElemType::I4)
+        .map(|t| t.name.as_str())
+        .collect();
+    int4.sort();
+    assert_eq!(
+        int4,
+        [
+            "conv2d_1.folded_kernel",
+            "conv2d_3.folded_kernel",
+            "dense.kernel"
+        ]
+    );
+    check_against_litert(&[mixed]);
 }

@@ -118,7 +118,7 @@ pub fn report(m: &Model, file_bytes: usize) -> String {
         let kind = if buffer_bytes > 0 {
             format!("const {buffer_bytes} B")
         } else {
-            let bytes = t.dtype.size().map(|b| b * t.numel());
+            let bytes = t.dtype.buffer_len(t.numel());
             bytes.map_or("activation".into(), |b| format!("activation {b} B"))
         };
         let _ = writeln!(

@@ -8,7 +8,9 @@ use crate::error::Result;
 use crate::ir::graph::NodeId;
 use crate::ir::op::ModelOp;
 use crate::tflite::mapping::{self, Encoded, Operands, Output, Shapes};
-use crate::tflite::model::{Data, ElemType, FusedActivation, Options, QuantParams, Tensor};
+use crate::tflite::model::{
+    pack_int4, Data, ElemType, FusedActivation, Options, QuantParams, Tensor,
+};
 use crate::tflite::schema::{BuiltinOperator as B, BuiltinOptions};
 use crate::tflite::versions::OpSig;
 
@@ -54,12 +56,16 @@ impl Exporter<'_> {
     /// `expand_per_tensor` writes a per-tensor quantization as per-axis with the scale
     /// repeated (the same numbers; XNNPACK's int8 TRANSPOSE_CONV accepts only per-channel
     /// filters).
+    /// The quantized kernel (operand 1) as a constant tensor: its index, scales, shape and
+    /// element type. With `int4`, weights on a grid of at most 4 bits are stored packed as
+    /// `INT4` (where the operator reads them so).
     fn kernel(
         &mut self,
         id: NodeId,
         axis: usize,
         expand_per_tensor: bool,
-    ) -> Result<(usize, Vec<f32>, Vec<usize>)> {
+        int4: bool,
+    ) -> Result<(usize, Vec<f32>, ElemType)> {
         let fq = self
             .g
             .operand(id, 1)
@@ -94,7 +100,8 @@ impl Exporter<'_> {
             qw.scales = vec![qw.scales[0]; w.shape[axis]];
             qw.axis = Some(axis);
         }
-        let t = self.push_tensor(Tensor {
+        let packed = int4 && q.bits <= 4 && qw.data.iter().all(|v| (-8..=7).contains(v));
+        let mut tensor = Tensor {
             quant: Some(QuantParams {
                 scale: qw.scales.clone(),
                 zero_point: vec![0; qw.scales.len()],
@@ -103,10 +110,16 @@ impl Exporter<'_> {
             ..Tensor::constant(
                 self.g.node(p).name.clone(),
                 w.shape.clone(),
-                &Data::I8(qw.data),
+                &Data::I8(qw.data.clone()),
             )
-        });
-        Ok((t, qw.scales, w.shape.clone()))
+        };
+        if packed {
+            tensor.dtype = ElemType::I4;
+            tensor.data = Some(pack_int4(&qw.data));
+        }
+        let dtype = tensor.dtype;
+        let t = self.push_tensor(tensor);
+        Ok((t, qw.scales, dtype))
     }
 
     /// The int32 bias (operand 2, or zeros) for `channels` outputs.
@@ -168,7 +181,10 @@ impl Exporter<'_> {
         let x = self.operand(id, 0)?;
         let (claimed_fq, aq) = self.require_claim(id)?;
         let out_q = aq.params();
-        let (w, w_scales, _) = self.kernel(id, axis, false)?;
+        // LiteRT 2.3 registers INT4 filters for CONV_2D (version 7) and FULLY_CONNECTED
+        // (version 10), not DEPTHWISE_CONV_2D version 7: those stay INT8 on the coarser grid
+        let int4 = matches!(code, B::CONV_2D | B::FULLY_CONNECTED);
+        let (w, w_scales, w_type) = self.kernel(id, axis, false, int4)?;
         let x = match enc.pad_first {
             Some(pads) => self.pad_before(id, x, pads),
             None => x,
@@ -177,7 +193,10 @@ impl Exporter<'_> {
         let channels = *self.g.node(id).ty.shape.last().expect("rank >= 2");
         let b = self.bias(id, xq.0, &w_scales, channels)?;
         let out = self.out_tensor(id, out_q);
-        let sig = self.int8_sig(id, 3, &enc.options);
+        let sig = OpSig {
+            weight_type: (w_type != ElemType::I8).then_some(w_type),
+            ..self.int8_sig(id, 3, &enc.options)
+        };
         self.push_op(code, sig, &[xt, w, b], out, enc.options);
         let range = self.act_range(id, enc.activation, out_q)?;
         self.define(id, Some((claimed_fq, aq)), out, out_q, range);
@@ -189,7 +208,7 @@ impl Exporter<'_> {
         let x = self.operand(id, 0)?;
         let (claimed_fq, aq) = self.require_claim(id)?;
         let out_q = aq.params();
-        let (alpha, scales, _) = self.kernel(id, 0, false)?;
+        let (alpha, scales, _) = self.kernel(id, 0, false, false)?;
         if scales.len() != 1 {
             return Err(unsupported(
                 self.g,
@@ -211,7 +230,7 @@ impl Exporter<'_> {
         let x = self.operand(id, 0)?;
         let (claimed_fq, aq) = self.require_claim(id)?;
         let out_q = aq.params();
-        let (w, w_scales, _) = self.kernel(id, 0, true)?;
+        let (w, w_scales, _) = self.kernel(id, 0, true, false)?;
         let (xt, xq, _) = Self::int8_of(x);
         let out_shape = self.shape_of(id);
         let has_bias = self.g.operand(id, 2).is_some();

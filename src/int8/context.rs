@@ -145,7 +145,7 @@ pub(crate) fn constant(t: &Tensor, what: &str) -> PResult<Array> {
         .into());
     }
     let data = t.values().ok_or_else(|| {
-        if t.dtype.size().is_none() {
+        if t.dtype.buffer_len(1).is_none() {
             format!(
                 "the {what} `{}` has unsupported type {}",
                 t.name,

@@ -19,9 +19,9 @@ use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, Tens
 /// The per-channel filter scales of a weight tensor quantized along `axis` (or per tensor,
 /// broadcast to `channels`), with every zero point 0.
 pub(crate) fn filter_scales(w: &Tensor, axis: usize, channels: usize) -> PResult<Vec<f32>> {
-    if w.dtype != ElemType::I8 {
+    if !matches!(w.dtype, ElemType::I8 | ElemType::I4) {
         return Err(format!(
-            "the filter `{}` is {}; int8 kernels need INT8 weights",
+            "the filter `{}` is {}; int8 kernels need INT8 (or INT4) weights",
             w.name,
             w.dtype.name()
         )

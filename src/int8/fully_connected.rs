@@ -59,7 +59,7 @@ impl FullyConnected {
         let (in_s, in_zp) = int8_params(x)?;
         let (out_s, out_zp) = int8_params(y)?;
         constant(w, "weights")?;
-        if w.dtype != ElemType::I8 {
+        if !matches!(w.dtype, ElemType::I8 | ElemType::I4) {
             return Err(format!(
                 "the weights `{}` are {}; qatc runs int8 FULLY_CONNECTED only (no hybrid models)",
                 w.name,

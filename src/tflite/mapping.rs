@@ -6,9 +6,9 @@
 //!
 //! | qatc op | TFLite operator | output quantization | operands after the data |
 //! |---|---|---|---|
-//! | `conv2d` | CONV_2D | requantized | kernel int8 per axis 0, bias int32 |
+//! | `conv2d` | CONV_2D | requantized | kernel int8 (int4, packed, at ≤ 4 bits) per axis 0, bias int32 |
 //! | `depthwise_conv2d` | DEPTHWISE_CONV_2D | requantized | kernel int8 per axis 3, bias int32 |
-//! | `dense` | FULLY_CONNECTED | requantized | kernel int8 per axis 0, bias int32 |
+//! | `dense` | FULLY_CONNECTED | requantized | kernel int8 (int4, packed, at ≤ 4 bits) per axis 0, bias int32 |
 //! | `conv2d_transpose` | TRANSPOSE_CONV (+ RELU/RELU6) | requantized | output shape, kernel, x, bias |
 //! | `add` / `sub` / `mul` | ADD / SUB / MUL | requantized | — |
 //! | `leaky_relu` / `hard_swish` | LEAKY_RELU / HARD_SWISH | requantized | — |

@@ -25,6 +25,9 @@ pub enum ElemType {
     I64,
     /// `BOOL`: the condition of SELECT_V2, written by GREATER (one byte per element).
     Bool,
+    /// `INT4`: signed 4-bit weights of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, two
+    /// per byte, the lower nibble first (the decoded [`Data`] is `I8`).
+    I4,
     /// Another TFLite type (its `TensorType` value).
     Other(i8),
 }
@@ -38,6 +41,7 @@ impl ElemType {
             fb::TensorType::INT32 => ElemType::I32,
             fb::TensorType::INT64 => ElemType::I64,
             fb::TensorType::BOOL => ElemType::Bool,
+            fb::TensorType::INT4 => ElemType::I4,
             other => ElemType::Other(other.0),
         }
     }
@@ -50,6 +54,7 @@ impl ElemType {
             ElemType::I32 => fb::TensorType::INT32,
             ElemType::I64 => fb::TensorType::INT64,
             ElemType::Bool => fb::TensorType::BOOL,
+            ElemType::I4 => fb::TensorType::INT4,
             ElemType::Other(v) => fb::TensorType(v),
         }
     }
@@ -62,12 +67,13 @@ impl ElemType {
         }
     }
 
-    /// Bytes per element, for the types qatc computes with.
-    pub fn size(self) -> Option<usize> {
+    /// The bytes `n` elements take in a buffer, for the types qatc computes with.
+    pub fn buffer_len(self, n: usize) -> Option<usize> {
         match self {
-            ElemType::F32 | ElemType::I32 => Some(4),
-            ElemType::I8 | ElemType::Bool => Some(1),
-            ElemType::I64 => Some(8),
+            ElemType::F32 | ElemType::I32 => n.checked_mul(4),
+            ElemType::I8 | ElemType::Bool => Some(n),
+            ElemType::I64 => n.checked_mul(8),
+            ElemType::I4 => Some(n.div_ceil(2)),
             ElemType::Other(_) => None,
         }
     }
@@ -118,6 +124,15 @@ impl QuantParams {
     }
 }
 
+/// Packs values in `[-8, 7]` two per byte, the lower nibble first (TFLite's `INT4`
+/// buffers); an odd count leaves the last upper nibble 0.
+pub fn pack_int4(values: &[i8]) -> Vec<u8> {
+    values
+        .chunks(2)
+        .map(|p| (p[0] as u8 & 0x0f) | ((p.get(1).copied().unwrap_or(0) as u8 & 0x0f) << 4))
+        .collect()
+}
+
 /// The elements of a constant tensor, decoded from its little-endian buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Data {
@@ -158,6 +173,13 @@ impl Data {
                     .collect(),
             ),
             ElemType::Bool => Data::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            // both nibbles of every byte (a tensor drops the padding of an odd count)
+            ElemType::I4 => Data::I8(
+                bytes
+                    .iter()
+                    .flat_map(|&b| [((b << 4) as i8) >> 4, (b as i8) >> 4])
+                    .collect(),
+            ),
             ElemType::Other(_) => return None,
         })
     }
@@ -261,9 +283,15 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// The constant's elements, for the types qatc computes with.
+    /// The constant's elements, for the types qatc computes with (`INT4` as `I8`).
     pub fn values(&self) -> Option<Data> {
-        Data::decode(self.dtype, self.data.as_deref()?)
+        match Data::decode(self.dtype, self.data.as_deref()?)? {
+            Data::I8(mut v) if self.dtype == ElemType::I4 => {
+                v.truncate(self.numel());
+                Some(Data::I8(v))
+            }
+            d => Some(d),
+        }
     }
 }
 
@@ -636,5 +664,27 @@ impl Model {
             }
         }
         codes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// INT4 buffers: two values per byte, the lower nibble first, sign-extended on reading;
+    /// an odd count pads the last byte and the tensor drops the padding.
+    #[test]
+    fn int4_packs_low_nibble_first_and_round_trips() {
+        let v: Vec<i8> = vec![-8, 7, -1, 0, 3];
+        let packed = pack_int4(&v);
+        assert_eq!(packed, [0x78, 0x0f, 0x03]);
+        assert_eq!(ElemType::I4.buffer_len(v.len()), Some(3));
+        let t = Tensor {
+            dtype: ElemType::I4,
+            data: Some(packed),
+            ..Tensor::constant("w", vec![5], &Data::I8(v.clone()))
+        };
+        assert_eq!(t.values(), Some(Data::I8(v)));
+        assert_eq!(ElemType::from_fb(ElemType::I4.to_fb()), ElemType::I4);
     }
 }

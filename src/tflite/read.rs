@@ -301,8 +301,7 @@ fn read_tensor(index: usize, t: &fb::Tensor<'_>, buffers: &[(&[u8], bool)]) -> R
     // the bytes a constant of a type qatc computes with needs; other types keep theirs
     let data = if bytes.is_empty() {
         None
-    } else if let Some(size) = dtype.size() {
-        let need = numel * size;
+    } else if let Some(need) = dtype.buffer_len(numel) {
         if bytes.len() < need {
             return Err(bad(format!(
                 "{} ({} {raw_shape:?}) needs {need} bytes but its buffer {b} holds {}",

@@ -26,6 +26,9 @@ pub struct OpSig {
     pub keep_num_dims: bool,
     /// QUANTIZE / DEQUANTIZE per channel.
     pub per_channel: bool,
+    /// CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: the weights' element type when it is
+    /// not the input's (`INT4`).
+    pub weight_type: Option<ElemType>,
 }
 
 impl OpSig {
@@ -58,10 +61,13 @@ impl OpSig {
 /// signatures qatc writes).
 pub fn version(code: B, sig: &OpSig) -> i32 {
     let int8 = sig.input_type == Some(ElemType::I8);
+    let int4_weights = sig.weight_type == Some(ElemType::I4);
     match code {
+        B::CONV_2D | B::DEPTHWISE_CONV_2D if int8 && int4_weights => 7,
         B::CONV_2D | B::DEPTHWISE_CONV_2D if int8 => 3,
         B::FULLY_CONNECTED if sig.inputs == 2 => 6,
         B::FULLY_CONNECTED if sig.keep_num_dims => 5,
+        B::FULLY_CONNECTED if int8 && int4_weights => 10,
         B::FULLY_CONNECTED if int8 => 4,
         B::MUL if int8 && sig.mul_multiplier_ge_one => 3,
         B::TRANSPOSE_CONV if sig.fused_activation => 4,
@@ -109,6 +115,7 @@ pub fn min_runtime(code: B, version: i32) -> Option<&'static str> {
     Some(match (code, version) {
         (B::CONV_2D, 1) => "1.5.0",
         (B::CONV_2D, 2 | 3) => "1.14.0",
+        (B::CONV_2D | B::DEPTHWISE_CONV_2D, 7) | (B::FULLY_CONNECTED, 10) => "2.11.0",
         (B::DEPTHWISE_CONV_2D, 1) => "1.5.0",
         (B::DEPTHWISE_CONV_2D, 3) => "1.14.0",
         (B::FULLY_CONNECTED, 1) => "1.5.0",
@@ -181,6 +188,14 @@ mod tests {
         assert_eq!(version(B::CONV_2D, &int8), 3);
         assert_eq!(version(B::DEPTHWISE_CONV_2D, &int8), 3);
         assert_eq!(version(B::FULLY_CONNECTED, &int8), 4);
+        let int4 = OpSig {
+            weight_type: Some(ElemType::I4),
+            ..int8.clone()
+        };
+        assert_eq!(version(B::CONV_2D, &int4), 7);
+        assert_eq!(version(B::DEPTHWISE_CONV_2D, &int4), 7);
+        assert_eq!(version(B::FULLY_CONNECTED, &int4), 10);
+        assert_eq!(min_runtime(B::FULLY_CONNECTED, 10), Some("2.11.0"));
         assert_eq!(version(B::SOFTMAX, &int8), 2);
         assert_eq!(version(B::RESHAPE, &int8), 1);
         let mul = OpSig {
