@@ -176,3 +176,41 @@ fn run_toml_reproduces_a_mixed_precision_run() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// `qatc ptq --mixed-precision` makes a mixed post-training-quantized file (its 2- and
+/// 4-bit kernels packed, so smaller); `qatc analyze` refuses the flag and says why.
+#[test]
+fn ptq_takes_a_budget_and_analyze_refuses_one() {
+    let out = std::env::temp_dir().join(format!("qatc-mixed-ptq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let qatc = |cmd: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
+            .args([cmd, "--model", "mnist_cnn", "--epochs", "1"])
+            .args(["--train-samples", "512", "--test-samples", "100"])
+            .args(["--mixed-precision", "size=8", "--quiet", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let run = qatc("ptq");
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(summary.contains("mixed precision (size=8)"), "{summary}");
+    let file = std::fs::read(out.join("mnist_cnn_ptq_int8.tflite")).unwrap();
+    let m = qatc::tflite::read(&file).unwrap();
+    assert!(m
+        .tensors
+        .iter()
+        .any(|t| t.dtype == qatc::tflite::model::ElemType::I4));
+    let run = qatc("analyze");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("give --override"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

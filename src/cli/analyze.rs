@@ -22,6 +22,13 @@ pub struct AnalyzeArgs {
 
 /// Runs `qatc analyze`.
 pub fn run(args: &AnalyzeArgs) -> Result<()> {
+    if args.common.mixed_precision.is_some() {
+        return Err(crate::Error::Usage(
+            "--mixed-precision chooses widths in `qatc ptq` and `qatc train`; `qatc analyze` \
+             measures a model as it is quantized (give --override for a mixed one)"
+                .into(),
+        ));
+    }
     let job = job_from_args(&args.common.train_args("out/analyze"))?;
     let analysis = workflow::analyze(&job)?;
     super::say(&analysis.table())?;

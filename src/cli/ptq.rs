@@ -74,6 +74,10 @@ pub struct PtqArgs {
     /// See `qatc train --allow-inexact-fold`.
     #[arg(long)]
     pub allow_inexact_fold: bool,
+    /// `qatc ptq` only: per-layer weight widths (8, 4 or 2 bits) chosen under a budget,
+    /// size=KiB or accuracy-drop=POINTS, as for `qatc train`.
+    #[arg(long, value_name = "BUDGET")]
+    pub mixed_precision: Option<String>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -107,6 +111,7 @@ impl PtqArgs {
             input_scale: self.input_scale.clone(),
             image_size: self.image_size.clone(),
             allow_inexact_fold: self.allow_inexact_fold,
+            mixed_precision: self.mixed_precision.clone(),
             quiet: self.quiet,
             ..TrainArgs::default()
         }
