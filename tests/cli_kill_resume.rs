@@ -193,39 +193,19 @@ fn a_new_run_discards_what_a_killed_run_staged() {
 #[test]
 fn resume_refuses_other_flags_and_finished_runs() {
     let out = scratch("refuse");
-    let run = qatc()
-        .args(["train", "--resume"])
-        .arg(&out)
-        .args(["--epochs", "3"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success() && err.contains("no other flag"),
-        "{err}"
-    );
-
-    let run = qatc()
-        .args(["train", "--resume"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success() && err.contains("does not exist"),
-        "{err}"
-    );
-
+    let refused = |extra: &[&str], why: &str| {
+        let run = qatc()
+            .args(["train", "--resume"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(why), "{err}");
+    };
+    refused(&["--epochs", "3"], "no other flag");
+    refused(&[], "does not exist");
     run_ok(job(&out, 5));
-    let run = qatc()
-        .args(["train", "--resume"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success() && err.contains("the last run there finished"),
-        "{err}"
-    );
+    refused(&[], "the last run there finished");
     std::fs::remove_dir_all(&out).unwrap();
 }
