@@ -9,7 +9,7 @@
 //! # what: one sentence saying what the case shows
 //! # passes: none            (or a comma-separated list of passes and pipeline names)
 //! # mode: eval              (or train; default eval)
-//! # scheme: default_8bit    (or per_tensor, nbit:W,A; default default_8bit)
+//! # scheme: default_8bit    (or per_tensor, nbit:W,A, lsq:W,A, pact:W,A; default default_8bit)
 //! # override: conv2d=skip   (a per-layer override; may be repeated)
 //! # verify: markers         (optional, without passes: `quant` markers are allowed, as
 //!                            between annotate and quantize)

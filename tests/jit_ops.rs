@@ -490,6 +490,47 @@ fn fake_quant_grad_is_bit_exact() {
 }
 
 #[test]
+fn fake_quant_range_grad_is_bit_exact() {
+    let x: &[usize] = &[2, 6, 5, 8];
+    for (method, end) in [
+        (RangeLearning::Lsq, RangeEnd::Min),
+        (RangeLearning::Lsq, RangeEnd::Max),
+        (RangeLearning::Pact, RangeEnd::Max),
+    ] {
+        // an activation range per tensor
+        run_exact(
+            &format!("fq_range_grad_{}_{}", method.name(), end.name()),
+            Op::Grad(GradOp::FakeQuantRangeGrad {
+                quant: fq(None, RangeSource::Trained(method), false, false, 4),
+                end,
+                grad_scale: F32(0.3),
+            }),
+            &[
+                F(x, -1.0, 1.0),
+                F(x, -3.0, 5.0),
+                F(&[], -2.0, -0.1),
+                F(&[], 0.5, 4.0),
+            ],
+        );
+        // narrow symmetric weights per axis: some channels widen from min, some from max
+        run_exact(
+            &format!("fq_range_grad_axis3_{}_{}", method.name(), end.name()),
+            Op::Grad(GradOp::FakeQuantRangeGrad {
+                quant: fq(Some(3), RangeSource::Trained(method), true, true, 4),
+                end,
+                grad_scale: F32(0.125),
+            }),
+            &[
+                F(x, -1.0, 1.0),
+                F(x, -3.0, 3.0),
+                F(&[8], -2.0, 0.0),
+                F(&[8], 0.0, 2.0),
+            ],
+        );
+    }
+}
+
+#[test]
 fn fake_quant_with_state_asks_for_autodiff() {
     let mut g = Graph::new("fq_ema");
     let x = g.add_input("x", TensorType::f32(vec![1, 4])).unwrap();

@@ -31,18 +31,27 @@ fn step_of(name: &str, batch: usize, float: bool) -> (Graph, ParamStore) {
 }
 
 fn step_with(name: &str, batch: usize, float: bool, opt: Optimizer) -> (Graph, ParamStore) {
+    step_with_scheme(name, batch, float, opt, "default_8bit")
+}
+
+/// [`step_with`] quantized with scheme `scheme` (`lsq:4,8`, …).
+fn step_with_scheme(
+    name: &str,
+    batch: usize,
+    float: bool,
+    opt: Optimizer,
+    scheme: &str,
+) -> (Graph, ParamStore) {
     let m = qatc::models::by_name(name, 1).unwrap();
     let mut params = m.params;
     let g = if float {
         m.graph
     } else {
-        run_pipeline(
-            m.graph,
-            &mut params,
-            "default_8bit",
-            &PipelineOptions::default(),
-        )
-        .unwrap()
+        let opts = PipelineOptions {
+            scheme: qatc::quant::scheme::Scheme::parse(scheme).unwrap(),
+            ..PipelineOptions::default()
+        };
+        run_pipeline(m.graph, &mut params, "default_8bit", &opts).unwrap()
     };
     let step = train_step(&g, &TrainSpec::new(batch).optimizer(opt)).unwrap();
     let state = step.initial_state(&params).unwrap();
@@ -95,7 +104,18 @@ fn mostly_close(what: &str, got: &[f32], want: &[f32], qat: bool) {
 /// Runs `steps` steps on the oracle and the JIT from the same state, re-synchronizing the
 /// JIT's state with the oracle's after each step so differences cannot compound.
 fn check_train_step(name: &str, batch: usize, float: bool, steps: usize, opt: Optimizer) {
-    let (g, state0) = step_with(name, batch, float, opt);
+    check_scheme_train_step(name, batch, float, steps, opt, "default_8bit")
+}
+
+fn check_scheme_train_step(
+    name: &str,
+    batch: usize,
+    float: bool,
+    steps: usize,
+    opt: Optimizer,
+    scheme: &str,
+) {
+    let (g, state0) = step_with_scheme(name, batch, float, opt, scheme);
     for opts in configs() {
         let mut exe = compile(&g, &state0, &opts).unwrap();
         let mut state = state0.clone();
@@ -125,6 +145,13 @@ fn check_train_step(name: &str, batch: usize, float: bool, steps: usize, opt: Op
 /// SGD: updates linear in the gradients, so noise-level gradients stay noise-level (Adam's
 /// `m/(sqrt(v)+eps)` makes full steps of either sign out of them).
 const SGD: Optimizer = Optimizer::Sgd { momentum: 0.9 };
+
+/// Learned ranges (LSQ at 4-bit weights, PACT): the range params train like weights.
+#[test]
+fn mnist_cnn_learned_range_train_steps() {
+    check_scheme_train_step("mnist_cnn", 8, false, 3, SGD, "lsq:4,8");
+    check_scheme_train_step("mnist_cnn", 8, false, 2, SGD, "pact:8,8");
+}
 
 #[test]
 fn mnist_cnn_qat_train_step() {

@@ -244,10 +244,19 @@ impl Gen {
         } else {
             None
         };
-        let range = if operands {
-            RangeSource::Operands
+        let method = if self.rng.coin() {
+            RangeLearning::Lsq
         } else {
-            match self.rng.int(0, 4) {
+            RangeLearning::Pact
+        };
+        let range = if operands {
+            if self.rng.coin() {
+                RangeSource::Operands
+            } else {
+                RangeSource::Trained(method)
+            }
+        } else {
+            match self.rng.int(0, 5) {
                 0 => RangeSource::LastValue,
                 1 => {
                     let lo = -self.rng.positive().min(1e30);
@@ -265,6 +274,8 @@ impl Gen {
                     let state = format!("{}#{}", self.rng.pick(NAMES), self.rng.next() % 1000);
                     if k == 3 {
                         RangeSource::AllValues { state }
+                    } else if k == 5 {
+                        RangeSource::Learned { state, method }
                     } else {
                         RangeSource::Ema {
                             state,
@@ -288,9 +299,9 @@ impl Gen {
         let name = self.name();
         let observes = match &op {
             Op::Model(ModelOp::FakeQuant(q)) | Op::Pass(PassOp::Quant(q)) => match &q.range {
-                RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
-                    Some(state.clone())
-                }
+                RangeSource::Ema { state, .. }
+                | RangeSource::AllValues { state }
+                | RangeSource::Learned { state, .. } => Some(state.clone()),
                 _ => None,
             },
             _ => None,
@@ -621,6 +632,28 @@ impl Gen {
                 let rs = range_shape(&q, &s);
                 let ops = [self.operand(&s), x, self.operand(&rs), self.operand(&rs)];
                 self.add(Op::Grad(GradOp::FakeQuantGrad(q)), &ops);
+            }
+            K::FakeQuantRangeGrad => {
+                let x = self.xany();
+                let s = self.shape(x);
+                let mut q = self.fq_attrs(&s, true);
+                q.range = RangeSource::Trained(if self.rng.coin() {
+                    RangeLearning::Lsq
+                } else {
+                    RangeLearning::Pact
+                });
+                let rs = range_shape(&q, &s);
+                let ops = [self.operand(&s), x, self.operand(&rs), self.operand(&rs)];
+                let op = GradOp::FakeQuantRangeGrad {
+                    quant: q,
+                    end: if self.rng.coin() {
+                        RangeEnd::Min
+                    } else {
+                        RangeEnd::Max
+                    },
+                    grad_scale: F32(self.rng.positive()),
+                };
+                self.add(Op::Grad(op), &ops);
             }
             K::BnScale => {
                 let c = self.rng.int(1, 4);

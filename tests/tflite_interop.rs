@@ -487,3 +487,72 @@ fn mixed_precision_models_match_litert() {
     );
     check_against_litert(&[mixed]);
 }
+
+/// Learned ranges (LSQ on weights and activations, PACT on activations) export as trained:
+/// after calibration the ranges are moved as training would move them (weight ranges
+/// narrowed below the weights' extent, so kernels clip; activation ranges shrunk), the
+/// models run bit-exactly in LiteRT, and an exported kernel's scale is its learned range's
+/// step (through a BatchNorm fold: scaled per channel with the kernel).
+#[test]
+fn learned_range_models_match_litert() {
+    use qatc::ir::fake_quant::nudged_for;
+    use qatc::pass::{run_pipeline, PipelineOptions};
+    use qatc::quant::scheme::Scheme;
+    use qatc::train::{calibrate, RangeMethod};
+    let x = uniform(&[4, 28, 28, 1], 0.0, 1.0, 51);
+    let calib = qatc::data::Dataset {
+        sample_shape: vec![28, 28, 1],
+        images: uniform(&[32, 28, 28, 1], 0.0, 1.0, 52).data,
+        labels: vec![0; 32],
+        classes: 10,
+    };
+    let mut models = Vec::new();
+    for (name, model, scheme) in [
+        ("mnist_cnn", qatc::models::mnist_cnn(7).unwrap(), "lsq:4,8"),
+        ("mbv2_tiny", qatc::models::mbv2_tiny(7).unwrap(), "lsq:4,8"),
+        ("mbv2_tiny", qatc::models::mbv2_tiny(8).unwrap(), "pact:8,8"),
+    ] {
+        let mut params = model.params.clone();
+        randomize_params(&mut params, 53);
+        let opts = PipelineOptions::train().with_scheme(Scheme::parse(scheme).unwrap());
+        let qat = run_pipeline(model.graph.clone(), &mut params, "default_8bit", &opts).unwrap();
+        let jit = qatc::jit::Jit::default();
+        let mut p = calibrate(&qat, &params, &calib, 32, 16, RangeMethod::MinMax, &jit).unwrap();
+        let learned: Vec<String> = p
+            .names()
+            .filter(|n| n.ends_with("/fq.max") || n.ends_with("/act.max"))
+            .filter(|n| !n.starts_with("input"))
+            .cloned()
+            .collect();
+        assert!(!learned.is_empty(), "{name} {scheme}: no learned ranges");
+        for max in &learned {
+            let min = max.replace(".max", ".min");
+            for n in [max.as_str(), min.as_str()] {
+                let t = p.get_mut(n).unwrap();
+                t.data.iter_mut().for_each(|v| *v *= 0.7);
+            }
+        }
+        let dense_range = (
+            p.get("dense.kernel/fq.min").cloned(),
+            p.get("dense.kernel/fq.max").cloned(),
+        );
+        let g = run_pipeline(qat.clone(), &mut p, "export", &PipelineOptions::eval()).unwrap();
+        let e = exported(&format!("{name} {scheme}"), &g, &p, &x, false);
+        if let (Some(lo), Some(hi)) = dense_range {
+            // the dense kernel (no BatchNorm): its exported scales are the learned steps
+            let m = qatc::tflite::read(&e.bytes).unwrap();
+            let t = m.tensors.iter().find(|t| t.name == "dense.kernel").unwrap();
+            let q = qatc::ir::op::FakeQuantAttrs {
+                bits: 4,
+                axis: Some(0),
+                ..qatc::ir::op::FakeQuantAttrs::weight(Some(0))
+            };
+            let want: Vec<f32> = (lo.data.iter().zip(&hi.data))
+                .map(|(&a, &b)| nudged_for(&q, a, b).scale)
+                .collect();
+            assert_eq!(t.quant.as_ref().unwrap().scale, want, "{name} {scheme}");
+        }
+        models.push(e);
+    }
+    check_against_litert(&models);
+}

@@ -140,12 +140,16 @@ fn layers_of(qat: &Graph) -> Result<Vec<LayerQuantizers>> {
             continue;
         };
         let state = match &q.range {
-            RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => state.clone(),
+            RangeSource::Ema { state, .. }
+            | RangeSource::AllValues { state }
+            | RangeSource::Learned { state, .. } => state.clone(),
             RangeSource::Tied { state } => {
                 tied.push((id, state.clone()));
                 continue;
             }
-            RangeSource::Fixed { .. } | RangeSource::Operands => format!("{}#fixed", id.index()),
+            RangeSource::Fixed { .. } | RangeSource::Operands | RangeSource::Trained(_) => {
+                format!("{}#fixed", id.index())
+            }
             RangeSource::LastValue => continue,
         };
         let mut n = x;

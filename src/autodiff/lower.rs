@@ -10,8 +10,12 @@
 //! | `fake_quant{all_values}` | batch `observe_min/max` into `running_min/max` | `S.min`/`S.max` |
 //! | `fake_quant{tied}` | the observing quantizer's new range | `S.min`/`S.max` |
 //! | `fake_quant{fixed}` | constant params `<node>.min`/`.max` | kept |
+//! | `fake_quant{learned}` | `range=trained` of params `S.min`/`S.max` (trained) | `S.min`/`S.max` |
 //!
-//! Every quantizer ends as `fake_quant{range=operands}(x, min, max)` in training. The range a
+//! Every quantizer ends as `fake_quant{range=operands}(x, min, max)` in training, a learned
+//! one as `fake_quant{range=trained}(x, min, max)`, whose backward also gives the range
+//! params their gradient. Calibration observes a learned quantizer's input as `all_values`
+//! would (the start of its training). The range a
 //! quantizer uses on a batch is the one observed *including* that batch (TFMOT assigns the
 //! moving average, then quantizes with it); `ema_update` returns the batch's own range at
 //! step 0, so no ±6 initialization has to be forgotten.
@@ -65,6 +69,9 @@ pub(crate) struct Lowering<'m> {
     /// `batch_norm` whose moving statistics are frozen normalizes with them in training too,
     /// as Keras runs a BatchNormalization layer with `trainable = False` in inference mode.
     pub frozen: HashSet<String>,
+    /// The range params of learned quantizers (`S.min`, `S.max`), which training updates
+    /// with the optimizer.
+    pub learned: Vec<String>,
 }
 
 impl<'m> Lowering<'m> {
@@ -81,7 +88,9 @@ impl<'m> Lowering<'m> {
             let node = m.node(id);
             match &node.op {
                 Op::Model(ModelOp::FakeQuant(q)) => match &q.range {
-                    RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
+                    RangeSource::Ema { state, .. }
+                    | RangeSource::AllValues { state }
+                    | RangeSource::Learned { state, .. } => {
                         if let Some((other, _)) = observers.insert(state.clone(), (id, q.clone())) {
                             return Err(Error::node(
                                 &node.name,
@@ -134,6 +143,7 @@ impl<'m> Lowering<'m> {
             observer_state: Vec::new(),
             statistics: Vec::new(),
             frozen: m.frozen().map(str::to_string).collect(),
+            learned: Vec::new(),
         })
     }
 
@@ -303,12 +313,23 @@ impl<'m> Lowering<'m> {
             }
             RangeSource::Ema { state, .. }
             | RangeSource::AllValues { state }
-            | RangeSource::Tied { state } => self.range(state)?,
+            | RangeSource::Tied { state }
+            | RangeSource::Learned { state, .. } => self.range(state)?,
+            RangeSource::Trained(_) => {
+                return Err(Error::node(
+                    name,
+                    "fake_quant",
+                    "range=trained is the train-step lowering; lower the model graph instead",
+                ))
+            }
         };
-        let explicit = FakeQuantAttrs {
-            range: RangeSource::Operands,
-            ..q.clone()
+        let range = match (&q.range, self.mode) {
+            (RangeSource::Learned { method, .. }, Mode::Train { .. }) => {
+                RangeSource::Trained(*method)
+            }
+            _ => RangeSource::Operands,
         };
+        let explicit = FakeQuantAttrs { range, ..q.clone() };
         self.emit(
             Op::Model(ModelOp::FakeQuant(explicit)),
             name,
@@ -339,8 +360,15 @@ impl<'m> Lowering<'m> {
         let ty = TensorType::f32(shape.clone());
         let lo = self.g.param(&pmin, ty.clone())?;
         let hi = self.g.param(&pmax, ty)?;
+        let learned = matches!(q.range, RangeSource::Learned { .. });
         let r = match self.mode {
             Mode::Eval => (lo, hi),
+            Mode::Train { .. } if learned => {
+                if !self.frozen.contains(&pmin) && !self.frozen.contains(&pmax) {
+                    self.learned.extend([pmin, pmax]);
+                }
+                (lo, hi)
+            }
             Mode::Train { step, .. } | Mode::Calibrate { step } => {
                 let tied = self
                     .tied_downstream

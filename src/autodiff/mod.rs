@@ -227,7 +227,7 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
         .map(|s| s.as_str())
         .chain(m.frozen())
         .collect();
-    let candidates: BTreeMap<String, NodeId> = params
+    let mut candidates: BTreeMap<String, NodeId> = params
         .iter()
         .filter(|(name, &id)| {
             !frozen.contains(name.as_str())
@@ -237,6 +237,13 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
         })
         .filter_map(|(name, &id)| low.map.get(&id).map(|&nid| (name.clone(), nid)))
         .collect();
+    // and the ranges of learned quantizers
+    let lowered = low.g.params();
+    for name in &low.learned {
+        if !frozen.contains(name.as_str()) {
+            candidates.insert(name.clone(), lowered[name]);
+        }
+    }
 
     let Lowering {
         g: mut graph,

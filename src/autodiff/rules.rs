@@ -18,6 +18,7 @@
 
 use super::emit::{Contrib, Emit};
 use crate::error::Result;
+use crate::ir::fake_quant::lsq_grad_scale;
 use crate::ir::op::*;
 use crate::ir::NodeId;
 
@@ -530,15 +531,16 @@ fn identity(_: &mut Emit, s: &Site) -> Result<Grads> {
 // ---- quantization and loss -----------------------------------------------------------------
 
 /// Straight-through estimator: `dy` passes where the input lies inside the nudged range
-/// (per channel for per-axis quantizers), zero outside. The range gets no gradient.
+/// (per channel for per-axis quantizers), zero outside. An observed range gets no gradient;
+/// a trained one (`range=trained`) gets its ends' gradients, summed to the range's shape.
 fn fake_quant(e: &mut Emit, s: &Site, q: &FakeQuantAttrs) -> Result<Grads> {
-    if q.range != RangeSource::Operands {
+    if !q.range.in_operands() {
         return Err(crate::error::Error::Unsupported {
             node: s.name.clone(),
             op: "fake_quant".into(),
             what: "autodiff".into(),
-            hint: "only range=operands is differentiated; train_step lowers the other \
-                   range sources to observers feeding range=operands"
+            hint: "only range=operands and range=trained are differentiated; train_step \
+                   lowers the other range sources to those"
                 .into(),
         });
     }
@@ -547,6 +549,41 @@ fn fake_quant(e: &mut Emit, s: &Site, q: &FakeQuantAttrs) -> Result<Grads> {
         let op = GradOp::FakeQuantGrad(q.clone()).into();
         let dx = e.op(op, &s.n("input"), &[s.dy, s.x[0], s.x[1], s.x[2]])?;
         out[0] = Some(Contrib::pos(dx));
+    }
+    if let RangeSource::Trained(method) = q.range {
+        let shape = e.shape(s.x[0]);
+        let numel: usize = shape.iter().product();
+        // LSQ scales by the elements one range quantizes per sample: a weight channel, or
+        // one sample's activations
+        let per_range = match q.axis {
+            Some(a) => numel / shape[a].max(1),
+            None if e.g.node(s.x[0]).op.is_param() => numel,
+            None => numel / shape.first().copied().unwrap_or(1).max(1),
+        };
+        let grad_scale = match method {
+            RangeLearning::Lsq => lsq_grad_scale(q, per_range),
+            RangeLearning::Pact => 1.0,
+        };
+        let kept: Vec<usize> = q.axis.into_iter().collect();
+        let axes: Vec<usize> = (0..shape.len()).filter(|a| !kept.contains(a)).collect();
+        for (i, end) in [(1, RangeEnd::Min), (2, RangeEnd::Max)] {
+            if !s.needs(i) {
+                continue;
+            }
+            let op = GradOp::FakeQuantRangeGrad {
+                quant: q.clone(),
+                end,
+                grad_scale: F32(grad_scale),
+            };
+            let what = end.name();
+            let shares = &s.n(&format!("{what}.shares"));
+            let share = e.op(op.into(), shares, &[s.dy, s.x[0], s.x[1], s.x[2]])?;
+            let sum = GradOp::ReduceSum(ReduceAttrs {
+                axes: axes.clone(),
+                keepdims: false,
+            });
+            out[i] = Some(Contrib::pos(e.op(sum.into(), &s.n(what), &[share])?));
+        }
     }
     Ok(out)
 }

@@ -677,3 +677,73 @@ fn whole_train_step_gradients_match_finite_differences() {
         }
     }
 }
+
+/// A learned range's gradient is its quantizer's element shares ([`range_grad`] times LSQ's
+/// gradient scale) summed over the tensor: checked on `logits = fake_quant(x)`, whose
+/// upstream gradient is `(softmax(q(x)) - onehot) / n`.
+#[test]
+fn learned_range_gradients_sum_the_element_shares() {
+    use crate::ir::fake_quant::{fake_quant, lsq_grad_scale, nudged_for, range_grad};
+    use crate::ir::op::{RangeEnd, RangeLearning};
+    let model = parse(
+        r#"
+model "lsq_logits"
+%0 = input "x" : f32[2,3]
+%1 = fake_quant "q" (%0) {bits=4, range=learned, method=lsq, state="q"}
+output "logits" = %1
+"#,
+        "lsq_logits.qir",
+    )
+    .unwrap();
+    let (lo, hi) = (-1.0f32, 2.0f32);
+    let mut params = ParamStore::new();
+    params.insert("q.min", Tensor::scalar(lo));
+    params.insert("q.max", Tensor::scalar(hi));
+    let step = train_step(&model, &TrainSpec::new(2).optimizer(Optimizer::sgd(0.0))).unwrap();
+    assert!(step.trained.contains(&"q.max".to_string()));
+    assert!(!step.observer_state.contains(&"q.max".to_string()));
+    let x = [-1.7f32, 0.33, 1.21, 2.9, -0.05, 0.71];
+    let labels = [2, 0];
+    let mut run = Run::new(&step, &params);
+    run.step(&x, &labels, 0, 1.0);
+
+    let q = match &model.node(model.node_ids().nth(1).unwrap()).op {
+        Op::Model(ModelOp::FakeQuant(q)) => FakeQuantAttrs {
+            range: RangeSource::Trained(RangeLearning::Lsq),
+            ..q.clone()
+        },
+        other => panic!("{other:?}"),
+    };
+    let n = nudged_for(&q, lo, hi);
+    let scale = lsq_grad_scale(&q, 3) as f64;
+    for (end, name) in [(RangeEnd::Min, "q.min"), (RangeEnd::Max, "q.max")] {
+        let mut want = 0.0f64;
+        for (row, &label) in labels.iter().enumerate() {
+            let qs: Vec<f64> = (0..3)
+                .map(|k| fake_quant(x[row * 3 + k], &n) as f64)
+                .collect();
+            let m = qs.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = qs.iter().map(|v| (v - m).exp()).sum();
+            for k in 0..3 {
+                let p = (qs[k] - m).exp() / z;
+                let dy = (p - if k as i32 == label { 1.0 } else { 0.0 }) / 2.0;
+                let share = range_grad(
+                    &q,
+                    &n,
+                    None,
+                    x[row * 3 + k],
+                    dy as f32,
+                    end,
+                    RangeLearning::Lsq,
+                );
+                want += share as f64 * scale;
+            }
+        }
+        let got = -run.param(&format!("{name}.velocity")).data[0] as f64;
+        assert!(
+            (got - want).abs() < 1e-5,
+            "d loss / d {name}: {got} vs {want}"
+        );
+        assert!(want.abs() > 1e-3, "the case exercises {name}");
+    }
+}

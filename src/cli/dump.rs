@@ -31,7 +31,8 @@ pub struct DumpArgs {
     /// train or eval.
     #[arg(long, default_value = "eval", value_parser = ["train", "eval"])]
     pub mode: String,
-    /// default_8bit, per_tensor, nbit:W,A or nbit:W,A,per_tensor.
+    /// default_8bit, per_tensor, nbit:W,A, lsq:W,A or pact:W,A (each of the last three also
+    /// with `,per_tensor`).
     #[arg(long, default_value = "default_8bit")]
     pub scheme: String,
     /// A per-layer override, PATTERN=skip or PATTERN=ITEMS (weight_bits:N, activation_bits:N,

@@ -3,8 +3,8 @@
 use crate::error::{write_atomic, Error, Result};
 use crate::export::{export, ExportOptions};
 use crate::ir::graph::Graph;
+use crate::ir::op::Op;
 use crate::ir::op::{ModelOp, PassOp};
-use crate::ir::op::{Op, RangeSource};
 use crate::ir::text;
 use crate::pass::{run_pipeline, PipelineOptions};
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ fn not_export_ready(g: &Graph) -> Option<String> {
     let mut fake_quants = 0;
     for id in g.node_ids() {
         match &g.node(id).op {
-            Op::Model(ModelOp::FakeQuant(q)) if q.range == RangeSource::Operands => {
+            Op::Model(ModelOp::FakeQuant(q)) if q.range.in_operands() => {
                 return Some(
                     "it is a train-step or eval lowering (fake_quant range=operands)".into(),
                 )

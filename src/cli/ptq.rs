@@ -50,7 +50,8 @@ pub struct PtqArgs {
     /// A TOML file with the keys of `qatc train --config` (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Quantization scheme: default_8bit, nbit:W,A, per_tensor [default: default_8bit].
+    /// Quantization scheme: default_8bit, nbit:W,A, per_tensor, or learned ranges lsq:W,A
+    /// (LSQ weights and activations), pact:W,A (PACT activations) [default: default_8bit].
     #[arg(long)]
     pub scheme: Option<String>,
     /// Per-layer override, PATTERN=skip or PATTERN=ITEMS (repeatable).

@@ -63,7 +63,8 @@ fn stored_ranges(
         RangeSource::Fixed { min, max } => Ok(vec![(min.0, max.0)]),
         RangeSource::Ema { state, .. }
         | RangeSource::AllValues { state }
-        | RangeSource::Tied { state } => {
+        | RangeSource::Tied { state }
+        | RangeSource::Learned { state, .. } => {
             let lo = state_value(params, &format!("{state}.min"))?;
             let hi = state_value(params, &format!("{state}.max"))?;
             if lo.len() != hi.len() || lo.is_empty() {
@@ -76,7 +77,7 @@ fn stored_ranges(
              fixed or observed range to be exported"
                 .into(),
         ),
-        RangeSource::Operands => Err(
+        RangeSource::Operands | RangeSource::Trained(_) => Err(
             "range=operands is the train/eval lowering; export takes export-ready graphs \
              (run the `export` pipeline on the QAT graph)"
                 .into(),

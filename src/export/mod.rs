@@ -106,10 +106,16 @@ impl<'a> Exporter<'a> {
             let hint = match &g.node(id).op {
                 Op::Model(op) => match (mapping::mapping(op), op) {
                     (Mapping::Removed(why), _) => Some(why),
-                    (Mapping::Tensor, ModelOp::FakeQuant(q)) if q.range == RangeSource::Operands => {
-                        Some("range=operands is the train/eval lowering; export the export-ready graph")
-                    }
-                    (Mapping::Builtin { code: B::TRANSPOSE_CONV, .. }, _) => {
+                    (Mapping::Tensor, ModelOp::FakeQuant(q)) if q.range.in_operands() => Some(
+                        "range=operands is the train/eval lowering; export the export-ready graph",
+                    ),
+                    (
+                        Mapping::Builtin {
+                            code: B::TRANSPOSE_CONV,
+                            ..
+                        },
+                        _,
+                    ) => {
                         // its output shape is a constant: the batch cannot be resized
                         dynamic_batch = false;
                         None
@@ -323,7 +329,7 @@ impl<'a> Exporter<'a> {
                 .node(*u)
                 .op
                 .as_fake_quant()
-                .filter(|q| q.range != RangeSource::Operands)
+                .filter(|q| !q.range.in_operands())
                 .map(|_| *u),
             _ => None,
         }

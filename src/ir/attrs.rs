@@ -140,7 +140,16 @@ fn push_fq(out: &mut Vec<(&'static str, AttrValue)>, q: &FakeQuantAttrs) {
             out.push(("min", AttrValue::Float(min.0)));
             out.push(("max", AttrValue::Float(max.0)));
         }
+        RangeSource::Learned { state, method } => {
+            out.push(("range", ident("learned")));
+            out.push(("method", ident(method.name())));
+            out.push(("state", AttrValue::Str(state.clone())));
+        }
         RangeSource::Operands => out.push(("range", ident("operands"))),
+        RangeSource::Trained(method) => {
+            out.push(("range", ident("trained")));
+            out.push(("method", ident(method.name())));
+        }
     }
 }
 
@@ -226,6 +235,15 @@ fn grad_attrs(op: &GradOp, a: &mut Vec<(&'static str, AttrValue)>) {
         LeakyReluGrad { alpha } => a.push(("alpha", f(*alpha))),
         ThresholdedReluGrad { theta } => a.push(("theta", f(*theta))),
         FakeQuantGrad(q) => push_fq(a, q),
+        FakeQuantRangeGrad {
+            quant,
+            end,
+            grad_scale,
+        } => {
+            push_fq(a, quant);
+            a.push(("end", ident(end.name())));
+            a.push(("grad_scale", f(*grad_scale)));
+        }
         Conv2dGradInput { conv, input_shape }
         | DepthwiseConv2dGradInput { conv, input_shape }
         | Conv2dTransposeGradInput { conv, input_shape } => {
@@ -513,6 +531,18 @@ impl AttrReader {
         }
     }
 
+    /// A range-learning method (`lsq`, `pact`) under `key`.
+    fn learning(&mut self, key: &'static str) -> Result<RangeLearning, OpError> {
+        let name = self.ident_or(key, "")?;
+        RangeLearning::parse(&name).ok_or_else(|| {
+            format!(
+                "attribute `{key}` of {} must be lsq or pact, found `{name}`",
+                self.kind.name()
+            )
+            .into()
+        })
+    }
+
     fn fake_quant(&mut self) -> Result<FakeQuantAttrs, OpError> {
         let bits = self.usize_or("bits", 8)?;
         let bits = u8::try_from(bits).map_err(|_| {
@@ -540,11 +570,16 @@ impl AttrReader {
                 min: self.req_float("min")?,
                 max: self.req_float("max")?,
             },
+            "learned" => RangeSource::Learned {
+                method: self.learning("method")?,
+                state: self.str_req("state")?,
+            },
             "operands" => RangeSource::Operands,
+            "trained" => RangeSource::Trained(self.learning("method")?),
             other => {
                 return Err(format!(
-                    "attribute `range` of {} must be last_value, ema, all_values, tied, fixed \
-                     or operands, found `{other}`",
+                    "attribute `range` of {} must be last_value, ema, all_values, tied, fixed, \
+                     learned, operands or trained, found `{other}`",
                     self.kind.name()
                 )
                 .into())
@@ -677,6 +712,22 @@ impl AttrReader {
             K::TanhGrad => GradOp::TanhGrad.into(),
             K::SoftmaxGrad => GradOp::SoftmaxGrad.into(),
             K::FakeQuantGrad => GradOp::FakeQuantGrad(self.fake_quant()?).into(),
+            K::FakeQuantRangeGrad => GradOp::FakeQuantRangeGrad {
+                quant: self.fake_quant()?,
+                end: match self.ident_or("end", "")?.as_str() {
+                    "min" => RangeEnd::Min,
+                    "max" => RangeEnd::Max,
+                    other => {
+                        return Err(format!(
+                            "attribute `end` of fake_quant_range_grad must be min or max, \
+                             found `{other}`"
+                        )
+                        .into())
+                    }
+                },
+                grad_scale: self.float_or("grad_scale", 1.0)?,
+            }
+            .into(),
             K::Conv2dGradInput => GradOp::Conv2dGradInput {
                 conv: self.conv()?,
                 input_shape: self.req_usizes("input_shape")?,

@@ -9,8 +9,9 @@
 //!    with `quant_zero = floor(-nmin * inv_scale + 0.5)`: current TF's formula, whose result
 //!    is always an exact multiple of `scale` — exactly what int8 dequantization gives.
 //! 4. The gradient is straight-through inside `[nmin, nmax]` and zero outside.
+//! 5. A learned range ([`RangeLearning`]) gets a gradient too: see [`range_grad`].
 
-use crate::ir::op::FakeQuantAttrs;
+use crate::ir::op::{FakeQuantAttrs, RangeEnd, RangeLearning};
 
 /// A nudged range: what one fake-quant channel computes with, and what TFLite stores.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,17 +36,22 @@ pub const MIN_RANGE: f32 = 1e-6;
 /// narrower than [`MIN_RANGE`] (an all-zero weight, such as a fresh PReLU slope) becomes
 /// `±MIN_RANGE`, so that zero stays the middle level (TFLite's weights need zero point 0).
 pub fn symmetric_range(min: f32, max: f32, bits: u8, narrow: bool) -> (f32, f32) {
-    let ratio = if narrow {
-        -1.0f32
-    } else {
-        let levels = (1u32 << bits) as f32;
-        -(levels - 2.0) / levels
-    };
+    let ratio = symmetric_ratio(bits, narrow);
     let (lo, hi) = (min.min(max / ratio), max.max(min / ratio));
     if hi - lo < MIN_RANGE {
         return symmetric_range(-MIN_RANGE, MIN_RANGE, bits, narrow);
     }
     (lo, hi)
+}
+
+/// `lo / hi` of a symmetric range: -1 for narrow ranges, `-(2^b - 2) / 2^b` for full ones.
+pub fn symmetric_ratio(bits: u8, narrow: bool) -> f32 {
+    if narrow {
+        -1.0
+    } else {
+        let levels = (1u32 << bits) as f32;
+        -(levels - 2.0) / levels
+    }
 }
 
 /// TF's `Nudge` with `quant_min = qmin`, `quant_max = qmax`.
@@ -103,6 +109,91 @@ pub fn fake_quant_mask(x: f32, n: &Nudged) -> f32 {
     } else {
         0.0
     }
+}
+
+/// How a symmetric quantizer's widened range depends on its raw ends: `hi` is `max` (else
+/// `min / ratio`), `lo` is `min` (else `max / ratio`), as [`symmetric_range`] widens.
+#[derive(Clone, Copy, Debug)]
+pub struct SymmetricRoute {
+    /// `hi == max`.
+    pub hi_is_max: bool,
+    /// `lo == min`.
+    pub lo_is_min: bool,
+    /// [`symmetric_ratio`].
+    pub ratio: f32,
+}
+
+impl SymmetricRoute {
+    /// The route of raw range `[min, max]` under quantizer `q` (`None` when `q` is not
+    /// symmetric: the ends are the raw ones).
+    pub fn of(q: &FakeQuantAttrs, min: f32, max: f32) -> Option<SymmetricRoute> {
+        q.symmetric.then(|| {
+            let ratio = symmetric_ratio(q.bits, q.narrow);
+            SymmetricRoute {
+                hi_is_max: max >= min / ratio,
+                lo_is_min: min <= max / ratio,
+                ratio,
+            }
+        })
+    }
+}
+
+/// One element's contribution to the gradient of range end `end` of a learned quantizer
+/// ([`RangeLearning`]), for input `x` with upstream gradient `dy` on nudged range `n`:
+/// below the range it goes to `min`, above it to `max`, inside (LSQ only) `±dy · (round(u) -
+/// u) / L` with `u` the input's position in steps. A symmetric quantizer's widened ends
+/// pass theirs to the raw end they come from (`route`). The rounding is the forward's.
+pub fn range_grad(
+    q: &FakeQuantAttrs,
+    n: &Nudged,
+    route: Option<SymmetricRoute>,
+    x: f32,
+    dy: f32,
+    end: RangeEnd,
+    method: RangeLearning,
+) -> f32 {
+    let (qmin, qmax) = q.quant_range();
+    let steps = (qmax - qmin) as f32;
+    let (d_lo, d_hi) = if x < n.min {
+        (dy, 0.0)
+    } else if x > n.max {
+        (0.0, dy)
+    } else {
+        match method {
+            RangeLearning::Pact => (0.0, 0.0),
+            RangeLearning::Lsq => {
+                let u = (x - n.min) * n.inv_scale;
+                let e = (u + 0.5).floor() - u;
+                (-dy * e / steps, dy * e / steps)
+            }
+        }
+    };
+    match (route, end) {
+        (None, RangeEnd::Min) => d_lo,
+        (None, RangeEnd::Max) => d_hi,
+        (Some(r), RangeEnd::Min) => {
+            let from_lo = if r.lo_is_min { d_lo } else { 0.0 };
+            let from_hi = if r.hi_is_max { 0.0 } else { d_hi / r.ratio };
+            from_lo + from_hi
+        }
+        (Some(r), RangeEnd::Max) => {
+            let from_hi = if r.hi_is_max { d_hi } else { 0.0 };
+            let from_lo = if r.lo_is_min { 0.0 } else { d_lo / r.ratio };
+            from_hi + from_lo
+        }
+    }
+}
+
+/// LSQ's gradient scale `1 / sqrt(n · qmax)` for a range that quantizes `n` elements per
+/// sample, `qmax` the largest level's distance from zero in steps.
+pub fn lsq_grad_scale(q: &FakeQuantAttrs, elements: usize) -> f32 {
+    let (qmin, qmax) = q.quant_range();
+    let levels = if q.symmetric {
+        (qmax - qmin) / 2
+    } else {
+        qmax - qmin
+    };
+    1.0 / ((elements.max(1) as f32) * levels.max(1) as f32).sqrt()
 }
 
 /// Per-channel raw ranges of `data` (row-major `shape`) along `axis`, or the whole-tensor
@@ -250,5 +341,94 @@ mod tests {
         let r = observe_range(&[1.0, -2.0, 3.0, 0.5, 0.25, 0.0], &[2, 3], Some(1));
         assert_eq!(r, vec![(0.0, 1.0), (-2.0, 0.25), (0.0, 3.0)]);
         assert_eq!(observe_range(&[2.0, 3.0], &[2], None), vec![(0.0, 3.0)]);
+    }
+
+    /// LSQ's surrogate of a fake-quant as a function of its raw range, the rounding error
+    /// frozen at `(min0, max0)` (the straight-through estimator): `clamp(x, lo, hi) +
+    /// s(lo, hi) · (round(u0) - u0)`, `lo, hi` the (widened) ends. Its finite differences
+    /// are what [`range_grad`] must give.
+    fn surrogate(
+        q: &FakeQuantAttrs,
+        x: f32,
+        (min0, max0): (f32, f32),
+        (min, max): (f64, f64),
+    ) -> f64 {
+        let n0 = nudged_for(q, min0, max0);
+        let u0 = (x.clamp(n0.min, n0.max) - n0.min) * n0.inv_scale;
+        let e0 = ((u0 + 0.5).floor() - u0) as f64;
+        let (lo, hi) = if q.symmetric {
+            let r = symmetric_ratio(q.bits, q.narrow) as f64;
+            (min.min(max / r), max.max(min / r))
+        } else {
+            (min, max)
+        };
+        let (qmin, qmax) = q.quant_range();
+        let step = (hi - lo) / (qmax - qmin) as f64;
+        (x as f64).clamp(lo, hi) + step * e0
+    }
+
+    #[test]
+    fn range_gradients_are_the_derivatives_of_the_lsq_surrogate() {
+        // ranges where nudging moves nothing (0 on a level): a ReLU output's [0, max], and
+        // narrow symmetric weights, whose widened range comes from either end
+        let relu = FakeQuantAttrs { bits: 4, ..act8() };
+        let weight = FakeQuantAttrs {
+            bits: 4,
+            ..FakeQuantAttrs::weight(None)
+        };
+        let cases = [
+            (relu.clone(), 0.0f32, 2.3f32),
+            (weight.clone(), -0.7, 1.1),
+            (weight.clone(), -1.3, 0.4),
+        ];
+        let h = 1e-3f64;
+        for (q, min, max) in cases {
+            let n = nudged_for(&q, min, max);
+            assert!((n.min - min.min(-max.max(0.0))).abs() < 1e-6 || !q.symmetric);
+            let route = SymmetricRoute::of(&q, min, max);
+            for k in 0..60 {
+                // inside, below and above the range, never within h of a level's edge
+                let x = -2.0 + 4.0 * (k as f32 + 0.37) / 60.0;
+                for (end, method) in [
+                    (RangeEnd::Min, RangeLearning::Lsq),
+                    (RangeEnd::Max, RangeLearning::Lsq),
+                    (RangeEnd::Min, RangeLearning::Pact),
+                    (RangeEnd::Max, RangeLearning::Pact),
+                ] {
+                    let got = range_grad(&q, &n, route, x, 1.0, end, method) as f64;
+                    let at = |d: f64| {
+                        let (a, b) = match end {
+                            RangeEnd::Min => (min as f64 + d, max as f64),
+                            RangeEnd::Max => (min as f64, max as f64 + d),
+                        };
+                        surrogate(&q, x, (min, max), (a, b))
+                    };
+                    let numeric = (at(h) - at(-h)) / (2.0 * h);
+                    let inside = x > n.min && x < n.max;
+                    let want = match method {
+                        RangeLearning::Lsq => numeric,
+                        // PACT keeps only the clipping part: nothing for inputs inside
+                        RangeLearning::Pact if inside => 0.0,
+                        RangeLearning::Pact => numeric,
+                    };
+                    assert!(
+                        (got - want).abs() < 1e-3,
+                        "{q:?} [{min}, {max}] x={x} {end:?} {method:?}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lsq_gradient_scale_is_one_over_sqrt_of_elements_times_levels() {
+        let w4 = FakeQuantAttrs {
+            bits: 4,
+            ..FakeQuantAttrs::weight(Some(0))
+        };
+        // narrow symmetric 4 bits: levels -7..7, Qp = 7
+        assert_eq!(lsq_grad_scale(&w4, 28), 1.0 / 14.0);
+        // asymmetric 8 bits: Qp = 255
+        assert_eq!(lsq_grad_scale(&act8(), 1), 1.0 / 255f32.sqrt());
     }
 }

@@ -99,7 +99,9 @@ pub fn verify_with(g: &Graph, opts: VerifyOptions) -> Result<()> {
             }
             Op::Model(ModelOp::FakeQuant(q)) | Op::Pass(PassOp::Quant(q)) => {
                 match &q.range {
-                    RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
+                    RangeSource::Ema { state, .. }
+                    | RangeSource::AllValues { state }
+                    | RangeSource::Learned { state, .. } => {
                         if let Some(other) = observers.insert(state, &node.name) {
                             return fail(format!(
                                 "quantizer state `{state}` is observed by both `{other}` and `{}`; \

@@ -110,8 +110,8 @@ impl Pass for Annotate {
         }
         let default = QuantConfig::default();
         let effective = effective_configs(&orig, &order, &opts.overrides);
-        // kernel markers, shared when several ops use one kernel with one spec
-        let mut weight_markers: HashMap<(NodeId, FakeQuantAttrs), NodeId> = HashMap::new();
+        // a kernel shared by several layers gets one quantizer per (bits, axis)
+        let mut weight_markers: HashMap<(NodeId, u8, Option<usize>), NodeId> = HashMap::new();
         for &id in &order {
             let node = orig.node(id);
             if node.op.is_param() {
@@ -172,15 +172,16 @@ impl Pass for Annotate {
                         Some(Granularity::PerTensor) => false,
                         None => per_axis && scheme.granularity == Granularity::PerAxis,
                     };
-                    let spec = scheme.weight_spec(wbits, axis.filter(|_| per_axis));
+                    let axis = axis.filter(|_| per_axis);
                     let kernel = orig.operand(id, 1).expect("kernel ops have a kernel");
                     if !matches!(orig.node(kernel).op, Op::Model(ModelOp::FakeQuant(_))) {
-                        let key = (kernel, spec.clone());
+                        let key = (kernel, wbits, axis);
                         let m = match weight_markers.get(&key) {
                             Some(&m) => m,
                             None => {
                                 let name =
                                     fresh(&g, &weight_quantizer_name(&orig.node(kernel).name));
+                                let spec = scheme.weight_spec(wbits, axis, &name);
                                 let m = g.add(Op::Pass(PassOp::Quant(spec)), name, &[kernel])?;
                                 weight_markers.insert(key, m);
                                 m

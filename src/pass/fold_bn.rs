@@ -19,7 +19,7 @@ use crate::ir::graph::{Graph, NodeId};
 use crate::ir::interp::{eval, Value};
 use crate::ir::op::{ModelOp, PassOp};
 use crate::ir::op::{Op, OpKind, RangeSource};
-use crate::ir::params::ParamStore;
+use crate::ir::params::{ParamStore, Tensor};
 use crate::ir::verify::kernel_quant_axis;
 use crate::rewrite::analysis::is_foldable;
 use crate::rewrite::Mode;
@@ -73,7 +73,11 @@ impl Pass for FoldBn {
             let Op::Model(ModelOp::FakeQuant(q)) = &g.node(k).op else {
                 continue;
             };
-            let exact = q.range == RangeSource::LastValue
+            let weight_range = matches!(
+                q.range,
+                RangeSource::LastValue | RangeSource::Learned { .. }
+            );
+            let exact = weight_range
                 && q.symmetric
                 && q.narrow
                 && q.axis.is_some()
@@ -136,7 +140,7 @@ fn on_weight_grid(
     root: NodeId,
     values: &HashMap<NodeId, Value>,
     params: &ParamStore,
-) -> Result<Option<crate::ir::params::Tensor>> {
+) -> Result<Option<(Tensor, Option<LearnedScaling>)>> {
     let Op::Pass(PassOp::ScaleChannels { axis }) = g.node(root).op else {
         return Ok(None);
     };
@@ -146,8 +150,11 @@ fn on_weight_grid(
         return Ok(None);
     };
     let same = quantizers.all(|o| *o == Op::Model(ModelOp::FakeQuant(q.clone())));
-    let exact =
-        q.range == RangeSource::LastValue && q.symmetric && q.narrow && q.axis == Some(axis);
+    let weight_range = matches!(
+        q.range,
+        RangeSource::LastValue | RangeSource::Learned { .. }
+    );
+    let exact = weight_range && q.symmetric && q.narrow && q.axis == Some(axis);
     if !same || !exact {
         return Ok(None);
     }
@@ -156,8 +163,29 @@ fn on_weight_grid(
     let node = g.node(root);
     let err = |e| Error::op(&node.name, node.op.name(), e);
     let quantized = eval(&fq, &[&values[&operands[0]]], params).map_err(err)?;
-    let scaled = eval(&node.op, &[&quantized, &values[&operands[1]]], params).map_err(err)?;
-    Ok(scaled.into_f32())
+    let scale = &values[&operands[1]];
+    let scaled = eval(&node.op, &[&quantized, scale], params).map_err(err)?;
+    let Some(scaled) = scaled.into_f32() else {
+        return Ok(None);
+    };
+    // a learned range is scaled with its channel (by |s|: the grid is symmetric)
+    let learned = match &q.range {
+        RangeSource::Learned { state, .. } => Some(LearnedScaling {
+            state: state.clone(),
+            by: scale
+                .f32()
+                .map(|t| t.data.iter().map(|v| v.abs()).collect())
+                .unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(Some((scaled, learned)))
+}
+
+/// A learned weight range whose kernel a fold scaled per channel.
+struct LearnedScaling {
+    state: String,
+    by: Vec<f32>,
 }
 
 /// Replaces every maximal param-only subexpression of foldable ops by a new param holding
@@ -204,11 +232,15 @@ pub fn fold_constants(g: &mut Graph, params: &mut ParamStore) -> Result<Vec<Stri
         values.insert(id, v);
     }
     let mut names = Vec::new();
+    let mut scalings = Vec::new();
     for root in roots {
         let name = g.node(root).name.clone();
         let ty = g.node(root).ty.clone();
         let tensor = match on_weight_grid(g, root, &values, params)? {
-            Some(t) => t,
+            Some((t, learned)) => {
+                scalings.extend(learned);
+                t
+            }
             None => values[&root].f32().cloned().expect("folded values are f32"),
         };
         if tensor.data.iter().any(|v| !v.is_finite()) {
@@ -224,6 +256,37 @@ pub fn fold_constants(g: &mut Graph, params: &mut ParamStore) -> Result<Vec<Stri
         let p = g.param(name.clone(), ty)?;
         g.replace_all_uses(root, p);
         names.push(name);
+    }
+    // after every fold read the learned ranges as trained
+    let mut scaled_states = HashSet::new();
+    for s in scalings {
+        if !scaled_states.insert(s.state.clone()) {
+            return Err(Error::param(
+                format!("{}.max", s.state),
+                "is the learned range of a kernel that two BatchNorms scale; give each layer \
+                 its own kernel",
+            ));
+        }
+        for end in ["min", "max"] {
+            let pname = format!("{}.{end}", s.state);
+            let t = params.get_mut(&pname).ok_or_else(|| {
+                Error::param(
+                    &pname,
+                    "is missing: the learned weight range was not trained",
+                )
+            })?;
+            if t.data.len() != s.by.len() {
+                return Err(Error::param(
+                    &pname,
+                    format!(
+                        "has {} channels but the BatchNorm scales {}",
+                        t.data.len(),
+                        s.by.len()
+                    ),
+                ));
+            }
+            t.data.iter_mut().zip(&s.by).for_each(|(v, k)| *v *= k);
+        }
     }
     g.dce();
     Ok(names)
@@ -257,6 +320,18 @@ mod tests {
     /// `per_axis`: `None` no weight quantizer, `Some(true)` per axis, `Some(false)` per tensor
     /// (folded inexactly).
     fn fold_error_with(op: &str, bias: bool, per_axis: Option<bool>, seed: u64) -> f32 {
+        fold_error_ranged(op, bias, per_axis, false, seed)
+    }
+
+    /// `learned`: the weight quantizer's range is learned (LSQ), narrower than the weights
+    /// (so they clip), instead of `last_value`.
+    fn fold_error_ranged(
+        op: &str,
+        bias: bool,
+        per_axis: Option<bool>,
+        learned: bool,
+        seed: u64,
+    ) -> f32 {
         let weight_fq = per_axis.is_some();
         let (x_ty, k_shape, c, attrs, axis) = match op {
             "conv2d" => (
@@ -282,7 +357,13 @@ mod tests {
             } else {
                 String::new()
             };
-            format!("%1 = fake_quant \"k/fq\" (@k) {{bits=8, narrow=true, symmetric=true{axis}, range=last_value}}\n")
+            let range = if learned {
+                "bits=4, narrow=true, symmetric=true{axis}, range=learned, method=lsq, state=\"k/fq\""
+            } else {
+                "bits=8, narrow=true, symmetric=true{axis}, range=last_value"
+            }
+            .replace("{axis}", &axis);
+            format!("%1 = fake_quant \"k/fq\" (@k) {{{range}}}\n")
         } else {
             String::new()
         };
@@ -312,6 +393,12 @@ mod tests {
         p.insert("be", uniform(&mut rng, &[c], -1.0, 1.0));
         p.insert("m", uniform(&mut rng, &[c], -1.0, 1.0));
         p.insert("v", uniform(&mut rng, &[c], 0.1, 2.0));
+        if learned {
+            let lo: Vec<f32> = (0..c).map(|i| -0.4 - 0.05 * i as f32).collect();
+            let hi: Vec<f32> = (0..c).map(|i| 0.5 + 0.03 * i as f32).collect();
+            p.insert("k/fq.min", Tensor::new(vec![c], lo));
+            p.insert("k/fq.max", Tensor::new(vec![c], hi));
+        }
         let x_shape: Vec<usize> = g.node(g.inputs()[0]).ty.shape.clone();
         let x = uniform(&mut rng, &x_shape, -1.0, 1.0);
         let before = run(&g, &p, &[("x", x.clone().into())]).unwrap();
@@ -360,6 +447,19 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// A learned kernel range is scaled with its channel: the folded graph computes what the
+    /// trained one did, although the learned ranges clip the weights (a `last_value` range
+    /// of the folded kernel would not).
+    #[test]
+    fn folding_scales_a_learned_kernel_range_with_its_channel() {
+        for op in ["conv2d", "depthwise_conv2d", "dense"] {
+            for seed in 0..3 {
+                let e = fold_error_ranged(op, true, Some(true), true, seed);
+                assert!(e <= 1e-5, "{op} seed={seed}: max |diff| {e}");
             }
         }
     }

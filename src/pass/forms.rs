@@ -112,13 +112,17 @@ fn check_kernel(g: &Graph, id: NodeId) -> Result<()> {
     let q = fq(g, k).ok_or_else(|| fail(g, id, "its kernel is not fake-quantized"))?;
     let on_param = g.operand(k, 0).is_some_and(|p| g.node(p).op.is_param());
     let axis_ok = q.axis.is_none() || q.axis == kernel_quant_axis(&g.node(id).op);
-    if q.range != RangeSource::LastValue || !q.symmetric || !q.narrow || !on_param || !axis_ok {
+    let weight_range = matches!(
+        q.range,
+        RangeSource::LastValue | RangeSource::Learned { .. }
+    );
+    if !weight_range || !q.symmetric || !q.narrow || !on_param || !axis_ok {
         return Err(fail(
             g,
             id,
             format!(
-                "its kernel quantizer `{}` must be a narrow symmetric last_value fake_quant of a \
-                 param, per axis {:?} or per tensor",
+                "its kernel quantizer `{}` must be a narrow symmetric last_value or learned \
+                 fake_quant of a param, per axis {:?} or per tensor",
                 g.node(k).name,
                 kernel_quant_axis(&g.node(id).op)
             ),

@@ -25,7 +25,9 @@ fn quantization_points(g: &Graph) -> BTreeSet<(String, String, Option<usize>)> {
                     RangeSource::AllValues { .. } => "all_values",
                     RangeSource::Tied { .. } => "tied",
                     RangeSource::Fixed { .. } => "fixed",
+                    RangeSource::Learned { .. } => "learned",
                     RangeSource::Operands => "operands",
+                    RangeSource::Trained(_) => "trained",
                 };
                 Some((g.node(x).name.clone(), range.to_string(), q.axis))
             }

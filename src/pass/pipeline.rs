@@ -8,12 +8,14 @@ use super::context::{
 use super::forms::Form;
 use super::{annotate, canonicalize, fold_bn, fuse_activation, fuse_fake_quant, quantize};
 use crate::error::{Error, Result};
-use crate::ir::graph::Graph;
+use crate::ir::fake_quant::observe_range;
+use crate::ir::graph::{Graph, NodeId};
+use crate::ir::infer::range_shape;
 use crate::ir::op::{ModelOp, Op, PassOp, RangeSource};
 use crate::ir::params::{ParamStore, Tensor};
 use crate::ir::verify::{verify_with, VerifyOptions};
 use crate::quant::scheme::{state_params, STATE_INIT};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// Every pass by name.
@@ -215,9 +217,10 @@ fn check_form(
     })
 }
 
-/// The states quantizers of `g` observe (`ema`, `all_values`), and every state they name.
-fn states(g: &Graph) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut observed = BTreeSet::new();
+/// The states quantizers of `g` own (`ema`, `all_values`, `learned`) with the quantizer
+/// owning each, and every state they name.
+fn states(g: &Graph) -> (BTreeMap<String, NodeId>, BTreeSet<String>) {
+    let mut observed = BTreeMap::new();
     let mut named = BTreeSet::new();
     for n in g.node_ids() {
         match &g.node(n).op {
@@ -226,10 +229,12 @@ fn states(g: &Graph) -> (BTreeSet<String>, BTreeSet<String>) {
                     named.insert(s.to_string());
                     let observes = matches!(
                         q.range,
-                        RangeSource::Ema { .. } | RangeSource::AllValues { .. }
+                        RangeSource::Ema { .. }
+                            | RangeSource::AllValues { .. }
+                            | RangeSource::Learned { .. }
                     );
                     if observes && matches!(g.node(n).op, Op::Model(ModelOp::FakeQuant(_))) {
-                        observed.insert(s.to_string());
+                        observed.insert(s.to_string(), n);
                     }
                 }
             }
@@ -239,15 +244,40 @@ fn states(g: &Graph) -> (BTreeSet<String>, BTreeSet<String>) {
     (observed, named)
 }
 
+/// The starting range of a new quantizer state: a learned weight quantizer starts from its
+/// weights' range (per channel, as `last_value` sees them), every other from
+/// [`STATE_INIT`] (replaced by the first batch, or by calibration).
+fn initial_state(g: &Graph, fq: NodeId, params: &ParamStore) -> (Tensor, Tensor) {
+    let init = (Tensor::scalar(STATE_INIT.0), Tensor::scalar(STATE_INIT.1));
+    let Op::Model(ModelOp::FakeQuant(q)) = &g.node(fq).op else {
+        return init;
+    };
+    let weights = g
+        .operand(fq, 0)
+        .filter(|&x| g.node(x).op.is_param())
+        .and_then(|x| params.get(&g.node(x).name));
+    match (&q.range, weights) {
+        (RangeSource::Learned { .. }, Some(w)) => {
+            let ranges = observe_range(&w.data, &w.shape, q.axis);
+            let shape = range_shape(q, &w.shape);
+            let lo = ranges.iter().map(|r| r.0).collect();
+            let hi = ranges.iter().map(|r| r.1).collect();
+            (Tensor::new(shape.clone(), lo), Tensor::new(shape, hi))
+        }
+        _ => init,
+    }
+}
+
 /// Keeps the quantizer states in `params` in step with the graph: a new observer gets its
-/// `S.min`/`S.max` (initialized to [`STATE_INIT`]), a quantizer a pass removed loses them.
+/// `S.min`/`S.max` ([`initial_state`]), a quantizer a pass removed loses them.
 fn sync_states(before: &Graph, after: &Graph, params: &mut ParamStore) {
     let (observed, named) = states(after);
-    for s in &observed {
+    for (s, &fq) in &observed {
         let (lo, hi) = state_params(s);
         if !params.contains(&lo) || !params.contains(&hi) {
-            params.insert(lo, Tensor::scalar(STATE_INIT.0));
-            params.insert(hi, Tensor::scalar(STATE_INIT.1));
+            let (lo_init, hi_init) = initial_state(after, fq, params);
+            params.insert(lo, lo_init);
+            params.insert(hi, hi_init);
         }
     }
     let (_, named_before) = states(before);

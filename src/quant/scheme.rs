@@ -20,7 +20,7 @@
 //! - `<concat>/in<i>`: the quantizer of concat operand `i`, `tied` to state `<concat>/act`.
 
 use crate::error::{Error, Result};
-use crate::ir::op::{FakeQuantAttrs, ModelOp, RangeSource, F32};
+use crate::ir::op::{FakeQuantAttrs, ModelOp, RangeLearning, RangeSource, F32};
 
 /// Weights per output channel or per tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +173,10 @@ pub struct Scheme {
     /// Decay of the EMA activation observers (0.999): each batch moves the range by
     /// `1 - ema_decay` of the way towards the batch's min/max.
     pub ema_decay: f32,
+    /// Ranges learned in training instead of observed: LSQ learns the weight and activation
+    /// ranges, PACT the activation ranges (weights keep `last_value`). The model input keeps
+    /// its observed range either way.
+    pub learned: Option<RangeLearning>,
 }
 
 impl Default for Scheme {
@@ -200,7 +204,17 @@ impl Scheme {
             activation_bits: 8,
             granularity: Granularity::PerAxis,
             ema_decay: 0.999,
+            learned: None,
         }
+    }
+
+    /// `n_bit` with ranges learned by `method` (`lsq:W,A`, `pact:W,A`).
+    pub fn learned(method: RangeLearning, weight_bits: u8, activation_bits: u8) -> Result<Scheme> {
+        Ok(Scheme {
+            name: format!("{}:{weight_bits},{activation_bits}", method.name()),
+            learned: Some(method),
+            ..Scheme::n_bit(weight_bits, activation_bits)?
+        })
     }
 
     /// TFMOT's `DefaultNBitQuantizeScheme`: 2..=8-bit weights and activations.
@@ -226,12 +240,15 @@ impl Scheme {
         self
     }
 
-    /// Parses `default_8bit`, `per_tensor`, `nbit:W,A` or `nbit:W,A,per_tensor`.
+    /// Parses `default_8bit`, `per_tensor`, `nbit:W,A`, `lsq:W,A` or `pact:W,A` (learned
+    /// ranges), each of the last three optionally with `,per_tensor`; `lsq` and `pact` alone
+    /// are 8-bit.
     pub fn parse(s: &str) -> Result<Scheme> {
         let bad = || {
             Error::Usage(format!(
-                "unknown scheme `{s}`: use default_8bit, per_tensor, nbit:W,A or nbit:W,A,per_tensor \
-                 (W, A: weight and activation bits in 2..=8)"
+                "unknown scheme `{s}`: use default_8bit, per_tensor, nbit:W,A, lsq:W,A or pact:W,A \
+                 (W, A: weight and activation bits in 2..=8; add `,per_tensor` for per-tensor \
+                 weights)"
             ))
         };
         match s {
@@ -239,32 +256,59 @@ impl Scheme {
             "per_tensor" => return Ok(Scheme::default_8bit().per_tensor()),
             _ => {}
         }
-        let rest = s.strip_prefix("nbit:").ok_or_else(bad)?;
+        if let Some(m) = RangeLearning::parse(s) {
+            return Scheme::learned(m, 8, 8);
+        }
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        let make = |w: u8, a: u8| match kind {
+            "nbit" => Scheme::n_bit(w, a),
+            other => match RangeLearning::parse(other) {
+                Some(m) => Scheme::learned(m, w, a),
+                None => Err(bad()),
+            },
+        };
         let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
         let bits = |p: &str| p.parse::<u8>().map_err(|_| bad());
         match parts.as_slice() {
-            [w, a] => Scheme::n_bit(bits(w)?, bits(a)?),
-            [w, a, "per_tensor"] => Ok(Scheme::n_bit(bits(w)?, bits(a)?)?.per_tensor()),
+            [w, a] => make(bits(w)?, bits(a)?),
+            [w, a, "per_tensor"] => Ok(make(bits(w)?, bits(a)?)?.per_tensor()),
             _ => Err(bad()),
         }
     }
 
-    /// The weight quantizer: narrow symmetric `last_value`, per axis `axis` or per tensor.
-    pub fn weight_spec(&self, bits: u8, axis: Option<usize>) -> FakeQuantAttrs {
+    /// The weight quantizer named `name`: narrow symmetric, per axis `axis` or per tensor,
+    /// `last_value` (or learned by LSQ, with state `name`).
+    pub fn weight_spec(&self, bits: u8, axis: Option<usize>, name: &str) -> FakeQuantAttrs {
+        let range = match self.learned {
+            Some(RangeLearning::Lsq) => RangeSource::Learned {
+                state: name.to_string(),
+                method: RangeLearning::Lsq,
+            },
+            Some(RangeLearning::Pact) | None => RangeSource::LastValue,
+        };
         FakeQuantAttrs {
             bits,
+            range,
             ..FakeQuantAttrs::weight(axis)
         }
     }
 
-    /// The activation quantizer with state `state`: asymmetric, per tensor, EMA-observed.
+    /// The activation quantizer with state `state`: asymmetric, per tensor, EMA-observed (or
+    /// learned).
     pub fn activation_spec(&self, bits: u8, state: &str) -> FakeQuantAttrs {
-        FakeQuantAttrs {
-            bits,
-            range: RangeSource::Ema {
+        let range = match self.learned {
+            Some(method) => RangeSource::Learned {
+                state: state.to_string(),
+                method,
+            },
+            None => RangeSource::Ema {
                 state: state.to_string(),
                 decay: F32(self.ema_decay),
             },
+        };
+        FakeQuantAttrs {
+            bits,
+            range,
             ..FakeQuantAttrs::activation(state)
         }
     }
@@ -496,7 +540,7 @@ mod tests {
     #[test]
     fn specs_follow_the_contract() {
         let s = Scheme::default_8bit();
-        let w = s.weight_spec(8, Some(3));
+        let w = s.weight_spec(8, Some(3), "k/fq");
         assert_eq!(w, FakeQuantAttrs::weight(Some(3)));
         let a = s.activation_spec(8, "conv/act");
         assert_eq!(a, FakeQuantAttrs::activation("conv/act"));

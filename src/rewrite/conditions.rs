@@ -101,13 +101,14 @@ pub const CONDITIONS: &[Condition] = &[
               fake-quant (a concat's output quantizer that its inputs share may not go)",
         check: |eg, a| {
             quant_attrs(eg, a[0]).is_some_and(|q| match &q.range {
-                RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
-                    !eg.analysis.tied_states.contains(state)
-                }
+                RangeSource::Ema { state, .. }
+                | RangeSource::AllValues { state }
+                | RangeSource::Learned { state, .. } => !eg.analysis.tied_states.contains(state),
                 RangeSource::LastValue
                 | RangeSource::Tied { .. }
                 | RangeSource::Fixed { .. }
-                | RangeSource::Operands => true,
+                | RangeSource::Operands
+                | RangeSource::Trained(_) => true,
             })
         },
     },
@@ -179,9 +180,17 @@ fn scaling_commutes(eg: &EGraph, a: &[Id]) -> bool {
     else {
         return false;
     };
-    if q.range != RangeSource::LastValue {
-        return false;
-    }
     // a narrow symmetric grid is symmetric about 0, so a negative scale mirrors it exactly
-    (q.symmetric && q.narrow && q.axis == Some(*axis)) || eg.analysis.allow_inexact_fold
+    let exact = q.symmetric && q.narrow && q.axis == Some(*axis);
+    match q.range {
+        RangeSource::LastValue => exact || eg.analysis.allow_inexact_fold,
+        // the learned range is scaled with the kernel by fold_bn
+        RangeSource::Learned { .. } => exact,
+        RangeSource::Ema { .. }
+        | RangeSource::AllValues { .. }
+        | RangeSource::Tied { .. }
+        | RangeSource::Fixed { .. }
+        | RangeSource::Operands
+        | RangeSource::Trained(_) => false,
+    }
 }

@@ -381,13 +381,16 @@ impl FloatActivations {
                 .operand(id, 0)
                 .ok_or_else(|| Error::node(&qat.node(id).name, "fake_quant", "has no operand"))?;
             match &q.range {
-                RangeSource::Ema { state, .. } | RangeSource::AllValues { state } => {
+                RangeSource::Ema { state, .. }
+                | RangeSource::AllValues { state }
+                | RangeSource::Learned { state, .. } => {
                     found.push((state.clone(), qat.node(id).name.clone(), q.clone(), x));
                 }
                 RangeSource::LastValue
                 | RangeSource::Tied { .. }
                 | RangeSource::Fixed { .. }
-                | RangeSource::Operands => {}
+                | RangeSource::Operands
+                | RangeSource::Trained(_) => {}
             }
             g.replace_all_uses(id, x);
         }

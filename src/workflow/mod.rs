@@ -31,7 +31,8 @@ use crate::error::{write_atomic, Error, Result};
 use crate::export::{self, ExportOptions};
 use crate::int8;
 use crate::ir::builder::Model;
-use crate::ir::{dot, text, Graph, ParamStore};
+use crate::ir::op::{ModelOp, RangeSource};
+use crate::ir::{dot, text, Graph, Op, ParamStore};
 use crate::pass::{run_pipeline, DumpHook, PipelineOptions};
 use crate::quant::scheme::{LayerOverride, Scheme};
 use crate::train::{self, fit, Backend, FitConfig, LrSchedule};
@@ -426,6 +427,16 @@ fn run_job(cfg: &Job, resume: bool) -> Result<Report> {
 
 /// The job as `--resume` reads it back: paths made absolute, so a resumed run finds the
 /// model and the data from any working directory.
+/// Whether some quantizer of `g` learns its range in training (`lsq`, `pact` schemes).
+fn learns_ranges(g: &Graph) -> bool {
+    g.node_ids().any(|n| {
+        matches!(
+            &g.node(n).op,
+            Op::Model(ModelOp::FakeQuant(q)) if matches!(q.range, RangeSource::Learned { .. })
+        )
+    })
+}
+
 fn job_to_keep(cfg: &Job) -> Job {
     let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let mut job = cfg.clone();
@@ -746,11 +757,24 @@ fn job(
         return Ok(report);
     }
 
-    // 4. QAT fine-tuning
+    // 4. QAT fine-tuning; learned ranges start from a calibration (as the PTQ baseline's)
     let qat = stages.run("QAT fine-tuning", || {
+        let start = if learns_ranges(&qat_graph) {
+            train::calibrate(
+                &qat_graph,
+                &qat_params,
+                &train_set,
+                cfg.ptq_samples.max(cfg.batch),
+                cfg.batch,
+                cfg.ptq_range()?,
+                backend,
+            )?
+        } else {
+            qat_params.clone()
+        };
         fit(
             &qat_graph,
-            &qat_params,
+            &start,
             &train_set,
             Some(&test_set),
             &phase("qat", cfg.qat_epochs, cfg.qat_lr)?,

@@ -47,7 +47,10 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, OpEr
             }
             f32t(x.shape.clone())
         }
-        FakeQuantGrad(q) => {
+        FakeQuantRangeGrad { quant: q, .. } if q.range.trained().is_none() => {
+            Err("fake_quant_range_grad differentiates a range=trained quantizer")?
+        }
+        FakeQuantGrad(q) | FakeQuantRangeGrad { quant: q, .. } => {
             want_same(ins[0], ins[1], "dy and the input")?;
             check_fake_quant(q, ins[1])?;
             check_range_operand(q, ins[1], ins[2], "min")?;

@@ -2,7 +2,7 @@
 
 use super::kernels::*;
 use super::value::{Cx, Value};
-use crate::ir::fake_quant::fake_quant_mask;
+use crate::ir::fake_quant::{fake_quant_mask, range_grad, SymmetricRoute};
 use crate::ir::op::GradOp;
 use crate::ir::op::OpError;
 use crate::ir::types::{numel, strides};
@@ -120,6 +120,33 @@ pub(super) fn eval(op: &GradOp, cx: &Cx) -> Result<Value, OpError> {
                 .zip(&x.data)
                 .enumerate()
                 .map(|(i, (&g, &v))| g * fake_quant_mask(v, &ranges[(i / inner) % ranges.len()]))
+                .collect())
+        }
+        FakeQuantRangeGrad {
+            quant: q,
+            end,
+            grad_scale,
+        } => {
+            let method = q
+                .range
+                .trained()
+                .ok_or("fake_quant_range_grad differentiates a range=trained quantizer")?;
+            let (dy, x, min, max) = (cx.f(0), cx.f(1), cx.f(2), cx.f(3));
+            let ranges = explicit_ranges(q, min, max);
+            let routes: Vec<_> = (min.data.iter().zip(&max.data))
+                .map(|(&lo, &hi)| SymmetricRoute::of(q, lo, hi))
+                .collect();
+            let inner = inner_size(&x.shape, q.axis);
+            cx.t(dy
+                .data
+                .iter()
+                .zip(&x.data)
+                .enumerate()
+                .map(|(i, (&g, &v))| {
+                    let c = (i / inner) % ranges.len();
+                    let d = range_grad(q, &ranges[c], routes[c], v, g, *end, method);
+                    d * grad_scale.0
+                })
                 .collect())
         }
         Conv2dGradInput { conv, .. } => {

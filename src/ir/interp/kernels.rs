@@ -50,14 +50,15 @@ pub fn fq_ranges(
             .map(|(lo, hi)| nudged_for(q, lo, hi))
             .collect()),
         RangeSource::Fixed { min, max } => Ok(vec![nudged_for(q, min.0, max.0)]),
-        RangeSource::Operands => Ok(explicit_ranges(
+        RangeSource::Operands | RangeSource::Trained(_) => Ok(explicit_ranges(
             q,
             args[1].f32().unwrap(),
             args[2].f32().unwrap(),
         )),
         RangeSource::Ema { state, .. }
         | RangeSource::AllValues { state }
-        | RangeSource::Tied { state } => {
+        | RangeSource::Tied { state }
+        | RangeSource::Learned { state, .. } => {
             let (lo, hi) = state_range(params, state)?;
             let want = range_shape(q, &x.shape);
             for (t, which) in [(lo, "min"), (hi, "max")] {

@@ -153,9 +153,77 @@ pub enum RangeSource {
         /// The range's upper end.
         max: F32,
     },
+    /// A range that training learns: params `<state>.min` and `<state>.max` (per channel
+    /// for a per-axis quantizer) are trained by the optimizer with the gradient `method`
+    /// gives them, started from a calibration of the model before QAT. Exported as stored.
+    Learned {
+        /// The quantizer state's name.
+        state: String,
+        /// How the range's gradient is computed.
+        method: RangeLearning,
+    },
     /// The range is given as operands 1 and 2 (`fake_quant(x, min, max)`): the explicit
     /// form the train-step and eval lowering produces for the JIT.
     Operands,
+    /// The range is given as operands 1 and 2, and they are trained: the train-step form of a
+    /// [`RangeSource::Learned`] quantizer, whose backward gives `min` and `max` gradients.
+    Trained(RangeLearning),
+}
+
+/// How a learned quantizer range gets its gradient. Both pass the input's gradient straight
+/// through inside the range; they differ inside it.
+///
+/// Write `u = (x - min) / s` for an input inside the range, `s` the step and `L` the number of
+/// steps (`2^bits - 1`, or `- 2` when narrow). Below the range `dq/dmin = 1`, above it
+/// `dq/dmax = 1` (the clipping gradient of TF's `fake_quant_with_min_max_vars`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RangeLearning {
+    /// LSQ (Esser et al., 2020, "Learned step size quantization"), on the range ends: inside
+    /// the range the rounding error moves them too, `dq/dmax = (round(u) - u) / L` and
+    /// `dq/dmin = -dq/dmax`; both gradients are scaled by LSQ's `1 / sqrt(n · L)` (`n` the
+    /// elements one range quantizes in one sample), so the steps learn at the rate of
+    /// the weights.
+    Lsq,
+    /// PACT (Choi et al., 2018): only the clipping gradient (nothing inside the range). After
+    /// a ReLU nothing lies below `min = 0`, so only the clipping level `max` (PACT's α)
+    /// learns.
+    Pact,
+}
+
+impl RangeLearning {
+    /// The spelling in schemes, `.qir` attributes and reports (`lsq`, `pact`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RangeLearning::Lsq => "lsq",
+            RangeLearning::Pact => "pact",
+        }
+    }
+
+    /// Parses [`RangeLearning::name`]'s spelling.
+    pub fn parse(s: &str) -> Option<RangeLearning> {
+        [RangeLearning::Lsq, RangeLearning::Pact]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+}
+
+/// One end of a quantizer range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RangeEnd {
+    /// The lower end, `min`.
+    Min,
+    /// The upper end, `max`.
+    Max,
+}
+
+impl RangeEnd {
+    /// `min` or `max`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RangeEnd::Min => "min",
+            RangeEnd::Max => "max",
+        }
+    }
 }
 
 impl RangeSource {
@@ -164,8 +232,39 @@ impl RangeSource {
         match self {
             RangeSource::Ema { state, .. }
             | RangeSource::AllValues { state }
-            | RangeSource::Tied { state } => Some(state),
-            RangeSource::LastValue | RangeSource::Fixed { .. } | RangeSource::Operands => None,
+            | RangeSource::Tied { state }
+            | RangeSource::Learned { state, .. } => Some(state),
+            RangeSource::LastValue
+            | RangeSource::Fixed { .. }
+            | RangeSource::Operands
+            | RangeSource::Trained(_) => None,
+        }
+    }
+
+    /// How a trained range (`range=trained`) learns, if it is one.
+    pub fn trained(&self) -> Option<RangeLearning> {
+        match self {
+            RangeSource::Trained(m) => Some(*m),
+            RangeSource::LastValue
+            | RangeSource::Ema { .. }
+            | RangeSource::AllValues { .. }
+            | RangeSource::Tied { .. }
+            | RangeSource::Fixed { .. }
+            | RangeSource::Learned { .. }
+            | RangeSource::Operands => None,
+        }
+    }
+
+    /// Whether the range comes as operands 1 and 2 (`fake_quant(x, min, max)`).
+    pub fn in_operands(&self) -> bool {
+        match self {
+            RangeSource::Operands | RangeSource::Trained(_) => true,
+            RangeSource::LastValue
+            | RangeSource::Ema { .. }
+            | RangeSource::AllValues { .. }
+            | RangeSource::Tied { .. }
+            | RangeSource::Fixed { .. }
+            | RangeSource::Learned { .. } => false,
         }
     }
 }

@@ -39,6 +39,19 @@ pub enum GradOp {
     SoftmaxGrad,
     /// `(dy, x, min, max)`: straight-through inside the nudged range, zero outside.
     FakeQuantGrad(FakeQuantAttrs),
+    /// `(dy, x, min, max) -> [x's shape]`: each element's contribution to the gradient of
+    /// range end `end` of a trained quantizer (`quant` has `range=trained`, whose
+    /// [`RangeLearning`] says how), already multiplied by `grad_scale`; a `reduce_sum` to the
+    /// range's shape follows. A symmetric quantizer routes it to the end its widened range
+    /// comes from.
+    FakeQuantRangeGrad {
+        /// The forward quantizer.
+        quant: FakeQuantAttrs,
+        /// Which end's gradient.
+        end: RangeEnd,
+        /// LSQ's gradient scale (1 for PACT).
+        grad_scale: F32,
+    },
     /// `(dy, kernel) -> dx` of shape `input_shape`.
     Conv2dGradInput {
         /// The forward convolution.
@@ -149,6 +162,7 @@ impl GradOp {
             TanhGrad => OpKind::TanhGrad,
             SoftmaxGrad => OpKind::SoftmaxGrad,
             FakeQuantGrad(_) => OpKind::FakeQuantGrad,
+            FakeQuantRangeGrad { .. } => OpKind::FakeQuantRangeGrad,
             Conv2dGradInput { .. } => OpKind::Conv2dGradInput,
             Conv2dGradFilter { .. } => OpKind::Conv2dGradFilter,
             DepthwiseConv2dGradInput { .. } => OpKind::DepthwiseConv2dGradInput,
@@ -186,7 +200,7 @@ impl GradOp {
             | PReluGradAlpha => &["dy", "input"],
             PReluGradInput => &["dy", "input", "alpha"],
             SigmoidGrad | TanhGrad | SoftmaxGrad => &["dy", "output"],
-            FakeQuantGrad(_) => &["dy", "input", "min", "max"],
+            FakeQuantGrad(_) | FakeQuantRangeGrad { .. } => &["dy", "input", "min", "max"],
             Conv2dGradInput { .. }
             | DepthwiseConv2dGradInput { .. }
             | Conv2dTransposeGradInput { .. }

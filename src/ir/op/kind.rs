@@ -120,6 +120,7 @@ op_kinds! {
     TanhGrad = "tanh_grad",
     SoftmaxGrad = "softmax_grad",
     FakeQuantGrad = "fake_quant_grad",
+    FakeQuantRangeGrad = "fake_quant_range_grad",
     Conv2dGradInput = "conv2d_grad_input",
     Conv2dGradFilter = "conv2d_grad_filter",
     DepthwiseConv2dGradInput = "depthwise_conv2d_grad_input",

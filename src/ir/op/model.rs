@@ -186,7 +186,7 @@ impl ModelOp {
             Add { .. } | Sub { .. } | Mul { .. } => &["input", "other"],
             PRelu => &["input", "alpha"],
             Concat { .. } => &["inputs*"],
-            FakeQuant(q) if q.range == RangeSource::Operands => &["input", "min", "max"],
+            FakeQuant(q) if q.range.in_operands() => &["input", "min", "max"],
             FakeQuant(_) => &["input"],
             Relu
             | Relu6

@@ -154,6 +154,11 @@ impl Lower<'_> {
             TanhGrad => elementwise::tanh_grad(self),
             SoftmaxGrad => loss::rows(self, RowOp::SoftmaxGrad),
             FakeQuantGrad(q) => quant::fake_quant_grad(self, q),
+            FakeQuantRangeGrad {
+                quant: q,
+                end,
+                grad_scale,
+            } => quant::fake_quant_range_grad(self, q, *end, *grad_scale),
             Conv2dGradInput { conv, input_shape } => {
                 conv::conv2d_grad_input(self, conv, input_shape)
             }

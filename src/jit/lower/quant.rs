@@ -8,9 +8,9 @@
 
 use super::context::{reduced, same, Lower, Val};
 use crate::error::Result;
-use crate::ir::fake_quant::nudged_for;
+use crate::ir::fake_quant::{nudged_for, symmetric_ratio};
 use crate::ir::op::Activation;
-use crate::ir::op::{FakeQuantAttrs, GradOp, Op, RangeSource};
+use crate::ir::op::{FakeQuantAttrs, GradOp, Op, RangeEnd, RangeLearning, RangeSource, F32};
 use crate::ir::{Graph, NodeId};
 use crate::jit::cg::Cg;
 use crate::jit::lir::{Access, CmpOp, Inst, Kernel, Loop, NodeIx, RedKind, UnOp, VtId};
@@ -112,13 +112,14 @@ fn range(cx: &mut Lower, q: &FakeQuantAttrs, x: &Val) -> Result<Range> {
             cx.push(Inst::Loop(l));
             nudge_runtime(cx, q, lo, hi, n)
         }
-        RangeSource::Operands => {
+        RangeSource::Operands | RangeSource::Trained(_) => {
             let (lo, hi) = (cx.arg(1), cx.arg(2));
             nudge_runtime(cx, q, lo.vt, hi.vt, n)
         }
         RangeSource::Ema { state, .. }
         | RangeSource::AllValues { state }
-        | RangeSource::Tied { state } => {
+        | RangeSource::Tied { state }
+        | RangeSource::Learned { state, .. } => {
             return Err(cx.unsupported(&format!(
                 "fake_quant with range source reading state `{state}` must be made explicit \
                  first: lower the graph with autodiff (`autodiff::train_step` for training, \
@@ -278,5 +279,97 @@ pub fn fake_quant_grad(cx: &mut Lower, q: &FakeQuantAttrs) -> Result<Val> {
         let m2 = l.cmp(CmpOp::Le, xv, nmax);
         let m = l.and(m1, m2);
         l.keep(m, d)
+    }))
+}
+
+/// `fake_quant_range_grad(dy, x, min, max)`: each element's share of the gradient of one
+/// range end, as [`crate::ir::fake_quant::range_grad`] computes it (same rounding, same
+/// routing of a symmetric range's widened ends), times `grad_scale`.
+pub fn fake_quant_range_grad(
+    cx: &mut Lower,
+    q: &FakeQuantAttrs,
+    end: RangeEnd,
+    grad_scale: F32,
+) -> Result<Val> {
+    let method = q
+        .range
+        .trained()
+        .ok_or_else(|| cx.unsupported("fake_quant_range_grad of a range that is not trained"))?;
+    let s = cx.out_shape();
+    let (dy, x, lo, hi) = (cx.arg(0), cx.arg(1), cx.arg(2), cx.arg(3));
+    let n = channels(q, &x.shape);
+    let r = nudge_runtime(cx, q, lo.vt, hi.vt, n);
+    let (qmin, qmax) = q.quant_range();
+    let steps = (qmax - qmin) as f32;
+    Ok(cx.map("", &s, |l| {
+        let d = l.leaf(same(&dy, &s));
+        let xv = l.leaf(same(&x, &s));
+        let [nmin, nmax, _, inv, _] = range_leaves(l, &r, q, &s);
+        let zero = l.c(0.0);
+        let below = l.cmp(CmpOp::Lt, xv, nmin);
+        let above = l.cmp(CmpOp::Gt, xv, nmax);
+        // inside: LSQ's rounding error, (round(u) - u) / L with u = (x - nmin) * inv
+        let (in_lo, in_hi) = match method {
+            RangeLearning::Pact => (zero, zero),
+            RangeLearning::Lsq => {
+                let u = l.sub(xv, nmin);
+                let u = l.mul(u, inv);
+                let half = l.c(0.5);
+                let t = l.add(u, half);
+                let rounded = l.un(UnOp::Floor, t);
+                let e = l.sub(rounded, u);
+                let de = l.mul(d, e);
+                let per_step = l.c(steps);
+                let hi = l.div(de, per_step);
+                let lo = l.sub(zero, hi);
+                (lo, hi)
+            }
+        };
+        let inside_lo = l.select(above, zero, in_lo);
+        let d_lo = l.select(below, d, inside_lo);
+        let inside_hi = l.select(below, zero, in_hi);
+        let d_hi = l.select(above, d, inside_hi);
+        let g = if q.symmetric {
+            // the raw ends, per channel like the nudged range
+            let strides: Vec<isize> = (0..s.len())
+                .map(|k| if Some(k) == q.axis { 1 } else { 0 })
+                .collect();
+            let raw_min = l.leaf(Access {
+                vt: lo.vt,
+                offset: 0,
+                strides: strides.clone(),
+            });
+            let raw_max = l.leaf(Access {
+                vt: hi.vt,
+                offset: 0,
+                strides,
+            });
+            let ratio = l.c(symmetric_ratio(q.bits, q.narrow));
+            let min_over = l.div(raw_min, ratio);
+            let max_over = l.div(raw_max, ratio);
+            let hi_is_max = l.cmp(CmpOp::Ge, raw_max, min_over);
+            let lo_is_min = l.cmp(CmpOp::Le, raw_min, max_over);
+            match end {
+                RangeEnd::Min => {
+                    let from_lo = l.keep(lo_is_min, d_lo);
+                    let moved = l.div(d_hi, ratio);
+                    let from_hi = l.select(hi_is_max, zero, moved);
+                    l.add(from_lo, from_hi)
+                }
+                RangeEnd::Max => {
+                    let from_hi = l.keep(hi_is_max, d_hi);
+                    let moved = l.div(d_lo, ratio);
+                    let from_lo = l.select(lo_is_min, zero, moved);
+                    l.add(from_hi, from_lo)
+                }
+            }
+        } else {
+            match end {
+                RangeEnd::Min => d_lo,
+                RangeEnd::Max => d_hi,
+            }
+        };
+        let scale = l.c(grad_scale.0);
+        l.mul(g, scale)
     }))
 }
