@@ -5,6 +5,7 @@
 # nice 10 so that a build on the same machine keeps its speed; read CPU time, not wall time.
 # Usage: fuzz/run_all.sh [SECONDS] [TARGET...]; FUZZ_TARGET_DIR builds and runs from another
 # target directory (a second campaign while the first one's binaries run).
+# FUZZ_NICE sets the niceness (default 10).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-150}; shift || true
@@ -17,7 +18,7 @@ bin=$target_dir/x86_64-unknown-linux-gnu/release
 stamp=$(date +%Y%m%dT%H%M)
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
-    /usr/bin/time -f "cpu_seconds: %U user %S sys" nice -n 10 "$bin/$t" "fuzz/corpus/$t" -artifact_prefix="fuzz/artifacts/$t/" \
+    /usr/bin/time -f "cpu_seconds: %U user %S sys" nice -n "${FUZZ_NICE:-10}" "$bin/$t" "fuzz/corpus/$t" -artifact_prefix="fuzz/artifacts/$t/" \
         -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
         > "fuzz/logs/$t-$stamp.log" 2>&1
     echo "$t: exit $? $(grep -E "^(stat::number_of_executed_units|cpu_seconds)" "fuzz/logs/$t-$stamp.log" | tr '\n' ' ')"
