@@ -42,7 +42,7 @@ fn step_with_scheme(
     opt: Optimizer,
     scheme: &str,
 ) -> (Graph, ParamStore) {
-    let m = qatc::models::by_name(name, 1).unwrap();
+    let m = qatc::models::build(name, 1, input_shape(name), Some(10)).unwrap();
     let mut params = m.params;
     let g = if float {
         m.graph
@@ -58,9 +58,20 @@ fn step_with_scheme(
     (step.graph, state)
 }
 
-fn feeds(batch: usize, step: usize, seed: u64, opt: Optimizer) -> Vec<(String, Value)> {
+/// The input shape the tests build model `name` for: MNIST's for the models the README
+/// trains on it, ds_cnn's MFCCs for ds_cnn.
+fn input_shape(name: &str) -> Option<&'static [usize]> {
+    match name {
+        "ds_cnn" => None,
+        _ => Some(&[28, 28, 1]),
+    }
+}
+
+fn feeds(g: &Graph, batch: usize, step: usize, seed: u64, opt: Optimizer) -> Vec<(String, Value)> {
     let mut r = rng(seed + step as u64);
-    let images = rand_tensor(&mut r, &[batch, 28, 28, 1], 0.0, 1.0);
+    let mut shape = g.node(g.inputs()[0]).ty.shape.clone();
+    shape[0] = batch;
+    let images = rand_tensor(&mut r, &shape, 0.0, 1.0);
     let labels: Vec<i32> = (0..batch).map(|_| r.random_range(0..10)).collect();
     let lr = opt.lr_input(1e-3, step as u64);
     vec![
@@ -71,9 +82,9 @@ fn feeds(batch: usize, step: usize, seed: u64, opt: Optimizer) -> Vec<(String, V
     ]
 }
 
-/// Every element within 5% of the tensor's scale (plus 1e-6); all but 1% within the float
-/// or QAT tolerance (see the module docs).
-fn mostly_close(what: &str, got: &[f32], want: &[f32], qat: bool) {
+/// Every element within 5% of the tensor's scale (plus 1e-6); all but `off_percent`% (1%
+/// unless the network is deep) within the float or QAT tolerance (see the module docs).
+fn mostly_close(what: &str, got: &[f32], want: &[f32], qat: bool, off_percent: usize) {
     // one quantization step of O(1) activations times a moving average's (1 - 0.99) for
     // QAT; f32 rounding noise of O(1) values for float
     let atol = if qat { 1e-4 } else { 1e-6 };
@@ -95,7 +106,7 @@ fn mostly_close(what: &str, got: &[f32], want: &[f32], qat: bool) {
         }
     }
     assert!(
-        off * 100 <= got.len().max(100),
+        off * 100 <= got.len().max(100) * off_percent,
         "{what}: {off} of {} elements differ by more than the tolerance",
         got.len()
     );
@@ -104,9 +115,15 @@ fn mostly_close(what: &str, got: &[f32], want: &[f32], qat: bool) {
 /// Runs `steps` steps on the oracle and the JIT from the same state, re-synchronizing the
 /// JIT's state with the oracle's after each step so differences cannot compound.
 fn check_train_step(name: &str, batch: usize, float: bool, steps: usize, opt: Optimizer) {
-    check_scheme_train_step(name, batch, float, steps, opt, "default_8bit")
+    check_scheme_train_step(name, batch, float, steps, opt, "default_8bit", 0, false)
 }
 
+/// [`check_train_step`] with `scheme`, comparing from step `from` on (the steps before run
+/// on the oracle alone, to move the observers off the first batch: at step 0 a range is the
+/// batch's own min/max, so the extreme values sit exactly on its nudged ends, where the
+/// straight-through mask of the two engines may fall either way and a whole gradient
+/// element with it).
+#[allow(clippy::too_many_arguments)]
 fn check_scheme_train_step(
     name: &str,
     batch: usize,
@@ -114,13 +131,31 @@ fn check_scheme_train_step(
     steps: usize,
     opt: Optimizer,
     scheme: &str,
+    from: usize,
+    deep: bool,
 ) {
-    let (g, state0) = step_with_scheme(name, batch, float, opt, scheme);
+    let (g, mut state0) = step_with_scheme(name, batch, float, opt, scheme);
+    // in the deep networks kink flips (a ReLU input or, in QAT, a sum on the other side of a
+    // rounding boundary in one engine) pile up on the way back to the first layers: there
+    // only the 5%-of-scale bound holds for every element (measured on ds_cnn's float step 1
+    // at batch 8: 1% of scale at most)
+    let off_percent = if deep { 100 } else { 1 };
+    for s in 0..from {
+        let inputs = feeds(&g, batch, s, 40, opt);
+        let refs: Vec<(&str, Value)> = inputs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
+        let out = interp::run(&g, &state0, &refs).unwrap();
+        for (p, t) in out.updates {
+            state0.insert(p, t);
+        }
+    }
     for opts in configs() {
         let mut exe = compile(&g, &state0, &opts).unwrap();
         let mut state = state0.clone();
-        for s in 0..steps {
-            let inputs = feeds(batch, s, 40, opt);
+        for s in from..from + steps {
+            let inputs = feeds(&g, batch, s, 40, opt);
             let refs: Vec<(&str, Value)> = inputs
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.clone()))
@@ -129,12 +164,18 @@ fn check_scheme_train_step(
             let got = exe.run(&feeds_of(&inputs)).unwrap();
             for ((o, w), gt) in want.outputs.iter().zip(&got) {
                 let what = format!("{name} {opts:?} step {s} output {o}");
-                mostly_close(&what, &gt.data, &w.f32().unwrap().data, !float);
+                mostly_close(&what, &gt.data, &w.f32().unwrap().data, !float, off_percent);
             }
             let jp = exe.params();
             for (p, t) in &want.updates {
                 let what = format!("{name} {opts:?} step {s} update {p}");
-                mostly_close(&what, &jp.get(p).unwrap().data, &t.data, !float);
+                mostly_close(
+                    &what,
+                    &jp.get(p).unwrap().data,
+                    &t.data,
+                    !float,
+                    off_percent,
+                );
                 state.insert(p.clone(), t.clone());
             }
             exe.set_params(&state).unwrap();
@@ -149,8 +190,8 @@ const SGD: Optimizer = Optimizer::Sgd { momentum: 0.9 };
 /// Learned ranges (LSQ at 4-bit weights, PACT): the range params train like weights.
 #[test]
 fn mnist_cnn_learned_range_train_steps() {
-    check_scheme_train_step("mnist_cnn", 8, false, 3, SGD, "lsq:4,8");
-    check_scheme_train_step("mnist_cnn", 8, false, 2, SGD, "pact:8,8");
+    check_scheme_train_step("mnist_cnn", 8, false, 3, SGD, "lsq:4,8", 0, false);
+    check_scheme_train_step("mnist_cnn", 8, false, 2, SGD, "pact:8,8", 0, false);
 }
 
 #[test]
@@ -173,9 +214,24 @@ fn mbv2_tiny_float_train_step() {
     check_train_step("mbv2_tiny", 4, true, 2, SGD);
 }
 
+/// ResNet-8 (at 28x28x1) and DS-CNN (at its 49x10x1 MFCCs): the float and QAT train steps
+/// compiled by the JIT compute what the interpreter does. The two MobileNets are left out
+/// for now: at 28x28 their last layers see 1x1 maps (BatchNorm over the batch alone), and at
+/// 96x96x3 one float step of MobileNetV1 already parts by up to 8% of a BatchNorm beta
+/// gradient's scale between summation orders (ReLU inputs at 0 after BatchNorm), beyond
+/// this comparison's bound; a tolerance argued for them is left to do. Their train steps
+/// run in `tests/train.rs` and their exports in `tests/tflite_interop.rs`.
+#[test]
+fn mlperf_tiny_qat_train_steps() {
+    for name in ["resnet8", "ds_cnn"] {
+        check_scheme_train_step(name, 8, true, 2, SGD, "default_8bit", 0, true);
+        check_scheme_train_step(name, 8, false, 2, SGD, "default_8bit", 1, true);
+    }
+}
+
 #[test]
 fn every_param_update_is_in_place_in_the_real_steps() {
-    for name in ["mnist_cnn", "mbv2_tiny"] {
+    for name in ["mnist_cnn", "mbv2_tiny", "resnet8", "mobilenet_v2_035"] {
         let (g, state) = step_of(name, 16, false);
         let exe = compile(&g, &state, &Default::default()).unwrap();
         let st = exe.stats();

@@ -111,6 +111,69 @@ fn parameter_counts_are_keras_counts() {
     //   block 24->24: 96*24 + BN 384, 9*96 + BN 384, 24*96 + BN 96            =  6 336
     //   head 1x1 64*24 + BN 256 = 1792; dense 64*10 + 10 = 650                =  2 442
     assert_eq!(build("mbv2_tiny", 0).params.total_elements(), 15_930);
+    // the MLPerf Tiny networks and MobileNetV2 at their default shapes: Keras' model.summary()
+    // totals (BatchNorm's four vectors counted)
+    assert_eq!(build("resnet8", 0).params.total_elements(), 78_666);
+    assert_eq!(build("ds_cnn", 0).params.total_elements(), 24_908);
+    assert_eq!(
+        build("mobilenet_v1_025", 0).params.total_elements(),
+        221_794
+    );
+    assert_eq!(
+        build("mobilenet_v2_035", 0).params.total_elements(),
+        412_770
+    );
+}
+
+/// `he_normal` kernels (ResNet-8, MobileNetV1's pointwise convs): a normal truncated at two
+/// standard deviations of `sqrt(2 / fan_in) / 0.8796`, so with the truncation the spread is
+/// `sqrt(2 / fan_in)`; recorded in the `.qir` so `init_params` draws them the same way.
+#[test]
+fn he_normal_kernels_have_kerass_spread() {
+    let m = build("resnet8", 3);
+    let k = m.params.get("conv2d_7.kernel").unwrap(); // [64, 3, 3, 64]: fan_in 576
+    let std = (2.0f64 / 576.0).sqrt();
+    let limit = 2.0 * std / 0.879_625_661_034_239_8;
+    assert!(k.data.iter().all(|&w| (w as f64).abs() <= limit + 1e-7));
+    let n = k.data.len() as f64;
+    let mean = k.data.iter().map(|&w| w as f64).sum::<f64>() / n;
+    let var = k
+        .data
+        .iter()
+        .map(|&w| (w as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    assert!(mean.abs() < 0.05 * std, "mean {mean}");
+    assert!(
+        (var.sqrt() / std - 1.0).abs() < 0.03,
+        "std {} vs {std}",
+        var.sqrt()
+    );
+    assert!(
+        example("resnet8").initializer("conv2d_7.kernel") == qatc::ir::graph::Initializer::HeNormal
+    );
+    // depthwise kernels stay glorot_uniform (the reference passes he_normal where Keras 2
+    // ignores it)
+    let g = example("mobilenet_v1_025");
+    assert_eq!(
+        g.initializer("depthwise_conv2d.kernel"),
+        qatc::ir::graph::Initializer::GlorotUniform
+    );
+}
+
+/// Like Keras applications, the builders take the input shape and the class count.
+#[test]
+fn reference_models_take_input_shape_and_classes() {
+    for name in ["resnet8", "mobilenet_v2_035", "mobilenet_v1_025", "ds_cnn"] {
+        let m = models::build(name, 0, Some(&[28, 28, 1]), Some(10)).unwrap();
+        let g = &m.graph;
+        assert_eq!(g.node(g.inputs()[0]).ty.shape, [1, 28, 28, 1], "{name}");
+        assert_eq!(g.node(g.outputs()[0].node).ty.shape, [1, 10], "{name}");
+    }
+    let e = models::build("resnet8", 0, Some(&[28, 28]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("H,W,C"), "{e}");
 }
 
 #[test]

@@ -516,17 +516,20 @@ fn bad_datasets_are_refused_clearly() {
 }
 
 /// The reference models of the benchmark build train steps that run: one step of each at
-/// batch 2 on the interpreter (mbv2_tiny: depthwise, BatchNorm, residual adds).
+/// batch 2 on the interpreter (depthwise, BatchNorm, residual adds, dropout, padding), at
+/// their default input shapes, with 10 classes.
 #[test]
 fn reference_models_train_one_step() {
     use qatc::autodiff::{train_step, TrainSpec};
     use qatc::exec::{Executor, Feed, InterpExecutor};
     for name in qatc::models::NAMES {
-        let m = qatc::models::by_name(name, 0).unwrap();
+        let m = qatc::models::build(name, 0, None, Some(10)).unwrap();
         let step = train_step(&m.graph, &TrainSpec::new(2)).unwrap();
         let state = step.initial_state(&m.params).unwrap();
         let mut exec = InterpExecutor::new(step.graph.clone(), state).unwrap();
-        let x: Vec<f32> = (0..2 * 784).map(|i| (i % 7) as f32 / 7.0).collect();
+        let g = &m.graph;
+        let sample: usize = g.node(g.inputs()[0]).ty.shape[1..].iter().product();
+        let x: Vec<f32> = (0..2 * sample).map(|i| (i % 7) as f32 / 7.0).collect();
         let lr = qatc::autodiff::Optimizer::adam().lr_input(1e-3, 0);
         let outs = exec
             .run(&[

@@ -72,6 +72,13 @@ pub struct PtqArgs {
     /// H,W: resize the images of an image-folder dataset to this size.
     #[arg(long)]
     pub image_size: Option<String>,
+    /// H,W,C: build the reference model for this input shape (`--model resnet8
+    /// --input-shape 28,28,1`), as Keras applications take input_shape.
+    #[arg(long)]
+    pub input_shape: Option<String>,
+    /// Build the reference model for this many classes (its default otherwise).
+    #[arg(long)]
+    pub classes: Option<usize>,
     /// See `qatc train --allow-inexact-fold`.
     #[arg(long)]
     pub allow_inexact_fold: bool,
@@ -111,6 +118,8 @@ impl PtqArgs {
             ptq_range: self.range.clone(),
             input_scale: self.input_scale.clone(),
             image_size: self.image_size.clone(),
+            input_shape: self.input_shape.clone(),
+            classes: self.classes,
             allow_inexact_fold: self.allow_inexact_fold,
             mixed_precision: self.mixed_precision.clone(),
             quiet: self.quiet,

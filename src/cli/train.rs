@@ -81,6 +81,13 @@ pub struct TrainArgs {
     /// H,W: resize the images of an image-folder dataset to this size.
     #[arg(long)]
     pub image_size: Option<String>,
+    /// H,W,C: build the reference model for this input shape (`--model resnet8
+    /// --input-shape 28,28,1`), as Keras applications take input_shape.
+    #[arg(long)]
+    pub input_shape: Option<String>,
+    /// Build the reference model for this many classes (its default otherwise).
+    #[arg(long)]
+    pub classes: Option<usize>,
     /// Fold BatchNorm into per-tensor quantized kernels although the folded kernel then
     /// quantizes differently from the trained one (TFMOT #1131; per-axis kernels fold exactly).
     #[arg(long)]
@@ -151,6 +158,12 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
     }
     if args.image_size.is_some() {
         c.image_size = args.image_size.clone();
+    }
+    if args.input_shape.is_some() {
+        c.input_shape = args.input_shape.clone();
+    }
+    if args.classes.is_some() {
+        c.classes = args.classes;
     }
     if args.allow_inexact_fold {
         c.allow_inexact_fold = true;

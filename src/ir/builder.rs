@@ -67,6 +67,10 @@ impl Act {
     }
 }
 
+/// Keras' kernel initializers the builders use (recorded in the graph, so a `.qir`
+/// initializes as the builder did).
+pub use crate::ir::graph::Initializer as KernelInit;
+
 /// One Keras layer's configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
@@ -83,6 +87,8 @@ pub enum Layer {
         use_bias: bool,
         /// An activation added as a separate node after the conv; `None` for linear.
         act: Option<Act>,
+        /// How the kernel starts (Keras' `kernel_initializer`).
+        init: KernelInit,
     },
     /// Keras' DepthwiseConv2D: kernel param `[1, kh, kw, in · multiplier]`, bias
     /// `[in · multiplier]`.
@@ -97,6 +103,8 @@ pub enum Layer {
         use_bias: bool,
         /// An activation added as a separate node after the conv; `None` for linear.
         act: Option<Act>,
+        /// How the kernel starts (Keras' `kernel_initializer`).
+        init: KernelInit,
     },
     /// Keras' Conv2DTranspose: kernel param `[filters, kh, kw, in]` (OHWI, TFLite's
     /// `TRANSPOSE_CONV` layout), bias `[filters]`.
@@ -111,6 +119,8 @@ pub enum Layer {
         use_bias: bool,
         /// An activation added as a separate node after the conv; `None` for linear.
         act: Option<Act>,
+        /// How the kernel starts (Keras' `kernel_initializer`).
+        init: KernelInit,
     },
     /// Keras' Dense on the last axis: kernel param `[units, in]`, bias `[units]`.
     Dense {
@@ -120,6 +130,8 @@ pub enum Layer {
         use_bias: bool,
         /// An activation added as a separate node after the matmul; `None` for linear.
         act: Option<Act>,
+        /// How the kernel starts (Keras' `kernel_initializer`).
+        init: KernelInit,
     },
     /// Keras' BatchNormalization over the last (channel) axis, with params gamma, beta,
     /// moving_mean and moving_variance of shape `[c]`.
@@ -172,6 +184,7 @@ impl Layer {
             conv: ConvAttrs::default(),
             use_bias: true,
             act: None,
+            init: KernelInit::GlorotUniform,
         }
     }
 
@@ -184,6 +197,7 @@ impl Layer {
             conv: ConvAttrs::default(),
             use_bias: true,
             act: None,
+            init: KernelInit::GlorotUniform,
         }
     }
 
@@ -196,6 +210,7 @@ impl Layer {
             conv: ConvAttrs::default(),
             use_bias: true,
             act: None,
+            init: KernelInit::GlorotUniform,
         }
     }
 
@@ -205,7 +220,32 @@ impl Layer {
             units,
             use_bias: true,
             act: None,
+            init: KernelInit::GlorotUniform,
         }
+    }
+
+    /// The same conv with a `kh × kw` window (Keras' `kernel_size=(kh, kw)`).
+    pub fn kernel_size(mut self, kh: usize, kw: usize) -> Layer {
+        match &mut self {
+            Layer::Conv2d { kernel, .. }
+            | Layer::DepthwiseConv2d { kernel, .. }
+            | Layer::Conv2dTranspose { kernel, .. } => *kernel = [kh, kw],
+            _ => {}
+        }
+        self
+    }
+
+    /// The same layer with its kernel started by `he_normal` (Keras'
+    /// `kernel_initializer="he_normal"`).
+    pub fn he_normal(mut self) -> Layer {
+        match &mut self {
+            Layer::Conv2d { init, .. }
+            | Layer::DepthwiseConv2d { init, .. }
+            | Layer::Conv2dTranspose { init, .. }
+            | Layer::Dense { init, .. } => *init = KernelInit::HeNormal,
+            _ => {}
+        }
+        self
     }
 
     /// Keras' BatchNormalization defaults: epsilon 1e-3, momentum 0.99.
@@ -339,6 +379,7 @@ pub struct Functional {
     params: ParamStore,
     rng: ChaCha8Rng,
     counters: HashMap<&'static str, usize>,
+    next_name: Option<String>,
 }
 
 impl Functional {
@@ -350,11 +391,22 @@ impl Functional {
             params: ParamStore::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             counters: HashMap::new(),
+            next_name: None,
         }
     }
 
-    /// Keras' automatic layer names: `conv2d`, `conv2d_1`, `conv2d_2`, …
+    /// Names the next layer (or add) `name`, as Keras' `name=` argument does.
+    pub fn named(&mut self, name: &str) -> &mut Functional {
+        self.next_name = Some(name.to_string());
+        self
+    }
+
+    /// Keras' automatic layer names: `conv2d`, `conv2d_1`, `conv2d_2`, … (or the name
+    /// [`Functional::named`] set for the next layer).
     fn layer_name(&mut self, base: &'static str) -> String {
+        if let Some(name) = self.next_name.take() {
+            return name;
+        }
         let c = self.counters.entry(base).or_insert(0);
         let name = if *c == 0 {
             base.to_string()
@@ -376,19 +428,53 @@ impl Functional {
         self.graph.node(x).ty.shape.clone()
     }
 
+    /// The shape of node `x` (batch 1 first).
+    pub fn shape_of(&self, x: NodeId) -> Vec<usize> {
+        self.shape(x)
+    }
+
     fn new_param(&mut self, name: String, t: Tensor) -> Result<NodeId> {
         let ty = TensorType::f32(t.shape.clone());
         self.params.insert(name.clone(), t);
         self.graph.param(name, ty)
     }
 
-    /// Keras' initial kernel of `op` (Glorot uniform with the op's fans), or an error if
-    /// `op` has no kernel of that shape.
-    fn kernel(&mut self, op: &Op, shape: Vec<usize>, in_channels: usize) -> Result<Tensor> {
+    /// Keras' initial kernel of `op` (`init` with the op's fans), or an error if `op` has no
+    /// kernel of that shape.
+    fn kernel(
+        &mut self,
+        op: &Op,
+        shape: Vec<usize>,
+        in_channels: usize,
+        init: KernelInit,
+    ) -> Result<Tensor> {
         let (fan_in, fan_out) = kernel_fans(op, &shape, in_channels).ok_or_else(|| {
             crate::Error::Usage(format!("{} has no kernel of shape {shape:?}", op.name()))
         })?;
-        Ok(self.glorot(shape, fan_in, fan_out))
+        Ok(match init {
+            KernelInit::GlorotUniform => self.glorot(shape, fan_in, fan_out),
+            KernelInit::HeNormal => self.he_normal(shape, fan_in),
+        })
+    }
+
+    /// Keras' `he_normal`: truncated at two standard deviations, whose spread it corrects.
+    fn he_normal(&mut self, shape: Vec<usize>, fan_in: usize) -> Tensor {
+        // the standard deviation of a unit normal truncated to [-2, 2]
+        const TRUNCATED_STD: f64 = 0.879_625_661_034_239_8;
+        let std = (2.0 / fan_in.max(1) as f64).sqrt() / TRUNCATED_STD;
+        let n = shape.iter().product();
+        let data = (0..n)
+            .map(|_| loop {
+                // Box-Muller, rejecting beyond two standard deviations
+                let u1: f64 = self.rng.random_range(f64::MIN_POSITIVE..1.0);
+                let u2: f64 = self.rng.random_range(0.0..1.0);
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                if z.abs() <= 2.0 {
+                    break (z * std) as f32;
+                }
+            })
+            .collect();
+        Tensor::new(shape, data)
     }
 
     /// Glorot (Xavier) uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)).
@@ -422,12 +508,13 @@ impl Functional {
                 conv,
                 use_bias,
                 act,
+                init,
             } => {
                 let name = self.layer_name("conv2d");
                 let cin = *xs.last().unwrap_or(&0);
                 let op = Op::Model(ModelOp::Conv2d(conv));
-                let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin)?;
-                self.conv_like(x, op, name, k, filters, use_bias, act)
+                let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin, init)?;
+                self.conv_like(x, op, name, k, filters, use_bias, act, init)
             }
             Layer::DepthwiseConv2d {
                 kernel,
@@ -435,13 +522,14 @@ impl Functional {
                 conv,
                 use_bias,
                 act,
+                init,
             } => {
                 let name = self.layer_name("depthwise_conv2d");
                 let cin = *xs.last().unwrap_or(&0);
                 let op = Op::Model(ModelOp::DepthwiseConv2d(conv));
                 let shape = vec![1, kernel[0], kernel[1], cin * multiplier];
-                let k = self.kernel(&op, shape, cin)?;
-                self.conv_like(x, op, name, k, cin * multiplier, use_bias, act)
+                let k = self.kernel(&op, shape, cin, init)?;
+                self.conv_like(x, op, name, k, cin * multiplier, use_bias, act, init)
             }
             Layer::Conv2dTranspose {
                 filters,
@@ -449,25 +537,27 @@ impl Functional {
                 conv,
                 use_bias,
                 act,
+                init,
             } => {
                 let name = self.layer_name("conv2d_transpose");
                 let cin = *xs.last().unwrap_or(&0);
                 let op = Op::Model(ModelOp::Conv2dTranspose(conv));
-                let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin)?;
-                self.conv_like(x, op, name, k, filters, use_bias, act)
+                let k = self.kernel(&op, vec![filters, kernel[0], kernel[1], cin], cin, init)?;
+                self.conv_like(x, op, name, k, filters, use_bias, act, init)
             }
             Layer::Dense {
                 units,
                 use_bias,
                 act,
+                init,
             } => {
                 let name = self.layer_name("dense");
                 let fan_in = *xs.last().unwrap_or(&0);
                 let op = Op::Model(ModelOp::Dense {
                     activation: Activation::None,
                 });
-                let k = self.kernel(&op, vec![units, fan_in], fan_in)?;
-                self.conv_like(x, op, name, k, units, use_bias, act)
+                let k = self.kernel(&op, vec![units, fan_in], fan_in, init)?;
+                self.conv_like(x, op, name, k, units, use_bias, act, init)
             }
             Layer::BatchNorm { epsilon, momentum } => {
                 let name = self.layer_name("batch_normalization");
@@ -590,8 +680,11 @@ impl Functional {
         out_channels: usize,
         use_bias: bool,
         act: Option<Act>,
+        init: KernelInit,
     ) -> Result<NodeId> {
-        let k = self.new_param(format!("{name}.kernel"), kernel)?;
+        let kname = format!("{name}.kernel");
+        let k = self.new_param(kname.clone(), kernel)?;
+        self.graph.set_initializer(&kname, init)?;
         let mut operands = vec![x, k];
         if use_bias {
             operands
@@ -777,8 +870,11 @@ pub fn init_params(graph: &Graph, seed: u64) -> Result<ParamStore> {
             let init = match init {
                 Some(Init::Glorot) => {
                     let cin = *shape(0).last().unwrap_or(&1);
-                    kernel_fans(&node.op, &ps, cin)
-                        .map(|(fan_in, fan_out)| f.glorot(ps, fan_in, fan_out))
+                    let init = graph.initializer(&pn.name);
+                    kernel_fans(&node.op, &ps, cin).map(|(fan_in, fan_out)| match init {
+                        KernelInit::GlorotUniform => f.glorot(ps, fan_in, fan_out),
+                        KernelInit::HeNormal => f.he_normal(ps, fan_in),
+                    })
                 }
                 Some(Init::Zeros) => Some(Tensor::zeros(ps)),
                 Some(Init::Ones) => Some(Tensor::full(ps, 1.0)),

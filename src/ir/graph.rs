@@ -63,6 +63,37 @@ pub struct Graph {
     /// Params training leaves as they are (Keras' non-trainable weights, preprocessing
     /// constants); `.qir` marks them `frozen`.
     frozen: BTreeSet<String>,
+    /// Params whose initial values are not their op's default (`.qir`: `he_normal`).
+    initializers: BTreeMap<String, Initializer>,
+}
+
+/// How a param starts when a graph's weights are initialized ([`crate::ir::builder`]); a
+/// param without one gets its op's Keras default (Glorot uniform kernels, zero biases, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Initializer {
+    /// `glorot_uniform` (Keras' default): `U(-l, l)`, `l = sqrt(6 / (fan_in + fan_out))`.
+    #[default]
+    GlorotUniform,
+    /// `he_normal`: a normal of standard deviation `sqrt(2 / fan_in) / 0.8796…`, truncated
+    /// at two standard deviations (Keras' `VarianceScaling(2, "fan_in", "truncated_normal")`).
+    HeNormal,
+}
+
+impl Initializer {
+    /// The spelling in `.qir` and Keras (`glorot_uniform`, `he_normal`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Initializer::GlorotUniform => "glorot_uniform",
+            Initializer::HeNormal => "he_normal",
+        }
+    }
+
+    /// Parses [`Initializer::name`]'s spelling.
+    pub fn parse(s: &str) -> Option<Initializer> {
+        [Initializer::GlorotUniform, Initializer::HeNormal]
+            .into_iter()
+            .find(|i| i.name() == s)
+    }
 }
 
 impl Graph {
@@ -123,6 +154,28 @@ impl Graph {
             }
             _ => Err(self.graph_err(format!("cannot freeze `{name}`: it is not a param"))),
         }
+    }
+
+    /// Gives param `name` the initializer `init` (the default one is not recorded).
+    pub fn set_initializer(&mut self, name: &str, init: Initializer) -> Result<()> {
+        match self.by_name.get(name) {
+            Some(&id) if self.g[id].op == Op::Model(ModelOp::Param) => {
+                if init == Initializer::default() {
+                    self.initializers.remove(name);
+                } else {
+                    self.initializers.insert(name.to_string(), init);
+                }
+                Ok(())
+            }
+            _ => Err(self.graph_err(format!(
+                "cannot give `{name}` an initializer: it is not a param"
+            ))),
+        }
+    }
+
+    /// The initializer of param `name` ([`Initializer::GlorotUniform`] unless set).
+    pub fn initializer(&self, name: &str) -> Initializer {
+        self.initializers.get(name).copied().unwrap_or_default()
     }
 
     /// Whether param `name` is frozen.

@@ -21,7 +21,7 @@
 //! `print(parse(print(g))) == print(g)`.
 
 use super::attrs::{quote, AttrValue};
-use super::graph::{Graph, NodeId};
+use super::graph::{Graph, Initializer, NodeId};
 use super::infer::infer_type;
 use super::op::{Op, OpKind};
 use super::params::ParamStore;
@@ -74,7 +74,16 @@ pub fn print(g: &Graph) -> String {
         } else {
             ""
         };
-        let _ = writeln!(out, "param {} : {}{frozen}", param_ref(&node.name), node.ty);
+        let init = match g.initializer(&node.name) {
+            Initializer::GlorotUniform => String::new(),
+            other => format!(" {}", other.name()),
+        };
+        let _ = writeln!(
+            out,
+            "param {} : {}{frozen}{init}",
+            param_ref(&node.name),
+            node.ty
+        );
     }
     for &id in &order {
         let node = g.node(id);
@@ -709,6 +718,15 @@ pub fn parse(src: &str, file: &str) -> Result<Graph> {
                 if matches!(p.peek(), Tok::Ident(w) if w == "frozen") {
                     p.advance();
                     g.freeze(&name).map_err(|e| p.err_at(at, e.to_string()))?;
+                }
+                let init = match p.peek() {
+                    Tok::Ident(w) => Initializer::parse(w),
+                    _ => None,
+                };
+                if let Some(init) = init {
+                    p.advance();
+                    g.set_initializer(&name, init)
+                        .map_err(|e| p.err_at(at, e.to_string()))?;
                 }
                 p.end_of_line()?;
             }

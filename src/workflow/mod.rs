@@ -94,6 +94,12 @@ pub struct Job {
     /// `H,W`: the size images of an image-folder dataset are resized to (needed when they
     /// differ in size).
     pub image_size: Option<String>,
+    /// `H,W,C`: the input shape a reference model is built for (`resnet8` on MNIST:
+    /// `28,28,1`), as Keras applications take `input_shape`; the model's default when unset.
+    pub input_shape: Option<String>,
+    /// The classes a reference model is built for (its default when unset: 10 for the
+    /// MNIST and CIFAR models, 12 for `ds_cnn`, 2 for the visual-wake-words models).
+    pub classes: Option<usize>,
     /// Training samples (the first ones, in batches of `batch`) that calibrate the
     /// post-training-quantization baseline: the float model quantized with min/max ranges,
     /// exported and evaluated beside the QAT result; 0 skips it.
@@ -140,6 +146,8 @@ impl Default for Job {
             input_scale: None,
             augment: None,
             image_size: None,
+            input_shape: None,
+            classes: None,
             ptq_samples: 512,
             ptq_range: "minmax".into(),
             analyze: false,
@@ -189,7 +197,53 @@ impl Job {
         self.input_scale()?;
         crate::train::Augment::parse(self.augment.as_deref().unwrap_or("none"))?;
         self.image_size()?;
+        self.input_shape()?;
         Ok(())
+    }
+
+    /// The parsed `input_shape` (`H,W,C`), if given.
+    pub fn input_shape(&self) -> Result<Option<[usize; 3]>> {
+        let Some(s) = self.input_shape.as_deref() else {
+            return Ok(None);
+        };
+        let bad = || Error::Usage(format!("input_shape `{s}`: expected H,W,C such as 28,28,1"));
+        let dims: Vec<usize> = s
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&d| (1..=4096).contains(&d))
+                    .ok_or_else(bad)
+            })
+            .collect::<Result<_>>()?;
+        match dims.as_slice() {
+            [h, w, c] => Ok(Some([*h, *w, *c])),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The job's model: [`load_model`], a reference model built for `input_shape` and
+    /// `classes` when they are given.
+    pub fn load_model(&self) -> Result<Model> {
+        let shape = self.input_shape()?;
+        if shape.is_none() && self.classes.is_none() {
+            return load_model(&self.model, self.seed);
+        }
+        if crate::models::defaults(&self.model).is_none() {
+            return Err(Error::Usage(format!(
+                "--input-shape and --classes build a reference model ({}); `{}` is not one \
+                 (a model file has its own shape)",
+                crate::models::NAMES.join(", "),
+                self.model
+            )));
+        }
+        crate::models::build(
+            &self.model,
+            self.seed,
+            shape.as_ref().map(|s| &s[..]),
+            self.classes,
+        )
     }
 
     /// The parsed `mixed_precision` budget, if given.
@@ -400,7 +454,7 @@ pub fn resume(out: &Path, progress: bool) -> Result<Report> {
 fn run_job(cfg: &Job, resume: bool) -> Result<Report> {
     // everything that can be checked is checked before anything is written
     let backend = cfg.backend()?;
-    let mut model = load_model(&cfg.model, cfg.seed)?;
+    let mut model = cfg.load_model()?;
     if let Some(Some(s)) = cfg.input_scale()? {
         scale_input(&mut model, s)?;
     }
@@ -882,7 +936,7 @@ fn write_analysis(
 /// `cfg.out`.
 pub fn analyze(cfg: &Job) -> Result<crate::analyze::Analysis> {
     let backend = cfg.backend()?;
-    let mut model = load_model(&cfg.model, cfg.seed)?;
+    let mut model = cfg.load_model()?;
     if let Some(Some(s)) = cfg.input_scale()? {
         scale_input(&mut model, s)?;
     }
