@@ -134,6 +134,12 @@ fn mbv2_tiny_for(input: [usize; 3], classes: usize, seed: u64) -> Result<Model> 
     f.build()
 }
 
+/// BatchNormalization then ReLU (the MLPerf Tiny networks' `Activation("relu")`).
+fn bn_relu(f: &mut Functional, x: NodeId) -> Result<NodeId> {
+    let x = f.layer(x, Layer::batch_norm())?;
+    f.layer(x, Layer::Activation(Act::Relu))
+}
+
 /// An average pool over a whole `[h, w]` map (or a `[h, w]` window), stride = window, valid.
 fn avg_pool(size: [usize; 2]) -> Layer {
     Layer::AvgPool(PoolAttrs {
@@ -167,10 +173,6 @@ pub fn resnet8(input: [usize; 3], classes: usize, seed: u64) -> Result<Model> {
         };
         f.named(&name)
             .layer(x, Layer::conv2d(filters, size).stride(s).same().he_normal())
-    };
-    let bn_relu = |f: &mut Functional, x| -> Result<NodeId> {
-        let x = f.layer(x, Layer::batch_norm())?;
-        f.layer(x, Layer::Activation(Act::Relu))
     };
     let x = conv(&mut f, i, 0, 16, 3, 1)?;
     let mut x = bn_relu(&mut f, x)?;
@@ -209,10 +211,6 @@ pub fn resnet8(input: [usize; 3], classes: usize, seed: u64) -> Result<Model> {
 pub fn ds_cnn(input: [usize; 3], classes: usize, seed: u64) -> Result<Model> {
     let mut f = Functional::new("ds_cnn", seed);
     let i = f.input("input_1", &input)?;
-    let bn_relu = |f: &mut Functional, x| -> Result<NodeId> {
-        let x = f.layer(x, Layer::batch_norm())?;
-        f.layer(x, Layer::Activation(Act::Relu))
-    };
     let x = f.layer(i, Layer::conv2d(64, 10).kernel_size(10, 4).stride(2).same())?;
     let x = bn_relu(&mut f, x)?;
     let mut x = f.layer(x, Layer::Dropout(0.2))?;
@@ -255,10 +253,6 @@ const MBV1_025: [(usize, usize); 13] = [
 pub fn mobilenet_v1_025(input: [usize; 3], classes: usize, seed: u64) -> Result<Model> {
     let mut f = Functional::new("mobilenet_v1_025", seed);
     let i = f.input("input_1", &input)?;
-    let bn_relu = |f: &mut Functional, x| -> Result<NodeId> {
-        let x = f.layer(x, Layer::batch_norm())?;
-        f.layer(x, Layer::Activation(Act::Relu))
-    };
     let x = f.layer(i, Layer::conv2d(8, 3).stride(2).same().he_normal())?;
     let mut x = bn_relu(&mut f, x)?;
     for (stride, filters) in MBV1_025 {
