@@ -1,6 +1,7 @@
 //! `--data` formats on small files the tests write themselves: MNIST-format IDX of another
 //! image size (plain and gzip), `.npz` in both image layouts with several label types,
-//! CIFAR-10 and CIFAR-100 binaries; corrupt and truncated files are errors naming the file
+//! CIFAR-10 and CIFAR-100 binaries, as directories and as the `.tar.gz` archives they are
+//! downloaded in (the official name checked by size and SHA-256); corrupt and truncated files are errors naming the file
 //! and where, never panics; and `qatc train --data` on each format end to end.
 
 use npyz::WriterBuilder;
@@ -103,6 +104,29 @@ fn write_cifar(dir: &Path, hundred: bool) {
     }
 }
 
+/// The CIFAR binaries of [`write_cifar`] packed as the dataset page packs them: a folder
+/// (`cifar-10-batches-bin/` or `cifar-100-binary/`) with the batches and their text files,
+/// in a gzip-compressed tar.
+fn write_cifar_archive(path: &Path, hundred: bool) {
+    let d = scratch(&format!("pack{hundred}"));
+    write_cifar(&d, hundred);
+    std::fs::write(d.join("batches.meta.txt"), "airplane\nautomobile\n").unwrap();
+    std::fs::write(d.join("readme.html"), "<html></html>").unwrap();
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    let folder = if hundred {
+        "cifar-100-binary"
+    } else {
+        "cifar-10-batches-bin"
+    };
+    tar.append_dir_all(folder, &d).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn idx_of_any_image_size_plain_or_gzip() {
     for gzip in [false, true] {
@@ -197,6 +221,144 @@ fn cifar_10_and_100_binaries() {
         assert_eq!(t.labels, [0, 1, 2, 0]);
         std::fs::remove_dir_all(&d).unwrap();
     }
+}
+
+/// `--data cifar-10-binary.tar.gz` as downloaded: the archive reads like the folder it
+/// unpacks to, for both splits and both CIFARs.
+#[test]
+fn cifar_archives_read_like_their_folders() {
+    for hundred in [false, true] {
+        let d = scratch(&format!("cifar-archive{hundred}"));
+        let dir = d.join("unpacked");
+        std::fs::create_dir_all(&dir).unwrap();
+        write_cifar(&dir, hundred);
+        let archive = d.join("my-cifar.tar.gz");
+        write_cifar_archive(&archive, hundred);
+        for split in [Split::Train, Split::Test] {
+            let a = load(&archive, split, Pixels::Unit).unwrap();
+            let f = load(&dir, split, Pixels::Unit).unwrap();
+            assert_eq!(a.sample_shape, f.sample_shape);
+            assert_eq!(a.classes, f.classes);
+            assert_eq!(a.labels, f.labels, "{split:?}");
+            assert_eq!(a.images, f.images, "{split:?}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+/// A file named like the official CIFAR-10 archive must be it: a wrong size or a wrong
+/// SHA-256 is an error naming both and where to download the real one.
+#[test]
+fn the_official_cifar_archive_is_checked_by_size_and_sha256() {
+    use qatc::data::cifar::CIFAR10_ARCHIVE;
+    let d = scratch("official");
+    let path = d.join(CIFAR10_ARCHIVE.name);
+    write_cifar_archive(&path, false);
+    let e = load(&path, Split::Train, Pixels::Unit)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("170052171 bytes") && e.contains(CIFAR10_ARCHIVE.url),
+        "{e}"
+    );
+    // the right size, the wrong bytes (a sparse file of zeros)
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(CIFAR10_ARCHIVE.bytes)
+        .unwrap();
+    let e = load(&path, Split::Test, Pixels::Unit)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("SHA-256") && e.contains(CIFAR10_ARCHIVE.sha256),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `examples/cifar10_resnet8.toml`, the MLPerf Tiny recipe, parses as the recipe it says it
+/// is and trains, quantizes and exports resnet8 for a few steps on a CIFAR-format archive.
+#[test]
+fn the_cifar10_resnet8_example_trains_on_a_cifar_archive() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("examples/cifar10_resnet8.toml");
+    let job = qatc::workflow::Job::from_toml_file(&example).unwrap();
+    assert_eq!(job.model, "resnet8");
+    assert_eq!(job.data, Path::new("cifar-10-binary.tar.gz"));
+    assert_eq!(job.augment.as_deref(), Some("crop:4,flip"));
+    assert_eq!(
+        (job.batch, job.lr, job.lr_schedule.as_str()),
+        (32, 1e-3, "cosine")
+    );
+    assert!(job.epochs >= 100 && job.qat_epochs >= 10);
+    job.check().unwrap();
+    let d = scratch("cifar-example");
+    let archive = d.join("cifar-format.tar.gz");
+    write_cifar_archive(&archive, false);
+    let out = d.join("out");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .arg("train")
+        .arg("--config")
+        .arg(&example)
+        .args([
+            "--epochs",
+            "1",
+            "--qat-epochs",
+            "1",
+            "--batch",
+            "2",
+            "--quiet",
+        ])
+        .arg("--data")
+        .arg(&archive)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.join("resnet8_int8.tflite").exists());
+    let run_toml = std::fs::read_to_string(out.join("run.toml")).unwrap();
+    assert!(run_toml.contains("crop:4,flip"), "{run_toml}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Not an archive, a cut archive, an archive without CIFAR batches: errors naming the file.
+#[test]
+fn broken_cifar_archives_are_errors_naming_the_file() {
+    let d = scratch("broken-archive");
+    let path = d.join("broken.tar.gz");
+    std::fs::write(&path, b"this is not gzip").unwrap();
+    let e = load(&path, Split::Train, Pixels::Unit)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("broken.tar.gz") && e.contains("gzip"), "{e}");
+    write_cifar_archive(&path, false);
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [10, bytes.len() / 3, bytes.len() / 2, bytes.len() - 9] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let r = load(&path, Split::Train, Pixels::Unit);
+        let e = r.expect_err("a cut archive must not load").to_string();
+        assert!(e.contains("broken.tar.gz"), "cut at {cut}: {e}");
+    }
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "hello").unwrap();
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all("other", &other).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    let e = load(&path, Split::Train, Pixels::Unit)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no CIFAR binary batches"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //! # train-step: adam        (optional, after the passes: snapshot autodiff's train step
 //!                            with this optimizer, `adam`, `sgd` or `sgd momentum=0.9`, at
 //!                            the case's batch size; `eval`: autodiff's inference graph)
+//! # source: examples/resnet8.qir  (optional: the graph is that file's, relative to the crate
+//!                            root, so a reference model's case is its example, not a copy)
 //! ```
 //! Params come from the `.safetensors` file beside the case, else they are synthesized
 //! (deterministic values in [0.5, 1.5], so BatchNorm variances are positive). With passes,
@@ -33,6 +35,7 @@ struct Header {
     what: Option<String>,
     allow_markers: bool,
     train_step: Option<String>,
+    source: Option<String>,
 }
 
 fn header(src: &str) -> Header {
@@ -44,6 +47,7 @@ fn header(src: &str) -> Header {
         what: None,
         allow_markers: false,
         train_step: None,
+        source: None,
     };
     for line in src
         .lines()
@@ -68,6 +72,8 @@ fn header(src: &str) -> Header {
             h.allow_markers = v.trim() == "markers";
         } else if let Some(v) = line.strip_prefix("train-step:") {
             h.train_step = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("source:") {
+            h.source = Some(v.trim().to_string());
         }
     }
     h
@@ -80,7 +86,16 @@ fn run_case(path: &Path, display: &str) -> Result<String, String> {
     if h.what.is_none() {
         return Err(format!("{display}: the header needs a `# what:` line"));
     }
-    let graph = qatc::ir::text::parse(&src, display).map_err(|e| e.to_string())?;
+    let graph = match &h.source {
+        None => qatc::ir::text::parse(&src, display),
+        Some(source) => {
+            let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+            let body = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{display}: # source: {source}: {e}"))?;
+            qatc::ir::text::parse(&body, source)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     if h.passes.is_empty() {
         let opts = qatc::ir::verify::VerifyOptions {
             allow_markers: h.allow_markers,

@@ -240,6 +240,24 @@ fn reference_models_match_litert() {
     check_against_litert(&models);
 }
 
+/// The MLPerf Tiny reference models, each at its own input shape (CIFAR-10 32×32×3, MFCC
+/// 49×10×1, visual wake words 96×96×3): random weights through default_8bit and export,
+/// LiteRT runs the files bit-exactly like qatc's interpreter.
+#[test]
+fn mlperf_tiny_models_match_litert() {
+    let mut models = Vec::new();
+    for (k, name) in ["resnet8", "ds_cnn", "mobilenet_v1_025", "mobilenet_v2_035"]
+        .into_iter()
+        .enumerate()
+    {
+        let (input, _) = qatc::models::defaults(name).unwrap();
+        let model = qatc::models::build(name, 3, None, None).unwrap();
+        let x = uniform(&[2, input[0], input[1], input[2]], 0.0, 1.0, 40 + k as u64);
+        models.push(reference_model(name, model, &x));
+    }
+    check_against_litert(&models);
+}
+
 /// Post-training quantization with each range method: the calibrated reference models
 /// export to files LiteRT runs bit-exactly like qatc's interpreter.
 #[test]

@@ -52,7 +52,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub backend: Option<String>,
     /// The data: a directory of MNIST-format IDX files (any image size), of CIFAR-10/100
-    /// binary batches, or an .npz with x_train, y_train, x_test, y_test [default: data/mnist].
+    /// binary batches, the CIFAR archive as downloaded (cifar-10-binary.tar.gz), or an .npz
+    /// with x_train, y_train, x_test, y_test [default: data/mnist].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Train on the first N training images only (quick runs).

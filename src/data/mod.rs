@@ -1,6 +1,6 @@
 //! Datasets: what `--data` reads (MNIST-format IDX of any image size, `.npz` as
-//! `keras.datasets` caches it, CIFAR-10/100 binary batches, image folders) into one
-//! in-memory [`Dataset`].
+//! `keras.datasets` caches it, CIFAR-10/100 binary batches or their `.tar.gz` archive, image
+//! folders) into one in-memory [`Dataset`].
 
 pub mod cifar;
 mod dataset;
@@ -15,7 +15,8 @@ use std::path::Path;
 pub use dataset::{Dataset, Pixels, Split};
 
 /// Loads one split of the dataset at `path`, told apart by what it finds: an `.npz` file, a
-/// directory of CIFAR-10 or CIFAR-100 binary batches, or a directory of MNIST-format IDX
+/// CIFAR-10 or CIFAR-100 binary archive as downloaded (`cifar-10-binary.tar.gz`, the
+/// official one checked by size and SHA-256), a directory of CIFAR binary batches, or a directory of MNIST-format IDX
 /// files (any image size: MNIST, Fashion-MNIST, KMNIST, EMNIST).
 pub fn load(path: &Path, split: Split, pixels: Pixels) -> Result<Dataset> {
     load_with(path, split, pixels, None, 0)
@@ -31,12 +32,16 @@ pub fn load_with(
     seed: u64,
 ) -> Result<Dataset> {
     if path.is_file() {
+        if cifar::is_archive(path) {
+            return cifar::load_archive(path, split, pixels);
+        }
         return match path.extension().and_then(|e| e.to_str()) {
             Some("npz") => npz::load(path, split, pixels),
             _ => Err(Error::file(
                 path,
                 "not a dataset file qatc reads: give an .npz file (x_train, y_train, x_test, \
-                 y_test) or a directory of IDX or CIFAR binary files",
+                 y_test), a CIFAR binary archive (cifar-10-binary.tar.gz) or a directory of \
+                 IDX or CIFAR binary files",
             )),
         };
     }

@@ -75,7 +75,8 @@ pub struct Job {
     /// interpreter, alias `reference`).
     pub backend: String,
     /// The dataset ([`crate::data::load`]): a directory of MNIST-format IDX files, of CIFAR
-    /// binary batches or of class folders of images, or an `.npz` file (default: the MNIST copy in `<crate>/data/mnist`).
+    /// binary batches or of class folders of images, a CIFAR `.tar.gz` archive, or an `.npz`
+    /// file (default: the MNIST copy in `<crate>/data/mnist`).
     pub data: PathBuf,
     /// Use only the first N training / test images (all when unset).
     pub train_samples: Option<usize>,
