@@ -2,11 +2,14 @@
 """MNIST test accuracy of a .tflite model in the real LiteRT runtime (ai-edge-litert).
 
 usage: litert_eval.py MODEL.tflite [--data data/mnist] [--resolver ref|default] [--batch 500]
+                      [--threads N]
 
 The same measurement as `qatc eval MODEL.tflite` (qatc's integer interpreter), made by LiteRT
 instead, so the two can be put side by side: pixels scaled to [0, 1], NHWC 28x28x1, argmax of
 the output. With `--predictions FILE.npy` the predicted classes are saved too. Prints one JSON
-line: {"model": ..., "resolver": ..., "accuracy": ..., "correct": ..., "total": ...}.
+line: {"model": ..., "resolver": ..., "accuracy": ..., "correct": ..., "total": ..., "seconds":
+..., "ms_per_image_per_thread": ...}; `seconds` times the invoke loop alone (`default` is
+LiteRT's builtin kernels with the XNNPACK delegate, on --threads threads).
 
 Runs in the venv scripts/test.sh makes (target/litert-venv/bin/python).
 """
@@ -35,6 +38,7 @@ def main():
     ap.add_argument("--resolver", choices=["ref", "default"], default="ref")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--predictions", help="save the predicted classes (int64 .npy)")
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
 
     import numpy as np
@@ -46,10 +50,13 @@ def main():
 
     resolver = {"ref": OpResolverType.BUILTIN_REF, "default": OpResolverType.AUTO}[a.resolver]
     with open(a.model, "rb") as f:
-        it = Interpreter(model_content=f.read(), experimental_op_resolver_type=resolver)
+        it = Interpreter(model_content=f.read(), experimental_op_resolver_type=resolver,
+                         num_threads=a.threads)
     inp = it.get_input_details()[0]
     out = it.get_output_details()[0]
     preds = []
+    import time
+    seconds = 0.0
     for k in range(0, len(x), a.batch):
         xb = x[k:k + a.batch]
         if inp["dtype"] != np.float32:
@@ -61,14 +68,17 @@ def main():
         it.resize_tensor_input(inp["index"], list(xb.shape), strict=False)
         it.allocate_tensors()
         it.set_tensor(inp["index"], xb)
+        t = time.perf_counter()
         it.invoke()
+        seconds += time.perf_counter() - t
         preds.append(it.get_tensor(out["index"]).argmax(axis=1))
     preds = np.concatenate(preds)
     if a.predictions:
         np.save(a.predictions, preds.astype(np.int64))
     correct = int((preds == labels).sum())
     json.dump({"model": a.model, "resolver": a.resolver, "accuracy": correct / len(labels),
-               "correct": correct, "total": int(len(labels))}, sys.stdout)
+               "correct": correct, "total": int(len(labels)), "seconds": seconds,
+               "ms_per_image_per_thread": 1e3 * seconds * a.threads / len(labels)}, sys.stdout)
     print()
 
 

@@ -58,6 +58,37 @@ fn benchmarks_a_reference_model() {
     );
 }
 
+/// An MLPerf Tiny model built for another input: the line reports GFLOP/s and peak RSS, the
+/// profile achieved GFLOP/s of the GEMMs.
+#[test]
+fn benchmarks_a_reference_model_at_another_input_shape() {
+    let (ok, out, err) = qatc(&[
+        "--model",
+        "resnet8",
+        "--input-shape",
+        "16,16,1",
+        "--classes",
+        "4",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--profile",
+        "--top",
+        "2",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("resnet8 QAT") && out.contains("GFLOP/s") && out.contains("peak RSS"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.contains("x gemm") && l.contains("GFLOP/s")), "{out}");
+    let (ok, _, err) = qatc(&["--model", "resnet8", "--input-shape", "16,16"]);
+    assert!(!ok && err.contains("H,W,C"), "{err}");
+}
+
 #[test]
 fn benchmarks_a_saved_train_step() {
     let dir = std::env::temp_dir().join(format!("qatc_bench_{}", std::process::id()));

@@ -538,7 +538,7 @@ impl Gen {
                 let mut m: usize = self.shape(x)[1..].iter().product();
                 let mut shape = Vec::new();
                 for _ in 0..self.rng.int(0, 2) {
-                    let divisors: Vec<usize> = (1..=m).filter(|d| m % d == 0).collect();
+                    let divisors: Vec<usize> = (1..=m).filter(|d| m.is_multiple_of(*d)).collect();
                     let d = *self.rng.pick(&divisors);
                     shape.push(d as i64);
                     m /= d;

@@ -347,7 +347,10 @@ fn fully_connected_requantizes_in_double_precision_like_litert() {
         .remove(0)
         .unwrap();
     let run = |mode| {
-        let opts = qatc::int8::Options { fc_requant: mode };
+        let opts = qatc::int8::Options {
+            fc_requant: mode,
+            ..Default::default()
+        };
         Interpreter::with_options(&bytes, opts)
             .unwrap()
             .run(std::slice::from_ref(&x))

@@ -1,6 +1,11 @@
 //! `qatc bench`: QAT training throughput of the JIT (samples/s in steady state after a
 //! warm-up) and the compile time of each train step.
 //!
+//! Each line gives the achieved GFLOP/s of the step's arithmetic (GEMMs and convolution
+//! kernels, [`crate::jit::CompileStats::flops`]) at the median step time, and the process'
+//! peak resident memory so far (`getrusage`: compilation, the arena, the state and the
+//! feeds; run one model per process to compare it with another tool's).
+//!
 //! Without arguments it measures the three reference configurations compared against TFMOT
 //! (`../shared/bench/tfmot_reference.py throughput`): `mnist_cnn` at batch 32 and 256 and
 //! `mbv2_tiny` at batch 64, each quantized with the `default_8bit` pipeline and trained with
@@ -22,11 +27,19 @@ use std::time::Instant;
     qatc bench                                  # mnist_cnn @32, @256, mbv2_tiny @64 (QAT)\n  \
     qatc bench --model mbv2_tiny --batch 64 --profile\n  \
     qatc bench --model mnist_cnn --float --threads 1\n  \
+    qatc bench --model resnet8 --batch 64 --input-shape 28,28,1\n  \
     qatc bench --graph step.qir --steps 200       # any train-step graph")]
 pub struct BenchArgs {
-    /// A reference model (mnist_cnn, mbv2_tiny); default: the three standard configurations.
+    /// A reference model (mnist_cnn, mbv2_tiny, resnet8, ds_cnn, mobilenet_v1_025,
+    /// mobilenet_v2_035); default: the three standard configurations.
     #[arg(long, conflicts_with = "graph")]
     pub model: Option<String>,
+    /// `H,W,C`: build the reference model for this input shape (its own by default).
+    #[arg(long, requires = "model")]
+    pub input_shape: Option<String>,
+    /// Build the reference model for this many classes (its own by default).
+    #[arg(long, requires = "model")]
+    pub classes: Option<usize>,
     /// Batch size (default: 32 for mnist_cnn, 64 for mbv2_tiny).
     #[arg(long, conflicts_with = "graph")]
     pub batch: Option<usize>,
@@ -75,20 +88,43 @@ pub struct BenchResult {
     pub median_step_secs: f64,
     /// Throughput over all timed steps (from the mean).
     pub samples_per_sec: f64,
+    /// Arithmetic of one step (GEMMs and convolution kernels, 2 per multiply-add).
+    pub flops_per_step: usize,
+    /// The process' peak resident set size after the timed steps, when the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 impl BenchResult {
+    /// Achieved GFLOP/s at the median step time.
+    pub fn gflops(&self) -> f64 {
+        self.flops_per_step as f64 / self.median_step_secs.max(1e-12) * 1e-9
+    }
+
     pub fn line(&self) -> String {
+        let rss = match self.peak_rss_bytes {
+            Some(b) => format!("{:.0} MiB", b as f64 / (1 << 20) as f64),
+            None => "?".into(),
+        };
         format!(
-            "{:<24} batch {:>4}  {:>8.0} samples/s  {:>8.3} ms/step (median {:.3})  compile {:>6.1} ms",
+            "{:<24} batch {:>4}  {:>8.0} samples/s  {:>8.3} ms/step (median {:.3})  {:>6.1} GFLOP/s  compile {:>6.1} ms  peak RSS {rss}",
             self.name,
             self.batch,
             self.samples_per_sec,
             self.step_secs * 1e3,
             self.median_step_secs * 1e3,
+            self.gflops(),
             self.compile_secs * 1e3
         )
     }
+}
+
+/// The process' peak resident set size (`getrusage(RUSAGE_SELF)`), if the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    // SAFETY: getrusage writes one plain-data struct that we own and zeroed.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0;
+    // Linux reports kibibytes
+    (ok && usage.ru_maxrss > 0).then(|| usage.ru_maxrss as u64 * 1024)
 }
 
 /// The configurations compared with TFMOT.
@@ -97,7 +133,15 @@ pub const STANDARD: &[(&str, usize)] = &[("mnist_cnn", 32), ("mnist_cnn", 256), 
 /// The train step of a reference model: quantized with `default_8bit` (unless `float`),
 /// differentiated by `autodiff::train_step` with Adam, with its initial state.
 pub fn train_step_of(model: &str, batch: usize, float: bool) -> Result<(Graph, ParamStore)> {
-    let m = crate::models::by_name(model, 0)?;
+    train_step_built(crate::models::by_name(model, 0)?, batch, float)
+}
+
+/// [`train_step_of`] for a model already built.
+pub fn train_step_built(
+    m: crate::ir::builder::Model,
+    batch: usize,
+    float: bool,
+) -> Result<(Graph, ParamStore)> {
     let mut params = m.params;
     let graph = if float {
         m.graph
@@ -253,46 +297,8 @@ pub fn measure(
     let secs = t.elapsed().as_secs_f64();
     times.sort_by(f64::total_cmp);
     let median_step_secs = times[times.len() / 2];
-    if print_profile.is_some() {
-        if let Some(p) = exe.profile() {
-            // minimum over runs: robust to preemption on a shared machine
-            let total: f64 = p.iter().map(|r| r.2).sum();
-            let mean: f64 = p.iter().map(|r| r.1).sum();
-            say(format!(
-                "{name}: {:.3} ms per step (sum of per-instruction minima; mean {:.3} ms)",
-                total * 1e3,
-                mean * 1e3
-            ));
-            let mut kinds: Vec<(String, f64, usize)> = Vec::new();
-            for (n, _, s) in &p {
-                let kind = n.split(':').next().unwrap_or("").to_string();
-                match kinds.iter_mut().find(|k| k.0 == kind) {
-                    Some(k) => {
-                        k.1 += s;
-                        k.2 += 1;
-                    }
-                    None => kinds.push((kind, *s, 1)),
-                }
-            }
-            kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
-            for (k, s, n) in &kinds {
-                say(format!(
-                    "  {:>8.1} us {:>5.1}%  {n:>3} x {k}",
-                    s * 1e6,
-                    100.0 * s / total
-                ));
-            }
-            let mut rows: Vec<(usize, &(String, f64, f64))> = p.iter().enumerate().collect();
-            rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
-            let top = print_profile.unwrap_or(0);
-            for (i, (n, _, s)) in rows.iter().take(top) {
-                say(format!(
-                    "  {i:4} {:>8.1} us {:>5.1}%  {n}",
-                    s * 1e6,
-                    100.0 * s / total
-                ));
-            }
-        }
+    if let (Some(top), Some(p)) = (print_profile, exe.profile()) {
+        print_profile_table(name, &p, top);
     }
     Ok(BenchResult {
         name: name.to_string(),
@@ -301,7 +307,62 @@ pub fn measure(
         step_secs: secs / steps as f64,
         median_step_secs,
         samples_per_sec: (batch * steps) as f64 / secs,
+        flops_per_step: exe.stats().flops,
+        peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// The per-instruction profile: totals by kind, then the `top` most expensive instructions,
+/// each with its achieved GFLOP/s where it does arithmetic (minimum times: robust to
+/// preemption on a shared machine).
+fn print_profile_table(name: &str, p: &[crate::jit::InstProfile], top: usize) {
+    let total: f64 = p.iter().map(|r| r.min_secs).sum();
+    let mean: f64 = p.iter().map(|r| r.mean_secs).sum();
+    let gflops = |flops: usize, secs: f64| {
+        if flops > 0 && secs > 0.0 {
+            format!("{:>6.1} GFLOP/s", flops as f64 / secs * 1e-9)
+        } else {
+            String::new()
+        }
+    };
+    say(format!(
+        "{name}: {:.3} ms per step (sum of per-instruction minima; mean {:.3} ms)",
+        total * 1e3,
+        mean * 1e3
+    ));
+    // by kind: time, count, arithmetic
+    let mut kinds: Vec<(String, f64, usize, usize)> = Vec::new();
+    for r in p {
+        let kind = r.name.split(':').next().unwrap_or("").to_string();
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => {
+                k.1 += r.min_secs;
+                k.2 += 1;
+                k.3 += r.flops;
+            }
+            None => kinds.push((kind, r.min_secs, 1, r.flops)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (k, s, n, flops) in &kinds {
+        say(format!(
+            "  {:>8.1} us {:>5.1}%  {n:>3} x {k:<24} {}",
+            s * 1e6,
+            100.0 * s / total,
+            gflops(*flops, *s)
+        ));
+    }
+    let mut rows: Vec<(usize, &crate::jit::InstProfile)> = p.iter().enumerate().collect();
+    rows.sort_by(|a, b| b.1.min_secs.total_cmp(&a.1.min_secs));
+    for (i, r) in rows.iter().take(top) {
+        say(format!(
+            "  {i:4} {:>8.1} us {:>5.1}%  {:<15} {}",
+            r.min_secs * 1e6,
+            100.0 * r.min_secs / total,
+            gflops(r.flops, r.min_secs),
+            r.name
+        ));
+    }
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
@@ -354,7 +415,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let kind = if a.float { "float" } else { "QAT" };
     for (model, batch) in configs {
-        let (graph, params) = train_step_of(&model, batch, a.float)?;
+        let built = crate::workflow::Job {
+            model: model.clone(),
+            input_shape: a.input_shape.clone(),
+            classes: a.classes,
+            ..Default::default()
+        }
+        .load_model()?;
+        let (graph, params) = train_step_built(built, batch, a.float)?;
         let name = format!("{model} {kind}");
         say(measure(&name, &graph, &params, &opts, m)?.line());
     }

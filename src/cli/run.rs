@@ -25,23 +25,34 @@ pub struct RunArgs {
     /// older reference kernels (default: double precision, like LiteRT's reference kernels).
     #[arg(long)]
     pub fixed_point_fc: bool,
+    /// Run the plain reference loops instead of the fast kernels (same results, slower).
+    #[arg(long)]
+    pub reference_kernels: bool,
 }
 
 /// The interpreter options the flags select.
-pub fn interpreter_options(fixed_point_fc: bool) -> crate::int8::Options {
+pub fn interpreter_options(fixed_point_fc: bool, reference_kernels: bool) -> crate::int8::Options {
     crate::int8::Options {
         fc_requant: if fixed_point_fc {
             crate::int8::FcRequant::FixedPoint
         } else {
             crate::int8::FcRequant::Double
         },
+        kernels: if reference_kernels {
+            crate::int8::Kernels::Reference
+        } else {
+            crate::int8::Kernels::Fast
+        },
     }
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let bytes = read_file(&args.model)?;
-    let it = Interpreter::with_options(&bytes, interpreter_options(args.fixed_point_fc))
-        .map_err(|e| Error::file(&args.model, e.to_string()))?;
+    let it = Interpreter::with_options(
+        &bytes,
+        interpreter_options(args.fixed_point_fc, args.reference_kernels),
+    )
+    .map_err(|e| Error::file(&args.model, e.to_string()))?;
     let want_in = it.inputs();
     let want_out = it.outputs();
     if args.inputs.len() != want_in.len() || args.outputs.len() != want_out.len() {

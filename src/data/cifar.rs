@@ -248,7 +248,7 @@ impl Records {
     fn push(&mut self, bytes: &[u8], pixels: Pixels) -> std::result::Result<(), String> {
         let (label_bytes, classes) = self.label_bytes_and_classes();
         let record = label_bytes + PIXELS;
-        if bytes.is_empty() || bytes.len() % record != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
             return Err(format!(
                 "{} bytes is not a whole number of {record}-byte records: the record at byte \
                  {} is incomplete (truncated file?)",

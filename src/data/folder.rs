@@ -114,7 +114,7 @@ pub fn load(
             for b in name.bytes() {
                 h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
             }
-            h % 5 == 0
+            h.is_multiple_of(5)
         };
         let keep = |p: &Path| test(p) == (split == Split::Test);
         (all.into_iter().filter(|(p, _)| keep(p)).collect(), classes)

@@ -4,8 +4,11 @@
 //! (`maximum_minimum.cc`: raw comparisons, no requantization).
 
 use super::array::Array;
-use super::context::{activation_range, checked_numel, int8_params, multiplier, Ctx, PResult};
-use super::fixed::{mul_by_quantized, mul_by_quantized_smaller_than_one};
+use super::context::{
+    activation_range, checked_numel, int8_params, multiplier, Ctx, Kernels, PResult,
+};
+use super::dot8::{AddSubParams, Vnni};
+use super::fixed::mul_by_quantized;
 use crate::tflite::model::{FusedActivation, Options};
 use crate::tflite::schema::BuiltinOperator as B;
 
@@ -105,17 +108,15 @@ fn both_i8<'a>(a: &'a Array, b: &'a Array) -> PResult<(&'a [i8], &'a [i8])> {
 /// headroom, added or subtracted, and rescaled to the output.
 #[derive(Clone, Debug)]
 pub struct AddSub {
-    subtract: bool,
-    zp: [i32; 3],
-    mult: [i32; 3],
-    shift: [i32; 3],
-    act: (i32, i32),
+    params: AddSubParams,
+    /// The vector kernel for same-shape operands, when asked for and the CPU has it.
+    fast: Option<Vnni>,
 }
 
 const LEFT_SHIFT: i32 = 20;
 
 impl AddSub {
-    pub(crate) fn prepare(cx: &Ctx) -> PResult<AddSub> {
+    pub(crate) fn prepare(cx: &Ctx, kernels: Kernels) -> PResult<AddSub> {
         let ((s1, z1), (s2, z2), (so, zo)) = two_int8_inputs(cx)?;
         let subtract = cx.op.code == B::SUB;
         let act = match (subtract, &cx.op.options) {
@@ -140,33 +141,32 @@ impl AddSub {
         let q1 = multiplier(m1, "input 1")?;
         let q2 = multiplier(m2, "input 2")?;
         let qo = multiplier(mo, "output")?;
-        Ok(AddSub {
+        let params = AddSubParams {
             subtract,
+            left_shift: LEFT_SHIFT,
             zp: [z1, z2, zo],
             mult: [q1.0, q2.0, qo.0],
             shift: [q1.1, q2.1, qo.1],
             act: activation_range(act, so, zo)?,
-        })
-    }
-
-    #[inline]
-    fn apply(&self, x: i8, y: i8) -> i8 {
-        let a = (x as i32 - self.zp[0]) << LEFT_SHIFT;
-        let b = (y as i32 - self.zp[1]) << LEFT_SHIFT;
-        let a = mul_by_quantized_smaller_than_one(a, self.mult[0], self.shift[0]);
-        let b = mul_by_quantized_smaller_than_one(b, self.mult[1], self.shift[1]);
-        let raw = if self.subtract {
-            a.wrapping_sub(b)
-        } else {
-            a.wrapping_add(b)
         };
-        let out = mul_by_quantized_smaller_than_one(raw, self.mult[2], self.shift[2]) + self.zp[2];
-        out.clamp(self.act.0, self.act.1) as i8
+        if params.shift.iter().any(|&s| s > 0) {
+            return Err("a rescaling multiplier is not below one".into());
+        }
+        let fast = match kernels {
+            Kernels::Fast => Vnni::detect(),
+            Kernels::Reference => None,
+        };
+        Ok(AddSub { params, fast })
     }
 
     pub(crate) fn run(&self, a: &Array, b: &Array) -> PResult<Array> {
         let (x, y) = both_i8(a, b)?;
-        let (shape, out) = broadcast_map(x, &a.shape, y, &b.shape, |p, q| self.apply(p, q))?;
+        if let (Some(cpu), true) = (self.fast, a.shape == b.shape) {
+            let mut out = vec![0i8; x.len()];
+            cpu.add_sub(x, y, &self.params, &mut out);
+            return Ok(Array::i8(a.shape.clone(), out).expect("sized like the inputs"));
+        }
+        let (shape, out) = broadcast_map(x, &a.shape, y, &b.shape, |p, q| self.params.apply(p, q))?;
         Ok(Array::i8(shape, out).expect("sized by broadcast"))
     }
 }

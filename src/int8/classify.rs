@@ -59,6 +59,19 @@ pub fn argmax_rows(a: &Array) -> Vec<usize> {
 /// The predicted class of every sample of `data` under the int8 interpreter `it`: both
 /// cores, `batch` images per run when the model's batch dimension is resizable.
 pub fn predict(it: &Interpreter, data: &Dataset, batch: usize) -> Result<Vec<usize>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    predict_on(it, data, batch, threads)
+}
+
+/// [`predict`] on `threads` threads (at least 1), each taking a contiguous share of `data`.
+pub fn predict_on(
+    it: &Interpreter,
+    data: &Dataset,
+    batch: usize,
+    threads: usize,
+) -> Result<Vec<usize>> {
     let inputs = it.inputs();
     if inputs.len() != 1 {
         return Err(Error::Usage(format!(
@@ -80,9 +93,7 @@ pub fn predict(it: &Interpreter, data: &Dataset, batch: usize) -> Result<Vec<usi
         .as_ref()
         .is_some_and(|s| s.first() == Some(&-1));
     let batch = if resizable { batch.max(1) } else { 1 };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(2);
+    let threads = threads.max(1);
     let n = data.len();
     let chunk = n.div_ceil(threads);
     let parts: Result<Vec<Vec<usize>>> = std::thread::scope(|s| {

@@ -21,12 +21,27 @@ pub enum FcRequant {
     FixedPoint,
 }
 
+/// Which implementation of the heavy kernels runs. Both give the same bits (integer sums
+/// do not depend on their order); the reference loops are the oracle the fast ones are
+/// tested against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// 8-bit dot products (AVX-512 VNNI) for CONV_2D where the CPU has them, else the
+    /// reference loops.
+    #[default]
+    Fast,
+    /// The plain loops that follow LiteRT's reference kernels line by line.
+    Reference,
+}
+
 /// Interpreter settings.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     /// How FULLY_CONNECTED requantizes its int32 accumulators (double-precision or fixed-point
     /// multiplier); the default matches current LiteRT reference kernels.
     pub fc_requant: FcRequant,
+    /// Fast or reference kernels (same results).
+    pub kernels: Kernels,
 }
 
 /// The operator being prepared, with helpers that check its tensors and name it in errors.

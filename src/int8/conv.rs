@@ -9,10 +9,12 @@
 //! with double rounding, adds the output zero point and clamps to the fused activation.
 
 use super::array::Array;
+use super::context::Kernels;
 use super::context::{
     activation_range, checked_numel, constant, int8_params, multiplier, positive, window_geometry,
     Ctx, KernelError, PResult,
 };
+use super::dot8::{self, Packed, Vnni};
 use super::fixed::mul_by_quantized;
 use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, Tensor};
 
@@ -226,10 +228,13 @@ pub struct Conv {
     win: Window,
     filter: [usize; 4],
     in_channels: usize,
+    /// The 8-bit dot-product kernel, when asked for, the CPU has it and the convolution is
+    /// not grouped.
+    dot8: Option<Vnni>,
 }
 
 impl Conv {
-    pub(crate) fn prepare(cx: &Ctx) -> PResult<Conv> {
+    pub(crate) fn prepare(cx: &Ctx, kernels: Kernels) -> PResult<Conv> {
         cx.inputs_between(2, 3)?;
         let Options::Conv2d {
             padding,
@@ -264,10 +269,15 @@ impl Conv {
         let win = window_params(
             cx, padding, stride_h, stride_w, dilation_h, dilation_w, activation, 0, filter[0],
         )?;
+        let dot8 = match kernels {
+            Kernels::Fast if filter[3] == in_channels => Vnni::detect(),
+            Kernels::Fast | Kernels::Reference => None,
+        };
         Ok(Conv {
             win,
             filter,
             in_channels,
+            dot8,
         })
     }
 
@@ -294,6 +304,10 @@ impl Conv {
         let wd = check_filter(w, self.filter)?;
         let bias = bias_values(b, oc)?;
         let (_, [ph, pw]) = self.win.geometry(xs, kh, kw)?;
+        if let Some(cpu) = self.dot8 {
+            let out = self.run_dot8(cpu, xs, xd, wd, &bias, [ph, pw], &out_shape);
+            return Ok(Array::i8(out_shape, out).expect("sized by run_dot8"));
+        }
         let [n, h, wid, ic] = xs;
         let (oh, ow) = (out_shape[1], out_shape[2]);
         let per_group = oc / (ic / fic);
@@ -351,6 +365,98 @@ impl Conv {
         }
         Ok(Array::i8(out_shape, out).expect("sized above"))
     }
+
+    /// [`run`](Self::run) on 8-bit dot products ([`dot8`](super::dot8)): per group of 4
+    /// output pixels their patches of `x + 128` (padding taps `zp + 128`), then the shared
+    /// requantization.
+    #[allow(clippy::too_many_arguments)]
+    fn run_dot8(
+        &self,
+        cpu: Vnni,
+        xs: [usize; 4],
+        xd: &[i8],
+        wd: &[i8],
+        bias: &[i32],
+        [ph, pw]: [usize; 2],
+        out_shape: &[usize],
+    ) -> Vec<i8> {
+        cpu.vectorized(|| {
+            let [oc, kh, kw, _] = self.filter;
+            let [n, h, wid, ic] = xs;
+            let (oh, ow) = (out_shape[1], out_shape[2]);
+            let packed = Packed::new(wd, oc, kh * kw * ic, self.win.in_zp);
+            let bias = packed.fold_into_bias(bias);
+            let len = packed.patch_len();
+            let group = dot8::pixels_per_call();
+            let pad_byte = (self.win.in_zp + 128) as u8;
+            // the input made unsigned once: x + 128 is the sign bit flipped
+            let xu: Vec<u8> = xd.iter().map(|&v| (v as u8) ^ 0x80).collect();
+            let mut patches = vec![0u8; group * len];
+            let mut acc = vec![0i32; group * oc];
+            let mut out = vec![0i8; n * oh * ow * oc];
+            let pixels = n * oh * ow;
+            let mut first = 0;
+            // the next pixel's (image, row, column), advanced without divisions
+            let (mut bi, mut oy, mut ox) = (0, 0, 0);
+            while first < pixels {
+                let count = group.min(pixels - first);
+                for p in 0..count {
+                    let (b, y, x) = (bi, oy, ox);
+                    ox += 1;
+                    if ox == ow {
+                        ox = 0;
+                        oy += 1;
+                        if oy == oh {
+                            oy = 0;
+                            bi += 1;
+                        }
+                    }
+                    let (bi, oy, ox) = (b, y, x);
+                    let patch = &mut patches[p * len..(p + 1) * len];
+                    for ky in 0..kh {
+                        let iy = self.win.tap(0, oy, ky, ph, h);
+                        let row = &mut patch[ky * kw * ic..(ky + 1) * kw * ic];
+                        // a whole row of taps inside the image is one contiguous run of
+                        // the input (dilation 1)
+                        let first_x = self.win.tap(1, ox, 0, pw, wid);
+                        let last_x = self.win.tap(1, ox, kw - 1, pw, wid);
+                        if let (Some(iy), Some(ix), Some(_), 1) =
+                            (iy, first_x, last_x, self.win.dilation[1])
+                        {
+                            let src = ((bi * h + iy) * wid + ix) * ic;
+                            row.copy_from_slice(&xu[src..src + kw * ic]);
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let dst = &mut row[kx * ic..(kx + 1) * ic];
+                            match (iy, self.win.tap(1, ox, kx, pw, wid)) {
+                                (Some(iy), Some(ix)) => {
+                                    let src = ((bi * h + iy) * wid + ix) * ic;
+                                    dst.copy_from_slice(&xu[src..src + ic]);
+                                }
+                                _ => dst.fill(pad_byte),
+                            }
+                        }
+                    }
+                }
+                packed.accumulate(cpu, &patches, count, &mut acc);
+                for (p, accs) in acc.chunks_exact(oc).take(count).enumerate() {
+                    let o = (first + p) * oc;
+                    cpu.requantize(
+                        accs,
+                        &bias,
+                        &self.win.mult,
+                        &self.win.shift,
+                        self.win.out_zp,
+                        self.win.act,
+                        &mut out[o..o + oc],
+                    );
+                }
+                first += count;
+            }
+            out
+        })
+    }
 }
 
 /// DEPTHWISE_CONV_2D: input `[n,h,w,ic]`, filter `[1,kh,kw,ic·m]` per-axis on dimension 3;
@@ -361,10 +467,12 @@ pub struct DepthwiseConv {
     win: Window,
     filter: [usize; 4],
     in_channels: usize,
+    /// AVX-512 code for depth multiplier 1, when asked for and the CPU has it.
+    fast: Option<Vnni>,
 }
 
 impl DepthwiseConv {
-    pub(crate) fn prepare(cx: &Ctx) -> PResult<DepthwiseConv> {
+    pub(crate) fn prepare(cx: &Ctx, kernels: Kernels) -> PResult<DepthwiseConv> {
         cx.inputs_between(2, 3)?;
         let Options::DepthwiseConv2d {
             padding,
@@ -392,10 +500,15 @@ impl DepthwiseConv {
         let win = window_params(
             cx, padding, stride_h, stride_w, dilation_h, dilation_w, activation, 3, filter[3],
         )?;
+        let fast = match kernels {
+            Kernels::Fast if filter[3] == x[3] => Vnni::detect(),
+            Kernels::Fast | Kernels::Reference => None,
+        };
         Ok(DepthwiseConv {
             win,
             filter,
             in_channels: x[3],
+            fast,
         })
     }
 
@@ -422,6 +535,10 @@ impl DepthwiseConv {
         let wd = check_filter(w, self.filter)?;
         let bias = bias_values(b, oc)?;
         let (_, [ph, pw]) = self.win.geometry(xs, kh, kw)?;
+        if let Some(cpu) = self.fast {
+            let out = self.run_fast(cpu, xs, xd, wd, &bias, [ph, pw], &out_shape);
+            return Ok(Array::i8(out_shape, out).expect("sized by run_fast"));
+        }
         let [n, h, wid, ic] = xs;
         let mult = oc / ic;
         let (oh, ow) = (out_shape[1], out_shape[2]);
@@ -470,6 +587,64 @@ impl DepthwiseConv {
             }
         }
         Ok(Array::i8(out_shape, out).expect("sized above"))
+    }
+
+    /// [`run`](Self::run) for depth multiplier 1 compiled for AVX-512: per output pixel the
+    /// valid taps add `w[tap, c] · (x[c] − zp)` to a row of channel accumulators (16 lanes
+    /// per instruction), then the vector requantization.
+    #[allow(clippy::too_many_arguments)]
+    fn run_fast(
+        &self,
+        cpu: Vnni,
+        xs: [usize; 4],
+        xd: &[i8],
+        wd: &[i8],
+        bias: &[i32],
+        [ph, pw]: [usize; 2],
+        out_shape: &[usize],
+    ) -> Vec<i8> {
+        cpu.vectorized(|| {
+            let [_, kh, kw, ch] = self.filter;
+            let [n, h, wid, _] = xs;
+            let (oh, ow) = (out_shape[1], out_shape[2]);
+            let zp = self.win.in_zp;
+            let mut acc = vec![0i32; ch];
+            let mut out = vec![0i8; n * oh * ow * ch];
+            let mut o = 0;
+            for bi in 0..n {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        acc.fill(0);
+                        for ky in 0..kh {
+                            let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
+                                continue;
+                            };
+                            for kx in 0..kw {
+                                let Some(ix) = self.win.tap(1, ox, kx, pw, wid) else {
+                                    continue;
+                                };
+                                let src = &xd[((bi * h + iy) * wid + ix) * ch..][..ch];
+                                let wrow = &wd[(ky * kw + kx) * ch..][..ch];
+                                for ((a, &x), &w) in acc.iter_mut().zip(src).zip(wrow) {
+                                    *a = a.wrapping_add((x as i32 - zp) * w as i32);
+                                }
+                            }
+                        }
+                        cpu.requantize(
+                            &acc,
+                            bias,
+                            &self.win.mult,
+                            &self.win.shift,
+                            self.win.out_zp,
+                            self.win.act,
+                            &mut out[o..o + ch],
+                        );
+                        o += ch;
+                    }
+                }
+            }
+            out
+        })
     }
 }
 

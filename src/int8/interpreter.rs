@@ -368,8 +368,10 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
         return Err(format!("has {} outputs, expected 1", op.outputs.len()).into());
     }
     Ok(match code {
-        B::CONV_2D => Kernel::Conv(conv::Conv::prepare(cx)?),
-        B::DEPTHWISE_CONV_2D => Kernel::DepthwiseConv(conv::DepthwiseConv::prepare(cx)?),
+        B::CONV_2D => Kernel::Conv(conv::Conv::prepare(cx, options.kernels)?),
+        B::DEPTHWISE_CONV_2D => {
+            Kernel::DepthwiseConv(conv::DepthwiseConv::prepare(cx, options.kernels)?)
+        }
         B::TRANSPOSE_CONV => Kernel::TransposeConv(conv::TransposeConv::prepare(cx)?),
         B::FULLY_CONNECTED => Kernel::FullyConnected(fully_connected::FullyConnected::prepare(
             cx,
@@ -377,7 +379,7 @@ fn prepare(cx: &Ctx, options: Options) -> PResult<Kernel> {
         )?),
         B::AVERAGE_POOL_2D => Kernel::AveragePool(pool::Pool::prepare(cx)?),
         B::MAX_POOL_2D => Kernel::MaxPool(pool::Pool::prepare(cx)?),
-        B::ADD | B::SUB => Kernel::AddSub(binary::AddSub::prepare(cx)?),
+        B::ADD | B::SUB => Kernel::AddSub(binary::AddSub::prepare(cx, options.kernels)?),
         B::MUL => Kernel::Mul(binary::Mul::prepare(cx)?),
         B::MAXIMUM | B::MINIMUM => Kernel::MinMax(binary::MinMax::prepare(cx)?),
         B::GREATER => Kernel::Greater(select::Greater::prepare(cx)?),

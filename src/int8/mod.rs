@@ -17,6 +17,7 @@ mod binary;
 pub mod classify;
 mod context;
 mod conv;
+mod dot8;
 mod fixed;
 mod fully_connected;
 mod interpreter;
@@ -30,8 +31,8 @@ mod shape;
 mod tests;
 
 pub use array::{Array, Data};
-pub use classify::{accuracy, adapt_input, argmax_rows, predict};
+pub use classify::{accuracy, adapt_input, argmax_rows, predict, predict_on};
 
 pub(crate) use context::activation_range;
-pub use context::{FcRequant, KernelError, Options};
+pub use context::{FcRequant, KernelError, Kernels, Options};
 pub use interpreter::Interpreter;

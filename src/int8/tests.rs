@@ -214,3 +214,163 @@ fn grouped_conv_reads_its_own_group() {
     );
     assert_eq!(run(&it, &[(&[1, 1, 1, 4], &[1, 2, 3, 4])]), vec![3, 2]);
 }
+
+/// The fast kernels ([`super::Kernels::Fast`], 8-bit dot products where the CPU has them)
+/// against the reference loops they replace, on random CONV_2D and ADD/SUB operators: every
+/// output bit equal. The shapes cover input channels that are (not) a multiple of 4, output
+/// channels that are (not) a multiple of 16, strides, dilation, both paddings, the extreme
+/// zero points, multipliers above one and accumulators that wrap.
+mod fast_vs_reference {
+    use super::*;
+    use crate::int8::{Kernels, Options as RunOptions};
+    use rand::{RngExt, SeedableRng};
+
+    fn both(model: &Model) -> [Interpreter; 2] {
+        if crate::int8::dot8::Vnni::detect().is_none() {
+            eprintln!("this CPU has no AVX-512 VNNI: the fast kernels fall back to the reference");
+        }
+        let bytes = write(model).unwrap();
+        [Kernels::Fast, Kernels::Reference].map(|kernels| {
+            let options = RunOptions {
+                kernels,
+                ..Default::default()
+            };
+            Interpreter::with_options(&bytes, options).unwrap()
+        })
+    }
+
+    fn random_i8(r: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<i8> {
+        (0..n)
+            .map(|_| r.random_range(-128i32..=127) as i8)
+            .collect()
+    }
+
+    #[test]
+    fn conv2d_matches_the_reference_loops() {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // (ic, oc, k, stride, dilation, padding)
+        let cases = [
+            (1, 16, 3, 1, 1, PaddingMode::Same),
+            (3, 5, 3, 2, 1, PaddingMode::Same),
+            (4, 16, 3, 1, 1, PaddingMode::Same),
+            (8, 17, 1, 1, 1, PaddingMode::Valid),
+            (16, 32, 3, 2, 1, PaddingMode::Same),
+            (12, 40, 3, 1, 2, PaddingMode::Same),
+            (20, 7, 5, 1, 1, PaddingMode::Valid),
+            (64, 64, 3, 1, 1, PaddingMode::Same),
+        ];
+        for (case, &(ic, oc, k, stride, dilation, padding)) in cases.iter().enumerate() {
+            for zp in [-128, 0, 127, r.random_range(-128..=127)] {
+                let (h, w, n) = (7, 6, 2);
+                let scales: Vec<f32> = (0..oc).map(|_| r.random_range(0.001..0.05)).collect();
+                // some output scales small enough for multipliers above one
+                let out_scale = if case % 2 == 0 { 0.02 } else { 0.0002 };
+                let filter = Tensor {
+                    quant: Some(QuantParams {
+                        scale: scales,
+                        zero_point: vec![0; oc],
+                        axis: 0,
+                    }),
+                    ..Tensor::constant(
+                        "w",
+                        vec![oc, k, k, ic],
+                        &Data::I8(random_i8(&mut r, oc * k * k * ic)),
+                    )
+                };
+                // biases anywhere in i32, so accumulator plus bias wraps for some channels
+                let bias: Vec<i32> = (0..oc)
+                    .map(|c| match c % 3 {
+                        0 => r.random_range(i32::MIN..=i32::MAX),
+                        _ => r.random_range(-5000..5000),
+                    })
+                    .collect();
+                let geometry = |size: usize| match padding {
+                    PaddingMode::Valid => (size - dilation * (k - 1) - 1) / stride + 1,
+                    _ => size.div_ceil(stride),
+                };
+                let (oh, ow) = (geometry(h), geometry(w));
+                let m = Model {
+                    tensors: vec![
+                        int8("x", &[n, h, w, ic], 0.05, zp),
+                        filter,
+                        ints("b", &bias),
+                        int8("y", &[n, oh, ow, oc], out_scale, r.random_range(-20..20)),
+                    ],
+                    operators: vec![Operator::new(
+                        B::CONV_2D,
+                        2,
+                        &[0, 1, 2],
+                        &[3],
+                        Options::Conv2d {
+                            padding,
+                            stride_h: stride as i32,
+                            stride_w: stride as i32,
+                            dilation_h: dilation as i32,
+                            dilation_w: dilation as i32,
+                            activation: if case % 3 == 0 {
+                                FusedActivation::Relu
+                            } else {
+                                FusedActivation::None
+                            },
+                        },
+                    )],
+                    inputs: vec![0],
+                    outputs: vec![3],
+                    ..Default::default()
+                };
+                let [fast, reference] = both(&m);
+                let x = random_i8(&mut r, n * h * w * ic);
+                let shape = [n, h, w, ic];
+                assert_eq!(
+                    run(&fast, &[(&shape, &x)]),
+                    run(&reference, &[(&shape, &x)]),
+                    "case {case} (ic {ic}, oc {oc}, k {k}, stride {stride}, dilation \
+                     {dilation}, {padding:?}), input zero point {zp}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn add_and_sub_match_the_reference_loops() {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        for (code, options) in [
+            (
+                B::ADD,
+                Options::Add {
+                    activation: FusedActivation::None,
+                },
+            ),
+            (
+                B::SUB,
+                Options::Sub {
+                    activation: FusedActivation::Relu6,
+                },
+            ),
+        ] {
+            for len in [1, 15, 16, 33, 1000] {
+                let s: Vec<f32> = (0..3).map(|_| r.random_range(0.01..0.2)).collect();
+                let z: Vec<i32> = (0..3).map(|_| r.random_range(-128..=127)).collect();
+                let m = Model {
+                    tensors: vec![
+                        int8("a", &[1, len], s[0], z[0]),
+                        int8("b", &[1, len], s[1], z[1]),
+                        int8("y", &[1, len], s[2], z[2]),
+                    ],
+                    operators: vec![Operator::new(code, 1, &[0, 1], &[2], options.clone())],
+                    inputs: vec![0, 1],
+                    outputs: vec![2],
+                    ..Default::default()
+                };
+                let [fast, reference] = both(&m);
+                let (a, b) = (random_i8(&mut r, len), random_i8(&mut r, len));
+                let shape = [1, len];
+                assert_eq!(
+                    run(&fast, &[(&shape, &a), (&shape, &b)]),
+                    run(&reference, &[(&shape, &a), (&shape, &b)]),
+                    "{code:?} of {len} elements"
+                );
+            }
+        }
+    }
+}

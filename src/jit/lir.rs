@@ -350,6 +350,10 @@ pub trait Kernel {
     fn name(&self) -> String;
     /// What the kernel does, for profiles (`depthwise`, `im2col`, ...).
     fn kind(&self) -> &'static str;
+    /// Arithmetic per run, counted as GEMMs are (2 per multiply-add of the contraction it
+    /// computes), for the GFLOP/s of profiles; 0 for kernels that move, compare or rescale
+    /// data, whose cost is memory traffic.
+    fn flops(&self) -> usize;
     fn reads(&self) -> Vec<VtId>;
     fn writes(&self) -> Vec<VtId>;
     /// Whether the kernel splits its work over threads (else thread 0 runs it alone).
@@ -370,6 +374,16 @@ pub enum Inst {
 }
 
 impl Inst {
+    /// Arithmetic per run ([`Gemm::flops`], [`Kernel::flops`]); fused elementwise loops
+    /// count 0 (they are bound by memory, not arithmetic).
+    pub fn flops(&self) -> usize {
+        match self {
+            Inst::Loop(_) => 0,
+            Inst::Gemm(g) => g.flops(),
+            Inst::Kernel(k) => k.flops(),
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Inst::Loop(l) => l.name.clone(),

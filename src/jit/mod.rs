@@ -115,6 +115,29 @@ pub struct CompileStats {
     pub updates_in_place: usize,
     /// Params whose new value is computed elsewhere and copied back at the end of the step.
     pub updates_copied: usize,
+    /// Arithmetic of one run ([`lir::Inst::flops`]: GEMMs and convolution kernels, 2 per
+    /// multiply-add), for GFLOP/s.
+    pub flops: usize,
+}
+
+/// One instruction's share of a profiled run ([`JitExecutor::profile`]).
+#[derive(Clone, Debug)]
+pub struct InstProfile {
+    /// `kind: name` (`gemm: conv2d_1/dW`, `depthwise: …`).
+    pub name: String,
+    /// Mean wall time per run.
+    pub mean_secs: f64,
+    /// Minimum wall time over runs (robust to preemption on a shared machine).
+    pub min_secs: f64,
+    /// Arithmetic per run ([`lir::Inst::flops`]; 0 for data movement).
+    pub flops: usize,
+}
+
+impl InstProfile {
+    /// Achieved GFLOP/s at the minimum time, when the instruction does arithmetic.
+    pub fn gflops(&self) -> Option<f64> {
+        (self.flops > 0 && self.min_secs > 0.0).then(|| self.flops as f64 / self.min_secs * 1e-9)
+    }
 }
 
 struct Input {
@@ -157,6 +180,7 @@ pub struct JitExecutor {
     listing: String,
     profile: Option<Box<runtime::Profile>>,
     inst_names: Vec<String>,
+    inst_flops: Vec<usize>,
     // Keeps the code alive; last so it is dropped after the pool has stopped.
     _module: JITModule,
 }
@@ -339,6 +363,7 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         state_bytes: plan.state_bytes,
         updates_in_place: plan.in_place.len(),
         updates_copied: plan.copied.len(),
+        flops: prog.insts.iter().map(lir::Inst::flops).sum(),
     };
     let pool = Pool::new(threads);
     let barrier = Box::new(Barrier::new(threads));
@@ -371,6 +396,7 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
                 format!("{kind}: {}", i.name())
             })
             .collect(),
+        inst_flops: prog.insts.iter().map(lir::Inst::flops).collect(),
         _module: module,
     })
 }
@@ -412,16 +438,22 @@ impl JitExecutor {
         self.threads
     }
 
-    /// Wall time of every LIR instruction (`kind: name`, mean seconds per run, minimum
-    /// seconds over runs), in program order, when compiled with [`JitOptions::profile`].
-    pub fn profile(&self) -> Option<Vec<(String, f64, f64)>> {
+    /// Wall time and arithmetic of every LIR instruction, in program order, when compiled
+    /// with [`JitOptions::profile`].
+    pub fn profile(&self) -> Option<Vec<InstProfile>> {
         let p = self.profile.as_ref()?;
         let runs = p.runs.max(1) as f64;
         Some(
             self.inst_names
                 .iter()
+                .zip(&self.inst_flops)
                 .zip(p.nanos.iter().zip(&p.min_nanos))
-                .map(|(n, (&ns, &min))| (n.clone(), ns as f64 * 1e-9 / runs, min as f64 * 1e-9))
+                .map(|((name, &flops), (&ns, &min))| InstProfile {
+                    name: name.clone(),
+                    mean_secs: ns as f64 * 1e-9 / runs,
+                    min_secs: min as f64 * 1e-9,
+                    flops,
+                })
                 .collect(),
         )
     }

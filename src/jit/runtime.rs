@@ -311,13 +311,13 @@ impl AlignedBuf {
 
     /// The f32s at byte `offset`.
     pub fn f32s(&self, offset: usize, n: usize) -> &[f32] {
-        assert!(offset % 4 == 0 && offset + 4 * n <= self.len.max(Self::ALIGN));
+        assert!(offset.is_multiple_of(4) && offset + 4 * n <= self.len.max(Self::ALIGN));
         // SAFETY: in bounds and aligned (checked above); the memory is initialized.
         unsafe { std::slice::from_raw_parts(self.ptr.add(offset) as *const f32, n) }
     }
 
     pub fn f32s_mut(&mut self, offset: usize, n: usize) -> &mut [f32] {
-        assert!(offset % 4 == 0 && offset + 4 * n <= self.len.max(Self::ALIGN));
+        assert!(offset.is_multiple_of(4) && offset + 4 * n <= self.len.max(Self::ALIGN));
         // SAFETY: as above, and `&mut self` gives exclusive access.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset) as *mut f32, n) }
     }

@@ -617,7 +617,7 @@ impl<'a> Run<'a> {
         let due = self
             .cfg
             .checkpoint_every
-            .is_some_and(|k| k > 0 && self.pos.step % k == 0);
+            .is_some_and(|k| k > 0 && self.pos.step.is_multiple_of(k));
         // (the end of the epoch writes its own checkpoint)
         if due && self.pos.batch < self.per_epoch {
             self.save()?;

@@ -294,7 +294,7 @@ pub(super) fn conv2d_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Sh
 
 /// depthwise_conv2d: x [n,h,w,cin], kernel [1,kh,kw,cin*mult].
 pub(super) fn depthwise_shape(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Result<Shape, OpError> {
-    if w[0] != 1 || x[3] == 0 || w[3] % x[3] != 0 {
+    if w[0] != 1 || x[3] == 0 || !w[3].is_multiple_of(x[3]) {
         return Err(format!(
             "depthwise kernel {} must be [1,kh,kw,in*multiplier] for an input with {} channels",
             shape_str(w),

@@ -141,7 +141,7 @@ pub(super) fn infer(op: &ModelOp, ins: &[&TensorType]) -> Result<TensorType, OpE
             let mut out = vec![x.shape[0]];
             for &d in shape {
                 out.push(if d == -1 {
-                    if known == 0 || per_sample % known != 0 {
+                    if known == 0 || !per_sample.is_multiple_of(known) {
                         0
                     } else {
                         per_sample / known

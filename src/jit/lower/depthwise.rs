@@ -112,6 +112,9 @@ impl Kernel for Depthwise {
     fn kind(&self) -> &'static str {
         "depthwise"
     }
+    fn flops(&self) -> usize {
+        2 * self.g.m() * self.g.co * self.g.kh * self.g.kw
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.x, self.k]
     }
@@ -165,6 +168,9 @@ impl Kernel for DepthwiseGradInput {
     }
     fn kind(&self) -> &'static str {
         "depthwise_grad_input"
+    }
+    fn flops(&self) -> usize {
+        2 * self.g.m() * self.g.co * self.g.kh * self.g.kw
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy, self.k]
@@ -290,6 +296,9 @@ impl Kernel for DepthwiseGradFilter {
     }
     fn kind(&self) -> &'static str {
         "depthwise_grad_filter"
+    }
+    fn flops(&self) -> usize {
+        2 * self.g.m() * self.g.co * self.g.kh * self.g.kw
     }
     fn reads(&self) -> Vec<VtId> {
         let mut r = vec![self.dy, self.x];

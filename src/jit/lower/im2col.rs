@@ -26,6 +26,9 @@ impl Kernel for Im2col {
     fn kind(&self) -> &'static str {
         "im2col"
     }
+    fn flops(&self) -> usize {
+        0
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.x]
     }
@@ -79,6 +82,9 @@ impl Kernel for Col2im {
     }
     fn kind(&self) -> &'static str {
         "col2im"
+    }
+    fn flops(&self) -> usize {
+        0
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dcols]

@@ -116,6 +116,9 @@ impl Kernel for Rows {
     fn kind(&self) -> &'static str {
         "rows"
     }
+    fn flops(&self) -> usize {
+        0
+    }
     fn reads(&self) -> Vec<VtId> {
         let mut r = vec![self.a];
         r.extend(self.b);

@@ -203,6 +203,9 @@ impl Kernel for Pool {
     fn kind(&self) -> &'static str {
         "pool"
     }
+    fn flops(&self) -> usize {
+        0
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.x]
     }
@@ -305,6 +308,9 @@ impl Kernel for MaxPoolGrad {
     }
     fn kind(&self) -> &'static str {
         "max_pool_grad"
+    }
+    fn flops(&self) -> usize {
+        0
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy, self.x]
@@ -441,6 +447,9 @@ impl Kernel for AvgPoolGrad {
     fn kind(&self) -> &'static str {
         "avg_pool_grad"
     }
+    fn flops(&self) -> usize {
+        0
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy]
     }
@@ -511,6 +520,9 @@ impl Kernel for GlobalMaxPoolGrad {
     }
     fn kind(&self) -> &'static str {
         "global_max_pool_grad"
+    }
+    fn flops(&self) -> usize {
+        0
     }
     fn reads(&self) -> Vec<VtId> {
         vec![self.dy, self.x]

@@ -35,6 +35,9 @@ impl Kernel for Nudge {
     fn kind(&self) -> &'static str {
         "nudge"
     }
+    fn flops(&self) -> usize {
+        0
+    }
     fn reads(&self) -> Vec<VtId> {
         vec![self.min, self.max]
     }
