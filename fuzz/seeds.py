@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import tarfile
 import zipfile
 import zlib
 
@@ -81,7 +82,16 @@ def main():
     out("idx", "gzip", bytes([round(255 * len(gz_images) / len(body)) | 1]) + body)
 
     # CIFAR-10: label byte, then 3x32x32 pixels, per record
-    out("cifar", "two_records", b"".join(bytes([i]) + bytes([i * 7 % 256]) * 3072 for i in range(2)))
+    records = b"".join(bytes([i]) + bytes([i * 7 % 256]) * 3072 for i in range(2))
+    out("cifar", "two_records", records)
+    # the archive as downloaded: cifar-10-batches-bin/ in a gzip-compressed tar
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name in ["data_batch_1.bin", "test_batch.bin"]:
+            info = tarfile.TarInfo("cifar-10-batches-bin/" + name)
+            info.size = len(records)
+            t.addfile(info, io.BytesIO(records))
+    out("cifar", "archive", buf.getvalue())
 
     # npz (keras.datasets layout), stored and deflated
     x = npy(bytes(range(2 * 4 * 4)), "|u1", "(2, 4, 4)")

@@ -12,6 +12,7 @@ pub mod autodiff;
 /// The `qatc` command line (the binary's commands; not a library interface).
 #[doc(hidden)]
 pub mod cli;
+pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod exec;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 /// The top-level modules, lowest first: each may use only the ones before it.
 const LAYERS: &[&str] = &[
-    "error", "ir", "models", "data", "rewrite", "quant", "pass", "exec", "autodiff", "train",
-    "jit", "tflite", "int8", "export", "import", "analyze", "workflow", "cli",
+    "error", "cpu", "ir", "models", "data", "rewrite", "quant", "pass", "exec", "autodiff",
+    "train", "jit", "tflite", "int8", "export", "import", "analyze", "workflow", "cli",
 ];
 
 type Module = Vec<String>;

@@ -429,6 +429,51 @@ param @dense.bias : f32[3]
 output \"output\" = %2
 ";
 
+/// `--image-size H,W` resizes any dataset, not only image folders: 8x6 IDX digits reach a
+/// model built for 16x12 (as MNIST reaches `mobilenet_v2_035 --input-shape 64,64,1`).
+#[test]
+fn image_size_resizes_an_idx_dataset_for_a_larger_model() {
+    let d = scratch("resize");
+    write_idx_dir(&d, false);
+    let model = d.join("tiny_16x12.qir");
+    std::fs::write(
+        &model,
+        TINY.replace("SHAPE", "16,12,1").replace("SIZE", "192"),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
+            .args([
+                "train",
+                "--epochs",
+                "1",
+                "--qat-epochs",
+                "1",
+                "--batch",
+                "2",
+            ])
+            .args(["--quiet", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&d)
+            .arg("--out")
+            .arg(d.join("out"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let without = run(&[]);
+    assert!(!without.status.success());
+    let with = run(&["--image-size", "16,12"]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(d.join("out/tiny_int8.tflite").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 /// `qatc train --data` on an IDX directory, an `.npz` and a CIFAR-10 directory, and the
 /// error when the model's input does not match the data.
 #[test]

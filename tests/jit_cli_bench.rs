@@ -84,7 +84,11 @@ fn benchmarks_a_reference_model_at_another_input_shape() {
         out.contains("resnet8 QAT") && out.contains("GFLOP/s") && out.contains("peak RSS"),
         "{out}"
     );
-    assert!(out.lines().any(|l| l.contains("x gemm") && l.contains("GFLOP/s")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("x gemm") && l.contains("GFLOP/s")),
+        "{out}"
+    );
     let (ok, _, err) = qatc(&["--model", "resnet8", "--input-shape", "16,16"]);
     assert!(!ok && err.contains("H,W,C"), "{err}");
 }

@@ -140,13 +140,17 @@ pub fn idx(data: &[u8]) {
 }
 
 /// A CIFAR binary batch directory (CIFAR-10 names, so both the 10- and 100-class layouts
-/// are tried by what the records hold).
+/// are tried by what the records hold), and the same bytes as a `.tar.gz` archive.
 pub fn cifar(data: &[u8]) {
     let dir = scratch();
     write(&dir.join("data_batch_1.bin"), data);
     write(&dir.join("test_batch.bin"), data);
+    // the same bytes as the downloaded archive (a gzip-compressed tar)
+    let archive = dir.join("cifar.tar.gz");
+    write(&archive, data);
     for split in [Split::Train, Split::Test] {
         let _ = qatc::data::load(&dir, split, Pixels::Unit);
+        let _ = qatc::data::load(&archive, split, Pixels::Unit);
     }
 }
 

@@ -79,7 +79,8 @@ pub struct TrainArgs {
     /// and/or flip (horizontal), e.g. crop:4,flip; seeded by --seed.
     #[arg(long)]
     pub augment: Option<String>,
-    /// H,W: resize the images of an image-folder dataset to this size.
+    /// H,W: resize the images to this size (bilinear): image folders of mixed sizes, or
+    /// MNIST for a model built for a larger input.
     #[arg(long)]
     pub image_size: Option<String>,
     /// H,W,C: build the reference model for this input shape (`--model resnet8

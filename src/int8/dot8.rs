@@ -20,6 +20,7 @@
 //! input bytes broadcast).
 
 use super::fixed;
+use crate::cpu::Avx512;
 
 /// Output pixels computed together (each packed weight vector is reused this many times).
 const PIXELS: usize = 4;
@@ -27,30 +28,20 @@ const PIXELS: usize = 4;
 const LANES: usize = 16;
 
 /// Proof that this CPU has AVX-512 (F, BW, DQ, VL) with VNNI: the only way to call the
-/// vector code (on other architectures it cannot be made at all).
+/// vector code.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Vnni(Proof);
-
-#[cfg(target_arch = "x86_64")]
-type Proof = ();
-#[cfg(not(target_arch = "x86_64"))]
-type Proof = std::convert::Infallible;
+pub(crate) struct Vnni(Avx512);
 
 impl Vnni {
     /// The token, if the CPU has the instructions.
     pub(crate) fn detect() -> Option<Vnni> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-            {
-                return Some(Vnni(()));
-            }
-        }
-        None
+        Avx512::detect().filter(|a| a.has_vnni()).map(Vnni)
+    }
+
+    /// Runs `f` compiled for AVX-512 ([`Avx512::vectorized`]).
+    #[inline]
+    pub(crate) fn vectorized<R>(self, f: impl FnOnce() -> R) -> R {
+        self.0.vectorized(f)
     }
 
     /// `out[c] = clamp(MultiplyByQuantizedMultiplier(acc[c] + bias[c], mult[c], shift[c]) +
@@ -78,7 +69,7 @@ impl Vnni {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            match self.0 {}
+            self.0.never()
         }
         for c in whole..n {
             let v = fixed::mul_by_quantized(acc[c].wrapping_add(bias[c]), mult[c], shift[c]);
@@ -100,27 +91,10 @@ impl Vnni {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            match self.0 {}
+            self.0.never()
         }
         for i in whole..n {
             out[i] = p.apply(x[i], y[i]);
-        }
-    }
-
-    /// Runs `f` compiled for these instructions: `f` is inlined into a function built with
-    /// AVX-512 enabled, so the compiler vectorizes its loops (requantization, patch copies,
-    /// elementwise kernels) with 512-bit registers. The results are the same integers as
-    /// the baseline build's: only the instructions differ.
-    #[inline]
-    pub(crate) fn vectorized<R>(self, f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: the token proves the CPU has every feature the function enables.
-            unsafe { x86::with_avx512(f) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            match self.0 {}
         }
     }
 }
@@ -253,13 +227,15 @@ fn block(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        match cpu.0 {}
+        cpu.0.never()
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{LANES, PIXELS};
+    // the file's own module by its full path (the architecture test reads `super::` in a
+    // file as the parent directory's module)
+    use crate::int8::dot8::{AddSubParams, LANES, PIXELS};
     use std::arch::x86_64::*;
 
     /// gemmlowp `SaturatingRoundingDoublingHighMul` on 16 lanes: `a·b / 2^31`, rounded half
@@ -326,7 +302,7 @@ mod x86 {
     /// The CPU must have AVX-512 F, BW, DQ and VL; `x`, `y` and `out` have the same
     /// length, a multiple of 16.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    pub(super) unsafe fn add_sub(x: &[i8], y: &[i8], p: &super::AddSubParams, out: &mut [i8]) {
+    pub(super) unsafe fn add_sub(x: &[i8], y: &[i8], p: &AddSubParams, out: &mut [i8]) {
         let splat = _mm512_set1_epi32;
         let zero = _mm512_setzero_si512();
         let rescale = |v: __m512i, k: usize| {
@@ -387,13 +363,6 @@ mod x86 {
             // SAFETY: 16 bytes at c lie in `out`.
             unsafe { _mm_storeu_si128(out.as_mut_ptr().add(c) as *mut _, _mm512_cvtepi32_epi8(y)) };
         }
-    }
-
-    /// # Safety
-    /// The CPU must have AVX-512 F, BW, DQ and VL.
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    pub(super) unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-        f()
     }
 
     /// # Safety

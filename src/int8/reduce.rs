@@ -127,8 +127,23 @@ impl Mean {
         if xd.is_empty() {
             return Ok(Array::i8(out_shape, vec![0; n_out]).expect("sized"));
         }
-        for (&v, dst) in xd.iter().zip(self.axes.destinations(&x.shape)) {
-            sums[dst] = sums[dst].wrapping_add(v as i32);
+        match (&x.shape[..], &self.axes.axes[..]) {
+            // the global average pool of NHWC: channel rows added into one row per image
+            ([n, h, w, c], [1, 2]) => {
+                for b in 0..*n {
+                    let row = &mut sums[b * c..(b + 1) * c];
+                    for px in xd[b * h * w * c..(b + 1) * h * w * c].chunks_exact(*c) {
+                        for (s, &v) in row.iter_mut().zip(px) {
+                            *s = s.wrapping_add(v as i32);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for (&v, dst) in xd.iter().zip(self.axes.destinations(&x.shape)) {
+                    sums[dst] = sums[dst].wrapping_add(v as i32);
+                }
+            }
         }
         let count: i64 = self.axes.axes.iter().map(|&a| x.shape[a] as i64).product();
         let log2 = 63 - count.leading_zeros() as i32;

@@ -115,7 +115,7 @@ pub struct CompileStats {
     pub updates_in_place: usize,
     /// Params whose new value is computed elsewhere and copied back at the end of the step.
     pub updates_copied: usize,
-    /// Arithmetic of one run ([`lir::Inst::flops`]: GEMMs and convolution kernels, 2 per
+    /// Arithmetic of one run (GEMMs and convolution kernels, 2 per
     /// multiply-add), for GFLOP/s.
     pub flops: usize,
 }
@@ -129,7 +129,7 @@ pub struct InstProfile {
     pub mean_secs: f64,
     /// Minimum wall time over runs (robust to preemption on a shared machine).
     pub min_secs: f64,
-    /// Arithmetic per run ([`lir::Inst::flops`]; 0 for data movement).
+    /// Arithmetic per run (2 per multiply-add; 0 for data movement).
     pub flops: usize,
 }
 

@@ -92,8 +92,9 @@ pub struct Job {
     /// Augmentation of the training batches: `crop:4,flip` (random crop after 4 pixels of
     /// zero padding, horizontal flip), seeded by `seed`; none when unset.
     pub augment: Option<String>,
-    /// `H,W`: the size images of an image-folder dataset are resized to (needed when they
-    /// differ in size).
+    /// `H,W`: the size images are resized to (bilinear): needed for an image folder whose
+    /// images differ in size, and how MNIST reaches a model built for a larger input
+    /// (`mobilenet_v2_035` at 64×64).
     pub image_size: Option<String>,
     /// `H,W,C`: the input shape a reference model is built for (`resnet8` on MNIST:
     /// `28,28,1`), as Keras applications take `input_shape`; the model's default when unset.
@@ -510,7 +511,14 @@ fn load_data(cfg: &Job) -> Result<(crate::data::Dataset, crate::data::Dataset)> 
     } else {
         Pixels::Unit
     };
-    let limit = |d: crate::data::Dataset, n: Option<usize>| n.map_or(d.clone(), |n| d.take(n));
+    // image folders are resized as they are decoded; any other dataset here
+    let limit = |d: crate::data::Dataset, n: Option<usize>| {
+        let d = n.map_or(d.clone(), |n| d.take(n));
+        match size {
+            Some([h, w]) => d.resized(h, w),
+            None => d,
+        }
+    };
     Ok((
         limit(
             data::load_with(&cfg.data, Split::Train, pixels, size, cfg.seed)?,

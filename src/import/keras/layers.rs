@@ -1178,7 +1178,10 @@ impl<'a> Emitter<'a> {
                 want_rank(&raw[0], 4, "the kernel")?;
                 let k = last_axis_first(&raw[0]);
                 let cout = k.shape[0];
-                if !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) || k.shape[3] * groups != cin {
+                if !cin.is_multiple_of(groups)
+                    || !cout.is_multiple_of(groups)
+                    || k.shape[3] * groups != cin
+                {
                     return Err(format!(
                         "groups={groups} does not divide {cin} input and {cout} output channels"
                     ));

@@ -177,7 +177,10 @@ pub(super) fn infer(op: &GradOp, ins: &[&TensorType]) -> Result<TensorType, OpEr
         UpsampleNearestGrad { scale } => {
             let dy = ins[0];
             want_rank(dy, 4, "dy")?;
-            if scale.contains(&0) || !dy.shape[1].is_multiple_of(scale[0]) || !dy.shape[2].is_multiple_of(scale[1]) {
+            if scale.contains(&0)
+                || !dy.shape[1].is_multiple_of(scale[0])
+                || !dy.shape[2].is_multiple_of(scale[1])
+            {
                 return Err(
                     format!("dy {dy} is not a multiple of scale {}", shape_str(scale)).into(),
                 );
