@@ -827,3 +827,62 @@ fn nan_in_observer_state_is_refused_naming_the_tensor() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--bn-samples N` re-estimates the BatchNorm statistics after float training: a stage of
+/// its own in the report, the float model saved with the new statistics (its moving
+/// statistics differ from a run without it; every weight is the same).
+#[test]
+fn batch_norm_statistics_are_reestimated_on_request() {
+    let run = |out: &Path, extra: &[&str]| {
+        let r = qatc()
+            .args([
+                "train",
+                "--model",
+                "mbv2_tiny",
+                "--epochs",
+                "1",
+                "--qat-epochs",
+                "1",
+            ])
+            .args([
+                "--train-samples",
+                "128",
+                "--test-samples",
+                "64",
+                "--batch",
+                "32",
+            ])
+            .args(["--quiet", "--seed", "3", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .expect("qatc runs");
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        qatc::ir::ParamStore::load(out.join("mbv2_tiny_float.safetensors")).unwrap()
+    };
+    let (plain, bn) = (scratch("bn-plain"), scratch("bn-reestimated"));
+    let before = run(&plain, &[]);
+    let after = run(&bn, &["--bn-samples", "96"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bn.join("report.json")).unwrap()).unwrap();
+    assert!(
+        stage_names(&report).contains(&"BatchNorm re-estimation"),
+        "{report}"
+    );
+    let mut moved = 0;
+    for name in before.names() {
+        let (a, b) = (
+            &before.get(name).unwrap().data,
+            &after.get(name).unwrap().data,
+        );
+        if name.ends_with(".moving_mean") || name.ends_with(".moving_variance") {
+            moved += usize::from(a != b);
+        } else {
+            assert_eq!(a, b, "{name} changed");
+        }
+    }
+    assert!(moved > 0, "no moving statistic was re-estimated");
+    for d in [plain, bn] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -15,7 +15,8 @@
 //!                            between annotate and quantize)
 //! # train-step: adam        (optional, after the passes: snapshot autodiff's train step
 //!                            with this optimizer, `adam`, `sgd` or `sgd momentum=0.9`, at
-//!                            the case's batch size; `eval`: autodiff's inference graph)
+//!                            the case's batch size; `eval`: autodiff's inference graph;
+//!                            `statistics`: the BatchNorm re-estimation step)
 //! # source: examples/resnet8.qir  (optional: the graph is that file's, relative to the crate
 //!                            root, so a reference model's case is its example, not a copy)
 //! ```
@@ -115,11 +116,12 @@ fn autodiff(graph: &qatc::ir::Graph, spec: &str) -> qatc::Result<qatc::ir::Graph
     use qatc::autodiff::{eval_graph, train_step, Optimizer, TrainSpec};
     let bad = || {
         qatc::Error::Usage(format!(
-            "# train-step: {spec} (adam, sgd [momentum=M] or eval)"
+            "# train-step: {spec} (adam, sgd [momentum=M], eval or statistics)"
         ))
     };
     let optimizer = match spec.split_whitespace().collect::<Vec<_>>()[..] {
         ["eval"] => return eval_graph(graph),
+        ["statistics"] => return Ok(qatc::autodiff::statistics_step(graph)?.graph),
         ["adam"] => Optimizer::adam(),
         ["sgd"] => Optimizer::sgd(0.0),
         ["sgd", m] => Optimizer::sgd(

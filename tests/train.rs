@@ -551,3 +551,61 @@ fn reference_models_train_one_step() {
         }
     }
 }
+
+/// BatchNorm re-estimation on a BatchNorm straight on the input: the moving statistics, set
+/// far off, become the average of the batches' statistics (mean 15.5 of the values 0..31;
+/// each batch of four 2x2 images holds 16 consecutive integers, unbiased variance 68/3), on
+/// the interpreter and on the JIT; the weights and a model without BatchNorm are untouched.
+#[test]
+fn batch_norm_reestimation_averages_the_batch_statistics() {
+    let g = parse(
+        r#"model "bn"
+param @bn.gamma : f32[1]
+param @bn.beta : f32[1]
+param @bn.moving_mean : f32[1]
+param @bn.moving_variance : f32[1]
+%0 = input "input" : f32[1,2,2,1]
+%1 = batch_norm "bn" (%0, @bn.gamma, @bn.beta, @bn.moving_mean, @bn.moving_variance) {epsilon=0.001, momentum=0.999}
+%2 = flatten "flatten" (%1)
+output "output" = %2
+"#,
+        "bn.qir",
+    )
+    .unwrap();
+    let mut params = ParamStore::new();
+    for (name, v) in [
+        ("bn.gamma", 2.0),
+        ("bn.beta", 0.5),
+        ("bn.moving_mean", -7.0),
+        ("bn.moving_variance", 1e3),
+    ] {
+        params.insert(name, qatc::ir::Tensor::new(vec![1], vec![v]));
+    }
+    let data = Dataset {
+        sample_shape: vec![2, 2, 1],
+        images: (0..32).map(|v| v as f32).collect(),
+        labels: vec![0; 8],
+        classes: 1,
+    };
+    let jit = qatc::jit::Jit::default();
+    let backends: [&dyn qatc::train::Backend; 2] = [&ReferenceBackend, &jit];
+    for backend in backends {
+        let out = qatc::train::reestimate_batch_norm(&g, &params, &data, 8, 4, backend).unwrap();
+        let mean = out.get("bn.moving_mean").unwrap().data[0];
+        let var = out.get("bn.moving_variance").unwrap().data[0];
+        assert!((mean - 15.5).abs() < 1e-4, "mean {mean}");
+        assert!((var - 68.0 / 3.0).abs() < 1e-3, "variance {var}");
+        assert_eq!(out.get("bn.gamma").unwrap().data, [2.0]);
+        assert_eq!(out.get("bn.beta").unwrap().data, [0.5]);
+    }
+    // no BatchNorm: nothing to do
+    let m = float_model(1);
+    let out = qatc::train::reestimate_batch_norm(&m.graph, &m.params, &quadrants(8, 1), 8, 4, &jit)
+        .unwrap();
+    for name in m.params.names() {
+        assert_eq!(
+            out.get(name).unwrap().data,
+            m.params.get(name).unwrap().data
+        );
+    }
+}

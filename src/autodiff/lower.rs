@@ -44,6 +44,10 @@ pub(crate) enum Mode {
     Calibrate {
         step: NodeId,
     },
+    /// BatchNorm statistics re-estimation: the inference form, except that every BatchNorm
+    /// normalizes with its batch's statistics and sets its moving statistics to them (the
+    /// caller averages them over batches).
+    Statistics,
     Eval,
 }
 
@@ -191,6 +195,12 @@ impl<'m> Lowering<'m> {
             {
                 self.batch_norm(n, *epsilon, *momentum, &xs)
             }
+            (Op::Model(ModelOp::BatchNorm { epsilon, .. }), Mode::Statistics)
+                if !self.statistics_frozen(n) =>
+            {
+                // momentum 0: the update is the batch's statistic itself
+                self.batch_norm(n, *epsilon, F32(0.0), &xs)
+            }
             (Op::Model(ModelOp::Dropout { rate }), Mode::Train { step, seed }) => {
                 if rate.0 == 0.0 {
                     return Ok(xs[0]);
@@ -206,7 +216,10 @@ impl<'m> Lowering<'m> {
                 });
                 self.emit(mul, &name, &[xs[0], mask])
             }
-            (Op::Model(ModelOp::Dropout { .. }), Mode::Eval | Mode::Calibrate { .. }) => Ok(xs[0]),
+            (
+                Op::Model(ModelOp::Dropout { .. }),
+                Mode::Eval | Mode::Calibrate { .. } | Mode::Statistics,
+            ) => Ok(xs[0]),
             (Op::Model(ModelOp::FakeQuant(q)), _) => self.fake_quant(&name, q, &xs),
             (op, _) => self.emit(op.clone(), &name, &xs),
         }
@@ -362,7 +375,7 @@ impl<'m> Lowering<'m> {
         let hi = self.g.param(&pmax, ty)?;
         let learned = matches!(q.range, RangeSource::Learned { .. });
         let r = match self.mode {
-            Mode::Eval => (lo, hi),
+            Mode::Eval | Mode::Statistics => (lo, hi),
             Mode::Train { .. } if learned => {
                 if !self.frozen.contains(&pmin) && !self.frozen.contains(&pmax) {
                     self.learned.extend([pmin, pmax]);

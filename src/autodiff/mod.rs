@@ -396,5 +396,55 @@ pub fn calibration_step(model: &Graph) -> Result<CalibrationStep> {
     })
 }
 
+/// What [`statistics_step`] builds.
+#[derive(Clone, Debug)]
+pub struct StatisticsStep {
+    /// Inputs: the model input (its name kept); outputs: the model's; one update per
+    /// BatchNorm moving statistic, to the batch's own statistic.
+    pub graph: Graph,
+    /// The moving-statistic params (`….moving_mean`, `….moving_variance`) it updates.
+    pub statistics: Vec<String>,
+}
+
+/// BatchNorm statistics re-estimation: the inference form, except that every BatchNorm
+/// whose statistics are not frozen normalizes with the batch's mean and variance (as in
+/// training) and sets its moving statistics to them. Averaged over a few hundred batches
+/// with the weights fixed, they are the population statistics of the current weights, which
+/// a moving average with momentum 0.999 (Keras' MobileNetV2) is still far from after a few
+/// epochs of fast-moving weights.
+pub fn statistics_step(model: &Graph) -> Result<StatisticsStep> {
+    verify(model)?;
+    let [model_input] = model.inputs() else {
+        return Err(Error::Graph {
+            graph: model.name.clone(),
+            msg: format!(
+                "BatchNorm re-estimation takes one model input, this model has {}",
+                model.inputs().len()
+            ),
+        });
+    };
+    let mut g = Graph::new(format!("{}.statistics", model.name));
+    let node = model.node(*model_input);
+    let input = g.add_input(node.name.clone(), node.ty.clone())?;
+    let low = Lowering::new(
+        model,
+        g,
+        Mode::Statistics,
+        HashMap::from([(*model_input, input)]),
+    )?;
+    let Lowering {
+        g: mut graph,
+        updates,
+        statistics,
+        ..
+    } = lower_with_outputs(model, low)?;
+    for (param, node) in updates {
+        graph.add_update(param, node);
+    }
+    graph.dce();
+    verify(&graph)?;
+    Ok(StatisticsStep { graph, statistics })
+}
+
 #[cfg(test)]
 mod tests;

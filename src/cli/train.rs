@@ -66,6 +66,11 @@ pub struct TrainArgs {
     /// model's ranges, no weight updates), 0 to skip it [default: 512].
     #[arg(long)]
     pub ptq_samples: Option<usize>,
+    /// Re-estimate the BatchNorm statistics after float training from this many training
+    /// samples, weights fixed (models trained with a slow BatchNorm momentum, such as 0.999
+    /// in MobileNetV2) [default: 0, keep the moving averages].
+    #[arg(long)]
+    pub bn_samples: Option<usize>,
     /// How the PTQ baseline chooses ranges: minmax (the TFLite converter's), percentile:P
     /// (P % of the values inside, default 99.99) or mse (least squared error) [default: minmax].
     #[arg(long)]
@@ -139,6 +144,7 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
         backend,
         data,
         ptq_samples,
+        bn_samples,
         ptq_range,
         checkpoint_every
     );

@@ -35,6 +35,7 @@
 
 pub mod augment;
 mod backend;
+pub mod batch_norm;
 pub mod batches;
 pub mod calibrate;
 pub mod checkpoint;
@@ -43,6 +44,7 @@ pub mod schedule;
 
 pub use augment::Augment;
 pub use backend::{Backend, ReferenceBackend};
+pub use batch_norm::reestimate_batch_norm;
 pub use calibrate::{calibrate, RangeMethod};
 pub use checkpoint::{Checkpoint, Position, RunKey};
 pub use metrics::{EpochMetrics, EvalMetrics, History};

@@ -106,6 +106,10 @@ pub struct Job {
     /// post-training-quantization baseline: the float model quantized with min/max ranges,
     /// exported and evaluated beside the QAT result; 0 skips it.
     pub ptq_samples: usize,
+    /// Re-estimate every BatchNorm's moving statistics after float training, from the batch
+    /// statistics of this many training samples with the weights fixed
+    /// ([`train::reestimate_batch_norm`]); 0 keeps the moving averages training left.
+    pub bn_samples: usize,
     /// How the PTQ baseline turns the calibration activations into ranges, as
     /// [`train::RangeMethod::parse`] reads it: `minmax` (the TFLite converter's),
     /// `percentile[:P]` or `mse`.
@@ -151,6 +155,7 @@ impl Default for Job {
             input_shape: None,
             classes: None,
             ptq_samples: 512,
+            bn_samples: 0,
             ptq_range: "minmax".into(),
             analyze: false,
             checkpoint_every: 200,
@@ -688,7 +693,7 @@ fn job(
     let stem = file_stem(&model.graph.name);
 
     // 1. float training
-    let float = stages.run("float training", || {
+    let mut float = stages.run("float training", || {
         fit(
             &model.graph,
             &model.params,
@@ -698,10 +703,23 @@ fn job(
             backend,
         )
     })?;
+    let reestimated = cfg.bn_samples > 0;
+    if reestimated {
+        float.params = stages.run("BatchNorm re-estimation", || {
+            train::reestimate_batch_norm(
+                &model.graph,
+                &float.params,
+                &train_set,
+                cfg.bn_samples,
+                cfg.batch,
+                backend,
+            )
+        })?;
+    }
     report.float = ModelFigures {
         test_accuracy: match float.history.last().and_then(|e| e.test_accuracy) {
-            Some(a) => a,
-            None => {
+            Some(a) if !reestimated => a,
+            _ => {
                 train::evaluate(
                     &model.graph,
                     &float.params,
