@@ -886,3 +886,32 @@ fn batch_norm_statistics_are_reestimated_on_request() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// `qatc ptq --bn-samples N` re-estimates the statistics of a given float model before
+/// calibrating it (a saved model whose moving statistics lag its weights).
+#[test]
+fn ptq_reestimates_batch_norm_statistics_on_request() {
+    let out = scratch("ptq-bn");
+    let r = qatc()
+        .args(["ptq", "--model", "mbv2_tiny", "--bn-samples", "64"])
+        .args([
+            "--train-samples",
+            "128",
+            "--test-samples",
+            "64",
+            "--batch",
+            "32",
+        ])
+        .args(["--calibration-samples", "64", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .expect("qatc runs");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(
+        stage_names(&report).contains(&"BatchNorm re-estimation"),
+        "{report}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

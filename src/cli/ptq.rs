@@ -69,9 +69,13 @@ pub struct PtqArgs {
     /// Pixels as the model takes them, as for `qatc train` (raw, or a factor like 1/255).
     #[arg(long)]
     pub input_scale: Option<String>,
-    /// H,W: resize the images of an image-folder dataset to this size.
+    /// H,W: resize the images to this size (bilinear), as for `qatc train`.
     #[arg(long)]
     pub image_size: Option<String>,
+    /// Re-estimate the model's BatchNorm statistics from this many training samples before
+    /// calibrating (a model whose moving statistics lag its weights) [default: 0].
+    #[arg(long)]
+    pub bn_samples: Option<usize>,
     /// H,W,C: build the reference model for this input shape (`--model resnet8
     /// --input-shape 28,28,1`), as Keras applications take input_shape.
     #[arg(long)]
@@ -116,6 +120,7 @@ impl PtqArgs {
             test_samples: self.test_samples,
             ptq_samples: Some(self.calibration_samples.unwrap_or(512)),
             ptq_range: self.range.clone(),
+            bn_samples: self.bn_samples,
             input_scale: self.input_scale.clone(),
             image_size: self.image_size.clone(),
             input_shape: self.input_shape.clone(),
