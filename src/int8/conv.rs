@@ -440,18 +440,15 @@ impl Conv {
                     }
                 }
                 packed.accumulate(cpu, &patches, count, &mut acc);
-                for (p, accs) in acc.chunks_exact(oc).take(count).enumerate() {
-                    let o = (first + p) * oc;
-                    cpu.requantize(
-                        accs,
-                        &bias,
-                        &self.win.mult,
-                        &self.win.shift,
-                        self.win.out_zp,
-                        self.win.act,
-                        &mut out[o..o + oc],
-                    );
-                }
+                cpu.requantize(
+                    &acc[..count * oc],
+                    &bias,
+                    &self.win.mult,
+                    &self.win.shift,
+                    self.win.out_zp,
+                    self.win.act,
+                    &mut out[first * oc..(first + count) * oc],
+                );
                 first += count;
             }
             out
@@ -608,13 +605,14 @@ impl DepthwiseConv {
             let [n, h, wid, _] = xs;
             let (oh, ow) = (out_shape[1], out_shape[2]);
             let zp = self.win.in_zp;
-            let mut acc = vec![0i32; ch];
+            // one output row's accumulators, requantized together
+            let mut acc = vec![0i32; ow * ch];
             let mut out = vec![0i8; n * oh * ow * ch];
             let mut o = 0;
             for bi in 0..n {
                 for oy in 0..oh {
-                    for ox in 0..ow {
-                        acc.fill(0);
+                    acc.fill(0);
+                    for (ox, acc) in acc.chunks_exact_mut(ch).enumerate() {
                         for ky in 0..kh {
                             let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
                                 continue;
@@ -630,17 +628,17 @@ impl DepthwiseConv {
                                 }
                             }
                         }
-                        cpu.requantize(
-                            &acc,
-                            bias,
-                            &self.win.mult,
-                            &self.win.shift,
-                            self.win.out_zp,
-                            self.win.act,
-                            &mut out[o..o + ch],
-                        );
-                        o += ch;
                     }
+                    cpu.requantize(
+                        &acc,
+                        bias,
+                        &self.win.mult,
+                        &self.win.shift,
+                        self.win.out_zp,
+                        self.win.act,
+                        &mut out[o..o + ow * ch],
+                    );
+                    o += ow * ch;
                 }
             }
             out

@@ -44,9 +44,10 @@ impl Vnni {
         self.0.vectorized(f)
     }
 
-    /// `out[c] = clamp(MultiplyByQuantizedMultiplier(acc[c] + bias[c], mult[c], shift[c]) +
-    /// zp)` for every `c` (the requantization of convolutions), 16 channels per vector; the
-    /// same integers as [`fixed::mul_by_quantized`] lane by lane.
+    /// `out[r·C + c] = clamp(MultiplyByQuantizedMultiplier(acc[r·C + c] + bias[c], mult[c],
+    /// shift[c]) + zp)` for every row `r` of `C = bias.len()` channels (the requantization of
+    /// convolutions), 16 channels per vector; the same integers as
+    /// [`fixed::mul_by_quantized`] lane by lane.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn requantize(
@@ -59,21 +60,34 @@ impl Vnni {
         act: (i32, i32),
         out: &mut [i8],
     ) {
-        let n = out.len();
-        assert!(acc.len() >= n && bias.len() >= n && mult.len() >= n && shift.len() >= n);
-        let whole = n / LANES * LANES;
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: the token proves the features; every slice holds `whole` lanes.
-            unsafe { x86::requantize(&acc[..whole], bias, mult, shift, zp, act, &mut out[..whole]) }
+        let ch = bias.len();
+        assert!(
+            ch > 0
+                && mult.len() == ch
+                && shift.len() == ch
+                && out.len().is_multiple_of(ch)
+                && acc.len() >= out.len(),
+            "dot8: requantizing {} values in rows of {ch}",
+            out.len()
+        );
+        let whole = ch / LANES * LANES;
+        if whole > 0 {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: the token proves the features; every row holds `ch >= whole` values
+                // and the channel vectors `ch` each.
+                unsafe { x86::requantize(acc, bias, mult, shift, whole, zp, act, out) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                self.0.never()
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            self.0.never()
-        }
-        for c in whole..n {
-            let v = fixed::mul_by_quantized(acc[c].wrapping_add(bias[c]), mult[c], shift[c]);
-            out[c] = (v + zp).clamp(act.0, act.1) as i8;
+        for (accs, outs) in acc.chunks_exact(ch).zip(out.chunks_exact_mut(ch)) {
+            for c in whole..ch {
+                let v = fixed::mul_by_quantized(accs[c].wrapping_add(bias[c]), mult[c], shift[c]);
+                outs[c] = (v + zp).clamp(act.0, act.1) as i8;
+            }
         }
     }
 
@@ -335,8 +349,9 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512 F, BW, DQ and VL; `bias`, `mult` and `shift` hold at
-    /// least `acc.len()` values, `out` exactly that many, a multiple of 16.
+    /// The CPU must have AVX-512 F, BW, DQ and VL; `bias`, `mult` and `shift` hold the
+    /// `ch` values of a row, `out` whole rows of them and `acc` at least as many, `whole` is
+    /// a multiple of 16 no larger than `ch`.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -345,23 +360,34 @@ mod x86 {
         bias: &[i32],
         mult: &[i32],
         shift: &[i32],
+        whole: usize,
         zp: i32,
         act: (i32, i32),
         out: &mut [i8],
     ) {
+        let ch = bias.len();
         let (lo, hi, zp) = (
             _mm512_set1_epi32(act.0),
             _mm512_set1_epi32(act.1),
             _mm512_set1_epi32(zp),
         );
-        for c in (0..out.len()).step_by(LANES) {
-            // SAFETY: c + 16 <= out.len() <= every input's length.
-            let load = |v: &[i32]| unsafe { _mm512_loadu_si512(v.as_ptr().add(c) as *const _) };
-            let x = _mm512_add_epi32(load(acc), load(bias));
-            let y = _mm512_add_epi32(mul_by_quantized(x, load(mult), load(shift)), zp);
-            let y = _mm512_min_epi32(_mm512_max_epi32(y, lo), hi);
-            // SAFETY: 16 bytes at c lie in `out`.
-            unsafe { _mm_storeu_si128(out.as_mut_ptr().add(c) as *mut _, _mm512_cvtepi32_epi8(y)) };
+        for row in 0..out.len() / ch {
+            for c in (0..whole).step_by(LANES) {
+                // SAFETY: c + 16 <= whole <= ch: inside the channel vectors and the row.
+                let load = |v: &[i32], at: usize| unsafe {
+                    _mm512_loadu_si512(v.as_ptr().add(at) as *const _)
+                };
+                let x = _mm512_add_epi32(load(acc, row * ch + c), load(bias, c));
+                let y = _mm512_add_epi32(mul_by_quantized(x, load(mult, c), load(shift, c)), zp);
+                let y = _mm512_min_epi32(_mm512_max_epi32(y, lo), hi);
+                // SAFETY: 16 bytes at row·ch + c lie in `out`.
+                unsafe {
+                    _mm_storeu_si128(
+                        out.as_mut_ptr().add(row * ch + c) as *mut _,
+                        _mm512_cvtepi32_epi8(y),
+                    )
+                };
+            }
         }
     }
 
