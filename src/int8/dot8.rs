@@ -252,26 +252,17 @@ mod x86 {
     use crate::int8::dot8::{AddSubParams, LANES, PIXELS};
     use std::arch::x86_64::*;
 
-    /// gemmlowp `SaturatingRoundingDoublingHighMul` on 16 lanes: `a·b / 2^31`, rounded half
-    /// up (nudge `2^30`, or `1 − 2^30` below zero, then truncation toward zero), `MIN·MIN`
-    /// saturated to `MAX` (as `fixed::srdhm`).
+    /// gemmlowp `SaturatingRoundingDoublingHighMul` on 16 lanes: `a·b / 2^31` rounded half
+    /// up, `MIN·MIN` saturated to `MAX` (as `fixed::srdhm`). The reference nudges by `2^30`
+    /// (or `1 − 2^30` below zero) and truncates toward zero; both cases equal
+    /// `floor((a·b + 2^30) / 2^31)`, one arithmetic shift (for `a·b < 0`,
+    /// `trunc((p + 1 − 2^30) / 2^31) = ceil(…) = floor((p + 2^30) / 2^31)`).
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     #[inline]
     fn srdhm(a: __m512i, b: __m512i) -> __m512i {
+        let high =
+            |p: __m512i| _mm512_srai_epi64(_mm512_add_epi64(p, _mm512_set1_epi64(1 << 30)), 31);
         // 64-bit products of the even lanes, then of the odd lanes moved down
-        let high = |p: __m512i| {
-            let zero = _mm512_setzero_si512();
-            let below = _mm512_cmplt_epi64_mask(p, zero);
-            let nudge = _mm512_mask_blend_epi64(
-                below,
-                _mm512_set1_epi64(1 << 30),
-                _mm512_set1_epi64(1 - (1 << 30)),
-            );
-            let s = _mm512_add_epi64(p, nudge);
-            // truncating division by 2^31: add 2^31 - 1 to negative values first
-            let bias = _mm512_and_si512(_mm512_srai_epi64(s, 63), _mm512_set1_epi64((1 << 31) - 1));
-            _mm512_srai_epi64(_mm512_add_epi64(s, bias), 31)
-        };
         let even = high(_mm512_mul_epi32(a, b));
         let odd = high(_mm512_mul_epi32(
             _mm512_srli_epi64(a, 32),
@@ -430,4 +421,63 @@ mod x86 {
 /// The number of pixels [`Packed::accumulate`] takes at once.
 pub(crate) const fn pixels_per_call() -> usize {
     PIXELS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    /// The vector requantization against `fixed::mul_by_quantized`, lane by lane, on
+    /// random and extreme accumulators, multipliers (including `MIN`, for the saturation)
+    /// and every shift from -31 to 31.
+    #[test]
+    fn vector_requantization_is_the_scalar_one() {
+        let Some(cpu) = Vnni::detect() else {
+            eprintln!("no AVX-512 VNNI here: nothing to compare");
+            return;
+        };
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let edges = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30),
+            -1,
+            0,
+            1,
+            1 << 30,
+            i32::MAX,
+        ];
+        for shift in -31..=31 {
+            let ch = 48;
+            let mult: Vec<i32> = (0..ch)
+                .map(|c| match c % 6 {
+                    0 => i32::MIN,
+                    1 => i32::MAX,
+                    _ => r.random_range(1 << 30..=i32::MAX),
+                })
+                .collect();
+            let shifts = vec![shift; ch];
+            let bias = vec![0; ch];
+            let acc: Vec<i32> = (0..ch * 3)
+                .map(|i| match i % 4 {
+                    0 => edges[i / 4 % edges.len()],
+                    _ => r.random_range(i32::MIN..=i32::MAX) >> r.random_range(0..31u32),
+                })
+                .collect();
+            let mut out = vec![0i8; ch * 3];
+            cpu.requantize(&acc, &bias, &mult, &shifts, 3, (-128, 127), &mut out);
+            for (i, (&a, &o)) in acc.iter().zip(&out).enumerate() {
+                let c = i % ch;
+                let want = fixed::mul_by_quantized(a, mult[c], shift)
+                    .wrapping_add(3)
+                    .clamp(-128, 127);
+                assert_eq!(
+                    o as i32, want,
+                    "acc {a}, multiplier {}, shift {shift}",
+                    mult[c]
+                );
+            }
+        }
+    }
 }
