@@ -108,23 +108,48 @@ fn write_cifar(dir: &Path, hundred: bool) {
 /// (`cifar-10-batches-bin/` or `cifar-100-binary/`) with the batches and their text files,
 /// in a gzip-compressed tar.
 fn write_cifar_archive(path: &Path, hundred: bool) {
-    let d = scratch(&format!("pack{hundred}"));
+    // packed from a folder beside the archive: tests running at once never share it
+    let d = path.with_extension("pack");
+    std::fs::create_dir_all(&d).unwrap();
     write_cifar(&d, hundred);
     std::fs::write(d.join("batches.meta.txt"), "airplane\nautomobile\n").unwrap();
     std::fs::write(d.join("readme.html"), "<html></html>").unwrap();
-    let gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(path).unwrap(),
-        flate2::Compression::fast(),
-    );
-    let mut tar = tar::Builder::new(gz);
     let folder = if hundred {
         "cifar-100-binary"
     } else {
         "cifar-10-batches-bin"
     };
-    tar.append_dir_all(folder, &d).unwrap();
-    tar.into_inner().unwrap().finish().unwrap();
+    tar_gz(path, folder, &d);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Writes the directory `dir` as `folder/` inside a gzip-compressed tar at `path`.
+fn tar_gz(path: &Path, folder: &str, dir: &Path) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all(folder, dir).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+/// `qatc train` for one float and one QAT epoch in batches of 2, quietly, with `args`.
+fn quick_train(args: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
+        .args([
+            "train",
+            "--epochs",
+            "1",
+            "--qat-epochs",
+            "1",
+            "--batch",
+            "2",
+            "--quiet",
+        ])
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -296,25 +321,7 @@ fn the_cifar10_resnet8_example_trains_on_a_cifar_archive() {
     let archive = d.join("cifar-format.tar.gz");
     write_cifar_archive(&archive, false);
     let out = d.join("out");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
-        .arg("train")
-        .arg("--config")
-        .arg(&example)
-        .args([
-            "--epochs",
-            "1",
-            "--qat-epochs",
-            "1",
-            "--batch",
-            "2",
-            "--quiet",
-        ])
-        .arg("--data")
-        .arg(&archive)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = quick_train(&[&"--config", &example, &"--data", &archive, &"--out", &out]);
     assert!(
         run.status.success(),
         "{}",
@@ -347,13 +354,7 @@ fn broken_cifar_archives_are_errors_naming_the_file() {
     let other = d.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "hello").unwrap();
-    let gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&path).unwrap(),
-        flate2::Compression::fast(),
-    );
-    let mut tar = tar::Builder::new(gz);
-    tar.append_dir_all("other", &other).unwrap();
-    tar.into_inner().unwrap().finish().unwrap();
+    tar_gz(&path, "other", &other);
     let e = load(&path, Split::Train, Pixels::Unit)
         .unwrap_err()
         .to_string();
@@ -441,30 +442,12 @@ fn image_size_resizes_an_idx_dataset_for_a_larger_model() {
         TINY.replace("SHAPE", "16,12,1").replace("SIZE", "192"),
     )
     .unwrap();
-    let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
-            .args([
-                "train",
-                "--epochs",
-                "1",
-                "--qat-epochs",
-                "1",
-                "--batch",
-                "2",
-            ])
-            .args(["--quiet", "--model"])
-            .arg(&model)
-            .arg("--data")
-            .arg(&d)
-            .arg("--out")
-            .arg(d.join("out"))
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let without = run(&[]);
+    let out = d.join("out");
+    let args: [&dyn AsRef<std::ffi::OsStr>; 6] =
+        [&"--model", &model, &"--data", &d, &"--out", &out];
+    let without = quick_train(&args);
     assert!(!without.status.success());
-    let with = run(&["--image-size", "16,12"]);
+    let with = quick_train(&[&args[..], &[&"--image-size", &"16,12"]].concat());
     assert!(
         with.status.success(),
         "{}",
@@ -513,25 +496,7 @@ fn qatc_train_reads_every_format() {
         (&cifar_dir, &color),
     ] {
         let out = d.join("out");
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
-            .args([
-                "train",
-                "--epochs",
-                "1",
-                "--qat-epochs",
-                "1",
-                "--batch",
-                "2",
-                "--quiet",
-            ])
-            .arg("--model")
-            .arg(m)
-            .arg("--data")
-            .arg(data)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let run = quick_train(&[&"--model", m, &"--data", data, &"--out", &out]);
         assert!(
             run.status.success(),
             "{}: {}",
@@ -541,23 +506,10 @@ fn qatc_train_reads_every_format() {
         assert!(out.join("tiny_int8.tflite").exists());
         std::fs::remove_dir_all(&out).unwrap();
     }
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_qatc"))
-        .args([
-            "train",
-            "--epochs",
-            "1",
-            "--qat-epochs",
-            "1",
-            "--quiet",
-            "--model",
-        ])
-        .arg(&small)
-        .arg("--data")
-        .arg(&cifar_dir)
-        .arg("--out")
-        .arg(d.join("mismatch"))
-        .output()
-        .unwrap();
+    let mismatch = d.join("mismatch");
+    let run = quick_train(&[
+        &"--model", &small, &"--data", &cifar_dir, &"--out", &mismatch,
+    ]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(

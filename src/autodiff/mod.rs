@@ -361,39 +361,47 @@ pub struct CalibrationStep {
 /// min/max). Run over a few batches, it gives the activation ranges of post-training
 /// quantization without changing a weight.
 pub fn calibration_step(model: &Graph) -> Result<CalibrationStep> {
+    let low = lower_forward(model, "calibration", |g| {
+        let step = g.add_input("step", TensorType::scalar(DType::F32))?;
+        Ok(Mode::Calibrate { step })
+    })?;
+    Ok(CalibrationStep {
+        graph: low.g,
+        init: low.init,
+        observer_state: low.observer_state,
+    })
+}
+
+/// The forward-only forms ([`calibration_step`], [`statistics_step`]): the model's one input
+/// (its name kept) and any inputs `mode` adds, lowered in that mode, with the lowering's
+/// updates attached to the graph (`{model}.{what}`), dead nodes removed, verified.
+fn lower_forward<'m>(
+    model: &'m Graph,
+    what: &str,
+    mode: impl FnOnce(&mut Graph) -> Result<Mode>,
+) -> Result<Lowering<'m>> {
     verify(model)?;
     let [model_input] = model.inputs() else {
         return Err(Error::Graph {
             graph: model.name.clone(),
             msg: format!(
-                "calibration takes one model input, this model has {}",
+                "{what} takes one model input, this model has {}",
                 model.inputs().len()
             ),
         });
     };
-    let mut g = Graph::new(format!("{}.calibration", model.name));
+    let mut g = Graph::new(format!("{}.{what}", model.name));
     let node = model.node(*model_input);
     let input = g.add_input(node.name.clone(), node.ty.clone())?;
-    let step = g.add_input("step", TensorType::scalar(DType::F32))?;
-    let mode = Mode::Calibrate { step };
+    let mode = mode(&mut g)?;
     let low = Lowering::new(model, g, mode, HashMap::from([(*model_input, input)]))?;
-    let Lowering {
-        g: mut graph,
-        updates,
-        init,
-        observer_state,
-        ..
-    } = lower_with_outputs(model, low)?;
-    for (param, node) in updates {
-        graph.add_update(param, node);
+    let mut low = lower_with_outputs(model, low)?;
+    for (param, node) in std::mem::take(&mut low.updates) {
+        low.g.add_update(param, node);
     }
-    graph.dce();
-    verify(&graph)?;
-    Ok(CalibrationStep {
-        graph,
-        init,
-        observer_state,
-    })
+    low.g.dce();
+    verify(&low.g)?;
+    Ok(low)
 }
 
 /// What [`statistics_step`] builds.
@@ -413,37 +421,11 @@ pub struct StatisticsStep {
 /// a moving average with momentum 0.999 (Keras' MobileNetV2) is still far from after a few
 /// epochs of fast-moving weights.
 pub fn statistics_step(model: &Graph) -> Result<StatisticsStep> {
-    verify(model)?;
-    let [model_input] = model.inputs() else {
-        return Err(Error::Graph {
-            graph: model.name.clone(),
-            msg: format!(
-                "BatchNorm re-estimation takes one model input, this model has {}",
-                model.inputs().len()
-            ),
-        });
-    };
-    let mut g = Graph::new(format!("{}.statistics", model.name));
-    let node = model.node(*model_input);
-    let input = g.add_input(node.name.clone(), node.ty.clone())?;
-    let low = Lowering::new(
-        model,
-        g,
-        Mode::Statistics,
-        HashMap::from([(*model_input, input)]),
-    )?;
-    let Lowering {
-        g: mut graph,
-        updates,
-        statistics,
-        ..
-    } = lower_with_outputs(model, low)?;
-    for (param, node) in updates {
-        graph.add_update(param, node);
-    }
-    graph.dce();
-    verify(&graph)?;
-    Ok(StatisticsStep { graph, statistics })
+    let low = lower_forward(model, "statistics", |_| Ok(Mode::Statistics))?;
+    Ok(StatisticsStep {
+        graph: low.g,
+        statistics: low.statistics,
+    })
 }
 
 #[cfg(test)]

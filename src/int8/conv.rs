@@ -9,13 +9,12 @@
 //! with double rounding, adds the output zero point and clamps to the fused activation.
 
 use super::array::Array;
-use super::context::Kernels;
 use super::context::{
     activation_range, checked_numel, constant, int8_params, multiplier, positive, window_geometry,
-    Ctx, KernelError, PResult,
+    Ctx, KernelError, Kernels, PResult,
 };
 use super::dot8::{self, Packed, Vnni};
-use super::fixed::mul_by_quantized;
+use super::fixed::requantize;
 use crate::tflite::model::{ElemType, FusedActivation, Options, PaddingMode, Tensor};
 
 /// The per-channel filter scales of a weight tensor quantized along `axis` (or per tensor,
@@ -117,11 +116,6 @@ fn channel_multipliers(in_s: f32, w_s: &[f32], out_s: f32) -> PResult<(Vec<i32>,
         shift.push(s);
     }
     Ok((mult, shift))
-}
-
-#[inline]
-fn requantize(acc: i32, m: i32, s: i32, out_zp: i32, act: (i32, i32)) -> i8 {
-    (mul_by_quantized(acc, m, s) + out_zp).clamp(act.0, act.1) as i8
 }
 
 fn rank4(x: &[usize], what: &str) -> PResult<[usize; 4]> {
@@ -387,7 +381,7 @@ impl Conv {
             let packed = Packed::new(wd, oc, kh * kw * ic, self.win.in_zp);
             let bias = packed.fold_into_bias(bias);
             let len = packed.patch_len();
-            let group = dot8::pixels_per_call();
+            let group = dot8::PIXELS;
             let pad_byte = (self.win.in_zp + 128) as u8;
             // the input made unsigned once: x + 128 is the sign bit flipped
             let xu: Vec<u8> = xd.iter().map(|&v| (v as u8) ^ 0x80).collect();

@@ -1,4 +1,5 @@
-//! CONV_2D on 8-bit dot products: the fast kernel `conv.rs`'s reference loop is the oracle of.
+//! The int8 evaluator's fast kernels, with the reference loops of `conv.rs` and `binary.rs`
+//! as their oracle: CONV_2D on 8-bit dot products, requantization and ADD/SUB on 16 lanes.
 //!
 //! AVX-512 VNNI's `vpdpbusd` multiplies 64 unsigned by 64 signed bytes and adds each group of
 //! four products into one of 16 int32 lanes. The int8 input is made unsigned by flipping its
@@ -22,8 +23,9 @@
 use super::fixed;
 use crate::cpu::Avx512;
 
-/// Output pixels computed together (each packed weight vector is reused this many times).
-const PIXELS: usize = 4;
+/// Output pixels computed together (each packed weight vector is reused this many times):
+/// the most [`Packed::accumulate`] takes at once.
+pub(crate) const PIXELS: usize = 4;
 /// Output channels per vector of int32 accumulators.
 const LANES: usize = 16;
 
@@ -85,8 +87,8 @@ impl Vnni {
         }
         for (accs, outs) in acc.chunks_exact(ch).zip(out.chunks_exact_mut(ch)) {
             for c in whole..ch {
-                let v = fixed::mul_by_quantized(accs[c].wrapping_add(bias[c]), mult[c], shift[c]);
-                outs[c] = (v + zp).clamp(act.0, act.1) as i8;
+                outs[c] =
+                    fixed::requantize(accs[c].wrapping_add(bias[c]), mult[c], shift[c], zp, act);
             }
         }
     }
@@ -416,11 +418,6 @@ mod x86 {
             unsafe { _mm512_storeu_si512(o.as_mut_ptr() as *mut _, a) };
         }
     }
-}
-
-/// The number of pixels [`Packed::accumulate`] takes at once.
-pub(crate) const fn pixels_per_call() -> usize {
-    PIXELS
 }
 
 #[cfg(test)]

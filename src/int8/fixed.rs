@@ -87,6 +87,13 @@ pub fn mul_by_quantized(x: i32, q: i32, shift: i32) -> i32 {
     )
 }
 
+/// A convolution's int32 accumulator (plus bias) to int8: `MultiplyByQuantizedMultiplier`,
+/// the output zero point, the fused activation's clamp.
+#[inline]
+pub fn requantize(acc: i32, q: i32, shift: i32, out_zp: i32, act: (i32, i32)) -> i8 {
+    (mul_by_quantized(acc, q, shift) + out_zp).clamp(act.0, act.1) as i8
+}
+
 /// `MultiplyByQuantizedMultiplierSmallerThanOneExp`: `RDBP(SRDHM(x, q), -shift)`, shift <= 0.
 #[inline]
 pub fn mul_by_quantized_smaller_than_one(x: i32, q: i32, shift: i32) -> i32 {

@@ -56,6 +56,35 @@ impl Axes {
             .collect())
     }
 
+    /// Folds every element of `x` (shape `shape`) into the output element it reduces into.
+    /// When the reduced axes are one contiguous run (the global pools' H and W of NHWC), the
+    /// input is `[outer, reduced, inner]` and whole inner rows fold at once; other axis
+    /// sets go element by element through [`destinations`](Self::destinations).
+    fn fold<T: Copy>(&self, x: &[i8], shape: &[usize], out: &mut [T], f: impl Fn(T, i8) -> T) {
+        let (first, last) = match (self.axes.iter().min(), self.axes.iter().max()) {
+            (Some(&a), Some(&b)) => (a, b),
+            _ => (0, 0),
+        };
+        if !self.axes.is_empty() && last - first + 1 == self.axes.len() {
+            let outer: usize = shape[..first].iter().product();
+            let reduced: usize = shape[first..=last].iter().product();
+            let inner: usize = shape[last + 1..].iter().product();
+            for o in 0..outer {
+                let dst = &mut out[o * inner..(o + 1) * inner];
+                for r in 0..reduced {
+                    let src = &x[(o * reduced + r) * inner..][..inner];
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = f(*d, v);
+                    }
+                }
+            }
+            return;
+        }
+        for (&v, dst) in x.iter().zip(self.destinations(shape)) {
+            out[dst] = f(out[dst], v);
+        }
+    }
+
     /// For every input element, the flat index of the output element it reduces into.
     fn destinations(&self, x: &[usize]) -> Vec<usize> {
         let kept: Vec<usize> = x
@@ -127,24 +156,8 @@ impl Mean {
         if xd.is_empty() {
             return Ok(Array::i8(out_shape, vec![0; n_out]).expect("sized"));
         }
-        match (&x.shape[..], &self.axes.axes[..]) {
-            // the global average pool of NHWC: channel rows added into one row per image
-            ([n, h, w, c], [1, 2]) => {
-                for b in 0..*n {
-                    let row = &mut sums[b * c..(b + 1) * c];
-                    for px in xd[b * h * w * c..(b + 1) * h * w * c].chunks_exact(*c) {
-                        for (s, &v) in row.iter_mut().zip(px) {
-                            *s = s.wrapping_add(v as i32);
-                        }
-                    }
-                }
-            }
-            _ => {
-                for (&v, dst) in xd.iter().zip(self.axes.destinations(&x.shape)) {
-                    sums[dst] = sums[dst].wrapping_add(v as i32);
-                }
-            }
-        }
+        self.axes
+            .fold(xd, &x.shape, &mut sums, |s, v| s.wrapping_add(v as i32));
         let count: i64 = self.axes.axes.iter().map(|&a| x.shape[a] as i64).product();
         let log2 = 63 - count.leading_zeros() as i32;
         let s = log2.min(32).min(31 + self.shift);
@@ -187,9 +200,38 @@ impl ReduceMax {
         let out_shape = self.out_shape(&x.shape)?;
         let xd = x.as_i8().ok_or("the input is not INT8")?;
         let mut out = vec![i8::MIN; checked_numel(&out_shape)?];
-        for (&v, dst) in xd.iter().zip(self.axes.destinations(&x.shape)) {
-            out[dst] = out[dst].max(v);
-        }
+        self.axes.fold(xd, &x.shape, &mut out, i8::max);
         Ok(Array::i8(out_shape, out).expect("sized"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row-wise fold of contiguous axes against the element-by-element one, for every
+    /// axis set of a rank-4 shape (contiguous or not), summing and taking maxima.
+    #[test]
+    fn folding_rows_equals_folding_elements() {
+        let shape = [2, 3, 4, 5];
+        let x: Vec<i8> = (0..120).map(|i| ((i * 37) % 256) as u8 as i8).collect();
+        for mask in 1u32..16 {
+            let axes = Axes {
+                axes: (0..4).filter(|d| mask & (1 << d) != 0).collect(),
+                keep_dims: false,
+                rank: 4,
+            };
+            let n = axes.out_shape(&shape).unwrap().iter().product::<usize>();
+            let (mut sums, mut want_sums) = (vec![0i32; n], vec![0i32; n]);
+            let (mut maxs, mut want_maxs) = (vec![i8::MIN; n], vec![i8::MIN; n]);
+            axes.fold(&x, &shape, &mut sums, |s, v| s + v as i32);
+            axes.fold(&x, &shape, &mut maxs, i8::max);
+            for (&v, d) in x.iter().zip(axes.destinations(&shape)) {
+                want_sums[d] += v as i32;
+                want_maxs[d] = want_maxs[d].max(v);
+            }
+            assert_eq!(sums, want_sums, "axes {:?}", axes.axes);
+            assert_eq!(maxs, want_maxs, "axes {:?}", axes.axes);
+        }
     }
 }

@@ -518,7 +518,10 @@ fn load_data(cfg: &Job) -> Result<(crate::data::Dataset, crate::data::Dataset)> 
     };
     // image folders are resized as they are decoded; any other dataset here
     let limit = |d: crate::data::Dataset, n: Option<usize>| {
-        let d = n.map_or(d.clone(), |n| d.take(n));
+        let d = match n {
+            Some(n) => d.take(n),
+            None => d,
+        };
         match size {
             Some([h, w]) => d.resized(h, w),
             None => d,
