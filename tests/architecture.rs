@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The top-level modules, lowest first: each may use only the ones before it.
 const LAYERS: &[&str] = &[
-    "error", "cpu", "ir", "models", "data", "rewrite", "quant", "pass", "exec", "autodiff",
+    "error", "cpu", "ir", "dist", "models", "data", "rewrite", "quant", "pass", "exec", "autodiff",
     "train", "jit", "tflite", "int8", "export", "import", "analyze", "workflow", "cli",
 ];
 

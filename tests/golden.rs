@@ -16,7 +16,8 @@
 //! # train-step: adam        (optional, after the passes: snapshot autodiff's train step
 //!                            with this optimizer, `adam`, `sgd` or `sgd momentum=0.9`, at
 //!                            the case's batch size; `eval`: autodiff's inference graph;
-//!                            `statistics`: the BatchNorm re-estimation step)
+//!                            `statistics`: the BatchNorm re-estimation step; a trailing
+//!                            `shard=1/2`: the step of rank 1 of 2 in a data-parallel run)
 //! # source: examples/resnet8.qir  (optional: the graph is that file's, relative to the crate
 //!                            root, so a reference model's case is its example, not a copy)
 //! ```
@@ -116,10 +117,20 @@ fn autodiff(graph: &qatc::ir::Graph, spec: &str) -> qatc::Result<qatc::ir::Graph
     use qatc::autodiff::{eval_graph, train_step, Optimizer, TrainSpec};
     let bad = || {
         qatc::Error::Usage(format!(
-            "# train-step: {spec} (adam, sgd [momentum=M], eval or statistics)"
+            "# train-step: {spec} (adam, sgd [momentum=M], eval or statistics; then optionally \
+             shard=R/N)"
         ))
     };
-    let optimizer = match spec.split_whitespace().collect::<Vec<_>>()[..] {
+    // `… shard=R/N`: the step of rank R of N in a data-parallel run
+    let mut words: Vec<&str> = spec.split_whitespace().collect();
+    let mut shard = qatc::autodiff::Shard::default();
+    if let Some(w) = words.last().and_then(|w| w.strip_prefix("shard=")) {
+        let (r, n) = w.split_once('/').ok_or_else(bad)?;
+        shard.rank = r.parse().map_err(|_| bad())?;
+        shard.ranks = n.parse().map_err(|_| bad())?;
+        words.pop();
+    }
+    let optimizer = match words[..] {
         ["eval"] => return eval_graph(graph),
         ["statistics"] => return Ok(qatc::autodiff::statistics_step(graph)?.graph),
         ["adam"] => Optimizer::adam(),
@@ -131,7 +142,10 @@ fn autodiff(graph: &qatc::ir::Graph, spec: &str) -> qatc::Result<qatc::ir::Graph
         ),
         _ => return Err(bad()),
     };
-    let spec = TrainSpec::new(graph.batch().unwrap_or(1)).optimizer(optimizer);
+    let spec = TrainSpec {
+        shard,
+        ..TrainSpec::new(graph.batch().unwrap_or(1)).optimizer(optimizer)
+    };
     Ok(train_step(graph, &spec)?.graph)
 }
 

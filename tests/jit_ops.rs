@@ -273,6 +273,43 @@ fn optimizer_and_observer_updates() {
     }
 }
 
+/// The data-parallel ops in one process: `all_reduce` is the identity, `pack` and `unpack`
+/// move elements (the multi-rank behaviour is `tests/data_parallel.rs`'s).
+#[test]
+fn data_parallel_ops() {
+    for reduce in [Reduce::Mean, Reduce::Min, Reduce::Max] {
+        run_exact(
+            "all_reduce",
+            Op::Train(TrainOp::AllReduce { reduce }),
+            &[F(&[3, 5], -2.0, 2.0)],
+        );
+    }
+    run_exact(
+        "all_reduce_range",
+        Op::Train(TrainOp::AllReduce {
+            reduce: Reduce::Range,
+        }),
+        &[F(&[6], -2.0, 2.0)],
+    );
+    run_exact(
+        "pack",
+        Op::Train(TrainOp::Pack),
+        &[
+            F(&[3, 5], -2.0, 2.0),
+            F(&[7], -1.0, 1.0),
+            F(&[2, 1, 2], 0.0, 1.0),
+        ],
+    );
+    run_exact(
+        "unpack",
+        Op::Train(TrainOp::Unpack {
+            offset: 5,
+            shape: vec![2, 3],
+        }),
+        &[F(&[13], -2.0, 2.0)],
+    );
+}
+
 #[test]
 fn dropout_mask_matches_the_hash() {
     for step in [0.0, 1.0, 17.0] {

@@ -923,6 +923,32 @@ impl Gen {
                     &[step],
                 );
             }
+            K::Pack => {
+                let (a, b) = (self.xany(), self.xany());
+                self.add(Op::Train(TrainOp::Pack), &[a, b]);
+            }
+            K::Unpack => {
+                let x = self.xany();
+                let n: usize = self.shape(x).iter().product();
+                let name = self.name();
+                let flat = self.g.add(Op::Train(TrainOp::Pack), name, &[x]);
+                if let Ok(flat) = flat {
+                    let take = self.rng.int(1, n);
+                    let offset = self.rng.int(0, n - take);
+                    self.add(
+                        Op::Train(TrainOp::Unpack {
+                            offset,
+                            shape: vec![take],
+                        }),
+                        &[flat],
+                    );
+                }
+            }
+            K::AllReduce => {
+                let x = self.xany();
+                let reduce = [Reduce::Mean, Reduce::Min, Reduce::Max][self.rng.int(0, 2)];
+                self.add(Op::Train(TrainOp::AllReduce { reduce }), &[x]);
+            }
             K::SgdVelocity | K::AdamApply | K::EmaUpdate | K::RunningMin | K::RunningMax => {
                 let x = self.xany();
                 let s = self.shape(x);

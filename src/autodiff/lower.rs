@@ -34,10 +34,13 @@ use std::collections::{HashMap, HashSet};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Mode {
-    /// The training forward pass; `step` is the step input, `seed` salts dropout masks.
+    /// The training forward pass; `step` is the step input, `seed` salts dropout masks,
+    /// `first_sample` is the global index of the batch's first sample (a data-parallel
+    /// rank's shard starts past the earlier ranks' samples).
     Train {
         step: NodeId,
         seed: u64,
+        first_sample: usize,
     },
     /// Post-training calibration: the inference form, with the quantizers' observers
     /// updating their ranges (`step` is the step input).
@@ -76,6 +79,9 @@ pub(crate) struct Lowering<'m> {
     /// The range params of learned quantizers (`S.min`, `S.max`), which training updates
     /// with the optimizer.
     pub learned: Vec<String>,
+    /// Ranks of a data-parallel step: with more than one, observed ranges are combined over
+    /// them (`all_reduce` min and max) before they update any state.
+    pub ranks: usize,
 }
 
 impl<'m> Lowering<'m> {
@@ -148,6 +154,7 @@ impl<'m> Lowering<'m> {
             statistics: Vec::new(),
             frozen: m.frozen().map(str::to_string).collect(),
             learned: Vec::new(),
+            ranks: 1,
         })
     }
 
@@ -201,13 +208,23 @@ impl<'m> Lowering<'m> {
                 // momentum 0: the update is the batch's statistic itself
                 self.batch_norm(n, *epsilon, F32(0.0), &xs)
             }
-            (Op::Model(ModelOp::Dropout { rate }), Mode::Train { step, seed }) => {
+            (
+                Op::Model(ModelOp::Dropout { rate }),
+                Mode::Train {
+                    step,
+                    seed,
+                    first_sample,
+                },
+            ) => {
                 if rate.0 == 0.0 {
                     return Ok(xs[0]);
                 }
+                let shape = &node.ty.shape;
+                let per_sample = shape.iter().skip(1).product::<usize>();
+                let first_index = (first_sample * per_sample) as u64;
                 let op = Op::Train(TrainOp::DropoutMask {
                     rate: *rate,
-                    seed: mix_seed(seed, &name),
+                    seed: shard_seed(mix_seed(seed, &name), first_index),
                     shape: node.ty.shape.clone(),
                 });
                 let mask = self.emit(op, &format!("{name}.mask"), &[step])?;
@@ -301,17 +318,7 @@ impl<'m> Lowering<'m> {
             }
             RangeSource::LastValue => {
                 let x = xs[0];
-                let lo = self.emit(
-                    Op::Update(UpdateOp::ObserveMin { axis: q.axis }),
-                    &format!("{name}.min"),
-                    &[x],
-                )?;
-                let hi = self.emit(
-                    Op::Update(UpdateOp::ObserveMax { axis: q.axis }),
-                    &format!("{name}.max"),
-                    &[x],
-                )?;
-                (lo, hi)
+                self.observe(x, q.axis, &format!("{name}.min"), &format!("{name}.max"))?
             }
             RangeSource::Fixed { min, max } => {
                 let shape = range_shape(q, &self.g.node(xs[0]).ty.shape);
@@ -392,15 +399,11 @@ impl<'m> Lowering<'m> {
                 } else {
                     self.ensure(x_model)?
                 };
-                let bmin = self.emit(
-                    Op::Update(UpdateOp::ObserveMin { axis: q.axis }),
+                let (bmin, bmax) = self.observe(
+                    x,
+                    q.axis,
                     &format!("{state}.batch_min"),
-                    &[x],
-                )?;
-                let bmax = self.emit(
-                    Op::Update(UpdateOp::ObserveMax { axis: q.axis }),
                     &format!("{state}.batch_max"),
-                    &[x],
                 )?;
                 let (op_lo, op_hi) = match q.range {
                     RangeSource::Ema { decay, .. } => (
@@ -425,6 +428,61 @@ impl<'m> Lowering<'m> {
         };
         self.ranges.insert(state.to_string(), r);
         Ok(r)
+    }
+
+    /// The range of `x` in this batch, `(min, max)` (per `axis` when set), over all ranks of
+    /// a data-parallel step.
+    fn observe(
+        &mut self,
+        x: NodeId,
+        axis: Option<usize>,
+        min_name: &str,
+        max_name: &str,
+    ) -> Result<(NodeId, NodeId)> {
+        let lo = self.emit(Op::Update(UpdateOp::ObserveMin { axis }), min_name, &[x])?;
+        let hi = self.emit(Op::Update(UpdateOp::ObserveMax { axis }), max_name, &[x])?;
+        // a range of weights alone is the same on every rank already
+        if self.ranks <= 1 || !self.reads_inputs(x) {
+            return Ok((lo, hi));
+        }
+        // both ends in one exchange: `[min | max]`, reduced as a range
+        let shape = self.g.node(lo).ty.shape.clone();
+        let n: usize = shape.iter().product();
+        let both = self.emit(
+            Op::Train(TrainOp::Pack),
+            &format!("{min_name}.range"),
+            &[lo, hi],
+        )?;
+        let range = Op::Train(TrainOp::AllReduce {
+            reduce: Reduce::Range,
+        });
+        let both = self.emit(range, &format!("{min_name}.range.all_ranks"), &[both])?;
+        let mut ends = [lo, hi];
+        for (i, (end, name)) in ends.iter_mut().zip([min_name, max_name]).enumerate() {
+            let unpack = Op::Train(TrainOp::Unpack {
+                offset: i * n,
+                shape: shape.clone(),
+            });
+            *end = self.emit(unpack, &format!("{name}.all_ranks"), &[both])?;
+        }
+        Ok((ends[0], ends[1]))
+    }
+
+    /// Whether lowered value `x` depends on a graph input (the batch, the step), rather than
+    /// on params alone.
+    fn reads_inputs(&self, x: NodeId) -> bool {
+        let mut seen = HashSet::new();
+        let mut stack = vec![x];
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if self.g.node(n).op.is_input() {
+                return true;
+            }
+            stack.extend(self.g.operands(n));
+        }
+        false
     }
 
     /// Model node `n` recomputed with the quantizers tied to `state` bypassed.
@@ -475,6 +533,13 @@ impl<'m> Lowering<'m> {
         self.shadows.insert(key, id);
         Ok(id)
     }
+}
+
+/// The seed that makes a mask whose first element has global index `first_index` equal to
+/// that part of the mask starting at 0: `dropout_mask` hashes `index * 0x9E3779B1 + seed`
+/// (mod 2^32), so shifting the index is adding `first_index * 0x9E3779B1` to the seed.
+fn shard_seed(seed: u64, first_index: u64) -> u64 {
+    seed.wrapping_add(first_index.wrapping_mul(0x9E37_79B1)) & 0xffff_ffff
 }
 
 /// A per-node dropout seed: the run's seed mixed with the node name (FNV-1a), so two

@@ -42,7 +42,7 @@ pub use backward::backward;
 pub use optim::Optimizer;
 
 use crate::error::{Error, Result};
-use crate::ir::op::{GradOp, ModelOp, TrainOp};
+use crate::ir::op::{GradOp, ModelOp, Reduce, TrainOp};
 use crate::ir::types::DType;
 use crate::ir::verify::verify;
 use crate::ir::{Graph, NodeId, Op, ParamStore, TensorType};
@@ -65,6 +65,31 @@ pub struct TrainSpec {
     pub frozen: Vec<String>,
     /// Salts the dropout masks (each mask is a hash of seed, node name, step and index).
     pub seed: u64,
+    /// The step's place in a data-parallel run ([`crate::dist`]); one process by default.
+    pub shard: Shard,
+}
+
+/// Where a train step sits in a data-parallel run: rank `rank` of `ranks`, each running the
+/// step on its own `batch_size` samples of a global batch `ranks` times larger (rank `r`
+/// holds global samples `r * batch_size ..`).
+///
+/// With more than one rank the step averages every gradient over the ranks before the
+/// optimizer update, combines observed ranges (min and max over ranks) before their moving
+/// averages, and reports the ranks' mean loss (`all_reduce` nodes); BatchNorm statistics
+/// are combined by the executor's group ([`crate::jit::JitOptions::group`]). Dropout masks
+/// are those of the global sample indices, so they do not depend on `ranks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank, `0..ranks`.
+    pub rank: usize,
+    /// The number of ranks.
+    pub ranks: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Shard {
+        Shard { rank: 0, ranks: 1 }
+    }
 }
 
 impl TrainSpec {
@@ -76,6 +101,7 @@ impl TrainSpec {
             logits: None,
             frozen: Vec::new(),
             seed: 0,
+            shard: Shard::default(),
         }
     }
 
@@ -197,11 +223,19 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
     let labels = g.add_input("labels", TensorType::new(DType::I32, vec![spec.batch_size]))?;
     let step = g.add_input("step", TensorType::scalar(DType::F32))?;
     let lr = g.add_input("lr", TensorType::scalar(DType::F32))?;
+    let Shard { rank, ranks } = spec.shard;
+    if ranks == 0 || rank >= ranks {
+        return Err(Error::Usage(format!(
+            "rank {rank} of {ranks}: a data-parallel step needs 0 <= rank < ranks"
+        )));
+    }
     let mode = Mode::Train {
         step,
         seed: spec.seed,
+        first_sample: rank * spec.batch_size,
     };
     let mut low = Lowering::new(&m, g, mode, HashMap::from([(model_input, input)]))?;
+    low.ranks = ranks;
     low.frozen.extend(spec.frozen.iter().cloned());
     for n in m.canonical_order() {
         low.ensure(n)?;
@@ -266,14 +300,23 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
     )?;
     let wrt: Vec<NodeId> = candidates.values().copied().collect();
     let grads = backward(e.g, &[(logits, dlogits)], &wrt)?;
+    // a param that does not reach the loss gets no update (Keras warns and skips too)
+    let grads: Vec<(&String, NodeId, NodeId)> = candidates
+        .iter()
+        .zip(grads)
+        .filter_map(|((name, &p), g)| g.map(|g| (name, p, g)))
+        .collect();
+    let grads = if ranks > 1 {
+        average_over_ranks(e.g, grads)?
+    } else {
+        grads
+    };
 
     let mut updates = fwd_updates;
     let mut trained = Vec::new();
     let mut optimizer_state = Vec::new();
     let mut e = Emit { g: &mut graph };
-    for ((name, &p), grad) in candidates.iter().zip(grads) {
-        // a param that does not reach the loss gets no update (Keras warns and skips too)
-        let Some(grad) = grad else { continue };
+    for (name, p, grad) in grads {
         let (p_next, slots) = spec.optimizer.emit(&mut e, name, p, grad, lr)?;
         for (slot, next) in slots {
             let shape = e.g.node(next).ty.shape.clone();
@@ -295,6 +338,14 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
             ));
         }
     }
+    let loss = if ranks > 1 {
+        let op = Op::Train(TrainOp::AllReduce {
+            reduce: Reduce::Mean,
+        });
+        Emit { g: &mut graph }.op(op, "loss.all_ranks", &[loss])?
+    } else {
+        loss
+    };
     graph.add_output("loss", loss);
     graph.add_output("logits", logits);
     for (param, node) in updates {
@@ -310,6 +361,36 @@ pub fn train_step(model: &Graph, spec: &TrainSpec) -> Result<TrainStep> {
         observer_state,
         statistics,
     })
+}
+
+/// The gradients averaged over the ranks of a data-parallel step, in one bucket: packed into
+/// one vector, combined by one `all_reduce` (one exchange latency per step instead of one per
+/// param), unpacked.
+fn average_over_ranks<'a>(
+    g: &mut Graph,
+    grads: Vec<(&'a String, NodeId, NodeId)>,
+) -> Result<Vec<(&'a String, NodeId, NodeId)>> {
+    if grads.is_empty() {
+        return Ok(grads);
+    }
+    let mut e = Emit { g };
+    let all: Vec<NodeId> = grads.iter().map(|&(_, _, grad)| grad).collect();
+    let packed = e.op(Op::Train(TrainOp::Pack), "gradients", &all)?;
+    let mean = Op::Train(TrainOp::AllReduce {
+        reduce: Reduce::Mean,
+    });
+    let packed = e.op(mean, "gradients.all_ranks", &[packed])?;
+    let mut offset = 0;
+    let mut out = Vec::with_capacity(grads.len());
+    for (name, p, grad) in grads {
+        let shape = e.shape(grad);
+        let n: usize = shape.iter().product();
+        let unpack = Op::Train(TrainOp::Unpack { offset, shape });
+        let grad = e.op(unpack, &format!("{name}.grad.all_ranks"), &[packed])?;
+        out.push((name, p, grad));
+        offset += n;
+    }
+    Ok(out)
 }
 
 /// The inference graph (graph form 5) of a model or QAT graph: quantizers with state

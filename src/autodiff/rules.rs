@@ -164,6 +164,25 @@ fn train_rule(op: &TrainOp) -> Rule<'_> {
         TrainOp::BatchMean | TrainOp::BatchVar { .. } | TrainOp::DropoutMask { .. } => {
             Rule::NoGradient
         }
+        // each rank's objective is its own loss: the adjoint of a mean over ranks is the mean
+        // of the ranks' adjoints; minima and maxima only feed observers
+        TrainOp::AllReduce {
+            reduce: Reduce::Mean,
+        } => grad(|e, s| {
+            from_dy(
+                e,
+                s,
+                TrainOp::AllReduce {
+                    reduce: Reduce::Mean,
+                }
+                .into(),
+            )
+        }),
+        TrainOp::AllReduce {
+            reduce: Reduce::Min | Reduce::Max | Reduce::Range,
+        } => Rule::NoGradient,
+        // they move gradients after differentiation
+        TrainOp::Pack | TrainOp::Unpack { .. } => Rule::NoGradient,
     }
 }
 

@@ -73,6 +73,20 @@ pub struct BenchArgs {
     /// Print the compiled program (one line per instruction).
     #[arg(long)]
     pub listing: bool,
+    /// Under mpirun: measure the ranks' all-reduce instead (times per size, from 1 KiB to
+    /// 16 MiB of floats, and the reference models' gradient sizes), the constants of the
+    /// scaling model in the README.
+    #[arg(long, conflicts_with_all = ["graph", "profile", "listing"])]
+    pub allreduce: bool,
+    /// Predict data-parallel scaling to 8, 32 and 128 ranks over 10, 25 and 100 Gbit/s
+    /// networks: this machine's measured step time per rank (weak scaling, `--batch` samples
+    /// per rank) plus the step's reductions costed as the MPI group runs them (README,
+    /// "Data-parallel training").
+    #[arg(long, conflicts_with_all = ["graph", "allreduce"])]
+    pub scaling: bool,
+    /// Under mpirun: how long a rank waits for a peer before stopping the job [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub mpi_timeout: Option<f64>,
 }
 
 /// One measurement.
@@ -92,6 +106,8 @@ pub struct BenchResult {
     pub flops_per_step: usize,
     /// The process' peak resident set size after the timed steps, when the OS reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// The reductions over the ranks per step, the floats of each (data-parallel).
+    pub reductions: Vec<usize>,
 }
 
 impl BenchResult {
@@ -105,8 +121,15 @@ impl BenchResult {
             Some(b) => format!("{:.0} MiB", b as f64 / (1 << 20) as f64),
             None => "?".into(),
         };
+        let comm = match self.reductions.len() {
+            0 => String::new(),
+            k => format!(
+                "  {k} all-reduces of {} floats per step",
+                self.reductions.iter().sum::<usize>()
+            ),
+        };
         format!(
-            "{:<24} batch {:>4}  {:>8.0} samples/s  {:>8.3} ms/step (median {:.3})  {:>6.1} GFLOP/s  compile {:>6.1} ms  peak RSS {rss}",
+            "{:<24} batch {:>4}  {:>8.0} samples/s  {:>8.3} ms/step (median {:.3})  {:>6.1} GFLOP/s  compile {:>6.1} ms  peak RSS {rss}{comm}",
             self.name,
             self.batch,
             self.samples_per_sec,
@@ -142,6 +165,17 @@ pub fn train_step_built(
     batch: usize,
     float: bool,
 ) -> Result<(Graph, ParamStore)> {
+    train_step_sharded(m, batch, float, crate::autodiff::Shard::default())
+}
+
+/// [`train_step_built`] for one rank of a data-parallel run: the step of its `batch /
+/// ranks` samples of every global batch of `batch`.
+pub fn train_step_sharded(
+    m: crate::ir::builder::Model,
+    batch: usize,
+    float: bool,
+    shard: crate::autodiff::Shard,
+) -> Result<(Graph, ParamStore)> {
     let mut params = m.params;
     let graph = if float {
         m.graph
@@ -153,7 +187,11 @@ pub fn train_step_built(
             &crate::pass::PipelineOptions::default(),
         )?
     };
-    let step = crate::autodiff::train_step(&graph, &crate::autodiff::TrainSpec::new(batch))?;
+    let spec = crate::autodiff::TrainSpec {
+        shard,
+        ..crate::autodiff::TrainSpec::new(batch / shard.ranks.max(1))
+    };
+    let step = crate::autodiff::train_step(&graph, &spec)?;
     let state = step.initial_state(&params)?;
     Ok((step.graph, state))
 }
@@ -260,11 +298,13 @@ pub fn measure(
         print_profile,
         print_listing,
     } = m;
-    let batch = graph.batch().unwrap_or(1);
+    // samples per step over all ranks of a data-parallel run
+    let batch = graph.batch().unwrap_or(1) * opts.group.size();
     let t0 = Instant::now();
     let mut exe = compile(graph, params, opts)?;
     let compile_secs = t0.elapsed().as_secs_f64();
-    if print_listing {
+    let root = opts.group.is_root();
+    if print_listing && root {
         say(exe.listing());
         let st = exe.stats();
         say(format!(
@@ -297,7 +337,7 @@ pub fn measure(
     let secs = t.elapsed().as_secs_f64();
     times.sort_by(f64::total_cmp);
     let median_step_secs = times[times.len() / 2];
-    if let (Some(top), Some(p)) = (print_profile, exe.profile()) {
+    if let (Some(top), Some(p), true) = (print_profile, exe.profile(), root) {
         print_profile_table(name, &p, top);
     }
     Ok(BenchResult {
@@ -307,8 +347,9 @@ pub fn measure(
         step_secs: secs / steps as f64,
         median_step_secs,
         samples_per_sec: (batch * steps) as f64 / secs,
-        flops_per_step: exe.stats().flops,
+        flops_per_step: exe.stats().flops * opts.group.size(),
         peak_rss_bytes: peak_rss_bytes(),
+        reductions: exe.stats().reductions.clone(),
     })
 }
 
@@ -366,13 +407,30 @@ fn print_profile_table(name: &str, p: &[crate::jit::InstProfile], top: usize) {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
+    let launch = super::ranks::Launch::join(a.mpi_timeout.unwrap_or(600.0), a.threads)?;
+    run_as(a, &launch.ranks).map_err(|e| launch.fail(e))
+}
+
+fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
+    let group = &ranks.group;
+    let say = |line: String| {
+        if group.is_root() {
+            say(line)
+        }
+    };
+    if a.allreduce {
+        return allreduce(group, &say);
+    }
     if a.steps == 0 {
         return Err(Error::Usage(
             "--steps must be at least 1 (a throughput needs timed steps)".into(),
         ));
     }
-    let mut opts = JitOptions::default();
-    if let Some(t) = a.threads {
+    let mut opts = JitOptions {
+        group: group.clone(),
+        ..JitOptions::default()
+    };
+    if let Some(t) = ranks.threads {
         opts.threads = t.max(1);
     }
     opts.fma &= !a.no_fma;
@@ -385,10 +443,24 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         print_listing: a.listing,
     };
     say(format!(
-        "qatc bench: threads {}, fma {}, fusion {}, {} warm-up + {} timed steps",
-        opts.threads, opts.fma, opts.fuse, m.warmup, m.steps
+        "qatc bench: {}threads {}, fma {}, fusion {}, {} warm-up + {} timed steps",
+        if group.size() > 1 {
+            format!("{} ranks x ", group.size())
+        } else {
+            String::new()
+        },
+        opts.threads,
+        opts.fma,
+        opts.fuse,
+        m.warmup,
+        m.steps
     ));
     if let Some(path) = &a.graph {
+        if group.size() > 1 {
+            return Err(Error::Usage(
+                "--graph benchmarks one process; give --model under mpirun".into(),
+            ));
+        }
         let (graph, params) = crate::ir::text::load_model(path)?;
         let name = path
             .file_stem()
@@ -422,9 +494,184 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             ..Default::default()
         }
         .load_model()?;
-        let (graph, params) = train_step_built(built, batch, a.float)?;
+        let shard = crate::autodiff::Shard {
+            rank: group.rank(),
+            ranks: group.size(),
+        };
+        group.shard(batch)?;
+        let (graph, params) = train_step_sharded(built, batch, a.float, shard)?;
         let name = format!("{model} {kind}");
-        say(measure(&name, &graph, &params, &opts, m)?.line());
+        let r = measure(&name, &graph, &params, &opts, m)?;
+        say(r.line());
+        if a.scaling {
+            let built = crate::workflow::Job {
+                model: model.clone(),
+                input_shape: a.input_shape.clone(),
+                classes: a.classes,
+                ..Default::default()
+            }
+            .load_model()?;
+            let reductions = reductions_per_rank(built, batch, a.float)?;
+            for line in scaling_table(r.median_step_secs, batch, &reductions) {
+                say(line);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The floats of each reduction of a rank's train step in a data-parallel run with `batch`
+/// samples per rank (the same for any number of ranks above one).
+fn reductions_per_rank(
+    m: crate::ir::builder::Model,
+    batch: usize,
+    float: bool,
+) -> Result<Vec<usize>> {
+    let shard = crate::autodiff::Shard { rank: 0, ranks: 2 };
+    let (graph, params) = train_step_sharded(m, 2 * batch, float, shard)?;
+    // compiled only, never run: any group of two ranks gives the program its reductions
+    let member = crate::dist::ThreadGroup::new(2).remove(0);
+    let opts = JitOptions {
+        threads: 1,
+        group: crate::dist::GroupHandle::new(member),
+        ..JitOptions::default()
+    };
+    Ok(compile(&graph, &params, &opts)?.stats().reductions.clone())
+}
+
+/// A network for the scaling model: link bandwidth and per-message latency.
+struct Network {
+    name: &'static str,
+    bytes_per_sec: f64,
+    latency_secs: f64,
+}
+
+/// The networks of the scaling table. Bandwidths are the links' nominal rates; latencies are
+/// typical MPI small-message latencies (TCP over Ethernet, RDMA over InfiniBand), assumed,
+/// not measured here.
+const NETWORKS: &[Network] = &[
+    Network {
+        name: "10 Gbit/s Ethernet (TCP, 25 us)",
+        bytes_per_sec: 1.25e9,
+        latency_secs: 25e-6,
+    },
+    Network {
+        name: "25 Gbit/s Ethernet (RoCE, 5 us)",
+        bytes_per_sec: 3.125e9,
+        latency_secs: 5e-6,
+    },
+    Network {
+        name: "100 Gbit/s InfiniBand (2 us)",
+        bytes_per_sec: 12.5e9,
+        latency_secs: 2e-6,
+    },
+];
+
+/// Time of one all-reduce of `floats` floats over `ranks` ranks as [`crate::dist`]'s MPI
+/// group runs it: recursive doubling up to 4096 floats (`ceil(log2 N)` exchanges of the
+/// whole message, plus two when `N` is not a power of two), a ring above (`2(N-1)` exchanges
+/// of `1/N` of it).
+pub fn allreduce_secs(floats: usize, ranks: usize, bytes_per_sec: f64, latency_secs: f64) -> f64 {
+    if ranks <= 1 {
+        return 0.0;
+    }
+    let bytes = 4.0 * floats as f64;
+    let n = ranks as f64;
+    if floats <= 4096 {
+        let p2 = ranks.is_power_of_two();
+        let steps = (usize::BITS - (ranks - 1).leading_zeros()) as f64 + if p2 { 0.0 } else { 2.0 };
+        steps * (latency_secs + bytes / bytes_per_sec)
+    } else {
+        2.0 * (n - 1.0) * (latency_secs + bytes / n / bytes_per_sec)
+    }
+}
+
+/// Predicted weak scaling: each rank runs `step_secs` of computation on its `batch` samples,
+/// then waits for its reductions; efficiency `step / (step + reductions)`.
+fn scaling_table(step_secs: f64, batch: usize, reductions: &[usize]) -> Vec<String> {
+    let floats: usize = reductions.iter().sum();
+    let mut out = vec![format!(
+        "  scaling model: {:.3} ms compute per step of {batch} samples per rank, {} all-reduces \
+         of {floats} floats per step",
+        step_secs * 1e3,
+        reductions.len()
+    )];
+    for net in NETWORKS {
+        let mut line = format!("    {:<34}", net.name);
+        for ranks in [8, 32, 128] {
+            let comm: f64 = reductions
+                .iter()
+                .map(|&f| allreduce_secs(f, ranks, net.bytes_per_sec, net.latency_secs))
+                .sum();
+            let eff = step_secs / (step_secs + comm);
+            let rate = (ranks * batch) as f64 / (step_secs + comm);
+            line += &format!(
+                "  N={ranks:<3} {:>5.1} ms comm {:>4.0}% eff {:>8.0} samples/s",
+                comm * 1e3,
+                eff * 100.0,
+                rate
+            );
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// `qatc bench --allreduce`: the median time of the group's all-reduce (mean) of `n` floats,
+/// for sizes from 256 floats to 4 Mi floats and for each reference model's gradient (its
+/// trainable parameter count), with the algorithmic bandwidth `4n / t`.
+fn allreduce(group: &crate::dist::GroupHandle, say: &dyn Fn(String)) -> Result<()> {
+    let mut sizes: Vec<(String, usize)> = (0..=7)
+        .map(|k| 256usize << (2 * k))
+        .map(|n| (format!("{} floats", n), n))
+        .collect();
+    for name in crate::models::NAMES {
+        let m = crate::models::by_name(name, 0)?;
+        // what the optimizer updates (BatchNorm's moving statistics are not gradients)
+        let n: usize = m
+            .params
+            .iter()
+            .filter(|(name, _)| !name.contains("moving_"))
+            .map(|(_, t)| t.numel())
+            .sum();
+        sizes.push((format!("{name} gradient"), n));
+    }
+    say(format!(
+        "qatc bench --allreduce: {} ranks, all-reduce (mean; recursive doubling up to 4096 floats, ring above), median of 30 after 5 warm-up",
+        group.size()
+    ));
+    let ranks = group.size() as f32;
+    let fill = |i: usize| (i % 7) as f32 + group.rank() as f32;
+    for (what, n) in sizes {
+        let mut data: Vec<f32> = Vec::new();
+        let mut times = Vec::new();
+        for rep in 0..35 {
+            data.clear();
+            data.extend((0..n).map(fill));
+            let t = Instant::now();
+            group.all_reduce(&mut data, crate::dist::Reduce::Mean)?;
+            if rep >= 5 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        // small integers sum exactly: every rank must hold exactly the mean
+        let bad = data
+            .iter()
+            .enumerate()
+            .position(|(i, &v)| v != (i % 7) as f32 + (ranks - 1.0) / 2.0);
+        if let Some(i) = bad {
+            return Err(crate::Error::Distributed {
+                rank: group.rank(),
+                msg: format!("all-reduce of {n} floats: element {i} is {}", data[i]),
+            });
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        say(format!(
+            "{what:<36} {n:>9} floats {:>10.1} us {:>8.2} GB/s",
+            t * 1e6,
+            4.0 * n as f64 / t * 1e-9
+        ));
     }
     Ok(())
 }

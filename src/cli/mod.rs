@@ -7,6 +7,7 @@ pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod ptq;
+pub mod ranks;
 pub mod run;
 pub mod train;
 

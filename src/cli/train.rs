@@ -120,6 +120,14 @@ pub struct TrainArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// JIT threads (default: all cores; under mpirun, the cores shared among the ranks on
+    /// each machine).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Under mpirun: how long a rank waits for a peer in a reduction before it stops the
+    /// whole job with an error naming the silent rank [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub mpi_timeout: Option<f64>,
 }
 
 /// The job of `--config` (if any) with the flags applied over it.
@@ -188,31 +196,39 @@ pub fn job_from_args(args: &TrainArgs) -> Result<Job> {
 
 /// Runs `qatc train`.
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let launch = super::ranks::Launch::join(args.mpi_timeout.unwrap_or(600.0), args.threads)?;
+    run_as(args, &launch).map_err(|e| launch.fail(e))
+}
+
+fn run_as(args: &TrainArgs, launch: &super::ranks::Launch) -> Result<()> {
+    let ranks = &launch.ranks;
     let (result, out) = match &args.resume {
         Some(out) => {
             let only_resume = TrainArgs {
                 resume: args.resume.clone(),
                 quiet: args.quiet,
+                threads: args.threads,
+                mpi_timeout: args.mpi_timeout,
                 ..TrainArgs::default()
             };
             if *args != only_resume {
                 return Err(crate::Error::Usage(format!(
                     "--resume continues the run in {} with the settings it was started with: \
-                     give no other flag but --quiet",
+                     give no other flag but --quiet, --threads and --mpi-timeout",
                     out.display()
                 )));
             }
-            (workflow::resume(out, !args.quiet), out.clone())
+            (workflow::resume_in(out, !args.quiet, ranks), out.clone())
         }
         None => {
             let job = job_from_args(args)?;
-            (workflow::run(&job), job.out)
+            (workflow::run_in(&job, ranks), job.out)
         }
     };
     let report = match result {
         Ok(report) => report,
         Err(e) => {
-            if workflow::rundir::resumable(&out) {
+            if ranks.group.is_root() && workflow::rundir::resumable(&out) {
                 eprintln!(
                     "note: the run's checkpoints are kept in {}: `qatc train --resume {}` \
                      continues it",
@@ -223,6 +239,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             return Err(e);
         }
     };
+    if !ranks.group.is_root() {
+        return Ok(());
+    }
     super::say(&report.summary())?;
     super::say(&format!(
         "  report: {}\n",

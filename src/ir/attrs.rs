@@ -225,7 +225,12 @@ fn train_attrs(op: &TrainOp, a: &mut Vec<(&'static str, AttrValue)>) {
             a.push(("seed", AttrValue::Int(*seed as i64)));
             a.push(("shape", usizes(shape)));
         }
-        TrainOp::SoftmaxCrossEntropy | TrainOp::BatchMean => {}
+        TrainOp::AllReduce { reduce } => a.push(("reduce", ident(reduce.name()))),
+        TrainOp::Unpack { offset, shape } => {
+            a.push(("offset", AttrValue::Int(*offset as i64)));
+            a.push(("shape", usizes(shape)));
+        }
+        TrainOp::SoftmaxCrossEntropy | TrainOp::BatchMean | TrainOp::Pack => {}
     }
 }
 
@@ -806,6 +811,21 @@ impl AttrReader {
             K::DropoutMask => TrainOp::DropoutMask {
                 rate: self.req_float("rate")?,
                 seed: self.seed()?,
+                shape: self.req_usizes("shape")?,
+            }
+            .into(),
+            K::AllReduce => {
+                let word = self.ident_or("reduce", "mean")?;
+                let reduce = Reduce::from_name(&word).ok_or_else(|| {
+                    format!(
+                        "attribute `reduce` of all_reduce must be mean, min or max, found `{word}`"
+                    )
+                })?;
+                TrainOp::AllReduce { reduce }.into()
+            }
+            K::Pack => TrainOp::Pack.into(),
+            K::Unpack => TrainOp::Unpack {
+                offset: self.req_usize("offset")?,
                 shape: self.req_usizes("shape")?,
             }
             .into(),

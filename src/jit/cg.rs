@@ -34,6 +34,7 @@ pub struct Helpers {
     pub gemm: FuncRef,
     pub nudge: FuncRef,
     pub logf: FuncRef,
+    pub all_reduce: FuncRef,
     /// Present when compiling with profiling.
     pub prof: Option<FuncRef>,
 }

@@ -365,6 +365,10 @@ pub trait Kernel {
     fn ends_on_thread0(&self) -> bool {
         false
     }
+    /// Floats this kernel exchanges with the other ranks of a data-parallel step (0: none).
+    fn communicates(&self) -> usize {
+        0
+    }
 }
 
 pub enum Inst {
@@ -381,6 +385,14 @@ impl Inst {
             Inst::Loop(_) => 0,
             Inst::Gemm(g) => g.flops(),
             Inst::Kernel(k) => k.flops(),
+        }
+    }
+
+    /// Floats the instruction combines over the ranks of a data-parallel step.
+    pub fn communicates(&self) -> usize {
+        match self {
+            Inst::Loop(_) | Inst::Gemm(_) => 0,
+            Inst::Kernel(k) => k.communicates(),
         }
     }
 

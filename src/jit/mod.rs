@@ -62,6 +62,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
+use crate::dist::GroupHandle;
 use runtime::{AlignedBuf, Barrier, Ctx, Pool, StepFn};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,9 @@ pub struct JitOptions {
     pub fuse: bool,
     /// Time every LIR instruction (see [`JitExecutor::profile`]); off by default.
     pub profile: bool,
+    /// The ranks of a data-parallel step ([`crate::dist`]): its `all_reduce` nodes and its
+    /// BatchNorm statistics combine over them. The group of one process by default.
+    pub group: GroupHandle,
 }
 
 impl Default for JitOptions {
@@ -87,6 +91,7 @@ impl Default for JitOptions {
             fma: isa::Features::host().fma,
             fuse: true,
             profile: false,
+            group: GroupHandle::solo(),
         }
     }
 }
@@ -118,6 +123,9 @@ pub struct CompileStats {
     /// Arithmetic of one run (GEMMs and convolution kernels, 2 per
     /// multiply-add), for GFLOP/s.
     pub flops: usize,
+    /// The reductions over the ranks of a data-parallel step, in program order: the floats
+    /// each combines (none in one process).
+    pub reductions: Vec<usize>,
 }
 
 /// One instruction's share of a profiled run ([`JitExecutor::profile`]).
@@ -162,6 +170,19 @@ impl crate::train::Backend for Jit {
     fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>> {
         Ok(Box::new(compile(graph, &state, &self.0)?))
     }
+
+    fn executor_in(
+        &self,
+        graph: &Graph,
+        state: ParamStore,
+        group: &GroupHandle,
+    ) -> Result<Box<dyn Executor>> {
+        let opts = JitOptions {
+            group: group.clone(),
+            ..self.0.clone()
+        };
+        Ok(Box::new(compile(graph, &state, &opts)?))
+    }
 }
 
 /// A compiled graph with its parameter state.
@@ -172,6 +193,7 @@ pub struct JitExecutor {
     state: AlignedBuf,
     state_layout: Vec<(String, usize, Vec<usize>)>,
     barrier: Box<Barrier>,
+    group: Box<runtime::GroupCell>,
     pool: Pool,
     threads: usize,
     inputs: Vec<Input>,
@@ -206,6 +228,7 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     let order = plan::schedule(graph);
     let mut lower = lower::Lower::new(graph);
     lower.threads = threads;
+    lower.ranks = opts.group.size();
     let mut prog = lower.run(&order)?;
     if opts.fuse {
         fuse::fuse(&mut prog);
@@ -242,6 +265,9 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     let logf_id = module
         .declare_function("qatc_logf", Linkage::Import, &sig(&[F32], Some(F32)))
         .map_err(jit_err)?;
+    let all_reduce_id = module
+        .declare_function("qatc_all_reduce", Linkage::Import, &sig(&[I64; 5], None))
+        .map_err(jit_err)?;
     let prof_id = module
         .declare_function("qatc_prof", Linkage::Import, &sig(&[I64, I64], None))
         .map_err(jit_err)?;
@@ -263,6 +289,7 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
             gemm: module.declare_func_in_func(gemm_id, b.func),
             nudge: module.declare_func_in_func(nudge_id, b.func),
             logf: module.declare_func_in_func(logf_id, b.func),
+            all_reduce: module.declare_func_in_func(all_reduce_id, b.func),
             prof: opts
                 .profile
                 .then(|| module.declare_func_in_func(prof_id, b.func)),
@@ -364,6 +391,12 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         updates_in_place: plan.in_place.len(),
         updates_copied: plan.copied.len(),
         flops: prog.insts.iter().map(lir::Inst::flops).sum(),
+        reductions: prog
+            .insts
+            .iter()
+            .map(lir::Inst::communicates)
+            .filter(|&n| n > 0)
+            .collect(),
     };
     let pool = Pool::new(threads);
     let barrier = Box::new(Barrier::new(threads));
@@ -375,6 +408,10 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         state,
         state_layout: plan.state,
         barrier,
+        group: Box::new(runtime::GroupCell {
+            group: opts.group.clone(),
+            error: std::sync::Mutex::new(None),
+        }),
         pool,
         threads,
         inputs,
@@ -540,6 +577,7 @@ impl Executor for JitExecutor {
                 tid: tid as u64,
                 barrier: &*self.barrier,
                 profile,
+                group: &*self.group,
             })
             .collect();
         self.barrier.set_thread0();
@@ -547,6 +585,9 @@ impl Executor for JitExecutor {
         // borrowed for the duration of this call (the feeds); the planner sized the arena
         // and state for every access the code makes.
         unsafe { self.pool.run(self.func, &ctxs) };
+        if let Some(e) = self.group.error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(e);
+        }
         let outs = self
             .outputs
             .iter()

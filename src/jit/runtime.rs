@@ -24,6 +24,8 @@ pub struct Ctx {
     pub barrier: *const Barrier,
     /// Per-instruction timings (only read when compiled with profiling).
     pub profile: *mut Profile,
+    /// The ranks `all_reduce` combines over, and the first error a reduction met.
+    pub group: *const GroupCell,
 }
 
 pub const CTX_ARENA: i32 = 0;
@@ -267,6 +269,62 @@ pub unsafe extern "C" fn qatc_prof(ctx: *const Ctx, inst: u64) {
     p.last = Some(now);
 }
 
+/// The group a step's `all_reduce` instructions combine over, and the first error one of
+/// them met (compiled code cannot return errors: later reductions of the step are skipped
+/// and [`crate::exec::Executor::run`] returns the error).
+pub struct GroupCell {
+    pub group: crate::dist::GroupHandle,
+    pub error: std::sync::Mutex<Option<crate::error::Error>>,
+}
+
+/// `dst[..n] = all_reduce(src[..n])` over the step's group (`reduce`: 0 mean, 1 min, 2
+/// max); `src` may equal `dst`. Runs on thread 0 alone.
+///
+/// # Safety
+/// `ctx` must be a context of the running step, `src` and `dst` must hold `n` floats.
+pub unsafe extern "C" fn qatc_all_reduce(
+    ctx: *const Ctx,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    reduce: u64,
+) {
+    use crate::dist::Reduce;
+    let cell = &*(*ctx).group;
+    if !std::ptr::eq(src, dst) {
+        std::ptr::copy_nonoverlapping(src, dst, n);
+    }
+    let Ok(mut error) = cell.error.lock() else {
+        return;
+    };
+    if error.is_some() {
+        return;
+    }
+    let reduce = match reduce {
+        0 => Reduce::Mean,
+        1 => Reduce::Min,
+        2 => Reduce::Max,
+        _ => Reduce::Range,
+    };
+    if let Err(e) = cell
+        .group
+        .all_reduce(std::slice::from_raw_parts_mut(dst, n), reduce)
+    {
+        *error = Some(e);
+    }
+}
+
+/// The code [`qatc_all_reduce`] takes for `reduce`.
+pub fn reduce_code(reduce: crate::dist::Reduce) -> i64 {
+    use crate::dist::Reduce;
+    match reduce {
+        Reduce::Mean => 0,
+        Reduce::Min => 1,
+        Reduce::Max => 2,
+        Reduce::Range => 3,
+    }
+}
+
 /// The natural logarithm (the loss's log-sum-exp; once per row).
 pub extern "C" fn qatc_logf(x: f32) -> f32 {
     x.ln()
@@ -280,6 +338,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("qatc_nudge", qatc_nudge as *const u8),
         ("qatc_logf", qatc_logf as *const u8),
         ("qatc_prof", qatc_prof as *const u8),
+        ("qatc_all_reduce", qatc_all_reduce as *const u8),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! Where a graph runs: [`Backend`] turns a graph and its state into an [`Executor`].
 
-use crate::error::Result;
+use crate::dist::GroupHandle;
+use crate::error::{Error, Result};
 use crate::exec::{Executor, InterpExecutor};
 use crate::ir::{Graph, ParamStore};
 
@@ -21,6 +22,24 @@ pub trait Backend {
     /// An executor for `graph` (a train-step or inference graph) that owns `state`, every param
     /// the graph reads or updates.
     fn executor(&self, graph: &Graph, state: ParamStore) -> Result<Box<dyn Executor>>;
+
+    /// An executor for a data-parallel train step whose `all_reduce` nodes and BatchNorm
+    /// statistics combine over `group` ([`crate::dist`]). Backends that run one process
+    /// only accept the group of one.
+    fn executor_in(
+        &self,
+        graph: &Graph,
+        state: ParamStore,
+        group: &GroupHandle,
+    ) -> Result<Box<dyn Executor>> {
+        if group.size() == 1 {
+            return self.executor(graph, state);
+        }
+        Err(Error::Usage(format!(
+            "{group:?}: this backend runs one process; data-parallel training runs on the JIT \
+             (`qatc::jit::Jit`, the default backend of `qatc train`)"
+        )))
+    }
 }
 
 /// The reference interpreter as a backend (slow, exact: the oracle).

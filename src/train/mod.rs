@@ -50,8 +50,10 @@ pub use checkpoint::{Checkpoint, Position, RunKey};
 pub use metrics::{EpochMetrics, EvalMetrics, History};
 pub use schedule::LrSchedule;
 
+use crate::autodiff::Shard;
 use crate::autodiff::{self, Optimizer, TrainSpec, TrainStep};
 use crate::data::Dataset;
+use crate::dist::GroupHandle;
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
 use crate::ir::op::ModelOp;
@@ -103,6 +105,10 @@ pub struct FitConfig {
     pub check_state_every: u64,
     /// Augmentation of the training batches (none by default).
     pub augment: Augment,
+    /// The ranks of a data-parallel run ([`crate::dist`]): each trains on its equal shard of
+    /// every global batch of `batch_size` samples, and the ranks keep identical state. Rank 0
+    /// alone writes checkpoints and shows progress. One process by default.
+    pub group: GroupHandle,
 }
 
 impl Default for FitConfig {
@@ -124,6 +130,7 @@ impl Default for FitConfig {
             stop_after: None,
             check_state_every: 10,
             augment: Augment::default(),
+            group: GroupHandle::solo(),
         }
     }
 }
@@ -395,13 +402,15 @@ pub fn fit(
             let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
             let (first, last, epoch, b) =
                 (run.pos.batch, run.per_epoch, run.pos.epoch, cfg.batch_size);
+            // this rank's shard of each global batch
+            let (offset, local) = (run.shard_first, run.shard_len);
             let order = &order;
             s.spawn(move || {
                 for bi in first..last {
                     let t = Instant::now();
-                    let idx = &order[bi * b..(bi + 1) * b];
+                    let idx = &order[bi * b + offset..bi * b + offset + local];
                     let mut batch = Batch::default();
-                    batches::gather(train, idx, b, &mut batch.images, &mut batch.labels);
+                    batches::gather(train, idx, local, &mut batch.images, &mut batch.labels);
                     if !cfg.augment.is_none() {
                         let n = train.sample_len();
                         for (r, &i) in idx.iter().enumerate() {
@@ -465,6 +474,9 @@ struct Run<'a> {
     lr: f32,
     /// Steps after which the state was last verified finite.
     clean: u64,
+    /// This rank's shard of every global batch: its first sample and length.
+    shard_first: usize,
+    shard_len: usize,
 }
 
 /// One training batch, assembled by the loader thread.
@@ -488,8 +500,13 @@ impl<'a> Run<'a> {
     ) -> Result<Run<'a>> {
         cfg.lr.validate()?;
         let b = cfg.batch_size;
+        let (shard_first, shard_len) = cfg.group.shard(b)?;
         let spec = TrainSpec {
-            batch_size: b,
+            batch_size: shard_len,
+            shard: Shard {
+                rank: cfg.group.rank(),
+                ranks: cfg.group.size(),
+            },
             optimizer: cfg.optimizer,
             logits: cfg.logits.clone(),
             frozen: cfg.frozen.clone(),
@@ -541,7 +558,7 @@ impl<'a> Run<'a> {
                 EpochSums::default(),
             ),
         };
-        let exec = backend.executor(&step_graph.graph, state)?;
+        let exec = backend.executor_in(&step_graph.graph, state, &cfg.group)?;
         let evaluator = match test {
             Some(_) => Some(Evaluator::new(
                 model,
@@ -566,6 +583,8 @@ impl<'a> Run<'a> {
             lr: cfg.lr.at(pos.step, (per_epoch * cfg.epochs) as u64),
             clean: pos.step,
             step_graph,
+            shard_first,
+            shard_len,
         })
     }
 
@@ -594,17 +613,20 @@ impl<'a> Run<'a> {
 
         let loss = outs[0].data[0];
         let c = self.classes;
-        let correct = batch
+        let mut correct = [batch
             .labels
             .iter()
             .enumerate()
             .filter(|&(r, &l)| sample_loss(&outs[1].data[r * c..(r + 1) * c], l as usize, false).1)
-            .count();
+            .count() as u64];
+        // every rank saw its own shard's logits; the loss output is the ranks' mean already
+        self.cfg.group.sum_counts(&mut correct)?;
+        let correct = correct[0];
         let sums = &mut self.sums;
         sums.steps += 1;
         sums.samples += b as u64;
         sums.loss += loss as f64;
-        sums.correct += correct as u64;
+        sums.correct += correct;
         self.history.step_loss.push(loss);
         // wall time of the whole step: batch assembly, the run, the finiteness checks
         sums.seconds += t0.elapsed().as_secs_f64();
@@ -649,7 +671,7 @@ impl<'a> Run<'a> {
             metrics.test_loss = Some(m.loss);
             metrics.test_accuracy = Some(m.accuracy);
         }
-        if self.cfg.progress {
+        if self.cfg.progress && self.cfg.group.is_root() {
             eprintln!("{}", epoch_line(&metrics, self.cfg.epochs));
         }
         self.history.epochs.push(metrics);
@@ -666,6 +688,10 @@ impl<'a> Run<'a> {
         };
         let state = self.exec.params();
         self.check_state(&state)?;
+        // the ranks hold the same state: rank 0 writes it
+        if !self.cfg.group.is_root() {
+            return Ok(());
+        }
         Checkpoint {
             state,
             position: self.pos,
@@ -721,7 +747,7 @@ fn check_dataset(step: &TrainStep, data: &Dataset, what: &str) -> Result<()> {
 }
 
 fn progress_bar(cfg: &FitConfig, pos: Position, per_epoch: usize) -> ProgressBar {
-    if !cfg.progress {
+    if !cfg.progress || !cfg.group.is_root() {
         return ProgressBar::hidden();
     }
     let total = (per_epoch * cfg.batch_size) as u64;

@@ -27,6 +27,7 @@ use rundir::{OutLock, RunDir};
 
 use crate::analyze::mixed;
 use crate::data::{self, mnist, Pixels, Split};
+use crate::dist::GroupHandle;
 use crate::error::{write_atomic, Error, Result};
 use crate::export::{self, ExportOptions};
 use crate::int8;
@@ -372,9 +373,20 @@ impl Job {
 
     /// The training backend named by `backend`; an error names an unknown one.
     pub fn backend(&self) -> Result<Box<dyn Backend>> {
+        self.backend_with(None)
+    }
+
+    /// [`Job::backend`] with the JIT on `threads` threads (default: all cores).
+    pub fn backend_with(&self, threads: Option<usize>) -> Result<Box<dyn Backend>> {
         match self.backend.as_str() {
             "interpreter" | "reference" => Ok(Box::new(train::ReferenceBackend)),
-            "jit" => Ok(Box::new(crate::jit::Jit::default())),
+            "jit" => {
+                let mut opts = crate::jit::JitOptions::default();
+                if let Some(t) = threads {
+                    opts.threads = t.max(1);
+                }
+                Ok(Box::new(crate::jit::Jit(opts)))
+            }
             other => Err(Error::Usage(format!(
                 "backend `{other}`: use jit or interpreter"
             ))),
@@ -445,7 +457,31 @@ fn render_svg(dot_path: &Path) -> bool {
 /// outputs reach `<out>` together at the end ([`rundir`]): a run that fails or is killed
 /// leaves the previous run's files as they were.
 pub fn run(cfg: &Job) -> Result<Report> {
-    run_job(cfg, false)
+    run_job(cfg, false, &Ranks::default())
+}
+
+/// How a job runs: alone (the default), or as one rank of a data-parallel run
+/// ([`crate::dist`]; `mpirun -np N qatc train`).
+#[derive(Clone, Debug, Default)]
+pub struct Ranks {
+    /// The ranks training together. Each runs the whole job on its shard of every batch;
+    /// rank 0 alone writes `out` (the others work in a scratch directory they remove).
+    pub group: GroupHandle,
+    /// JIT threads of this rank (default: all cores).
+    pub threads: Option<usize>,
+}
+
+/// [`run`] as one rank of `ranks`.
+pub fn run_in(cfg: &Job, ranks: &Ranks) -> Result<Report> {
+    run_job(cfg, false, ranks)
+}
+
+/// [`resume`] as one rank of `ranks`: every rank continues from rank 0's checkpoints.
+pub fn resume_in(out: &Path, progress: bool, ranks: &Ranks) -> Result<Report> {
+    let mut job = Job::from_toml_file(&rundir::pending_job(out)?)?;
+    job.out = out.to_path_buf();
+    job.progress = progress;
+    run_job(&job, true, ranks)
 }
 
 /// Continues the run that was killed (or failed) in `out` from its last checkpoints, with
@@ -455,12 +491,12 @@ pub fn resume(out: &Path, progress: bool) -> Result<Report> {
     let mut job = Job::from_toml_file(&rundir::pending_job(out)?)?;
     job.out = out.to_path_buf();
     job.progress = progress;
-    run_job(&job, true)
+    run_job(&job, true, &Ranks::default())
 }
 
-fn run_job(cfg: &Job, resume: bool) -> Result<Report> {
+fn run_job(cfg: &Job, resume: bool, ranks: &Ranks) -> Result<Report> {
     // everything that can be checked is checked before anything is written
-    let backend = cfg.backend()?;
+    let backend = cfg.backend_with(ranks.threads)?;
     let mut model = cfg.load_model()?;
     if let Some(Some(s)) = cfg.input_scale()? {
         scale_input(&mut model, s)?;
@@ -469,8 +505,12 @@ fn run_job(cfg: &Job, resume: bool) -> Result<Report> {
     let fresh = !cfg.out.exists();
     let kept = toml::to_string(&job_to_keep(cfg))
         .map_err(|e| Error::Usage(format!("the job does not serialize: {e}")))?;
+    if !ranks.group.is_root() {
+        return other_rank(cfg, &kept, backend.as_ref(), model, resume, ranks);
+    }
     let dir = RunDir::open(&cfg.out, &kept, resume, cfg.progress)?;
-    match job(cfg, backend.as_ref(), model, &dir, resume) {
+    let from = resume.then(|| cfg.out.clone());
+    match job(cfg, backend.as_ref(), model, &dir, from.as_deref(), ranks) {
         Ok(report) => {
             dir.commit(report.to_json().as_bytes())?;
             Ok(report)
@@ -484,6 +524,41 @@ fn run_job(cfg: &Job, resume: bool) -> Result<Report> {
             Err(e)
         }
     }
+}
+
+/// A rank other than 0: the same job (it must take part in every collective step), its
+/// files written to a scratch directory that is removed at the end; resuming reads rank
+/// 0's checkpoints.
+fn other_rank(
+    cfg: &Job,
+    kept: &str,
+    backend: &dyn Backend,
+    model: Model,
+    resume: bool,
+    ranks: &Ranks,
+) -> Result<Report> {
+    // named by the rank and the run's `out`, so what a killed run left is replaced by the
+    // next run into the same `out`
+    let out = std::path::absolute(&cfg.out).unwrap_or_else(|_| cfg.out.clone());
+    let hash = out
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let scratch = std::env::temp_dir().join(format!("qatc-rank{}-{hash:016x}", ranks.group.rank()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let local = Job {
+        out: scratch.clone(),
+        progress: false,
+        ..cfg.clone()
+    };
+    let dir = RunDir::open(&scratch, kept, false, false)?;
+    let from = resume.then(|| cfg.out.clone());
+    let result = job(&local, backend, model, &dir, from.as_deref(), ranks);
+    drop(dir);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 /// The job as `--resume` reads it back: paths made absolute, so a resumed run finds the
@@ -659,15 +734,19 @@ fn job(
     backend: &dyn Backend,
     model: Model,
     dir: &RunDir,
-    resume: bool,
+    resume_from: Option<&Path>,
+    ranks: &Ranks,
 ) -> Result<Report> {
-    // the checkpoint of a phase, and the one to continue from when resuming
+    // the checkpoint of a phase, and the one to continue from when resuming (the run in
+    // `resume_from`: this one, or rank 0's)
     let phase = |name: &str, epochs: usize, lr: f32| -> Result<FitConfig> {
         let ckpt = dir.checkpoint(name);
+        let from = resume_from.map(|out| rundir::checkpoint_in(out, name));
         Ok(FitConfig {
-            resume: (resume && ckpt.exists()).then(|| ckpt.clone()),
+            resume: from.filter(|p| p.exists()),
             checkpoint: Some(ckpt),
             checkpoint_every: (cfg.checkpoint_every > 0).then_some(cfg.checkpoint_every),
+            group: ranks.group.clone(),
             ..cfg.fit_config(epochs, lr)?
         })
     };

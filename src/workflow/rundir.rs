@@ -25,6 +25,13 @@ pub const STAGE: &str = ".run";
 const JOB: &str = "job.toml";
 /// The checkpoints of the run in progress, inside [`STAGE`].
 const CHECKPOINTS: &str = "checkpoints";
+
+/// The checkpoint of training phase `phase` of the run in progress in `out`.
+pub fn checkpoint_in(out: &Path, phase: &str) -> PathBuf {
+    out.join(STAGE)
+        .join(CHECKPOINTS)
+        .join(format!("{phase}.safetensors"))
+}
 /// The report, in `--out` and (as the commit record) in [`STAGE`].
 const REPORT: &str = "report.json";
 /// The earlier run's report while a commit replaces its files, inside [`STAGE`].
@@ -81,9 +88,7 @@ impl RunDir {
 
     /// The checkpoint file of training phase `phase` (`float`, `qat`).
     pub fn checkpoint(&self, phase: &str) -> PathBuf {
-        self.stage
-            .join(CHECKPOINTS)
-            .join(format!("{phase}.safetensors"))
+        checkpoint_in(&self.out, phase)
     }
 
     /// Ends the run: writes `report_json` (the report, listing the run's files under

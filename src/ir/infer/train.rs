@@ -37,6 +37,33 @@ pub(super) fn infer(op: &TrainOp, ins: &[&TensorType]) -> Result<TensorType, OpE
             }
             f32t(shape.clone())
         }
+        AllReduce { reduce } => {
+            let x = ins[0];
+            if *reduce == Reduce::Range && (x.rank() != 1 || !x.numel().is_multiple_of(2)) {
+                return Err(format!(
+                    "reduce=range takes a vector of lows then highs (even length), found {x}"
+                )
+                .into());
+            }
+            f32t(x.shape.clone())
+        }
+        Pack => {
+            if let Some(t) = ins.iter().find(|t| t.dtype != DType::F32) {
+                return Err(format!("pack takes f32 tensors, found {t}").into());
+            }
+            f32t(vec![ins.iter().map(|t| t.numel()).sum()])
+        }
+        Unpack { offset, shape } => {
+            let x = ins[0];
+            let n: usize = shape.iter().product();
+            if x.rank() != 1 || offset + n > x.numel() {
+                return Err(format!(
+                    "unpack takes {n} elements from {offset} of a vector, found {x}"
+                )
+                .into());
+            }
+            f32t(shape.clone())
+        }
     }
 }
 

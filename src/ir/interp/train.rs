@@ -54,6 +54,13 @@ pub(super) fn eval(op: &TrainOp, cx: &Cx) -> Result<Value, OpError> {
                 .map(|i| dropout_keep(*seed, step, i, rate.0))
                 .collect())
         }
+        // the interpreter runs one process: a group of one rank, where every reduction over
+        // ranks is the identity (data-parallel steps run on the JIT, `crate::dist`)
+        AllReduce { .. } => cx.t(cx.f(0).data.clone()),
+        Pack => cx.t((0..cx.args.len())
+            .flat_map(|i| cx.f(i).data.iter().copied())
+            .collect()),
+        Unpack { offset, shape } => cx.t(cx.f(0).data[*offset..*offset + numel(shape)].to_vec()),
     }
 }
 

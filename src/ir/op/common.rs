@@ -216,6 +216,39 @@ pub enum RangeEnd {
     Max,
 }
 
+/// How `all_reduce` combines the ranks' values of a tensor, element by element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reduce {
+    /// The mean over ranks (gradients, batch statistics and losses of equal shards).
+    Mean,
+    /// The minimum (observed range lower ends).
+    Min,
+    /// The maximum (observed range upper ends).
+    Max,
+    /// A vector of ranges `[lows | highs]`: the minimum of the first half, the maximum of
+    /// the second (an observed range's two ends in one exchange).
+    Range,
+}
+
+impl Reduce {
+    /// `mean`, `min` or `max`: its spelling in `.qir`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduce::Mean => "mean",
+            Reduce::Min => "min",
+            Reduce::Max => "max",
+            Reduce::Range => "range",
+        }
+    }
+
+    /// The reduction spelled `s`.
+    pub fn from_name(s: &str) -> Option<Reduce> {
+        [Reduce::Mean, Reduce::Min, Reduce::Max, Reduce::Range]
+            .into_iter()
+            .find(|r| r.name() == s)
+    }
+}
+
 impl RangeEnd {
     /// `min` or `max`.
     pub fn name(self) -> &'static str {

@@ -165,6 +165,11 @@ op_kinds! {
     RunningMin = "running_min",
     RunningMax = "running_max",
     ;
+    Train:
+    AllReduce = "all_reduce",
+    Pack = "pack",
+    Unpack = "unpack",
+    ;
 }
 
 impl fmt::Display for OpKind {

@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | model ops (`conv2d`, `relu`, `fake_quant`, …) | [`ModelOp`] | builders, `.qir`, importers, passes | every stage |
 //! | pass helpers (`quant`, `bn_scale`, `scale_channels`) | [`PassOp`] | `annotate`, `fold_bn` | the passes that consume them |
-//! | training forward ops (loss, batch statistics, dropout masks) | [`TrainOp`] | `autodiff` | autodiff, JIT, interpreter |
+//! | training forward ops (loss, batch statistics, dropout masks, reductions over data-parallel ranks) | [`TrainOp`] | `autodiff` | autodiff, JIT, interpreter |
 //! | gradient ops (`*_grad`, `reduce_sum`, `slice`) | [`GradOp`] | `autodiff`'s rules | JIT, interpreter |
 //! | state updates (optimizers, observers, moving statistics) | [`UpdateOp`] | `autodiff` | JIT, interpreter |
 //!

@@ -31,6 +31,10 @@ pub struct Lower<'g> {
     pub(super) node: Option<NodeId>,
     /// Threads the program will run on (kernels size their per-thread partials).
     pub threads: usize,
+    /// Ranks of the data-parallel group the step runs in (1: one process). With more,
+    /// `all_reduce` nodes communicate and BatchNorm's batch statistics and gradient sums are
+    /// combined over the ranks.
+    pub ranks: usize,
 }
 
 impl<'g> Lower<'g> {
@@ -42,6 +46,7 @@ impl<'g> Lower<'g> {
             memo: HashMap::new(),
             node: None,
             threads: 1,
+            ranks: 1,
         }
     }
 

@@ -4,6 +4,7 @@
 //!
 //! [`Gemm`]: super::lir::Gemm
 
+pub mod collective;
 mod context;
 pub mod conv;
 mod conv_geom;
@@ -136,6 +137,9 @@ impl Lower<'_> {
             TrainOp::BatchMean => reduce::batch_mean(self),
             TrainOp::BatchVar { unbiased } => reduce::batch_var(self, unbiased),
             TrainOp::DropoutMask { rate, seed, .. } => elementwise::dropout_mask(self, rate, seed),
+            TrainOp::AllReduce { reduce } => collective::all_reduce(self, *reduce),
+            TrainOp::Pack => collective::pack(self),
+            TrainOp::Unpack { offset, .. } => collective::unpack(self, *offset),
         }
     }
 

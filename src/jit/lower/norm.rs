@@ -3,10 +3,11 @@
 //! and shared between `batch_norm_train`, `batch_mean`/`batch_var`, `batch_norm_grad_input`,
 //! `batch_norm_grad_gamma` and the beta gradient's `reduce_sum`.
 
+use super::collective::combined_together;
 use super::context::{along, reduced, same, Lower, Val};
 use super::stats::{inv_std, train_affine};
 use crate::error::Result;
-use crate::ir::op::F32;
+use crate::ir::op::{Reduce, F32};
 use crate::jit::lir::{Access, Inst, RedKind, UnOp};
 
 /// Per-channel `sum(dy)` and `sum(dy * x_hat)` for the BatchNorm gradients.
@@ -124,6 +125,9 @@ pub fn batch_norm_grad_input(cx: &mut Lower, epsilon: &F32) -> Result<Val> {
         let (dy, x, gamma) = (cx.arg(0), cx.arg(1), cx.arg(2));
         let (mean, _, inv) = inv_std(cx, &x, epsilon.0);
         let (sdy, sdyx) = grad_sums(cx, &dy, &x, epsilon.0);
+        // over the ranks of a data-parallel step: the mean of the ranks' sums over equal
+        // shards, divided by one shard's count, is the global batch's mean
+        let [sdy, sdyx] = combined_together(cx, "bn_sums", [&sdy, &sdyx], Reduce::Mean);
         let m = (x.numel() / mean.numel().max(1)) as f32;
         // gamma*inv/m * (m*dy - sum_dy - x_hat*sum_dy_xhat) = k1*dy + k2*x + k3 with
         // per-channel k1 = gamma*inv, k2 = -(k1/m)*sum_dy_xhat*inv,

@@ -191,7 +191,8 @@ pub fn batch_var(cx: &mut Lower, unbiased: &bool) -> Result<Val> {
     let v = {
         let x = cx.arg(0);
         let (_, var) = moments(cx, &x);
-        let m = (x.numel() / var.numel().max(1)) as f32;
+        // the count of the global batch (the moments are the ranks' combined ones)
+        let m = (x.numel() / var.numel().max(1) * cx.ranks.max(1)) as f32;
         if *unbiased && m > 1.0 {
             let corr = m / (m - 1.0);
             let s = var.shape.clone();

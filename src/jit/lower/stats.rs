@@ -4,7 +4,9 @@
 //! statistic ops and the observers of BatchNorm outputs all read them, so each is computed
 //! once per step.
 
+use super::collective::{combined, combined_together};
 use super::context::{along, reduced, same, Lower, Val};
+use crate::ir::op::Reduce;
 use crate::jit::lir::{Access, Inst, RedKind, UnOp, VtId};
 
 /// Reduces `x` over every axis not in `keep` into a new vt.
@@ -104,6 +106,11 @@ pub fn stats(cx: &mut Lower, x: &Val) -> Stats {
     l.store(mu, Access::identity(mean, &cs));
     l.store(v, Access::identity(var, &cs));
     cx.push(Inst::Loop(l));
+    let (mean, var, lo, hi) = if cx.ranks > 1 {
+        combine_over_ranks(cx, mean, var, lo, hi, &cs)
+    } else {
+        (mean, var, lo, hi)
+    };
     cx.memo.insert(key, vec![mean, var, lo, hi]);
     Stats {
         mean: val(mean),
@@ -111,6 +118,34 @@ pub fn stats(cx: &mut Lower, x: &Val) -> Stats {
         min: val(lo),
         max: val(hi),
     }
+}
+
+/// The statistics of the global batch of a data-parallel step from each rank's own (equal
+/// shards): mean `mu = mean_r(mean_r)`, variance `mean_r(var_r + (mean_r - mu)^2)` (no
+/// `E[x^2] - mu^2` cancellation), extremes over the ranks.
+fn combine_over_ranks(
+    cx: &mut Lower,
+    mean: VtId,
+    var: VtId,
+    lo: VtId,
+    hi: VtId,
+    cs: &[usize],
+) -> (VtId, VtId, VtId, VtId) {
+    let val = |vt| Val {
+        vt,
+        shape: cs.to_vec(),
+    };
+    let gmean = combined(cx, "global_mean", &val(mean), Reduce::Mean);
+    let spread = cx.map("spread", cs, |l| {
+        let m = l.leaf(Access::identity(mean, cs));
+        let g = l.leaf(same(&gmean, cs));
+        let v = l.leaf(Access::identity(var, cs));
+        let d = l.sub(m, g);
+        l.fma(d, d, v)
+    });
+    let gvar = combined(cx, "global_var", &spread, Reduce::Mean);
+    let [glo, ghi] = combined_together(cx, "global_range", [&val(lo), &val(hi)], Reduce::Range);
+    (gmean.vt, gvar.vt, glo.vt, ghi.vt)
 }
 
 /// Per-channel batch mean and biased variance of `x`.
