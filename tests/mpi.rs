@@ -61,33 +61,22 @@ fn run_ok(mut c: Command) -> Output {
     out
 }
 
+/// `qatc train --model MODEL FLAGS… --quiet --out OUT` as arguments.
+fn train(model: &str, flags: &str, out: &Path) -> Vec<String> {
+    ["train", "--model", model]
+        .into_iter()
+        .chain(flags.split_whitespace())
+        .chain(["--quiet", "--out"])
+        .map(str::to_string)
+        .chain([out.display().to_string()])
+        .collect()
+}
+
 /// A short job: mbv2_tiny (BatchNorm, observers) for one float and one QAT epoch.
 fn job(out: &Path) -> Vec<String> {
-    [
-        "train",
-        "--model",
-        "mbv2_tiny",
-        "--epochs",
-        "1",
-        "--qat-epochs",
-        "1",
-        "--train-samples",
-        "1536",
-        "--test-samples",
-        "300",
-        "--ptq-samples",
-        "96",
-        "--batch",
-        "48",
-        "--seed",
-        "3",
-        "--quiet",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string()])
-    .collect()
+    let flags = "--epochs 1 --qat-epochs 1 --train-samples 1536 --test-samples 300 \
+                 --ptq-samples 96 --batch 48 --seed 3";
+    train("mbv2_tiny", flags, out)
 }
 
 fn args(v: &[String]) -> Vec<&str> {
@@ -146,30 +135,12 @@ fn accuracy(out: &Path, key: &str) -> f64 {
 #[test]
 fn one_two_and_three_ranks_agree() {
     let _serial = serial();
-    let job = |out: &Path, qat: &str| -> Vec<String> {
-        [
-            "train",
-            "--model",
-            "mnist_cnn",
-            "--epochs",
-            "1",
-            "--qat-epochs",
-            qat,
-            "--train-samples",
-            "960",
-            "--test-samples",
-            "2000",
-            "--ptq-samples",
-            "0",
-            "--batch",
-            "48",
-            "--quiet",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.display().to_string()])
-        .collect()
+    let job = |out: &Path, qat: &str| {
+        let flags = format!(
+            "--epochs 1 --qat-epochs {qat} --train-samples 960 --test-samples 2000 \
+             --ptq-samples 0 --batch 48"
+        );
+        train("mnist_cnn", &flags, out)
     };
     let mut outs = Vec::new();
     for n in [1, 2, 3] {
@@ -200,16 +171,26 @@ fn one_two_and_three_ranks_agree() {
     }
 }
 
-/// A rank that stops answering (the testing hook `QATC_MPI_STALL_RANK`) makes the job end
-/// with an error naming it once `--mpi-timeout` has passed, instead of hanging.
+/// A rank that stops answering (the testing hook `QATC_MPI_FAULT=stall@1`) makes the job end
+/// with an error naming it once `--mpi-timeout` has passed, instead of hanging; a rank that
+/// dies (`die@1`) ends the job too, and the launcher names it.
 #[test]
-fn a_silent_rank_stops_the_job_with_its_name() {
+fn a_silent_or_dead_rank_stops_the_job_with_its_name() {
     let _serial = serial();
-    let out = scratch("stall");
+    for (fault, says) in [
+        ("stall@1", "no answer from rank 1"),
+        ("die@1", "process rank 1"),
+    ] {
+        faulty_rank_stops_the_job(fault, says);
+    }
+}
+
+fn faulty_rank_stops_the_job(fault: &str, says: &str) {
+    let out = scratch(&fault.replace('@', "-"));
     let before = rank_scratch();
     let mut a = job(&out);
     a.extend(["--mpi-timeout".into(), "2".into()]);
-    let mut c = qatc_env(2, &args(&a), &[("QATC_MPI_STALL_RANK", "1")]);
+    let mut c = qatc_env(2, &args(&a), &[("QATC_MPI_FAULT", fault)]);
     let t = Instant::now();
     let mut child = c.spawn().unwrap();
     let status = loop {
@@ -218,7 +199,7 @@ fn a_silent_rank_stops_the_job_with_its_name() {
         }
         if t.elapsed() > Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("the job hung with a silent rank");
+            panic!("{fault}: the job hung");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -232,12 +213,12 @@ fn a_silent_rank_stops_the_job_with_its_name() {
         .unwrap();
     assert!(!status.success());
     assert!(
-        err.contains("no answer from rank 1"),
-        "the error should name rank 1: {err}"
+        err.contains(says),
+        "{fault}: the error should say `{says}`: {err}"
     );
     assert!(!out.join("report.json").exists());
     let _ = std::fs::remove_dir_all(&out);
-    // the silent rank was ended by the abort before it could remove its scratch directory
+    // the faulty rank was ended before it could remove its scratch directory
     for dir in rank_scratch().difference(&before) {
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(dir));
     }
@@ -321,30 +302,11 @@ fn batch_norm_statistics_agree_across_ranks() {
         .unwrap();
     let model = dir.join("dp_bn.qir");
     qatc::ir::text::save_model(&m.graph, &m.params, &model).unwrap();
-    let job = |out: &Path| -> Vec<String> {
-        [
-            "train",
-            "--epochs",
-            "1",
-            "--qat-epochs",
-            "0",
-            "--train-samples",
-            "960",
-            "--test-samples",
-            "100",
-            "--ptq-samples",
-            "48",
-            "--batch",
-            "48",
-            "--quiet",
-            "--model",
-            &model.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    let model = model.display().to_string();
+    let job = |out: &Path| {
+        let flags = "--epochs 1 --qat-epochs 0 --train-samples 960 --test-samples 100 \
+                     --ptq-samples 48 --batch 48";
+        train(&model, flags, out)
     };
     let mut outs = Vec::new();
     for n in [1, 2, 3] {

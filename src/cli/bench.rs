@@ -487,31 +487,26 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
     }
     let kind = if a.float { "float" } else { "QAT" };
     for (model, batch) in configs {
-        let built = crate::workflow::Job {
-            model: model.clone(),
-            input_shape: a.input_shape.clone(),
-            classes: a.classes,
-            ..Default::default()
-        }
-        .load_model()?;
-        let shard = crate::autodiff::Shard {
-            rank: group.rank(),
-            ranks: group.size(),
-        };
-        group.shard(batch)?;
-        let (graph, params) = train_step_sharded(built, batch, a.float, shard)?;
-        let name = format!("{model} {kind}");
-        let r = measure(&name, &graph, &params, &opts, m)?;
-        say(r.line());
-        if a.scaling {
-            let built = crate::workflow::Job {
+        let build = || {
+            crate::workflow::Job {
                 model: model.clone(),
                 input_shape: a.input_shape.clone(),
                 classes: a.classes,
                 ..Default::default()
             }
-            .load_model()?;
-            let reductions = reductions_per_rank(built, batch, a.float)?;
+            .load_model()
+        };
+        let shard = crate::autodiff::Shard {
+            rank: group.rank(),
+            ranks: group.size(),
+        };
+        group.shard(batch)?;
+        let (graph, params) = train_step_sharded(build()?, batch, a.float, shard)?;
+        let name = format!("{model} {kind}");
+        let r = measure(&name, &graph, &params, &opts, m)?;
+        say(r.line());
+        if a.scaling {
+            let reductions = reductions_per_rank(build()?, batch, a.float)?;
             for line in scaling_table(r.median_step_secs, batch, &reductions) {
                 say(line);
             }

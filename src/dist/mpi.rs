@@ -39,8 +39,9 @@ pub struct MpiGroup {
     /// Ranks of the world on this machine (for threads per rank).
     local: usize,
     timeout: Duration,
-    /// Testing hook: this rank stops answering at its first reduction (`QATC_MPI_STALL_RANK`).
-    stall: bool,
+    /// Testing hook (`QATC_MPI_FAULT=stall@R` or `die@R`): what rank R does at its first
+    /// reduction instead of taking part.
+    fault: Option<Fault>,
     calls: std::sync::atomic::AtomicU64,
     /// The receive buffer of float reductions, kept between calls.
     scratch: std::sync::Mutex<Vec<f32>>,
@@ -56,6 +57,15 @@ unsafe impl Sync for MpiGroup {}
 
 const TAG: i32 = 0x5141;
 
+/// A fault a test makes one rank play.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Stop answering (a hung process, a lost network).
+    Stall,
+    /// End abruptly (a crash, an out-of-memory kill).
+    Die,
+}
+
 /// Messages up to this many elements are reduced by recursive doubling, longer ones by a ring.
 pub const SMALL: usize = 4096;
 
@@ -67,17 +77,22 @@ impl MpiGroup {
         let world = universe.world();
         let rank = world.rank() as usize;
         let local = world.split_shared(rank as i32).size() as usize;
-        let stall = std::env::var("QATC_MPI_STALL_RANK")
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            == Some(rank);
+        let fault = std::env::var("QATC_MPI_FAULT").ok().and_then(|s| {
+            let (what, at) = s.split_once('@')?;
+            (at.parse::<usize>().ok()? == rank).then_some(())?;
+            match what {
+                "stall" => Some(Fault::Stall),
+                "die" => Some(Fault::Die),
+                _ => None,
+            }
+        });
         Ok(MpiGroup {
             size: world.size() as usize,
             world,
             rank,
             local,
             timeout,
-            stall,
+            fault,
             calls: std::sync::atomic::AtomicU64::new(0),
             scratch: std::sync::Mutex::new(Vec::new()),
             _universe: universe,
@@ -168,11 +183,18 @@ impl MpiGroup {
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        if self.stall {
-            eprintln!("rank {}: QATC_MPI_STALL_RANK: not answering", self.rank);
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
+        match self.fault {
+            Some(Fault::Stall) => {
+                eprintln!("rank {}: QATC_MPI_FAULT: not answering", self.rank);
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
             }
+            Some(Fault::Die) => {
+                eprintln!("rank {}: QATC_MPI_FAULT: dying", self.rank);
+                std::process::abort();
+            }
+            None => {}
         }
         // the scratch buffer is kept between calls: allocating (and faulting in) a large one
         // per call cost more than the exchange itself

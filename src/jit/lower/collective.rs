@@ -81,17 +81,14 @@ pub fn all_reduce(cx: &mut Lower, reduce: Reduce) -> Result<Val> {
     Ok(combined(cx, "all_reduce", &x, reduce))
 }
 
-/// `pack(x*)`: each operand copied to its place in one vector.
-pub fn pack(cx: &mut Lower) -> Result<Val> {
-    let out = cx.out_shape();
-    let y = cx.temp("pack", out[0]);
+/// `parts` laid end to end in a new vector of `total` elements.
+fn lay_end_to_end(cx: &mut Lower, suffix: &str, parts: &[Val], total: usize) -> Val {
+    let y = cx.temp(suffix, total);
     let mut at = 0;
-    for i in 0..cx.n_args() {
-        let x = cx.arg(i);
-        let n = x.numel();
-        let flat = [n];
-        let mut l = cx.new_loop(&format!("part{i}"), &flat);
-        let v = l.leaf(Access::identity(x.vt, &flat));
+    for p in parts {
+        let flat = [p.numel()];
+        let mut l = cx.new_loop(suffix, &flat);
+        let v = l.leaf(Access::identity(p.vt, &flat));
         l.store(
             v,
             Access {
@@ -101,28 +98,42 @@ pub fn pack(cx: &mut Lower) -> Result<Val> {
             },
         );
         cx.push(Inst::Loop(l));
-        at += n;
+        at += flat[0];
     }
-    Ok(Val { vt: y, shape: out })
+    Val {
+        vt: y,
+        shape: vec![total],
+    }
+}
+
+/// Elements `offset..` of vector `flat` copied out as a new tensor of `shape`.
+fn take(cx: &mut Lower, suffix: &str, flat: &Val, offset: usize, shape: &[usize]) -> Val {
+    let n = [shape.iter().product::<usize>()];
+    let v = cx.map(suffix, &n, |l| {
+        l.leaf(Access {
+            vt: flat.vt,
+            offset,
+            strides: vec![1],
+        })
+    });
+    Val {
+        vt: v.vt,
+        shape: shape.to_vec(),
+    }
+}
+
+/// `pack(x*)`: each operand copied to its place in one vector.
+pub fn pack(cx: &mut Lower) -> Result<Val> {
+    let out = cx.out_shape();
+    let parts: Vec<Val> = (0..cx.n_args()).map(|i| cx.arg(i)).collect();
+    Ok(lay_end_to_end(cx, "pack", &parts, out[0]))
 }
 
 /// `unpack(flat)`: a run of the vector copied out in the output's shape.
 pub fn unpack(cx: &mut Lower, offset: usize) -> Result<Val> {
     let out = cx.out_shape();
     let x = cx.arg(0);
-    let n: usize = out.iter().product();
-    let flat = [n];
-    let v = cx.map("unpack", &flat, |l| {
-        l.leaf(Access {
-            vt: x.vt,
-            offset,
-            strides: vec![1],
-        })
-    });
-    Ok(Val {
-        vt: v.vt,
-        shape: out,
-    })
+    Ok(take(cx, "unpack", &x, offset, &out))
 }
 
 /// `parts` combined over the ranks in one exchange: laid end to end, reduced, copied back out
@@ -138,45 +149,13 @@ pub fn combined_together<const N: usize>(
         return parts.map(|p| p.clone());
     }
     let total: usize = parts.iter().map(|p| p.numel()).sum();
-    let packed = cx.temp(suffix, total);
-    let mut at = 0;
-    for p in parts {
-        let n = p.numel();
-        let flat = [n];
-        let mut l = cx.new_loop(suffix, &flat);
-        let v = l.leaf(Access::identity(p.vt, &flat));
-        l.store(
-            v,
-            Access {
-                vt: packed,
-                offset: at,
-                strides: vec![1],
-            },
-        );
-        cx.push(Inst::Loop(l));
-        at += n;
-    }
-    let packed = Val {
-        vt: packed,
-        shape: vec![total],
-    };
+    let owned: Vec<Val> = parts.iter().map(|&p| p.clone()).collect();
+    let packed = lay_end_to_end(cx, suffix, &owned, total);
     let all = combined(cx, suffix, &packed, reduce);
     let mut at = 0;
     parts.map(|p| {
-        let n = p.numel();
-        let flat = [n];
-        let offset = at;
-        at += n;
-        let v = cx.map(suffix, &flat, |l| {
-            l.leaf(Access {
-                vt: all.vt,
-                offset,
-                strides: vec![1],
-            })
-        });
-        Val {
-            vt: v.vt,
-            shape: p.shape.clone(),
-        }
+        let v = take(cx, suffix, &all, at, &p.shape);
+        at += p.numel();
+        v
     })
 }
