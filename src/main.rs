@@ -54,16 +54,17 @@ fn main() {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let cli = Cli::parse();
+    let alone = |name: &str| cli::ranks::alone(name);
     let result = match &cli.command {
         None => cli::train::run(&cli::train::TrainArgs::default()),
         Some(Command::Train(a)) => cli::train::run(a),
-        Some(Command::Ptq(a)) => cli::ptq::run(a),
-        Some(Command::Analyze(a)) => cli::analyze::run(a),
-        Some(Command::Dump(a)) => cli::dump::run(a),
-        Some(Command::Export(a)) => cli::export::run(a),
-        Some(Command::Inspect(a)) => cli::inspect::run(a),
-        Some(Command::Run(a)) => cli::run::run(a),
-        Some(Command::Eval(a)) => cli::eval::run(a),
+        Some(Command::Ptq(a)) => alone("ptq").and_then(|()| cli::ptq::run(a)),
+        Some(Command::Analyze(a)) => alone("analyze").and_then(|()| cli::analyze::run(a)),
+        Some(Command::Dump(a)) => alone("dump").and_then(|()| cli::dump::run(a)),
+        Some(Command::Export(a)) => alone("export").and_then(|()| cli::export::run(a)),
+        Some(Command::Inspect(a)) => alone("inspect").and_then(|()| cli::inspect::run(a)),
+        Some(Command::Run(a)) => alone("run").and_then(|()| cli::run::run(a)),
+        Some(Command::Eval(a)) => alone("eval").and_then(|()| cli::eval::run(a)),
         Some(Command::Bench(a)) => cli::bench::run(a),
     };
     if let Err(e) = result {

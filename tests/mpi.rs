@@ -328,3 +328,17 @@ fn batch_norm_statistics_agree_across_ranks() {
         let _ = std::fs::remove_dir_all(out);
     }
 }
+
+/// The commands that run in one process refuse to be started several times by mpirun (each
+/// copy would write the same outputs).
+#[test]
+fn one_process_commands_refuse_several_ranks() {
+    let _serial = serial();
+    let out = qatc(2, &["dump", "mnist_cnn"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("qatc dump runs in one process, but mpirun started 2"),
+        "{err}"
+    );
+}

@@ -2,9 +2,21 @@
 //! launcher (`mpirun -np N qatc train …`) it joins `MPI_COMM_WORLD` (in a qatc built with
 //! the `mpi` feature); otherwise it runs alone.
 
-use crate::dist::GroupHandle;
+use crate::dist::{launched_ranks, GroupHandle};
 use crate::error::{Error, Result};
 use crate::workflow::Ranks;
+
+/// For the commands that run in one process: an error when an MPI launcher started several
+/// (each would write the same outputs).
+pub fn alone(command: &str) -> Result<()> {
+    match launched_ranks() {
+        Some(n) if n > 1 => Err(Error::Usage(format!(
+            "qatc {command} runs in one process, but mpirun started {n}: run it without \
+             mpirun (only `qatc train` and `qatc bench` train data-parallel)"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// This process' place in the run, and how to stop every rank after an error on this one.
 pub struct Launch {
@@ -34,7 +46,7 @@ impl Launch {
         };
         #[cfg(feature = "mpi")]
         {
-            if crate::dist::mpi::launched() {
+            if launched_ranks().is_some() {
                 let timeout = std::time::Duration::from_secs_f64(timeout_secs);
                 let g = std::sync::Arc::new(crate::dist::mpi::MpiGroup::init(timeout)?);
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -51,10 +63,7 @@ impl Launch {
         }
         #[cfg(not(feature = "mpi"))]
         {
-            if ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some())
-            {
+            if launched_ranks().is_some() {
                 return Err(Error::Usage(
                     "qatc was started by an MPI launcher but built without MPI: build it with \
                      `cargo build --release --features mpi` (needs Open MPI or MPICH and \

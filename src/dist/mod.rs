@@ -32,6 +32,14 @@ pub use crate::ir::op::Reduce;
 use std::fmt;
 use std::sync::{Arc, Barrier, Mutex};
 
+/// The number of processes an MPI launcher (`mpirun`, `mpiexec`, `srun --mpi`) started, if it
+/// started this one: from the environment Open MPI, MPICH and PMI give each process.
+pub fn launched_ranks() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
 /// The ranks of a data-parallel run, as seen from one of them.
 pub trait Group: Send + Sync {
     /// This rank, `0..size()`.

@@ -19,18 +19,6 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::Threading;
 use std::time::{Duration, Instant};
 
-/// Whether this process was started by an MPI launcher (`mpirun`, `mpiexec`, `srun`).
-pub fn launched() -> bool {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMIX_RANK",
-        "MPI_LOCALNRANKS",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some())
-}
-
 /// The processes of `MPI_COMM_WORLD` as a [`Group`].
 pub struct MpiGroup {
     world: SimpleCommunicator,
