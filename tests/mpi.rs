@@ -157,6 +157,11 @@ fn one_two_and_three_ranks_agree() {
             assert!(e <= 1e-5, "{}: `{name}` differs by {e:e}", out.display());
         }
     }
+    for (n, out) in [1, 2, 3].iter().zip(&outs) {
+        let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["ranks"], *n, "the report names the ranks");
+    }
     let int8 = accuracy(&outs[0], "int8");
     for out in &outs[1..] {
         let a = accuracy(out, "int8");

@@ -764,6 +764,7 @@ fn job(
         batch: cfg.batch,
         float_epochs: cfg.epochs,
         qat_epochs: cfg.qat_epochs,
+        ranks: ranks.group.size(),
         ..Report::default()
     };
     // the outputs, by their names in `out`

@@ -33,8 +33,10 @@ pub struct Report {
     pub backend: String,
     /// The job's seed.
     pub seed: u64,
-    /// The training and evaluation batch size.
+    /// The training and evaluation batch size (the global batch of a data-parallel run).
     pub batch: usize,
+    /// The ranks that trained together (1: one process; [`crate::dist`]).
+    pub ranks: usize,
     /// Float training epochs run (0: the given weights were used as is).
     pub float_epochs: usize,
     /// QAT fine-tuning epochs run.
@@ -87,9 +89,13 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let kb = |b: u64| b as f64 / 1024.0;
+        let ranks = match self.ranks {
+            0 | 1 => String::new(),
+            n => format!(", {n} ranks"),
+        };
         let _ = writeln!(
             s,
-            "\n{} on {} ({} backend, seed {}, batch {})",
+            "\n{} on {} ({} backend, seed {}, batch {}{ranks})",
             self.model, self.data, self.backend, self.seed, self.batch
         );
         let _ = writeln!(s, "  {:<32} {:>9} {:>12}", "", "accuracy", "size");
