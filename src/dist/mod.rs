@@ -6,8 +6,9 @@
 //! which [`crate::autodiff::train_step`] places and the JIT runs through a [`Group`]:
 //!
 //! - every gradient, averaged before the optimizer update (so the update is the one the whole
-//!   batch would give);
-//! - every observed range (min and max over ranks) before its moving average;
+//!   batch would give), all in one bucket (`pack`, one `all_reduce`, `unpack`);
+//! - every observed range that depends on the batch (min and max over ranks, both ends in one
+//!   `reduce=range` exchange) before its moving average;
 //! - the reported loss;
 //! - BatchNorm's batch statistics, and the sums its gradient takes over the batch, which the
 //!   JIT combines inside the BatchNorm lowering when the step runs in a group of several ranks
