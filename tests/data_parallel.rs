@@ -3,9 +3,11 @@
 //! model to float rounding, every rank must hold the same bits, and a run must repeat
 //! bit-identically. (`tests/mpi.rs` runs the same through `mpirun`.)
 
+mod data_parallel_common;
+
+use data_parallel_common::{conv_bn_model, rel_l2};
 use qatc::data::Dataset;
 use qatc::dist::{GroupHandle, ThreadGroup};
-use qatc::ir::builder::{Layer, Sequential};
 use qatc::ir::{Graph, ParamStore};
 use qatc::jit::{Jit, JitOptions};
 use qatc::pass::{run_pipeline, PipelineOptions};
@@ -35,17 +37,7 @@ fn data_shaped(n: usize, side: usize, classes: usize, step: f32) -> Dataset {
 
 /// Conv + BatchNorm + dropout + dense: every kind of state a rank must keep in step.
 fn model() -> (Graph, ParamStore) {
-    let m = Sequential::new("dp", &[8, 8, 1], 3)
-        .add(Layer::conv2d(6, 3).same().no_bias())
-        .add(Layer::batch_norm())
-        .add(Layer::relu())
-        .add(Layer::conv2d(8, 3).stride(2).same())
-        .add(Layer::relu())
-        .add(Layer::flatten())
-        .add(Layer::Dropout(0.25))
-        .add(Layer::dense(3))
-        .build()
-        .unwrap();
+    let m = conv_bn_model("dp", 3, 8, 3, true);
     (m.graph, m.params)
 }
 
@@ -87,12 +79,6 @@ fn train_on(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let n: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
-    (d / n.max(1e-30)).sqrt()
 }
 
 fn assert_close(single: &FitResult, multi: &FitResult, what: &str, tol: f64) {

@@ -3,6 +3,10 @@
 //! JIT thread per rank, oversubscribed for three ranks.
 #![cfg(feature = "mpi")]
 
+mod data_parallel_common;
+
+use data_parallel_common::{conv_bn_model, rel_l2};
+
 use qatc::ir::ParamStore;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -114,12 +118,6 @@ fn rank_scratch() -> std::collections::BTreeSet<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("qatc-rank"))
         .collect()
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let n: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
-    (d / n.max(1e-30)).sqrt()
 }
 
 fn accuracy(out: &Path, key: &str) -> f64 {
@@ -291,20 +289,10 @@ fn all_reduce_is_exact_on_every_rank() {
 /// BatchNorm layers in one process.)
 #[test]
 fn batch_norm_statistics_agree_across_ranks() {
-    use qatc::ir::builder::{Layer, Sequential};
     let _serial = serial();
     let dir = scratch("bn-model");
     std::fs::create_dir_all(&dir).unwrap();
-    let m = Sequential::new("dp_bn", &[28, 28, 1], 1)
-        .add(Layer::conv2d(6, 3).same().no_bias())
-        .add(Layer::batch_norm())
-        .add(Layer::relu())
-        .add(Layer::conv2d(8, 3).stride(2).same())
-        .add(Layer::relu())
-        .add(Layer::flatten())
-        .add(Layer::dense(10))
-        .build()
-        .unwrap();
+    let m = conv_bn_model("dp_bn", 1, 28, 10, false);
     let model = dir.join("dp_bn.qir");
     qatc::ir::text::save_model(&m.graph, &m.params, &model).unwrap();
     let model = model.display().to_string();

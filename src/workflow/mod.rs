@@ -539,13 +539,12 @@ fn other_rank(
 ) -> Result<Report> {
     // named by the rank and the run's `out`, so what a killed run left is replaced by the
     // next run into the same `out`
-    let out = std::path::absolute(&cfg.out).unwrap_or_else(|_| cfg.out.clone());
-    let hash = out
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    std::path::absolute(&cfg.out)
+        .unwrap_or_else(|_| cfg.out.clone())
+        .hash(&mut h);
+    let hash = h.finish();
     let scratch = std::env::temp_dir().join(format!("qatc-rank{}-{hash:016x}", ranks.group.rank()));
     let _ = std::fs::remove_dir_all(&scratch);
     let local = Job {
