@@ -1,7 +1,7 @@
 //! What this CPU can do, as values: a token exists only if the instructions it names were
 //! detected at run time, so code that needs them takes the token instead of re-checking (or
-//! trusting) the machine. The int8 evaluator's fast kernels use it; everything else runs
-//! the portable build.
+//! trusting) the machine. The int8 evaluator's fast kernels and the JIT's Winograd
+//! convolutions use it; everything else runs the portable build.
 
 /// Proof that this CPU has AVX-512 F, BW, DQ and VL (on other architectures it cannot be
 /// made at all).

@@ -862,6 +862,23 @@ fn conv_cases() -> Vec<(Vec<usize>, Vec<usize>, ConvAttrs)> {
             vec![4, 2, 3, 3],
             conv(1, Padding::Explicit([1, 0, 2, 1]), 1, Activation::None),
         ),
+        // Winograd F(2×2, 3×3) (stride 1, 3×3, at least 8 channels each side): odd and
+        // even output sizes, partial channel vectors, every padding it takes
+        (
+            vec![2, 7, 9, 8],
+            vec![12, 3, 3, 8],
+            conv(1, Padding::Same, 1, Activation::Relu),
+        ),
+        (
+            vec![3, 8, 6, 16],
+            vec![16, 3, 3, 16],
+            conv(1, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![1, 6, 7, 20],
+            vec![33, 3, 3, 20],
+            conv(1, Padding::Explicit([2, 1, 0, 2]), 1, Activation::None),
+        ),
     ]
 }
 
@@ -910,6 +927,46 @@ fn conv2d_forward_and_gradients() {
             &[Fv(y.clone(), -1.0, 1.0), Fv(xs.clone(), -1.0, 1.0)],
         );
     }
+}
+
+/// Winograd F(2×2, 3×3) lowers exactly the stride-1, undilated 3×3 convolutions with at
+/// least 8 channels on each side (all three directions), and nothing when it is off.
+#[test]
+fn winograd_is_a_lowering_choice_for_stride_1_3x3() {
+    let lowered = |x: &[usize], k: &[usize], c: ConvAttrs, winograd: bool| {
+        let (g, p, _) = case(
+            "choice",
+            Op::Model(ModelOp::Conv2d(c)),
+            &[Fv(x.to_vec(), -1.0, 1.0), Fv(k.to_vec(), -1.0, 1.0)],
+            1,
+        );
+        let opts = qatc::jit::JitOptions {
+            threads: 1,
+            winograd,
+            ..Default::default()
+        };
+        let exe = qatc::jit::compile(&g, &p, &opts).unwrap();
+        exe.listing().contains("winograd")
+    };
+    let same = conv(1, Padding::Same, 1, Activation::None);
+    assert!(lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], same.clone(), true));
+    assert!(!lowered(
+        &[1, 8, 8, 16],
+        &[16, 3, 3, 16],
+        same.clone(),
+        false
+    ));
+    assert!(!lowered(&[1, 8, 8, 3], &[16, 3, 3, 3], same.clone(), true));
+    assert!(!lowered(
+        &[1, 8, 8, 16],
+        &[16, 1, 1, 16],
+        same.clone(),
+        true
+    ));
+    let strided = conv(2, Padding::Same, 1, Activation::None);
+    assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], strided, true));
+    let dilated = conv(1, Padding::Same, 2, Activation::None);
+    assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], dilated, true));
 }
 
 #[test]

@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Do not fuse loops (to measure what fusion buys).
     #[arg(long)]
     pub no_fuse: bool,
+    /// Lower stride-1 3×3 convolutions as im2col GEMMs instead of Winograd F(2×2, 3×3)
+    /// (to measure what Winograd buys).
+    #[arg(long)]
+    pub no_winograd: bool,
     /// Time every instruction of the compiled step and print the most expensive ones.
     #[arg(long)]
     pub profile: bool,
@@ -435,6 +439,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
     }
     opts.fma &= !a.no_fma;
     opts.fuse = !a.no_fuse;
+    opts.winograd = !a.no_winograd;
     opts.profile = a.profile;
     let m = Measure {
         warmup: a.warmup,
@@ -443,7 +448,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
         print_listing: a.listing,
     };
     say(format!(
-        "qatc bench: {}threads {}, fma {}, fusion {}, {} warm-up + {} timed steps",
+        "qatc bench: {}threads {}, fma {}, fusion {}, winograd {}, {} warm-up + {} timed steps",
         if group.size() > 1 {
             format!("{} ranks x ", group.size())
         } else {
@@ -452,6 +457,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
         opts.threads,
         opts.fma,
         opts.fuse,
+        opts.winograd,
         m.warmup,
         m.steps
     ));

@@ -35,6 +35,7 @@ pub struct Helpers {
     pub nudge: FuncRef,
     pub logf: FuncRef,
     pub all_reduce: FuncRef,
+    pub winograd: FuncRef,
     /// Present when compiling with profiling.
     pub prof: Option<FuncRef>,
 }

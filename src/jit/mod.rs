@@ -46,6 +46,7 @@ mod loops;
 mod lower;
 mod plan;
 mod runtime;
+mod winograd;
 
 pub use isa::Features;
 #[doc(hidden)]
@@ -75,6 +76,9 @@ pub struct JitOptions {
     pub fma: bool,
     /// Fuse consecutive loops (on by default; off only to measure what fusion buys).
     pub fuse: bool,
+    /// Lower stride-1 3×3 convolutions with Winograd F(2×2, 3×3) (on by default; off, they
+    /// are im2col GEMMs like every other convolution).
+    pub winograd: bool,
     /// Time every LIR instruction (see [`JitExecutor::profile`]); off by default.
     pub profile: bool,
     /// The ranks of a data-parallel step ([`crate::dist`]): its `all_reduce` nodes and its
@@ -90,6 +94,7 @@ impl Default for JitOptions {
                 .unwrap_or(1),
             fma: isa::Features::host().fma,
             fuse: true,
+            winograd: true,
             profile: false,
             group: GroupHandle::solo(),
         }
@@ -229,6 +234,7 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     let mut lower = lower::Lower::new(graph);
     lower.threads = threads;
     lower.ranks = opts.group.size();
+    lower.winograd = opts.winograd;
     let mut prog = lower.run(&order)?;
     if opts.fuse {
         fuse::fuse(&mut prog);
@@ -268,6 +274,9 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     let all_reduce_id = module
         .declare_function("qatc_all_reduce", Linkage::Import, &sig(&[I64; 5], None))
         .map_err(jit_err)?;
+    let winograd_id = module
+        .declare_function("qatc_winograd", Linkage::Import, &sig(&[I64; 14], None))
+        .map_err(jit_err)?;
     let prof_id = module
         .declare_function("qatc_prof", Linkage::Import, &sig(&[I64, I64], None))
         .map_err(jit_err)?;
@@ -290,6 +299,7 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
             nudge: module.declare_func_in_func(nudge_id, b.func),
             logf: module.declare_func_in_func(logf_id, b.func),
             all_reduce: module.declare_func_in_func(all_reduce_id, b.func),
+            winograd: module.declare_func_in_func(winograd_id, b.func),
             prof: opts
                 .profile
                 .then(|| module.declare_func_in_func(prof_id, b.func)),

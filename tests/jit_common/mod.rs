@@ -33,7 +33,9 @@ pub fn rand_tensor(r: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Ten
     )
 }
 
-/// Every configuration the JIT must agree with the oracle in.
+/// Every configuration the JIT must agree with the oracle in: FMA on and off, 1 and 2
+/// threads, and once with stride-1 3×3 convolutions lowered directly instead of by
+/// Winograd F(2×2, 3×3).
 pub fn configs() -> Vec<JitOptions> {
     let mut v = Vec::new();
     for fma in [false, true] {
@@ -45,6 +47,11 @@ pub fn configs() -> Vec<JitOptions> {
             });
         }
     }
+    v.push(JitOptions {
+        threads: 2,
+        winograd: false,
+        ..JitOptions::default()
+    });
     v
 }
 

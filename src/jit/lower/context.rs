@@ -35,6 +35,8 @@ pub struct Lower<'g> {
     /// `all_reduce` nodes communicate and BatchNorm's batch statistics and gradient sums are
     /// combined over the ranks.
     pub ranks: usize,
+    /// Lower stride-1 3×3 convolutions with Winograd F(2×2, 3×3) ([`super::winograd`]).
+    pub winograd: bool,
 }
 
 impl<'g> Lower<'g> {
@@ -47,6 +49,7 @@ impl<'g> Lower<'g> {
             node: None,
             threads: 1,
             ranks: 1,
+            winograd: false,
         }
     }
 

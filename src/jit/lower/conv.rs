@@ -18,6 +18,7 @@ use super::depthwise::{Depthwise, DepthwiseGradFilter, DepthwiseGradInput};
 use super::elementwise::activation;
 use super::im2col::{Col2im, Im2col};
 use super::rows::Rows;
+use super::winograd;
 use crate::error::Result;
 use crate::ir::op::{Activation, ConvAttrs};
 use crate::jit::lir::{Access, Gemm, GemmSplit, Inst, Mat, VtId};
@@ -305,7 +306,10 @@ pub fn conv2d(cx: &mut Lower, c: &ConvAttrs) -> Result<Val> {
         let g = forward_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
         let has_epi = bias(cx).is_some() || c.activation != Activation::None;
         let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
-        conv_forward(cx, x.vt, k.vt, raw, &g);
+        match winograd::tiles(cx, &g) {
+            Some(t) => winograd::forward(cx, x.vt, k.vt, raw, &t),
+            None => conv_forward(cx, x.vt, k.vt, raw, &g),
+        }
         let b = bias(cx);
         epilogue(
             cx,
@@ -330,7 +334,10 @@ pub fn conv2d_grad_input(cx: &mut Lower, conv: &ConvAttrs, input_shape: &[usize]
         let (dy, k) = (cx.arg(0), cx.arg(1));
         let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
         let dx = cx.temp("", input_shape.iter().product());
-        conv_grad_input(cx, dy.vt, k.vt, dx, &g);
+        match winograd::tiles(cx, &g) {
+            Some(t) => winograd::grad_input(cx, dy.vt, k.vt, dx, &t),
+            None => conv_grad_input(cx, dy.vt, k.vt, dx, &g),
+        }
         Val {
             vt: dx,
             shape: out.clone(),
@@ -349,7 +356,10 @@ pub fn conv2d_grad_filter(cx: &mut Lower, conv: &ConvAttrs, filter_shape: &[usiz
         let (dy, x) = (cx.arg(0), cx.arg(1));
         let g = forward_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
         let dk = cx.temp("", filter_shape.iter().product());
-        conv_grad_filter(cx, dy.vt, x.vt, dk, &g);
+        match winograd::tiles(cx, &g) {
+            Some(t) => winograd::grad_filter(cx, dy.vt, x.vt, dk, &t),
+            None => conv_grad_filter(cx, dy.vt, x.vt, dk, &g),
+        }
         Val {
             vt: dk,
             shape: out.clone(),

@@ -20,6 +20,7 @@ pub mod rows;
 pub mod shape;
 pub mod stats;
 pub mod window;
+mod winograd;
 
 pub use context::{Lower, Val};
 

@@ -1,0 +1,1140 @@
+//! Winograd F(2×2, 3×3): stride-1 3×3 convolutions with 16 multiplications per 2×2 output
+//! tile and channel pair instead of 36 (2.25× fewer), for the forward pass, the input
+//! gradient, and the filter gradient. Host functions the compiled step calls through
+//! `qatc_winograd`, each thread on its own share of tiles.
+//!
+//! In one dimension, on the points 0, 1, −1 and ∞, a correlation of a 4-sample input tile
+//! `d` with a 3-tap filter `g` giving 2 outputs is
+//!
+//! ```text
+//! y = Aᵀ [(G g) ⊙ (Bᵀ d)]        Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]
+//!                                G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]
+//!                                Aᵀ = [1 1 1 0; 0 1 −1 −1]
+//! ```
+//!
+//! and its dual, the filter's gradient from the outputs' gradient `e` (the same trilinear
+//! form differentiated in `g`), is F(3, 2): `dg = Gᵀ [(A e) ⊙ (Bᵀ d)]`. Two dimensions nest
+//! them: `U = G g Gᵀ`, `V = Bᵀ d B`, `Y = Aᵀ (Σ_c U ⊙ V) A`. The input gradient is the
+//! forward algorithm on `dy`, with the filter flipped and its channel axes swapped.
+//!
+//! Work goes in blocks of tiles sized to stay in cache: a block's input tiles are
+//! transformed into `V[tiles][16][c_in]`, multiplied position by position with
+//! `U[16][c_in][c_out]` (16 small GEMMs: a register-blocked AVX-512 kernel where the CPU
+//! has it, plain loops elsewhere) and transformed back. Transforms work on 16 channels at
+//! a time. Nothing here allocates after a thread's first call (a per-thread scratch).
+
+use crate::cpu::Avx512;
+use std::cell::RefCell;
+
+/// Channels a transform handles at once (one AVX-512 vector).
+const L: usize = 16;
+
+/// The geometry of one stride-1 3×3 correlation `x[n,h,w,c_in] → y[n,oh,ow,c_out]`:
+/// output `(oy, ox)` reads input rows `oy − pad_t ..= oy − pad_t + 2` (zero outside).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tiles {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_in: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub c_out: usize,
+    pub pad_t: usize,
+    pub pad_l: usize,
+}
+
+impl Tiles {
+    fn rows(&self) -> usize {
+        self.oh.div_ceil(2)
+    }
+    fn cols(&self) -> usize {
+        self.ow.div_ceil(2)
+    }
+    /// 2×2 output tiles.
+    pub fn count(&self) -> usize {
+        self.n * self.rows() * self.cols()
+    }
+    /// Tiles per block: the block's transformed tiles (`16·(c_in + c_out)` floats each)
+    /// within about 256 KiB.
+    fn block(&self) -> usize {
+        (4096 / (self.c_in + self.c_out)).clamp(8, 256) / 8 * 8
+    }
+    /// The direct convolution's multiply-adds times 2 (what profiles count).
+    pub fn direct_flops(&self) -> usize {
+        2 * self.n * self.oh * self.ow * self.c_out * 9 * self.c_in
+    }
+    /// `(b, ty, tx)` of tile `i`.
+    fn tile(&self, i: usize) -> (usize, usize, usize) {
+        let (r, c) = (self.rows(), self.cols());
+        (i / (r * c), i / c % r, i % c)
+    }
+}
+
+/// This thread's share `[lo, hi)` of `0..n`.
+fn share(n: usize, tid: usize, threads: usize) -> (usize, usize) {
+    let chunk = n.div_ceil(threads.max(1));
+    ((tid * chunk).min(n), ((tid + 1) * chunk).min(n))
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's scratch of at least `len` floats, valid until its next call on this
+/// thread (each stage takes it once).
+fn scratch(len: usize) -> *mut f32 {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        s.as_mut_ptr()
+    })
+}
+
+// ---- 16-channel transforms --------------------------------------------------------------
+
+/// 16 channels of a transform: a plain array (any CPU) or an AVX-512 register. The
+/// transforms are written once, over this.
+pub(crate) trait Vec16: Copy {
+    /// Whether [`small_gemm`] may use the AVX-512 kernel alongside.
+    const AVX512: bool;
+    /// `w ≤ 16` floats from `p` (zeros in the other lanes).
+    unsafe fn load(p: *const f32, w: usize) -> Self;
+    /// The first `w` lanes to `p`.
+    unsafe fn store(self, p: *mut f32, w: usize);
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn neg(self) -> Self;
+    unsafe fn zero() -> Self;
+}
+
+impl Vec16 for [f32; L] {
+    const AVX512: bool = false;
+    #[inline(always)]
+    unsafe fn load(p: *const f32, w: usize) -> Self {
+        let mut v = [0.0; L];
+        for (l, x) in v.iter_mut().take(w).enumerate() {
+            *x = *p.add(l);
+        }
+        v
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, w: usize) {
+        for (l, x) in self.iter().take(w).enumerate() {
+            *p.add(l) = *x;
+        }
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        std::array::from_fn(|l| self[l] + o[l])
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        std::array::from_fn(|l| self[l] - o[l])
+    }
+    #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        std::array::from_fn(|l| -self[l])
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        [0.0; L]
+    }
+}
+
+/// `Bᵀ d B` of a 4×4 tile (`d[i*4 + j]`).
+#[inline(always)]
+unsafe fn input_tile<V: Vec16>(d: &[V; 16]) -> [V; 16] {
+    let mut t = *d;
+    for j in 0..4 {
+        let c = |i: usize| d[i * 4 + j];
+        t[j] = c(0).sub(c(2));
+        t[4 + j] = c(1).add(c(2));
+        t[8 + j] = c(2).sub(c(1));
+        t[12 + j] = c(1).sub(c(3));
+    }
+    let mut v = t;
+    for i in 0..4 {
+        let r = |j: usize| t[i * 4 + j];
+        v[i * 4] = r(0).sub(r(2));
+        v[i * 4 + 1] = r(1).add(r(2));
+        v[i * 4 + 2] = r(2).sub(r(1));
+        v[i * 4 + 3] = r(1).sub(r(3));
+    }
+    v
+}
+
+/// `Aᵀ m A`: a 2×2 output tile (`y[a*2 + b]`) from the 16 products' sums.
+#[inline(always)]
+unsafe fn output_tile<V: Vec16>(m: &[V; 16]) -> [V; 4] {
+    let mut s = [m[0]; 8];
+    for j in 0..4 {
+        let c = |i: usize| m[i * 4 + j];
+        s[j] = c(0).add(c(1)).add(c(2));
+        s[4 + j] = c(1).sub(c(2)).sub(c(3));
+    }
+    let mut y = [m[0]; 4];
+    for a in 0..2 {
+        let r = |j: usize| s[a * 4 + j];
+        y[a * 2] = r(0).add(r(1)).add(r(2));
+        y[a * 2 + 1] = r(1).sub(r(2)).sub(r(3));
+    }
+    y
+}
+
+/// `A e Aᵀ`: the 4×4 transform of a 2×2 output-gradient tile (`e[a*2 + b]`).
+#[inline(always)]
+unsafe fn gradient_tile<V: Vec16>(e: &[V; 4]) -> [V; 16] {
+    let mut r = [e[0]; 8];
+    for j in 0..2 {
+        let c = |a: usize| e[a * 2 + j];
+        r[j] = c(0);
+        r[2 + j] = c(0).add(c(1));
+        r[4 + j] = c(0).sub(c(1));
+        r[6 + j] = c(1).neg();
+    }
+    let mut v = [e[0]; 16];
+    for i in 0..4 {
+        let q = |j: usize| r[i * 2 + j];
+        v[i * 4] = q(0);
+        v[i * 4 + 1] = q(0).add(q(1));
+        v[i * 4 + 2] = q(0).sub(q(1));
+        v[i * 4 + 3] = q(1).neg();
+    }
+    v
+}
+
+/// `G g`: a 3-tap filter's 4 transformed values.
+fn filter_1d(g: [f32; 3]) -> [f32; 4] {
+    [
+        g[0],
+        0.5 * (g[0] + g[1] + g[2]),
+        0.5 * (g[0] - g[1] + g[2]),
+        g[2],
+    ]
+}
+
+/// `Gᵀ m`: the 3 filter taps from 4 transformed gradient values.
+fn filter_grad_1d(m: [f32; 4]) -> [f32; 3] {
+    [
+        m[0] + 0.5 * (m[1] + m[2]),
+        0.5 * (m[1] - m[2]),
+        0.5 * (m[1] + m[2]) + m[3],
+    ]
+}
+
+/// `G g Gᵀ`: a 3×3 filter's 4×4 transform (rows, then columns).
+fn filter_2d(g: [[f32; 3]; 3]) -> [[f32; 4]; 4] {
+    let rows = g.map(filter_1d);
+    let cols: [[f32; 4]; 4] =
+        std::array::from_fn(|b| filter_1d([rows[0][b], rows[1][b], rows[2][b]]));
+    std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]))
+}
+
+/// `Gᵀ m G`: the 3×3 filter gradient from its 4×4 transform.
+fn filter_grad_2d(m: [[f32; 4]; 4]) -> [[f32; 3]; 3] {
+    let rows = m.map(filter_grad_1d);
+    let cols: [[f32; 3]; 3] = std::array::from_fn(|kx| {
+        filter_grad_1d([rows[0][kx], rows[1][kx], rows[2][kx], rows[3][kx]])
+    });
+    std::array::from_fn(|ky| std::array::from_fn(|kx| cols[kx][ky]))
+}
+
+/// `V[j][p][c]` of tile `i`, the `j`-th of its block (`Bᵀ d B` of its 4×4 input window).
+#[inline(always)]
+unsafe fn transform_input<V: Vec16>(
+    t: &Tiles,
+    x: *const f32,
+    zeros: *const f32,
+    i: usize,
+    v: *mut f32,
+) {
+    let (b, ty, tx) = t.tile(i);
+    let c = t.c_in;
+    let y0 = (2 * ty) as isize - t.pad_t as isize;
+    let x0 = (2 * tx) as isize - t.pad_l as isize;
+    let inside = y0 >= 0 && x0 >= 0 && y0 + 4 <= t.h as isize && x0 + 4 <= t.w as isize;
+    let row = |r: isize| x.add(((b * t.h) as isize + r) as usize * t.w * c);
+    let mut c0 = 0;
+    while c0 < c {
+        let w = (c - c0).min(L);
+        let mut d = [V::zero(); 16];
+        if inside {
+            // four rows of four neighbouring pixels
+            for r in 0..4 {
+                let p = row(y0 + r as isize).add(x0 as usize * c + c0);
+                for q in 0..4 {
+                    d[r * 4 + q] = V::load(p.add(q * c), w);
+                }
+            }
+        } else {
+            for r in 0..4 {
+                let yy = y0 + r as isize;
+                for q in 0..4 {
+                    let xx = x0 + q as isize;
+                    let ok = yy >= 0 && xx >= 0 && yy < t.h as isize && xx < t.w as isize;
+                    let p = if ok {
+                        row(yy).add(xx as usize * c)
+                    } else {
+                        zeros
+                    };
+                    d[r * 4 + q] = V::load(p.add(c0), w);
+                }
+            }
+        }
+        let out = input_tile(&d);
+        for (p, lanes) in out.iter().enumerate() {
+            lanes.store(v.add(p * c + c0), w);
+        }
+        c0 += L;
+    }
+}
+
+/// Tile `i`'s 2×2 outputs from its `M[p][c]` (`Aᵀ m A`).
+#[inline(always)]
+unsafe fn transform_output<V: Vec16>(t: &Tiles, m: *const f32, i: usize, y: *mut f32) {
+    let (b, ty, tx) = t.tile(i);
+    let c = t.c_out;
+    let rows = (t.oh - 2 * ty).min(2);
+    let cols = (t.ow - 2 * tx).min(2);
+    let mut c0 = 0;
+    while c0 < c {
+        let w = (c - c0).min(L);
+        let mut d = [V::zero(); 16];
+        for (p, dp) in d.iter_mut().enumerate() {
+            *dp = V::load(m.add(p * c + c0), w);
+        }
+        let out = output_tile(&d);
+        for a in 0..rows {
+            for bb in 0..cols {
+                let px = (b * t.oh + 2 * ty + a) * t.ow + 2 * tx + bb;
+                out[a * 2 + bb].store(y.add(px * c + c0), w);
+            }
+        }
+        c0 += L;
+    }
+}
+
+/// `E[j][p][c]` of the output-gradient tile `i` (`A e Aᵀ` of its 2×2 window).
+#[inline(always)]
+unsafe fn transform_gradient<V: Vec16>(
+    t: &Tiles,
+    dy: *const f32,
+    zeros: *const f32,
+    i: usize,
+    e: *mut f32,
+) {
+    let (b, ty, tx) = t.tile(i);
+    let c = t.c_out;
+    let mut src = [zeros; 4];
+    for (p, sp) in src.iter_mut().enumerate() {
+        let (oy, ox) = (2 * ty + p / 2, 2 * tx + p % 2);
+        if oy < t.oh && ox < t.ow {
+            *sp = dy.add(((b * t.oh + oy) * t.ow + ox) * c);
+        }
+    }
+    let mut c0 = 0;
+    while c0 < c {
+        let w = (c - c0).min(L);
+        let mut d = [V::zero(); 4];
+        for (p, dp) in d.iter_mut().enumerate() {
+            *dp = V::load(src[p].add(c0), w);
+        }
+        let out = gradient_tile(&d);
+        for (p, lanes) in out.iter().enumerate() {
+            lanes.store(e.add(p * c + c0), w);
+        }
+        c0 += L;
+    }
+}
+
+// ---- the 16 small GEMMs -----------------------------------------------------------------
+
+/// `c[r, j] (+)= Σ_k a[r·a_rs + k·a_ks] · b[k·b_ks + j]` for `r < rows`, `j < n`,
+/// `k < depth` (`b` and `c` contiguous along `j`). `avx512`: [`Vec16::AVX512`] of the
+/// caller's vectors, true only in code behind an [`Avx512`] token.
+#[inline(always)]
+unsafe fn small_gemm(
+    avx512: bool,
+    (rows, n, depth): (usize, usize, usize),
+    (a, a_rs, a_ks): (*const f32, usize, usize),
+    (b, b_ks): (*const f32, usize),
+    (c, c_rs): (*mut f32, usize),
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        return avx512::gemm(
+            (rows, n, depth),
+            (a, a_rs, a_ks),
+            (b, b_ks),
+            (c, c_rs),
+            accumulate,
+        );
+    }
+    let _ = avx512;
+    for r in 0..rows {
+        let cr = c.add(r * c_rs);
+        if !accumulate {
+            for j in 0..n {
+                *cr.add(j) = 0.0;
+            }
+        }
+        for k in 0..depth {
+            let av = *a.add(r * a_rs + k * a_ks);
+            let bk = b.add(k * b_ks);
+            for j in 0..n {
+                *cr.add(j) += av * *bk.add(j);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    fn mask(w: usize) -> __mmask16 {
+        if w >= 16 {
+            0xffff
+        } else {
+            ((1u32 << w) - 1) as __mmask16
+        }
+    }
+
+    impl crate::jit::winograd::Vec16 for __m512 {
+        const AVX512: bool = true;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(p: *const f32, w: usize) -> Self {
+            _mm512_maskz_loadu_ps(mask(w), p)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store(self, p: *mut f32, w: usize) {
+            _mm512_mask_storeu_ps(p, mask(w), self)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn add(self, o: Self) -> Self {
+            _mm512_add_ps(self, o)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn sub(self, o: Self) -> Self {
+            _mm512_sub_ps(self, o)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn neg(self) -> Self {
+            _mm512_sub_ps(_mm512_setzero_ps(), self)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
+        }
+    }
+
+    /// See [`crate::jit::winograd::small_gemm`]: blocks of 8 rows × 32 or 16 columns in registers.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gemm(
+        (rows, n, depth): (usize, usize, usize),
+        (a, a_rs, a_ks): (*const f32, usize, usize),
+        (b, b_ks): (*const f32, usize),
+        (c, c_rs): (*mut f32, usize),
+        acc: bool,
+    ) {
+        let mut j = 0;
+        while j < n {
+            let left = n - j;
+            let masks = [mask(left), mask(left.saturating_sub(16))];
+            let (bj, cj) = (b.add(j), c.add(j));
+            let mut r = 0;
+            if left > 16 {
+                while r + 8 <= rows {
+                    block::<8, 2>(
+                        depth,
+                        a.add(r * a_rs),
+                        a_rs,
+                        a_ks,
+                        bj,
+                        b_ks,
+                        cj.add(r * c_rs),
+                        c_rs,
+                        masks,
+                        acc,
+                    );
+                    r += 8;
+                }
+                while r < rows {
+                    block::<1, 2>(
+                        depth,
+                        a.add(r * a_rs),
+                        a_rs,
+                        a_ks,
+                        bj,
+                        b_ks,
+                        cj.add(r * c_rs),
+                        c_rs,
+                        masks,
+                        acc,
+                    );
+                    r += 1;
+                }
+                j += 32;
+            } else {
+                while r + 8 <= rows {
+                    block::<8, 1>(
+                        depth,
+                        a.add(r * a_rs),
+                        a_rs,
+                        a_ks,
+                        bj,
+                        b_ks,
+                        cj.add(r * c_rs),
+                        c_rs,
+                        masks,
+                        acc,
+                    );
+                    r += 8;
+                }
+                while r < rows {
+                    block::<1, 1>(
+                        depth,
+                        a.add(r * a_rs),
+                        a_rs,
+                        a_ks,
+                        bj,
+                        b_ks,
+                        cj.add(r * c_rs),
+                        c_rs,
+                        masks,
+                        acc,
+                    );
+                    r += 1;
+                }
+                j += 16;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn block<const R: usize, const NC: usize>(
+        depth: usize,
+        a: *const f32,
+        a_rs: usize,
+        a_ks: usize,
+        b: *const f32,
+        b_ks: usize,
+        c: *mut f32,
+        c_rs: usize,
+        masks: [__mmask16; 2],
+        acc: bool,
+    ) {
+        let mut s = [[_mm512_setzero_ps(); NC]; R];
+        if acc {
+            for (r, row) in s.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = _mm512_maskz_loadu_ps(masks[v], c.add(r * c_rs + 16 * v));
+                }
+            }
+        }
+        for k in 0..depth {
+            let bk = b.add(k * b_ks);
+            let bv: [__m512; NC] =
+                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bk.add(16 * v)));
+            let ak = a.add(k * a_ks);
+            for (r, row) in s.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ak.add(r * a_rs));
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = _mm512_fmadd_ps(av, bv[v], *x);
+                }
+            }
+        }
+        for (r, row) in s.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(c.add(r * c_rs + 16 * v), masks[v], *x);
+            }
+        }
+    }
+}
+
+// ---- the stages the compiled step calls -------------------------------------------------
+
+/// What one `qatc_winograd` call does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// `U[16][c_in][c_out]` from the kernel `k[c_out][3][3][c_in]` (the forward pass).
+    Filter,
+    /// `U` of the input gradient's convolution (`c_in`: the forward's output channels)
+    /// from the forward kernel `k[c_in][3][3][c_out]`, flipped.
+    FilterFlipped,
+    /// `y = x ⋆ U`.
+    Conv,
+    /// This thread's partial `M[16][c_in][c_out]` of the filter gradient from `x` and `dy`.
+    GradFilterPartial,
+    /// `dk[c_out][3][3][c_in] = Gᵀ (Σ partials) G` (thread 0; `threads`: the partials, which
+    /// it sums into the first).
+    GradFilterFinish,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Filter,
+        Stage::FilterFlipped,
+        Stage::Conv,
+        Stage::GradFilterPartial,
+        Stage::GradFilterFinish,
+    ];
+    pub fn code(self) -> u64 {
+        match self {
+            Stage::Filter => 0,
+            Stage::FilterFlipped => 1,
+            Stage::Conv => 2,
+            Stage::GradFilterPartial => 3,
+            Stage::GradFilterFinish => 4,
+        }
+    }
+    fn from_code(c: u64) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.code() == c)
+    }
+}
+
+/// Floats of the transformed filter (and of one filter-gradient partial).
+pub fn transformed_len(t: &Tiles) -> usize {
+    16 * t.c_in * t.c_out
+}
+
+/// Runs `stage` on thread `tid`'s share (see [`Stage`] for the operands `a`, `b`, `c`).
+///
+/// # Safety
+/// The pointers must hold the tensors the stage reads and writes for geometry `t`.
+pub unsafe fn run(
+    stage: Stage,
+    t: &Tiles,
+    (a, b, c): (*const f32, *const f32, *mut f32),
+    tid: usize,
+    threads: usize,
+    simd: Option<Avx512>,
+) {
+    match stage {
+        Stage::Filter => filter(t, a, c, false, tid, threads),
+        Stage::FilterFlipped => filter(t, a, c, true, tid, threads),
+        Stage::Conv => {
+            let tiles = share(t.count(), tid, threads);
+            match simd {
+                Some(z) => conv_fast(z, t, a, b, c, tiles),
+                None => conv_body::<[f32; L]>(t, a, b, c, tiles),
+            }
+        }
+        Stage::GradFilterPartial => {
+            let tiles = share(t.count(), tid, threads);
+            let acc = c.add(tid * transformed_len(t));
+            match simd {
+                Some(z) => grad_filter_fast(z, t, a, b, acc, tiles),
+                None => grad_filter_body::<[f32; L]>(t, a, b, acc, tiles),
+            }
+        }
+        Stage::GradFilterFinish => grad_filter_finish(t, a as *mut f32, c, threads),
+    }
+}
+
+/// Transforms output channels `share(c_out)` of the filter.
+unsafe fn filter(t: &Tiles, k: *const f32, u: *mut f32, flipped: bool, tid: usize, threads: usize) {
+    let (ci, co) = (t.c_in, t.c_out);
+    let (lo, hi) = share(co, tid, threads);
+    for o in lo..hi {
+        for i in 0..ci {
+            let g = |ky: usize, kx: usize| {
+                if flipped {
+                    *k.add(((i * 3 + 2 - ky) * 3 + 2 - kx) * co + o)
+                } else {
+                    *k.add(((o * 3 + ky) * 3 + kx) * ci + i)
+                }
+            };
+            let taps = std::array::from_fn(|ky| std::array::from_fn(|kx| g(ky, kx)));
+            for (a, row) in filter_2d(taps).into_iter().enumerate() {
+                for (b, v) in row.into_iter().enumerate() {
+                    *u.add(((a * 4 + b) * ci + i) * co + o) = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`conv_body`] on AVX-512 registers (the token proves the CPU has them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv_fast(
+    _: Avx512,
+    t: &Tiles,
+    x: *const f32,
+    u: *const f32,
+    y: *mut f32,
+    share: (usize, usize),
+) {
+    conv_body::<std::arch::x86_64::__m512>(t, x, u, y, share)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn conv_fast(
+    z: Avx512,
+    _: &Tiles,
+    _: *const f32,
+    _: *const f32,
+    _: *mut f32,
+    _: (usize, usize),
+) {
+    z.never()
+}
+
+/// `y = x ⋆ U` on tiles `lo..hi`.
+#[inline(always)]
+unsafe fn conv_body<V: Vec16>(
+    t: &Tiles,
+    x: *const f32,
+    u: *const f32,
+    y: *mut f32,
+    (lo, hi): (usize, usize),
+) {
+    let blk = t.block();
+    let (ci, co) = (t.c_in, t.c_out);
+    let v = scratch(16 * blk * (ci + co) + ci);
+    let m = v.add(16 * blk * ci);
+    let zeros = m.add(16 * blk * co);
+    std::slice::from_raw_parts_mut(zeros, ci).fill(0.0);
+    let mut t0 = lo;
+    while t0 < hi {
+        let nb = (hi - t0).min(blk);
+        for j in 0..nb {
+            transform_input::<V>(t, x, zeros, t0 + j, v.add(j * 16 * ci));
+        }
+        for p in 0..16 {
+            small_gemm(
+                V::AVX512,
+                (nb, co, ci),
+                (v.add(p * ci), 16 * ci, 1),
+                (u.add(p * ci * co), co),
+                (m.add(p * co), 16 * co),
+                false,
+            );
+        }
+        for j in 0..nb {
+            transform_output::<V>(t, m.add(j * 16 * co), t0 + j, y);
+        }
+        t0 += nb;
+    }
+}
+
+/// [`grad_filter_body`] on AVX-512 registers (the token proves the CPU has them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_filter_fast(
+    _: Avx512,
+    t: &Tiles,
+    x: *const f32,
+    dy: *const f32,
+    acc: *mut f32,
+    share: (usize, usize),
+) {
+    grad_filter_body::<std::arch::x86_64::__m512>(t, x, dy, acc, share)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn grad_filter_fast(
+    z: Avx512,
+    _: &Tiles,
+    _: *const f32,
+    _: *const f32,
+    _: *mut f32,
+    _: (usize, usize),
+) {
+    z.never()
+}
+
+/// `acc = Σ over tiles lo..hi of V ⊙ E`, as `[16][c_in][c_out]`.
+#[inline(always)]
+unsafe fn grad_filter_body<V: Vec16>(
+    t: &Tiles,
+    x: *const f32,
+    dy: *const f32,
+    acc: *mut f32,
+    (lo, hi): (usize, usize),
+) {
+    let blk = t.block();
+    let (ci, co) = (t.c_in, t.c_out);
+    std::slice::from_raw_parts_mut(acc, transformed_len(t)).fill(0.0);
+    let v = scratch(16 * blk * (ci + co) + ci.max(co));
+    let e = v.add(16 * blk * ci);
+    let zeros = e.add(16 * blk * co);
+    std::slice::from_raw_parts_mut(zeros, ci.max(co)).fill(0.0);
+    let mut t0 = lo;
+    while t0 < hi {
+        let nb = (hi - t0).min(blk);
+        for j in 0..nb {
+            transform_input::<V>(t, x, zeros, t0 + j, v.add(j * 16 * ci));
+            transform_gradient::<V>(t, dy, zeros, t0 + j, e.add(j * 16 * co));
+        }
+        for p in 0..16 {
+            small_gemm(
+                V::AVX512,
+                (ci, co, nb),
+                (v.add(p * ci), 1, 16 * ci),
+                (e.add(p * co), 16 * co),
+                (acc.add(p * ci * co), co),
+                true,
+            );
+        }
+        t0 += nb;
+    }
+}
+
+/// `dk = Gᵀ (Σ_parts M) G`, in the kernel's `[c_out][3][3][c_in]` layout.
+unsafe fn grad_filter_finish(t: &Tiles, part: *mut f32, dk: *mut f32, parts: usize) {
+    let (ci, co) = (t.c_in, t.c_out);
+    let len = transformed_len(t);
+    // the partials summed into the first, in order
+    let first = std::slice::from_raw_parts_mut(part, len);
+    for q in 1..parts {
+        let other = std::slice::from_raw_parts(part.add(q * len), len);
+        for (a, b) in first.iter_mut().zip(other) {
+            *a += *b;
+        }
+    }
+    // M[p][i][o] is contiguous along o: output channels innermost
+    for i in 0..ci {
+        for o in 0..co {
+            let m = std::array::from_fn(|a| {
+                std::array::from_fn(|b| first[((a * 4 + b) * ci + i) * co + o])
+            });
+            for (ky, row) in filter_grad_2d(m).into_iter().enumerate() {
+                for (kx, v) in row.into_iter().enumerate() {
+                    *dk.add(((o * 3 + ky) * 3 + kx) * ci + i) = v;
+                }
+            }
+        }
+    }
+}
+
+/// The entry point compiled code calls: `stage` (a [`Stage::code`]) on thread `tid` of
+/// `threads`, for the geometry in the next nine arguments.
+///
+/// # Safety
+/// As [`run`]; an unknown stage code does nothing.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn qatc_winograd(
+    stage: u64,
+    n: usize,
+    h: usize,
+    w: usize,
+    c_in: usize,
+    oh: usize,
+    ow: usize,
+    c_out: usize,
+    pads: u64,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    tid: u64,
+    threads: u64,
+) {
+    let t = Tiles {
+        n,
+        h,
+        w,
+        c_in,
+        oh,
+        ow,
+        c_out,
+        pad_t: (pads >> 32) as usize,
+        pad_l: (pads & 0xffff_ffff) as usize,
+    };
+    if let Some(s) = Stage::from_code(stage) {
+        run(
+            s,
+            &t,
+            (a, b, c),
+            tid as usize,
+            threads as usize,
+            Avx512::detect(),
+        );
+    }
+}
+
+/// The `pads` argument of [`qatc_winograd`].
+pub fn pack_pads(t: &Tiles) -> u64 {
+    ((t.pad_t as u64) << 32) | t.pad_l as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Direct `y[b,oy,ox,o] = Σ x[b, oy+ky−pt, ox+kx−pl, i] · k[o,ky,kx,i]` in f64.
+    fn direct(t: &Tiles, x: &[f32], k: &[f32]) -> Vec<f64> {
+        let mut y = vec![0.0; t.n * t.oh * t.ow * t.c_out];
+        for b in 0..t.n {
+            for oy in 0..t.oh {
+                for ox in 0..t.ow {
+                    for o in 0..t.c_out {
+                        let mut s = 0.0f64;
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = (
+                                    oy as isize + ky as isize - t.pad_t as isize,
+                                    ox as isize + kx as isize - t.pad_l as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= t.h as isize || ix >= t.w as isize {
+                                    continue;
+                                }
+                                for i in 0..t.c_in {
+                                    let xv = x[((b * t.h + iy as usize) * t.w + ix as usize)
+                                        * t.c_in
+                                        + i];
+                                    s += xv as f64 * k[((o * 3 + ky) * 3 + kx) * t.c_in + i] as f64;
+                                }
+                            }
+                        }
+                        y[((b * t.oh + oy) * t.ow + ox) * t.c_out + o] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn max_rel(got: &[f32], want: &[f64]) -> f64 {
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+        got.iter()
+            .zip(want)
+            .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()))
+            / scale
+    }
+
+    fn shapes() -> Vec<Tiles> {
+        let t = |n, h, w, c_in, c_out, pad: usize| Tiles {
+            n,
+            h,
+            w,
+            c_in,
+            oh: h + 2 * pad - 2,
+            ow: w + 2 * pad - 2,
+            c_out,
+            pad_t: pad,
+            pad_l: pad,
+        };
+        vec![
+            t(2, 8, 8, 16, 16, 1),
+            t(1, 7, 5, 3, 16, 1),
+            t(3, 9, 6, 20, 40, 0),
+            t(2, 5, 7, 33, 3, 2),
+            t(1, 32, 32, 64, 64, 1),
+        ]
+    }
+
+    fn conv(t: &Tiles, x: &[f32], k: &[f32], threads: usize, simd: Option<Avx512>) -> Vec<f32> {
+        let mut u = vec![0.0; transformed_len(t)];
+        let mut y = vec![f32::NAN; t.n * t.oh * t.ow * t.c_out];
+        unsafe {
+            for tid in 0..threads {
+                run(
+                    Stage::Filter,
+                    t,
+                    (k.as_ptr(), std::ptr::null(), u.as_mut_ptr()),
+                    tid,
+                    threads,
+                    simd,
+                );
+            }
+            for tid in 0..threads {
+                run(
+                    Stage::Conv,
+                    t,
+                    (x.as_ptr(), u.as_ptr(), y.as_mut_ptr()),
+                    tid,
+                    threads,
+                    simd,
+                );
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn forward_matches_the_direct_convolution() {
+        for (s, t) in shapes().iter().enumerate() {
+            let x = rand(t.n * t.h * t.w * t.c_in, s as u64);
+            let k = rand(t.c_out * 9 * t.c_in, 100 + s as u64);
+            let want = direct(t, &x, &k);
+            for simd in [None, Avx512::detect()] {
+                for threads in [1, 2, 3] {
+                    let got = conv(t, &x, &k, threads, simd);
+                    let e = max_rel(&got, &want);
+                    assert!(e < 1e-5, "{t:?} threads {threads} simd {simd:?}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn input_gradient_is_the_flipped_convolution_of_dy() {
+        for (s, t) in shapes().iter().enumerate() {
+            let dy = rand(t.n * t.oh * t.ow * t.c_out, 200 + s as u64);
+            let k = rand(t.c_out * 9 * t.c_in, 300 + s as u64);
+            // reference: dx[b,iy,ix,i] = Σ dy[b,oy,ox,o] k[o,ky,kx,i] where iy = oy+ky−pt
+            let mut want = vec![0.0f64; t.n * t.h * t.w * t.c_in];
+            for b in 0..t.n {
+                for oy in 0..t.oh {
+                    for ox in 0..t.ow {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = (
+                                    oy as isize + ky as isize - t.pad_t as isize,
+                                    ox as isize + kx as isize - t.pad_l as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= t.h as isize || ix >= t.w as isize {
+                                    continue;
+                                }
+                                for o in 0..t.c_out {
+                                    let d = dy[((b * t.oh + oy) * t.ow + ox) * t.c_out + o] as f64;
+                                    for i in 0..t.c_in {
+                                        want[((b * t.h + iy as usize) * t.w + ix as usize)
+                                            * t.c_in
+                                            + i] +=
+                                            d * k[((o * 3 + ky) * 3 + kx) * t.c_in + i] as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let g = Tiles {
+                n: t.n,
+                h: t.oh,
+                w: t.ow,
+                c_in: t.c_out,
+                oh: t.h,
+                ow: t.w,
+                c_out: t.c_in,
+                pad_t: 2 - t.pad_t,
+                pad_l: 2 - t.pad_l,
+            };
+            for simd in [None, Avx512::detect()] {
+                let mut u = vec![0.0; transformed_len(&g)];
+                let mut dx = vec![f32::NAN; want.len()];
+                unsafe {
+                    run(
+                        Stage::FilterFlipped,
+                        &g,
+                        (k.as_ptr(), std::ptr::null(), u.as_mut_ptr()),
+                        0,
+                        1,
+                        simd,
+                    );
+                    for tid in 0..2 {
+                        run(
+                            Stage::Conv,
+                            &g,
+                            (dy.as_ptr(), u.as_ptr(), dx.as_mut_ptr()),
+                            tid,
+                            2,
+                            simd,
+                        );
+                    }
+                }
+                let e = max_rel(&dx, &want);
+                assert!(e < 1e-5, "{t:?} simd {simd:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn filter_gradient_matches_the_direct_sum() {
+        for (s, t) in shapes().iter().enumerate() {
+            let x = rand(t.n * t.h * t.w * t.c_in, 400 + s as u64);
+            let dy = rand(t.n * t.oh * t.ow * t.c_out, 500 + s as u64);
+            let mut want = vec![0.0f64; t.c_out * 9 * t.c_in];
+            for b in 0..t.n {
+                for oy in 0..t.oh {
+                    for ox in 0..t.ow {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = (
+                                    oy as isize + ky as isize - t.pad_t as isize,
+                                    ox as isize + kx as isize - t.pad_l as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= t.h as isize || ix >= t.w as isize {
+                                    continue;
+                                }
+                                for o in 0..t.c_out {
+                                    let d = dy[((b * t.oh + oy) * t.ow + ox) * t.c_out + o] as f64;
+                                    for i in 0..t.c_in {
+                                        want[((o * 3 + ky) * 3 + kx) * t.c_in + i] +=
+                                            d * x[((b * t.h + iy as usize) * t.w + ix as usize)
+                                                * t.c_in
+                                                + i]
+                                                as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for simd in [None, Avx512::detect()] {
+                for threads in [1, 2, 3] {
+                    let mut part = vec![f32::NAN; threads * transformed_len(t)];
+                    let mut dk = vec![f32::NAN; want.len()];
+                    unsafe {
+                        for tid in 0..threads {
+                            run(
+                                Stage::GradFilterPartial,
+                                t,
+                                (x.as_ptr(), dy.as_ptr(), part.as_mut_ptr()),
+                                tid,
+                                threads,
+                                simd,
+                            );
+                        }
+                        run(
+                            Stage::GradFilterFinish,
+                            t,
+                            (part.as_ptr(), std::ptr::null(), dk.as_mut_ptr()),
+                            0,
+                            threads,
+                            simd,
+                        );
+                    }
+                    let e = max_rel(&dk, &want);
+                    assert!(e < 1e-5, "{t:?} threads {threads} simd {simd:?}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stage_codes_round_trip() {
+        for s in Stage::ALL {
+            assert_eq!(Stage::from_code(s.code()), Some(s));
+        }
+        assert_eq!(Stage::from_code(99), None);
+    }
+}
