@@ -215,12 +215,9 @@ fn mbv2_tiny_float_train_step() {
 }
 
 /// ResNet-8 (at 28x28x1) and DS-CNN (at its 49x10x1 MFCCs): the float and QAT train steps
-/// compiled by the JIT compute what the interpreter does. The two MobileNets are left out
-/// for now: at 28x28 their last layers see 1x1 maps (BatchNorm over the batch alone), and at
-/// 96x96x3 one float step of MobileNetV1 already parts by up to 8% of a BatchNorm beta
-/// gradient's scale between summation orders (ReLU inputs at 0 after BatchNorm), beyond
-/// this comparison's bound; a tolerance argued for them is left to do. Their train steps
-/// run in `tests/train.rs` and their exports in `tests/tflite_interop.rs`.
+/// compiled by the JIT compute what the interpreter does. The two MobileNets are too
+/// ill-conditioned for this elementwise comparison and have their own test,
+/// [`mobilenet_train_steps_within_the_oracles_own_sensitivity`].
 #[test]
 fn mlperf_tiny_qat_train_steps() {
     for name in ["resnet8", "ds_cnn"] {
@@ -275,4 +272,147 @@ fn the_jit_trains_through_fit() {
         .unwrap()
         .accuracy;
     assert!(acc > 0.6, "test accuracy {acc}");
+}
+
+/// `‖a − b‖ / ‖b‖` (0 when they are equal).
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut n) = (0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        d += (x as f64 - y as f64).powi(2);
+        n += (y as f64).powi(2);
+    }
+    if d == 0.0 {
+        0.0
+    } else {
+        (d / n.max(f64::MIN_POSITIVE)).sqrt()
+    }
+}
+
+/// `t` with every element scaled by `1 + u`, `u` uniform in `±eps`.
+fn jitter(t: &Tensor, eps: f32, r: &mut rand_chacha::ChaCha8Rng) -> Tensor {
+    let data = t
+        .data
+        .iter()
+        .map(|v| v * (1.0 + r.random_range(-eps..eps)))
+        .collect();
+    Tensor::new(t.shape.clone(), data)
+}
+
+/// The two MobileNets at their 96x96x3 input, one float and one QAT step (after one step on
+/// the oracle alone, see [`check_scheme_train_step`]), batch 8.
+///
+/// Their steps are ill-conditioned, so an elementwise bound either fails or says nothing.
+/// BatchNorm's backward pass on their last 3x3 maps (72 values per channel at batch 8)
+/// subtracts two projections from a gradient that is nearly constant per sample, and a
+/// BatchNorm after a bias-free convolution of normalized data has a batch mean that is pure
+/// rounding noise. So each tensor gets its own bound, measured on the oracle: the relative L2
+/// distance the oracle's own result moves when its state and input are jittered by a
+/// relative 1e-5 (a few dozen ulps, the size of the JIT's accumulated reassociation error).
+/// The JIT must agree with the oracle within 4 times that distance. Where the oracle barely
+/// moves, 1e-3 of the tensor's norm is allowed; this covers the fake-quant ranges, which the
+/// quantized input does not feel. A moving mean is allowed 1e-6 of its features' spread
+/// sqrt(moving variance), since its rounding noise is relative to that spread.
+///
+/// Measured (seed as below): the JIT's distance is at most 0.81 of its bound on any tensor.
+/// In the float steps every weight gradient sits 2–3% from the oracle's. The jittered
+/// oracle moves by 4%, so a gradient wrong by more than ~15% fails (an indexing or
+/// semantic error is O(1)). The dense layer's gradient and the forward ranges are held to
+/// about 1e-3. In the QAT steps at initialization the oracle's own logits move by 20% under
+/// the jitter (activations that span few 8-bit levels flip). The weight gradients there
+/// move by O(1), so those are checked only for NaN and for gross error. The forward
+/// ranges (every fake-quant's moving min/max) and BatchNorm statistics stay tight.
+#[test]
+fn mobilenet_train_steps_within_the_oracles_own_sensitivity() {
+    const EPS: f32 = 1e-5;
+    for name in ["mobilenet_v1_025", "mobilenet_v2_035"] {
+        for float in [true, false] {
+            let m = qatc::models::build(name, 1, Some(&[96, 96, 3]), Some(10)).unwrap();
+            let mut params = m.params;
+            let g = if float {
+                m.graph
+            } else {
+                let opts = PipelineOptions::default();
+                run_pipeline(m.graph, &mut params, "default_8bit", &opts).unwrap()
+            };
+            let step = train_step(&g, &TrainSpec::new(8).optimizer(SGD)).unwrap();
+            let mut state = step.initial_state(&params).unwrap();
+            let g = step.graph;
+            let oracle = |st: &ParamStore, inputs: &[(String, Value)]| {
+                let refs: Vec<(&str, Value)> = inputs
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.clone()))
+                    .collect();
+                interp::run(&g, st, &refs).unwrap()
+            };
+            for (p, t) in oracle(&state, &feeds(&g, 8, 0, 40, SGD)).updates {
+                state.insert(p, t);
+            }
+            let inputs = feeds(&g, 8, 1, 40, SGD);
+            let want = oracle(&state, &inputs);
+
+            let mut r = rng(41);
+            let mut jittered = inputs.clone();
+            if let Value::F32(t) = &jittered[0].1 {
+                jittered[0].1 = Value::F32(jitter(t, EPS, &mut r));
+            }
+            let mut jittered_state = ParamStore::default();
+            for (n, t) in state.iter() {
+                jittered_state.insert(n.clone(), jitter(t, EPS, &mut r));
+            }
+            let moved = oracle(&jittered_state, &jittered);
+
+            // a moving mean is a mean of features spread by sqrt(moving variance): its
+            // rounding noise is relative to that, not to itself (see the docs above)
+            let spread = |p: &str| -> f64 {
+                let Some(bn) = p.strip_suffix(".moving_mean") else {
+                    return 0.0;
+                };
+                let var = &want
+                    .updates
+                    .iter()
+                    .find(|(q, _)| *q == format!("{bn}.moving_variance"));
+                var.map_or(0.0, |(_, v)| {
+                    v.data
+                        .iter()
+                        .map(|&x| x.max(0.0) as f64)
+                        .sum::<f64>()
+                        .sqrt()
+                })
+            };
+            let check = |what: &str, got: &[f32], want: &[f32], moved: &[f32], spread: f64| {
+                let norm = want.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+                let floor = rel_l2(moved, want);
+                let d = rel_l2(got, want);
+                let bound = (4.0 * floor)
+                    .max(1e-3)
+                    .max(1e-6 * spread / norm.max(f64::MIN_POSITIVE));
+                assert!(
+                    d <= bound,
+                    "{what}: the JIT is {d:.2e} (relative L2) from the oracle, which itself \
+                     moves by {floor:.2e} under a {EPS:e} jitter"
+                );
+            };
+            for opts in configs() {
+                let mut exe = compile(&g, &state, &opts).unwrap();
+                let got = exe.run(&feeds_of(&inputs)).unwrap();
+                let at = format!("{name} float={float} {opts:?}");
+                for (k, (o, w)) in want.outputs.iter().enumerate() {
+                    let w = &w.f32().unwrap().data;
+                    let m = &moved.outputs[k].1.f32().unwrap().data;
+                    check(&format!("{at} output {o}"), &got[k].data, w, m, 0.0);
+                }
+                let jp = exe.params();
+                for (k, (p, w)) in want.updates.iter().enumerate() {
+                    let m = &moved.updates[k].1.data;
+                    check(
+                        &format!("{at} update {p}"),
+                        &jp.get(p).unwrap().data,
+                        &w.data,
+                        m,
+                        spread(p),
+                    );
+                }
+            }
+        }
+    }
 }
