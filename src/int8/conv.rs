@@ -383,57 +383,60 @@ impl Conv {
             let len = packed.patch_len();
             let group = dot8::PIXELS;
             let pad_byte = (self.win.in_zp + 128) as u8;
-            // the input made unsigned once: x + 128 is the sign bit flipped
-            let xu: Vec<u8> = xd.iter().map(|&v| (v as u8) ^ 0x80).collect();
-            let mut patches = vec![0u8; group * len];
-            let mut acc = vec![0i32; group * oc];
-            let mut out = vec![0i8; n * oh * ow * oc];
             let pixels = n * oh * ow;
+            // A 1x1 convolution of stride 1 without padding reads each output pixel's patch
+            // as the input pixel itself: the patches are the input, no copies.
+            let direct = kh == 1
+                && kw == 1
+                && ph == 0
+                && pw == 0
+                && self.win.stride == [1, 1]
+                && len == ic
+                && (oh, ow) == (h, wid);
+            // the input made unsigned once: x + 128 is the sign bit flipped (and, read as
+            // patches, a group's worth of slack past the end for the last partial group)
+            let mut xu: Vec<u8> = xd.iter().map(|&v| (v as u8) ^ 0x80).collect();
+            if direct {
+                xu.resize(xu.len() + group * len, 0);
+            }
+            // pixels are taken CHUNK at a time: patches built (unless direct), accumulated 4
+            // by 4, then requantized together, so the per-channel constants of the
+            // requantization are computed once per chunk
+            const CHUNK: usize = 64;
+            let mut patches = vec![0u8; if direct { 0 } else { (CHUNK + group) * len }];
+            let mut acc = vec![0i32; CHUNK * oc];
+            let mut out = vec![0i8; pixels * oc];
             let mut first = 0;
             // the next pixel's (image, row, column), advanced without divisions
             let (mut bi, mut oy, mut ox) = (0, 0, 0);
             while first < pixels {
-                let count = group.min(pixels - first);
-                for p in 0..count {
-                    let (b, y, x) = (bi, oy, ox);
-                    ox += 1;
-                    if ox == ow {
-                        ox = 0;
-                        oy += 1;
-                        if oy == oh {
-                            oy = 0;
-                            bi += 1;
-                        }
-                    }
-                    let (bi, oy, ox) = (b, y, x);
-                    let patch = &mut patches[p * len..(p + 1) * len];
-                    for ky in 0..kh {
-                        let iy = self.win.tap(0, oy, ky, ph, h);
-                        let row = &mut patch[ky * kw * ic..(ky + 1) * kw * ic];
-                        // a whole row of taps inside the image is one contiguous run of
-                        // the input (dilation 1)
-                        let first_x = self.win.tap(1, ox, 0, pw, wid);
-                        let last_x = self.win.tap(1, ox, kw - 1, pw, wid);
-                        if let (Some(iy), Some(ix), Some(_), 1) =
-                            (iy, first_x, last_x, self.win.dilation[1])
-                        {
-                            let src = ((bi * h + iy) * wid + ix) * ic;
-                            row.copy_from_slice(&xu[src..src + kw * ic]);
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let dst = &mut row[kx * ic..(kx + 1) * ic];
-                            match (iy, self.win.tap(1, ox, kx, pw, wid)) {
-                                (Some(iy), Some(ix)) => {
-                                    let src = ((bi * h + iy) * wid + ix) * ic;
-                                    dst.copy_from_slice(&xu[src..src + ic]);
-                                }
-                                _ => dst.fill(pad_byte),
+                let count = CHUNK.min(pixels - first);
+                if !direct {
+                    for p in 0..count {
+                        let (b, y, x) = (bi, oy, ox);
+                        ox += 1;
+                        if ox == ow {
+                            ox = 0;
+                            oy += 1;
+                            if oy == oh {
+                                oy = 0;
+                                bi += 1;
                             }
                         }
+                        let patch = &mut patches[p * len..(p + 1) * len];
+                        self.patch(&xu, [b, y, x], xs, [kh, kw], [ph, pw], pad_byte, patch);
                     }
                 }
-                packed.accumulate(cpu, &patches, count, &mut acc);
+                let source = if direct {
+                    &xu[first * len..]
+                } else {
+                    &patches[..]
+                };
+                for g in (0..count).step_by(group) {
+                    let pixels = group.min(count - g);
+                    let acc = &mut acc[g * oc..];
+                    packed.accumulate(cpu, &source[g * len..], pixels, acc);
+                }
                 cpu.requantize(
                     &acc[..count * oc],
                     &bias,
@@ -447,6 +450,45 @@ impl Conv {
             }
             out
         })
+    }
+
+    /// The patch of output pixel `(b, oy, ox)` in `x + 128` (`xu`, shape `xs`): taps in
+    /// the padding read `pad_byte` (`zp + 128`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn patch(
+        &self,
+        xu: &[u8],
+        [b, oy, ox]: [usize; 3],
+        [_, h, wid, ic]: [usize; 4],
+        [kh, kw]: [usize; 2],
+        [ph, pw]: [usize; 2],
+        pad_byte: u8,
+        patch: &mut [u8],
+    ) {
+        for ky in 0..kh {
+            let iy = self.win.tap(0, oy, ky, ph, h);
+            let row = &mut patch[ky * kw * ic..(ky + 1) * kw * ic];
+            // a whole row of taps inside the image is one contiguous run of the input
+            // (dilation 1)
+            let first_x = self.win.tap(1, ox, 0, pw, wid);
+            let last_x = self.win.tap(1, ox, kw - 1, pw, wid);
+            if let (Some(iy), Some(ix), Some(_), 1) = (iy, first_x, last_x, self.win.dilation[1]) {
+                let src = ((b * h + iy) * wid + ix) * ic;
+                row.copy_from_slice(&xu[src..src + kw * ic]);
+                continue;
+            }
+            for kx in 0..kw {
+                let dst = &mut row[kx * ic..(kx + 1) * ic];
+                match (iy, self.win.tap(1, ox, kx, pw, wid)) {
+                    (Some(iy), Some(ix)) => {
+                        let src = ((b * h + iy) * wid + ix) * ic;
+                        dst.copy_from_slice(&xu[src..src + ic]);
+                    }
+                    _ => dst.fill(pad_byte),
+                }
+            }
+        }
     }
 }
 
@@ -601,27 +643,27 @@ impl DepthwiseConv {
             let zp = self.win.in_zp;
             // one output row's accumulators, requantized together
             let mut acc = vec![0i32; ow * ch];
+            let mut taps = Vec::with_capacity(kh * kw);
             let mut out = vec![0i8; n * oh * ow * ch];
             let mut o = 0;
             for bi in 0..n {
                 for oy in 0..oh {
-                    acc.fill(0);
                     for (ox, acc) in acc.chunks_exact_mut(ch).enumerate() {
+                        taps.clear();
                         for ky in 0..kh {
                             let Some(iy) = self.win.tap(0, oy, ky, ph, h) else {
                                 continue;
                             };
                             for kx in 0..kw {
-                                let Some(ix) = self.win.tap(1, ox, kx, pw, wid) else {
-                                    continue;
-                                };
-                                let src = &xd[((bi * h + iy) * wid + ix) * ch..][..ch];
-                                let wrow = &wd[(ky * kw + kx) * ch..][..ch];
-                                for ((a, &x), &w) in acc.iter_mut().zip(src).zip(wrow) {
-                                    *a = a.wrapping_add((x as i32 - zp) * w as i32);
+                                if let Some(ix) = self.win.tap(1, ox, kx, pw, wid) {
+                                    taps.push((
+                                        ((bi * h + iy) * wid + ix) * ch,
+                                        (ky * kw + kx) * ch,
+                                    ));
                                 }
                             }
                         }
+                        cpu.depthwise_pixel(xd, wd, &taps, zp, acc);
                     }
                     cpu.requantize(
                         &acc,

@@ -72,24 +72,45 @@ impl Vnni {
             "dot8: requantizing {} values in rows of {ch}",
             out.len()
         );
-        let whole = ch / LANES * LANES;
-        if whole > 0 {
-            #[cfg(target_arch = "x86_64")]
-            {
-                // SAFETY: the token proves the features; every row holds `ch >= whole` values
-                // and the channel vectors `ch` each.
-                unsafe { x86::requantize(acc, bias, mult, shift, whole, zp, act, out) }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                self.0.never()
-            }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let _ = self;
+            // SAFETY: the token proves the features; the lengths are checked above.
+            unsafe { x86::requantize(acc, bias, mult, shift, zp, act, out) }
         }
-        for (accs, outs) in acc.chunks_exact(ch).zip(out.chunks_exact_mut(ch)) {
-            for c in whole..ch {
-                outs[c] =
-                    fixed::requantize(accs[c].wrapping_add(bias[c]), mult[c], shift[c], zp, act);
-            }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.0.never()
+        }
+    }
+
+    /// One output pixel of a depthwise convolution with depth multiplier 1: `acc[c] =
+    /// Σ_t (x[t.0 + c] − zp) · w[t.1 + c]` over the pixel's valid taps `t` (offsets of the
+    /// tap's input pixel and filter row), for the `acc.len()` channels. The channel's sum
+    /// stays in a register across the taps, 16 channels at a time.
+    pub(crate) fn depthwise_pixel(
+        self,
+        x: &[i8],
+        w: &[i8],
+        taps: &[(usize, usize)],
+        zp: i32,
+        acc: &mut [i32],
+    ) {
+        let ch = acc.len();
+        assert!(
+            taps.iter()
+                .all(|&(xo, wo)| xo + ch <= x.len() && wo + ch <= w.len()),
+            "dot8: a depthwise tap reads past its input or filter"
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            let _ = self;
+            // SAFETY: the token proves the features; every tap's `ch` bytes are in bounds.
+            unsafe { x86::depthwise_pixel(x, w, taps, zp, acc) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.0.never()
         }
     }
 
@@ -295,16 +316,6 @@ mod x86 {
         _mm512_mask_add_epi32(_mm512_srav_epi32(x, e), up, _mm512_srav_epi32(x, e), one)
     }
 
-    /// `MultiplyByQuantizedMultiplier` (double rounding) on 16 lanes.
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    #[inline]
-    fn mul_by_quantized(x: __m512i, q: __m512i, shift: __m512i) -> __m512i {
-        let zero = _mm512_setzero_si512();
-        let left = _mm512_max_epi32(shift, zero);
-        let right = _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero);
-        rdbp(srdhm(_mm512_sllv_epi32(x, left), q), right)
-    }
-
     /// # Safety
     /// The CPU must have AVX-512 F, BW, DQ and VL; `x`, `y` and `out` have the same
     /// length, a multiple of 16.
@@ -343,8 +354,13 @@ mod x86 {
 
     /// # Safety
     /// The CPU must have AVX-512 F, BW, DQ and VL; `bias`, `mult` and `shift` hold the
-    /// `ch` values of a row, `out` whole rows of them and `acc` at least as many, `whole` is
-    /// a multiple of 16 no larger than `ch`.
+    /// `ch` values of a row, `out` whole rows of them and `acc` at least as many.
+    ///
+    /// Channels go 16 at a time in the outer loop (the last block masked), so each block's
+    /// per-channel constants are computed once for all rows: the multiplier's odd lanes
+    /// moved down, the shifts split into left and right, the rounding divide's mask and
+    /// half. `SaturatingRoundingDoublingHighMul` saturates only for `MIN·MIN`; a block
+    /// whose multipliers are not `MIN` (every one a quantizer makes) skips that check.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -353,34 +369,103 @@ mod x86 {
         bias: &[i32],
         mult: &[i32],
         shift: &[i32],
-        whole: usize,
         zp: i32,
         act: (i32, i32),
         out: &mut [i8],
     ) {
         let ch = bias.len();
-        let (lo, hi, zp) = (
-            _mm512_set1_epi32(act.0),
-            _mm512_set1_epi32(act.1),
-            _mm512_set1_epi32(zp),
-        );
-        for row in 0..out.len() / ch {
-            for c in (0..whole).step_by(LANES) {
-                // SAFETY: c + 16 <= whole <= ch: inside the channel vectors and the row.
-                let load = |v: &[i32], at: usize| unsafe {
-                    _mm512_loadu_si512(v.as_ptr().add(at) as *const _)
-                };
-                let x = _mm512_add_epi32(load(acc, row * ch + c), load(bias, c));
-                let y = _mm512_add_epi32(mul_by_quantized(x, load(mult, c), load(shift, c)), zp);
+        let rows = out.len() / ch;
+        let splat = _mm512_set1_epi32;
+        let (zero, one) = (_mm512_setzero_si512(), splat(1));
+        let (lo, hi, zp) = (splat(act.0), splat(act.1), splat(zp));
+        let round = _mm512_set1_epi64(1 << 30);
+        for c in (0..ch).step_by(LANES) {
+            let lanes: __mmask16 = if ch - c >= LANES {
+                0xFFFF
+            } else {
+                (1u16 << (ch - c)) - 1
+            };
+            // SAFETY: the masked lanes of the 16 at c lie in the channel vectors (the
+            // masked-off ones are not read).
+            let load = |v: &[i32]| unsafe {
+                _mm512_maskz_loadu_epi32(lanes, v.as_ptr().add(c) as *const _)
+            };
+            let (b, q, s) = (load(bias), load(mult), load(shift));
+            let q_odd = _mm512_srli_epi64(q, 32);
+            let left = _mm512_max_epi32(s, zero);
+            let right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
+            let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+            let half = _mm512_srai_epi32(mask, 1);
+            let q_min = _mm512_cmpeq_epi32_mask(q, splat(i32::MIN));
+            for row in 0..rows {
+                let at = row * ch + c;
+                // SAFETY: as above, in row `row` of `acc` (at least `out.len()` long).
+                let a =
+                    unsafe { _mm512_maskz_loadu_epi32(lanes, acc.as_ptr().add(at) as *const _) };
+                let x = _mm512_sllv_epi32(_mm512_add_epi32(a, b), left);
+                // SaturatingRoundingDoublingHighMul (see `srdhm`)
+                let high = |p: __m512i| _mm512_srai_epi64(_mm512_add_epi64(p, round), 31);
+                let even = high(_mm512_mul_epi32(x, q));
+                let odd = high(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), q_odd));
+                let mut y = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+                if q_min != 0 {
+                    let both = q_min & _mm512_cmpeq_epi32_mask(x, splat(i32::MIN));
+                    y = _mm512_mask_blend_epi32(both, y, splat(i32::MAX));
+                }
+                // RoundingDivideByPOT (see `rdbp`)
+                let negative = _mm512_cmplt_epi32_mask(y, zero);
+                let threshold = _mm512_mask_add_epi32(half, negative, half, one);
+                let up = _mm512_cmpgt_epi32_mask(_mm512_and_si512(y, mask), threshold);
+                let shifted = _mm512_srav_epi32(y, right);
+                let y = _mm512_mask_add_epi32(shifted, up, shifted, one);
+                let y = _mm512_add_epi32(y, zp);
                 let y = _mm512_min_epi32(_mm512_max_epi32(y, lo), hi);
-                // SAFETY: 16 bytes at row·ch + c lie in `out`.
+                // SAFETY: the masked bytes at `at` lie in `out`.
                 unsafe {
-                    _mm_storeu_si128(
-                        out.as_mut_ptr().add(row * ch + c) as *mut _,
+                    _mm_mask_storeu_epi8(
+                        out.as_mut_ptr().add(at) as *mut _,
+                        lanes,
                         _mm512_cvtepi32_epi8(y),
                     )
                 };
             }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW, DQ and VL; each tap's `acc.len()` bytes lie in `x`
+    /// and `w`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    #[inline]
+    pub(super) unsafe fn depthwise_pixel(
+        x: &[i8],
+        w: &[i8],
+        taps: &[(usize, usize)],
+        zp: i32,
+        acc: &mut [i32],
+    ) {
+        let ch = acc.len();
+        let zp = _mm512_set1_epi32(zp);
+        for c in (0..ch).step_by(LANES) {
+            let lanes: __mmask16 = if ch - c >= LANES {
+                0xFFFF
+            } else {
+                (1u16 << (ch - c)) - 1
+            };
+            // SAFETY: the masked lanes at `at + c` lie in `v` (checked by the caller).
+            let widen = |v: &[i8], at: usize| unsafe {
+                _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
+                    lanes,
+                    v.as_ptr().add(at + c) as *const _,
+                ))
+            };
+            let mut sum = _mm512_setzero_si512();
+            for &(xo, wo) in taps {
+                let xv = _mm512_sub_epi32(widen(x, xo), zp);
+                sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(xv, widen(w, wo)));
+            }
+            // SAFETY: the masked lanes at c lie in `acc`.
+            unsafe { _mm512_mask_storeu_epi32(acc.as_mut_ptr().add(c) as *mut _, lanes, sum) };
         }
     }
 
@@ -427,7 +512,7 @@ mod tests {
 
     /// The vector requantization against `fixed::mul_by_quantized`, lane by lane, on
     /// random and extreme accumulators, multipliers (including `MIN`, for the saturation)
-    /// and every shift from -31 to 31.
+    /// and every shift from -31 to 31, for rows of whole and partly filled 16-lane blocks.
     #[test]
     fn vector_requantization_is_the_scalar_one() {
         let Some(cpu) = Vnni::detect() else {
@@ -445,8 +530,7 @@ mod tests {
             1 << 30,
             i32::MAX,
         ];
-        for shift in -31..=31 {
-            let ch = 48;
+        for (shift, ch) in (-31..=31).flat_map(|s| [(s, 48), (s, 40), (s, 7)]) {
             let mult: Vec<i32> = (0..ch)
                 .map(|c| match c % 6 {
                     0 => i32::MIN,

@@ -216,10 +216,11 @@ fn grouped_conv_reads_its_own_group() {
 }
 
 /// The fast kernels ([`super::Kernels::Fast`], 8-bit dot products where the CPU has them)
-/// against the reference loops they replace, on random CONV_2D and ADD/SUB operators: every
-/// output bit equal. The shapes cover input channels that are (not) a multiple of 4, output
-/// channels that are (not) a multiple of 16, strides, dilation, both paddings, the extreme
-/// zero points, multipliers above one and accumulators that wrap.
+/// against the reference loops they replace, on random CONV_2D, DEPTHWISE_CONV_2D and
+/// ADD/SUB operators: every output bit equal. The shapes cover input channels that are (not)
+/// a multiple of 4, output channels that are (not) a multiple of 16, 1x1 convolutions read
+/// in place, more pixels than one chunk, strides, dilation, both paddings, the extreme zero
+/// points, multipliers above one and accumulators that wrap.
 mod fast_vs_reference {
     use super::*;
     use crate::int8::{Kernels, Options as RunOptions};
@@ -254,6 +255,8 @@ mod fast_vs_reference {
             (3, 5, 3, 2, 1, PaddingMode::Same),
             (4, 16, 3, 1, 1, PaddingMode::Same),
             (8, 17, 1, 1, 1, PaddingMode::Valid),
+            (24, 24, 1, 1, 1, PaddingMode::Same),
+            (6, 16, 1, 2, 1, PaddingMode::Valid),
             (16, 32, 3, 2, 1, PaddingMode::Same),
             (12, 40, 3, 1, 2, PaddingMode::Same),
             (20, 7, 5, 1, 1, PaddingMode::Valid),
@@ -326,6 +329,88 @@ mod fast_vs_reference {
                     run(&reference, &[(&shape, &x)]),
                     "case {case} (ic {ic}, oc {oc}, k {k}, stride {stride}, dilation \
                      {dilation}, {padding:?}), input zero point {zp}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_conv2d_matches_the_reference_loops() {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        // (channels, k, stride, padding)
+        let cases = [
+            (1, 3, 1, PaddingMode::Same),
+            (16, 3, 1, PaddingMode::Same),
+            (24, 3, 2, PaddingMode::Same),
+            (40, 3, 1, PaddingMode::Valid),
+            (7, 5, 2, PaddingMode::Same),
+        ];
+        for (case, &(ch, k, stride, padding)) in cases.iter().enumerate() {
+            for zp in [-128, 127, r.random_range(-128..=127)] {
+                let (h, w, n) = (9, 8, 2);
+                let scales: Vec<f32> = (0..ch).map(|_| r.random_range(0.001..0.05)).collect();
+                let out_scale = if case % 2 == 0 { 0.02 } else { 0.0002 };
+                let filter = Tensor {
+                    quant: Some(QuantParams {
+                        scale: scales,
+                        zero_point: vec![0; ch],
+                        axis: 3,
+                    }),
+                    ..Tensor::constant(
+                        "w",
+                        vec![1, k, k, ch],
+                        &Data::I8(random_i8(&mut r, k * k * ch)),
+                    )
+                };
+                let bias: Vec<i32> = (0..ch)
+                    .map(|c| match c % 3 {
+                        0 => r.random_range(i32::MIN..=i32::MAX),
+                        _ => r.random_range(-5000..5000),
+                    })
+                    .collect();
+                let geometry = |size: usize| match padding {
+                    PaddingMode::Valid => (size - k) / stride + 1,
+                    _ => size.div_ceil(stride),
+                };
+                let (oh, ow) = (geometry(h), geometry(w));
+                let m = Model {
+                    tensors: vec![
+                        int8("x", &[n, h, w, ch], 0.05, zp),
+                        filter,
+                        ints("b", &bias),
+                        int8("y", &[n, oh, ow, ch], out_scale, r.random_range(-20..20)),
+                    ],
+                    operators: vec![Operator::new(
+                        B::DEPTHWISE_CONV_2D,
+                        2,
+                        &[0, 1, 2],
+                        &[3],
+                        Options::DepthwiseConv2d {
+                            padding,
+                            stride_h: stride as i32,
+                            stride_w: stride as i32,
+                            dilation_h: 1,
+                            dilation_w: 1,
+                            depth_multiplier: 1,
+                            activation: if case % 2 == 0 {
+                                FusedActivation::Relu6
+                            } else {
+                                FusedActivation::None
+                            },
+                        },
+                    )],
+                    inputs: vec![0],
+                    outputs: vec![3],
+                    ..Default::default()
+                };
+                let [fast, reference] = both(&m);
+                let x = random_i8(&mut r, n * h * w * ch);
+                let shape = [n, h, w, ch];
+                assert_eq!(
+                    run(&fast, &[(&shape, &x)]),
+                    run(&reference, &[(&shape, &x)]),
+                    "case {case} (channels {ch}, k {k}, stride {stride}, {padding:?}), \
+                     input zero point {zp}"
                 );
             }
         }
