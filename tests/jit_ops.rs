@@ -665,6 +665,15 @@ fn reductions() {
         Op::Grad(GradOp::ReduceSum(red(vec![0, 1, 2], false))),
         &[F(&[16, 14, 14, 24], -1.0, 1.0)],
     );
+    // rows of 33 to 64 channels: unrolled, the per-channel sums carried in registers
+    // (spilling), with and without a scalar tail
+    for c in [64, 62, 36] {
+        run(
+            &format!("reduce_sum_rows_of_{c}"),
+            Op::Grad(GradOp::ReduceSum(red(vec![0, 1, 2], false))),
+            &[Fv(vec![8, 7, 9, c], -1.0, 1.0)],
+        );
+    }
 }
 
 #[test]
@@ -715,8 +724,13 @@ fn reduction_gradients() {
 
 #[test]
 fn batch_norm_family() {
-    let x: &[usize] = &[4, 5, 3, 6];
-    let c: &[usize] = &[6];
+    batch_norm_cases(&[4, 5, 3, 6]);
+    // 64 channels: the statistics' four per-channel reductions unrolled over a row
+    batch_norm_cases(&[8, 6, 5, 64]);
+}
+
+fn batch_norm_cases(x: &'static [usize]) {
+    let c: &[usize] = &x[3..];
     run(
         "batch_norm",
         Op::Model(ModelOp::BatchNorm {

@@ -332,11 +332,13 @@ impl<'l> Emitter<'l> {
     /// Whether the last two dimensions run as a loop over rows with the (short) innermost
     /// dimension unrolled: then leaves constant along the rows (per-channel vectors) and
     /// reductions over the rows (per-channel sums) live in registers. Better than a short
-    /// inner loop even when some of them spill (a spill reloads from L1 like a leaf would).
+    /// inner loop even when some of them spill (a spill reloads from L1 like a leaf would):
+    /// up to 64 channels, measured on mbv2_tiny's BatchNorm statistics over 64 channels
+    /// (four per-channel sums; 825 µs in memory, under 183 µs unrolled).
     fn rows_unrolled_ok(&self) -> bool {
         let r = self.c.dims.len();
         let n = self.c.dims[r - 1];
-        if r < 2 || !(LANES..=32).contains(&n) {
+        if r < 2 || !(LANES..=64).contains(&n) {
             return false;
         }
         self.c
