@@ -160,6 +160,66 @@ fn batch_statistics_are_one_pass() {
     );
 }
 
+/// `batch_norm_train(conv2d(x, kernel) + bias)`: a convolution with a bias before its
+/// BatchNorm (a GEMM, then the bias added by a loop).
+fn biased_bn() -> (Graph, ParamStore) {
+    let mut g = Graph::new("biased_bn");
+    let mut p = ParamStore::new();
+    let x = g.add_input("x", TensorType::f32(vec![6, 5, 5, 8])).unwrap();
+    let kernel = g
+        .param("kernel", TensorType::f32(vec![12, 1, 1, 8]))
+        .unwrap();
+    p.insert(
+        "kernel",
+        rand_tensor(&mut rng(11), &[12, 1, 1, 8], -1.0, 1.0),
+    );
+    let c = TensorType::f32(vec![12]);
+    let bias = g.param("bias", c.clone()).unwrap();
+    let gamma = g.param("gamma", c.clone()).unwrap();
+    let beta = g.param("beta", c).unwrap();
+    // biases far from the spread of x: the statistics' shift must stay accurate
+    let mut b = rand_tensor(&mut rng(7), &[12], -1.0, 1.0);
+    b.data.iter_mut().for_each(|v| *v *= 300.0);
+    p.insert("bias", b);
+    p.insert("gamma", rand_tensor(&mut rng(8), &[12], 0.5, 2.0));
+    p.insert("beta", rand_tensor(&mut rng(9), &[12], -1.0, 1.0));
+    let conv = ConvAttrs {
+        stride: [1, 1],
+        padding: Padding::Valid,
+        dilation: [1, 1],
+        activation: Activation::None,
+    };
+    let y = g
+        .add(Op::Model(ModelOp::Conv2d(conv)), "y", &[x, kernel, bias])
+        .unwrap();
+    let z = g
+        .add(
+            Op::Train(TrainOp::BatchNormTrain { epsilon: F32(1e-3) }),
+            "bn",
+            &[y, gamma, beta],
+        )
+        .unwrap();
+    g.add_output("z", z);
+    (g, p)
+}
+
+#[test]
+fn a_bias_add_joins_the_batch_statistics_it_feeds() {
+    let (g, p) = biased_bn();
+    // the statistics read the batch's first values broadcast per channel (their shift):
+    // recomputed from x and the bias, so the bias add fuses into the statistics' pass and
+    // the normalization recomputes it: two passes, no stored sum
+    let exe = compile(&g, &p, &one_thread()).unwrap();
+    assert_eq!(
+        loops_over(exe.listing(), "[6, 5, 5, 12]"),
+        2,
+        "{}",
+        exe.listing()
+    );
+    let x = rand_tensor(&mut rng(10), &[6, 5, 5, 8], -1.0, 1.0);
+    check_graph(&g, &p, &[("x".to_string(), Value::F32(x))], RTOL);
+}
+
 #[test]
 fn batch_statistics_are_accurate_far_from_zero() {
     // a large mean and a small spread: the shifted one-pass variance must not cancel

@@ -1,5 +1,12 @@
 //! Loop fusion and dead-store elimination on LIR.
 //!
+//! 0. **Broadcast reads.** A loop that reads another loop's elementwise result broadcast
+//!    along some dimensions (BatchNorm's statistics shift every channel by the batch's
+//!    first value, `y[0, 0, 0, c]`) recomputes those few values from the producer's
+//!    inputs at the broadcast index instead. Such a read would otherwise keep the result in
+//!    memory and keep the two loops apart (another thread may not have written that element
+//!    yet), so a convolution's bias add, its BatchNorm statistics and the normalization
+//!    become one pass over the raw convolution output.
 //! 1. **Rematerialization.** A loop that reads, at its own index, a value another loop
 //!    computed elementwise over the same space recomputes it instead, when that adds no
 //!    full-size load (the producer's other inputs are per-channel vectors, scalars, or tensors
@@ -24,6 +31,7 @@ const MAX_NODES: usize = 160;
 const MERGE_WINDOW: usize = 12;
 
 pub fn fuse(prog: &mut Program) {
+    inline_broadcast_reads(prog);
     rematerialize(prog);
     eliminate_dead(prog);
     merge_loops(prog);
@@ -87,6 +95,111 @@ fn is_big(l: &Loop, a: &Access) -> bool {
         .product::<usize>()
         * 8
         >= l.numel()
+}
+
+/// Values stored once, by a loop at its own index: vt -> (instruction, stored node).
+fn producers(prog: &Program) -> HashMap<VtId, (usize, NodeIx)> {
+    let mut writers: HashMap<VtId, usize> = HashMap::new();
+    for inst in &prog.insts {
+        for w in inst.writes() {
+            *writers.entry(w).or_default() += 1;
+        }
+    }
+    let mut producer = HashMap::new();
+    for (i, inst) in prog.insts.iter().enumerate() {
+        if let Inst::Loop(l) = inst {
+            for (n, a) in &l.stores {
+                if writers[&a.vt] == 1 && *a == l.identity(a.vt) {
+                    producer.insert(a.vt, (i, *n));
+                }
+            }
+        }
+    }
+    producer
+}
+
+/// `a` reads the identity of its vt with some dimensions broadcast (stride 0): which ones,
+/// if so.
+fn broadcast_dims(l: &Loop, a: &Access) -> Option<Vec<bool>> {
+    let id = l.identity(a.vt);
+    if a.offset != id.offset || *a == id {
+        return None;
+    }
+    let zeroed: Vec<bool> = a.strides.iter().map(|&s| s == 0).collect();
+    let fits = a
+        .strides
+        .iter()
+        .zip(&id.strides)
+        .all(|(&s, &i)| s == 0 || s == i);
+    fits.then_some(zeroed)
+}
+
+/// `a` with the dimensions in `zeroed` broadcast.
+fn broadcast(a: &Access, zeroed: &[bool]) -> Access {
+    let strides = a
+        .strides
+        .iter()
+        .zip(zeroed)
+        .map(|(&s, &z)| if z { 0 } else { s })
+        .collect();
+    Access {
+        strides,
+        ..a.clone()
+    }
+}
+
+fn inline_broadcast_reads(prog: &mut Program) {
+    let mut producer = producers(prog);
+    for c in 0..prog.insts.len() {
+        while let Inst::Loop(cl) = &prog.insts[c] {
+            let mut pick = None;
+            for (li, a) in cl.leaves.iter().enumerate() {
+                let (Some(&(p, root)), Some(zeroed)) = (producer.get(&a.vt), broadcast_dims(cl, a))
+                else {
+                    continue;
+                };
+                let Inst::Loop(pl) = &prog.insts[p] else {
+                    continue;
+                };
+                if p >= c || pl.shape != cl.shape {
+                    continue;
+                }
+                let sub = subtree(pl, root);
+                if sub.len() > 40 || cl.nodes.len() + sub.len() > MAX_NODES {
+                    continue;
+                }
+                // the producer's value at the broadcast index: its leaves broadcast the same
+                // way (an element's flat index, which dropout hashes, would differ)
+                let elementwise = sub.iter().all(|&i| match pl.nodes[i as usize] {
+                    ENode::DropoutKeep { .. } => false,
+                    ENode::Leaf(pli) => !is_big(pl, &broadcast(&pl.leaves[pli as usize], &zeroed)),
+                    _ => true,
+                });
+                if elementwise {
+                    pick = Some((li, p, root, zeroed));
+                    break;
+                }
+            }
+            let Some((li, p, root, zeroed)) = pick else {
+                break;
+            };
+            let Inst::Loop(pl) = &prog.insts[p] else {
+                unreachable!()
+            };
+            let pl = pl.clone();
+            let Inst::Loop(cl) = &mut prog.insts[c] else {
+                unreachable!()
+            };
+            inline_leaf(cl, li, &pl, root, |a| broadcast(a, &zeroed));
+            for (n, a) in &cl.stores {
+                if let Some(e) = producer.get_mut(&a.vt) {
+                    if e.0 == c {
+                        e.1 = *n;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn rematerialize(prog: &mut Program) {
@@ -170,7 +283,7 @@ fn rematerialize(prog: &mut Program) {
             let Inst::Loop(cl) = &mut prog.insts[c] else {
                 unreachable!()
             };
-            inline_leaf(cl, li, &pl, root);
+            inline_leaf(cl, li, &pl, root, Access::clone);
             // the rebuilt loop's own stores have new node numbers
             for (n, a) in &cl.stores {
                 if let Some(e) = producer.get_mut(&a.vt) {
@@ -183,15 +296,16 @@ fn rematerialize(prog: &mut Program) {
     }
 }
 
-/// Replaces every use of leaf `li` of `c` by the expression of node `root` of `p`.
-fn inline_leaf(c: &mut Loop, li: usize, p: &Loop, root: NodeIx) {
+/// Replaces every use of leaf `li` of `c` by the expression of node `root` of `p`, the
+/// producer's leaves read through `at` (the identity, or a broadcast).
+fn inline_leaf(c: &mut Loop, li: usize, p: &Loop, root: NodeIx, at: impl Fn(&Access) -> Access) {
     let old = std::mem::replace(c, Loop::new(c.name.clone(), &c.shape.clone()));
     // the producer's expression, rebuilt in `c`
     let mut pmap: HashMap<NodeIx, NodeIx> = HashMap::new();
     for i in subtree(p, root) {
         let n = &p.nodes[i as usize];
         let new = match n {
-            ENode::Leaf(pli) => c.leaf(p.leaves[*pli as usize].clone()),
+            ENode::Leaf(pli) => c.leaf(at(&p.leaves[*pli as usize])),
             other => {
                 let m = remap(other, |j| pmap[&j]);
                 c.node(m)
