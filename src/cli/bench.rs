@@ -312,12 +312,13 @@ pub fn measure(
         say(exe.listing());
         let st = exe.stats();
         say(format!(
-            "{} instructions ({} loops, {} GEMMs, {} kernels), {} KiB code, arena {:.1} MiB, state {:.1} MiB, updates {} in place / {} copied",
+            "{} instructions ({} loops, {} GEMMs, {} kernels), {} KiB code in {} functions, arena {:.1} MiB, state {:.1} MiB, updates {} in place / {} copied",
             st.instructions,
             st.loops,
             st.gemms,
             st.kernels,
             st.code_bytes / 1024,
+            st.functions,
             st.arena_bytes as f64 / (1 << 20) as f64,
             st.state_bytes as f64 / (1 << 20) as f64,
             st.updates_in_place,

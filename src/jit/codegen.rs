@@ -141,13 +141,27 @@ pub fn emit_gemm(cg: &mut Cg, g: &Gemm, parallel: bool) {
     }
 }
 
-/// Emits the whole program: each instruction, with a barrier before it unless it and its
-/// predecessor both run on thread 0 alone.
+/// Where the instructions emitted so far left the threads: whether the last one ran split
+/// over threads, and whether it ended on thread 0 alone (after its own barrier, combining
+/// partials). Carried from one segment of the program to the next.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Emitted {
+    last: Option<(bool, bool)>,
+}
+
+/// Emits instructions `range` of the program (a segment, or all of it), each with a barrier
+/// before it unless it and its predecessor (`before`, possibly in the previous segment)
+/// both run on thread 0 alone. Returns the state for the next segment.
 ///
 /// A parallel instruction that ends on thread 0 (after its own barrier, combining partials)
 /// needs no barrier before thread-0 work that follows it: the other threads are done with it.
-pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
-    let mut prev: Option<(bool, bool)> = None; // (parallel, ends on thread 0)
+pub fn emit_range(
+    cg: &mut Cg,
+    prog: &Program,
+    plan: &Plan,
+    range: std::ops::Range<usize>,
+    before: Emitted,
+) -> Result<Emitted> {
     let mark = |cg: &mut Cg, i: u64| {
         if let Some(f) = cg.helpers.prof {
             cg.on_thread0(|cg| {
@@ -157,8 +171,12 @@ pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
             });
         }
     };
-    mark(cg, u64::MAX);
-    for (i, inst) in prog.insts.iter().enumerate() {
+    if range.start == 0 {
+        mark(cg, u64::MAX);
+    }
+    let mut prev = before.last;
+    for i in range {
+        let inst = &prog.insts[i];
         let par = plan.parallel[i];
         if let Some((pp, pt0)) = prev {
             if par || (pp && !pt0) {
@@ -184,5 +202,5 @@ pub fn emit_program(cg: &mut Cg, prog: &Program, plan: &Plan) -> Result<()> {
         prev = Some((par, par && inst.ends_on_thread0()));
         mark(cg, i as u64);
     }
-    Ok(())
+    Ok(Emitted { last: prev })
 }

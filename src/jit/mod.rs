@@ -1,6 +1,6 @@
 //! The Cranelift JIT: compiles a graph (a train step, graph form 4, or an eval graph,
-//! form 5, or any model graph whose fake-quant ranges are explicit) into **one native
-//! function** with static shapes, and runs it as an [`Executor`].
+//! form 5, or any model graph whose fake-quant ranges are explicit) into **one native step**
+//! with static shapes, and runs it as an [`Executor`].
 //!
 //! The way through:
 //! 1. `plan::schedule` orders the ops (updates of a param after its last other reader);
@@ -10,9 +10,11 @@
 //!    reductions that read them become single passes) and drops dead stores;
 //! 4. `plan::plan` places params in the state memory (updates written in place where
 //!    possible), temporaries in one arena by liveness, and decides threading;
-//! 5. `codegen.rs`/`loops.rs` emit the Cranelift function: `f32x4` loops with explicit FMA,
+//! 5. `codegen.rs`/`loops.rs` emit Cranelift code: `f32x4` loops with explicit FMA,
 //!    one barrier between dependent ops; the GEMM and a few helpers are host symbols
-//!    (`runtime.rs`).
+//!    (`runtime.rs`);
+//! 6. `link.rs` cuts the program into segments, one Cranelift function each, compiles them
+//!    on every core at once and links them behind one step function.
 //!
 //! Threads: the function runs on `threads` threads at once (SPMD); each op splits its outer
 //! loop by thread id, and GEMMs split their rows, columns or reduction.
@@ -41,6 +43,7 @@ mod cg;
 mod codegen;
 mod fuse;
 mod isa;
+mod link;
 mod lir;
 mod loops;
 mod lower;
@@ -56,12 +59,8 @@ use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
 use crate::ir::op::{GradOp, TrainOp};
 use crate::ir::{DType, Graph, Op, ParamStore, Tensor};
-use cg::{Cg, Helpers, Loc};
-use cranelift_codegen::ir::types::{F32, I64};
-use cranelift_codegen::ir::{AbiParam, Signature};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
+use cg::Loc;
+use cranelift_jit::JITModule;
 
 use crate::dist::GroupHandle;
 use runtime::{AlignedBuf, Barrier, Ctx, Pool, StepFn};
@@ -116,6 +115,9 @@ pub struct CompileStats {
     pub kernels: usize,
     /// Bytes of machine code.
     pub code_bytes: usize,
+    /// Cranelift functions the program was cut into (compiled in parallel), besides the step
+    /// function that calls them in order.
+    pub functions: usize,
     /// Bytes of the temporaries' arena; temporaries whose lifetimes do not overlap share space.
     pub arena_bytes: usize,
     /// Bytes of the state memory: params, optimizer slots and observer ranges, kept between
@@ -245,106 +247,18 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     let listing = describe(&prog, &plan);
 
     // ---- Cranelift ----------------------------------------------------------------------
-    let isa = isa::host_isa()?;
-    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-    for (name, ptr) in runtime::symbols() {
-        jb.symbol(name, ptr);
-    }
-    let mut module = JITModule::new(jb);
-    let jit_err = |e: cranelift_module::ModuleError| Error::Jit(format!("{e:?}"));
-    let call_conv = module.isa().default_call_conv();
-    let sig = |params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>| {
-        let mut s = Signature::new(call_conv);
-        s.params.extend(params.iter().map(|&t| AbiParam::new(t)));
-        s.returns.extend(ret.map(AbiParam::new));
-        s
-    };
-    let barrier_id = module
-        .declare_function("qatc_barrier", Linkage::Import, &sig(&[I64], None))
-        .map_err(jit_err)?;
-    let gemm_id = module
-        .declare_function("qatc_gemm", Linkage::Import, &sig(&[I64; 13], None))
-        .map_err(jit_err)?;
-    let nudge_id = module
-        .declare_function("qatc_nudge", Linkage::Import, &sig(&[I64; 6], None))
-        .map_err(jit_err)?;
-    let logf_id = module
-        .declare_function("qatc_logf", Linkage::Import, &sig(&[F32], Some(F32)))
-        .map_err(jit_err)?;
-    let all_reduce_id = module
-        .declare_function("qatc_all_reduce", Linkage::Import, &sig(&[I64; 5], None))
-        .map_err(jit_err)?;
-    let winograd_id = module
-        .declare_function("qatc_winograd", Linkage::Import, &sig(&[I64; 14], None))
-        .map_err(jit_err)?;
-    let prof_id = module
-        .declare_function("qatc_prof", Linkage::Import, &sig(&[I64, I64], None))
-        .map_err(jit_err)?;
-    let step_id = module
-        .declare_function("qatc_step", Linkage::Local, &sig(&[I64], None))
-        .map_err(jit_err)?;
-
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig(&[I64], None);
-    let mut fbc = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let ctxp = b.block_params(entry)[0];
-        let helpers = Helpers {
-            barrier: module.declare_func_in_func(barrier_id, b.func),
-            gemm: module.declare_func_in_func(gemm_id, b.func),
-            nudge: module.declare_func_in_func(nudge_id, b.func),
-            logf: module.declare_func_in_func(logf_id, b.func),
-            all_reduce: module.declare_func_in_func(all_reduce_id, b.func),
-            winograd: module.declare_func_in_func(winograd_id, b.func),
-            prof: opts
-                .profile
-                .then(|| module.declare_func_in_func(prof_id, b.func)),
-        };
-        let numels: Vec<usize> = prog.vts.iter().map(|v| v.numel).collect();
-        let mut cg = Cg::new(&mut b, ctxp, threads, use_fma, &plan.locs, &numels, helpers);
-        codegen::emit_program(&mut cg, &prog, &plan)?;
-        use cranelift_codegen::ir::InstBuilder;
-        b.ins().return_(&[]);
-        b.seal_all_blocks();
-        b.finalize(module.target_config());
-    }
     // QATC_JIT_DUMP=dir writes the CLIF and the machine code (for people working on the JIT)
     let dump = std::env::var_os("QATC_JIT_DUMP").map(std::path::PathBuf::from);
-    if let Some(dir) = &dump {
-        let _ = std::fs::create_dir_all(dir);
-        let _ = std::fs::write(
-            dir.join(format!("{}.clif", graph.name)),
-            ctx.func.display().to_string(),
-        );
-        let _ = std::fs::write(dir.join(format!("{}.lir", graph.name)), &listing);
-        ctx.set_disasm(true);
-    }
-    module
-        .define_function(step_id, &mut ctx)
-        .map_err(|e| match e {
-            cranelift_module::ModuleError::Compilation(ce) => Error::Jit(format!(
-                "Cranelift rejected the generated code for graph `{}`: {}",
-                graph.name,
-                cranelift_codegen::print_errors::pretty_error(&ctx.func, ce)
-            )),
-            other => jit_err(other),
-        })?;
-    let code_bytes = ctx
-        .compiled_code()
-        .map(|c| c.code_buffer().len())
-        .unwrap_or(0);
-    if let (Some(dir), Some(vcode)) = (&dump, ctx.compiled_code().and_then(|c| c.vcode.clone())) {
-        let _ = std::fs::write(dir.join(format!("{}.asm", graph.name)), vcode);
-    }
-    module.clear_context(&mut ctx);
-    module.finalize_definitions().map_err(jit_err)?;
-    let code = module.get_finalized_function(step_id);
-    // SAFETY: the function was declared with exactly this signature.
-    let func: StepFn = unsafe { std::mem::transmute::<*const u8, StepFn>(code) };
+    let linked = link::link(&link::Target {
+        prog: &prog,
+        plan: &plan,
+        graph_name: &graph.name,
+        threads,
+        use_fma,
+        profile: opts.profile,
+        dump: dump.as_deref().map(|d| (d, listing.as_str())),
+    })?;
+    let (module, func) = (linked.module, linked.step);
 
     // ---- memory -------------------------------------------------------------------------
     let mut state = AlignedBuf::zeroed(plan.state_bytes);
@@ -395,7 +309,8 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
         loops: count(|i| matches!(i, lir::Inst::Loop(_))),
         gemms: count(|i| matches!(i, lir::Inst::Gemm(_))),
         kernels: count(|i| matches!(i, lir::Inst::Kernel(_))),
-        code_bytes,
+        code_bytes: linked.code_bytes,
+        functions: linked.segments,
         arena_bytes: plan.arena_bytes,
         state_bytes: plan.state_bytes,
         updates_in_place: plan.in_place.len(),
