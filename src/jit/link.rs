@@ -17,7 +17,7 @@ use super::runtime::{self, StepFn};
 use crate::error::{Error, Result};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::types::{F32, I64};
-use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, UserFuncName};
+use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, UserFuncName};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -74,20 +74,52 @@ fn segments(prog: &Program) -> Vec<Range<usize>> {
     out
 }
 
-/// Host symbols the compiled code calls: name, parameters, result.
-const IMPORTS: [(
-    &str,
-    &[cranelift_codegen::ir::Type],
-    Option<cranelift_codegen::ir::Type>,
-); 7] = [
-    ("qatc_barrier", &[I64], None),
-    ("qatc_gemm", &[I64; 13], None),
-    ("qatc_nudge", &[I64; 6], None),
-    ("qatc_logf", &[F32], Some(F32)),
-    ("qatc_all_reduce", &[I64; 5], None),
-    ("qatc_winograd", &[I64; 14], None),
-    ("qatc_prof", &[I64, I64], None),
-];
+/// The host symbols the compiled code calls ([`runtime::symbols`]), declared in the module.
+struct Imports {
+    barrier: FuncId,
+    gemm: FuncId,
+    nudge: FuncId,
+    logf: FuncId,
+    all_reduce: FuncId,
+    winograd: FuncId,
+    prof: FuncId,
+}
+
+impl Imports {
+    fn declare(
+        module: &mut JITModule,
+        sig: impl Fn(&[Type], Option<Type>) -> Signature,
+    ) -> Result<Imports> {
+        let mut import = |name: &str, params: &[Type], ret: Option<Type>| {
+            module
+                .declare_function(name, Linkage::Import, &sig(params, ret))
+                .map_err(jit_err)
+        };
+        Ok(Imports {
+            barrier: import("qatc_barrier", &[I64], None)?,
+            gemm: import("qatc_gemm", &[I64; 13], None)?,
+            nudge: import("qatc_nudge", &[I64; 6], None)?,
+            logf: import("qatc_logf", &[F32], Some(F32))?,
+            all_reduce: import("qatc_all_reduce", &[I64; 5], None)?,
+            winograd: import("qatc_winograd", &[I64; 14], None)?,
+            prof: import("qatc_prof", &[I64, I64], None)?,
+        })
+    }
+
+    /// References to them from `func` (the profiler's only when profiling).
+    fn helpers(&self, module: &mut JITModule, func: &mut Function, profile: bool) -> Helpers {
+        let mut r = |id| module.declare_func_in_func(id, func);
+        Helpers {
+            barrier: r(self.barrier),
+            gemm: r(self.gemm),
+            nudge: r(self.nudge),
+            logf: r(self.logf),
+            all_reduce: r(self.all_reduce),
+            winograd: r(self.winograd),
+            prof: profile.then(|| r(self.prof)),
+        }
+    }
+}
 
 fn jit_err(e: cranelift_module::ModuleError) -> Error {
     Error::Jit(format!("{e:?}"))
@@ -102,19 +134,13 @@ pub fn link(t: &Target) -> Result<Linked> {
     }
     let mut module = JITModule::new(jb);
     let call_conv = module.isa().default_call_conv();
-    let sig = |params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>| {
+    let sig = |params: &[Type], ret: Option<Type>| {
         let mut s = Signature::new(call_conv);
         s.params.extend(params.iter().map(|&t| AbiParam::new(t)));
         s.returns.extend(ret.map(AbiParam::new));
         s
     };
-    let mut imports = Vec::with_capacity(IMPORTS.len());
-    for (name, params, ret) in IMPORTS {
-        let id = module
-            .declare_function(name, Linkage::Import, &sig(params, ret))
-            .map_err(jit_err)?;
-        imports.push(id);
-    }
+    let imports = Imports::declare(&mut module, sig)?;
     let ranges = segments(t.prog);
     let mut seg_ids: Vec<FuncId> = Vec::with_capacity(ranges.len());
     for i in 0..ranges.len() {
@@ -141,19 +167,7 @@ pub fn link(t: &Target) -> Result<Linked> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let ctxp = b.block_params(entry)[0];
-        let mut refs = imports
-            .iter()
-            .map(|&id| module.declare_func_in_func(id, b.func));
-        let mut next = || refs.next().expect("one reference per import");
-        let helpers = Helpers {
-            barrier: next(),
-            gemm: next(),
-            nudge: next(),
-            logf: next(),
-            all_reduce: next(),
-            winograd: next(),
-            prof: Some(next()).filter(|_| t.profile),
-        };
+        let helpers = imports.helpers(&mut module, b.func, t.profile);
         let mut cg = Cg::new(
             &mut b,
             ctxp,
