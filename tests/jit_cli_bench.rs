@@ -89,6 +89,8 @@ fn benchmarks_a_reference_model_at_another_input_shape() {
             .any(|l| l.contains("x gemm") && l.contains("GFLOP/s")),
         "{out}"
     );
+    // each listed instruction: its fastest run, and its mean beside it
+    assert!(out.lines().any(|l| l.contains("(mean ")), "{out}");
     let (ok, _, err) = qatc(&["--model", "resnet8", "--input-shape", "16,16"]);
     assert!(!ok && err.contains("H,W,C"), "{err}");
 }

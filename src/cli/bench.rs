@@ -360,7 +360,8 @@ pub fn measure(
 
 /// The per-instruction profile: totals by kind, then the `top` most expensive instructions,
 /// each with its achieved GFLOP/s where it does arithmetic (minimum times: robust to
-/// preemption on a shared machine).
+/// preemption on a shared machine) and its mean time beside it (the gap shows where the
+/// step loses time to waiting and noise).
 fn print_profile_table(name: &str, p: &[crate::jit::InstProfile], top: usize) {
     let total: f64 = p.iter().map(|r| r.min_secs).sum();
     let mean: f64 = p.iter().map(|r| r.mean_secs).sum();
@@ -402,10 +403,11 @@ fn print_profile_table(name: &str, p: &[crate::jit::InstProfile], top: usize) {
     rows.sort_by(|a, b| b.1.min_secs.total_cmp(&a.1.min_secs));
     for (i, r) in rows.iter().take(top) {
         say(format!(
-            "  {i:4} {:>8.1} us {:>5.1}%  {:<15} {}",
+            "  {i:4} {:>8.1} us {:>5.1}%  {:<15} (mean {:>8.1} us)  {}",
             r.min_secs * 1e6,
             100.0 * r.min_secs / total,
             gflops(r.flops, r.min_secs),
+            r.mean_secs * 1e6,
             r.name
         ));
     }
