@@ -42,6 +42,7 @@
 mod cg;
 mod codegen;
 mod fuse;
+mod gemm_tn;
 mod isa;
 mod link;
 mod lir;

@@ -142,6 +142,7 @@ pub unsafe extern "C" fn qatc_barrier(ctx: *const Ctx) {
 
 /// `dst[m,n] (+)= lhs[m,k] * rhs[k,n]` with arbitrary element strides (row stride `*_rs`,
 /// column stride `*_cs`), single-threaded: the compiled code splits the work by thread.
+/// Filter-gradient shapes go to [`super::gemm_tn`], the rest to the `gemm` crate.
 ///
 /// # Safety
 /// The three matrices must be valid for every element the strides reach.
@@ -162,6 +163,20 @@ pub unsafe extern "C" fn qatc_gemm(
     accumulate: u64,
 ) {
     if m == 0 || n == 0 {
+        return;
+    }
+    // filter gradients (aᵀ·b of two tall matrices into a small one) on AVX-512
+    if let Some(cpu) =
+        crate::cpu::Avx512::detect().filter(|_| super::gemm_tn::applies(m, n, k, lhs_rs, rhs_cs))
+    {
+        super::gemm_tn::gemm_tn(
+            cpu,
+            (m, n, k),
+            (lhs, lhs_cs),
+            (rhs, rhs_rs),
+            (dst, dst_rs, dst_cs),
+            accumulate != 0,
+        );
         return;
     }
     gemm::gemm(
