@@ -142,7 +142,7 @@ pub unsafe extern "C" fn qatc_barrier(ctx: *const Ctx) {
 
 /// `dst[m,n] (+)= lhs[m,k] * rhs[k,n]` with arbitrary element strides (row stride `*_rs`,
 /// column stride `*_cs`), single-threaded: the compiled code splits the work by thread.
-/// Filter-gradient shapes go to [`super::gemm_tn`], the rest to the `gemm` crate.
+/// Filter-gradient shapes go to the JIT's own `gemm_tn` kernel, the rest to the `gemm` crate.
 ///
 /// # Safety
 /// The three matrices must be valid for every element the strides reach.
