@@ -42,7 +42,19 @@ fn step_with_scheme(
     opt: Optimizer,
     scheme: &str,
 ) -> (Graph, ParamStore) {
-    let m = qatc::models::build(name, 1, input_shape(name), Some(10)).unwrap();
+    step_at(name, input_shape(name), batch, float, opt, scheme)
+}
+
+/// [`step_with_scheme`] with the model built for `input` (its default when `None`).
+fn step_at(
+    name: &str,
+    input: Option<&[usize]>,
+    batch: usize,
+    float: bool,
+    opt: Optimizer,
+    scheme: &str,
+) -> (Graph, ParamStore) {
+    let m = qatc::models::build(name, 1, input, Some(10)).unwrap();
     let mut params = m.params;
     let g = if float {
         m.graph
@@ -56,6 +68,15 @@ fn step_with_scheme(
     let step = train_step(&g, &TrainSpec::new(batch).optimizer(opt)).unwrap();
     let state = step.initial_state(&params).unwrap();
     (step.graph, state)
+}
+
+/// One step of `g` on the reference interpreter.
+fn oracle(g: &Graph, state: &ParamStore, inputs: &[(String, Value)]) -> interp::RunResult {
+    let refs: Vec<(&str, Value)> = inputs
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    interp::run(g, state, &refs).unwrap()
 }
 
 /// The input shape the tests build model `name` for: MNIST's for the models the README
@@ -142,11 +163,7 @@ fn check_scheme_train_step(
     let off_percent = if deep { 100 } else { 1 };
     for s in 0..from {
         let inputs = feeds(&g, batch, s, 40, opt);
-        let refs: Vec<(&str, Value)> = inputs
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.clone()))
-            .collect();
-        let out = interp::run(&g, &state0, &refs).unwrap();
+        let out = oracle(&g, &state0, &inputs);
         for (p, t) in out.updates {
             state0.insert(p, t);
         }
@@ -156,11 +173,7 @@ fn check_scheme_train_step(
         let mut state = state0.clone();
         for s in from..from + steps {
             let inputs = feeds(&g, batch, s, 40, opt);
-            let refs: Vec<(&str, Value)> = inputs
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.clone()))
-                .collect();
-            let want = interp::run(&g, &state, &refs).unwrap();
+            let want = oracle(&g, &state, &inputs);
             let got = exe.run(&feeds_of(&inputs)).unwrap();
             for ((o, w), gt) in want.outputs.iter().zip(&got) {
                 let what = format!("{name} {opts:?} step {s} output {o}");
@@ -326,24 +339,8 @@ fn mobilenet_train_steps_within_the_oracles_own_sensitivity() {
     const EPS: f32 = 1e-5;
     for name in ["mobilenet_v1_025", "mobilenet_v2_035"] {
         for float in [true, false] {
-            let m = qatc::models::build(name, 1, Some(&[96, 96, 3]), Some(10)).unwrap();
-            let mut params = m.params;
-            let g = if float {
-                m.graph
-            } else {
-                let opts = PipelineOptions::default();
-                run_pipeline(m.graph, &mut params, "default_8bit", &opts).unwrap()
-            };
-            let step = train_step(&g, &TrainSpec::new(8).optimizer(SGD)).unwrap();
-            let mut state = step.initial_state(&params).unwrap();
-            let g = step.graph;
-            let oracle = |st: &ParamStore, inputs: &[(String, Value)]| {
-                let refs: Vec<(&str, Value)> = inputs
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.clone()))
-                    .collect();
-                interp::run(&g, st, &refs).unwrap()
-            };
+            let (g, mut state) = step_at(name, Some(&[96, 96, 3]), 8, float, SGD, "default_8bit");
+            let oracle = |st: &ParamStore, inputs: &[(String, Value)]| oracle(&g, st, inputs);
             for (p, t) in oracle(&state, &feeds(&g, 8, 0, 40, SGD)).updates {
                 state.insert(p, t);
             }

@@ -275,6 +275,17 @@ mod x86 {
     use crate::int8::dot8::{AddSubParams, LANES, PIXELS};
     use std::arch::x86_64::*;
 
+    /// The mask of the first `min(left, 16)` lanes: a whole vector, or the last block's
+    /// remaining channels.
+    #[inline]
+    fn first_lanes(left: usize) -> __mmask16 {
+        if left >= LANES {
+            0xFFFF
+        } else {
+            (1u16 << left) - 1
+        }
+    }
+
     /// gemmlowp `SaturatingRoundingDoublingHighMul` on 16 lanes: `a·b / 2^31` rounded half
     /// up, `MIN·MIN` saturated to `MAX` (as `fixed::srdhm`). The reference nudges by `2^30`
     /// (or `1 − 2^30` below zero) and truncates toward zero; both cases equal
@@ -380,11 +391,7 @@ mod x86 {
         let (lo, hi, zp) = (splat(act.0), splat(act.1), splat(zp));
         let round = _mm512_set1_epi64(1 << 30);
         for c in (0..ch).step_by(LANES) {
-            let lanes: __mmask16 = if ch - c >= LANES {
-                0xFFFF
-            } else {
-                (1u16 << (ch - c)) - 1
-            };
+            let lanes = first_lanes(ch - c);
             // SAFETY: the masked lanes of the 16 at c lie in the channel vectors (the
             // masked-off ones are not read).
             let load = |v: &[i32]| unsafe {
@@ -447,11 +454,7 @@ mod x86 {
         let ch = acc.len();
         let zp = _mm512_set1_epi32(zp);
         for c in (0..ch).step_by(LANES) {
-            let lanes: __mmask16 = if ch - c >= LANES {
-                0xFFFF
-            } else {
-                (1u16 << (ch - c)) - 1
-            };
+            let lanes = first_lanes(ch - c);
             // SAFETY: the masked lanes at `at + c` lie in `v` (checked by the caller).
             let widen = |v: &[i8], at: usize| unsafe {
                 _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(

@@ -246,6 +246,66 @@ mod fast_vs_reference {
             .collect()
     }
 
+    /// One random windowed operator (CONV_2D or DEPTHWISE_CONV_2D) on input `x` ([n, h, w,
+    /// c]): a filter of shape `filter` quantized per axis `axis` over the `oc` output
+    /// channels, biases anywhere in i32 (so accumulator plus bias wraps for some channels),
+    /// output `[n, oh, ow, oc]`. Fast and reference kernels must give the same bits.
+    #[allow(clippy::too_many_arguments)]
+    fn check_window_op(
+        r: &mut rand_chacha::ChaCha8Rng,
+        (code, options): (B, Options),
+        x: [usize; 4],
+        (filter, axis): (Vec<usize>, usize),
+        [oh, ow, oc]: [usize; 3],
+        (zp, out_scale): (i32, f32),
+        what: &str,
+    ) {
+        let scales: Vec<f32> = (0..oc).map(|_| r.random_range(0.001..0.05)).collect();
+        let len = filter.iter().product();
+        let filter = Tensor {
+            quant: Some(QuantParams {
+                scale: scales,
+                zero_point: vec![0; oc],
+                axis,
+            }),
+            ..Tensor::constant("w", filter, &Data::I8(random_i8(r, len)))
+        };
+        let bias: Vec<i32> = (0..oc)
+            .map(|c| match c % 3 {
+                0 => r.random_range(i32::MIN..=i32::MAX),
+                _ => r.random_range(-5000..5000),
+            })
+            .collect();
+        let [n, ..] = x;
+        let m = Model {
+            tensors: vec![
+                int8("x", &x, 0.05, zp),
+                filter,
+                ints("b", &bias),
+                int8("y", &[n, oh, ow, oc], out_scale, r.random_range(-20..20)),
+            ],
+            operators: vec![Operator::new(code, 2, &[0, 1, 2], &[3], options)],
+            inputs: vec![0],
+            outputs: vec![3],
+            ..Default::default()
+        };
+        let [fast, reference] = both(&m);
+        let input = random_i8(r, x.iter().product());
+        assert_eq!(
+            run(&fast, &[(&x, &input)]),
+            run(&reference, &[(&x, &input)]),
+            "{what}, input zero point {zp}"
+        );
+    }
+
+    /// Output size of a window along one axis.
+    fn window_out(size: usize, k: usize, stride: usize, dilation: usize, p: PaddingMode) -> usize {
+        match p {
+            PaddingMode::Valid => (size - dilation * (k - 1) - 1) / stride + 1,
+            _ => size.div_ceil(stride),
+        }
+    }
+
     #[test]
     fn conv2d_matches_the_reference_loops() {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -265,70 +325,32 @@ mod fast_vs_reference {
         for (case, &(ic, oc, k, stride, dilation, padding)) in cases.iter().enumerate() {
             for zp in [-128, 0, 127, r.random_range(-128..=127)] {
                 let (h, w, n) = (7, 6, 2);
-                let scales: Vec<f32> = (0..oc).map(|_| r.random_range(0.001..0.05)).collect();
                 // some output scales small enough for multipliers above one
                 let out_scale = if case % 2 == 0 { 0.02 } else { 0.0002 };
-                let filter = Tensor {
-                    quant: Some(QuantParams {
-                        scale: scales,
-                        zero_point: vec![0; oc],
-                        axis: 0,
-                    }),
-                    ..Tensor::constant(
-                        "w",
-                        vec![oc, k, k, ic],
-                        &Data::I8(random_i8(&mut r, oc * k * k * ic)),
-                    )
+                let options = Options::Conv2d {
+                    padding,
+                    stride_h: stride as i32,
+                    stride_w: stride as i32,
+                    dilation_h: dilation as i32,
+                    dilation_w: dilation as i32,
+                    activation: if case % 3 == 0 {
+                        FusedActivation::Relu
+                    } else {
+                        FusedActivation::None
+                    },
                 };
-                // biases anywhere in i32, so accumulator plus bias wraps for some channels
-                let bias: Vec<i32> = (0..oc)
-                    .map(|c| match c % 3 {
-                        0 => r.random_range(i32::MIN..=i32::MAX),
-                        _ => r.random_range(-5000..5000),
-                    })
-                    .collect();
-                let geometry = |size: usize| match padding {
-                    PaddingMode::Valid => (size - dilation * (k - 1) - 1) / stride + 1,
-                    _ => size.div_ceil(stride),
-                };
-                let (oh, ow) = (geometry(h), geometry(w));
-                let m = Model {
-                    tensors: vec![
-                        int8("x", &[n, h, w, ic], 0.05, zp),
-                        filter,
-                        ints("b", &bias),
-                        int8("y", &[n, oh, ow, oc], out_scale, r.random_range(-20..20)),
-                    ],
-                    operators: vec![Operator::new(
-                        B::CONV_2D,
-                        2,
-                        &[0, 1, 2],
-                        &[3],
-                        Options::Conv2d {
-                            padding,
-                            stride_h: stride as i32,
-                            stride_w: stride as i32,
-                            dilation_h: dilation as i32,
-                            dilation_w: dilation as i32,
-                            activation: if case % 3 == 0 {
-                                FusedActivation::Relu
-                            } else {
-                                FusedActivation::None
-                            },
-                        },
-                    )],
-                    inputs: vec![0],
-                    outputs: vec![3],
-                    ..Default::default()
-                };
-                let [fast, reference] = both(&m);
-                let x = random_i8(&mut r, n * h * w * ic);
-                let shape = [n, h, w, ic];
-                assert_eq!(
-                    run(&fast, &[(&shape, &x)]),
-                    run(&reference, &[(&shape, &x)]),
-                    "case {case} (ic {ic}, oc {oc}, k {k}, stride {stride}, dilation \
-                     {dilation}, {padding:?}), input zero point {zp}"
+                let out = |size| window_out(size, k, stride, dilation, padding);
+                check_window_op(
+                    &mut r,
+                    (B::CONV_2D, options),
+                    [n, h, w, ic],
+                    (vec![oc, k, k, ic], 0),
+                    [out(h), out(w), oc],
+                    (zp, out_scale),
+                    &format!(
+                        "case {case} (ic {ic}, oc {oc}, k {k}, stride {stride}, dilation \
+                         {dilation}, {padding:?})"
+                    ),
                 );
             }
         }
@@ -348,69 +370,29 @@ mod fast_vs_reference {
         for (case, &(ch, k, stride, padding)) in cases.iter().enumerate() {
             for zp in [-128, 127, r.random_range(-128..=127)] {
                 let (h, w, n) = (9, 8, 2);
-                let scales: Vec<f32> = (0..ch).map(|_| r.random_range(0.001..0.05)).collect();
                 let out_scale = if case % 2 == 0 { 0.02 } else { 0.0002 };
-                let filter = Tensor {
-                    quant: Some(QuantParams {
-                        scale: scales,
-                        zero_point: vec![0; ch],
-                        axis: 3,
-                    }),
-                    ..Tensor::constant(
-                        "w",
-                        vec![1, k, k, ch],
-                        &Data::I8(random_i8(&mut r, k * k * ch)),
-                    )
+                let options = Options::DepthwiseConv2d {
+                    padding,
+                    stride_h: stride as i32,
+                    stride_w: stride as i32,
+                    dilation_h: 1,
+                    dilation_w: 1,
+                    depth_multiplier: 1,
+                    activation: if case % 2 == 0 {
+                        FusedActivation::Relu6
+                    } else {
+                        FusedActivation::None
+                    },
                 };
-                let bias: Vec<i32> = (0..ch)
-                    .map(|c| match c % 3 {
-                        0 => r.random_range(i32::MIN..=i32::MAX),
-                        _ => r.random_range(-5000..5000),
-                    })
-                    .collect();
-                let geometry = |size: usize| match padding {
-                    PaddingMode::Valid => (size - k) / stride + 1,
-                    _ => size.div_ceil(stride),
-                };
-                let (oh, ow) = (geometry(h), geometry(w));
-                let m = Model {
-                    tensors: vec![
-                        int8("x", &[n, h, w, ch], 0.05, zp),
-                        filter,
-                        ints("b", &bias),
-                        int8("y", &[n, oh, ow, ch], out_scale, r.random_range(-20..20)),
-                    ],
-                    operators: vec![Operator::new(
-                        B::DEPTHWISE_CONV_2D,
-                        2,
-                        &[0, 1, 2],
-                        &[3],
-                        Options::DepthwiseConv2d {
-                            padding,
-                            stride_h: stride as i32,
-                            stride_w: stride as i32,
-                            dilation_h: 1,
-                            dilation_w: 1,
-                            depth_multiplier: 1,
-                            activation: if case % 2 == 0 {
-                                FusedActivation::Relu6
-                            } else {
-                                FusedActivation::None
-                            },
-                        },
-                    )],
-                    inputs: vec![0],
-                    outputs: vec![3],
-                    ..Default::default()
-                };
-                let [fast, reference] = both(&m);
-                let x = random_i8(&mut r, n * h * w * ch);
-                let shape = [n, h, w, ch];
-                assert_eq!(
-                    run(&fast, &[(&shape, &x)]),
-                    run(&reference, &[(&shape, &x)]),
-                    "case {case} (channels {ch}, k {k}, stride {stride}, {padding:?}), \
-                     input zero point {zp}"
+                let out = |size| window_out(size, k, stride, 1, padding);
+                check_window_op(
+                    &mut r,
+                    (B::DEPTHWISE_CONV_2D, options),
+                    [n, h, w, ch],
+                    (vec![1, k, k, ch], 3),
+                    [out(h), out(w), ch],
+                    (zp, out_scale),
+                    &format!("case {case} (channels {ch}, k {k}, stride {stride}, {padding:?})"),
                 );
             }
         }

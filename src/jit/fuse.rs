@@ -183,43 +183,39 @@ fn inline_broadcast_reads(prog: &mut Program) {
             let Some((li, p, root, zeroed)) = pick else {
                 break;
             };
-            let Inst::Loop(pl) = &prog.insts[p] else {
-                unreachable!()
-            };
-            let pl = pl.clone();
-            let Inst::Loop(cl) = &mut prog.insts[c] else {
-                unreachable!()
-            };
-            inline_leaf(cl, li, &pl, root, |a| broadcast(a, &zeroed));
-            for (n, a) in &cl.stores {
-                if let Some(e) = producer.get_mut(&a.vt) {
-                    if e.0 == c {
-                        e.1 = *n;
-                    }
-                }
+            inline_into(prog, &mut producer, (c, li), (p, root), |a| {
+                broadcast(a, &zeroed)
+            });
+        }
+    }
+}
+
+/// Inlines node `root` of loop `p` for leaf `li` of loop `c` (`p < c`, both loops), the
+/// producer's leaves read through `at`, and renumbers `c`'s stores in `producer`.
+fn inline_into(
+    prog: &mut Program,
+    producer: &mut HashMap<VtId, (usize, NodeIx)>,
+    (c, li): (usize, usize),
+    (p, root): (usize, NodeIx),
+    at: impl Fn(&Access) -> Access,
+) {
+    let (before, from_c) = prog.insts.split_at_mut(c);
+    let (Inst::Loop(pl), Inst::Loop(cl)) = (&before[p], &mut from_c[0]) else {
+        return;
+    };
+    inline_leaf(cl, li, pl, root, at);
+    // the rebuilt loop's own stores have new node numbers
+    for (n, a) in &cl.stores {
+        if let Some(e) = producer.get_mut(&a.vt) {
+            if e.0 == c {
+                e.1 = *n;
             }
         }
     }
 }
 
 fn rematerialize(prog: &mut Program) {
-    // vt -> (instruction, stored node) for values stored once, by a loop, at its own index
-    let mut writers: HashMap<VtId, usize> = HashMap::new();
-    for inst in &prog.insts {
-        for w in inst.writes() {
-            *writers.entry(w).or_default() += 1;
-        }
-    }
-    let mut producer: HashMap<VtId, (usize, NodeIx)> = HashMap::new();
-    for (i, inst) in prog.insts.iter().enumerate() {
-        if let Inst::Loop(l) = inst {
-            for (n, a) in &l.stores {
-                if writers[&a.vt] == 1 && *a == l.identity(a.vt) {
-                    producer.insert(a.vt, (i, *n));
-                }
-            }
-        }
-    }
+    let mut producer = producers(prog);
     // Values some instruction must read from memory (a GEMM or kernel, an access at another
     // index or over another iteration space) stay stored: recomputing them elsewhere saves
     // nothing.
@@ -276,22 +272,7 @@ fn rematerialize(prog: &mut Program) {
             let Some((li, p, root)) = pick else {
                 break;
             };
-            let Inst::Loop(pl) = &prog.insts[p] else {
-                unreachable!()
-            };
-            let pl = pl.clone();
-            let Inst::Loop(cl) = &mut prog.insts[c] else {
-                unreachable!()
-            };
-            inline_leaf(cl, li, &pl, root, Access::clone);
-            // the rebuilt loop's own stores have new node numbers
-            for (n, a) in &cl.stores {
-                if let Some(e) = producer.get_mut(&a.vt) {
-                    if e.0 == c {
-                        e.1 = *n;
-                    }
-                }
-            }
+            inline_into(prog, &mut producer, (c, li), (p, root), Access::clone);
         }
     }
 }

@@ -15,9 +15,10 @@ use crate::cpu::Avx512;
 /// Rows of `a` and `b` taken together: the tile sweeps over them from L1/L2.
 const BLOCK: usize = 128;
 
-/// Whether [`gemm_tn`] takes a product of this shape and layout: `a` with contiguous rows
-/// of `m` (lhs column stride... i.e. stored `[k, m]`), `b` with contiguous rows of `n`, a
-/// small destination and a long reduction.
+/// Whether [`gemm_tn`] takes the product `lhs[m, k] · rhs[k, n]` of this shape and layout:
+/// `lhs` stored transposed (unit row stride: `a = lhsᵀ`, each of its `k` rows `m`
+/// contiguous floats), `rhs` with unit column stride (`b`, rows of `n`), a small result and
+/// a long reduction.
 pub fn applies(m: usize, n: usize, k: usize, lhs_rs: isize, rhs_cs: isize) -> bool {
     lhs_rs == 1 && rhs_cs == 1 && m <= 128 && n <= 1024 && k >= 256 && m * n >= 64
 }
@@ -71,9 +72,19 @@ mod x86 {
         (dst, dst_rs, dst_cs): (*mut f32, isize, isize),
         accumulate: bool,
     ) {
-        // the sums, [m][n] row-major, over the blocks of rows
-        let mut sums = vec![0.0f32; m * n];
-        let s = sums.as_mut_ptr();
+        // the sums over the blocks of rows: straight into a row-major destination that is
+        // accumulated into (the JIT's split-K partials), else into [m][n] scratch
+        let direct = accumulate && dst_cs == 1 && dst_rs > 0;
+        let mut scratch = if direct {
+            Vec::new()
+        } else {
+            vec![0.0f32; m * n]
+        };
+        let (s, s_rs) = if direct {
+            (dst, dst_rs as usize)
+        } else {
+            (scratch.as_mut_ptr(), n)
+        };
         let narrow = n <= 16;
         let (rows_per_tile, cols_per_tile) = if narrow { (16, 16) } else { (8, 32) };
         let mut p0 = 0;
@@ -98,8 +109,8 @@ mod x86 {
                         a_ps,
                         b: bb.add(j0),
                         b_ps,
-                        s: s.add(i0 * n + j0),
-                        s_rs: n,
+                        s: s.add(i0 * s_rs + j0),
+                        s_rs,
                     };
                     if narrow {
                         tile::<16, 1>(r, &block, masks);
@@ -109,6 +120,9 @@ mod x86 {
                 }
             }
             p0 += rows;
+        }
+        if direct {
+            return;
         }
         for i in 0..m {
             for j in 0..n {

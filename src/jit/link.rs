@@ -17,7 +17,9 @@ use super::runtime::{self, StepFn};
 use crate::error::{Error, Result};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::types::{F32, I64};
-use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, Type, UserFuncName};
+use cranelift_codegen::ir::{
+    AbiParam, Function, InstBuilder, Signature, Type, UserFuncName, Value,
+};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -125,6 +127,30 @@ fn jit_err(e: cranelift_module::ModuleError) -> Error {
     Error::Jit(format!("{e:?}"))
 }
 
+/// The CLIF of function `id` with signature `sig` (its one parameter the context
+/// pointer): `body` emits it into the entry block, then it returns.
+fn function(
+    module: &mut JITModule,
+    fbc: &mut FunctionBuilderContext,
+    id: FuncId,
+    sig: Signature,
+    body: impl FnOnce(&mut JITModule, &mut FunctionBuilder, Value) -> Result<()>,
+) -> Result<Context> {
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let mut b = FunctionBuilder::new(&mut ctx.func, fbc);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let ctxp = b.block_params(entry)[0];
+    body(module, &mut b, ctxp)?;
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(module.target_config());
+    Ok(ctx)
+}
+
 /// Emits, compiles and links the program.
 pub fn link(t: &Target) -> Result<Linked> {
     let isa = super::isa::host_isa()?;
@@ -159,49 +185,43 @@ pub fn link(t: &Target) -> Result<Linked> {
     let mut contexts: Vec<Context> = Vec::with_capacity(ranges.len() + 1);
     let mut emitted = Emitted::default();
     for (range, &id) in ranges.iter().zip(&seg_ids) {
-        let mut ctx = module.make_context();
-        ctx.func.signature = sig(&[I64], None);
-        ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let ctxp = b.block_params(entry)[0];
-        let helpers = imports.helpers(&mut module, b.func, t.profile);
-        let mut cg = Cg::new(
-            &mut b,
-            ctxp,
-            t.threads,
-            t.use_fma,
-            &t.plan.locs,
-            &numels,
-            helpers,
-        );
-        emitted = codegen::emit_range(&mut cg, t.prog, t.plan, range.clone(), emitted)?;
-        b.ins().return_(&[]);
-        b.seal_all_blocks();
-        b.finalize(module.target_config());
+        let ctx = function(
+            &mut module,
+            &mut fbc,
+            id,
+            sig(&[I64], None),
+            |module, b, ctxp| {
+                let helpers = imports.helpers(module, b.func, t.profile);
+                let mut cg = Cg::new(
+                    b,
+                    ctxp,
+                    t.threads,
+                    t.use_fma,
+                    &t.plan.locs,
+                    &numels,
+                    helpers,
+                );
+                emitted = codegen::emit_range(&mut cg, t.prog, t.plan, range.clone(), emitted)?;
+                Ok(())
+            },
+        )?;
         contexts.push(ctx);
     }
     // the step: every segment in order
-    {
-        let mut ctx = module.make_context();
-        ctx.func.signature = sig(&[I64], None);
-        ctx.func.name = UserFuncName::user(0, step_id.as_u32());
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fbc);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let ctxp = b.block_params(entry)[0];
-        for &id in &seg_ids {
-            let f = module.declare_func_in_func(id, b.func);
-            b.ins().call(f, &[ctxp]);
-        }
-        b.ins().return_(&[]);
-        b.seal_all_blocks();
-        b.finalize(module.target_config());
-        contexts.push(ctx);
-    }
+    let step = function(
+        &mut module,
+        &mut fbc,
+        step_id,
+        sig(&[I64], None),
+        |module, b, ctxp| {
+            for &id in &seg_ids {
+                let f = module.declare_func_in_func(id, b.func);
+                b.ins().call(f, &[ctxp]);
+            }
+            Ok(())
+        },
+    )?;
+    contexts.push(step);
     if let Some((dir, listing)) = t.dump {
         let _ = std::fs::create_dir_all(dir);
         let clif: String = contexts
