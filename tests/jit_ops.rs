@@ -943,11 +943,17 @@ fn conv2d_forward_and_gradients() {
     }
 }
 
-/// Winograd F(2×2, 3×3) lowers exactly the stride-1, undilated 3×3 convolutions with at
-/// least 8 channels on each side (all three directions), and nothing when it is off.
+/// Winograd (either variant) lowers exactly the stride-1, undilated 3×3 convolutions with
+/// at least 8 channels on each side (all three directions), and nothing when it is off.
 #[test]
 fn winograd_is_a_lowering_choice_for_stride_1_3x3() {
-    let lowered = |x: &[usize], k: &[usize], c: ConvAttrs, winograd: bool| {
+    for v in qatc::jit::Winograd::ALL {
+        winograd_lowers_stride_1_3x3(Some(v));
+    }
+}
+
+fn winograd_lowers_stride_1_3x3(on: Option<qatc::jit::Winograd>) {
+    let lowered = |x: &[usize], k: &[usize], c: ConvAttrs, winograd: Option<_>| {
         let (g, p, _) = case(
             "choice",
             Op::Model(ModelOp::Conv2d(c)),
@@ -963,24 +969,19 @@ fn winograd_is_a_lowering_choice_for_stride_1_3x3() {
         exe.listing().contains("winograd")
     };
     let same = conv(1, Padding::Same, 1, Activation::None);
-    assert!(lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], same.clone(), true));
+    assert!(lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], same.clone(), on));
     assert!(!lowered(
         &[1, 8, 8, 16],
         &[16, 3, 3, 16],
         same.clone(),
-        false
+        None
     ));
-    assert!(!lowered(&[1, 8, 8, 3], &[16, 3, 3, 3], same.clone(), true));
-    assert!(!lowered(
-        &[1, 8, 8, 16],
-        &[16, 1, 1, 16],
-        same.clone(),
-        true
-    ));
+    assert!(!lowered(&[1, 8, 8, 3], &[16, 3, 3, 3], same.clone(), on));
+    assert!(!lowered(&[1, 8, 8, 16], &[16, 1, 1, 16], same.clone(), on));
     let strided = conv(2, Padding::Same, 1, Activation::None);
-    assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], strided, true));
+    assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], strided, on));
     let dilated = conv(1, Padding::Same, 2, Activation::None);
-    assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], dilated, true));
+    assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], dilated, on));
 }
 
 #[test]

@@ -16,11 +16,39 @@ use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
 use crate::ir::op::{GradOp, TrainOp};
 use crate::ir::{DType, Graph, Op, ParamStore};
-use crate::jit::{compile, JitOptions};
+use crate::jit::{compile, JitOptions, Winograd};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// `qatc bench --winograd`: the lowering of stride-1 3×3 convolutions.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradArg {
+    /// im2col and GEMMs, like every other convolution.
+    Off,
+    /// Winograd F(2×2, 3×3).
+    F2,
+    /// Winograd F(4×4, 3×3).
+    F4,
+}
+
+impl WinogradArg {
+    fn variant(self) -> Option<Winograd> {
+        match self {
+            WinogradArg::Off => None,
+            WinogradArg::F2 => Some(Winograd::F2),
+            WinogradArg::F4 => Some(Winograd::F4),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            WinogradArg::Off => "off",
+            WinogradArg::F2 => "F(2x2,3x3)",
+            WinogradArg::F4 => "F(4x4,3x3)",
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -64,10 +92,10 @@ pub struct BenchArgs {
     /// Do not fuse loops (to measure what fusion buys).
     #[arg(long)]
     pub no_fuse: bool,
-    /// Lower stride-1 3×3 convolutions as im2col GEMMs instead of Winograd F(2×2, 3×3)
-    /// (to measure what Winograd buys).
-    #[arg(long)]
-    pub no_winograd: bool,
+    /// How stride-1 3×3 convolutions are lowered: Winograd F(4×4, 3×3) or F(2×2, 3×3), or
+    /// `off` for im2col GEMMs (to measure what each buys).
+    #[arg(long, value_enum, default_value_t = WinogradArg::F4)]
+    pub winograd: WinogradArg,
     /// Time every instruction of the compiled step and print the most expensive ones.
     #[arg(long)]
     pub profile: bool,
@@ -442,7 +470,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
     }
     opts.fma &= !a.no_fma;
     opts.fuse = !a.no_fuse;
-    opts.winograd = !a.no_winograd;
+    opts.winograd = a.winograd.variant();
     opts.profile = a.profile;
     let m = Measure {
         warmup: a.warmup,
@@ -460,7 +488,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
         opts.threads,
         opts.fma,
         opts.fuse,
-        opts.winograd,
+        a.winograd.name(),
         m.warmup,
         m.steps
     ));

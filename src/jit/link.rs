@@ -103,7 +103,7 @@ impl Imports {
             nudge: import("qatc_nudge", &[I64; 6], None)?,
             logf: import("qatc_logf", &[F32], Some(F32))?,
             all_reduce: import("qatc_all_reduce", &[I64; 5], None)?,
-            winograd: import("qatc_winograd", &[I64; 14], None)?,
+            winograd: import("qatc_winograd", &[I64; 15], None)?,
             prof: import("qatc_prof", &[I64, I64], None)?,
         })
     }

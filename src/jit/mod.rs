@@ -55,6 +55,7 @@ mod winograd;
 pub use isa::Features;
 #[doc(hidden)]
 pub use runtime::qatc_gemm;
+pub use winograd::Variant as Winograd;
 
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Feed};
@@ -76,9 +77,9 @@ pub struct JitOptions {
     pub fma: bool,
     /// Fuse consecutive loops (on by default; off only to measure what fusion buys).
     pub fuse: bool,
-    /// Lower stride-1 3×3 convolutions with Winograd F(2×2, 3×3) (on by default; off, they
-    /// are im2col GEMMs like every other convolution).
-    pub winograd: bool,
+    /// Lower stride-1 3×3 convolutions with this Winograd algorithm (F(4×4, 3×3) by
+    /// default; `None`: im2col GEMMs like every other convolution).
+    pub winograd: Option<Winograd>,
     /// Time every LIR instruction (see [`JitExecutor::profile`]); off by default.
     pub profile: bool,
     /// The ranks of a data-parallel step ([`crate::dist`]): its `all_reduce` nodes and its
@@ -94,7 +95,7 @@ impl Default for JitOptions {
                 .unwrap_or(1),
             fma: isa::Features::host().fma,
             fuse: true,
-            winograd: true,
+            winograd: Some(Winograd::F4),
             profile: false,
             group: GroupHandle::solo(),
         }

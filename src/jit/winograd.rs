@@ -1,7 +1,8 @@
-//! Winograd F(2×2, 3×3): stride-1 3×3 convolutions with 16 multiplications per 2×2 output
-//! tile and channel pair instead of 36 (2.25× fewer), for the forward pass, the input
-//! gradient, and the filter gradient. Host functions the compiled step calls through
-//! `qatc_winograd`, each thread on its own share of tiles.
+//! Winograd F(m×m, 3×3) for stride-1 3×3 convolutions: the forward pass, the input
+//! gradient and the filter gradient, as host functions the compiled step calls through
+//! `qatc_winograd`, each thread on its own share of output tiles. Two algorithms
+//! ([`Variant`]): F(2×2, 3×3), with 16 multiplications per 2×2 tile and channel pair
+//! instead of 36 (2.25× fewer), and F(4×4, 3×3), with 36 per 4×4 tile instead of 144 (4×).
 //!
 //! In one dimension, on the points 0, 1, −1 and ∞, a correlation of a 4-sample input tile
 //! `d` with a 3-tap filter `g` giving 2 outputs is
@@ -16,12 +17,16 @@
 //! form differentiated in `g`), is F(3, 2): `dg = Gᵀ [(A e) ⊙ (Bᵀ d)]`. Two dimensions nest
 //! them: `U = G g Gᵀ`, `V = Bᵀ d B`, `Y = Aᵀ (Σ_c U ⊙ V) A`. The input gradient is the
 //! forward algorithm on `dy`, with the filter flipped and its channel axes swapped.
+//! F(4×4, 3×3) is the same on 6-sample tiles and the points 0, ±1, ±2 and ∞ (its matrices
+//! are on [`F4`]). Each algorithm is its five one-dimensional transforms ([`Alg`]); the
+//! two-dimensional tiles, the blocking and the kernels are written once over them.
 //!
 //! Work goes in blocks of tiles sized to stay in cache: a block's input tiles are
-//! transformed into `V[tiles][16][c_in]`, multiplied position by position with
-//! `U[16][c_in][c_out]` (16 small GEMMs: a register-blocked AVX-512 kernel where the CPU
-//! has it, plain loops elsewhere) and transformed back. Transforms work on 16 channels at
-//! a time. Nothing here allocates after a thread's first call (a per-thread scratch).
+//! transformed into `V[tiles][(m+2)²][c_in]`, multiplied position by position with
+//! `U[(m+2)²][c_in][c_out]` (one small GEMM per position: a register-blocked AVX-512 kernel
+//! where the CPU has it, plain loops elsewhere) and transformed back. Transforms work on 16
+//! channels at a time. Nothing here allocates after a thread's first call (a per-thread
+//! scratch).
 
 use crate::cpu::Avx512;
 use std::cell::RefCell;
@@ -42,23 +47,24 @@ pub struct Tiles {
     pub c_out: usize,
     pub pad_t: usize,
     pub pad_l: usize,
+    pub variant: Variant,
 }
 
 impl Tiles {
     fn rows(&self) -> usize {
-        self.oh.div_ceil(2)
+        self.oh.div_ceil(self.variant.edge())
     }
     fn cols(&self) -> usize {
-        self.ow.div_ceil(2)
+        self.ow.div_ceil(self.variant.edge())
     }
-    /// 2×2 output tiles.
+    /// Output tiles (`m×m` each).
     pub fn count(&self) -> usize {
         self.n * self.rows() * self.cols()
     }
-    /// Tiles per block: the block's transformed tiles (`16·(c_in + c_out)` floats each)
-    /// within about 256 KiB.
+    /// Tiles per block: the block's transformed tiles (`(m+2)²·(c_in + c_out)` floats
+    /// each) within about 256 KiB.
     fn block(&self) -> usize {
-        (4096 / (self.c_in + self.c_out)).clamp(8, 256) / 8 * 8
+        (65536 / (self.variant.positions() * (self.c_in + self.c_out))).clamp(8, 256) / 8 * 8
     }
     /// The direct convolution's multiply-adds times 2 (what profiles count).
     pub fn direct_flops(&self) -> usize {
@@ -107,6 +113,8 @@ pub(crate) trait Vec16: Copy {
     unsafe fn add(self, o: Self) -> Self;
     unsafe fn sub(self, o: Self) -> Self;
     unsafe fn neg(self) -> Self;
+    /// `self · k + o`.
+    unsafe fn fma(self, k: f32, o: Self) -> Self;
     unsafe fn zero() -> Self;
 }
 
@@ -139,112 +147,325 @@ impl Vec16 for [f32; L] {
         std::array::from_fn(|l| -self[l])
     }
     #[inline(always)]
+    unsafe fn fma(self, k: f32, o: Self) -> Self {
+        std::array::from_fn(|l| self[l] * k + o[l])
+    }
+    #[inline(always)]
     unsafe fn zero() -> Self {
         [0.0; L]
     }
 }
 
-/// `Bᵀ d B` of a 4×4 tile (`d[i*4 + j]`).
-#[inline(always)]
-unsafe fn input_tile<V: Vec16>(d: &[V; 16]) -> [V; 16] {
-    let mut t = *d;
-    for j in 0..4 {
-        let c = |i: usize| d[i * 4 + j];
-        t[j] = c(0).sub(c(2));
-        t[4 + j] = c(1).add(c(2));
-        t[8 + j] = c(2).sub(c(1));
-        t[12 + j] = c(1).sub(c(3));
+// ---- the two algorithms -----------------------------------------------------------------
+
+/// Which Winograd algorithm a convolution uses: F(m×m, 3×3) computes an `m×m` output tile
+/// from an `(m+2)×(m+2)` input window with `(m+2)²` multiplications per channel pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// F(2×2, 3×3): 16 products per 4 outputs (2.25× fewer than direct), exact to a few
+    /// ulps (its transforms have coefficients 0, ±½ and ±1).
+    F2,
+    /// F(4×4, 3×3): 36 products per 16 outputs (4× fewer), and 2.25 transformed values per
+    /// output instead of 4; its transforms scale by up to 8, so a few more ulps of error.
+    F4,
+}
+
+impl Variant {
+    /// Both variants.
+    pub const ALL: [Variant; 2] = [Variant::F2, Variant::F4];
+    /// The output tile's edge `m`.
+    pub fn edge(self) -> usize {
+        match self {
+            Variant::F2 => F2::M,
+            Variant::F4 => F4::M,
+        }
     }
-    let mut v = t;
-    for i in 0..4 {
-        let r = |j: usize| t[i * 4 + j];
-        v[i * 4] = r(0).sub(r(2));
-        v[i * 4 + 1] = r(1).add(r(2));
-        v[i * 4 + 2] = r(2).sub(r(1));
-        v[i * 4 + 3] = r(1).sub(r(3));
+    /// Transformed positions per tile, `(m+2)²`.
+    pub fn positions(self) -> usize {
+        (self.edge() + 2).pow(2)
+    }
+    /// The variant whose tile edge is `m`.
+    pub fn from_edge(m: usize) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.edge() == m)
+    }
+}
+
+/// One algorithm's one-dimensional transforms, which the two-dimensional ones nest
+/// (`A = M + 2` values; arrays are sized for the largest, the rest unused).
+trait Alg {
+    /// Output tile edge.
+    const M: usize;
+    /// Input window edge, `M + 2`.
+    const A: usize;
+    /// `Bᵀ d` of an input column.
+    unsafe fn input_1d<V: Vec16>(d: [V; 6]) -> [V; 6];
+    /// `Aᵀ m`: `M` outputs from the `A` products' sums.
+    unsafe fn output_1d<V: Vec16>(m: [V; 6]) -> [V; 4];
+    /// `A e`: the transform of `M` output gradients.
+    unsafe fn gradient_1d<V: Vec16>(e: [V; 4]) -> [V; 6];
+    /// `G g`: a 3-tap filter's `A` transformed values.
+    fn filter_1d(g: [f32; 3]) -> [f32; 6];
+    /// `Gᵀ m`: the 3 filter taps' gradients from `A` transformed values.
+    fn filter_grad_1d(m: [f32; 6]) -> [f32; 3];
+}
+
+/// F(2×2, 3×3) on the points 0, 1, −1, ∞ (see the module docs for its matrices).
+struct F2;
+
+impl Alg for F2 {
+    const M: usize = 2;
+    const A: usize = 4;
+    #[inline(always)]
+    unsafe fn input_1d<V: Vec16>(d: [V; 6]) -> [V; 6] {
+        let z = V::zero();
+        [
+            d[0].sub(d[2]),
+            d[1].add(d[2]),
+            d[2].sub(d[1]),
+            d[1].sub(d[3]),
+            z,
+            z,
+        ]
+    }
+    #[inline(always)]
+    unsafe fn output_1d<V: Vec16>(m: [V; 6]) -> [V; 4] {
+        let z = V::zero();
+        [m[0].add(m[1]).add(m[2]), m[1].sub(m[2]).sub(m[3]), z, z]
+    }
+    #[inline(always)]
+    unsafe fn gradient_1d<V: Vec16>(e: [V; 4]) -> [V; 6] {
+        let z = V::zero();
+        [e[0], e[0].add(e[1]), e[0].sub(e[1]), e[1].neg(), z, z]
+    }
+    fn filter_1d(g: [f32; 3]) -> [f32; 6] {
+        [
+            g[0],
+            0.5 * (g[0] + g[1] + g[2]),
+            0.5 * (g[0] - g[1] + g[2]),
+            g[2],
+            0.0,
+            0.0,
+        ]
+    }
+    fn filter_grad_1d(m: [f32; 6]) -> [f32; 3] {
+        [
+            m[0] + 0.5 * (m[1] + m[2]),
+            0.5 * (m[1] - m[2]),
+            0.5 * (m[1] + m[2]) + m[3],
+        ]
+    }
+}
+
+/// F(4×4, 3×3) on the points 0, 1, −1, 2, −2, ∞:
+///
+/// ```text
+/// Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
+/// G  = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]
+/// Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
+/// ```
+struct F4;
+
+impl Alg for F4 {
+    const M: usize = 4;
+    const A: usize = 6;
+    #[inline(always)]
+    unsafe fn input_1d<V: Vec16>(d: [V; 6]) -> [V; 6] {
+        let a = d[2].fma(-4.0, d[4]); // d4 − 4 d2
+        let b = d[1].fma(-4.0, d[3]); // d3 − 4 d1
+        let c = d[4].sub(d[2]);
+        let e = d[3].sub(d[1]);
+        [
+            d[0].sub(d[2]).fma(4.0, c),
+            a.add(b),
+            a.sub(b),
+            e.fma(2.0, c),
+            e.fma(-2.0, c),
+            d[1].sub(d[3]).fma(4.0, d[5].sub(d[3])),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn output_1d<V: Vec16>(m: [V; 6]) -> [V; 4] {
+        let (s12, d12) = (m[1].add(m[2]), m[1].sub(m[2]));
+        let (s34, d34) = (m[3].add(m[4]), m[3].sub(m[4]));
+        [
+            m[0].add(s12).add(s34),
+            d34.fma(2.0, d12),
+            s34.fma(4.0, s12),
+            d34.fma(8.0, d12).add(m[5]),
+        ]
+    }
+    #[inline(always)]
+    unsafe fn gradient_1d<V: Vec16>(e: [V; 4]) -> [V; 6] {
+        let (even, odd) = (e[0].add(e[2]), e[1].add(e[3]));
+        let even4 = e[2].fma(4.0, e[0]); // e0 + 4 e2
+        let odd4 = e[3].fma(4.0, e[1]); // e1 + 4 e3
+        [
+            e[0],
+            even.add(odd),
+            even.sub(odd),
+            odd4.fma(2.0, even4),
+            odd4.fma(-2.0, even4),
+            e[3],
+        ]
+    }
+    fn filter_1d(g: [f32; 3]) -> [f32; 6] {
+        let (s, d) = (g[0] + g[2], g[1]);
+        let q = g[0] * (1.0 / 24.0) + g[2] * (1.0 / 6.0);
+        [
+            g[0] * 0.25,
+            (s + d) * (-1.0 / 6.0),
+            (s - d) * (-1.0 / 6.0),
+            q + d * (1.0 / 12.0),
+            q - d * (1.0 / 12.0),
+            g[2],
+        ]
+    }
+    fn filter_grad_1d(m: [f32; 6]) -> [f32; 3] {
+        let (s12, d12) = (m[1] + m[2], m[2] - m[1]);
+        let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
+        [
+            m[0] * 0.25 - s12 * (1.0 / 6.0) + s34 * (1.0 / 24.0),
+            d12 * (1.0 / 6.0) + d34 * (1.0 / 12.0),
+            (s34 - s12) * (1.0 / 6.0) + m[5],
+        ]
+    }
+}
+
+/// Row `i`, column `j` of an `A×A` tile stored row-major.
+#[inline(always)]
+fn at<W: Alg>(i: usize, j: usize) -> usize {
+    i * W::A + j
+}
+
+/// `Bᵀ d B` of an `A×A` input window (`d[i*A + j]`).
+#[inline(always)]
+unsafe fn input_tile<V: Vec16, W: Alg>(d: &[V; 36]) -> [V; 36] {
+    let mut t = [V::zero(); 36];
+    for j in 0..W::A {
+        let col = W::input_1d(std::array::from_fn(|i| {
+            if i < W::A {
+                d[at::<W>(i, j)]
+            } else {
+                V::zero()
+            }
+        }));
+        for i in 0..W::A {
+            t[at::<W>(i, j)] = col[i];
+        }
+    }
+    let mut v = [V::zero(); 36];
+    for i in 0..W::A {
+        let row = W::input_1d(std::array::from_fn(|j| {
+            if j < W::A {
+                t[at::<W>(i, j)]
+            } else {
+                V::zero()
+            }
+        }));
+        v[at::<W>(i, 0)..at::<W>(i, W::A)].copy_from_slice(&row[..W::A]);
     }
     v
 }
 
-/// `Aᵀ m A`: a 2×2 output tile (`y[a*2 + b]`) from the 16 products' sums.
+/// `Aᵀ m A`: an `M×M` output tile (`y[a*M + b]`) from the products' sums.
 #[inline(always)]
-unsafe fn output_tile<V: Vec16>(m: &[V; 16]) -> [V; 4] {
-    let mut s = [m[0]; 8];
-    for j in 0..4 {
-        let c = |i: usize| m[i * 4 + j];
-        s[j] = c(0).add(c(1)).add(c(2));
-        s[4 + j] = c(1).sub(c(2)).sub(c(3));
+unsafe fn output_tile<V: Vec16, W: Alg>(m: &[V; 36]) -> [V; 16] {
+    let mut s = [V::zero(); 24];
+    for j in 0..W::A {
+        let col = W::output_1d(std::array::from_fn(|i| {
+            if i < W::A {
+                m[at::<W>(i, j)]
+            } else {
+                V::zero()
+            }
+        }));
+        for a in 0..W::M {
+            s[a * W::A + j] = col[a];
+        }
     }
-    let mut y = [m[0]; 4];
-    for a in 0..2 {
-        let r = |j: usize| s[a * 4 + j];
-        y[a * 2] = r(0).add(r(1)).add(r(2));
-        y[a * 2 + 1] = r(1).sub(r(2)).sub(r(3));
+    let mut y = [V::zero(); 16];
+    for a in 0..W::M {
+        let row = W::output_1d(std::array::from_fn(|j| {
+            if j < W::A {
+                s[a * W::A + j]
+            } else {
+                V::zero()
+            }
+        }));
+        y[a * W::M..(a + 1) * W::M].copy_from_slice(&row[..W::M]);
     }
     y
 }
 
-/// `A e Aᵀ`: the 4×4 transform of a 2×2 output-gradient tile (`e[a*2 + b]`).
+/// `A e Aᵀ`: the `A×A` transform of an `M×M` output-gradient tile (`e[a*M + b]`).
 #[inline(always)]
-unsafe fn gradient_tile<V: Vec16>(e: &[V; 4]) -> [V; 16] {
-    let mut r = [e[0]; 8];
-    for j in 0..2 {
-        let c = |a: usize| e[a * 2 + j];
-        r[j] = c(0);
-        r[2 + j] = c(0).add(c(1));
-        r[4 + j] = c(0).sub(c(1));
-        r[6 + j] = c(1).neg();
+unsafe fn gradient_tile<V: Vec16, W: Alg>(e: &[V; 16]) -> [V; 36] {
+    let mut r = [V::zero(); 24];
+    for b in 0..W::M {
+        let col = W::gradient_1d(std::array::from_fn(|a| {
+            if a < W::M {
+                e[a * W::M + b]
+            } else {
+                V::zero()
+            }
+        }));
+        for i in 0..W::A {
+            r[i * W::M + b] = col[i];
+        }
     }
-    let mut v = [e[0]; 16];
-    for i in 0..4 {
-        let q = |j: usize| r[i * 2 + j];
-        v[i * 4] = q(0);
-        v[i * 4 + 1] = q(0).add(q(1));
-        v[i * 4 + 2] = q(0).sub(q(1));
-        v[i * 4 + 3] = q(1).neg();
+    let mut v = [V::zero(); 36];
+    for i in 0..W::A {
+        let row = W::gradient_1d(std::array::from_fn(|b| {
+            if b < W::M {
+                r[i * W::M + b]
+            } else {
+                V::zero()
+            }
+        }));
+        v[at::<W>(i, 0)..at::<W>(i, W::A)].copy_from_slice(&row[..W::A]);
     }
     v
 }
 
-/// `G g`: a 3-tap filter's 4 transformed values.
-fn filter_1d(g: [f32; 3]) -> [f32; 4] {
-    [
-        g[0],
-        0.5 * (g[0] + g[1] + g[2]),
-        0.5 * (g[0] - g[1] + g[2]),
-        g[2],
-    ]
+/// `G g Gᵀ`: a 3×3 filter's `A×A` transform (`u[i*A + j]`).
+fn filter_2d<W: Alg>(g: [[f32; 3]; 3]) -> [f32; 36] {
+    let rows = g.map(W::filter_1d);
+    let mut u = [0.0; 36];
+    for j in 0..W::A {
+        let col = W::filter_1d([rows[0][j], rows[1][j], rows[2][j]]);
+        for i in 0..W::A {
+            u[at::<W>(i, j)] = col[i];
+        }
+    }
+    u
 }
 
-/// `Gᵀ m`: the 3 filter taps from 4 transformed gradient values.
-fn filter_grad_1d(m: [f32; 4]) -> [f32; 3] {
-    [
-        m[0] + 0.5 * (m[1] + m[2]),
-        0.5 * (m[1] - m[2]),
-        0.5 * (m[1] + m[2]) + m[3],
-    ]
-}
-
-/// `G g Gᵀ`: a 3×3 filter's 4×4 transform (rows, then columns).
-fn filter_2d(g: [[f32; 3]; 3]) -> [[f32; 4]; 4] {
-    let rows = g.map(filter_1d);
-    let cols: [[f32; 4]; 4] =
-        std::array::from_fn(|b| filter_1d([rows[0][b], rows[1][b], rows[2][b]]));
-    std::array::from_fn(|a| std::array::from_fn(|b| cols[b][a]))
-}
-
-/// `Gᵀ m G`: the 3×3 filter gradient from its 4×4 transform.
-fn filter_grad_2d(m: [[f32; 4]; 4]) -> [[f32; 3]; 3] {
-    let rows = m.map(filter_grad_1d);
+/// `Gᵀ m G`: the 3×3 filter gradient from its `A×A` transform (`m[i*A + j]`).
+fn filter_grad_2d<W: Alg>(m: &[f32; 36]) -> [[f32; 3]; 3] {
+    let rows: [[f32; 3]; 6] = std::array::from_fn(|i| {
+        W::filter_grad_1d(std::array::from_fn(|j| {
+            if i < W::A && j < W::A {
+                m[at::<W>(i, j)]
+            } else {
+                0.0
+            }
+        }))
+    });
     let cols: [[f32; 3]; 3] = std::array::from_fn(|kx| {
-        filter_grad_1d([rows[0][kx], rows[1][kx], rows[2][kx], rows[3][kx]])
+        W::filter_grad_1d(std::array::from_fn(|i| {
+            if i < W::A {
+                rows[i][kx]
+            } else {
+                0.0
+            }
+        }))
     });
     std::array::from_fn(|ky| std::array::from_fn(|kx| cols[kx][ky]))
 }
 
-/// `V[j][p][c]` of tile `i`, the `j`-th of its block (`Bᵀ d B` of its 4×4 input window).
+/// `V[j][p][c]` of tile `i`, the `j`-th of its block (`Bᵀ d B` of its `A×A` input window).
 #[inline(always)]
-unsafe fn transform_input<V: Vec16>(
+unsafe fn transform_input<V: Vec16, W: Alg>(
     t: &Tiles,
     x: *const f32,
     zeros: *const f32,
@@ -253,26 +474,27 @@ unsafe fn transform_input<V: Vec16>(
 ) {
     let (b, ty, tx) = t.tile(i);
     let c = t.c_in;
-    let y0 = (2 * ty) as isize - t.pad_t as isize;
-    let x0 = (2 * tx) as isize - t.pad_l as isize;
-    let inside = y0 >= 0 && x0 >= 0 && y0 + 4 <= t.h as isize && x0 + 4 <= t.w as isize;
+    let a = W::A as isize;
+    let y0 = (W::M * ty) as isize - t.pad_t as isize;
+    let x0 = (W::M * tx) as isize - t.pad_l as isize;
+    let inside = y0 >= 0 && x0 >= 0 && y0 + a <= t.h as isize && x0 + a <= t.w as isize;
     let row = |r: isize| x.add(((b * t.h) as isize + r) as usize * t.w * c);
     let mut c0 = 0;
     while c0 < c {
         let w = (c - c0).min(L);
-        let mut d = [V::zero(); 16];
+        let mut d = [V::zero(); 36];
         if inside {
-            // four rows of four neighbouring pixels
-            for r in 0..4 {
+            // A rows of A neighbouring pixels
+            for r in 0..W::A {
                 let p = row(y0 + r as isize).add(x0 as usize * c + c0);
-                for q in 0..4 {
-                    d[r * 4 + q] = V::load(p.add(q * c), w);
+                for q in 0..W::A {
+                    d[at::<W>(r, q)] = V::load(p.add(q * c), w);
                 }
             }
         } else {
-            for r in 0..4 {
+            for r in 0..W::A {
                 let yy = y0 + r as isize;
-                for q in 0..4 {
+                for q in 0..W::A {
                     let xx = x0 + q as isize;
                     let ok = yy >= 0 && xx >= 0 && yy < t.h as isize && xx < t.w as isize;
                     let p = if ok {
@@ -280,46 +502,46 @@ unsafe fn transform_input<V: Vec16>(
                     } else {
                         zeros
                     };
-                    d[r * 4 + q] = V::load(p.add(c0), w);
+                    d[at::<W>(r, q)] = V::load(p.add(c0), w);
                 }
             }
         }
-        let out = input_tile(&d);
-        for (p, lanes) in out.iter().enumerate() {
+        let out = input_tile::<V, W>(&d);
+        for (p, lanes) in out.iter().take(W::A * W::A).enumerate() {
             lanes.store(v.add(p * c + c0), w);
         }
         c0 += L;
     }
 }
 
-/// Tile `i`'s 2×2 outputs from its `M[p][c]` (`Aᵀ m A`).
+/// Tile `i`'s `M×M` outputs from its `M[p][c]` (`Aᵀ m A`).
 #[inline(always)]
-unsafe fn transform_output<V: Vec16>(t: &Tiles, m: *const f32, i: usize, y: *mut f32) {
+unsafe fn transform_output<V: Vec16, W: Alg>(t: &Tiles, m: *const f32, i: usize, y: *mut f32) {
     let (b, ty, tx) = t.tile(i);
     let c = t.c_out;
-    let rows = (t.oh - 2 * ty).min(2);
-    let cols = (t.ow - 2 * tx).min(2);
+    let rows = (t.oh - W::M * ty).min(W::M);
+    let cols = (t.ow - W::M * tx).min(W::M);
     let mut c0 = 0;
     while c0 < c {
         let w = (c - c0).min(L);
-        let mut d = [V::zero(); 16];
-        for (p, dp) in d.iter_mut().enumerate() {
+        let mut d = [V::zero(); 36];
+        for (p, dp) in d.iter_mut().take(W::A * W::A).enumerate() {
             *dp = V::load(m.add(p * c + c0), w);
         }
-        let out = output_tile(&d);
+        let out = output_tile::<V, W>(&d);
         for a in 0..rows {
             for bb in 0..cols {
-                let px = (b * t.oh + 2 * ty + a) * t.ow + 2 * tx + bb;
-                out[a * 2 + bb].store(y.add(px * c + c0), w);
+                let px = (b * t.oh + W::M * ty + a) * t.ow + W::M * tx + bb;
+                out[a * W::M + bb].store(y.add(px * c + c0), w);
             }
         }
         c0 += L;
     }
 }
 
-/// `E[j][p][c]` of the output-gradient tile `i` (`A e Aᵀ` of its 2×2 window).
+/// `E[j][p][c]` of the output-gradient tile `i` (`A e Aᵀ` of its `M×M` window).
 #[inline(always)]
-unsafe fn transform_gradient<V: Vec16>(
+unsafe fn transform_gradient<V: Vec16, W: Alg>(
     t: &Tiles,
     dy: *const f32,
     zeros: *const f32,
@@ -328,9 +550,9 @@ unsafe fn transform_gradient<V: Vec16>(
 ) {
     let (b, ty, tx) = t.tile(i);
     let c = t.c_out;
-    let mut src = [zeros; 4];
-    for (p, sp) in src.iter_mut().enumerate() {
-        let (oy, ox) = (2 * ty + p / 2, 2 * tx + p % 2);
+    let mut src = [zeros; 16];
+    for (p, sp) in src.iter_mut().take(W::M * W::M).enumerate() {
+        let (oy, ox) = (W::M * ty + p / W::M, W::M * tx + p % W::M);
         if oy < t.oh && ox < t.ow {
             *sp = dy.add(((b * t.oh + oy) * t.ow + ox) * c);
         }
@@ -338,19 +560,19 @@ unsafe fn transform_gradient<V: Vec16>(
     let mut c0 = 0;
     while c0 < c {
         let w = (c - c0).min(L);
-        let mut d = [V::zero(); 4];
-        for (p, dp) in d.iter_mut().enumerate() {
+        let mut d = [V::zero(); 16];
+        for (p, dp) in d.iter_mut().take(W::M * W::M).enumerate() {
             *dp = V::load(src[p].add(c0), w);
         }
-        let out = gradient_tile(&d);
-        for (p, lanes) in out.iter().enumerate() {
+        let out = gradient_tile::<V, W>(&d);
+        for (p, lanes) in out.iter().take(W::A * W::A).enumerate() {
             lanes.store(e.add(p * c + c0), w);
         }
         c0 += L;
     }
 }
 
-// ---- the 16 small GEMMs -----------------------------------------------------------------
+// ---- the per-position GEMMs ------------------------------------------------------------
 
 /// `c[r, j] (+)= Σ_k a[r·a_rs + k·a_ks] · b[k·b_ks + j]` for `r < rows`, `j < n`,
 /// `k < depth` (`b` and `c` contiguous along `j`). `avx512`: [`Vec16::AVX512`] of the
@@ -431,6 +653,11 @@ mod avx512 {
         #[target_feature(enable = "avx512f")]
         unsafe fn neg(self) -> Self {
             _mm512_sub_ps(_mm512_setzero_ps(), self)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fma(self, k: f32, o: Self) -> Self {
+            _mm512_fmadd_ps(self, _mm512_set1_ps(k), o)
         }
         #[inline]
         #[target_feature(enable = "avx512f")]
@@ -569,14 +796,15 @@ mod avx512 {
 /// What one `qatc_winograd` call does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// `U[16][c_in][c_out]` from the kernel `k[c_out][3][3][c_in]` (the forward pass).
+    /// `U[(m+2)²][c_in][c_out]` from the kernel `k[c_out][3][3][c_in]` (the forward pass).
     Filter,
     /// `U` of the input gradient's convolution (`c_in`: the forward's output channels)
     /// from the forward kernel `k[c_in][3][3][c_out]`, flipped.
     FilterFlipped,
     /// `y = x ⋆ U`.
     Conv,
-    /// This thread's partial `M[16][c_in][c_out]` of the filter gradient from `x` and `dy`.
+    /// This thread's partial `M[(m+2)²][c_in][c_out]` of the filter gradient from `x` and
+    /// `dy`.
     GradFilterPartial,
     /// `dk[c_out][3][3][c_in] = Gᵀ (Σ partials) G` (thread 0; `threads`: the partials, which
     /// it sums into the first).
@@ -607,7 +835,7 @@ impl Stage {
 
 /// Floats of the transformed filter (and of one filter-gradient partial).
 pub fn transformed_len(t: &Tiles) -> usize {
-    16 * t.c_in * t.c_out
+    t.variant.positions() * t.c_in * t.c_out
 }
 
 /// Runs `stage` on thread `tid`'s share (see [`Stage`] for the operands `a`, `b`, `c`).
@@ -617,52 +845,89 @@ pub fn transformed_len(t: &Tiles) -> usize {
 pub unsafe fn run(
     stage: Stage,
     t: &Tiles,
+    ops: (*const f32, *const f32, *mut f32),
+    tid: usize,
+    threads: usize,
+    simd: Option<Avx512>,
+) {
+    match t.variant {
+        Variant::F2 => run_alg::<F2>(stage, t, ops, tid, threads, simd),
+        Variant::F4 => run_alg::<F4>(stage, t, ops, tid, threads, simd),
+    }
+}
+
+/// [`run`] with algorithm `W` (`t.variant`'s).
+unsafe fn run_alg<W: Alg>(
+    stage: Stage,
+    t: &Tiles,
     (a, b, c): (*const f32, *const f32, *mut f32),
     tid: usize,
     threads: usize,
     simd: Option<Avx512>,
 ) {
     match stage {
-        Stage::Filter => filter(t, a, c, false, tid, threads),
-        Stage::FilterFlipped => filter(t, a, c, true, tid, threads),
+        Stage::Filter => filter::<W>(t, a, c, false, tid, threads),
+        Stage::FilterFlipped => filter::<W>(t, a, c, true, tid, threads),
         Stage::Conv => {
             let tiles = share(t.count(), tid, threads);
             match simd {
-                Some(z) => conv_fast(z, t, a, b, c, tiles),
-                None => conv_body::<[f32; L]>(t, a, b, c, tiles),
+                Some(z) => conv_fast::<W>(z, t, a, b, c, tiles),
+                None => conv_body::<[f32; L], W>(t, a, b, c, tiles),
             }
         }
         Stage::GradFilterPartial => {
             let tiles = share(t.count(), tid, threads);
             let acc = c.add(tid * transformed_len(t));
             match simd {
-                Some(z) => grad_filter_fast(z, t, a, b, acc, tiles),
-                None => grad_filter_body::<[f32; L]>(t, a, b, acc, tiles),
+                Some(z) => grad_filter_fast::<W>(z, t, a, b, acc, tiles),
+                None => grad_filter_body::<[f32; L], W>(t, a, b, acc, tiles),
             }
         }
-        Stage::GradFilterFinish => grad_filter_finish(t, a as *mut f32, c, threads),
+        Stage::GradFilterFinish => grad_filter_finish::<W>(t, a as *mut f32, c, threads),
     }
 }
 
 /// Transforms output channels `share(c_out)` of the filter.
-unsafe fn filter(t: &Tiles, k: *const f32, u: *mut f32, flipped: bool, tid: usize, threads: usize) {
+unsafe fn filter<W: Alg>(
+    t: &Tiles,
+    k: *const f32,
+    u: *mut f32,
+    flipped: bool,
+    tid: usize,
+    threads: usize,
+) {
+    // A run of output channels is transformed into a local block first, so each of the
+    // (m+2)² positions is written as one contiguous run: written one by one, the
+    // positions' stores are `c_in·c_out` floats apart, the same cache sets when that is a
+    // multiple of 1024.
+    const RUN: usize = 16;
     let (ci, co) = (t.c_in, t.c_out);
+    let pos = W::A * W::A;
     let (lo, hi) = share(co, tid, threads);
-    for o in lo..hi {
-        for i in 0..ci {
-            let g = |ky: usize, kx: usize| {
-                if flipped {
-                    *k.add(((i * 3 + 2 - ky) * 3 + 2 - kx) * co + o)
-                } else {
-                    *k.add(((o * 3 + ky) * 3 + kx) * ci + i)
-                }
-            };
-            let taps = std::array::from_fn(|ky| std::array::from_fn(|kx| g(ky, kx)));
-            for (a, row) in filter_2d(taps).into_iter().enumerate() {
-                for (b, v) in row.into_iter().enumerate() {
-                    *u.add(((a * 4 + b) * ci + i) * co + o) = v;
+    let mut tiles = [[0.0f32; 36]; RUN];
+    for i in 0..ci {
+        let mut o0 = lo;
+        while o0 < hi {
+            let run = (hi - o0).min(RUN);
+            for (r, tile) in tiles.iter_mut().take(run).enumerate() {
+                let o = o0 + r;
+                let g = |ky: usize, kx: usize| {
+                    if flipped {
+                        *k.add(((i * 3 + 2 - ky) * 3 + 2 - kx) * co + o)
+                    } else {
+                        *k.add(((o * 3 + ky) * 3 + kx) * ci + i)
+                    }
+                };
+                let taps = std::array::from_fn(|ky| std::array::from_fn(|kx| g(ky, kx)));
+                *tile = filter_2d::<W>(taps);
+            }
+            for p in 0..pos {
+                let dst = u.add((p * ci + i) * co + o0);
+                for (r, tile) in tiles.iter().take(run).enumerate() {
+                    *dst.add(r) = tile[p];
                 }
             }
+            o0 += run;
         }
     }
 }
@@ -670,7 +935,7 @@ unsafe fn filter(t: &Tiles, k: *const f32, u: *mut f32, flipped: bool, tid: usiz
 /// [`conv_body`] on AVX-512 registers (the token proves the CPU has them).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn conv_fast(
+unsafe fn conv_fast<W: Alg>(
     _: Avx512,
     t: &Tiles,
     x: *const f32,
@@ -678,11 +943,11 @@ unsafe fn conv_fast(
     y: *mut f32,
     share: (usize, usize),
 ) {
-    conv_body::<std::arch::x86_64::__m512>(t, x, u, y, share)
+    conv_body::<std::arch::x86_64::__m512, W>(t, x, u, y, share)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn conv_fast(
+unsafe fn conv_fast<W: Alg>(
     z: Avx512,
     _: &Tiles,
     _: *const f32,
@@ -695,37 +960,38 @@ unsafe fn conv_fast(
 
 /// `y = x ⋆ U` on tiles `lo..hi`.
 #[inline(always)]
-unsafe fn conv_body<V: Vec16>(
+unsafe fn conv_body<V: Vec16, W: Alg>(
     t: &Tiles,
     x: *const f32,
     u: *const f32,
     y: *mut f32,
     (lo, hi): (usize, usize),
 ) {
+    let pos = W::A * W::A;
     let blk = t.block();
     let (ci, co) = (t.c_in, t.c_out);
-    let v = scratch(16 * blk * (ci + co) + ci);
-    let m = v.add(16 * blk * ci);
-    let zeros = m.add(16 * blk * co);
+    let v = scratch(pos * blk * (ci + co) + ci);
+    let m = v.add(pos * blk * ci);
+    let zeros = m.add(pos * blk * co);
     std::slice::from_raw_parts_mut(zeros, ci).fill(0.0);
     let mut t0 = lo;
     while t0 < hi {
         let nb = (hi - t0).min(blk);
         for j in 0..nb {
-            transform_input::<V>(t, x, zeros, t0 + j, v.add(j * 16 * ci));
+            transform_input::<V, W>(t, x, zeros, t0 + j, v.add(j * pos * ci));
         }
-        for p in 0..16 {
+        for p in 0..pos {
             small_gemm(
                 V::AVX512,
                 (nb, co, ci),
-                (v.add(p * ci), 16 * ci, 1),
+                (v.add(p * ci), pos * ci, 1),
                 (u.add(p * ci * co), co),
-                (m.add(p * co), 16 * co),
+                (m.add(p * co), pos * co),
                 false,
             );
         }
         for j in 0..nb {
-            transform_output::<V>(t, m.add(j * 16 * co), t0 + j, y);
+            transform_output::<V, W>(t, m.add(j * pos * co), t0 + j, y);
         }
         t0 += nb;
     }
@@ -734,7 +1000,7 @@ unsafe fn conv_body<V: Vec16>(
 /// [`grad_filter_body`] on AVX-512 registers (the token proves the CPU has them).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn grad_filter_fast(
+unsafe fn grad_filter_fast<W: Alg>(
     _: Avx512,
     t: &Tiles,
     x: *const f32,
@@ -742,11 +1008,11 @@ unsafe fn grad_filter_fast(
     acc: *mut f32,
     share: (usize, usize),
 ) {
-    grad_filter_body::<std::arch::x86_64::__m512>(t, x, dy, acc, share)
+    grad_filter_body::<std::arch::x86_64::__m512, W>(t, x, dy, acc, share)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn grad_filter_fast(
+unsafe fn grad_filter_fast<W: Alg>(
     z: Avx512,
     _: &Tiles,
     _: *const f32,
@@ -757,35 +1023,36 @@ unsafe fn grad_filter_fast(
     z.never()
 }
 
-/// `acc = Σ over tiles lo..hi of V ⊙ E`, as `[16][c_in][c_out]`.
+/// `acc = Σ over tiles lo..hi of V ⊙ E`, as `[(m+2)²][c_in][c_out]`.
 #[inline(always)]
-unsafe fn grad_filter_body<V: Vec16>(
+unsafe fn grad_filter_body<V: Vec16, W: Alg>(
     t: &Tiles,
     x: *const f32,
     dy: *const f32,
     acc: *mut f32,
     (lo, hi): (usize, usize),
 ) {
+    let pos = W::A * W::A;
     let blk = t.block();
     let (ci, co) = (t.c_in, t.c_out);
     std::slice::from_raw_parts_mut(acc, transformed_len(t)).fill(0.0);
-    let v = scratch(16 * blk * (ci + co) + ci.max(co));
-    let e = v.add(16 * blk * ci);
-    let zeros = e.add(16 * blk * co);
+    let v = scratch(pos * blk * (ci + co) + ci.max(co));
+    let e = v.add(pos * blk * ci);
+    let zeros = e.add(pos * blk * co);
     std::slice::from_raw_parts_mut(zeros, ci.max(co)).fill(0.0);
     let mut t0 = lo;
     while t0 < hi {
         let nb = (hi - t0).min(blk);
         for j in 0..nb {
-            transform_input::<V>(t, x, zeros, t0 + j, v.add(j * 16 * ci));
-            transform_gradient::<V>(t, dy, zeros, t0 + j, e.add(j * 16 * co));
+            transform_input::<V, W>(t, x, zeros, t0 + j, v.add(j * pos * ci));
+            transform_gradient::<V, W>(t, dy, zeros, t0 + j, e.add(j * pos * co));
         }
-        for p in 0..16 {
+        for p in 0..pos {
             small_gemm(
                 V::AVX512,
                 (ci, co, nb),
-                (v.add(p * ci), 1, 16 * ci),
-                (e.add(p * co), 16 * co),
+                (v.add(p * ci), 1, pos * ci),
+                (e.add(p * co), pos * co),
                 (acc.add(p * ci * co), co),
                 true,
             );
@@ -795,7 +1062,7 @@ unsafe fn grad_filter_body<V: Vec16>(
 }
 
 /// `dk = Gᵀ (Σ_parts M) G`, in the kernel's `[c_out][3][3][c_in]` layout.
-unsafe fn grad_filter_finish(t: &Tiles, part: *mut f32, dk: *mut f32, parts: usize) {
+unsafe fn grad_filter_finish<W: Alg>(t: &Tiles, part: *mut f32, dk: *mut f32, parts: usize) {
     let (ci, co) = (t.c_in, t.c_out);
     let len = transformed_len(t);
     // the partials summed into the first, in order
@@ -806,29 +1073,44 @@ unsafe fn grad_filter_finish(t: &Tiles, part: *mut f32, dk: *mut f32, parts: usi
             *a += *b;
         }
     }
-    // M[p][i][o] is contiguous along o: output channels innermost
+    // M[p][i][o] is contiguous along o: read in runs of output channels, one contiguous
+    // run per position (see `filter` for why not position by position)
+    const RUN: usize = 16;
+    let pos = W::A * W::A;
+    let mut tiles = [[0.0f32; 36]; RUN];
     for i in 0..ci {
-        for o in 0..co {
-            let m = std::array::from_fn(|a| {
-                std::array::from_fn(|b| first[((a * 4 + b) * ci + i) * co + o])
-            });
-            for (ky, row) in filter_grad_2d(m).into_iter().enumerate() {
-                for (kx, v) in row.into_iter().enumerate() {
-                    *dk.add(((o * 3 + ky) * 3 + kx) * ci + i) = v;
+        let mut o0 = 0;
+        while o0 < co {
+            let run = (co - o0).min(RUN);
+            for p in 0..pos {
+                let src = &first[(p * ci + i) * co + o0..][..run];
+                for (tile, v) in tiles.iter_mut().zip(src) {
+                    tile[p] = *v;
                 }
             }
+            for (r, m) in tiles.iter().take(run).enumerate() {
+                let o = o0 + r;
+                for (ky, row) in filter_grad_2d::<W>(m).into_iter().enumerate() {
+                    for (kx, v) in row.into_iter().enumerate() {
+                        *dk.add(((o * 3 + ky) * 3 + kx) * ci + i) = v;
+                    }
+                }
+            }
+            o0 += run;
         }
     }
 }
 
 /// The entry point compiled code calls: `stage` (a [`Stage::code`]) on thread `tid` of
-/// `threads`, for the geometry in the next nine arguments.
+/// `threads`, for the geometry in the next ten arguments (`m`: the output tile's edge,
+/// [`Variant::edge`]).
 ///
 /// # Safety
-/// As [`run`]; an unknown stage code does nothing.
+/// As [`run`]; an unknown stage code or tile edge does nothing.
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qatc_winograd(
     stage: u64,
+    m: u64,
     n: usize,
     h: usize,
     w: usize,
@@ -843,6 +1125,9 @@ pub unsafe extern "C" fn qatc_winograd(
     tid: u64,
     threads: u64,
 ) {
+    let (Some(s), Some(variant)) = (Stage::from_code(stage), Variant::from_edge(m as usize)) else {
+        return;
+    };
     let t = Tiles {
         n,
         h,
@@ -853,17 +1138,16 @@ pub unsafe extern "C" fn qatc_winograd(
         c_out,
         pad_t: (pads >> 32) as usize,
         pad_l: (pads & 0xffff_ffff) as usize,
+        variant,
     };
-    if let Some(s) = Stage::from_code(stage) {
-        run(
-            s,
-            &t,
-            (a, b, c),
-            tid as usize,
-            threads as usize,
-            Avx512::detect(),
-        );
-    }
+    run(
+        s,
+        &t,
+        (a, b, c),
+        tid as usize,
+        threads as usize,
+        Avx512::detect(),
+    );
 }
 
 /// The `pads` argument of [`qatc_winograd`].
@@ -928,6 +1212,7 @@ mod tests {
             / scale
     }
 
+    /// Every test shape in both variants.
     fn shapes() -> Vec<Tiles> {
         let t = |n, h, w, c_in, c_out, pad: usize| Tiles {
             n,
@@ -939,14 +1224,20 @@ mod tests {
             c_out,
             pad_t: pad,
             pad_l: pad,
+            variant: Variant::F2,
         };
-        vec![
+        let base = [
             t(2, 8, 8, 16, 16, 1),
             t(1, 7, 5, 3, 16, 1),
             t(3, 9, 6, 20, 40, 0),
             t(2, 5, 7, 33, 3, 2),
             t(1, 32, 32, 64, 64, 1),
-        ]
+            t(2, 11, 10, 16, 24, 1),
+        ];
+        Variant::ALL
+            .into_iter()
+            .flat_map(|variant| base.map(|t| Tiles { variant, ..t }))
+            .collect()
     }
 
     fn conv(t: &Tiles, x: &[f32], k: &[f32], threads: usize, simd: Option<Avx512>) -> Vec<f32> {
@@ -1036,6 +1327,7 @@ mod tests {
                 c_out: t.c_in,
                 pad_t: 2 - t.pad_t,
                 pad_l: 2 - t.pad_l,
+                variant: t.variant,
             };
             for simd in [None, Avx512::detect()] {
                 let mut u = vec![0.0; transformed_len(&g)];
@@ -1131,10 +1423,14 @@ mod tests {
     }
 
     #[test]
-    fn stage_codes_round_trip() {
+    fn stage_codes_and_tile_edges_round_trip() {
         for s in Stage::ALL {
             assert_eq!(Stage::from_code(s.code()), Some(s));
         }
         assert_eq!(Stage::from_code(99), None);
+        for v in Variant::ALL {
+            assert_eq!(Variant::from_edge(v.edge()), Some(v));
+        }
+        assert_eq!(Variant::from_edge(3), None);
     }
 }

@@ -15,7 +15,7 @@
 use qatc::exec::{Executor, Feed};
 use qatc::ir::interp::{self, Value};
 use qatc::ir::{Graph, ParamStore, Tensor};
-use qatc::jit::{compile, JitOptions};
+use qatc::jit::{compile, JitOptions, Winograd};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -34,8 +34,9 @@ pub fn rand_tensor(r: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Ten
 }
 
 /// Every configuration the JIT must agree with the oracle in: FMA on and off, 1 and 2
-/// threads, and once with stride-1 3×3 convolutions lowered directly instead of by
-/// Winograd F(2×2, 3×3).
+/// threads (stride-1 3×3 convolutions by Winograd F(4×4, 3×3), the default), and on 2
+/// threads once with Winograd F(2×2, 3×3) and once with those convolutions lowered
+/// directly.
 pub fn configs() -> Vec<JitOptions> {
     let mut v = Vec::new();
     for fma in [false, true] {
@@ -47,11 +48,13 @@ pub fn configs() -> Vec<JitOptions> {
             });
         }
     }
-    v.push(JitOptions {
-        threads: 2,
-        winograd: false,
-        ..JitOptions::default()
-    });
+    for winograd in [Some(Winograd::F2), None] {
+        v.push(JitOptions {
+            threads: 2,
+            winograd,
+            ..JitOptions::default()
+        });
+    }
     v
 }
 

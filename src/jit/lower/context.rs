@@ -35,8 +35,9 @@ pub struct Lower<'g> {
     /// `all_reduce` nodes communicate and BatchNorm's batch statistics and gradient sums are
     /// combined over the ranks.
     pub ranks: usize,
-    /// Lower stride-1 3×3 convolutions with Winograd F(2×2, 3×3) ([`super::winograd`]).
-    pub winograd: bool,
+    /// Lower stride-1 3×3 convolutions with this Winograd variant ([`super::winograd`]);
+    /// `None`: as im2col GEMMs.
+    pub winograd: Option<crate::jit::winograd::Variant>,
 }
 
 impl<'g> Lower<'g> {
@@ -49,7 +50,7 @@ impl<'g> Lower<'g> {
             node: None,
             threads: 1,
             ranks: 1,
-            winograd: false,
+            winograd: None,
         }
     }
 

@@ -1,27 +1,28 @@
 //! The Winograd lowering of stride-1 3×3 convolutions ([`crate::jit::winograd`]): the
 //! forward pass, the input gradient and the filter gradient, each an instruction that
-//! calls `qatc_winograd` on every thread's share of 2×2 output tiles. The kernel is
+//! calls `qatc_winograd` on every thread's share of output tiles (2×2 or 4×4, the
+//! [`Variant`] the options chose). The kernel is
 //! transformed once per step and direction (`U`, shared by the nodes that use it).
 //!
-//! A lowering choice (`JitOptions::winograd`, on by default): the direct lowering (im2col
-//! and GEMMs, `conv.rs`) stays for every other geometry and when the option is off.
+//! A lowering choice (`JitOptions::winograd`, F(4×4, 3×3) by default): the direct lowering
+//! (im2col and GEMMs, `conv.rs`) stays for every other geometry and when the option is off.
 
 use super::context::Lower;
 use super::conv_geom::Geom;
 use crate::error::Result;
 use crate::jit::cg::Cg;
 use crate::jit::lir::{Kernel, VtId};
-use crate::jit::winograd::{pack_pads, transformed_len, Stage, Tiles};
+use crate::jit::winograd::{pack_pads, transformed_len, Stage, Tiles, Variant};
 
 /// Channels below which the transforms cost more than the multiplications they save
 /// (measured on `resnet8`'s first convolution, 3 → 16 channels at 32×32: Winograd 762 µs
 /// forward and 893 µs filter gradient, im2col and GEMM 543 and 634 µs).
 const MIN_CHANNELS: usize = 8;
 
-/// The tiles of `g` when it is a convolution Winograd F(2×2, 3×3) computes.
+/// The tiles of `g` when it is a convolution the chosen Winograd variant computes.
 pub(super) fn tiles(cx: &Lower, g: &Geom) -> Option<Tiles> {
-    let fits = cx.winograd
-        && g.ci >= MIN_CHANNELS
+    let variant: Variant = cx.winograd?;
+    let fits = g.ci >= MIN_CHANNELS
         && g.co >= MIN_CHANNELS
         && g.kh == 3
         && g.kw == 3
@@ -39,6 +40,7 @@ pub(super) fn tiles(cx: &Lower, g: &Geom) -> Option<Tiles> {
         c_out: g.co,
         pad_t: g.pad[0],
         pad_l: g.pad[1],
+        variant,
     })
 }
 
@@ -54,6 +56,7 @@ fn transposed(t: &Tiles) -> Tiles {
         c_out: t.c_in,
         pad_t: 2 - t.pad_t,
         pad_l: 2 - t.pad_l,
+        variant: t.variant,
     }
 }
 
@@ -78,7 +81,7 @@ impl Call {
         let c = cg.ptr(self.c, 0);
         let tid = tid.unwrap_or_else(|| cg.iconst(0));
         let mut args = vec![cg.iconst(self.stage.code() as i64)];
-        for v in [t.n, t.h, t.w, t.c_in, t.oh, t.ow, t.c_out] {
+        for v in [t.variant.edge(), t.n, t.h, t.w, t.c_in, t.oh, t.ow, t.c_out] {
             args.push(cg.iconst(v as i64));
         }
         args.push(cg.iconst(pack_pads(t) as i64));
@@ -221,7 +224,10 @@ impl Kernel for GradFilter {
 /// `U` of `k` for the convolution `t` (flipped: the input gradient's), shared by every
 /// node that needs the same one.
 fn transformed_filter(cx: &mut Lower, k: VtId, t: &Tiles, flipped: bool) -> VtId {
-    let key = format!("winograd_u:{k}:{flipped}:{}:{}", t.c_in, t.c_out);
+    let key = format!(
+        "winograd_u:{k}:{flipped}:{}:{}:{:?}",
+        t.c_in, t.c_out, t.variant
+    );
     if let Some(v) = cx.memo.get(&key) {
         return v[0];
     }
