@@ -5,6 +5,9 @@
 #
 # usage: scripts/bench_reference_models.sh [ROUNDS] [BATCH] > bench.log
 #   needs: cargo build --release; ../shared/bench/setup.sh (TF 2.21, TFMOT)
+#   MODELS="resnet8 ds_cnn": a subset; STEPS: timed steps per run (30)
+#   TORCH_PY=/path/to/python: PyTorch's FX QAT too (scripts/pytorch_qat_bench.py; a venv
+#   with `pip install torch numpy`), after TFMOT in each round
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
@@ -16,5 +19,9 @@ for round in $(seq 1 "$rounds"); do
         echo "# round $round $m"
         target/release/qatc bench --model "$m" --batch "$batch" --steps "${STEPS:-30}" --warmup 5 | tail -n 1
         "$py" scripts/tfmot_bench.py --model "$m" --batch "$batch" --steps "${STEPS:-30}" --warmup 5
+        if [ -n "${TORCH_PY:-}" ]; then
+            "$TORCH_PY" scripts/pytorch_qat_bench.py --model "$m" --batch "$batch" \
+                --steps "${STEPS:-30}" --warmup 5
+        fi
     done
 done

@@ -1,7 +1,7 @@
 """PyTorch QAT training throughput on qatc's reference models, for the side-by-side table of
 the README ("Reference models"): the same methodology as scripts/tfmot_bench.py.
 
-The model (mnist_cnn, mbv2_tiny or resnet8, built here with the layer structure of
+The model (any of the six reference models, built here with the layer structure of
 scripts/tfmot_models.py, NCHW) is prepared for quantization-aware training with FX graph
 mode (`prepare_qat_fx` with the x86 backend's default QAT qconfig mapping: per-channel int8
 weights, fake-quantized activations with moving-average observers; Conv+BatchNorm(+ReLU)
@@ -38,8 +38,8 @@ class MnistCnn(nn.Module):
         return self.dense(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
 
 
-def cbn(cin, cout, k, stride=1, groups=1, bias=False):
-    pad = k // 2
+def cbn(cin, cout, k, stride=1, groups=1, bias=False, pad=None):
+    pad = k // 2 if pad is None else pad
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=bias),
         nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01),
@@ -105,10 +105,102 @@ class ResNet8(nn.Module):
         return self.dense(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class DsCnn(nn.Module):
+    """MLPerf Tiny keyword spotting: Conv 64 10x4 stride 2 + BN + ReLU + Dropout(0.2), 4 x
+    [depthwise 3x3 + BN + ReLU, Conv 64 1x1 + BN + ReLU], Dropout(0.4), average pool
+    (H//2, W//2) of the input size, dense. Padding (5, 1) gives TF's 'same' output size."""
+
+    def __init__(self, shape, classes, f=64):
+        super().__init__()
+        h, w, c = shape
+        layers = [cbn(c, f, (10, 4), 2, bias=True, pad=(5, 1)), nn.ReLU(), nn.Dropout(0.2)]
+        for _ in range(4):
+            layers += [cbn(f, f, 3, groups=f, bias=True), nn.ReLU()]
+            layers += [cbn(f, f, 1, bias=True), nn.ReLU()]
+        layers += [nn.Dropout(0.4), nn.AvgPool2d((h // 2, w // 2))]
+        self.body = nn.Sequential(*layers)
+        self.dense = nn.Linear(f, classes)
+
+    def forward(self, x):
+        return self.dense(torch.flatten(self.body(x), 1))
+
+
+# (stride of the depthwise conv, output channels of the following 1x1 conv), alpha 0.25
+MBV1_025 = [(1, 16), (2, 32), (1, 32), (2, 64), (1, 64), (2, 128),
+            (1, 128), (1, 128), (1, 128), (1, 128), (1, 128), (2, 256), (1, 256)]
+
+
+class MobileNetV1025(nn.Module):
+    """MLPerf Tiny visual wake words: Conv 8 3x3 stride 2 + BN + ReLU, 13 x [depthwise 3x3 +
+    BN + ReLU, Conv 1x1 + BN + ReLU], average pool over the final map, dense."""
+
+    def __init__(self, shape, classes):
+        super().__init__()
+        c = shape[2]
+        layers, cin = [cbn(c, 8, 3, 2, bias=True), nn.ReLU()], 8
+        for stride, f in MBV1_025:
+            layers += [cbn(cin, cin, 3, stride, groups=cin, bias=True), nn.ReLU()]
+            layers += [cbn(cin, f, 1, bias=True), nn.ReLU()]
+            cin = f
+        self.body = nn.Sequential(*layers)
+        self.dense = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.dense(torch.flatten(F.adaptive_avg_pool2d(self.body(x), 1), 1))
+
+
+def make_divisible(v, divisor=8):
+    r = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return r + divisor if r < 0.9 * v else r
+
+
+# (expansion, output channels at alpha 1, stride) of MobileNetV2's 17 inverted residual blocks
+MBV2_BLOCKS = [(1, 16, 1), (6, 24, 2), (6, 24, 1), (6, 32, 2), (6, 32, 1), (6, 32, 1),
+               (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1), (6, 96, 1), (6, 96, 1),
+               (6, 96, 1), (6, 160, 2), (6, 160, 1), (6, 160, 1), (6, 320, 1)]
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, t):
+        super().__init__()
+        e = cin * t
+        layers = [cbn(cin, e, 1), nn.ReLU6()] if t != 1 else []
+        layers += [cbn(e, e, 3, stride, groups=e), nn.ReLU6(), cbn(e, cout, 1)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        h = self.body(x)
+        return x + h if self.residual else h
+
+
+class MobileNetV2035(nn.Module):
+    """keras.applications.MobileNetV2 at alpha 0.35: Conv 3x3 stride 2 + BN + ReLU6, the 17
+    inverted residual blocks, Conv 1280 1x1 + BN + ReLU6, global average pool, dense."""
+
+    def __init__(self, shape, classes, alpha=0.35):
+        super().__init__()
+        cin = make_divisible(32 * alpha)
+        layers = [cbn(shape[2], cin, 3, 2), nn.ReLU6()]
+        for t, c, s in MBV2_BLOCKS:
+            cout = make_divisible(int(c * alpha))
+            layers.append(InvertedResidual(cin, cout, s, t))
+            cin = cout
+        layers += [cbn(cin, 1280, 1), nn.ReLU6()]
+        self.body = nn.Sequential(*layers)
+        self.dense = nn.Linear(1280, classes)
+
+    def forward(self, x):
+        return self.dense(torch.flatten(F.adaptive_avg_pool2d(self.body(x), 1), 1))
+
+
 MODELS = {
     "mnist_cnn": (MnistCnn, (28, 28, 1), 10),
     "mbv2_tiny": (Mbv2Tiny, (28, 28, 1), 10),
     "resnet8": (ResNet8, (32, 32, 3), 10),
+    "ds_cnn": (DsCnn, (49, 10, 1), 12),
+    "mobilenet_v1_025": (MobileNetV1025, (96, 96, 3), 2),
+    "mobilenet_v2_035": (MobileNetV2035, (96, 96, 3), 2),
 }
 
 

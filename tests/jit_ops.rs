@@ -876,8 +876,36 @@ fn conv_cases() -> Vec<(Vec<usize>, Vec<usize>, ConvAttrs)> {
             vec![4, 2, 3, 3],
             conv(1, Padding::Explicit([1, 0, 2, 1]), 1, Activation::None),
         ),
-        // Winograd F(2×2, 3×3) (stride 1, 3×3, at least 8 channels each side): odd and
-        // even output sizes, partial channel vectors, every padding it takes
+        // the direct kernels (at least 8 channels each side, not Winograd's, not
+        // pointwise): stride 2 with odd and even sizes and partial channel vectors, a
+        // strided 1×1, uneven windows and pads
+        (
+            vec![2, 9, 9, 16],
+            vec![32, 3, 3, 16],
+            conv(2, Padding::Same, 1, Activation::Relu),
+        ),
+        (
+            vec![2, 8, 10, 8],
+            vec![20, 3, 3, 8],
+            conv(2, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![2, 7, 7, 16],
+            vec![24, 1, 1, 16],
+            conv(2, Padding::Valid, 1, Activation::None),
+        ),
+        (
+            vec![2, 7, 7, 9],
+            vec![10, 2, 3, 9],
+            conv(1, Padding::Explicit([1, 0, 2, 1]), 1, Activation::None),
+        ),
+        (
+            vec![1, 8, 8, 8],
+            vec![8, 5, 5, 8],
+            conv(1, Padding::Same, 1, Activation::None),
+        ),
+        // Winograd (stride 1, 3×3, at least 8 channels each side): odd and even output
+        // sizes, partial channel vectors, every padding it takes
         (
             vec![2, 7, 9, 8],
             vec![12, 3, 3, 8],
@@ -982,6 +1010,71 @@ fn winograd_lowers_stride_1_3x3(on: Option<qatc::jit::Winograd>) {
     assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], strided, on));
     let dilated = conv(1, Padding::Same, 2, Activation::None);
     assert!(!lowered(&[1, 8, 8, 16], &[16, 3, 3, 16], dilated, on));
+}
+
+/// The direct kernels lower the forward pass and input gradient of the undilated,
+/// non-pointwise convolutions Winograd does not take, with at least 8 channels on each side,
+/// where the CPU has AVX-512; nothing when they are off.
+#[test]
+fn direct_kernels_are_a_lowering_choice() {
+    // (forward lowered directly, input gradient lowered directly) for input x, kernel k,
+    // output gradient dy
+    let lowered = |x: &[usize], k: &[usize], dy: &[usize], c: ConvAttrs, direct: bool| {
+        let listing = |op: Op, args: &[A]| {
+            let (g, p, _) = case("choice", op, args, 1);
+            let opts = qatc::jit::JitOptions {
+                threads: 1,
+                direct,
+                ..Default::default()
+            };
+            qatc::jit::compile(&g, &p, &opts)
+                .unwrap()
+                .listing()
+                .to_string()
+        };
+        let fwd = listing(
+            Op::Model(ModelOp::Conv2d(c.clone())),
+            &[Fv(x.to_vec(), -1.0, 1.0), Fv(k.to_vec(), -1.0, 1.0)],
+        );
+        let bwd = listing(
+            Op::Grad(GradOp::Conv2dGradInput {
+                conv: c,
+                input_shape: x.to_vec(),
+            }),
+            &[Fv(dy.to_vec(), -1.0, 1.0), Fv(k.to_vec(), -1.0, 1.0)],
+        );
+        (fwd.contains("direct"), bwd.contains("direct"))
+    };
+    let avx512 = qatc::cpu::Avx512::detect().is_some();
+    let x = [1, 8, 8, 16];
+    let strided = conv(2, Padding::Same, 1, Activation::None);
+    let k = [32, 3, 3, 16];
+    let dy = [1, 4, 4, 32];
+    assert_eq!(
+        lowered(&x, &k, &dy, strided.clone(), true),
+        (avx512, avx512)
+    );
+    assert_eq!(lowered(&x, &k, &dy, strided.clone(), false), (false, false));
+    // too few input channels, pointwise, dilated, and Winograd's
+    assert_eq!(
+        lowered(&[1, 8, 8, 3], &[32, 3, 3, 3], &dy, strided, true),
+        (false, false)
+    );
+    let same = conv(1, Padding::Same, 1, Activation::None);
+    let dy = [1, 8, 8, 16];
+    assert_eq!(
+        lowered(&x, &[16, 1, 1, 16], &dy, same.clone(), true),
+        (false, false)
+    );
+    let dilated = conv(1, Padding::Same, 2, Activation::None);
+    assert_eq!(
+        lowered(&x, &[16, 3, 3, 16], &dy, dilated, true),
+        (false, false)
+    );
+    assert_eq!(
+        lowered(&x, &[16, 3, 3, 16], &dy, same, true),
+        (false, false)
+    );
 }
 
 #[test]

@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// `off` for im2col GEMMs (to measure what each buys).
     #[arg(long, value_enum, default_value_t = WinogradArg::F4)]
     pub winograd: WinogradArg,
+    /// Lower strided and small-channel convolutions as im2col GEMMs and `col2im` instead of
+    /// the direct kernels (to measure what those buy).
+    #[arg(long)]
+    pub no_direct: bool,
     /// Time every instruction of the compiled step and print the most expensive ones.
     #[arg(long)]
     pub profile: bool,
@@ -471,6 +475,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
     opts.fma &= !a.no_fma;
     opts.fuse = !a.no_fuse;
     opts.winograd = a.winograd.variant();
+    opts.direct = !a.no_direct;
     opts.profile = a.profile;
     let m = Measure {
         warmup: a.warmup,
@@ -479,7 +484,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
         print_listing: a.listing,
     };
     say(format!(
-        "qatc bench: {}threads {}, fma {}, fusion {}, winograd {}, {} warm-up + {} timed steps",
+        "qatc bench: {}threads {}, fma {}, fusion {}, winograd {}, direct {}, {} warm-up + {} timed steps",
         if group.size() > 1 {
             format!("{} ranks x ", group.size())
         } else {
@@ -489,6 +494,7 @@ fn run_as(a: &BenchArgs, ranks: &crate::workflow::Ranks) -> Result<()> {
         opts.fma,
         opts.fuse,
         a.winograd.name(),
+        opts.direct,
         m.warmup,
         m.steps
     ));

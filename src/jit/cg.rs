@@ -36,6 +36,7 @@ pub struct Helpers {
     pub logf: FuncRef,
     pub all_reduce: FuncRef,
     pub winograd: FuncRef,
+    pub direct: FuncRef,
     /// Present when compiling with profiling.
     pub prof: Option<FuncRef>,
 }

@@ -84,6 +84,7 @@ struct Imports {
     logf: FuncId,
     all_reduce: FuncId,
     winograd: FuncId,
+    direct: FuncId,
     prof: FuncId,
 }
 
@@ -104,6 +105,7 @@ impl Imports {
             logf: import("qatc_logf", &[F32], Some(F32))?,
             all_reduce: import("qatc_all_reduce", &[I64; 5], None)?,
             winograd: import("qatc_winograd", &[I64; 15], None)?,
+            direct: import("qatc_direct", &[I64; 9], None)?,
             prof: import("qatc_prof", &[I64, I64], None)?,
         })
     }
@@ -118,6 +120,7 @@ impl Imports {
             logf: r(self.logf),
             all_reduce: r(self.all_reduce),
             winograd: r(self.winograd),
+            direct: r(self.direct),
             prof: profile.then(|| r(self.prof)),
         }
     }

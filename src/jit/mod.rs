@@ -41,6 +41,7 @@
 
 mod cg;
 mod codegen;
+mod direct;
 mod fuse;
 mod gemm_tn;
 mod isa;
@@ -80,6 +81,10 @@ pub struct JitOptions {
     /// Lower stride-1 3×3 convolutions with this Winograd algorithm (F(4×4, 3×3) by
     /// default; `None`: im2col GEMMs like every other convolution).
     pub winograd: Option<Winograd>,
+    /// Compute the forward pass and input gradient of the other non-pointwise convolutions
+    /// (strided, small-channel, non-3×3) directly, without patch matrices, where the CPU has
+    /// AVX-512 (on by default; off, they are im2col GEMMs and `col2im`).
+    pub direct: bool,
     /// Time every LIR instruction (see [`JitExecutor::profile`]); off by default.
     pub profile: bool,
     /// The ranks of a data-parallel step ([`crate::dist`]): its `all_reduce` nodes and its
@@ -96,6 +101,7 @@ impl Default for JitOptions {
             fma: isa::Features::host().fma,
             fuse: true,
             winograd: Some(Winograd::F4),
+            direct: true,
             profile: false,
             group: GroupHandle::solo(),
         }
@@ -239,6 +245,7 @@ pub fn compile(graph: &Graph, params: &ParamStore, opts: &JitOptions) -> Result<
     lower.threads = threads;
     lower.ranks = opts.group.size();
     lower.winograd = opts.winograd;
+    lower.direct = opts.direct;
     let mut prog = lower.run(&order)?;
     if opts.fuse {
         fuse::fuse(&mut prog);

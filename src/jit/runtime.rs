@@ -355,6 +355,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
         ("qatc_prof", qatc_prof as *const u8),
         ("qatc_all_reduce", qatc_all_reduce as *const u8),
         ("qatc_winograd", super::winograd::qatc_winograd as *const u8),
+        ("qatc_direct", super::direct::qatc_direct as *const u8),
     ]
 }
 

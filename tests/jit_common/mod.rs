@@ -34,9 +34,9 @@ pub fn rand_tensor(r: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Ten
 }
 
 /// Every configuration the JIT must agree with the oracle in: FMA on and off, 1 and 2
-/// threads (stride-1 3×3 convolutions by Winograd F(4×4, 3×3), the default), and on 2
-/// threads once with Winograd F(2×2, 3×3) and once with those convolutions lowered
-/// directly.
+/// threads (the default lowering: stride-1 3×3 convolutions by Winograd F(4×4, 3×3), other
+/// non-pointwise ones by the direct kernels), and on 2 threads once with Winograd
+/// F(2×2, 3×3) and once with every convolution an im2col GEMM.
 pub fn configs() -> Vec<JitOptions> {
     let mut v = Vec::new();
     for fma in [false, true] {
@@ -48,10 +48,11 @@ pub fn configs() -> Vec<JitOptions> {
             });
         }
     }
-    for winograd in [Some(Winograd::F2), None] {
+    for (winograd, direct) in [(Some(Winograd::F2), true), (None, false)] {
         v.push(JitOptions {
             threads: 2,
             winograd,
+            direct,
             ..JitOptions::default()
         });
     }

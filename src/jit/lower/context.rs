@@ -38,6 +38,9 @@ pub struct Lower<'g> {
     /// Lower stride-1 3×3 convolutions with this Winograd variant ([`super::winograd`]);
     /// `None`: as im2col GEMMs.
     pub winograd: Option<crate::jit::winograd::Variant>,
+    /// Lower the forward pass and input gradient of other non-pointwise convolutions with
+    /// the direct kernels ([`super::direct`]) where the CPU has AVX-512.
+    pub direct: bool,
 }
 
 impl<'g> Lower<'g> {
@@ -51,6 +54,7 @@ impl<'g> Lower<'g> {
             threads: 1,
             ranks: 1,
             winograd: None,
+            direct: false,
         }
     }
 

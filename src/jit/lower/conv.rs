@@ -18,7 +18,7 @@ use super::depthwise::{Depthwise, DepthwiseGradFilter, DepthwiseGradInput};
 use super::elementwise::activation;
 use super::im2col::{Col2im, Im2col};
 use super::rows::Rows;
-use super::winograd;
+use super::{direct, winograd};
 use crate::error::Result;
 use crate::ir::op::{Activation, ConvAttrs};
 use crate::jit::lir::{Access, Gemm, GemmSplit, Inst, Mat, VtId};
@@ -306,9 +306,10 @@ pub fn conv2d(cx: &mut Lower, c: &ConvAttrs) -> Result<Val> {
         let g = forward_geom(c, &x.shape, &out, k.shape[1], k.shape[2]);
         let has_epi = bias(cx).is_some() || c.activation != Activation::None;
         let raw = cx.temp(if has_epi { "raw" } else { "" }, out.iter().product());
-        match winograd::tiles(cx, &g) {
-            Some(t) => winograd::forward(cx, x.vt, k.vt, raw, &t),
-            None => conv_forward(cx, x.vt, k.vt, raw, &g),
+        match (winograd::tiles(cx, &g), direct::geometry(cx, &g)) {
+            (Some(t), _) => winograd::forward(cx, x.vt, k.vt, raw, &t),
+            (None, Some(d)) => direct::forward(cx, x.vt, k.vt, raw, &d),
+            (None, None) => conv_forward(cx, x.vt, k.vt, raw, &g),
         }
         let b = bias(cx);
         epilogue(
@@ -334,9 +335,10 @@ pub fn conv2d_grad_input(cx: &mut Lower, conv: &ConvAttrs, input_shape: &[usize]
         let (dy, k) = (cx.arg(0), cx.arg(1));
         let g = forward_geom(conv, input_shape, &dy.shape, k.shape[1], k.shape[2]);
         let dx = cx.temp("", input_shape.iter().product());
-        match winograd::tiles(cx, &g) {
-            Some(t) => winograd::grad_input(cx, dy.vt, k.vt, dx, &t),
-            None => conv_grad_input(cx, dy.vt, k.vt, dx, &g),
+        match (winograd::tiles(cx, &g), direct::geometry(cx, &g)) {
+            (Some(t), _) => winograd::grad_input(cx, dy.vt, k.vt, dx, &t),
+            (None, Some(d)) => direct::grad_input(cx, dy.vt, k.vt, dx, &d),
+            (None, None) => conv_grad_input(cx, dy.vt, k.vt, dx, &g),
         }
         Val {
             vt: dx,

@@ -9,6 +9,7 @@ mod context;
 pub mod conv;
 mod conv_geom;
 mod depthwise;
+mod direct;
 pub mod elementwise;
 mod im2col;
 pub mod loss;
