@@ -10,6 +10,7 @@ use qatc::ir::op::*;
 use qatc::ir::{DType, Graph, ParamStore, TensorType};
 
 /// An operand of a single-op test graph.
+#[derive(Clone)]
 enum A {
     /// A random f32 input of this shape, uniform in `[lo, hi)`.
     F(&'static [usize], f32, f32),
@@ -1014,11 +1015,12 @@ fn winograd_lowers_stride_1_3x3(on: Option<qatc::jit::Winograd>) {
 
 /// The direct kernels lower the forward pass and input gradient of the undilated,
 /// non-pointwise convolutions Winograd does not take, with at least 8 channels on each side,
-/// where the CPU has AVX-512; nothing when they are off.
+/// and all three directions of first layers whose filter gradient fits in registers, where
+/// the CPU has AVX-512; nothing when they are off.
 #[test]
 fn direct_kernels_are_a_lowering_choice() {
-    // (forward lowered directly, input gradient lowered directly) for input x, kernel k,
-    // output gradient dy
+    // whether the forward pass, the input gradient and the filter gradient are lowered
+    // directly, for input x, kernel k, output gradient dy
     let lowered = |x: &[usize], k: &[usize], dy: &[usize], c: ConvAttrs, direct: bool| {
         let listing = |op: Op, args: &[A]| {
             let (g, p, _) = case("choice", op, args, 1);
@@ -1027,54 +1029,61 @@ fn direct_kernels_are_a_lowering_choice() {
                 direct,
                 ..Default::default()
             };
-            qatc::jit::compile(&g, &p, &opts)
-                .unwrap()
-                .listing()
-                .to_string()
+            let exe = qatc::jit::compile(&g, &p, &opts).unwrap();
+            exe.listing().contains("direct")
         };
-        let fwd = listing(
-            Op::Model(ModelOp::Conv2d(c.clone())),
-            &[Fv(x.to_vec(), -1.0, 1.0), Fv(k.to_vec(), -1.0, 1.0)],
+        let (xv, kv, dyv) = (
+            Fv(x.to_vec(), -1.0, 1.0),
+            Fv(k.to_vec(), -1.0, 1.0),
+            Fv(dy.to_vec(), -1.0, 1.0),
         );
-        let bwd = listing(
-            Op::Grad(GradOp::Conv2dGradInput {
-                conv: c,
-                input_shape: x.to_vec(),
-            }),
-            &[Fv(dy.to_vec(), -1.0, 1.0), Fv(k.to_vec(), -1.0, 1.0)],
-        );
-        (fwd.contains("direct"), bwd.contains("direct"))
+        [
+            listing(
+                Op::Model(ModelOp::Conv2d(c.clone())),
+                &[xv.clone(), kv.clone()],
+            ),
+            listing(
+                Op::Grad(GradOp::Conv2dGradInput {
+                    conv: c.clone(),
+                    input_shape: x.to_vec(),
+                }),
+                &[dyv.clone(), kv],
+            ),
+            listing(
+                Op::Grad(GradOp::Conv2dGradFilter {
+                    conv: c,
+                    filter_shape: k.to_vec(),
+                }),
+                &[dyv, xv],
+            ),
+        ]
     };
-    let avx512 = qatc::cpu::Avx512::detect().is_some();
+    let on = qatc::cpu::Avx512::detect().is_some();
     let x = [1, 8, 8, 16];
     let strided = conv(2, Padding::Same, 1, Activation::None);
-    let k = [32, 3, 3, 16];
     let dy = [1, 4, 4, 32];
+    let wide = [32, 3, 3, 16];
     assert_eq!(
-        lowered(&x, &k, &dy, strided.clone(), true),
-        (avx512, avx512)
+        lowered(&x, &wide, &dy, strided.clone(), true),
+        [on, on, false]
     );
-    assert_eq!(lowered(&x, &k, &dy, strided.clone(), false), (false, false));
-    // too few input channels, pointwise, dilated, and Winograd's
-    assert_eq!(
-        lowered(&[1, 8, 8, 3], &[32, 3, 3, 3], &dy, strided, true),
-        (false, false)
-    );
+    assert_eq!(lowered(&x, &wide, &dy, strided.clone(), false), [false; 3]);
+    // a first layer: 3 channels in, 16 out
+    let first = [16, 3, 3, 3];
+    let (x3, dy16) = ([1, 8, 8, 3], [1, 4, 4, 16]);
+    assert_eq!(lowered(&x3, &first, &dy16, strided.clone(), true), [on; 3]);
+    // too few input channels for a kernel that does not fit registers, pointwise,
+    // dilated, and Winograd's
+    assert_eq!(lowered(&x3, &[32, 3, 3, 3], &dy, strided, true), [false; 3]);
     let same = conv(1, Padding::Same, 1, Activation::None);
     let dy = [1, 8, 8, 16];
     assert_eq!(
         lowered(&x, &[16, 1, 1, 16], &dy, same.clone(), true),
-        (false, false)
+        [false; 3]
     );
     let dilated = conv(1, Padding::Same, 2, Activation::None);
-    assert_eq!(
-        lowered(&x, &[16, 3, 3, 16], &dy, dilated, true),
-        (false, false)
-    );
-    assert_eq!(
-        lowered(&x, &[16, 3, 3, 16], &dy, same, true),
-        (false, false)
-    );
+    assert_eq!(lowered(&x, &[16, 3, 3, 16], &dy, dilated, true), [false; 3]);
+    assert_eq!(lowered(&x, &[16, 3, 3, 16], &dy, same, true), [false; 3]);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Direct convolutions without patch matrices: the forward pass and the input gradient of a
-//! strided or small-channel convolution, as host kernels the compiled step calls through
-//! `qatc_direct`, each thread on its own share of rows.
+//! strided convolution, and the filter gradient of a first layer, as host kernels the
+//! compiled step calls through `qatc_direct`, each thread on its own share of rows.
 //!
 //! The im2col lowering copies every input pixel `kh·kw/(sy·sx)` times into a patch matrix
 //! before its GEMM, and its input gradient writes a patch-sized matrix that `col2im` then
@@ -16,10 +16,18 @@
 //!   the same phase `ix mod sx` share their taps, so a block of `P` of them (every `sx`-th
 //!   pixel) reads `P` consecutive pixels of `dy` per tap, and sums `P × ci` in registers.
 //!
-//! Each output element is one sum in a fixed order whatever the split over threads, so the
-//! results do not depend on the thread count. The kernel is rearranged once per call into
-//! the layout each direction reads (a per-thread scratch; filters are small). The filter
-//! gradient stays `dyᵀ · patches` on `gemm_tn`, which reads its patch matrix in place.
+//! - **Filter gradient** of a first layer (1–3 input channels, at most 16 output channels,
+//!   [`Direct::filter_in_registers`]): all `kh·kw·ci` sums of each output channel in
+//!   registers, one per tap and input channel; each output pixel adds its gradient vector
+//!   times the input values under its window. Per-thread partials, summed by thread 0.
+//!   Wider convolutions keep `dyᵀ · patches` on `gemm_tn`, which reads the patch matrix in
+//!   place.
+//!
+//! A forward pass whose pixels' window rows are all inside the input reads each row's
+//! `kw·ci` values as one run. The forward pass and the input gradient are each one sum in a
+//! fixed order per element, whatever the split over threads, so they do not depend on the
+//! thread count. The kernel is rearranged once per call into the layout each direction
+//! reads (a per-thread scratch; filters are small).
 
 use crate::cpu::Avx512;
 use std::cell::RefCell;
@@ -96,7 +104,25 @@ impl Direct {
     pub fn flops(&self) -> usize {
         2 * self.n * self.oh * self.ow * self.co * self.kh * self.kw * self.ci
     }
+
+    /// Whether the filter gradient is computed here too ([`Stage::GradFilterPartial`]):
+    /// its whole `kh·kw·ci × co` transpose fits in AVX-512 registers, one per tap and input
+    /// channel (at most 3 rows of 9 values, at most 16 output channels): a convolution's
+    /// first layer on 1–3 input channels.
+    pub fn filter_in_registers(&self) -> bool {
+        self.co <= 16 && self.kh <= FILTER_ROWS && self.kw * self.ci <= FILTER_RUN
+    }
+
+    /// Floats of one thread's filter-gradient partial: `[kh·kw·ci][16]`.
+    pub fn filter_partial_len(&self) -> usize {
+        self.kh * self.kw * self.ci * 16
+    }
 }
+
+/// Window rows the filter-gradient kernel keeps in registers.
+const FILTER_ROWS: usize = 3;
+/// Values per window row it keeps (`kw·ci`).
+const FILTER_RUN: usize = 9;
 
 /// What one `qatc_direct` call computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,16 +131,29 @@ pub enum Stage {
     Forward,
     /// `dx` from `dy` and `k` (operands `dy`, `k`, `dx`), split over input rows.
     GradInput,
+    /// This thread's partial `[kh·kw·ci][16]` of the filter gradient (operands `dy`, `x`,
+    /// the partials), split over output rows; only where [`Direct::filter_in_registers`].
+    GradFilterPartial,
+    /// `dk[co][kh][kw][ci]` from the `threads` partials, summed in order (operands the
+    /// partials, unused, `dk`; thread 0).
+    GradFilterFinish,
 }
 
 impl Stage {
-    /// Both stages.
-    pub const ALL: [Stage; 2] = [Stage::Forward, Stage::GradInput];
+    /// Every stage.
+    pub const ALL: [Stage; 4] = [
+        Stage::Forward,
+        Stage::GradInput,
+        Stage::GradFilterPartial,
+        Stage::GradFilterFinish,
+    ];
     /// The stage's code in a call.
     pub fn code(self) -> u64 {
         match self {
             Stage::Forward => 0,
             Stage::GradInput => 1,
+            Stage::GradFilterPartial => 2,
+            Stage::GradFilterFinish => 3,
         }
     }
     fn from_code(c: u64) -> Option<Stage> {
@@ -168,12 +207,32 @@ pub unsafe fn run(
                 let rows = share(g.n * g.h, tid, threads);
                 x86::grad_input(g, a, b, c, rows)
             }
+            Stage::GradFilterPartial => {
+                let rows = share(g.n * g.oh, tid, threads);
+                x86::grad_filter(g, a, b, c.add(tid * g.filter_partial_len()), rows)
+            }
+            Stage::GradFilterFinish => grad_filter_finish(g, a, c, threads),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (stage, g, a, b, c, tid, threads);
         cpu.never()
+    }
+}
+
+/// `dk[o][r] = Σ_t part[t][r][o]` (`r` over taps and input channels), `t` in order.
+unsafe fn grad_filter_finish(g: &Direct, part: *const f32, dk: *mut f32, parts: usize) {
+    let rows = g.kh * g.kw * g.ci;
+    let len = g.filter_partial_len();
+    for o in 0..g.co {
+        for r in 0..rows {
+            let mut s = 0.0;
+            for t in 0..parts {
+                s += *part.add(t * len + r * 16 + o);
+            }
+            *dk.add(o * rows + r) = s;
+        }
     }
 }
 
@@ -308,7 +367,7 @@ mod x86 {
         }
         // kt[t][i][o] = k[o][t][i]: output channels contiguous per tap and input channel
         let taps = g.kh * g.kw;
-        let kt = scratch(taps * g.ci * g.co + g.ci);
+        let kt = scratch(taps * g.ci * g.co + g.kw * g.ci);
         for o in 0..g.co {
             for t in 0..taps {
                 for i in 0..g.ci {
@@ -316,8 +375,9 @@ mod x86 {
                 }
             }
         }
+        // a window row of zeros for the pixels past the end of a block
         let zeros = kt.add(taps * g.ci * g.co);
-        std::slice::from_raw_parts_mut(zeros, g.ci).fill(0.0);
+        std::slice::from_raw_parts_mut(zeros, g.kw * g.ci).fill(0.0);
         match g.co.div_ceil(16) {
             1 => forward_rows::<16, 1, 4>(g, x, kt, zeros, y, (lo, hi)),
             2 => forward_rows::<8, 2, 4>(g, x, kt, zeros, y, (lo, hi)),
@@ -351,6 +411,22 @@ mod x86 {
                             continue;
                         }
                         let xrow = x.add((b * g.h + iy as usize) * g.w * g.ci);
+                        let first = (ox0 * g.sx) as isize - g.pl as isize;
+                        let last = (ox0 + count - 1) * g.sx + g.kw;
+                        if first >= 0 && last <= g.w + g.pl {
+                            // every pixel's window row is inside: its kw·ci values are
+                            // contiguous, one run of taps and channels
+                            let src: [*const f32; P] = std::array::from_fn(|p| {
+                                if p < count {
+                                    xrow.add(((ox0 + p) * g.sx - g.pl) * g.ci)
+                                } else {
+                                    zeros
+                                }
+                            });
+                            let w = kt.add(ky * g.kw * g.ci * g.co + c0);
+                            acc.madd::<U>(&src, w, g.co, g.kw * g.ci, &masks);
+                            continue;
+                        }
                         for kx in 0..g.kw {
                             let src: [*const f32; P] = std::array::from_fn(|p| {
                                 let ix = ((ox0 + p) * g.sx + kx) as isize - g.pl as isize;
@@ -368,6 +444,77 @@ mod x86 {
                     ox0 += P;
                 }
                 c0 += 16 * NV;
+            }
+        }
+    }
+
+    /// This thread's filter-gradient partial `part[r][o]` (`r = (ky·kw + kx)·ci + i`)
+    /// over output rows `lo..hi`: every `(r, o)` sum in one register, each output pixel
+    /// adding its gradient vector times the `kh·kw·ci` input values under its window.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn grad_filter(
+        g: &Direct,
+        dy: *const f32,
+        x: *const f32,
+        part: *mut f32,
+        rows: (usize, usize),
+    ) {
+        use crate::jit::direct::{FILTER_ROWS, FILTER_RUN};
+        let run = g.kw * g.ci;
+        // the common stems exactly, so their loop bounds are constants
+        match (g.kh, run) {
+            (3, 3) => grad_filter_rows::<3, 3>(g, dy, x, part, rows, 3, 3),
+            (3, 9) => grad_filter_rows::<3, 9>(g, dy, x, part, rows, 3, 9),
+            _ => grad_filter_rows::<FILTER_ROWS, FILTER_RUN>(g, dy, x, part, rows, g.kh, run),
+        }
+    }
+
+    /// [`grad_filter`] with `kh ≤ KH` window rows of `run ≤ RUN` values.
+    #[inline(always)]
+    unsafe fn grad_filter_rows<const KH: usize, const RUN: usize>(
+        g: &Direct,
+        dy: *const f32,
+        x: *const f32,
+        part: *mut f32,
+        (lo, hi): (usize, usize),
+        kh: usize,
+        run: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 27];
+        let m = mask(g.co);
+        for r in lo..hi {
+            let (b, oy) = (r / g.oh, r % g.oh);
+            let dyrow = dy.add(r * g.ow * g.co);
+            for ox in 0..g.ow {
+                let d = _mm512_maskz_loadu_ps(m, dyrow.add(ox * g.co));
+                let x0 = (ox * g.sx) as isize - g.pl as isize;
+                let inside = x0 >= 0 && x0 as usize + g.kw <= g.w;
+                for ky in 0..KH {
+                    let iy = (oy * g.sy + ky) as isize - g.pt as isize;
+                    if ky >= kh || iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let xrow = x.add((b * g.h + iy as usize) * g.w * g.ci);
+                    for j in 0..RUN {
+                        if j >= run {
+                            break;
+                        }
+                        if !inside {
+                            let ix = x0 + (j / g.ci) as isize;
+                            if ix < 0 || ix >= g.w as isize {
+                                continue;
+                            }
+                        }
+                        let v = _mm512_set1_ps(*xrow.offset(x0 * g.ci as isize + j as isize));
+                        let a = &mut acc[ky * RUN + j];
+                        *a = _mm512_fmadd_ps(v, d, *a);
+                    }
+                }
+            }
+        }
+        for ky in 0..kh {
+            for j in 0..run {
+                _mm512_storeu_ps(part.add((ky * run + j) * 16), acc[ky * RUN + j]);
             }
         }
     }
@@ -518,13 +665,19 @@ mod tests {
             geom((1, 13, 10, 1), 20, (10, 4), (2, 2), (4, 1)),
             geom((1, 7, 30, 20), 50, (3, 3), (2, 3), (1, 1)),
             geom((1, 6, 29, 72), 8, (3, 3), (1, 2), (1, 1)),
+            // first layers: the filter gradient in registers too
+            geom((2, 9, 9, 3), 16, (3, 3), (1, 1), (1, 1)),
+            geom((1, 10, 10, 1), 12, (3, 3), (1, 1), (0, 0)),
+            geom((2, 9, 8, 3), 8, (3, 3), (2, 2), (1, 1)),
+            geom((1, 7, 6, 2), 5, (2, 3), (1, 2), (1, 1)),
         ]
     }
 
-    /// `y` and, for `dy` of y's shape, `dx`, both in f64.
-    fn direct(g: &Direct, x: &[f32], k: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    /// `y` and, for `dy` of y's shape, `dx` and `dk`, in f64.
+    fn direct(g: &Direct, x: &[f32], k: &[f32], dy: &[f32]) -> [Vec<f64>; 3] {
         let mut y = vec![0.0; g.n * g.oh * g.ow * g.co];
         let mut dx = vec![0.0; g.n * g.h * g.w * g.ci];
+        let mut dk = vec![0.0; k.len()];
         for b in 0..g.n {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
@@ -539,9 +692,11 @@ mod tests {
                             let yi = ((b * g.oh + oy) * g.ow + ox) * g.co;
                             for o in 0..g.co {
                                 for i in 0..g.ci {
-                                    let kv = k[((o * g.kh + ky) * g.kw + kx) * g.ci + i] as f64;
+                                    let ki = ((o * g.kh + ky) * g.kw + kx) * g.ci + i;
+                                    let kv = k[ki] as f64;
                                     y[yi + o] += x[xi + i] as f64 * kv;
                                     dx[xi + i] += dy[yi + o] as f64 * kv;
+                                    dk[ki] += dy[yi + o] as f64 * x[xi + i] as f64;
                                 }
                             }
                         }
@@ -549,7 +704,7 @@ mod tests {
                 }
             }
         }
-        (y, dx)
+        [y, dx, dk]
     }
 
     fn max_rel(got: &[f32], want: &[f64]) -> f64 {
@@ -570,7 +725,7 @@ mod tests {
             let x = rand(g.n * g.h * g.w * g.ci, s as u64);
             let k = rand(g.co * g.kh * g.kw * g.ci, 100 + s as u64);
             let dy = rand(g.n * g.oh * g.ow * g.co, 200 + s as u64);
-            let (want_y, want_dx) = direct(g, &x, &k, &dy);
+            let [want_y, want_dx, want_dk] = direct(g, &x, &k, &dy);
             let mut first = None;
             for threads in [1, 2, 3] {
                 let mut y = vec![f32::NAN; want_y.len()];
@@ -598,6 +753,35 @@ mod tests {
                 let (ey, edx) = (max_rel(&y, &want_y), max_rel(&dx, &want_dx));
                 assert!(ey < 1e-5, "{g:?} forward, {threads} threads: {ey}");
                 assert!(edx < 1e-5, "{g:?} input gradient, {threads} threads: {edx}");
+                if g.filter_in_registers() {
+                    let mut part = vec![f32::NAN; threads * g.filter_partial_len()];
+                    let mut dk = vec![f32::NAN; want_dk.len()];
+                    unsafe {
+                        for tid in 0..threads {
+                            run(
+                                cpu,
+                                Stage::GradFilterPartial,
+                                g,
+                                (dy.as_ptr(), x.as_ptr(), part.as_mut_ptr()),
+                                tid,
+                                threads,
+                            );
+                        }
+                        run(
+                            cpu,
+                            Stage::GradFilterFinish,
+                            g,
+                            (part.as_ptr(), std::ptr::null(), dk.as_mut_ptr()),
+                            0,
+                            threads,
+                        );
+                    }
+                    let edk = max_rel(&dk, &want_dk);
+                    assert!(
+                        edk < 1e-5,
+                        "{g:?} filter gradient, {threads} threads: {edk}"
+                    );
+                }
                 // the same bits whatever the split
                 match &first {
                     None => first = Some((y, dx)),
@@ -620,5 +804,11 @@ mod tests {
             assert_eq!(Stage::from_code(s.code()), Some(s));
         }
         assert_eq!(Stage::from_code(7), None);
+        // the first layers take the filter-gradient kernel, wider ones do not
+        let kernels: Vec<bool> = shapes().iter().map(Direct::filter_in_registers).collect();
+        assert_eq!(
+            kernels,
+            [false, false, false, true, false, false, false, true, true, true, true]
+        );
     }
 }

@@ -82,8 +82,9 @@ pub struct JitOptions {
     /// default; `None`: im2col GEMMs like every other convolution).
     pub winograd: Option<Winograd>,
     /// Compute the forward pass and input gradient of the other non-pointwise convolutions
-    /// (strided, small-channel, non-3×3) directly, without patch matrices, where the CPU has
-    /// AVX-512 (on by default; off, they are im2col GEMMs and `col2im`).
+    /// (strided, non-3×3) and all three directions of first layers directly, without patch
+    /// matrices, where the CPU has AVX-512 (on by default; off, they are im2col GEMMs and
+    /// `col2im`).
     pub direct: bool,
     /// Time every LIR instruction (see [`JitExecutor::profile`]); off by default.
     pub profile: bool,

@@ -38,8 +38,8 @@ pub struct Lower<'g> {
     /// Lower stride-1 3×3 convolutions with this Winograd variant ([`super::winograd`]);
     /// `None`: as im2col GEMMs.
     pub winograd: Option<crate::jit::winograd::Variant>,
-    /// Lower the forward pass and input gradient of other non-pointwise convolutions with
-    /// the direct kernels ([`super::direct`]) where the CPU has AVX-512.
+    /// Lower the convolutions [`super::direct`] takes to the direct kernels where the CPU
+    /// has AVX-512.
     pub direct: bool,
 }
 

@@ -358,9 +358,11 @@ pub fn conv2d_grad_filter(cx: &mut Lower, conv: &ConvAttrs, filter_shape: &[usiz
         let (dy, x) = (cx.arg(0), cx.arg(1));
         let g = forward_geom(conv, &x.shape, &dy.shape, filter_shape[1], filter_shape[2]);
         let dk = cx.temp("", filter_shape.iter().product());
-        match winograd::tiles(cx, &g) {
-            Some(t) => winograd::grad_filter(cx, dy.vt, x.vt, dk, &t),
-            None => conv_grad_filter(cx, dy.vt, x.vt, dk, &g),
+        let direct = direct::geometry(cx, &g).filter(|d| d.filter_in_registers());
+        match (winograd::tiles(cx, &g), direct) {
+            (Some(t), _) => winograd::grad_filter(cx, dy.vt, x.vt, dk, &t),
+            (None, Some(d)) => direct::grad_filter(cx, dy.vt, x.vt, dk, &d),
+            (None, None) => conv_grad_filter(cx, dy.vt, x.vt, dk, &g),
         }
         Val {
             vt: dk,
