@@ -371,6 +371,32 @@ impl<'a, 'f> Cg<'a, 'f> {
         self.if_then(is0, body);
     }
 
+    /// This thread's id and the thread count of the instruction being emitted (`None` and 1
+    /// when it runs on thread 0 alone).
+    pub fn this_thread(&mut self) -> (Option<Value>, usize) {
+        if self.par {
+            (Some(self.tid()), self.threads)
+        } else {
+            (None, 1)
+        }
+    }
+
+    /// Per-thread partials combined by one thread: `each` on every thread of the instruction
+    /// (its id and the thread count, as [`Cg::this_thread`]), then, after a barrier when the
+    /// instruction is split, `finish` on thread 0 with the thread count.
+    pub fn partials_then_thread0(
+        &mut self,
+        each: impl FnOnce(&mut Self, Option<Value>, usize),
+        finish: impl FnOnce(&mut Self, usize),
+    ) {
+        let (tid, threads) = self.this_thread();
+        each(self, tid, threads);
+        if self.par {
+            self.barrier();
+        }
+        self.on_thread0(|cg| finish(cg, threads));
+    }
+
     /// This thread's share `[lo, hi)` of `0..n`, in multiples of `granule` (the last
     /// share takes the remainder).
     pub fn thread_range(&mut self, n: usize, granule: usize) -> (Value, Value) {

@@ -30,7 +30,7 @@
 //! reads (a per-thread scratch; filters are small).
 
 use crate::cpu::Avx512;
-use std::cell::RefCell;
+use crate::jit::host::share;
 
 /// The geometry of a convolution `x[n,h,w,ci] ⋆ k[co,kh,kw,ci] → y[n,oh,ow,co]` (undilated;
 /// input pixel `(oy·sy + ky − pt, ox·sx + kx − pl)` is tap `(ky,kx)` of output `(oy,ox)`).
@@ -161,28 +161,6 @@ impl Stage {
     }
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// This thread's scratch of at least `len` zeroed-on-growth floats, valid until its next
-/// call on this thread.
-fn scratch(len: usize) -> *mut f32 {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0.0);
-        }
-        s.as_mut_ptr()
-    })
-}
-
-/// This thread's share `[lo, hi)` of `0..n`.
-fn share(n: usize, tid: usize, threads: usize) -> (usize, usize) {
-    let chunk = n.div_ceil(threads.max(1));
-    ((tid * chunk).min(n), ((tid + 1) * chunk).min(n))
-}
-
 /// Runs `stage` on thread `tid`'s share of rows: operands `(a, b, c)` as [`Stage`] lists.
 ///
 /// # Safety
@@ -265,17 +243,9 @@ pub unsafe extern "C" fn qatc_direct(
 mod x86 {
     // the file's own module by its full path (the architecture test reads `super::` in a
     // file as the parent directory's module)
-    use crate::jit::direct::{scratch, Direct};
+    use crate::jit::direct::Direct;
+    use crate::jit::host::{lanes16 as mask, scratch};
     use std::arch::x86_64::*;
-
-    #[inline(always)]
-    fn mask(w: usize) -> __mmask16 {
-        if w >= 16 {
-            0xffff
-        } else {
-            ((1u32 << w) - 1) as __mmask16
-        }
-    }
 
     /// Sums of `P` pixels × `NV` vectors of 16 channels, in registers.
     struct Acc<const P: usize, const NV: usize>([[__m512; NV]; P]);
@@ -618,18 +588,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::jit::host::testing::{max_rel, rand};
 
     fn geom(
         (n, h, w, ci): (usize, usize, usize, usize),
@@ -705,14 +664,6 @@ mod tests {
             }
         }
         [y, dx, dk]
-    }
-
-    fn max_rel(got: &[f32], want: &[f64]) -> f64 {
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-        got.iter()
-            .zip(want)
-            .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()))
-            / scale
     }
 
     #[test]

@@ -44,6 +44,7 @@ mod codegen;
 mod direct;
 mod fuse;
 mod gemm_tn;
+mod host;
 mod isa;
 mod link;
 mod lir;

@@ -29,7 +29,7 @@
 //! scratch).
 
 use crate::cpu::Avx512;
-use std::cell::RefCell;
+use crate::jit::host::{scratch, share};
 
 /// Channels a transform handles at once (one AVX-512 vector).
 const L: usize = 16;
@@ -75,28 +75,6 @@ impl Tiles {
         let (r, c) = (self.rows(), self.cols());
         (i / (r * c), i / c % r, i % c)
     }
-}
-
-/// This thread's share `[lo, hi)` of `0..n`.
-fn share(n: usize, tid: usize, threads: usize) -> (usize, usize) {
-    let chunk = n.div_ceil(threads.max(1));
-    ((tid * chunk).min(n), ((tid + 1) * chunk).min(n))
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// This thread's scratch of at least `len` floats, valid until its next call on this
-/// thread (each stage takes it once).
-fn scratch(len: usize) -> *mut f32 {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0.0);
-        }
-        s.as_mut_ptr()
-    })
 }
 
 // ---- 16-channel transforms --------------------------------------------------------------
@@ -616,16 +594,8 @@ unsafe fn small_gemm(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use crate::jit::host::lanes16 as mask;
     use std::arch::x86_64::*;
-
-    #[inline(always)]
-    fn mask(w: usize) -> __mmask16 {
-        if w >= 16 {
-            0xffff
-        } else {
-            ((1u32 << w) - 1) as __mmask16
-        }
-    }
 
     impl crate::jit::winograd::Vec16 for __m512 {
         const AVX512: bool = true;
@@ -1158,18 +1128,7 @@ pub fn pack_pads(t: &Tiles) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::jit::host::testing::{max_rel, rand};
 
     /// Direct `y[b,oy,ox,o] = Σ x[b, oy+ky−pt, ox+kx−pl, i] · k[o,ky,kx,i]` in f64.
     fn direct(t: &Tiles, x: &[f32], k: &[f32]) -> Vec<f64> {
@@ -1202,14 +1161,6 @@ mod tests {
             }
         }
         y
-    }
-
-    fn max_rel(got: &[f32], want: &[f64]) -> f64 {
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-        got.iter()
-            .zip(want)
-            .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()))
-            / scale
     }
 
     /// Every test shape in both variants.

@@ -117,7 +117,7 @@ impl Kernel for Conv {
         threads > 1 && self.0.rows() >= 2 * threads
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
-        let (tid, threads) = this_thread(cg);
+        let (tid, threads) = cg.this_thread();
         self.0.emit_call(cg, tid, threads);
         Ok(())
     }
@@ -153,11 +153,6 @@ impl Kernel for GradFilter {
         true
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
-        let (tid, threads) = this_thread(cg);
-        self.partial.emit_call(cg, tid, threads);
-        if cg.par {
-            cg.barrier();
-        }
         let finish = Call {
             name: String::new(),
             stage: Stage::GradFilterFinish,
@@ -167,18 +162,11 @@ impl Kernel for GradFilter {
             c: self.dk,
         };
         // thread 0 sums as many partials as there were threads
-        cg.on_thread0(|cg| finish.emit_call(cg, None, threads));
+        cg.partials_then_thread0(
+            |cg, tid, threads| self.partial.emit_call(cg, tid, threads),
+            |cg, threads| finish.emit_call(cg, None, threads),
+        );
         Ok(())
-    }
-}
-
-/// This thread's id and the thread count of the instruction being emitted (none and 1 when
-/// it runs on thread 0 alone).
-fn this_thread(cg: &mut Cg) -> (Option<Value>, usize) {
-    if cg.par {
-        (Some(cg.tid()), cg.threads)
-    } else {
-        (None, 1)
     }
 }
 

@@ -115,11 +115,7 @@ impl Kernel for Filter {
         threads > 1 && self.0.t.c_out >= threads
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
-        let (tid, threads) = if cg.par {
-            (Some(cg.tid()), cg.threads)
-        } else {
-            (None, 1)
-        };
+        let (tid, threads) = cg.this_thread();
         self.0.emit_call(cg, tid, threads);
         Ok(())
     }
@@ -154,11 +150,7 @@ impl Kernel for Conv {
         threads > 1 && self.0.t.count() >= 8 * threads
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
-        let (tid, threads) = if cg.par {
-            (Some(cg.tid()), cg.threads)
-        } else {
-            (None, 1)
-        };
+        let (tid, threads) = cg.this_thread();
         self.0.emit_call(cg, tid, threads);
         Ok(())
     }
@@ -198,16 +190,6 @@ impl Kernel for GradFilter {
         true
     }
     fn emit(&self, cg: &mut Cg) -> Result<()> {
-        let par = cg.par;
-        let (tid, threads) = if par {
-            (Some(cg.tid()), cg.threads)
-        } else {
-            (None, 1)
-        };
-        self.partial.emit_call(cg, tid, threads);
-        if par {
-            cg.barrier();
-        }
         let finish = Call {
             name: String::new(),
             stage: Stage::GradFilterFinish,
@@ -216,7 +198,10 @@ impl Kernel for GradFilter {
             b: None,
             c: self.dk,
         };
-        cg.on_thread0(|cg| finish.emit_call(cg, None, threads));
+        cg.partials_then_thread0(
+            |cg, tid, threads| self.partial.emit_call(cg, tid, threads),
+            |cg, threads| finish.emit_call(cg, None, threads),
+        );
         Ok(())
     }
 }
