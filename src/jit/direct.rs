@@ -159,6 +159,15 @@ impl Stage {
     fn from_code(c: u64) -> Option<Stage> {
         Stage::ALL.into_iter().find(|s| s.code() == c)
     }
+    /// The kind of instruction the stage is in, for profiles (the filter gradient's two
+    /// stages are one instruction).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Stage::Forward => "direct_conv",
+            Stage::GradInput => "direct_conv_grad_input",
+            Stage::GradFilterPartial | Stage::GradFilterFinish => "direct_conv_grad_filter",
+        }
+    }
 }
 
 /// Runs `stage` on thread `tid`'s share of rows: operands `(a, b, c)` as [`Stage`] lists.

@@ -97,11 +97,7 @@ impl Kernel for Conv {
         self.0.name.clone()
     }
     fn kind(&self) -> &'static str {
-        match self.0.stage {
-            Stage::Forward => "direct_conv",
-            Stage::GradInput => "direct_conv_grad_input",
-            Stage::GradFilterPartial | Stage::GradFilterFinish => "direct_conv_grad_filter",
-        }
+        self.0.stage.kind()
     }
     /// The convolution's multiply-adds (each direction has as many as the forward).
     fn flops(&self) -> usize {
@@ -134,7 +130,7 @@ impl Kernel for GradFilter {
         self.partial.name.clone()
     }
     fn kind(&self) -> &'static str {
-        "direct_conv_grad_filter"
+        self.partial.stage.kind()
     }
     fn flops(&self) -> usize {
         self.partial.g.flops()
